@@ -1,0 +1,19 @@
+//! Relaybox: a chatmail relay in one daemon.
+//!
+//! Data flow of a message (DESIGN.md): SMTP session → policy → store (one durable
+//! commit) → `250` → events wake IDLE sessions. IMAP sessions read and delete through
+//! the store. Nothing takes a second path around the store.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod imap;
+pub mod net;
+pub mod onboarding;
+pub mod policy;
+pub mod server;
+pub mod smtp;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,35 @@
+//! Pure rules of spec/relay.md (DESIGN.md principle 4): functions over plain data that
+//! decide; the sessions do the I/O and call them.
+
+pub mod gate;
+pub mod headers;
+pub mod inbound;
+pub mod names;
+pub mod ratelimit;
+pub mod submission;
+
+use std::fmt;
+
+/// An SMTP reply decided by a rule: the code and the rest of the line (with the
+/// enhanced status code where the spec gives one), e.g. `523` +
+/// `Encryption Needed: Invalid Unencrypted Mail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl SmtpReply {
+    pub fn new(code: u16, text: impl Into<String>) -> Self {
+        SmtpReply {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+impl fmt::Display for SmtpReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}

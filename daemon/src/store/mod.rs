@@ -1,0 +1,969 @@
+//! The only code that touches redb: typed tables for accounts, mailboxes, messages,
+//! message bodies, metadata and the outbound queue; the schema version; and the
+//! group-commit writer (DESIGN.md principle 2).
+//!
+//! Reads run directly on a read transaction (microseconds). Writes go to one writer
+//! thread that gathers every pending job into one transaction: durable jobs
+//! (deliveries, APPEND, account creation) make that commit `Durability::Immediate`,
+//! so concurrent deliveries share one fsync; flag changes and last-login updates ride
+//! along or go out non-durably.
+
+mod codec;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+
+use codec::{Dec, Enc};
+use writer::Writer;
+
+/// Version of the table layout below; recorded in `meta` at creation.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// address → account row.
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// (address, mailbox name) → mailbox row.
+const MAILBOXES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("mailboxes");
+/// (mailbox id, uid) → message row (flags, size, date, body id).
+const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
+/// body id → the stored bytes, shared by every copy of one delivery.
+const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+/// body id → number of message and queue rows that point at it.
+const BODY_REFS: TableDefinition<u64, u32> = TableDefinition::new("body_refs");
+/// queue id → outbound queue row.
+const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// (address, token) → (first registration, last SET), Unix seconds.
+const TOKENS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("device_tokens");
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Lower-case address, `user@domain`.
+    pub address: String,
+    /// `{SHA512-CRYPT}$6$...` (ACC-10).
+    pub password_hash: String,
+    /// Unix seconds, floored to the day (LL-1).
+    pub last_login_day: u64,
+    /// New accounts refuse cleartext inbound mail (ACC-9).
+    pub enforce_e2ee: bool,
+}
+
+/// Outcome of [`Store::create_account`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// This call created the account.
+    New,
+    /// It existed already (another login won the race); here is the stored record.
+    Existing(Account),
+}
+
+/// IMAP system flags as a bit set plus keywords.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub bits: u8,
+    pub keywords: Vec<String>,
+}
+
+impl Flags {
+    pub const SEEN: u8 = 1;
+    pub const ANSWERED: u8 = 2;
+    pub const FLAGGED: u8 = 4;
+    pub const DELETED: u8 = 8;
+    pub const DRAFT: u8 = 16;
+
+    pub fn has(&self, bit: u8) -> bool {
+        self.bits & bit != 0
+    }
+}
+
+/// How STORE changes flags (RFC 9051 §6.4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+/// One mailbox of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxInfo {
+    pub name: String,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub subscribed: bool,
+}
+
+/// Per-message data needed for sequence numbers, FETCH FLAGS/SIZE/INTERNALDATE, SEARCH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub uid: u32,
+    pub flags: Flags,
+    /// Length of the stored bytes (RFC822.SIZE).
+    pub size: u64,
+    /// Arrival time, Unix seconds.
+    pub internal_date: u64,
+}
+
+/// A message accepted by SMTP: one commit stores it for every local recipient and
+/// queues it for every remote one.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Envelope sender (empty for `<>`).
+    pub sender: String,
+    /// Local recipient accounts (canonical addresses, `+ext` already removed).
+    pub local: Vec<String>,
+    /// Remote recipients, for the outbound queue.
+    pub remote: Vec<String>,
+    /// The bytes to store (after header cleanup).
+    pub body: Arc<[u8]>,
+    /// Arrival time, Unix seconds.
+    pub received: u64,
+}
+
+/// A row of the outbound queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub id: u64,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub created: u64,
+    pub next_attempt: u64,
+    pub attempts: u32,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(String),
+    #[error("no such mailbox")]
+    NoMailbox,
+    #[error("mailbox exists")]
+    MailboxExists,
+    #[error("no such account")]
+    NoAccount,
+    #[error("the store writer has stopped")]
+    WriterGone,
+    #[error("schema version {found} is newer than this program ({supported})")]
+    SchemaTooNew { found: u64, supported: u64 },
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+struct MailboxRow {
+    id: u64,
+    uid_validity: u32,
+    uid_next: u32,
+    subscribed: bool,
+}
+
+impl MailboxRow {
+    fn encode(&self) -> Vec<u8> {
+        Enc::default()
+            .u64(self.id)
+            .u32(self.uid_validity)
+            .u32(self.uid_next)
+            .u8(self.subscribed as u8)
+            .0
+    }
+    fn decode(b: &[u8]) -> Result<Self, StoreError> {
+        let mut d = Dec(b);
+        Ok(MailboxRow {
+            id: d.u64()?,
+            uid_validity: d.u32()?,
+            uid_next: d.u32()?,
+            subscribed: d.u8()? != 0,
+        })
+    }
+    fn info(&self, name: &str) -> MailboxInfo {
+        MailboxInfo {
+            name: name.to_string(),
+            uid_validity: self.uid_validity,
+            uid_next: self.uid_next,
+            subscribed: self.subscribed,
+        }
+    }
+}
+
+struct MessageRow {
+    body_id: u64,
+    size: u64,
+    internal_date: u64,
+    flags: Flags,
+}
+
+impl MessageRow {
+    fn encode(&self) -> Vec<u8> {
+        Enc::default()
+            .u64(self.body_id)
+            .u64(self.size)
+            .u64(self.internal_date)
+            .u8(self.flags.bits)
+            .strs(&self.flags.keywords)
+            .0
+    }
+    fn decode(b: &[u8]) -> Result<Self, StoreError> {
+        let mut d = Dec(b);
+        Ok(MessageRow {
+            body_id: d.u64()?,
+            size: d.u64()?,
+            internal_date: d.u64()?,
+            flags: Flags {
+                bits: d.u8()?,
+                keywords: d.strs()?,
+            },
+        })
+    }
+    fn meta(&self, uid: u32) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: self.flags.clone(),
+            size: self.size,
+            internal_date: self.internal_date,
+        }
+    }
+}
+
+fn encode_account(a: &Account) -> Vec<u8> {
+    Enc::default()
+        .str(&a.password_hash)
+        .u64(a.last_login_day)
+        .u8(a.enforce_e2ee as u8)
+        .0
+}
+
+fn decode_account(address: &str, b: &[u8]) -> Result<Account, StoreError> {
+    let mut d = Dec(b);
+    Ok(Account {
+        address: address.to_string(),
+        password_hash: d.str()?,
+        last_login_day: d.u64()?,
+        enforce_e2ee: d.u8()? != 0,
+    })
+}
+
+fn encode_queue(q: &QueuedMessage, body_id: u64) -> Vec<u8> {
+    Enc::default()
+        .u64(body_id)
+        .str(&q.sender)
+        .strs(&q.recipients)
+        .u64(q.created)
+        .u64(q.next_attempt)
+        .u32(q.attempts)
+        .0
+}
+
+fn decode_queue(id: u64, b: &[u8]) -> Result<(QueuedMessage, u64), StoreError> {
+    let mut d = Dec(b);
+    let body_id = d.u64()?;
+    Ok((
+        QueuedMessage {
+            id,
+            sender: d.str()?,
+            recipients: d.strs()?,
+            created: d.u64()?,
+            next_attempt: d.u64()?,
+            attempts: d.u32()?,
+        },
+        body_id,
+    ))
+}
+
+/// Next value of the store-wide id counter (mailbox ids, body ids, queue ids).
+fn next_id(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut meta = tx.open_table(META)?;
+    let cur = match meta.get("next_id")? {
+        Some(v) => u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])),
+        None => 1,
+    };
+    meta.insert("next_id", (cur + 1).to_le_bytes().as_slice())?;
+    Ok(cur)
+}
+
+fn get_mailbox(
+    tx: &WriteTransaction,
+    account: &str,
+    name: &str,
+) -> Result<Option<MailboxRow>, StoreError> {
+    let t = tx.open_table(MAILBOXES)?;
+    let row = t.get((account, name))?;
+    row.map(|v| MailboxRow::decode(v.value())).transpose()
+}
+
+fn put_mailbox(
+    tx: &WriteTransaction,
+    account: &str,
+    name: &str,
+    row: &MailboxRow,
+) -> Result<(), StoreError> {
+    tx.open_table(MAILBOXES)?
+        .insert((account, name), row.encode().as_slice())?;
+    Ok(())
+}
+
+fn new_mailbox(tx: &WriteTransaction, account: &str, name: &str) -> Result<MailboxRow, StoreError> {
+    let id = next_id(tx)?;
+    let row = MailboxRow {
+        id,
+        // RFC 9051 §2.3.1.1: unique per (name, incarnation); the store-wide id never repeats.
+        uid_validity: (id & 0xFFFF_FFFF) as u32,
+        uid_next: 1,
+        subscribed: true,
+    };
+    put_mailbox(tx, account, name, &row)?;
+    Ok(row)
+}
+
+/// Add `n` references to a body.
+fn ref_body(tx: &WriteTransaction, body_id: u64, n: u32) -> Result<(), StoreError> {
+    let mut refs = tx.open_table(BODY_REFS)?;
+    let cur = refs.get(body_id)?.map(|v| v.value()).unwrap_or(0);
+    refs.insert(body_id, cur + n)?;
+    Ok(())
+}
+
+/// Drop one reference; the body goes with its last one.
+fn unref_body(tx: &WriteTransaction, body_id: u64) -> Result<(), StoreError> {
+    let mut refs = tx.open_table(BODY_REFS)?;
+    let cur = refs.get(body_id)?.map(|v| v.value()).unwrap_or(1);
+    if cur <= 1 {
+        refs.remove(body_id)?;
+        tx.open_table(BODIES)?.remove(body_id)?;
+    } else {
+        refs.insert(body_id, cur - 1)?;
+    }
+    Ok(())
+}
+
+fn store_body(tx: &WriteTransaction, body: &[u8], refs: u32) -> Result<u64, StoreError> {
+    let id = next_id(tx)?;
+    tx.open_table(BODIES)?.insert(id, body)?;
+    tx.open_table(BODY_REFS)?.insert(id, refs)?;
+    Ok(id)
+}
+
+/// Append a message row to a mailbox, taking its next UID.
+fn add_message(
+    tx: &WriteTransaction,
+    account: &str,
+    mailbox: &str,
+    row: &MessageRow,
+) -> Result<(u32, u32), StoreError> {
+    let mut mb = get_mailbox(tx, account, mailbox)?.ok_or(StoreError::NoMailbox)?;
+    let uid = mb.uid_next;
+    mb.uid_next += 1;
+    put_mailbox(tx, account, mailbox, &mb)?;
+    tx.open_table(MESSAGES)?
+        .insert((mb.id, uid), row.encode().as_slice())?;
+    Ok((mb.uid_validity, uid))
+}
+
+fn read_mailbox(
+    rx: &ReadTransaction,
+    account: &str,
+    name: &str,
+) -> Result<Option<MailboxRow>, StoreError> {
+    let t = match rx.open_table(MAILBOXES) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let row = t.get((account, name))?;
+    row.map(|v| MailboxRow::decode(v.value())).transpose()
+}
+
+/// The handle every session shares. Cloning is cheap.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: Writer,
+}
+
+impl Store {
+    /// Open (or create) the store file, check the schema version and start the writer.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Arc::new(Database::create(path)?);
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = meta
+                .get("schema_version")?
+                .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])));
+            match found {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                }
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::SchemaTooNew {
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+            }
+            // Create every table so readers never meet a missing one.
+            tx.open_table(ACCOUNTS)?;
+            tx.open_table(MAILBOXES)?;
+            tx.open_table(MESSAGES)?;
+            tx.open_table(BODIES)?;
+            tx.open_table(BODY_REFS)?;
+            tx.open_table(QUEUE)?;
+            tx.open_table(TOKENS)?;
+        }
+        tx.commit()?;
+        let writer = Writer::start(db.clone());
+        Ok(Store { db, writer })
+    }
+
+    /// Number of commits and of durable (fsynced) commits so far, for benchmarks.
+    pub fn commit_counts(&self) -> (u64, u64) {
+        self.writer.counts()
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    // ---- accounts -------------------------------------------------------------------
+
+    pub fn account(&self, address: &str) -> Result<Option<Account>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(ACCOUNTS)?;
+        let row = t.get(address)?;
+        row.map(|v| decode_account(address, v.value())).transpose()
+    }
+
+    pub fn account_count(&self) -> Result<u64, StoreError> {
+        let rx = self.read()?;
+        Ok(rx.open_table(ACCOUNTS)?.len()?)
+    }
+
+    /// Create the account with its INBOX unless it exists (ACC-7: concurrent first
+    /// logins store one hash). Durable.
+    pub async fn create_account(
+        &self,
+        address: &str,
+        password_hash: &str,
+        now: u64,
+    ) -> Result<Created, StoreError> {
+        let account = Account {
+            address: address.to_string(),
+            password_hash: password_hash.to_string(),
+            last_login_day: now / 86400 * 86400,
+            enforce_e2ee: true,
+        };
+        self.writer
+            .run(true, move |tx| {
+                let existing = {
+                    let t = tx.open_table(ACCOUNTS)?;
+                    let row = t.get(account.address.as_str())?;
+                    row.map(|v| decode_account(&account.address, v.value()))
+                        .transpose()?
+                };
+                if let Some(a) = existing {
+                    return Ok(Created::Existing(a));
+                }
+                tx.open_table(ACCOUNTS)?.insert(
+                    account.address.as_str(),
+                    encode_account(&account).as_slice(),
+                )?;
+                if get_mailbox(tx, &account.address, "INBOX")?.is_none() {
+                    new_mailbox(tx, &account.address, "INBOX")?;
+                }
+                Ok(Created::New)
+            })
+            .await
+    }
+
+    /// Record an IMAP login day (LL-1); writes only when the day changed, not durably.
+    pub async fn set_last_login_day(&self, address: &str, day: u64) -> Result<(), StoreError> {
+        match self.account(address)? {
+            Some(a) if a.last_login_day != day => {}
+            _ => return Ok(()),
+        }
+        let address = address.to_string();
+        self.writer
+            .run(false, move |tx| {
+                let cur = {
+                    let t = tx.open_table(ACCOUNTS)?;
+                    let row = t.get(address.as_str())?;
+                    row.map(|v| decode_account(&address, v.value()))
+                        .transpose()?
+                };
+                if let Some(mut a) = cur {
+                    a.last_login_day = day;
+                    tx.open_table(ACCOUNTS)?
+                        .insert(address.as_str(), encode_account(&a).as_slice())?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    // ---- delivery -------------------------------------------------------------------
+
+    /// Store a message for its local recipients' INBOXes and queue it for the remote
+    /// ones, in one durable commit shared with concurrent deliveries. When this returns
+    /// `Ok`, the message survives a crash. Returns the local recipients that received it
+    /// (an account deleted meanwhile is skipped).
+    pub async fn deliver(&self, d: Delivery) -> Result<Vec<String>, StoreError> {
+        self.writer
+            .run(true, move |tx| {
+                let mut targets = Vec::new();
+                for rcpt in &d.local {
+                    if let Some(mb) = get_mailbox(tx, rcpt, "INBOX")? {
+                        targets.push((rcpt.clone(), mb));
+                    }
+                }
+                let refs = targets.len() as u32 + u32::from(!d.remote.is_empty());
+                if refs == 0 {
+                    return Ok(Vec::new());
+                }
+                let body_id = store_body(tx, &d.body, refs)?;
+                let row = MessageRow {
+                    body_id,
+                    size: d.body.len() as u64,
+                    internal_date: d.received,
+                    flags: Flags::default(),
+                };
+                let mut delivered = Vec::new();
+                {
+                    let mut messages = tx.open_table(MESSAGES)?;
+                    let encoded = row.encode();
+                    for (rcpt, mut mb) in targets {
+                        let uid = mb.uid_next;
+                        mb.uid_next += 1;
+                        messages.insert((mb.id, uid), encoded.as_slice())?;
+                        put_mailbox(tx, &rcpt, "INBOX", &mb)?;
+                        delivered.push(rcpt);
+                    }
+                }
+                if !d.remote.is_empty() {
+                    let id = next_id(tx)?;
+                    let q = QueuedMessage {
+                        id,
+                        sender: d.sender.clone(),
+                        recipients: d.remote.clone(),
+                        created: d.received,
+                        next_attempt: d.received,
+                        attempts: 0,
+                    };
+                    tx.open_table(QUEUE)?
+                        .insert(id, encode_queue(&q, body_id).as_slice())?;
+                }
+                Ok(delivered)
+            })
+            .await
+    }
+
+    /// The outbound queue, oldest first.
+    pub fn queued(&self) -> Result<Vec<QueuedMessage>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(QUEUE)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push(decode_queue(k.value(), v.value())?.0);
+        }
+        Ok(out)
+    }
+
+    /// The bytes of a queued message.
+    pub fn queued_body(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let rx = self.read()?;
+        let q = rx.open_table(QUEUE)?;
+        let Some(row) = q.get(id)? else {
+            return Ok(None);
+        };
+        let (_, body_id) = decode_queue(id, row.value())?;
+        let bodies = rx.open_table(BODIES)?;
+        Ok(bodies.get(body_id)?.map(|v| v.value().to_vec()))
+    }
+
+    // ---- mailboxes ------------------------------------------------------------------
+
+    /// All mailboxes of an account, by name.
+    pub fn mailboxes(&self, account: &str) -> Result<Vec<MailboxInfo>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(MAILBOXES)?;
+        let mut out = Vec::new();
+        for row in t.range((account, "")..)? {
+            let (k, v) = row?;
+            let (acc, name) = k.value();
+            if acc != account {
+                break;
+            }
+            out.push(MailboxRow::decode(v.value())?.info(name));
+        }
+        Ok(out)
+    }
+
+    pub fn mailbox(&self, account: &str, name: &str) -> Result<Option<MailboxInfo>, StoreError> {
+        let rx = self.read()?;
+        Ok(read_mailbox(&rx, account, name)?.map(|r| r.info(name)))
+    }
+
+    /// A consistent snapshot of a mailbox and its messages in UID order.
+    pub fn messages(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<(MailboxInfo, Vec<MessageMeta>), StoreError> {
+        let rx = self.read()?;
+        let mb = read_mailbox(&rx, account, name)?.ok_or(StoreError::NoMailbox)?;
+        let t = rx.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for row in t.range((mb.id, 0)..=(mb.id, u32::MAX))? {
+            let (k, v) = row?;
+            out.push(MessageRow::decode(v.value())?.meta(k.value().1));
+        }
+        Ok((mb.info(name), out))
+    }
+
+    /// The stored bytes of one message, unchanged (IMAP-6).
+    pub fn body(&self, account: &str, name: &str, uid: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let rx = self.read()?;
+        let Some(mb) = read_mailbox(&rx, account, name)? else {
+            return Ok(None);
+        };
+        let msgs = rx.open_table(MESSAGES)?;
+        let Some(row) = msgs.get((mb.id, uid))? else {
+            return Ok(None);
+        };
+        let row = MessageRow::decode(row.value())?;
+        let bodies = rx.open_table(BODIES)?;
+        Ok(bodies.get(row.body_id)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Sum of stored message sizes over all mailboxes (QUOTA-1).
+    pub fn usage(&self, account: &str) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for mb in self.mailboxes(account)? {
+            total += self
+                .messages(account, &mb.name)?
+                .1
+                .iter()
+                .map(|m| m.size)
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    pub async fn create_mailbox(&self, account: &str, name: &str) -> Result<(), StoreError> {
+        let (account, name) = (account.to_string(), name.to_string());
+        self.writer
+            .run(true, move |tx| {
+                if get_mailbox(tx, &account, &name)?.is_some() {
+                    return Err(StoreError::MailboxExists);
+                }
+                new_mailbox(tx, &account, &name)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Delete a mailbox and its messages (RFC 9051 §6.3.5).
+    pub async fn delete_mailbox(&self, account: &str, name: &str) -> Result<(), StoreError> {
+        let (account, name) = (account.to_string(), name.to_string());
+        self.writer
+            .run(true, move |tx| {
+                let mb = get_mailbox(tx, &account, &name)?.ok_or(StoreError::NoMailbox)?;
+                let rows = take_messages(tx, mb.id, |_, _| true)?;
+                for (_, row) in rows {
+                    unref_body(tx, row.body_id)?;
+                }
+                tx.open_table(MAILBOXES)?
+                    .remove((account.as_str(), name.as_str()))?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Rename a mailbox, keeping its messages and UIDVALIDITY (RFC 9051 §6.3.6).
+    pub async fn rename_mailbox(
+        &self,
+        account: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StoreError> {
+        let (account, from, to) = (account.to_string(), from.to_string(), to.to_string());
+        self.writer
+            .run(true, move |tx| {
+                let mb = get_mailbox(tx, &account, &from)?.ok_or(StoreError::NoMailbox)?;
+                if get_mailbox(tx, &account, &to)?.is_some() {
+                    return Err(StoreError::MailboxExists);
+                }
+                tx.open_table(MAILBOXES)?
+                    .remove((account.as_str(), from.as_str()))?;
+                put_mailbox(tx, &account, &to, &mb)?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn set_subscribed(
+        &self,
+        account: &str,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<(), StoreError> {
+        let (account, name) = (account.to_string(), name.to_string());
+        self.writer
+            .run(false, move |tx| {
+                let mut mb = get_mailbox(tx, &account, &name)?.ok_or(StoreError::NoMailbox)?;
+                mb.subscribed = subscribed;
+                put_mailbox(tx, &account, &name, &mb)
+            })
+            .await
+    }
+
+    // ---- messages -------------------------------------------------------------------
+
+    /// APPEND (RFC 9051 §6.3.12): durable before it returns. Returns (UIDVALIDITY, UID)
+    /// for APPENDUID (RFC 4315).
+    pub async fn append(
+        &self,
+        account: &str,
+        name: &str,
+        flags: Flags,
+        internal_date: u64,
+        body: Vec<u8>,
+    ) -> Result<(u32, u32), StoreError> {
+        let (account, name) = (account.to_string(), name.to_string());
+        self.writer
+            .run(true, move |tx| {
+                if get_mailbox(tx, &account, &name)?.is_none() {
+                    return Err(StoreError::NoMailbox);
+                }
+                let body_id = store_body(tx, &body, 1)?;
+                let row = MessageRow {
+                    body_id,
+                    size: body.len() as u64,
+                    internal_date,
+                    flags,
+                };
+                add_message(tx, &account, &name, &row)
+            })
+            .await
+    }
+
+    /// STORE: change flags of the given UIDs; returns the new state of each message that
+    /// exists. Not durable on its own (a crash may forget a flag change, never a message).
+    pub async fn store_flags(
+        &self,
+        account: &str,
+        name: &str,
+        uids: Vec<u32>,
+        op: FlagOp,
+        flags: Flags,
+    ) -> Result<Vec<MessageMeta>, StoreError> {
+        let (account, name) = (account.to_string(), name.to_string());
+        self.writer
+            .run(false, move |tx| {
+                let mb = get_mailbox(tx, &account, &name)?.ok_or(StoreError::NoMailbox)?;
+                let mut t = tx.open_table(MESSAGES)?;
+                let mut out = Vec::new();
+                for uid in uids {
+                    let row = t.get((mb.id, uid))?.map(|v| MessageRow::decode(v.value()));
+                    let Some(row) = row else { continue };
+                    let mut row = row?;
+                    apply_flags(&mut row.flags, op, &flags);
+                    t.insert((mb.id, uid), row.encode().as_slice())?;
+                    out.push(row.meta(uid));
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// EXPUNGE / UID EXPUNGE: remove messages flagged `\Deleted` (only those in `only`
+    /// when given). Returns the removed UIDs in ascending order.
+    pub async fn expunge(
+        &self,
+        account: &str,
+        name: &str,
+        only: Option<Vec<u32>>,
+    ) -> Result<Vec<u32>, StoreError> {
+        let (account, name) = (account.to_string(), name.to_string());
+        self.writer
+            .run(false, move |tx| {
+                let mb = get_mailbox(tx, &account, &name)?.ok_or(StoreError::NoMailbox)?;
+                let rows = take_messages(tx, mb.id, |uid, row| {
+                    row.flags.has(Flags::DELETED)
+                        && only.as_ref().is_none_or(|o| o.binary_search(&uid).is_ok())
+                })?;
+                let mut uids = Vec::new();
+                for (uid, row) in rows {
+                    unref_body(tx, row.body_id)?;
+                    uids.push(uid);
+                }
+                Ok(uids)
+            })
+            .await
+    }
+
+    /// COPY (and MOVE when `remove_source`): returns (destination UIDVALIDITY,
+    /// [(source UID, destination UID)]) for COPYUID (RFC 4315). Durable.
+    pub async fn copy(
+        &self,
+        account: &str,
+        from: &str,
+        to: &str,
+        uids: Vec<u32>,
+        remove_source: bool,
+    ) -> Result<(u32, Vec<(u32, u32)>), StoreError> {
+        let (account, from, to) = (account.to_string(), from.to_string(), to.to_string());
+        self.writer
+            .run(true, move |tx| {
+                let src = get_mailbox(tx, &account, &from)?.ok_or(StoreError::NoMailbox)?;
+                let mut dst = get_mailbox(tx, &account, &to)?.ok_or(StoreError::NoMailbox)?;
+                let mut pairs = Vec::new();
+                let mut t = tx.open_table(MESSAGES)?;
+                for uid in uids {
+                    let row = t.get((src.id, uid))?.map(|v| MessageRow::decode(v.value()));
+                    let Some(row) = row else { continue };
+                    let row = row?;
+                    let new_uid = dst.uid_next;
+                    dst.uid_next += 1;
+                    t.insert((dst.id, new_uid), row.encode().as_slice())?;
+                    if remove_source {
+                        t.remove((src.id, uid))?;
+                    } else {
+                        ref_body(tx, row.body_id, 1)?;
+                    }
+                    pairs.push((uid, new_uid));
+                }
+                drop(t);
+                put_mailbox(tx, &account, &to, &dst)?;
+                Ok((dst.uid_validity, pairs))
+            })
+            .await
+    }
+
+    // ---- metadata -------------------------------------------------------------------
+
+    /// SETMETADATA `/private/devicetoken`: add a token or refresh its time (MD-1).
+    pub async fn set_device_token(
+        &self,
+        account: &str,
+        token: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let (account, token) = (account.to_string(), token.to_string());
+        self.writer
+            .run(true, move |tx| {
+                let mut t = tx.open_table(TOKENS)?;
+                let first = t
+                    .get((account.as_str(), token.as_str()))?
+                    .map(|v| v.value().0)
+                    .unwrap_or(now);
+                t.insert((account.as_str(), token.as_str()), (first, now))?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Device tokens of an account: (token, first registration, last SET).
+    pub fn device_tokens(&self, account: &str) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(TOKENS)?;
+        let mut out = Vec::new();
+        for row in t.range((account, "")..)? {
+            let (k, v) = row?;
+            let (acc, token) = k.value();
+            if acc != account {
+                break;
+            }
+            let (first, last) = v.value();
+            out.push((token.to_string(), first, last));
+        }
+        out.sort_by_key(|t| t.1);
+        Ok(out)
+    }
+
+    /// Remove device tokens of an account.
+    pub async fn remove_device_tokens(
+        &self,
+        account: &str,
+        tokens: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let account = account.to_string();
+        self.writer
+            .run(false, move |tx| {
+                let mut t = tx.open_table(TOKENS)?;
+                for token in &tokens {
+                    t.remove((account.as_str(), token.as_str()))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+fn apply_flags(cur: &mut Flags, op: FlagOp, f: &Flags) {
+    match op {
+        FlagOp::Replace => *cur = f.clone(),
+        FlagOp::Add => {
+            cur.bits |= f.bits;
+            for k in &f.keywords {
+                if !cur.keywords.iter().any(|c| c.eq_ignore_ascii_case(k)) {
+                    cur.keywords.push(k.clone());
+                }
+            }
+        }
+        FlagOp::Remove => {
+            cur.bits &= !f.bits;
+            cur.keywords
+                .retain(|c| !f.keywords.iter().any(|k| k.eq_ignore_ascii_case(c)));
+        }
+    }
+}
+
+/// Remove and return the message rows of a mailbox that `pick` selects.
+fn take_messages(
+    tx: &WriteTransaction,
+    mailbox_id: u64,
+    pick: impl Fn(u32, &MessageRow) -> bool,
+) -> Result<Vec<(u32, MessageRow)>, StoreError> {
+    let mut t = tx.open_table(MESSAGES)?;
+    let mut chosen = Vec::new();
+    for row in t.range((mailbox_id, 0)..=(mailbox_id, u32::MAX))? {
+        let (k, v) = row?;
+        let uid = k.value().1;
+        let row = MessageRow::decode(v.value())?;
+        if pick(uid, &row) {
+            chosen.push((uid, row));
+        }
+    }
+    for (uid, _) in &chosen {
+        t.remove((mailbox_id, *uid))?;
+    }
+    Ok(chosen)
+}

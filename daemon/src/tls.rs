@@ -1,0 +1,191 @@
+//! TLS for every listener: the certificate (self-signed, made once and kept in the data
+//! directory, or external files), a resolver that can swap it without a restart, and
+//! the rustls server configurations per port class (spec/relay.md §2).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::ServerConfig;
+use rustls::crypto::ring as provider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("certificate generation: {0}")]
+    Generate(String),
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The current certificate; listeners ask it on every handshake, so replacing it
+/// applies to the next connection (TLS-5).
+#[derive(Debug)]
+pub struct CertStore {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        *self.current.write().expect("cert lock") = key;
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().expect("cert lock").clone())
+    }
+}
+
+/// Server configurations shared by all listeners.
+pub struct Tls {
+    pub certs: Arc<CertStore>,
+    /// IMAP and submission: TLS 1.3 only (TLS-2).
+    pub tls13: Arc<ServerConfig>,
+    /// Port 25 and HTTPS: TLS 1.2 and 1.3 (TLS-2).
+    pub tls12: Arc<ServerConfig>,
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// Load a PEM chain and key into a signing key.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_err(cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(cert, e))?;
+    if chain.is_empty() {
+        return Err(file_err(cert, "no certificate in file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+    let signing = provider::sign::any_supported_type(&key_der).map_err(|e| file_err(key, e))?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+/// TLS-4: an EC P-256 certificate for the relay's names, valid for 100 years.
+pub fn generate_self_signed(domain: &str) -> Result<(String, String), TlsError> {
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let gen_err = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+    let names = if domain.parse::<std::net::IpAddr>().is_ok() {
+        vec![domain.to_string()]
+    } else {
+        vec![
+            domain.to_string(),
+            format!("www.{domain}"),
+            format!("mta-sts.{domain}"),
+        ]
+    };
+    let mut params = CertificateParams::new(names).map_err(gen_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, domain);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let now = rcgen::date_time_ymd(2000, 1, 1)
+        + std::time::Duration::from_secs(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                .saturating_sub(946_684_800),
+        );
+    params.not_before = now - std::time::Duration::from_secs(86400);
+    params.not_after = now + std::time::Duration::from_secs(36500 * 86400);
+    let cert = params.self_signed(&key).map_err(gen_err)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The certificate for this config: external files, or the self-signed pair in
+/// `<data_dir>/tls/`, made on first start and kept (TLS-1, TLS-4). ACME mode uses the
+/// same kept pair until a certificate is obtained.
+pub fn initial_certificate(config: &Config) -> Result<CertifiedKey, TlsError> {
+    if let Some((cert, key)) = &config.tls_external_cert_and_key {
+        return load_certified_key(cert, key);
+    }
+    let dir = config.data_dir.join("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if !cert.exists() || !key.exists() {
+        std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+        let (cert_pem, key_pem) = generate_self_signed(&config.mail_domain)?;
+        write_private(&key, key_pem.as_bytes())?;
+        std::fs::write(&cert, cert_pem).map_err(|e| file_err(&cert, e))?;
+        tracing::info!("created self-signed certificate for {}", config.mail_domain);
+    }
+    load_certified_key(&cert, &key)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_err(path, e))?;
+    f.write_all(data).map_err(|e| file_err(path, e))
+}
+
+impl Tls {
+    pub fn new(key: CertifiedKey) -> Result<Tls, TlsError> {
+        let certs = Arc::new(CertStore {
+            current: RwLock::new(Arc::new(key)),
+        });
+        let build = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+            let mut cfg =
+                ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+                    .with_protocol_versions(versions)?
+                    .with_no_client_auth()
+                    .with_cert_resolver(certs.clone());
+            // TLS-6: TLS 1.3 session resumption with tickets.
+            cfg.ticketer = provider::Ticketer::new()?;
+            // PORT-3: no ALPN configured, so a client's ALPN offer never fails a handshake.
+            Ok::<_, TlsError>(Arc::new(cfg))
+        };
+        Ok(Tls {
+            tls13: build(&[&rustls::version::TLS13])?,
+            tls12: build(&[&rustls::version::TLS13, &rustls::version::TLS12])?,
+            certs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = generate_self_signed("127.0.0.1").unwrap();
+        std::fs::write(dir.path().join("c.pem"), c).unwrap();
+        std::fs::write(dir.path().join("k.pem"), k).unwrap();
+        let key = load_certified_key(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap();
+        assert_eq!(key.cert.len(), 1);
+        Tls::new(key).unwrap();
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = load_certified_key(Path::new("/nonexistent/c.pem"), Path::new("/x")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
+    }
+}
