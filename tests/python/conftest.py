@@ -1,0 +1,53 @@
+"""Fixtures of the real-client tests.
+
+- `relay` (per test module): the real `relaybox serve` on free loopback ports with a fresh
+  data directory; a module may set `RELAY_PARAMS = {...}` for extra chatmail.ini keys.
+  At teardown the process is stopped and the module errors if the relay had died.
+- `dc` (per test module): one deltachat-rpc-server process (client.md §8 gotcha 6).
+
+A failing test report carries the tail of the relay log; the whole log is copied to
+tests/out/python/<module>-relay.log.
+"""
+
+from __future__ import annotations
+
+import pytest
+from deltachat_rpc_client import DeltaChat, Rpc
+
+from relayharness import RelayProcess, rpc_server_binary
+
+# Relays running now, so a failing test can show their logs.
+_ACTIVE: list[RelayProcess] = []
+
+
+@pytest.fixture(scope="module")
+def relay(request, tmp_path_factory):
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    params = getattr(request.module, "RELAY_PARAMS", {})
+    proc = RelayProcess(tmp_path_factory.mktemp(f"relay-{name}"), name, params)
+    proc.start()
+    _ACTIVE.append(proc)
+    try:
+        yield proc
+    finally:
+        _ACTIVE.remove(proc)
+        proc.stop(check=True)
+
+
+@pytest.fixture(scope="module")
+def dc(tmp_path_factory):
+    accounts = tmp_path_factory.mktemp("dc-accounts")
+    with Rpc(accounts_dir=str(accounts / "accounts"), rpc_server_path=rpc_server_binary()) as rpc:
+        yield DeltaChat(rpc)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for proc in _ACTIVE:
+            alive = "running" if proc.alive() else "NOT RUNNING"
+            report.sections.append(
+                (f"relay {proc.name} ({alive}) log", proc.log_tail()),
+            )
