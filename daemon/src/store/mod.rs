@@ -967,3 +967,6 @@ fn take_messages(
     }
     Ok(chosen)
 }
+
+#[cfg(test)]
+mod tests;

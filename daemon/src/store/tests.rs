@@ -1,0 +1,292 @@
+//! Store tests: deliveries, mailbox operations, shared bodies, group commit, reopen.
+
+use std::sync::Arc;
+
+use super::*;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    (dir, store)
+}
+
+fn delivery(local: &[&str], remote: &[&str], body: &[u8]) -> Delivery {
+    Delivery {
+        sender: "a@x".into(),
+        local: local.iter().map(|s| s.to_string()).collect(),
+        remote: remote.iter().map(|s| s.to_string()).collect(),
+        body: Arc::from(body),
+        received: 1_700_000_000,
+    }
+}
+
+fn body_count(store: &Store) -> u64 {
+    let rx = store.read().unwrap();
+    rx.open_table(BODIES).unwrap().len().unwrap()
+}
+
+#[tokio::test]
+async fn create_account_once() {
+    let (_d, s) = open();
+    assert_eq!(
+        s.create_account("a@x", "h1", 86_400 * 3 + 5).await.unwrap(),
+        Created::New
+    );
+    match s.create_account("a@x", "h2", 0).await.unwrap() {
+        Created::Existing(a) => assert_eq!(a.password_hash, "h1"),
+        other => panic!("{other:?}"),
+    }
+    let a = s.account("a@x").unwrap().unwrap();
+    assert_eq!(a.last_login_day, 86_400 * 3);
+    assert!(a.enforce_e2ee);
+    assert_eq!(s.mailboxes("a@x").unwrap()[0].name, "INBOX");
+}
+
+#[tokio::test]
+async fn concurrent_creations_store_one_hash() {
+    let (_d, s) = open();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.create_account("a@x", &format!("h{i}"), 0).await.unwrap()
+        }));
+    }
+    let mut new = 0;
+    for t in tasks {
+        if t.await.unwrap() == Created::New {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 1);
+}
+
+#[tokio::test]
+async fn deliver_local_and_remote_in_one_commit_sharing_the_body() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    s.create_account("b@x", "h", 0).await.unwrap();
+    let (commits_before, _) = s.commit_counts();
+    let got = s
+        .deliver(delivery(&["a@x", "b@x", "gone@x"], &["r@remote"], b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(got, vec!["a@x".to_string(), "b@x".to_string()]);
+    assert_eq!(s.commit_counts().0, commits_before + 1);
+    assert_eq!(body_count(&s), 1, "one body for all copies");
+    for who in ["a@x", "b@x"] {
+        let (mb, msgs) = s.messages(who, "INBOX").unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].uid, 1);
+        assert_eq!(mb.uid_next, 2);
+        assert_eq!(s.body(who, "INBOX", 1).unwrap().unwrap(), b"hello");
+    }
+    let q = s.queued().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].recipients, vec!["r@remote".to_string()]);
+    assert_eq!(s.queued_body(q[0].id).unwrap().unwrap(), b"hello");
+}
+
+#[tokio::test]
+async fn expunge_frees_body_with_last_reference() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    s.create_account("b@x", "h", 0).await.unwrap();
+    s.deliver(delivery(&["a@x", "b@x"], &[], b"m"))
+        .await
+        .unwrap();
+    let del = Flags {
+        bits: Flags::DELETED,
+        keywords: vec![],
+    };
+    s.store_flags("a@x", "INBOX", vec![1], FlagOp::Add, del.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.expunge("a@x", "INBOX", None).await.unwrap(), vec![1]);
+    assert_eq!(body_count(&s), 1, "b still holds it");
+    s.store_flags("b@x", "INBOX", vec![1], FlagOp::Add, del)
+        .await
+        .unwrap();
+    // UID EXPUNGE with a set that does not include the message removes nothing.
+    assert!(
+        s.expunge("b@x", "INBOX", Some(vec![2]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.expunge("b@x", "INBOX", Some(vec![1])).await.unwrap(),
+        vec![1]
+    );
+    assert_eq!(body_count(&s), 0);
+}
+
+#[tokio::test]
+async fn flags_add_remove_replace() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    s.deliver(delivery(&["a@x"], &[], b"m")).await.unwrap();
+    let f = |bits, kw: &[&str]| Flags {
+        bits,
+        keywords: kw.iter().map(|k| k.to_string()).collect(),
+    };
+    let r = s
+        .store_flags(
+            "a@x",
+            "INBOX",
+            vec![1, 99],
+            FlagOp::Add,
+            f(Flags::SEEN, &["$MDNSent"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 1, "missing UID 99 is skipped");
+    assert_eq!(r[0].flags, f(Flags::SEEN, &["$MDNSent"]));
+    let r = s
+        .store_flags("a@x", "INBOX", vec![1], FlagOp::Remove, f(0, &["$mdnsent"]))
+        .await
+        .unwrap();
+    assert_eq!(r[0].flags, f(Flags::SEEN, &[]));
+    let r = s
+        .store_flags(
+            "a@x",
+            "INBOX",
+            vec![1],
+            FlagOp::Replace,
+            f(Flags::FLAGGED, &[]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].flags, f(Flags::FLAGGED, &[]));
+}
+
+#[tokio::test]
+async fn copy_move_rename_delete() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    s.deliver(delivery(&["a@x"], &[], b"one")).await.unwrap();
+    s.deliver(delivery(&["a@x"], &[], b"two")).await.unwrap();
+    s.create_mailbox("a@x", "Archive").await.unwrap();
+    assert!(matches!(
+        s.create_mailbox("a@x", "Archive").await,
+        Err(StoreError::MailboxExists)
+    ));
+    let (validity, pairs) = s
+        .copy("a@x", "INBOX", "Archive", vec![1], false)
+        .await
+        .unwrap();
+    assert_eq!(
+        validity,
+        s.mailbox("a@x", "Archive").unwrap().unwrap().uid_validity
+    );
+    assert_eq!(pairs, vec![(1, 1)]);
+    let (_, pairs) = s
+        .copy("a@x", "INBOX", "Archive", vec![2], true)
+        .await
+        .unwrap();
+    assert_eq!(pairs, vec![(2, 2)]);
+    assert_eq!(s.messages("a@x", "INBOX").unwrap().1.len(), 1);
+    assert_eq!(s.body("a@x", "Archive", 2).unwrap().unwrap(), b"two");
+    s.rename_mailbox("a@x", "Archive", "Old").await.unwrap();
+    assert!(s.mailbox("a@x", "Archive").unwrap().is_none());
+    assert_eq!(s.messages("a@x", "Old").unwrap().1.len(), 2);
+    assert_eq!(body_count(&s), 2);
+    s.delete_mailbox("a@x", "Old").await.unwrap();
+    assert_eq!(
+        body_count(&s),
+        1,
+        "the moved body went; the copied one stays for INBOX"
+    );
+    assert_eq!(s.usage("a@x").unwrap(), 3);
+}
+
+#[tokio::test]
+async fn append_returns_uids_and_is_durable_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let s = Store::open(&path).unwrap();
+        s.create_account("a@x", "h", 0).await.unwrap();
+        let (v, uid) = s
+            .append("a@x", "INBOX", Flags::default(), 5, b"appended".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(uid, 1);
+        assert_eq!(v, s.mailbox("a@x", "INBOX").unwrap().unwrap().uid_validity);
+        assert!(matches!(
+            s.append("a@x", "Nope", Flags::default(), 5, vec![]).await,
+            Err(StoreError::NoMailbox)
+        ));
+        s.set_device_token("a@x", "tok2", 10).await.unwrap();
+        s.set_device_token("a@x", "tok1", 20).await.unwrap();
+        s.set_device_token("a@x", "tok2", 30).await.unwrap();
+    }
+    // Reopen (the writer thread of the first handle may still hold the file; wait for it).
+    let mut s = None;
+    for _ in 0..100 {
+        match Store::open(&path) {
+            Ok(x) => {
+                s = Some(x);
+                break;
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    let s = s.expect("store reopens");
+    assert_eq!(s.body("a@x", "INBOX", 1).unwrap().unwrap(), b"appended");
+    let tokens = s.device_tokens("a@x").unwrap();
+    assert_eq!(
+        tokens,
+        vec![("tok2".to_string(), 10, 30), ("tok1".to_string(), 20, 20)],
+        "first-registration order, refreshed time"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_share_commits() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    let (c0, d0) = s.commit_counts();
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.deliver(delivery(&["a@x"], &[], &i.to_le_bytes()))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (c1, d1) = s.commit_counts();
+    assert_eq!(s.messages("a@x", "INBOX").unwrap().1.len(), 200);
+    assert!(
+        d1 - d0 < 200,
+        "group commit: {} durable commits for 200 deliveries",
+        d1 - d0
+    );
+    assert!(c1 > c0);
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert(
+                "schema_version",
+                (SCHEMA_VERSION + 1).to_le_bytes().as_slice(),
+            )
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+}
