@@ -1,0 +1,363 @@
+//! The relay under test: the real `relaybox` binary started as a child process with a
+//! temporary chatmail.ini on loopback ports, its stderr captured to a file, and
+//! restart / `kill -9` / stop-on-drop.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+/// How long the relay may take to accept connections after being spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a graceful stop (SIGTERM) may take before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts with fresh ports when a port was taken between picking and binding.
+const START_ATTEMPTS: usize = 5;
+
+/// Path of the binary: `RELAYBOX_BIN`, else `<workspace>/target/debug/relaybox`.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("RELAYBOX_BIN") {
+        return PathBuf::from(p);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/debug/relaybox")
+        .components()
+        .collect::<PathBuf>();
+    if !path.exists() {
+        panic!(
+            "relaybox binary not found at {}: run `cargo build -p relaybox` first \
+             (or set RELAYBOX_BIN)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// The loopback ports of one relay.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub smtp: u16,
+    pub submission: u16,
+    pub submissions: u16,
+    pub imap: u16,
+    pub imaps: u16,
+    pub https: u16,
+    pub http: u16,
+}
+
+impl Ports {
+    /// Seven distinct free loopback ports (bound together so they are distinct, then
+    /// released just before the relay binds them).
+    fn pick() -> Ports {
+        let listeners: Vec<TcpListener> = (0..7)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+            .collect();
+        let p: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("local addr").port())
+            .collect();
+        Ports {
+            smtp: p[0],
+            submission: p[1],
+            submissions: p[2],
+            imap: p[3],
+            imaps: p[4],
+            https: p[5],
+            http: p[6],
+        }
+    }
+}
+
+/// The outcome of a run that was expected to end by itself (config errors).
+#[derive(Debug)]
+pub struct Exited {
+    /// `None` if the process was still running at the deadline (it was then killed).
+    pub status: Option<ExitStatus>,
+    pub stderr: String,
+}
+
+/// A running relay. Dropping it kills the process.
+pub struct Relay {
+    dir: TempDir,
+    pub ports: Ports,
+    extra: Vec<String>,
+    child: Option<Child>,
+    /// Number of processes spawned so far (names the log files).
+    runs: u32,
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Relay {
+    /// Start a relay with the base config plus `extra_ini_lines` (under `[params]`), and
+    /// wait until it accepts connections. Panics with the relay's stderr on failure.
+    pub async fn start(extra_ini_lines: &[&str]) -> Relay {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("relaybox-blackbox-")
+                .tempdir()
+                .expect("create temp dir");
+            let mut relay = Relay {
+                dir,
+                ports: Ports::pick(),
+                extra: extra_ini_lines.iter().map(|s| s.to_string()).collect(),
+                child: None,
+                runs: 0,
+            };
+            match relay.spawn_and_wait().await {
+                Ok(()) => return relay,
+                Err(e) => {
+                    // A port taken between picking and binding: try fresh ports.
+                    if e.contains("cannot listen") || e.contains("Address already in use") {
+                        last = e;
+                        continue;
+                    }
+                    panic!("relay did not start: {e}");
+                }
+            }
+        }
+        panic!("relay did not start after {START_ATTEMPTS} attempts: {last}");
+    }
+
+    /// Run `relaybox serve` with the base config plus `extra_ini_lines` and wait (up to
+    /// `within`) for it to exit by itself; for config errors.
+    pub async fn run_expecting_exit(extra_ini_lines: &[&str], within: Duration) -> Exited {
+        let dir = tempfile::Builder::new()
+            .prefix("relaybox-blackbox-")
+            .tempdir()
+            .expect("create temp dir");
+        let mut relay = Relay {
+            dir,
+            ports: Ports::pick(),
+            extra: extra_ini_lines.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            runs: 0,
+        };
+        relay.spawn().expect("spawn relaybox");
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = relay.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                relay.kill9();
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Exited {
+            status,
+            stderr: relay.stderr(),
+        }
+    }
+
+    /// The chatmail.ini text for the current ports.
+    pub fn config_text(&self) -> String {
+        let p = &self.ports;
+        let mut ini = String::from("[params]\n");
+        ini += "mail_domain = 127.0.0.1\n";
+        ini += &format!("data_dir = {}\n", self.data_dir().display());
+        ini += &format!("smtp_listen = 127.0.0.1:{}\n", p.smtp);
+        ini += &format!("submission_listen = 127.0.0.1:{}\n", p.submission);
+        ini += &format!("submissions_listen = 127.0.0.1:{}\n", p.submissions);
+        ini += &format!("imap_listen = 127.0.0.1:{}\n", p.imap);
+        ini += &format!("imaps_listen = 127.0.0.1:{}\n", p.imaps);
+        ini += &format!("https_listen = 127.0.0.1:{}\n", p.https);
+        ini += &format!("http_listen = 127.0.0.1:{}\n", p.http);
+        // ACC-5.6: a busy test machine must not make account creation fail.
+        if !self
+            .extra
+            .iter()
+            .any(|l| l.trim_start().starts_with("max_load_1m"))
+        {
+            ini += "max_load_1m = 10000\n";
+        }
+        for line in &self.extra {
+            ini += line;
+            ini += "\n";
+        }
+        ini
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("chatmail.ini")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn stderr_path(&self, run: u32) -> PathBuf {
+        self.dir.path().join(format!("stderr-{run}.log"))
+    }
+
+    /// Everything the relay wrote to stderr, over all runs (restarts included).
+    pub fn stderr(&self) -> String {
+        let mut all = String::new();
+        for run in 1..=self.runs {
+            if let Ok(text) = std::fs::read_to_string(self.stderr_path(run)) {
+                if self.runs > 1 {
+                    all += &format!("--- run {run} ---\n");
+                }
+                all += &text;
+            }
+        }
+        all
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        std::fs::write(self.config_path(), self.config_text())?;
+        self.runs += 1;
+        let stderr = File::create(self.stderr_path(self.runs))?;
+        let stdout = File::create(self.dir.path().join(format!("stdout-{}.log", self.runs)))?;
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        if std::env::var_os("RELAYBOX_LOG").is_none() {
+            cmd.env("RELAYBOX_LOG", "info");
+        }
+        self.child = Some(cmd.spawn()?);
+        Ok(())
+    }
+
+    /// Spawn and wait until the listeners accept. The relay binds every listener before
+    /// serving any, so the HTTP ports accepting means all are bound; SMTP and IMAP are
+    /// not probed because a probe would hold one of their connection slots for a moment.
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        self.spawn()
+            .map_err(|e| format!("spawn {}: {e}", binary().display()))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let probes = [self.ports.http, self.ports.https];
+        let mut ready = 0;
+        while ready < probes.len() {
+            if let Some(status) = self.try_wait() {
+                return Err(format!(
+                    "relaybox exited with {status} during start-up; stderr:\n{}",
+                    self.stderr()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "relaybox did not accept on 127.0.0.1:{} within {START_TIMEOUT:?}; stderr:\n{}",
+                    probes[ready],
+                    self.stderr()
+                ));
+            }
+            match tokio::net::TcpStream::connect(addr(probes[ready])).await {
+                Ok(_) => ready += 1,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Ok(())
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.try_wait().is_none()
+    }
+
+    /// `kill -9` the relay and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Graceful stop: SIGTERM, wait (bounded), then SIGKILL.
+    pub async fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop the relay if running (gracefully) and start it again on the same ports
+    /// and data directory. Panics with stderr if it does not come back.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        // The old process is gone; its ports are free again (SO_REUSEADDR on both sides).
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.spawn_and_wait().await {
+                Ok(()) => return,
+                Err(e) => {
+                    last = e;
+                    self.kill9();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+        panic!("relay did not restart: {last}");
+    }
+
+    pub fn smtp_addr(&self) -> SocketAddr {
+        addr(self.ports.smtp)
+    }
+    pub fn submission_addr(&self) -> SocketAddr {
+        addr(self.ports.submission)
+    }
+    pub fn submissions_addr(&self) -> SocketAddr {
+        addr(self.ports.submissions)
+    }
+    pub fn imap_addr(&self) -> SocketAddr {
+        addr(self.ports.imap)
+    }
+    pub fn imaps_addr(&self) -> SocketAddr {
+        addr(self.ports.imaps)
+    }
+    pub fn https_addr(&self) -> SocketAddr {
+        addr(self.ports.https)
+    }
+    pub fn http_addr(&self) -> SocketAddr {
+        addr(self.ports.http)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let text = self.stderr();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "---- relaybox stderr (last {} lines) ----\n{}\n----",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
