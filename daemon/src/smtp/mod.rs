@@ -1,11 +1,31 @@
-//! SMTP server sessions: submission (587 STARTTLS, 465 implicit TLS) and, later, MX (25).
-//! (being written)
+//! SMTP server sessions: submission (587 with STARTTLS, 465 with implicit TLS; spec
+//! relay.md §6) and the minimal MX side of port 25 (§9 IN-1..IN-4, IN-7).
+//!
+//! - `wire`: bounded line reader, DATA reader (dot-unstuffing, size limit), PIPELINING
+//!   reply batching, STARTTLS upgrade;
+//! - `command`: command lines → commands via `smtp-proto`;
+//! - `session`: the state machine and the rules, ending in one durable delivery;
+//! - `reply`: the exact reply lines (§10).
+
+mod command;
+mod policy_shim;
+mod reply;
+mod session;
+mod wire;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::Instrument;
 
 use crate::net::Conn;
 use crate::server::Relay;
+
+pub use session::Limits;
 
 /// Which rules a session applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +36,34 @@ pub enum Mode {
     Mx,
 }
 
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Submission => "submission",
+            Mode::Mx => "mx",
+        }
+    }
+}
+
+/// Numbers connections in the logs; the client address is never logged (LOG-2).
+static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+
 /// Run one SMTP session on `conn` (plain for 587/25 until STARTTLS; already TLS for 465).
 pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr, mode: Mode) {
-    let _ = (relay, conn, peer, mode);
+    serve_with(relay, conn, peer, mode, Limits::default()).await
+}
+
+/// [`serve`] with explicit limits (tests shorten the idle timeout).
+pub async fn serve_with(
+    relay: Arc<Relay>,
+    conn: Conn,
+    peer: SocketAddr,
+    mode: Mode,
+    limits: Limits,
+) {
+    let id = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("smtp", conn = id, mode = mode.name());
+    session::run(relay, conn, peer, mode, limits)
+        .instrument(span)
+        .await
 }

@@ -1,0 +1,190 @@
+//! The fixed reply lines of the SMTP server (spec/relay.md §10 and RFC 5321 §4.2), in
+//! one place so tests and sessions agree on the exact words. Replies decided by policy
+//! rules arrive as [`SmtpReply`] from `crate::policy`.
+
+use crate::policy::SmtpReply;
+
+fn r(code: u16, text: &str) -> SmtpReply {
+    SmtpReply::new(code, text)
+}
+
+// ---- session ------------------------------------------------------------------------
+
+pub fn bye() -> SmtpReply {
+    r(221, "2.0.0 Bye")
+}
+pub fn ok() -> SmtpReply {
+    r(250, "2.0.0 Ok")
+}
+pub fn mail_ok() -> SmtpReply {
+    r(250, "2.1.0 Ok")
+}
+pub fn rcpt_ok() -> SmtpReply {
+    r(250, "2.1.5 Ok")
+}
+/// SUB-… the durability promise: only after `Store::deliver` returned `Ok`.
+pub fn queued() -> SmtpReply {
+    r(250, "2.0.0 Ok: queued")
+}
+pub fn start_data() -> SmtpReply {
+    r(354, "End data with <CR><LF>.<CR><LF>")
+}
+pub fn help() -> SmtpReply {
+    r(
+        214,
+        "2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY QUIT",
+    )
+}
+/// IN-3: the same answer for every name.
+pub fn vrfy() -> SmtpReply {
+    r(
+        252,
+        "2.0.0 Cannot VRFY user, but will accept message and attempt delivery",
+    )
+}
+pub fn ready_tls() -> SmtpReply {
+    r(220, "2.0.0 Ready to start TLS")
+}
+
+// ---- protocol errors ----------------------------------------------------------------
+
+pub fn line_too_long() -> SmtpReply {
+    r(500, "5.5.2 Line too long")
+}
+pub fn nul_in_line() -> SmtpReply {
+    r(500, "5.5.2 Error: NUL character in command")
+}
+pub fn unknown_command() -> SmtpReply {
+    r(500, "5.5.2 Error: command not recognized")
+}
+pub fn not_implemented() -> SmtpReply {
+    r(502, "5.5.1 Error: command not implemented")
+}
+pub fn syntax(usage: &str) -> SmtpReply {
+    r(501, &format!("5.5.4 Syntax: {usage}"))
+}
+pub fn bad_param(param: &str) -> SmtpReply {
+    r(501, &format!("5.5.4 Error: invalid {param} parameter"))
+}
+/// RFC 5321 §4.2.2: 555 for unrecognised MAIL/RCPT parameters.
+pub fn unsupported_param(param: &str) -> SmtpReply {
+    r(555, &format!("5.5.4 Unsupported option: {param}"))
+}
+pub fn bad_sender_syntax() -> SmtpReply {
+    r(501, "5.1.7 Bad sender address syntax")
+}
+pub fn bad_recipient_syntax() -> SmtpReply {
+    r(501, "5.1.3 Bad recipient address syntax")
+}
+pub fn need_helo() -> SmtpReply {
+    r(503, "5.5.1 Error: send HELO/EHLO first")
+}
+pub fn nested_mail() -> SmtpReply {
+    r(503, "5.5.1 Error: nested MAIL command")
+}
+pub fn need_mail() -> SmtpReply {
+    r(503, "5.5.1 Error: need MAIL command")
+}
+pub fn need_rcpt() -> SmtpReply {
+    r(503, "5.5.1 Error: need RCPT command")
+}
+pub fn tls_active() -> SmtpReply {
+    r(503, "5.5.1 Error: TLS already active")
+}
+pub fn too_many_errors() -> SmtpReply {
+    r(421, "4.7.0 Error: too many errors")
+}
+pub fn timeout(host: &str) -> SmtpReply {
+    r(421, &format!("4.4.2 {host} Error: timeout exceeded"))
+}
+
+// ---- security and policy ------------------------------------------------------------
+
+/// IN-1, §10: mail commands before STARTTLS on 25 and 587.
+pub fn must_starttls() -> SmtpReply {
+    r(530, "5.7.0 Must issue a STARTTLS command first")
+}
+/// RFC 4954 §6: AUTH on a connection without TLS.
+pub fn auth_needs_tls() -> SmtpReply {
+    r(
+        538,
+        "5.7.11 Encryption required for requested authentication mechanism",
+    )
+}
+pub fn auth_not_enabled() -> SmtpReply {
+    r(503, "5.5.1 Error: authentication not enabled")
+}
+pub fn auth_again() -> SmtpReply {
+    r(503, "5.5.1 Error: already authenticated")
+}
+pub fn auth_in_transaction() -> SmtpReply {
+    r(503, "5.5.1 Error: MAIL transaction in progress")
+}
+/// RFC 4954 §6.
+pub fn auth_mechanism() -> SmtpReply {
+    r(504, "5.5.4 Unrecognized authentication type")
+}
+/// RFC 4954 §4: the client sent `*`.
+pub fn auth_cancelled() -> SmtpReply {
+    r(501, "5.0.0 Authentication cancelled")
+}
+pub fn auth_bad_base64() -> SmtpReply {
+    r(501, "5.5.2 Cannot decode response")
+}
+pub fn auth_ok() -> SmtpReply {
+    r(235, "2.7.0 Authentication successful")
+}
+pub fn auth_failed() -> SmtpReply {
+    r(535, "5.7.8 Authentication credentials invalid")
+}
+pub fn auth_temporary() -> SmtpReply {
+    r(454, "4.7.0 Temporary authentication failure")
+}
+pub fn auth_too_many() -> SmtpReply {
+    r(421, "4.7.0 Error: too many failed authentication attempts")
+}
+/// SUB-1.
+pub fn access_denied() -> SmtpReply {
+    r(554, "5.7.1 Access denied")
+}
+/// SUB-4.
+pub fn rate_limited(sender: &str) -> SmtpReply {
+    r(
+        450,
+        &format!("4.7.1: Too much mail from {sender}, slow down"),
+    )
+}
+/// SUB-5.
+pub fn too_many_recipients() -> SmtpReply {
+    r(452, "4.5.3 Error: too many recipients")
+}
+/// SUB-5, MAIL SIZE= and DATA.
+pub fn too_big() -> SmtpReply {
+    r(552, "5.3.4 Message size exceeds fixed limit")
+}
+/// IN-2.
+pub fn relay_denied(rcpt: &str) -> SmtpReply {
+    r(554, &format!("5.7.1 <{rcpt}>: Relay access denied"))
+}
+/// IN-2 (allowed variant), submission to a local address without an account.
+pub fn unknown_user(rcpt: &str) -> SmtpReply {
+    r(
+        550,
+        &format!("5.1.1 <{rcpt}>: Recipient address rejected: User unknown"),
+    )
+}
+/// §10: internal failure after the checks.
+pub fn local_error() -> SmtpReply {
+    r(451, "4.3.0 Local error")
+}
+/// IN-4e.
+pub fn literal_mismatch(literal: &str, client: &str) -> SmtpReply {
+    r(
+        500,
+        &format!("Invalid FROM domain literal: {literal} does not match origin IP {client}"),
+    )
+}
+/// IN-4e until DKIM verification exists.
+pub fn no_dkim() -> SmtpReply {
+    r(554, "5.7.1 No DKIM signature found")
+}

@@ -1,0 +1,259 @@
+//! The byte level of an SMTP session: a buffered connection with a bounded command-line
+//! reader, the DATA reader (RFC 5321 §4.5.2 dot-unstuffing, bounded in memory), reply
+//! batching for PIPELINING (RFC 2920 §3.2: replies are flushed only when the client has
+//! nothing more buffered), and the STARTTLS upgrade that drops pipelined plaintext.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::net::Conn;
+
+/// RFC 5321 §4.5.3.1.4 allows 512; we take up to this many bytes including CRLF.
+pub const MAX_COMMAND_LINE: usize = 4096;
+/// How many bytes DATA handles at once when a line has no end in sight.
+const DATA_SEGMENT: usize = 64 * 1024;
+/// Bytes asked from the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection closed by client")]
+    Closed,
+    #[error("idle timeout")]
+    Timeout,
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One command line as read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// The line with its terminator normalised to CRLF (a bare LF is tolerated as the
+    /// end of a command line, consistently for every command).
+    Ok(Vec<u8>),
+    /// Longer than [`MAX_COMMAND_LINE`]; the rest up to the next LF was discarded.
+    TooLong,
+}
+
+/// How DATA ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Data {
+    /// The unstuffed message, lines ending in CRLF.
+    Message(Vec<u8>),
+    /// The message was larger than the limit; it was read to its end and discarded.
+    TooBig,
+}
+
+/// A connection with its read buffer and pending replies.
+pub struct Wire {
+    conn: Conn,
+    rbuf: Vec<u8>,
+    /// Start of unread bytes in `rbuf`.
+    pos: usize,
+    out: Vec<u8>,
+    idle: Duration,
+}
+
+impl Wire {
+    pub fn new(conn: Conn, idle: Duration) -> Self {
+        Wire {
+            conn,
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            out: Vec::with_capacity(1024),
+            idle,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    /// Queue a reply line (without CRLF).
+    pub fn queue(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Send every queued reply now.
+    pub async fn flush(&mut self) -> Result<(), WireError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let write = async {
+            self.conn.write_all(&out).await?;
+            self.conn.flush().await
+        };
+        match tokio::time::timeout(self.idle, write).await {
+            Ok(r) => r.map_err(WireError::from),
+            Err(_) => Err(WireError::Timeout),
+        }
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.rbuf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Read more bytes from the socket. Pending replies go out first: the client is
+    /// waiting for them when it has sent nothing more (RFC 2920 §3.2).
+    async fn fill(&mut self) -> Result<(), WireError> {
+        self.flush().await?;
+        if self.pos > 0 {
+            self.rbuf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let start = self.rbuf.len();
+        self.rbuf.resize(start + READ_CHUNK, 0);
+        let read = tokio::time::timeout(self.idle, self.conn.read(&mut self.rbuf[start..])).await;
+        let n = match read {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                self.rbuf.truncate(start);
+                return Err(e.into());
+            }
+            Err(_) => {
+                self.rbuf.truncate(start);
+                return Err(WireError::Timeout);
+            }
+        };
+        self.rbuf.truncate(start + n);
+        if n == 0 {
+            return Err(WireError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Read one line of at most `max` bytes including its terminator.
+    pub async fn read_line(&mut self, max: usize) -> Result<Line, WireError> {
+        loop {
+            let unread = self.unread();
+            let window = &unread[..unread.len().min(max)];
+            if let Some(i) = window.iter().position(|&b| b == b'\n') {
+                let mut line = window[..i].to_vec();
+                self.consume(i + 1);
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                line.extend_from_slice(b"\r\n");
+                return Ok(Line::Ok(line));
+            }
+            if unread.len() >= max {
+                self.skip_to_lf().await?;
+                return Ok(Line::TooLong);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Drop input up to and including the next LF.
+    async fn skip_to_lf(&mut self) -> Result<(), WireError> {
+        loop {
+            if let Some(i) = self.unread().iter().position(|&b| b == b'\n') {
+                self.consume(i + 1);
+                return Ok(());
+            }
+            let n = self.unread().len();
+            self.consume(n);
+            self.fill().await?;
+        }
+    }
+
+    /// Read a message after `354` up to the line `.` (RFC 5321 §4.1.1.4), removing the
+    /// leading dot of stuffed lines (§4.5.2). Only CRLF `.` CRLF ends the data; a line
+    /// ending in a bare LF is stored with CRLF. At most `limit` bytes are kept: a larger
+    /// message is read to its end and discarded.
+    pub async fn read_data(&mut self, limit: u64) -> Result<Data, WireError> {
+        let mut body: Vec<u8> = Vec::new();
+        let mut too_big = false;
+        let mut size: u64 = 0;
+        // At the start of a line (the 354 reply counts as the CRLF before the first).
+        let mut bol = true;
+        // The previous segment ended in CR (a line split across segments).
+        let mut prev_cr = false;
+        loop {
+            let unread = self.unread();
+            let window = &unread[..unread.len().min(DATA_SEGMENT)];
+            let (seg_len, complete) = match window.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None if window.len() >= DATA_SEGMENT => (window.len(), false),
+                None => {
+                    self.fill().await?;
+                    continue;
+                }
+            };
+            let seg = &window[..seg_len];
+            if bol && complete && seg == b".\r\n" {
+                self.consume(seg_len);
+                break;
+            }
+            // §4.5.2: a line starting with a period has that period removed.
+            let content = if bol && seg.first() == Some(&b'.') {
+                &seg[1..]
+            } else {
+                seg
+            };
+            let bare_lf = complete
+                && match content.len() {
+                    1 => !prev_cr,
+                    n => content[n - 2] != b'\r',
+                };
+            let add = content.len() as u64 + u64::from(bare_lf);
+            size = size.saturating_add(add);
+            if size > limit {
+                if !too_big {
+                    too_big = true;
+                    body = Vec::new();
+                }
+            } else if bare_lf {
+                body.extend_from_slice(&content[..content.len() - 1]);
+                body.extend_from_slice(b"\r\n");
+            } else {
+                body.extend_from_slice(content);
+            }
+            prev_cr = !complete && seg.last() == Some(&b'\r');
+            bol = complete;
+            self.consume(seg_len);
+        }
+        Ok(if too_big {
+            Data::TooBig
+        } else {
+            Data::Message(body)
+        })
+    }
+
+    /// STARTTLS (RFC 3207 §4.2): send what is queued, drop whatever plaintext the client
+    /// pipelined after the command, and run the handshake (bounded in time).
+    pub async fn start_tls(
+        mut self,
+        config: Arc<rustls::ServerConfig>,
+        handshake: Duration,
+    ) -> Result<Wire, WireError> {
+        self.flush().await?;
+        self.rbuf.clear();
+        self.pos = 0;
+        let conn = match tokio::time::timeout(handshake, self.conn.start_tls(config)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(WireError::Timeout),
+        };
+        Ok(Wire::new(conn, self.idle))
+    }
+
+    /// Best-effort close after a final reply.
+    pub async fn shutdown(mut self) {
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.conn.shutdown()).await;
+    }
+}
