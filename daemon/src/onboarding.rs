@@ -1,9 +1,291 @@
-//! Onboarding links: the `dclogin:` URL (NEW-3) and the dev-mode banner with a terminal
-//! QR code. (being written)
+//! Onboarding: random credentials for `/new` (NEW-2), the `dclogin:` URL (NEW-3,
+//! spec/client.md §2) and the dev-mode banner with a terminal QR code.
 
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use rand::Rng;
+
+use crate::config::{Config, Mode};
 use crate::server::Relay;
+
+/// Characters left as they are in a password: RFC 3986 unreserved, as Python's
+/// `urllib.parse.quote(pw, safe="")` (what upstream uses) leaves them.
+const PASSWORD_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The address additionally keeps `@[]` so `user@[1.2.3.4]` stays readable (NEW-3).
+const EMAIL_ENCODE: &AsciiSet = &PASSWORD_ENCODE.remove(b'@').remove(b'[').remove(b']');
+
+/// NEW-2: local parts are lower-case letters and digits.
+const LOCAL_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// NEW-2: passwords use ASCII letters, digits and punctuation (Python's
+/// `string.ascii_letters + string.digits + string.punctuation`).
+const PASSWORD_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\
+0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+/// Standard implicit-TLS ports Delta Chat tries without being told.
+const IMAPS_PORT: u16 = 993;
+const SUBMISSIONS_PORT: u16 = 465;
+
+/// NEW-2: a fresh address (`username_max_length` characters of `[a-z0-9]` at the
+/// address domain) and password (`password_min_length + 3` characters), both from the
+/// thread-local CSPRNG (ChaCha, seeded from the OS). Nothing is stored.
+pub fn random_credentials(config: &Config) -> (String, String) {
+    let mut rng = rand::rng();
+    let mut pick = |alphabet: &[u8], n: usize| -> String {
+        (0..n)
+            .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+            .collect()
+    };
+    let local = pick(LOCAL_ALPHABET, config.username_max_length);
+    let password = pick(PASSWORD_ALPHABET, config.password_min_length + 3);
+    (format!("{local}@{}", config.address_domain()), password)
+}
+
+fn first_port(list: &[SocketAddr], default: u16) -> u16 {
+    list.first().map_or(default, |a| a.port())
+}
+
+/// NEW-3: `dclogin:<email>?p=<pw>&v=1[&ih=<ip>&sh=<ip>][&ip=…&is=ssl&sp=…&ss=ssl][&ic=3]`.
+///
+/// The address is percent-encoded except `@[]`, the password fully (unreserved
+/// characters stay, as upstream's `quote`). `ih`/`sh` are given only in IP-only mode;
+/// explicit ports only when the implicit-TLS listeners are not on 993/465 (dev mode);
+/// `ic=3` (accept invalid certificates) only for self-signed certificates.
+pub fn dclogin_url(config: &Config, email: &str, password: &str) -> String {
+    let mut url = format!(
+        "dclogin:{}?p={}&v=1",
+        utf8_percent_encode(email, EMAIL_ENCODE),
+        utf8_percent_encode(password, PASSWORD_ENCODE)
+    );
+    if let Mode::IpOnly(ip) = &config.mode {
+        let _ = write!(url, "&ih={ip}&sh={ip}");
+    }
+    // spec/client.md §2: `ip`/`is` and `sp`/`ss` set the IMAP and SMTP port and security.
+    let imaps = first_port(&config.listen.imaps, IMAPS_PORT);
+    let submissions = first_port(&config.listen.submissions, SUBMISSIONS_PORT);
+    if imaps != IMAPS_PORT || submissions != SUBMISSIONS_PORT {
+        let _ = write!(url, "&ip={imaps}&is=ssl&sp={submissions}&ss=ssl");
+    }
+    if config.self_signed() {
+        url.push_str("&ic=3");
+    }
+    url
+}
+
+/// The QR code of `text` for a terminal (two modules per character row, light modules
+/// drawn as blocks so it scans on dark backgrounds), or `None` if the text does not fit
+/// in a QR code.
+pub fn terminal_qr(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// The dev banner text: data directory, ports and a fresh `dclogin:` link with its QR.
+pub fn dev_banner(config: &Config) -> String {
+    let (email, password) = random_credentials(config);
+    let url = dclogin_url(config, &email, &password);
+    let mut out = String::new();
+    let _ = writeln!(out, "Relaybox dev relay for {}", config.address_domain());
+    let _ = writeln!(out, "  data dir:    {}", config.data_dir.display());
+    let l = &config.listen;
+    for (name, list) in [
+        ("smtp", &l.smtp),
+        ("submission", &l.submission),
+        ("submissions", &l.submissions),
+        ("imap", &l.imap),
+        ("imaps", &l.imaps),
+        ("https", &l.https),
+        ("http", &l.http),
+    ] {
+        let addrs: Vec<String> = list.iter().map(|a| a.to_string()).collect();
+        let shown = if addrs.is_empty() {
+            "off".to_string()
+        } else {
+            addrs.join(", ")
+        };
+        let _ = writeln!(out, "  {:<12} {shown}", format!("{name}:"));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Scan the QR code with Delta Chat or open this link where Delta Chat runs;"
+    );
+    let _ = writeln!(out, "the account is created at its first login:");
+    let _ = writeln!(out, "  {url}");
+    if let Some(qr) = terminal_qr(&url) {
+        let _ = writeln!(out);
+        out.push_str(&qr);
+        out.push('\n');
+    }
+    out
+}
 
 /// Print how to connect a Delta Chat app to a dev relay.
 pub fn print_dev_banner(relay: &Relay) {
-    let _ = relay;
+    print!("{}", dev_banner(&relay.config));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn domain_config(text: &str) -> Config {
+        Config::parse(&format!("[params]\n{text}\n"))
+            .expect("test config")
+            .config
+    }
+
+    #[test]
+    fn dclogin_url_table() {
+        let ip = domain_config("mail_domain = 192.0.2.1");
+        let under = domain_config("mail_domain = _relay.test");
+        let dom = domain_config("mail_domain = chat.example.org");
+        let dev = Config::dev(PathBuf::from("/tmp/x"));
+        for (config, email, pw, want) in [
+            (
+                &ip,
+                "abc123def@[192.0.2.1]",
+                "Pass,word!",
+                "dclogin:abc123def@[192.0.2.1]?p=Pass%2Cword%21&v=1&ih=192.0.2.1&sh=192.0.2.1&ic=3",
+            ),
+            (
+                &under,
+                "abc123def@_relay.test",
+                "a-b.c_d~e",
+                "dclogin:abc123def@_relay.test?p=a-b.c_d~e&v=1&ic=3",
+            ),
+            (
+                &under,
+                "a+b c@_relay.test",
+                "%&=?#/ :@[]\"'`",
+                "dclogin:a%2Bb%20c@_relay.test?p=%25%26%3D%3F%23%2F%20%3A%40%5B%5D%22%27%60&v=1&ic=3",
+            ),
+            (
+                &under,
+                "x@_relay.test",
+                "äö",
+                "dclogin:x@_relay.test?p=%C3%A4%C3%B6&v=1&ic=3",
+            ),
+            (
+                &dom,
+                "abc@chat.example.org",
+                "pw",
+                "dclogin:abc@chat.example.org?p=pw&v=1",
+            ),
+            (
+                &dev,
+                "abc@[127.0.0.1]",
+                "{pw}",
+                "dclogin:abc@[127.0.0.1]?p=%7Bpw%7D&v=1&ih=127.0.0.1&sh=127.0.0.1\
+                 &ip=1993&is=ssl&sp=1465&ss=ssl&ic=3",
+            ),
+        ] {
+            assert_eq!(dclogin_url(config, email, pw), want);
+        }
+    }
+
+    #[test]
+    fn dclogin_url_round_trips_every_password_character() {
+        let c = domain_config("mail_domain = 10.0.0.1");
+        let pw = std::str::from_utf8(PASSWORD_ALPHABET).expect("ascii");
+        let url = dclogin_url(&c, "u@[10.0.0.1]", pw);
+        let p = url
+            .split_once("?p=")
+            .and_then(|(_, rest)| rest.split_once('&'))
+            .map(|(p, _)| p)
+            .expect("p parameter");
+        // Nothing that could split the query survives unencoded.
+        assert!(!p.contains(['&', '=', '?', '#', '+', ' ']), "{p}");
+        let decoded = percent_encoding::percent_decode_str(p)
+            .decode_utf8()
+            .expect("utf-8");
+        assert_eq!(decoded, pw);
+    }
+
+    #[test]
+    fn credentials_follow_new_2() {
+        for (text, local_len, pw_len, domain) in [
+            ("mail_domain = chat.example.org", 9, 12, "@chat.example.org"),
+            ("mail_domain = 192.0.2.1", 9, 12, "@[192.0.2.1]"),
+            (
+                "mail_domain = _x.test\nusername_min_length = 5\nusername_max_length = 20\npassword_min_length = 30",
+                20,
+                33,
+                "@_x.test",
+            ),
+        ] {
+            let c = domain_config(text);
+            let mut seen_pw = std::collections::HashSet::new();
+            for _ in 0..200 {
+                let (email, pw) = random_credentials(&c);
+                let local = email.strip_suffix(domain).expect("domain");
+                assert_eq!(local.len(), local_len, "{email}");
+                assert!(
+                    local.bytes().all(|b| LOCAL_ALPHABET.contains(&b)),
+                    "{email}"
+                );
+                assert_eq!(pw.len(), pw_len, "{pw}");
+                assert!(
+                    pw.bytes()
+                        .all(|b| b.is_ascii_graphic() && PASSWORD_ALPHABET.contains(&b)),
+                    "{pw}"
+                );
+                seen_pw.insert(pw);
+            }
+            assert_eq!(seen_pw.len(), 200, "passwords repeat");
+        }
+        assert_eq!(PASSWORD_ALPHABET.len(), 26 + 26 + 10 + 32);
+        assert_eq!(LOCAL_ALPHABET.len(), 36);
+    }
+
+    #[test]
+    fn credentials_use_the_whole_alphabet() {
+        let c = domain_config("mail_domain = chat.example.org");
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let (_, pw) = random_credentials(&c);
+            seen.extend(pw.bytes());
+        }
+        // 24000 draws from 94 symbols: every one appears (miss chance ≈ 1e-109).
+        assert_eq!(seen.len(), PASSWORD_ALPHABET.len());
+    }
+
+    #[test]
+    fn dev_banner_shows_dir_ports_link_and_qr() {
+        let c = Config::dev(PathBuf::from("/tmp/rb-banner"));
+        let text = dev_banner(&c);
+        assert!(text.contains("/tmp/rb-banner"), "{text}");
+        for port in ["2525", "1587", "1465", "1143", "1993", "1443", "1080"] {
+            assert!(text.contains(&format!("127.0.0.1:{port}")), "{port}");
+        }
+        let link = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("dclogin:"))
+            .expect("link line");
+        assert!(link.contains("@[127.0.0.1]?p="), "{link}");
+        assert!(
+            link.ends_with("&ip=1993&is=ssl&sp=1465&ss=ssl&ic=3"),
+            "{link}"
+        );
+        // The QR block uses the half-block characters.
+        assert!(text.contains('█') || text.contains('▀') || text.contains('▄'));
+        // Two banners carry two different accounts.
+        assert_ne!(dev_banner(&c), text);
+    }
 }
