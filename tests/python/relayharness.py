@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -42,6 +43,8 @@ LISTEN_KEYS = (
     "https",
     "http",
 )
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 # How long the relay may take to bind all its ports after start.
 START_TIMEOUT = 30.0
@@ -140,6 +143,7 @@ class RelayProcess:
         self.write_config()
         env = dict(os.environ)
         env.setdefault("RELAYBOX_LOG", "info")
+        env["NO_COLOR"] = "1"  # plain log file (tracing-subscriber honours NO_COLOR)
         self._log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(binary), "serve", "--config", str(self.config_path)],
@@ -213,7 +217,7 @@ class RelayProcess:
             text = self.log_path.read_text(errors="replace")
         except OSError as e:
             return f"(no relay log: {e})"
-        tail = text.splitlines()[-lines:]
+        tail = ANSI_ESCAPE.sub("", text).splitlines()[-lines:]
         return f"--- last {len(tail)} lines of {self.log_path} ---\n" + "\n".join(tail)
 
     # -- accounts --------------------------------------------------------------------
@@ -338,11 +342,22 @@ class Client:
 def online_client(dc, qr: str, addr: str, password: str, timeout: float = 60.0) -> Client:
     """Add an account from `qr` (blocks until configured), start I/O and wait until IDLE."""
     acc = dc.add_account()
-    fut = acc._rpc.add_transport_from_qr.future(acc.id, qr)
-    call_with_timeout(fut, timeout, f"configure {addr} from QR")
-    assert acc.is_configured(), f"{addr}: not configured after add_transport_from_qr"
-    call_with_timeout(acc.bring_online, timeout, f"bring {addr} online")
-    return Client(acc, addr, password)
+    client = Client(acc, addr, password)
+    try:
+        fut = acc._rpc.add_transport_from_qr.future(acc.id, qr)
+        call_with_timeout(fut, timeout, f"configure {addr} from QR")
+        assert acc.is_configured(), f"{addr}: not configured after add_transport_from_qr"
+        call_with_timeout(acc.bring_online, timeout, f"bring {addr} online")
+    except Exception as e:
+        # Say what core saw while configuring (its Warning/Error events).
+        client.events.drain()
+        seen = "\n  ".join(client.events.recent[-15:] or ["(none)"])
+        raise AssertionError(
+            f"account {addr} from {qr!r} did not come online: {e}\n"
+            f"core warnings/errors:\n  {seen}"
+        ) from e
+    client.events.drain()
+    return client
 
 
 def dclogin_client(dc, relay: RelayProcess) -> Client:
