@@ -99,10 +99,6 @@ pub struct Config {
     pub privacy_mail: String,
     pub privacy_pdo: String,
     pub privacy_supervisor: String,
-    /// Legacy upstream mailbox directory (`/home/vmail/mail/<domain>`); only for import.
-    pub mailboxes_dir: PathBuf,
-    /// Legacy upstream password database (`/home/vmail/passdb.sqlite`); only for import.
-    pub passdb_path: PathBuf,
     /// Relaybox: where the store, certificates and keys live.
     pub data_dir: PathBuf,
     /// Relaybox: listen addresses per service.
@@ -156,9 +152,12 @@ pub struct Loaded {
 /// Default data directory of an installed relay.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/relaybox";
 
-/// Upstream keys for services Relaybox does not run as separate processes: accepted
-/// without a warning and ignored (§3 "upstream plumbing").
+/// Upstream keys for services Relaybox does not run as separate processes, and legacy
+/// paths: accepted without a warning and ignored (§3 "upstream plumbing", "legacy").
 const PLUMBING_KEYS: &[&str] = &[
+    // Legacy paths, only meaningful to a future import of an upstream installation.
+    "mailboxes_dir",
+    "passdb_path",
     "filtermail_smtp_port",
     "filtermail_smtp_port_incoming",
     "filtermail_http_port_incoming",
@@ -450,7 +449,7 @@ impl Config {
     /// Parse and validate chatmail.ini text (spec/relay.md §3).
     pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
         let entries = split_ini(text)?;
-        let mut unknown_keys = Vec::new();
+        let mut elsewhere = Vec::new();
         let mut order = Vec::new();
         let mut values = HashMap::new();
         for e in entries {
@@ -459,7 +458,7 @@ impl Config {
                 values.insert(e.key, e.value);
             } else {
                 // Upstream reads only [params]; anything elsewhere has no effect (CFG-4).
-                unknown_keys.push(format!("[{}] {}", e.section, e.key));
+                elsewhere.push(format!("[{}] {}", e.section, e.key));
             }
         }
         let mut p = Params { values };
@@ -550,13 +549,6 @@ impl Config {
         let privacy_mail = p.string("privacy_mail");
         let privacy_pdo = p.string("privacy_pdo");
         let privacy_supervisor = p.string("privacy_supervisor");
-        let mailboxes_dir = p
-            .path("mailboxes_dir")
-            .unwrap_or_else(|| PathBuf::from(format!("/home/vmail/mail/{mail_domain}")));
-        let passdb_path = p
-            .path("passdb_path")
-            .unwrap_or_else(|| PathBuf::from("/home/vmail/passdb.sqlite"));
-
         let data_dir = p
             .path("data_dir")
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -571,7 +563,9 @@ impl Config {
             http: p.listeners("http_listen", std.http)?,
         };
 
-        // CFG-4: whatever is left was not understood, in file order.
+        // CFG-4: whatever is left was not understood: [params] keys in file order, then
+        // keys of other sections.
+        let mut unknown_keys = Vec::new();
         for key in order {
             let Some(value) = p.take(&key) else { continue };
             let silent = PLUMBING_KEYS.contains(&key.as_str())
@@ -580,6 +574,7 @@ impl Config {
                 unknown_keys.push(key);
             }
         }
+        unknown_keys.extend(elsewhere);
 
         Ok(Loaded {
             config: Config {
@@ -612,8 +607,6 @@ impl Config {
                 privacy_mail,
                 privacy_pdo,
                 privacy_supervisor,
-                mailboxes_dir,
-                passdb_path,
                 data_dir,
                 listen,
             },
@@ -705,11 +698,6 @@ mod tests {
         assert_eq!(c.privacy_mail, "");
         assert_eq!(c.privacy_pdo, "");
         assert_eq!(c.privacy_supervisor, "");
-        assert_eq!(
-            c.mailboxes_dir,
-            PathBuf::from("/home/vmail/mail/chat.example.org")
-        );
-        assert_eq!(c.passdb_path, PathBuf::from("/home/vmail/passdb.sqlite"));
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/relaybox"));
         let l = &c.listen;
         for (list, port) in [
@@ -801,8 +789,6 @@ http_listen = 0.0.0.0:8080,",
         assert_eq!(c.privacy_mail, "privacy@example.org");
         assert_eq!(c.privacy_pdo, "Officer");
         assert_eq!(c.privacy_supervisor, "Authority");
-        assert_eq!(c.mailboxes_dir, PathBuf::from("/old/mail"));
-        assert_eq!(c.passdb_path, PathBuf::from("/old/passdb.sqlite"));
         assert_eq!(c.data_dir, PathBuf::from("/data/relay"));
         assert_eq!(
             c.listen.smtp,

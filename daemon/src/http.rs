@@ -340,3 +340,643 @@ async fn www_redirect(State(web): State<Web>, request: Request, next: Next) -> R
     }
     next.run(request).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use axum::body::Body;
+    use axum::http::Method;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::clock::Clock;
+
+    /// A monotonic clock the test moves by hand.
+    struct TestClock(Mutex<Instant>);
+
+    impl TestClock {
+        fn advance(&self, d: Duration) {
+            *self.0.lock().expect("clock") += d;
+        }
+    }
+
+    impl Clock for TestClock {
+        fn unix_now(&self) -> u64 {
+            1_800_000_000
+        }
+        fn monotonic(&self) -> Instant {
+            *self.0.lock().expect("clock")
+        }
+    }
+
+    /// Limits that never refuse on a busy test machine.
+    fn relaxed(mut config: Config) -> Config {
+        config.max_load_1m = 1e9;
+        config.min_available_memory = 0;
+        config.min_free_disk_space = 0;
+        config
+    }
+
+    fn domain_config(dir: &Path, domain: &str) -> Config {
+        let mut c = Config::parse(&format!("[params]\nmail_domain = {domain}\n"))
+            .expect("config")
+            .config;
+        c.data_dir = dir.to_path_buf();
+        relaxed(c)
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        relay: Arc<Relay>,
+        clock: Arc<TestClock>,
+        limiter: Arc<RateLimiter<IpAddr>>,
+    }
+
+    impl Fixture {
+        fn new(make: impl FnOnce(&Path) -> Config) -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let clock = Arc::new(TestClock(Mutex::new(Instant::now())));
+            let relay = Relay::open_with_clock(make(dir.path()), clock.clone()).expect("relay");
+            Fixture {
+                _dir: dir,
+                relay,
+                clock,
+                limiter: Arc::new(RateLimiter::new(new_account_quota())),
+            }
+        }
+
+        fn dev() -> Fixture {
+            Fixture::new(|d| relaxed(Config::dev(d.to_path_buf())))
+        }
+
+        fn router(&self, peer: &str) -> Router {
+            https_router(Web {
+                relay: self.relay.clone(),
+                limiter: self.limiter.clone(),
+                peer: peer.parse().expect("ip"),
+            })
+        }
+
+        async fn call(&self, method: Method, path: &str) -> (StatusCode, HeaderMap, String) {
+            self.call_from("192.0.2.50", method, path, None).await
+        }
+
+        async fn call_from(
+            &self,
+            peer: &str,
+            method: Method,
+            path: &str,
+            host: Option<&str>,
+        ) -> (StatusCode, HeaderMap, String) {
+            let mut req = Request::builder().method(method).uri(path);
+            if let Some(h) = host {
+                req = req.header(header::HOST, h);
+            }
+            let resp = self
+                .router(peer)
+                .oneshot(req.body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
+            split(resp).await
+        }
+    }
+
+    async fn split(resp: Response) -> (StatusCode, HeaderMap, String) {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            headers,
+            String::from_utf8(body.to_vec()).expect("utf-8"),
+        )
+    }
+
+    fn json(body: &str) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::from_str(body) {
+            Ok(serde_json::Value::Object(m)) => m,
+            other => panic!("not a JSON object: {body:?} ({other:?})"),
+        }
+    }
+
+    fn assert_credentials(
+        m: &serde_json::Map<String, serde_json::Value>,
+        domain: &str,
+    ) -> (String, String) {
+        let email = m["email"].as_str().expect("email").to_string();
+        let password = m["password"].as_str().expect("password").to_string();
+        let local = email
+            .strip_suffix(&format!("@{domain}"))
+            .unwrap_or_else(|| panic!("{email} not at {domain}"));
+        // NEW-2 defaults: 9 characters of [a-z0-9]; 12-character password.
+        assert_eq!(local.len(), 9, "{email}");
+        assert!(
+            local
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "{email}"
+        );
+        assert_eq!(password.len(), 12, "{password}");
+        assert!(password.bytes().all(|b| b.is_ascii_graphic()), "{password}");
+        (email, password)
+    }
+
+    #[tokio::test]
+    async fn post_new_in_ip_only_mode_gives_credentials_and_dclogin() {
+        let f = Fixture::dev();
+        for path in NEW_PATHS {
+            let (status, headers, body) = f.call(Method::POST, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{path}");
+            assert!(headers.get(header::SERVER).is_none());
+            let m = json(&body);
+            let keys: Vec<&String> = m.keys().collect();
+            assert_eq!(keys.len(), 3, "{body}");
+            let (email, password) = assert_credentials(&m, "[127.0.0.1]");
+            let url = m["dclogin_url"].as_str().expect("dclogin_url");
+            assert_eq!(
+                url,
+                onboarding::dclogin_url(&f.relay.config, &email, &password)
+            );
+            assert!(url.starts_with(&format!("dclogin:{email}?p=")), "{url}");
+            assert!(url.contains("&v=1&ih=127.0.0.1&sh=127.0.0.1"), "{url}");
+            assert!(url.ends_with("&ic=3"), "{url}");
+        }
+        // NEW-2: nothing is stored.
+        let (status, _, body) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::OK);
+        let (email, _) = assert_credentials(&json(&body), "[127.0.0.1]");
+        assert!(f.relay.store.account(&email).expect("store").is_none());
+    }
+
+    #[tokio::test]
+    async fn self_signed_get_serves_json_too() {
+        let f = Fixture::new(|d| domain_config(d, "_relay.test"));
+        let (status, _, body) = f.call(Method::GET, "/new").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let m = json(&body);
+        assert_credentials(&m, "_relay.test");
+        let url = m["dclogin_url"].as_str().expect("dclogin_url");
+        assert!(!url.contains("ih="), "no host outside IP-only mode: {url}");
+        assert!(url.ends_with("&v=1&ic=3"), "{url}");
+    }
+
+    #[tokio::test]
+    async fn domain_mode_post_and_get_redirect() {
+        let f = Fixture::new(|d| domain_config(d, "chat.example.org"));
+        // NEW-1: POST never redirects and has no dclogin_url.
+        let (status, _, body) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::OK);
+        let m = json(&body);
+        assert_eq!(m.len(), 2, "{body}");
+        assert_credentials(&m, "chat.example.org");
+        // NEW-4: GET → the app.
+        for path in NEW_PATHS {
+            let (status, headers, _) = f.call(Method::GET, path).await;
+            assert_eq!(status, StatusCode::MOVED_PERMANENTLY, "{path}");
+            assert_eq!(
+                headers[header::LOCATION],
+                "dcaccount:https://chat.example.org/new"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn new_is_rate_limited_per_ip() {
+        let f = Fixture::dev();
+        // NEW-3: burst 5, then 503.
+        for i in 0..5 {
+            let (status, _, _) = f.call(Method::POST, "/new").await;
+            assert_eq!(status, StatusCode::OK, "request {i}");
+        }
+        let (status, headers, body) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert!(json(&body)["reason"].is_string(), "{body}");
+        // GET counts against the same budget in self-signed mode.
+        let (status, _, _) = f.call(Method::GET, "/cgi-bin/newemail.py").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        // Another client is not affected; IPv4-mapped IPv6 would be the same client.
+        let (status, _, _) = f.call_from("2001:db8::7", Method::POST, "/new", None).await;
+        assert_eq!(status, StatusCode::OK);
+        // 2 per second: after half a second one more passes, but only one.
+        f.clock.advance(Duration::from_millis(500));
+        let (status, _, _) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, _) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn kill_switch_gives_503_with_reason() {
+        // NEW-5 with CFG-6.
+        let f = Fixture::dev();
+        std::fs::write(f.relay.config.data_dir.join("nocreate"), b"").expect("flag");
+        let (status, headers, body) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let m = json(&body);
+        assert_eq!(m.len(), 1, "{body}");
+        let reason = m["reason"].as_str().expect("reason");
+        assert!(reason.contains("nocreate"), "{reason}");
+        // ACC-5.6 limits as well.
+        let f = Fixture::new(|d| {
+            let mut c = relaxed(Config::dev(d.to_path_buf()));
+            c.min_free_disk_space = u64::MAX;
+            c
+        });
+        let (status, _, body) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            json(&body)["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("disk")),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_methods_and_paths() {
+        let f = Fixture::dev();
+        for (method, path, want) in [
+            (Method::PUT, "/new", StatusCode::METHOD_NOT_ALLOWED),
+            (
+                Method::DELETE,
+                "/cgi-bin/newemail.py",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (Method::POST, "/robots.txt", StatusCode::METHOD_NOT_ALLOWED),
+            (
+                Method::POST,
+                AUTOCONFIG_PATH,
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (Method::GET, "/", StatusCode::NOT_FOUND),
+            (Method::GET, "/new/", StatusCode::NOT_FOUND),
+            (
+                Method::GET,
+                "/autodiscover/autodiscover.xml",
+                StatusCode::NOT_FOUND,
+            ),
+            (Method::POST, "/nope", StatusCode::NOT_FOUND),
+            (Method::GET, "/../etc/passwd", StatusCode::NOT_FOUND),
+        ] {
+            let (status, headers, body) = f.call(method.clone(), path).await;
+            assert_eq!(status, want, "{method} {path}");
+            assert!(headers.get(header::SERVER).is_none());
+            assert!(!body.to_ascii_lowercase().contains("axum"), "{body}");
+            assert!(!body.to_ascii_lowercase().contains("hyper"), "{body}");
+        }
+        let (status, headers, body) = f.call(Method::GET, "/robots.txt").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("text/plain"))
+        );
+        assert_eq!(body, "User-agent: *\nDisallow: /\n");
+        // HEAD is served by GET routes without a body.
+        let (status, _, body) = f.call(Method::HEAD, "/robots.txt").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "");
+    }
+
+    /// The `<hostname>`, `<port>`, `<socketType>` triples of each server kind.
+    fn servers(xml: &str, kind: &str) -> Vec<(String, String, String)> {
+        let field = |block: &str, tag: &str| -> String {
+            let open = format!("<{tag}>");
+            let start = block.find(&open).expect(tag) + open.len();
+            let end = block[start..].find(&format!("</{tag}>")).expect(tag) + start;
+            block[start..end].to_string()
+        };
+        xml.split(&format!("<{kind} "))
+            .skip(1)
+            .map(|b| {
+                let block = &b[..b.find(&format!("</{kind}>")).expect("close")];
+                assert!(block.contains("<authentication>password-cleartext</authentication>"));
+                assert!(block.contains("<username>%EMAILADDRESS%</username>"));
+                (
+                    field(block, "hostname"),
+                    field(block, "port"),
+                    field(block, "socketType"),
+                )
+            })
+            .collect()
+    }
+
+    fn triples(host: &str, list: &[(u16, &str)]) -> Vec<(String, String, String)> {
+        list.iter()
+            .map(|(p, s)| (host.to_string(), p.to_string(), s.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn autoconfig_lists_the_servers() {
+        let f = Fixture::new(|d| domain_config(d, "chat.example.org"));
+        let (status, headers, xml) = f.call(Method::GET, AUTOCONFIG_PATH).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|v| v.contains("xml"))
+        );
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"));
+        assert!(xml.contains("<emailProvider id=\"chat.example.org\">"));
+        assert!(xml.contains("<domain>chat.example.org</domain>"));
+        let h = "chat.example.org";
+        assert_eq!(
+            servers(&xml, "incomingServer"),
+            triples(h, &[(993, "SSL"), (143, "STARTTLS"), (443, "SSL")])
+        );
+        assert_eq!(
+            servers(&xml, "outgoingServer"),
+            triples(h, &[(465, "SSL"), (587, "STARTTLS"), (443, "SSL")])
+        );
+        assert!(xml.contains("<incomingServer type=\"imap\">"));
+        assert!(xml.contains("<outgoingServer type=\"smtp\">"));
+
+        // IP-only: the host is the IP; dev ports are the configured ones.
+        let f = Fixture::dev();
+        let (_, _, xml) = f.call(Method::GET, AUTOCONFIG_PATH).await;
+        assert_eq!(
+            servers(&xml, "incomingServer"),
+            triples(
+                "127.0.0.1",
+                &[(1993, "SSL"), (1143, "STARTTLS"), (1443, "SSL")]
+            )
+        );
+        assert_eq!(
+            servers(&xml, "outgoingServer"),
+            triples(
+                "127.0.0.1",
+                &[(1465, "SSL"), (1587, "STARTTLS"), (1443, "SSL")]
+            )
+        );
+
+        // A disabled service is left out.
+        let f = Fixture::new(|d| {
+            let mut c = domain_config(d, "chat.example.org");
+            c.listen.imap.clear();
+            c
+        });
+        let (_, _, xml) = f.call(Method::GET, AUTOCONFIG_PATH).await;
+        assert_eq!(
+            servers(&xml, "incomingServer"),
+            triples(h, &[(993, "SSL"), (443, "SSL")])
+        );
+    }
+
+    #[tokio::test]
+    async fn www_host_redirects_to_the_domain() {
+        // PORT-5
+        let f = Fixture::new(|d| domain_config(d, "chat.example.org"));
+        let (status, headers, _) = f
+            .call_from(
+                "192.0.2.1",
+                Method::GET,
+                "/info.html?x=1",
+                Some("www.chat.example.org"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            headers[header::LOCATION],
+            "https://chat.example.org/info.html?x=1"
+        );
+        // The bare domain is served normally.
+        let (status, _, _) = f
+            .call_from(
+                "192.0.2.1",
+                Method::GET,
+                "/robots.txt",
+                Some("chat.example.org"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    async fn http_call(relay: &Arc<Relay>, path: &str, host: Option<&str>) -> Response {
+        let mut req = Request::builder().uri(path);
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
+        http_router(relay.clone())
+            .oneshot(req.body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn port_80_redirects_everything_to_https() {
+        // PORT-4
+        let f = Fixture::new(|d| domain_config(d, "chat.example.org"));
+        for (path, host, want) in [
+            ("/", Some("chat.example.org"), "https://chat.example.org/"),
+            (
+                "/new?a=b",
+                Some("chat.example.org:80"),
+                "https://chat.example.org/new?a=b",
+            ),
+            (
+                "/x/y.html",
+                Some("WWW.Chat.Example.org"),
+                "https://www.chat.example.org/x/y.html",
+            ),
+            ("/p", Some("[2001:db8::1]:80"), "https://[2001:db8::1]/p"),
+            ("/p", None, "https://chat.example.org/p"),
+            ("/p", Some("evil\"host"), "https://chat.example.org/p"),
+        ] {
+            let resp = http_call(&f.relay, path, host).await;
+            assert_eq!(resp.status(), StatusCode::MOVED_PERMANENTLY, "{path}");
+            assert_eq!(resp.headers()[header::LOCATION], want, "{path} {host:?}");
+        }
+        // Dev mode: HTTPS is on 1443.
+        let f = Fixture::dev();
+        let resp = http_call(&f.relay, "/new", Some("127.0.0.1:1080")).await;
+        assert_eq!(
+            resp.headers()[header::LOCATION],
+            "https://127.0.0.1:1443/new"
+        );
+    }
+
+    #[test]
+    fn xml_escaping() {
+        assert_eq!(xml_escape("a&b<c>\"'"), "a&amp;b&lt;c&gt;&quot;&apos;");
+    }
+
+    /// Accepts the relay's own certificate only (pinned by its DER bytes).
+    #[derive(Debug)]
+    struct Pinned {
+        cert: rustls_pki_types::CertificateDer<'static>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    }
+
+    impl rustls::client::danger::ServerCertVerifier for Pinned {
+        fn verify_server_cert(
+            &self,
+            end_entity: &rustls_pki_types::CertificateDer<'_>,
+            _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+            _server_name: &rustls_pki_types::ServerName<'_>,
+            _ocsp: &[u8],
+            _now: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            if end_entity.as_ref() == self.cert.as_ref() {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::General("unexpected certificate".into()))
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// Send one raw HTTP/1.1 request and read the reply until the server closes.
+    async fn raw_exchange<S>(mut stream: S, request: &str) -> (String, String)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(request.as_bytes()).await.expect("write");
+        stream.flush().await.expect("flush");
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+            .await
+            .expect("reply within 10 s")
+            .expect("read");
+        let text = String::from_utf8(reply).expect("utf-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        (head.to_string(), body.to_string())
+    }
+
+    /// One accepted loopback connection, served by `serve`.
+    async fn loopback<F, Fut>(serve: F) -> (tokio::net::TcpStream, tokio::task::JoinHandle<()>)
+    where
+        F: FnOnce(tokio::net::TcpStream, SocketAddr) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.expect("accept");
+            serve(tcp, peer).await;
+        });
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn serves_new_over_real_tls() {
+        let f = Fixture::dev();
+        let relay = f.relay.clone();
+        let (tcp, server) = loopback(move |tcp, peer| async move {
+            let tls = tokio_rustls::TlsAcceptor::from(relay.tls.tls12.clone())
+                .accept(tcp)
+                .await
+                .expect("server handshake");
+            serve_https(relay, Conn::Tls(Box::new(tls)), peer).await;
+        })
+        .await;
+
+        use rustls_pki_types::pem::PemObject;
+        let cert = rustls_pki_types::CertificateDer::from_pem_file(
+            f.relay.config.data_dir.join("tls").join("cert.pem"),
+        )
+        .expect("relay certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned { cert, provider }))
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config))
+            .connect(name, tcp)
+            .await
+            .expect("client handshake");
+        let (head, body) = raw_exchange(
+            tls,
+            "POST /new HTTP/1.1\r\nHost: 127.0.0.1:1443\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("content-type: application/json"), "{head}");
+        assert!(!lower.contains("\r\nserver:"), "no server header: {head}");
+        let m = json(&body);
+        let (email, password) = assert_credentials(&m, "[127.0.0.1]");
+        assert_eq!(
+            m["dclogin_url"].as_str(),
+            Some(onboarding::dclogin_url(&f.relay.config, &email, &password).as_str())
+        );
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server ends after Connection: close")
+            .expect("server task");
+    }
+
+    #[tokio::test]
+    async fn serves_redirect_over_plain_http() {
+        let f = Fixture::dev();
+        let relay = f.relay.clone();
+        let (tcp, server) = loopback(move |tcp, peer| async move {
+            serve_http(relay, Conn::Plain(tcp), peer).await;
+        })
+        .await;
+        let (head, _) = raw_exchange(
+            tcp,
+            "GET /some/where?q=1 HTTP/1.1\r\nHost: 127.0.0.1:1080\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            head.starts_with("HTTP/1.1 301 Moved Permanently\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nlocation: https://127.0.0.1:1443/some/where?q=1"),
+            "{head}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server ends")
+            .expect("server task");
+    }
+}
