@@ -8,9 +8,11 @@ import string
 import urllib.parse
 
 import pytest
+from deltachat_rpc_client.rpc import JsonRpcError
 
 from relayharness import (
     accepted_chat,
+    call_with_timeout,
     dclogin_client,
     online_client,
     parse_json,
@@ -25,9 +27,22 @@ def test_dclogin_account(relay, dc):
     a = dclogin_client(dc, relay)
     assert re.fullmatch(r"[a-z0-9]{9}@\[127\.0\.0\.1\]", a.addr)
     assert a.account.get_config("addr") == a.addr
-    # A second login with the same password works (the hash was stored at creation).
-    b = dclogin_client(dc, relay)
-    assert b.account.get_config("addr") == b.addr
+
+    # A second device with the same credentials logs in (the hash stored at creation
+    # verifies) ...
+    second = dc.add_account()
+    qr = relay.dclogin_url(a.addr, a.password)
+    call_with_timeout(second._rpc.add_transport_from_qr.future(second.id, qr), 60, "2nd device")
+    assert second.is_configured()
+    second.remove()
+
+    # ... and a wrong password is refused.
+    wrong = dc.add_account()
+    qr = relay.dclogin_url(a.addr, a.password + "x")
+    with pytest.raises(JsonRpcError):
+        call_with_timeout(wrong._rpc.add_transport_from_qr.future(wrong.id, qr), 60, "wrong pw")
+    assert not wrong.is_configured()
+    wrong.remove()
 
 
 def parse_dclogin(url: str) -> tuple[str, dict[str, str]]:
