@@ -520,6 +520,14 @@ mod tests {
         // The crate's SEIPD with partial body lengths (chunks of 512).
         let bin = support::pgp_binary(Esk::TwoKeys, 3000, Some(512), 400);
         assert!(check_packets(&bin));
+        // Skip the two PKESK packets (one-octet lengths) to reach the SEIPD header,
+        // whose first length octet must be a partial one (224..255).
+        let mut at = 0;
+        while bin[at] & 0x3F != TAG_SEIPD {
+            assert_eq!(bin[at] & 0x3F, TAG_PKESK);
+            at += 2 + usize::from(bin[at + 1]);
+        }
+        assert!((224..255).contains(&bin[at + 1]), "octet {}", bin[at + 1]);
         let armored = support::pgp_armored(
             ArmorSpec {
                 plaintext_len: 3000,
