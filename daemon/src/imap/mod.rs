@@ -1,13 +1,114 @@
-//! IMAP server sessions (143 STARTTLS, 993 implicit TLS).
-//! (being written)
+//! IMAP server sessions (spec/relay.md §11, §12, §14 QUOTA-4, §16 LL-1): 143 with
+//! STARTTLS, 993 with implicit TLS. IMAP4rev1 plus IDLE, UIDPLUS, MOVE, ID, ENABLE,
+//! LITERAL+, NAMESPACE, SPECIAL-USE, QUOTA, METADATA, UNSELECT, SASL-IR.
+//!
+//! Modules: `wire` frames commands (literals, limits), `session` runs the state machine
+//! and handlers, `fetch`/`mime` render FETCH items, `search` evaluates SEARCH,
+//! `sequence` resolves sets, `metadata` holds the METADATA rules, `response` the syntax.
+//! COMPRESS=DEFLATE is not implemented and never advertised (even with
+//! `imap_compress = true`).
+
+mod fetch;
+mod metadata;
+mod mime;
+mod response;
+mod search;
+mod sequence;
+mod session;
+mod wire;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
+
+use crate::config::Config;
 use crate::net::Conn;
 use crate::server::Relay;
+use session::{Exit, Session};
+
+/// Connection numbers for log spans (no addresses: LOG-2).
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// The CAPABILITY list (IMAP-1, IMAP-2).
+pub fn capabilities(_config: &Config, tls: bool, authenticated: bool) -> String {
+    let mut caps = vec!["IMAP4rev1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"];
+    if !authenticated {
+        if tls {
+            caps.push("AUTH=PLAIN");
+        } else {
+            // RFC 9051 §6.2.1, §6.2.3: no cleartext passwords.
+            caps.extend(["STARTTLS", "LOGINDISABLED"]);
+        }
+    } else {
+        caps.extend([
+            "NAMESPACE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "SPECIAL-USE",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
+            "METADATA",
+        ]);
+    }
+    // IMAP-1: chatmail markers, before and after login.
+    caps.extend(["XCHATMAIL", "XDELTAPUSH"]);
+    caps.join(" ")
+}
 
 /// Run one IMAP session on `conn` (plain on 143 until STARTTLS; already TLS on 993).
 pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
-    let _ = (relay, conn, peer);
+    // LOG-2: the peer address is not logged, so no log line ties it to an account.
+    let _ = peer;
+    let span = tracing::info_span!("imap", conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+    async move {
+        let tls = conn.is_tls();
+        let mut session = Session::new(relay.clone(), tls, !tls);
+        session.greet();
+        let mut conn = conn;
+        loop {
+            match session.run(&mut conn).await {
+                Exit::Close => break,
+                Exit::StartTls => {
+                    let upgraded = tokio::time::timeout(
+                        std::time::Duration::from_secs(30),
+                        conn.start_tls(relay.tls.tls13.clone()),
+                    )
+                    .await;
+                    match upgraded {
+                        Ok(Ok(c)) => {
+                            conn = c;
+                            session.tls_started();
+                        }
+                        _ => {
+                            tracing::debug!("STARTTLS handshake failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!("session ended");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Run a session on any stream (tests, or a transport that is already secure).
+/// STARTTLS is refused here: the stream cannot be upgraded.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    relay: Arc<Relay>,
+    mut stream: S,
+    is_tls: bool,
+) {
+    let mut session = Session::new(relay, is_tls, false);
+    session.greet();
+    let _ = session.run(&mut stream).await;
 }

@@ -1,0 +1,256 @@
+//! SEARCH evaluation (RFC 9051 §6.4.4) over the session's view of a mailbox. Flag,
+//! size, date and set keys use the message metadata; header and text keys read the
+//! stored bytes (case-insensitive substring match, no decoding).
+
+use imap_codec::imap_types::search::SearchKey;
+
+use super::mime;
+use super::response::{days_from_civil, month_number};
+use super::sequence;
+use crate::store::{Flags, MessageMeta};
+
+/// What a key is evaluated against.
+pub struct Candidate<'a> {
+    /// 1-based sequence number.
+    pub seq: u32,
+    pub meta: &'a MessageMeta,
+    /// The stored bytes, when a key needs them.
+    pub body: Option<&'a [u8]>,
+}
+
+/// The mailbox-wide values `*` stands for.
+pub struct Bounds {
+    pub count: u32,
+    pub max_uid: u32,
+}
+
+/// Does evaluating `key` need the message bytes?
+pub fn needs_body(key: &SearchKey<'_>) -> bool {
+    use SearchKey::*;
+    match key {
+        And(keys) => keys.as_ref().iter().any(needs_body),
+        Not(k) => needs_body(k),
+        Or(a, b) => needs_body(a) || needs_body(b),
+        Bcc(_) | Body(_) | Cc(_) | From(_) | Header(..) | Subject(_) | Text(_) | To(_)
+        | SentBefore(_) | SentOn(_) | SentSince(_) => true,
+        _ => false,
+    }
+}
+
+/// Days since the epoch of an IMAP `date` (imap-types renders it `YYYY-MM-DD`).
+fn date_days(d: &imap_codec::imap_types::datetime::NaiveDate) -> i64 {
+    let s = d.as_ref().to_string();
+    let mut it = s.split('-');
+    let y = it
+        .next()
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(1970);
+    let m = it.next().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1);
+    let dd = it.next().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1);
+    days_from_civil(y, m, dd)
+}
+
+/// The date of an RFC 5322 `Date:` value (`[Mon, ]5 Jan 2024 ...`), in days since the
+/// epoch; the time zone is ignored (RFC 9051 SENT* keys compare dates only).
+pub fn header_date_days(v: &[u8]) -> Option<i64> {
+    let s = String::from_utf8_lossy(v);
+    let s = match s.split_once(',') {
+        Some((_, rest)) => rest.to_string(),
+        None => s.to_string(),
+    };
+    let mut it = s.split_whitespace();
+    let d: u32 = it.next()?.parse().ok()?;
+    let m = month_number(it.next()?)?;
+    let mut y: i64 = it.next()?.parse().ok()?;
+    if y < 50 {
+        y += 2000;
+    } else if y < 1000 {
+        y += 1900;
+    }
+    Some(days_from_civil(y, m, d))
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn header_has(c: &Candidate<'_>, name: &str, needle: &[u8]) -> bool {
+    let Some(raw) = c.body else { return false };
+    let root = mime::parse(raw);
+    let fields = mime::header_fields(&raw[root.header]);
+    fields
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case(name) && contains_ci(v, needle))
+}
+
+fn sent_days(c: &Candidate<'_>) -> Option<i64> {
+    let raw = c.body?;
+    let root = mime::parse(raw);
+    let fields = mime::header_fields(&raw[root.header]);
+    header_date_days(&mime::field(&fields, "date")?)
+}
+
+/// Evaluate one key (RFC 9051 §6.4.4). \Recent is never set (RFC 9051 removed it).
+pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, b: &Bounds) -> bool {
+    use SearchKey::*;
+    let f = &c.meta.flags;
+    let day = (c.meta.internal_date / 86_400) as i64;
+    match key {
+        And(keys) => keys.as_ref().iter().all(|k| matches(k, c, b)),
+        SequenceSet(set) => sequence::contains(set, c.seq, b.count),
+        Uid(set) => sequence::contains(set, c.meta.uid, b.max_uid),
+        All | Old => true,
+        Recent => false,
+        New => !f.has(Flags::SEEN),
+        Answered => f.has(Flags::ANSWERED),
+        Unanswered => !f.has(Flags::ANSWERED),
+        Deleted => f.has(Flags::DELETED),
+        Undeleted => !f.has(Flags::DELETED),
+        Draft => f.has(Flags::DRAFT),
+        Undraft => !f.has(Flags::DRAFT),
+        Flagged => f.has(Flags::FLAGGED),
+        Unflagged => !f.has(Flags::FLAGGED),
+        Seen => f.has(Flags::SEEN),
+        Unseen => !f.has(Flags::SEEN),
+        Keyword(k) => f.keywords.iter().any(|x| x.eq_ignore_ascii_case(k.inner())),
+        Unkeyword(k) => !f.keywords.iter().any(|x| x.eq_ignore_ascii_case(k.inner())),
+        Larger(n) => c.meta.size > u64::from(*n),
+        Smaller(n) => c.meta.size < u64::from(*n),
+        Before(d) => day < date_days(d),
+        On(d) => day == date_days(d),
+        Since(d) => day >= date_days(d),
+        SentBefore(d) => sent_days(c).is_some_and(|s| s < date_days(d)),
+        SentOn(d) => sent_days(c).is_some_and(|s| s == date_days(d)),
+        SentSince(d) => sent_days(c).is_some_and(|s| s >= date_days(d)),
+        Not(k) => !matches(k, c, b),
+        Or(x, y) => matches(x, c, b) || matches(y, c, b),
+        Bcc(s) => header_has(c, "bcc", s.as_ref()),
+        Cc(s) => header_has(c, "cc", s.as_ref()),
+        From(s) => header_has(c, "from", s.as_ref()),
+        To(s) => header_has(c, "to", s.as_ref()),
+        Subject(s) => header_has(c, "subject", s.as_ref()),
+        Header(name, s) => {
+            let name = String::from_utf8_lossy(name.as_ref()).to_string();
+            header_has(c, &name, s.as_ref())
+        }
+        Body(s) => c.body.is_some_and(|raw| {
+            let root = mime::parse(raw);
+            contains_ci(&raw[root.body], s.as_ref())
+        }),
+        Text(s) => c.body.is_some_and(|raw| contains_ci(raw, s.as_ref())),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_codec::CommandCodec;
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::command::CommandBody;
+
+    fn with_key<R>(criteria: &str, f: impl FnOnce(&SearchKey<'_>) -> R) -> R {
+        let line = format!("a SEARCH {criteria}\r\n");
+        let (_, cmd) = CommandCodec::default()
+            .decode(line.as_bytes())
+            .expect("parse");
+        match cmd.body {
+            CommandBody::Search { criteria, .. } => {
+                let v: Vec<SearchKey<'_>> = criteria.as_ref().to_vec();
+                let k = if v.len() == 1 {
+                    v.into_iter().next().unwrap()
+                } else {
+                    SearchKey::And(v.try_into().unwrap())
+                };
+                f(&k)
+            }
+            _ => panic!(),
+        }
+    }
+
+    fn meta(uid: u32, bits: u8, date: u64) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: Flags {
+                bits,
+                keywords: vec![],
+            },
+            size: 100,
+            internal_date: date,
+        }
+    }
+
+    fn hits(criteria: &str, msgs: &[MessageMeta], body: Option<&[u8]>) -> Vec<u32> {
+        with_key(criteria, |k| hits_key(k, msgs, body))
+    }
+
+    fn hits_key(k: &SearchKey<'_>, msgs: &[MessageMeta], body: Option<&[u8]>) -> Vec<u32> {
+        let b = Bounds {
+            count: msgs.len() as u32,
+            max_uid: msgs.last().map(|m| m.uid).unwrap_or(0),
+        };
+        msgs.iter()
+            .enumerate()
+            .filter(|(i, m)| {
+                matches(
+                    k,
+                    &Candidate {
+                        seq: *i as u32 + 1,
+                        meta: m,
+                        body,
+                    },
+                    &b,
+                )
+            })
+            .map(|(_, m)| m.uid)
+            .collect()
+    }
+
+    #[test]
+    fn flags_sets_and_logic() {
+        // 2024-01-01, 2024-01-02, 2024-01-03
+        let d = 1_704_067_200;
+        let msgs = [
+            meta(10, Flags::SEEN, d),
+            meta(11, 0, d + 86_400),
+            meta(12, Flags::DELETED | Flags::SEEN, d + 2 * 86_400),
+        ];
+        assert_eq!(hits("ALL", &msgs, None), vec![10, 11, 12]);
+        assert_eq!(hits("UNSEEN", &msgs, None), vec![11]);
+        assert_eq!(hits("SEEN UNDELETED", &msgs, None), vec![10]);
+        assert_eq!(hits("DELETED", &msgs, None), vec![12]);
+        assert_eq!(hits("NOT SEEN", &msgs, None), vec![11]);
+        assert_eq!(hits("OR DELETED UNSEEN", &msgs, None), vec![11, 12]);
+        assert_eq!(hits("UID 11:*", &msgs, None), vec![11, 12]);
+        assert_eq!(hits("2:3", &msgs, None), vec![11, 12]);
+        assert_eq!(hits("*", &msgs, None), vec![12]);
+        assert_eq!(hits("SINCE 2-Jan-2024", &msgs, None), vec![11, 12]);
+        assert_eq!(hits("BEFORE 2-Jan-2024", &msgs, None), vec![10]);
+        assert_eq!(hits("ON 3-Jan-2024", &msgs, None), vec![12]);
+        assert_eq!(hits("LARGER 99 SMALLER 101", &msgs, None), vec![10, 11, 12]);
+    }
+
+    #[test]
+    fn header_and_text_keys() {
+        let body: &[u8] = b"From: a@b.c\r\nSubject: Hello World\r\nDate: Tue, 2 Jan 2024 09:00:00 +0100\r\n\r\nsecret words\r\n";
+        let msgs = [meta(1, 0, 0)];
+        assert_eq!(hits("SUBJECT hello", &msgs, Some(body)), vec![1]);
+        assert_eq!(hits("FROM \"b.c\"", &msgs, Some(body)), vec![1]);
+        assert_eq!(hits("TO x", &msgs, Some(body)), Vec::<u32>::new());
+        assert_eq!(hits("BODY secret", &msgs, Some(body)), vec![1]);
+        assert_eq!(hits("BODY Hello", &msgs, Some(body)), Vec::<u32>::new());
+        assert_eq!(hits("TEXT Hello", &msgs, Some(body)), vec![1]);
+        assert_eq!(hits("HEADER Subject World", &msgs, Some(body)), vec![1]);
+        assert_eq!(hits("SENTON 2-Jan-2024", &msgs, Some(body)), vec![1]);
+        assert_eq!(
+            hits("SENTBEFORE 2-Jan-2024", &msgs, Some(body)),
+            Vec::<u32>::new()
+        );
+        assert!(with_key("OR SEEN SUBJECT x", needs_body));
+        assert!(!with_key("OR SEEN UID 1", needs_body));
+    }
+}

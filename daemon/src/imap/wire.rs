@@ -1,0 +1,367 @@
+//! Command framing (RFC 9051 §2.2, §4.3; RFC 7888 LITERAL+): reads one complete
+//! command — lines plus the literals they announce — before it is parsed. Sends the
+//! `+` continuation for synchronizing literals, refuses literals over the limit without
+//! reading them (synchronizing) or while discarding them (non-synchronizing), bounds
+//! line length, and rejects NUL bytes outside literals.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest line outside literals (RFC 9051 §4: servers may limit line length).
+pub const MAX_LINE: usize = 64 * 1024;
+/// How much of an over-long line is discarded before the connection is closed.
+const MAX_DISCARD_LINE: usize = 16 * 1024 * 1024;
+
+/// Bytes received but not yet consumed.
+#[derive(Default)]
+pub struct InBuf {
+    buf: Vec<u8>,
+}
+
+/// One framed unit of client input.
+#[derive(Debug)]
+pub enum Frame {
+    /// A complete command (lines and literal data), ready for the parser.
+    Command(Vec<u8>),
+    /// A line was longer than [`MAX_LINE`]; it has been discarded.
+    LineTooLong { tag: Option<String> },
+    /// A literal over the limit was refused (`sync`: the client never sent it).
+    LiteralTooBig { tag: Option<String>, sync: bool },
+    /// NUL outside a literal.
+    Nul { tag: Option<String> },
+    /// The client closed the connection.
+    Eof,
+}
+
+/// Input errors that end the session.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed")]
+    Eof,
+    #[error("line far too long")]
+    Flood,
+}
+
+impl InBuf {
+    /// Forget buffered bytes (after STARTTLS, RFC 9051 §6.2.1 / RFC 3207 §4.2:
+    /// anything pipelined after the command must not be used).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Append bytes read elsewhere (IDLE reads under `select!`).
+    pub fn push(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    /// A complete buffered line (with its LF), if there is one.
+    pub fn take_line(&mut self) -> Option<Vec<u8>> {
+        let nl = self.buf.iter().position(|&b| b == b'\n')?;
+        let rest = self.buf.split_off(nl + 1);
+        Some(std::mem::replace(&mut self.buf, rest))
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    async fn fill<S: AsyncRead + Unpin>(&mut self, io: &mut S) -> Result<(), WireError> {
+        let mut tmp = [0u8; 16 * 1024];
+        let n = io.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(WireError::Eof);
+        }
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(())
+    }
+
+    /// One line including its LF. `Ok(None)`: longer than `limit`; it was discarded
+    /// up to its end.
+    pub async fn read_line<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, WireError> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                if nl + 1 > limit {
+                    self.buf.drain(..nl + 1);
+                    return Ok(None);
+                }
+                return Ok(self.take_line());
+            }
+            if self.buf.len() > limit {
+                // Discard to the end of the line.
+                let mut discarded = self.buf.len();
+                self.buf.clear();
+                loop {
+                    self.fill(io).await?;
+                    if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                        self.buf.drain(..nl + 1);
+                        return Ok(None);
+                    }
+                    discarded += self.buf.len();
+                    self.buf.clear();
+                    if discarded > MAX_DISCARD_LINE {
+                        return Err(WireError::Flood);
+                    }
+                }
+            }
+            self.fill(io).await?;
+        }
+    }
+
+    /// Read exactly `n` bytes into `out`.
+    async fn read_exact_into<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        n: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        let from_buf = n.min(self.buf.len());
+        out.extend(self.buf.drain(..from_buf));
+        let mut left = n - from_buf;
+        let mut tmp = vec![0u8; left.clamp(1, 64 * 1024)];
+        while left > 0 {
+            let want = left.min(tmp.len());
+            let got = io.read(&mut tmp[..want]).await?;
+            if got == 0 {
+                return Err(WireError::Eof);
+            }
+            out.extend_from_slice(&tmp[..got]);
+            left -= got;
+        }
+        Ok(())
+    }
+
+    /// Read and drop `n` bytes.
+    async fn discard<S: AsyncRead + Unpin>(&mut self, io: &mut S, n: u64) -> Result<(), WireError> {
+        let from_buf = (n.min(self.buf.len() as u64)) as usize;
+        self.buf.drain(..from_buf);
+        let mut left = n - from_buf as u64;
+        let mut tmp = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let want = left.min(tmp.len() as u64) as usize;
+            let got = io.read(&mut tmp[..want]).await?;
+            if got == 0 {
+                return Err(WireError::Eof);
+            }
+            left -= got as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The literal a line announces at its end: `{n}` / `{n+}` (also `~{n}`), as (size,
+/// synchronizing).
+pub fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let inner = line.strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|&b| b == b'{')?;
+    let mut digits = &inner[open + 1..];
+    let sync = match digits.strip_suffix(b"+") {
+        Some(d) => {
+            digits = d;
+            false
+        }
+        None => true,
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((n, sync))
+}
+
+/// The tag of a (possibly malformed) command, if it is a valid tag (RFC 9051 §9).
+pub fn tag_of(msg: &[u8]) -> Option<String> {
+    let end = msg
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(msg.len());
+    let tag = &msg[..end];
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.iter().all(|&b| {
+            b > 0x20
+                && b < 0x7f
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
+        });
+    ok.then(|| String::from_utf8_lossy(tag).into_owned())
+}
+
+/// Read one command. `max_literal` bounds each literal, `max_total` the whole command.
+pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
+    inbuf: &mut InBuf,
+    io: &mut S,
+    max_literal: u64,
+    max_total: u64,
+) -> Result<Frame, WireError> {
+    let mut msg = Vec::new();
+    loop {
+        let line = match inbuf.read_line(io, MAX_LINE).await {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                return Ok(Frame::LineTooLong { tag: tag_of(&msg) });
+            }
+            Err(WireError::Eof) if msg.is_empty() && inbuf.is_empty() => return Ok(Frame::Eof),
+            Err(e) => return Err(e),
+        };
+        if line.contains(&0) {
+            let tag = tag_of(if msg.is_empty() { &line } else { &msg });
+            skip_rest(inbuf, io, &line).await?;
+            return Ok(Frame::Nul { tag });
+        }
+        msg.extend_from_slice(&line);
+        let Some((n, sync)) = literal_announcement(&line) else {
+            return Ok(Frame::Command(msg));
+        };
+        if n > max_literal || msg.len() as u64 + n > max_total {
+            let tag = tag_of(&msg);
+            if !sync {
+                // RFC 7888 §4: the client sent it anyway; drop it and the command rest.
+                inbuf.discard(io, n).await?;
+                skip_rest_after_literal(inbuf, io).await?;
+            }
+            return Ok(Frame::LiteralTooBig { tag, sync });
+        }
+        if sync {
+            io.write_all(b"+ Ready for literal data\r\n").await?;
+            io.flush().await?;
+        }
+        inbuf.read_exact_into(io, n as usize, &mut msg).await?;
+    }
+}
+
+/// After a refused line: if it announced a non-synchronizing literal, drop that and
+/// the rest of the command too.
+async fn skip_rest<S: AsyncRead + Unpin>(
+    inbuf: &mut InBuf,
+    io: &mut S,
+    line: &[u8],
+) -> Result<(), WireError> {
+    if let Some((n, false)) = literal_announcement(line) {
+        inbuf.discard(io, n).await?;
+        skip_rest_after_literal(inbuf, io).await?;
+    }
+    Ok(())
+}
+
+/// Drop the remaining lines of a command after a discarded literal (bounded count).
+async fn skip_rest_after_literal<S: AsyncRead + Unpin>(
+    inbuf: &mut InBuf,
+    io: &mut S,
+) -> Result<(), WireError> {
+    for _ in 0..64 {
+        let Some(line) = inbuf.read_line(io, MAX_LINE).await? else {
+            return Ok(());
+        };
+        match literal_announcement(&line) {
+            Some((n, false)) => inbuf.discard(io, n).await?,
+            _ => return Ok(()),
+        }
+    }
+    Err(WireError::Flood)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_announcements() {
+        assert_eq!(
+            literal_announcement(b"a APPEND x {12}\r\n"),
+            Some((12, true))
+        );
+        assert_eq!(
+            literal_announcement(b"a APPEND x {12+}\r\n"),
+            Some((12, false))
+        );
+        assert_eq!(literal_announcement(b"a APPEND x ~{3}\n"), Some((3, true)));
+        assert_eq!(literal_announcement(b"a LOGIN {x}\r\n"), None);
+        assert_eq!(literal_announcement(b"a NOOP\r\n"), None);
+        assert_eq!(literal_announcement(b"a {}\r\n"), None);
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(tag_of(b"a1 NOOP\r\n").as_deref(), Some("a1"));
+        assert_eq!(tag_of(b"* NOOP\r\n"), None);
+        assert_eq!(tag_of(b"\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn frames_commands_with_literals() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        client
+            .write_all(b"a LOGIN {3}\r\nbob {4+}\r\npass\r\nb NOOP\r\n")
+            .await
+            .unwrap();
+        let mut inbuf = InBuf::default();
+        let f = read_command(&mut inbuf, &mut server, 100, 1000)
+            .await
+            .unwrap();
+        match f {
+            Frame::Command(m) => assert_eq!(m, b"a LOGIN {3}\r\nbob {4+}\r\npass\r\n"),
+            other => panic!("{other:?}"),
+        }
+        let mut cont = [0u8; 26];
+        client.read_exact(&mut cont).await.unwrap();
+        assert_eq!(&cont, b"+ Ready for literal data\r\n");
+        match read_command(&mut inbuf, &mut server, 100, 1000)
+            .await
+            .unwrap()
+        {
+            Frame::Command(m) => assert_eq!(m, b"b NOOP\r\n"),
+            other => panic!("{other:?}"),
+        }
+        // Too big non-synchronizing literal: discarded with the command rest.
+        client.write_all(b"c APPEND x {200+}\r\n").await.unwrap();
+        client.write_all(&[b'x'; 200]).await.unwrap();
+        client.write_all(b"\r\nd NOOP\r\n").await.unwrap();
+        match read_command(&mut inbuf, &mut server, 100, 1000)
+            .await
+            .unwrap()
+        {
+            Frame::LiteralTooBig { tag, sync } => {
+                assert_eq!(tag.as_deref(), Some("c"));
+                assert!(!sync);
+            }
+            other => panic!("{other:?}"),
+        }
+        match read_command(&mut inbuf, &mut server, 100, 1000)
+            .await
+            .unwrap()
+        {
+            Frame::Command(m) => assert_eq!(m, b"d NOOP\r\n"),
+            other => panic!("{other:?}"),
+        }
+        // NUL in a line.
+        client.write_all(b"e NO\0OP\r\nf NOOP\r\n").await.unwrap();
+        assert!(matches!(
+            read_command(&mut inbuf, &mut server, 100, 1000).await.unwrap(),
+            Frame::Nul { tag: Some(t) } if t == "e"
+        ));
+        match read_command(&mut inbuf, &mut server, 100, 1000)
+            .await
+            .unwrap()
+        {
+            Frame::Command(m) => assert_eq!(m, b"f NOOP\r\n"),
+            other => panic!("{other:?}"),
+        }
+        drop(client);
+        assert!(matches!(
+            read_command(&mut inbuf, &mut server, 100, 1000)
+                .await
+                .unwrap(),
+            Frame::Eof
+        ));
+    }
+}
