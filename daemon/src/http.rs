@@ -328,15 +328,14 @@ async fn to_https(State(relay): State<Arc<Relay>>, headers: HeaderMap, uri: Uri)
 /// PORT-5: `https://www.<domain>/<path>` → 301 `https://<domain>/<path>`.
 async fn www_redirect(State(web): State<Web>, request: Request, next: Next) -> Response {
     let domain = &web.relay.config.mail_domain;
-    if let Some(host) = host_without_port(request.headers()) {
-        if host.strip_prefix("www.") == Some(domain.to_ascii_lowercase().as_str()) {
-            let target = format!(
-                "https://{domain}{}{}",
-                https_port_suffix(&web.relay.config),
-                path_and_query(request.uri())
-            );
-            return redirect(&target);
-        }
+    let host = host_without_port(request.headers());
+    if host.as_deref().and_then(|h| h.strip_prefix("www.")) == Some(&domain.to_ascii_lowercase()) {
+        let target = format!(
+            "https://{domain}{}{}",
+            https_port_suffix(&web.relay.config),
+            path_and_query(request.uri())
+        );
+        return redirect(&target);
     }
     next.run(request).await
 }
