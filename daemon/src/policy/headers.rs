@@ -202,6 +202,7 @@ pub(crate) fn parse_mailbox(value: &str) -> Option<String> {
     let mut in_quote = false;
     let mut comment_depth = 0usize;
     let mut escaped = false;
+    let mut in_literal = false;
     // Text outside comments, for the bare form (RFC 5322 §3.2.2 CFWS is ignored).
     let mut bare = String::with_capacity(value.len());
     for (i, c) in value.char_indices() {
@@ -230,7 +231,19 @@ pub(crate) fn parse_mailbox(value: &str) -> Option<String> {
             }
             continue;
         }
+        if in_literal {
+            // RFC 5322 §3.4.1 domain-literal: `:` of `[IPv6:...]` is not group syntax.
+            if c == ']' {
+                in_literal = false;
+            }
+            bare.push(c);
+            continue;
+        }
         match c {
+            '[' => {
+                in_literal = true;
+                bare.push(c);
+            }
             '"' => {
                 // A quoted string inside the angle brackets would be a quoted local part;
                 // not accepted (see `valid_addr_spec`).
@@ -262,7 +275,7 @@ pub(crate) fn parse_mailbox(value: &str) -> Option<String> {
             }
         }
     }
-    if in_quote || comment_depth > 0 || escaped {
+    if in_quote || comment_depth > 0 || escaped || in_literal {
         return None;
     }
     let addr = match (angle_open, angle_close) {
@@ -359,6 +372,11 @@ mod tests {
                 "From: <bot@[IPv6:2001:db8::1]>\r\n\r\nx",
                 "bot@[IPv6:2001:db8::1]",
             ),
+            (
+                "From: bot@[IPv6:2001:db8::1]\r\n\r\nx",
+                "bot@[IPv6:2001:db8::1]",
+            ),
+            ("From: Bot <bot@[192.0.2.1]>\r\n\r\nx", "bot@[192.0.2.1]"),
             // The first From field counts (mailparse get_first_value upstream).
             (
                 "From: a@example.org\r\nFrom: b@example.org\r\n\r\nx",
@@ -422,6 +440,9 @@ mod tests {
                 "<\"q l\"@example.org>",
             ),
             ("From: a@[1.2.3.4\r\n\r\nx", "a@[1.2.3.4"),
+            ("From: a@[1.2.3.4]]\r\n\r\nx", "a@[1.2.3.4]]"),
+            ("From: a@[]\r\n\r\nx", "a@[]"),
+            ("From: a@x[1.2.3.4]\r\n\r\nx", "a@x[1.2.3.4]"),
             // Folded value is reported unfolded.
             ("From: not\r\n an address\r\n\r\nx", "not an address"),
         ];
