@@ -23,7 +23,9 @@ pub fn check_mail_from(addr: &str) -> Result<(), SmtpReply> {
 }
 
 /// SUB-2: MAIL FROM must be the authenticated login (ASCII case-insensitive, as Postfix
-/// compares the owner of `smtpd_sender_login_maps`). The reply is given at RCPT TO.
+/// compares the owner of `smtpd_sender_login_maps` with `strcasecmp`). The reply is given
+/// at RCPT TO. Its text is Postfix's (`smtpd_check.c`): the address in angle brackets,
+/// the login bare (`... not owned by user alice@example.org`).
 pub fn check_sender(mail_from: &str, login: &str) -> Result<(), SmtpReply> {
     if mail_from.eq_ignore_ascii_case(login) {
         Ok(())
@@ -31,7 +33,7 @@ pub fn check_sender(mail_from: &str, login: &str) -> Result<(), SmtpReply> {
         Err(SmtpReply::new(
             553,
             format!(
-                "5.7.1 <{}>: Sender address rejected: not owned by user <{}>",
+                "5.7.1 <{}>: Sender address rejected: not owned by user {}",
                 reply_value(mail_from),
                 reply_value(login)
             ),
@@ -144,7 +146,7 @@ mod tests {
             check_sender("eve@relay.example", "alice@relay.example")
                 .unwrap_err()
                 .to_string(),
-            "553 5.7.1 <eve@relay.example>: Sender address rejected: not owned by user <alice@relay.example>"
+            "553 5.7.1 <eve@relay.example>: Sender address rejected: not owned by user alice@relay.example"
         );
         assert_eq!(
             check_sender("Alice@Relay.Example", "alice@relay.example"),
