@@ -200,6 +200,35 @@ impl Smtp {
         self.data(body).await
     }
 
+    /// Like [`Smtp::send_mail`] but never panics: I/O problems come back as errors
+    /// (for sessions that may be cut, e.g. by `kill -9`).
+    pub async fn try_send_mail(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        body: &[u8],
+    ) -> Result<Reply, ReadError> {
+        let r = self.try_cmd(&format!("MAIL FROM:<{from}>")).await?;
+        if r.code != 250 {
+            return Ok(r);
+        }
+        for rcpt in rcpts {
+            let r = self.try_cmd(&format!("RCPT TO:<{rcpt}>")).await?;
+            if r.code != 250 && r.code != 251 {
+                return Ok(r);
+            }
+        }
+        let r = self.try_cmd("DATA").await?;
+        if r.code != 354 {
+            return Ok(r);
+        }
+        self.conn
+            .write_all(&dot_stuff(body))
+            .await
+            .map_err(ReadError::Io)?;
+        self.read_reply().await
+    }
+
     /// `QUIT` (reply not required).
     pub async fn quit(mut self) {
         let _ = self.try_cmd("QUIT").await;

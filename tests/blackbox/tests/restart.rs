@@ -1,0 +1,133 @@
+//! Durability against the real binary: a restart keeps accounts and messages, and
+//! `kill -9` in the middle of a burst of submissions loses no message that got `250`
+//! (DESIGN.md principle 2, §10 last row: "`250` only after the durable commit").
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use relaybox_blackbox::mail::stored_message_id;
+use relaybox_blackbox::{Account, Imap, Relay, Smtp, create_account, encrypted_mail};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_accounts_and_messages() {
+    let mut relay = Relay::start(&[]).await;
+    let a = Account::random();
+    let b = Account::random();
+    create_account(&relay, &b).await;
+    let mut sent = Vec::new();
+    let mut s = Smtp::login(&relay, &a).await;
+    for _ in 0..3 {
+        let m = encrypted_mail(&a.addr, &[&b.addr]);
+        let r = s.send_mail(&a.addr, &[&b.addr], &m.bytes).await;
+        assert_eq!(r.code, 250, "{r}");
+        sent.push(m);
+    }
+    s.quit().await;
+    relay.restart().await;
+    // Accounts: the right password works (IMAP and SMTP), a wrong one does not.
+    let mut c = Imap::connect_tls(relay.imaps_addr()).await;
+    c.greeting().await;
+    let r = c.login(&b.addr, "not-the-password").await;
+    assert_eq!(r.status, "NO", "wrong password after restart: {r}");
+    drop(c);
+    Smtp::login(&relay, &a).await.quit().await;
+    // Messages: the same bytes come back.
+    let inbox = Imap::fetch_inbox(&relay, &b).await;
+    assert_eq!(inbox.len(), 3, "messages after restart");
+    for (stored, m) in inbox.iter().zip(&sent) {
+        assert_eq!(
+            stored_message_id(stored).as_deref(),
+            Some(m.message_id.as_str())
+        );
+    }
+    // Twice, to be sure the store opens after a clean stop of a reopened store.
+    relay.restart().await;
+    assert_eq!(
+        Imap::fetch_inbox(&relay, &b).await.len(),
+        3,
+        "after a second restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_burst_loses_no_acknowledged_message() {
+    let mut relay = Relay::start(&[
+        "max_user_send_per_minute = 100000",
+        "max_user_send_burst_size = 100000",
+    ])
+    .await;
+    const CLIENTS: usize = 4;
+    let senders: Vec<Account> = (0..CLIENTS).map(|_| Account::random()).collect();
+    let rcpts: Vec<Account> = (0..CLIENTS).map(|_| Account::random()).collect();
+    for r in &rcpts {
+        create_account(&relay, r).await;
+    }
+    let acked: Arc<Mutex<Vec<(usize, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let sender = senders[i].clone();
+        let rcpt = rcpts[i].addr.clone();
+        let acked = acked.clone();
+        let mut s = Smtp::login(&relay, &sender).await;
+        tasks.push(tokio::spawn(async move {
+            // Bounded: at most 2000 messages per client.
+            for _ in 0..2000 {
+                let m = encrypted_mail(&sender.addr, &[&rcpt]);
+                match s.try_send_mail(&sender.addr, &[&rcpt], &m.bytes).await {
+                    Ok(r) if r.code == 250 => acked.lock().unwrap().push((i, m.message_id)),
+                    Ok(r) => return Err(format!("client {i}: unexpected reply {r}")),
+                    Err(_) => return Ok(()), // the relay went away
+                }
+            }
+            Ok(())
+        }));
+    }
+    // Kill once the burst is well under way (bounded wait).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 40 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.kill9();
+    let killed_at = acked.lock().unwrap().len();
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(20), t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("{e}"),
+            Ok(Err(e)) => panic!("client task: {e}"),
+            Err(_) => panic!("a client did not notice the relay dying within 20 s"),
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        killed_at >= 1,
+        "no message was acknowledged before the kill"
+    );
+    eprintln!("{} messages acknowledged before kill -9", acked.len());
+
+    // The store opens again.
+    relay.restart().await;
+    let mut missing = Vec::new();
+    for (i, r) in rcpts.iter().enumerate() {
+        let ids: HashSet<String> = Imap::fetch_inbox(&relay, r)
+            .await
+            .iter()
+            .filter_map(|m| stored_message_id(m))
+            .collect();
+        for (_, id) in acked.iter().filter(|(c, _)| *c == i) {
+            if !ids.contains(id) {
+                missing.push(id.clone());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost after kill -9: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+    // Accounts created before the kill still log in, and the relay still accepts mail.
+    let m = encrypted_mail(&senders[0].addr, &[&rcpts[0].addr]);
+    let r = Smtp::submit(&relay, &senders[0], &[&rcpts[0].addr], &m.bytes).await;
+    assert_eq!(r.code, 250, "submission after restart: {r}");
+}
