@@ -8,7 +8,6 @@
 //! - `reply`: the exact reply lines (§10).
 
 mod command;
-mod policy_shim;
 mod reply;
 mod session;
 mod wire;

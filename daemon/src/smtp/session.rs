@@ -11,12 +11,10 @@ use base64::Engine;
 
 use super::Mode;
 use super::command::{self, Bad, Command};
-// Switch to `crate::policy::{headers, inbound, submission}` when they land.
-use super::policy_shim::{headers, inbound, submission};
 use super::reply;
 use super::wire::{Data, Line, MAX_COMMAND_LINE, Wire, WireError};
 use crate::auth::AuthError;
-use crate::policy::SmtpReply;
+use crate::policy::{SmtpReply, headers, inbound, submission};
 use crate::server::Relay;
 use crate::store::Delivery;
 
@@ -611,10 +609,10 @@ fn plain_credentials(decoded: &[u8]) -> Option<(String, String)> {
     Some((authcid, password))
 }
 
-/// The domain of the first From address, if it parses.
+/// The domain of the From address, as the policy reads it (SUB-6 / IN-4a).
 fn from_domain(raw: &[u8]) -> Option<String> {
-    let msg = mail_parser::MessageParser::default().parse_headers(raw)?;
-    let addr = msg.from()?.first()?.address()?;
+    let msg = mail_parser::MessageParser::default().parse(raw)?;
+    let addr = headers::from_address(&msg).ok()?;
     Some(addr.rsplit_once('@')?.1.to_string())
 }
 
