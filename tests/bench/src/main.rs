@@ -1,1 +1,1193 @@
-fn main() {}
+//! `cargo run --release -p relaybox-bench [-- --quick]`: benchmark of the release
+//! `relaybox` binary on loopback. It measures submit-to-IDLE latency, submission
+//! throughput, memory per idle TLS IMAP session, bytes written and sync calls per
+//! message and CPU time per message, prints a summary and writes
+//! `tests/bench/results.md` with each figure beside the target.
+//!
+//! Sender accounts send at most 10 messages each, the default burst of the send rate
+//! limit (SUB-4), so the limiter is never what is measured.
+
+mod client;
+mod mail;
+mod relay;
+mod report;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use client::{Imap, Smtp, dot_stuff, exists_count};
+use relay::Relay;
+use report::{Row, ms, percentile};
+
+/// Messages per sender account: the default `max_user_send_burst_size` (SUB-4).
+const PER_SENDER: usize = 10;
+/// Concurrent submitters in the throughput and under-load runs.
+const SUBMITTERS: usize = 10;
+/// Recipient accounts of the throughput runs (one OpenPGP key each).
+const RECIPIENTS: usize = 10;
+/// Target size of a whole message on the wire (the issue's ~4 KB / 3.8 KB message).
+const MESSAGE_TARGET_BYTES: usize = 4000;
+/// Submission rate of the latency run.
+const LATENCY_RATE_PER_SEC: u64 = 20;
+/// Concurrency when creating accounts or opening idle sessions.
+const OPEN_CONCURRENCY: usize = 32;
+/// Longest wait for all accepted messages to be visible over IMAP.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest a throughput-style run may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Password of every bench account (ACC-8 allows sharing; ≥ 12 characters).
+const PASSWORD: &str = "benchPassword2026x";
+
+/// Sizes of one benchmark run.
+struct Plan {
+    quick: bool,
+    latency_msgs: usize,
+    throughput_msgs: usize,
+    low_load_msgs: usize,
+    session_steps: [usize; 2],
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        Plan {
+            quick,
+            latency_msgs: if quick { 60 } else { 200 },
+            throughput_msgs: if quick { 300 } else { 2000 },
+            low_load_msgs: if quick { 30 } else { 100 },
+            session_steps: [500, 1000],
+        }
+    }
+}
+
+/// Account names: 9-character lowercase local parts (ACC-5.4/5.5) `@[127.0.0.1]`:
+/// one role letter, a 3-letter run tag, a 5-digit index.
+struct Names {
+    tag: String,
+}
+
+impl Names {
+    fn new() -> Names {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        Names {
+            tag: (0..3)
+                .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
+                .collect(),
+        }
+    }
+
+    fn addr(&self, role: char, i: usize) -> String {
+        format!("{role}{}{:05}@[127.0.0.1]", self.tag, i % 100_000)
+    }
+
+    fn many(&self, role: char, n: usize) -> Vec<String> {
+        (0..n).map(|i| self.addr(role, i)).collect()
+    }
+}
+
+/// One sender's share of a run: its login and its messages (recipient, dot-stuffed bytes).
+struct SenderJob {
+    login: String,
+    msgs: Vec<(String, Vec<u8>)>,
+}
+
+/// What a run of submitters produced.
+#[derive(Default)]
+struct RunOutcome {
+    accepted: usize,
+    refused: Vec<String>,
+    last_accept: Option<Instant>,
+    /// Time from writing the end of DATA to reading its 250.
+    data_to_250: Vec<Duration>,
+}
+
+/// Everything printed and written at the end.
+#[derive(Default)]
+struct Figures {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+impl Figures {
+    fn failed(&mut self, metric: &str, target: &str, reference: &str, err: &anyhow::Error) {
+        let text = format!("{err:#}").replace('\n', " ");
+        let short: String = text.chars().take(300).collect();
+        println!("  FAILED: {short}");
+        self.rows.push(Row::new(
+            metric,
+            format!("failed: {short}"),
+            target,
+            reference,
+            Some(false),
+        ));
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Plan::new(quick))) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    p.canonicalize().unwrap_or(p)
+}
+
+/// `target/release/relaybox` (or `RELAYBOX_BIN`); built with cargo if missing.
+fn relay_binary(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("RELAYBOX_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/relaybox");
+    if !bin.exists() {
+        println!(
+            "{} is missing: running `cargo build --release -p relaybox` (this takes minutes)",
+            bin.display()
+        );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "relaybox"])
+            .current_dir(root)
+            .status()
+            .context("run cargo build --release -p relaybox")?;
+        if !status.success() || !bin.exists() {
+            bail!("cargo build --release -p relaybox failed ({status})");
+        }
+    }
+    Ok(bin)
+}
+
+/// Raise RLIMIT_NOFILE to the hard limit (the relay inherits it); returns the soft limit.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+            lim = want;
+        }
+    }
+    lim.rlim_cur
+}
+
+fn command_output(cmd: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn epoch_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn run(plan: Plan) -> Result<()> {
+    let root = workspace_root();
+    let bin = relay_binary(&root)?;
+    let nofile = raise_nofile();
+    let data_parent = root.join("target/bench-data");
+    let tls = client::tls_connector()?;
+    let names = Names::new();
+    let mut fig = Figures::default();
+
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "relaybox bench ({}) — binary {}, RLIMIT_NOFILE {nofile}, {nproc} CPUs, load {}",
+        if plan.quick { "quick" } else { "full" },
+        bin.display(),
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    // Keys and the plaintext size giving a ~4 KB message.
+    let recipients_main = names.many('r', RECIPIENTS);
+    let keys = recipients_main
+        .iter()
+        .map(|a| mail::recipient_key(a))
+        .collect::<Result<Vec<_>>>()?;
+    let plaintext_len = plaintext_for_target(&keys[0])?;
+    println!(
+        "OpenPGP keys: {} recipients; plaintext {plaintext_len} B per message",
+        keys.len()
+    );
+
+    let mut msg_sizes = Vec::new();
+    {
+        let mut relay = Relay::start(&bin, &data_parent, None)?;
+        println!("relay started (pid {})", relay.pid);
+        main_phases(
+            &plan,
+            &mut relay,
+            &tls,
+            &names,
+            &keys,
+            plaintext_len,
+            &mut fig,
+            &mut msg_sizes,
+        )
+        .await;
+        if relay.check_alive().is_err() {
+            fig.notes.push(format!(
+                "the relay was not running at the end of the main run; log tail: {}",
+                relay.log_tail(10).replace('\n', " / ")
+            ));
+        }
+        relay.stop();
+    }
+
+    sync_phase(
+        &plan,
+        &bin,
+        &data_parent,
+        &tls,
+        &names,
+        &keys,
+        plaintext_len,
+        &mut fig,
+    )
+    .await;
+
+    let avg_size = if msg_sizes.is_empty() {
+        0
+    } else {
+        msg_sizes.iter().sum::<usize>() / msg_sizes.len()
+    };
+    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], &root).unwrap_or_default();
+    let commit =
+        command_output("git", &["rev-parse", "--short", "HEAD"], &root).unwrap_or_default();
+    let dirty = command_output(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+        &root,
+    )
+    .is_some_and(|s| !s.is_empty());
+    let facts = vec![
+        ("Date".to_string(), date),
+        ("Machine".to_string(), format!("{nproc} CPUs (nproc), {}", cpu_model())),
+        ("Load average at start".to_string(), load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
+        (
+            "Commit".to_string(),
+            format!(
+                "{commit}{}",
+                if dirty { " (working tree had uncommitted changes by others; binary built from it)" } else { "" }
+            ),
+        ),
+        ("Mode".to_string(), if plan.quick { "`--quick`".into() } else { "full".to_string() }),
+        (
+            "Messages".to_string(),
+            format!(
+                "PGP/MIME made with the `pgp` crate 0.21 (PKESK v3 to the recipient's X25519 key + SEIPD v1, AES-128), {plaintext_len} B random plaintext, {avg_size} B per message on the wire"
+            ),
+        ),
+        (
+            "Relay".to_string(),
+            "IP-only mode (`mail_domain = 127.0.0.1`), all listeners on loopback, send rate limit at its defaults, `max_load_1m = 10000`; client and relay share the machine".to_string(),
+        ),
+    ];
+    println!("\n{}", report::summary(&fig.rows));
+    for n in &fig.notes {
+        println!("note: {n}");
+    }
+    let md = report::markdown(&facts, &fig.rows, &fig.notes);
+    let out = root.join("tests/bench/results.md");
+    std::fs::write(&out, md).with_context(|| format!("write {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// The plaintext length that makes the whole message about MESSAGE_TARGET_BYTES.
+fn plaintext_for_target(key: &pgp::composed::SignedPublicKey) -> Result<usize> {
+    let probe = 2400;
+    let a = mail::armored(key, probe)?;
+    let size = mail::pgp_mime("aaaaaaaaa@[127.0.0.1]", "bbbbbbbbb@[127.0.0.1]", &a).len();
+    // Armor adds 4/3 plus line ends; solve for the target.
+    let diff = MESSAGE_TARGET_BYTES as i64 - size as i64;
+    Ok((probe as i64 + diff * 3 / 4).clamp(256, 8192) as usize)
+}
+
+/// Sender jobs for `n` messages: fresh senders of `role`, PER_SENDER messages each,
+/// recipients in turn.
+fn make_jobs(
+    names: &Names,
+    role: char,
+    n: usize,
+    recipients: &[String],
+    keys: &[pgp::composed::SignedPublicKey],
+    plaintext_len: usize,
+    sizes: &mut Vec<usize>,
+) -> Result<Vec<SenderJob>> {
+    let senders = n.div_ceil(PER_SENDER);
+    let mut jobs = Vec::with_capacity(senders);
+    let mut k = 0;
+    for s in 0..senders {
+        let login = names.addr(role, s);
+        let mut msgs = Vec::with_capacity(PER_SENDER);
+        for _ in 0..PER_SENDER {
+            if k == n {
+                break;
+            }
+            let r = k % recipients.len();
+            let armored = mail::armored(&keys[r % keys.len()], plaintext_len)?;
+            let raw = mail::pgp_mime(&login, &recipients[r], &armored);
+            sizes.push(raw.len());
+            msgs.push((recipients[r].clone(), dot_stuff(&raw)));
+            k += 1;
+        }
+        jobs.push(SenderJob { login, msgs });
+    }
+    Ok(jobs)
+}
+
+/// Create accounts by a first IMAP login (ACC-5), OPEN_CONCURRENCY at a time.
+async fn create_accounts(tls: &TlsConnector, addr: SocketAddr, logins: &[String]) -> Result<()> {
+    let sem = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut set = tokio::task::JoinSet::new();
+    for login in logins {
+        let (tls, login, sem) = (tls.clone(), login.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            let mut imap = Imap::login(&tls, addr, &login, PASSWORD).await?;
+            imap.command("LOGOUT").await.ok();
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    let mut first_err = None;
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r.map_err(anyhow::Error::from).and_then(|r| r) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e.context("account creation by first IMAP login")),
+        None => Ok(()),
+    }
+}
+
+/// Run `jobs` with `workers` concurrent submitters; each sender is one TLS connection
+/// with AUTH PLAIN, its messages sent one after another.
+async fn submit(
+    tls: &TlsConnector,
+    addr: SocketAddr,
+    jobs: Vec<SenderJob>,
+    workers: usize,
+) -> Result<RunOutcome> {
+    let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<VecDeque<_>>()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (tls, queue) = (tls.clone(), queue.clone());
+        set.spawn(async move {
+            let mut out = RunOutcome::default();
+            // Bounded by the number of jobs in the queue.
+            loop {
+                let job = match queue.lock() {
+                    Ok(mut q) => q.pop_front(),
+                    Err(_) => None,
+                };
+                let Some(job) = job else { break };
+                let mut smtp = Smtp::login(&tls, addr, &job.login, PASSWORD).await?;
+                for (to, data) in &job.msgs {
+                    let sent = Instant::now();
+                    let (reply, at) = smtp.send(to, data).await?;
+                    if reply.code == 250 {
+                        out.accepted += 1;
+                        out.data_to_250.push(at.saturating_duration_since(sent));
+                        out.last_accept = out.last_accept.max(Some(at));
+                    } else {
+                        out.refused.push(format!("{} → {to}: {reply}", job.login));
+                    }
+                }
+                smtp.quit().await;
+            }
+            Ok::<_, anyhow::Error>(out)
+        });
+    }
+    let mut total = RunOutcome::default();
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let mut first_err = None;
+    loop {
+        let next = tokio::time::timeout_at(deadline, set.join_next()).await;
+        let r = match next {
+            Err(_) => {
+                set.abort_all();
+                bail!("submitters still running after {RUN_TIMEOUT:?}");
+            }
+            Ok(None) => break,
+            Ok(Some(r)) => r,
+        };
+        match r.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok(o) => {
+                total.accepted += o.accepted;
+                total.refused.extend(o.refused);
+                total.last_accept = total.last_accept.max(o.last_accept);
+                total.data_to_250.extend(o.data_to_250);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e.context("a submitter failed"));
+    }
+    Ok(total)
+}
+
+/// Wait until every recipient's INBOX holds `base + expected` messages (STATUS).
+async fn wait_delivered(sessions: &mut [Imap], base: &[u32], expected: &[u32]) -> Result<Instant> {
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    let mut done = vec![false; sessions.len()];
+    loop {
+        for (i, s) in sessions.iter_mut().enumerate() {
+            if !done[i] && s.inbox_messages().await? >= base[i] + expected[i] {
+                done[i] = true;
+            }
+        }
+        if done.iter().all(|d| *d) {
+            return Ok(Instant::now());
+        }
+        if Instant::now() >= deadline {
+            let mut missing = Vec::new();
+            for (i, s) in sessions.iter_mut().enumerate() {
+                let have = s.inbox_messages().await.unwrap_or(0);
+                missing.push(format!("{}/{}", have.saturating_sub(base[i]), expected[i]));
+            }
+            bail!("not all accepted messages visible after {DELIVERY_TIMEOUT:?}: {missing:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Messages each recipient should get from `jobs`.
+fn expected_per_recipient(jobs: &[SenderJob], recipients: &[String]) -> Vec<u32> {
+    let mut n = vec![0u32; recipients.len()];
+    for j in jobs {
+        for (to, _) in &j.msgs {
+            if let Some(i) = recipients.iter().position(|r| r == to) {
+                n[i] += 1;
+            }
+        }
+    }
+    n
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn main_phases(
+    plan: &Plan,
+    relay: &mut Relay,
+    tls: &TlsConnector,
+    names: &Names,
+    keys: &[pgp::composed::SignedPublicKey],
+    plaintext_len: usize,
+    fig: &mut Figures,
+    sizes: &mut Vec<usize>,
+) {
+    let imaps = relay.ports.imaps_addr();
+    let subs = relay.ports.submissions_addr();
+
+    // 3a. Idle RSS of a fresh relay.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match relay.rss_kib() {
+        Ok(kib) => {
+            println!("idle RSS: {kib} KiB");
+            fig.rows.push(Row::new(
+                "Idle RSS (fresh start)",
+                format!("{:.1} MiB", kib as f64 / 1024.0),
+                "≤ 10 MiB",
+                "27 MiB",
+                Some(kib <= 10 * 1024),
+            ));
+        }
+        Err(e) => fig.failed("Idle RSS (fresh start)", "≤ 10 MiB", "27 MiB", &e),
+    }
+
+    // Every account of this relay, created before anything is measured.
+    let recipients = names.many('r', RECIPIENTS);
+    let idle_b = names.addr('b', 0);
+    let latency_senders = names.many('l', plan.latency_msgs.div_ceil(PER_SENDER));
+    let tp_senders = names.many('s', plan.throughput_msgs.div_ceil(PER_SENDER));
+    let session_accounts = names.many('i', plan.session_steps[1]);
+    let mut all: Vec<String> = recipients.clone();
+    all.push(idle_b.clone());
+    all.extend(latency_senders.iter().cloned());
+    all.extend(tp_senders.iter().cloned());
+    all.extend(session_accounts.iter().cloned());
+    println!("creating {} accounts …", all.len());
+    let t = Instant::now();
+    if let Err(e) = create_accounts(tls, imaps, &all).await {
+        fig.failed("Account creation", "–", "–", &e);
+        return;
+    }
+    println!(
+        "  {} accounts in {:.1} s",
+        all.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    // 3b. RSS with idle TLS sessions.
+    println!("idle sessions …");
+    if let Err(e) = sessions_phase(plan, relay, tls, &session_accounts, fig).await {
+        fig.failed("RSS per idle TLS IMAP session", "≤ 32 KiB", "50 KiB", &e);
+    }
+    if relay.check_alive().is_err() {
+        return;
+    }
+
+    // 1. Submit-to-IDLE latency.
+    println!(
+        "latency: {} messages at {LATENCY_RATE_PER_SEC}/s …",
+        plan.latency_msgs
+    );
+    let b_key = match mail::recipient_key(&idle_b) {
+        Ok(k) => k,
+        Err(e) => {
+            fig.failed(
+                "Submit→IDLE latency",
+                "p50 ≤ 1 ms, p99 ≤ 5 ms",
+                "p50 9 ms, p99 15 ms",
+                &e,
+            );
+            return;
+        }
+    };
+    if let Err(e) = latency_phase(
+        plan,
+        tls,
+        subs,
+        imaps,
+        &idle_b,
+        &b_key,
+        &latency_senders,
+        plaintext_len,
+        fig,
+    )
+    .await
+    {
+        fig.failed(
+            "Submit→IDLE latency",
+            "p50 ≤ 1 ms, p99 ≤ 5 ms",
+            "p50 9 ms, p99 15 ms",
+            &e,
+        );
+    }
+    if relay.check_alive().is_err() {
+        return;
+    }
+
+    // 2, 4 (bytes), 5. Throughput with write_bytes and CPU.
+    println!(
+        "throughput: {} messages, {SUBMITTERS} submitters …",
+        plan.throughput_msgs
+    );
+    if let Err(e) = throughput_phase(
+        plan,
+        relay,
+        tls,
+        names,
+        &recipients,
+        keys,
+        plaintext_len,
+        fig,
+        sizes,
+    )
+    .await
+    {
+        fig.failed("Accepted msg/s", "≥ 2000 msg/s", "458 msg/s", &e);
+    }
+}
+
+async fn sessions_phase(
+    plan: &Plan,
+    relay: &Relay,
+    tls: &TlsConnector,
+    accounts: &[String],
+    fig: &mut Figures,
+) -> Result<()> {
+    let imaps = relay.ports.imaps_addr();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = relay.rss_kib()?;
+    println!("  RSS after account creation, 0 sessions: {base} KiB");
+    fig.rows.push(Row::new(
+        "RSS with 0 sessions (after creating accounts)",
+        format!("{:.1} MiB", base as f64 / 1024.0),
+        "–",
+        "–",
+        None,
+    ));
+    let mut open: Vec<Imap> = Vec::new();
+    for &step in &plan.session_steps {
+        let need = step - open.len();
+        let start = open.len();
+        let sem = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+        let mut set = tokio::task::JoinSet::new();
+        for login in &accounts[start..start + need] {
+            let (tls, sem, login) = (tls.clone(), sem.clone(), login.clone());
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await?;
+                let mut imap = Imap::login(&tls, imaps, &login, PASSWORD).await?;
+                imap.select_inbox().await?;
+                imap.idle().await?;
+                Ok::<_, anyhow::Error>(imap)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            open.push(r??);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = relay.rss_kib()?;
+        let per = (rss as f64 - base as f64) / open.len() as f64;
+        println!(
+            "  {} sessions: RSS {rss} KiB, {per:.1} KiB per session",
+            open.len()
+        );
+        fig.rows.push(Row::new(
+            &format!("RSS per idle TLS IMAP session ({} sessions)", open.len()),
+            format!("{per:.1} KiB (RSS {:.1} MiB)", rss as f64 / 1024.0),
+            "≤ 32 KiB",
+            "50 KiB",
+            Some(per <= 32.0),
+        ));
+    }
+    drop(open);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn latency_phase(
+    plan: &Plan,
+    tls: &TlsConnector,
+    subs: SocketAddr,
+    imaps: SocketAddr,
+    idle_b: &str,
+    b_key: &pgp::composed::SignedPublicKey,
+    senders: &[String],
+    plaintext_len: usize,
+    fig: &mut Figures,
+) -> Result<()> {
+    let n = plan.latency_msgs;
+    // Messages and sender sessions first (not timed).
+    let mut msgs = Vec::with_capacity(n);
+    for i in 0..n {
+        let from = &senders[i / PER_SENDER];
+        let a = mail::armored(b_key, plaintext_len)?;
+        msgs.push(dot_stuff(&mail::pgp_mime(from, idle_b, &a)));
+    }
+    let mut smtps = Vec::new();
+    for s in senders {
+        smtps.push(Smtp::login(tls, subs, s, PASSWORD).await?);
+    }
+    let mut idle = Imap::login(tls, imaps, idle_b, PASSWORD).await?;
+    let base = idle.select_inbox().await?;
+    idle.idle().await?;
+
+    // The idling client: every `* n EXISTS` with the instant it was read.
+    let run_bound = Duration::from_secs(n as u64 / LATENCY_RATE_PER_SEC + 60);
+    let want = base + n as u32;
+    let reader = tokio::spawn(async move {
+        let deadline = Instant::now() + run_bound;
+        let mut seen: Vec<(u32, Instant)> = Vec::new();
+        while seen.last().map(|s| s.0) < Some(want) {
+            let line = match idle.next_line(deadline).await {
+                Ok(l) => l,
+                Err(e) => return (seen, Some(e)),
+            };
+            if let Some(c) = exists_count(&line) {
+                seen.push((c, Instant::now()));
+            }
+        }
+        (seen, None)
+    });
+
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / LATENCY_RATE_PER_SEC));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut accepted_at = Vec::with_capacity(n);
+    let mut data_to_250 = Vec::with_capacity(n);
+    let mut refused = Vec::new();
+    for (i, data) in msgs.iter().enumerate() {
+        tick.tick().await;
+        let smtp = smtps
+            .get_mut(i / PER_SENDER)
+            .ok_or_else(|| anyhow!("no sender session for message {i}"))?;
+        let sent = Instant::now();
+        let (reply, at) = smtp.send(idle_b, data).await?;
+        if reply.code != 250 {
+            refused.push(format!("message {i}: {reply}"));
+            accepted_at.push(None);
+            continue;
+        }
+        data_to_250.push(at.saturating_duration_since(sent));
+        accepted_at.push(Some(at));
+    }
+    for s in smtps {
+        s.quit().await;
+    }
+    let accepted = accepted_at.iter().flatten().count() as u32;
+    let (seen, read_err) = reader.await?;
+    if !refused.is_empty() {
+        fig.notes.push(format!(
+            "latency run: {} of {n} messages refused, first: {}",
+            refused.len(),
+            refused[0]
+        ));
+    }
+    // Message i (accepted in order) is the k-th accepted → EXISTS base + k.
+    let mut lat = Vec::new();
+    let mut early = 0;
+    let mut missing = 0;
+    for (k, at) in (1u32..).zip(accepted_at.iter().flatten()) {
+        match seen.iter().find(|(c, _)| *c >= base + k) {
+            Some((_, t)) => {
+                if *t < *at {
+                    early += 1;
+                }
+                lat.push(t.saturating_duration_since(*at));
+            }
+            None => missing += 1,
+        }
+    }
+    if accepted == 0 {
+        bail!(
+            "no message accepted; first refusal: {}",
+            refused.first().map(String::as_str).unwrap_or("?")
+        );
+    }
+    if missing > 0 {
+        let why = read_err.map(|e| format!("{e:#}")).unwrap_or_default();
+        bail!(
+            "{missing} of {accepted} accepted messages never showed as EXISTS on the idling client {why}"
+        );
+    }
+    lat.sort();
+    data_to_250.sort();
+    let (p50, p99, max) = (
+        percentile(&lat, 50.0).unwrap_or_default(),
+        percentile(&lat, 99.0).unwrap_or_default(),
+        lat.last().copied().unwrap_or_default(),
+    );
+    println!(
+        "  p50 {} p99 {} max {} ({early} EXISTS read before the 250)",
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+    fig.rows.push(Row::new(
+        "Submit→IDLE latency p50",
+        ms(p50),
+        "≤ 1 ms",
+        "9 ms",
+        Some(p50 <= Duration::from_millis(1)),
+    ));
+    fig.rows.push(Row::new(
+        "Submit→IDLE latency p99",
+        ms(p99),
+        "≤ 5 ms",
+        "15 ms",
+        Some(p99 <= Duration::from_millis(5)),
+    ));
+    fig.rows
+        .push(Row::new("Submit→IDLE latency max", ms(max), "–", "–", None));
+    fig.rows.push(Row::new(
+        "End of DATA → 250 (latency run) p50 / p99",
+        format!(
+            "{} / {}",
+            ms(percentile(&data_to_250, 50.0).unwrap_or_default()),
+            ms(percentile(&data_to_250, 99.0).unwrap_or_default())
+        ),
+        "–",
+        "–",
+        None,
+    ));
+    fig.notes.push(format!(
+        "Latency: {accepted} messages at {LATENCY_RATE_PER_SEC}/s over one TLS submission session per sender (10 messages each) to one account idling over TLS; time from reading `250` after DATA to reading `* n EXISTS`; {early} of them had the EXISTS read before the 250 (counted as 0)."
+    ));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn throughput_phase(
+    plan: &Plan,
+    relay: &Relay,
+    tls: &TlsConnector,
+    names: &Names,
+    recipients: &[String],
+    keys: &[pgp::composed::SignedPublicKey],
+    plaintext_len: usize,
+    fig: &mut Figures,
+    sizes: &mut Vec<usize>,
+) -> Result<()> {
+    let imaps = relay.ports.imaps_addr();
+    let subs = relay.ports.submissions_addr();
+    let n = plan.throughput_msgs;
+    let jobs = make_jobs(names, 's', n, recipients, keys, plaintext_len, sizes)?;
+    let expected = expected_per_recipient(&jobs, recipients);
+    let total_bytes: usize = jobs
+        .iter()
+        .flat_map(|j| j.msgs.iter())
+        .map(|(_, d)| d.len())
+        .sum();
+    let mut watchers = Vec::new();
+    let mut base = Vec::new();
+    for r in recipients {
+        let mut s = Imap::login(tls, imaps, r, PASSWORD).await?;
+        base.push(s.inbox_messages().await?);
+        watchers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let io0 = relay.write_bytes()?;
+    let cpu0 = relay.cpu_seconds()?;
+    let t0 = Instant::now();
+    let out = submit(tls, subs, jobs, SUBMITTERS).await?;
+    let delivered_at = wait_delivered(&mut watchers, &base, &expected).await?;
+    let io1 = relay.write_bytes()?;
+    let cpu1 = relay.cpu_seconds()?;
+    for mut w in watchers {
+        w.command("LOGOUT").await.ok();
+    }
+    if !out.refused.is_empty() {
+        fig.notes.push(format!(
+            "throughput run: {} of {n} refused, first: {}",
+            out.refused.len(),
+            out.refused[0]
+        ));
+    }
+    if out.accepted == 0 {
+        bail!("no message accepted");
+    }
+    let accept_secs = out
+        .last_accept
+        .map(|t| t.saturating_duration_since(t0).as_secs_f64())
+        .unwrap_or(f64::NAN);
+    let deliver_secs = delivered_at.saturating_duration_since(t0).as_secs_f64();
+    let accepted_rate = out.accepted as f64 / accept_secs;
+    let delivered_rate = out.accepted as f64 / deliver_secs;
+    let avg_size = total_bytes as f64 / n as f64;
+    let bytes_per = (io1 - io0) as f64 / out.accepted as f64;
+    let cpu_ms = (cpu1 - cpu0) * 1000.0 / out.accepted as f64;
+    let mut d250 = out.data_to_250.clone();
+    d250.sort();
+    println!(
+        "  accepted {} in {accept_secs:.2} s = {accepted_rate:.0} msg/s; delivered {delivered_rate:.0} msg/s",
+        out.accepted
+    );
+    println!(
+        "  write_bytes {bytes_per:.0} B/msg ({:.2}× message); CPU {cpu_ms:.3} ms/msg",
+        bytes_per / avg_size
+    );
+    fig.rows.push(Row::new(
+        "Accepted msg/s (250 after durable commit)",
+        format!(
+            "{accepted_rate:.0} msg/s ({} msgs in {accept_secs:.2} s)",
+            out.accepted
+        ),
+        "≥ 2000 msg/s",
+        "458 msg/s",
+        Some(accepted_rate >= 2000.0),
+    ));
+    fig.rows.push(Row::new(
+        "Delivered msg/s (visible via IMAP STATUS)",
+        format!("{delivered_rate:.0} msg/s"),
+        "≥ 2000 msg/s",
+        "458 msg/s",
+        Some(delivered_rate >= 2000.0),
+    ));
+    fig.rows.push(Row::new(
+        "End of DATA → 250 under load p50 / p99",
+        format!(
+            "{} / {}",
+            ms(percentile(&d250, 50.0).unwrap_or_default()),
+            ms(percentile(&d250, 99.0).unwrap_or_default())
+        ),
+        "–",
+        "–",
+        None,
+    ));
+    fig.rows.push(Row::new(
+        "Bytes written per delivered message",
+        format!(
+            "{bytes_per:.0} B = {:.2} × message size ({avg_size:.0} B)",
+            bytes_per / avg_size
+        ),
+        "≤ 1.5 × message size",
+        "19–23 KB per 3.8 KB message",
+        Some(bytes_per <= 1.5 * avg_size),
+    ));
+    fig.rows.push(Row::new(
+        "CPU time per message (relay utime+stime)",
+        format!("{cpu_ms:.3} ms"),
+        "≤ 0.5 ms",
+        "2.3 ms",
+        Some(cpu_ms <= 0.5),
+    ));
+    fig.notes.push(format!(
+        "Throughput: {n} messages, {SUBMITTERS} concurrent submitters, each sender account one TLS connection with AUTH PLAIN for its {PER_SENDER} messages (the default rate-limit burst), so a TLS handshake and a SHA512-crypt password check per {PER_SENDER} messages are inside the CPU and rate figures; {RECIPIENTS} recipients. Accepted rate = accepted / (last 250 − start); delivered rate = accepted / (all visible via STATUS − start). Bytes and CPU are /proc/<pid>/io write_bytes and /proc/<pid>/stat utime+stime deltas from just before the first connection to all messages being visible."
+    ));
+    Ok(())
+}
+
+/// The strace path, installing the package when possible.
+fn find_strace(fig: &mut Figures) -> Option<PathBuf> {
+    let ok = |p: &str| {
+        Command::new(p)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ok("strace") {
+        return Some(PathBuf::from("strace"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        println!("strace missing: apt-get install -y strace");
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "strace"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        if ok("strace") {
+            return Some(PathBuf::from("strace"));
+        }
+    }
+    fig.notes.push("strace is not available (not installed, not root or install failed): the fsync figures are unavailable.".into());
+    None
+}
+
+/// 4 (fsyncs). A second relay under `strace -f --seccomp-bpf`: sync calls per message
+/// at low load (one sequential submitter) and under load (SUBMITTERS submitters),
+/// counted in the time window of each run.
+#[allow(clippy::too_many_arguments)]
+async fn sync_phase(
+    plan: &Plan,
+    bin: &Path,
+    data_parent: &Path,
+    tls: &TlsConnector,
+    names: &Names,
+    keys: &[pgp::composed::SignedPublicKey],
+    plaintext_len: usize,
+    fig: &mut Figures,
+) {
+    const LOW: (&str, &str, &str) = (
+        "Sync calls per message, low load (1 sequential submitter)",
+        "≤ 1",
+        "–",
+    );
+    const HIGH: (&str, &str, &str) = (
+        "Sync calls per message under load (10 submitters)",
+        "≤ 0.05",
+        "–",
+    );
+    let Some(strace) = find_strace(fig) else {
+        fig.rows.push(Row::new(
+            LOW.0,
+            "unavailable (no strace)".into(),
+            LOW.1,
+            LOW.2,
+            None,
+        ));
+        fig.rows.push(Row::new(
+            HIGH.0,
+            "unavailable (no strace)".into(),
+            HIGH.1,
+            HIGH.2,
+            None,
+        ));
+        return;
+    };
+    println!("sync calls: relay under strace …");
+    let mut relay = match Relay::start(bin, data_parent, Some(&strace)) {
+        Ok(r) => r,
+        Err(e) => {
+            fig.failed(LOW.0, LOW.1, LOW.2, &e);
+            return;
+        }
+    };
+    let r = sync_runs(plan, &mut relay, tls, names, keys, plaintext_len).await;
+    relay.stop();
+    let (low_window, high_window, low_n, high_n, low_bytes) = match r {
+        Ok(x) => x,
+        Err(e) => {
+            fig.failed(LOW.0, LOW.1, LOW.2, &e);
+            return;
+        }
+    };
+    let Some(out) = relay.strace_out.clone() else {
+        return;
+    };
+    let count = |w: (f64, f64)| -> Result<(u64, String)> {
+        let c = relay::count_sync_calls(&out, w.0, w.1)?;
+        let total = c.iter().map(|(_, n)| n).sum();
+        let detail = c
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok((total, detail))
+    };
+    for (w, n, (metric, target, reference), limit) in [
+        (low_window, low_n, LOW, 1.0),
+        (high_window, high_n, HIGH, 0.05),
+    ] {
+        match count(w) {
+            Ok((total, detail)) => {
+                let per = total as f64 / n as f64;
+                println!("  {metric}: {per:.3} ({total} in {n} messages: {detail})");
+                fig.rows.push(Row::new(
+                    metric,
+                    format!(
+                        "{per:.3} ({total} calls / {n} messages{}{detail})",
+                        if detail.is_empty() { "" } else { ": " }
+                    ),
+                    target,
+                    reference,
+                    Some(per <= limit),
+                ));
+            }
+            Err(e) => fig.failed(metric, target, reference, &e),
+        }
+    }
+    fig.rows.push(Row::new(
+        "Bytes written per message, low load",
+        format!("{low_bytes:.0} B"),
+        "≤ 1.5 × message size",
+        "19–23 KB per 3.8 KB message",
+        None,
+    ));
+    fig.notes.push(format!(
+        "Sync calls: a separate relay run under `strace -f -qq --seccomp-bpf -ttt -e trace={}` (per-call lines instead of `-c` so that only calls inside each run's time window count, not start-up or account creation); low load = {low_n} messages by one submitter, each waiting for its 250; under load = {high_n} messages by {SUBMITTERS} submitters.",
+        relay::SYNC_CALLS.join(",")
+    ));
+}
+
+/// Returns (low window, loaded window, low count, loaded count, bytes/msg at low load).
+async fn sync_runs(
+    plan: &Plan,
+    relay: &mut Relay,
+    tls: &TlsConnector,
+    names: &Names,
+    keys: &[pgp::composed::SignedPublicKey],
+    plaintext_len: usize,
+) -> Result<((f64, f64), (f64, f64), usize, usize, f64)> {
+    let imaps = relay.ports.imaps_addr();
+    let subs = relay.ports.submissions_addr();
+    let recipients = names.many('r', RECIPIENTS);
+    let mut sizes = Vec::new();
+    let low = make_jobs(
+        names,
+        'q',
+        plan.low_load_msgs,
+        &recipients,
+        keys,
+        plaintext_len,
+        &mut sizes,
+    )?;
+    let high = make_jobs(
+        names,
+        'w',
+        plan.throughput_msgs,
+        &recipients,
+        keys,
+        plaintext_len,
+        &mut sizes,
+    )?;
+    let mut all = recipients.clone();
+    all.extend(low.iter().map(|j| j.login.clone()));
+    all.extend(high.iter().map(|j| j.login.clone()));
+    create_accounts(tls, imaps, &all).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let io0 = relay.write_bytes()?;
+    let a = epoch_secs();
+    let o1 = submit(tls, subs, low, 1).await?;
+    let b = epoch_secs();
+    let io1 = relay.write_bytes()?;
+    relay.check_alive()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = epoch_secs();
+    let o2 = submit(tls, subs, high, SUBMITTERS).await?;
+    let d = epoch_secs();
+    relay.check_alive()?;
+    if o1.accepted == 0 || o2.accepted == 0 {
+        bail!(
+            "messages refused under strace: {}",
+            o1.refused
+                .iter()
+                .chain(o2.refused.iter())
+                .next()
+                .map(String::as_str)
+                .unwrap_or("?")
+        );
+    }
+    println!(
+        "  low load: {} accepted in {:.1} s; under load: {} in {:.1} s",
+        o1.accepted,
+        b - a,
+        o2.accepted,
+        d - c
+    );
+    Ok((
+        (a, b),
+        (c, d),
+        o1.accepted,
+        o2.accepted,
+        (io1 - io0) as f64 / o1.accepted as f64,
+    ))
+}

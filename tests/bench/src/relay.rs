@@ -1,0 +1,342 @@
+//! The relay under test: `target/release/relaybox serve` on loopback ports with a temp
+//! data dir, optionally under `strace` counting sync calls; its /proc figures (VmRSS,
+//! write_bytes, utime+stime); and killing it on drop, so an error or a panic in the
+//! benchmark never leaves it running.
+
+use std::io::{BufRead, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+/// How long the relay may take to listen after being spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGTERM stop may take before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The sync system calls counted (the brief's strace filter).
+pub const SYNC_CALLS: &[&str] = &["fsync", "fdatasync", "sync_file_range", "msync"];
+
+/// Loopback listen addresses of one relay.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub smtp: u16,
+    pub submission: u16,
+    pub submissions: u16,
+    pub imap: u16,
+    pub imaps: u16,
+    pub https: u16,
+    pub http: u16,
+}
+
+impl Ports {
+    /// Seven distinct free ports: bound at once, released just before the relay starts.
+    fn pick() -> Result<Ports> {
+        let ls = (0..7)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("bind free loopback ports")?;
+        let p = ls
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Ports {
+            smtp: p[0],
+            submission: p[1],
+            submissions: p[2],
+            imap: p[3],
+            imaps: p[4],
+            https: p[5],
+            http: p[6],
+        })
+    }
+
+    pub fn submissions_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.submissions))
+    }
+
+    pub fn imaps_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.imaps))
+    }
+}
+
+/// A running relay; dropping it kills it.
+pub struct Relay {
+    /// The direct child: the relay, or strace running it.
+    child: Child,
+    /// The relay's pid (differs from the child's under strace).
+    pub pid: u32,
+    pub ports: Ports,
+    pub strace_out: Option<PathBuf>,
+    pub stderr_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    /// Start `bin serve` with a fresh data dir under `parent` (a real disk, so
+    /// write_bytes is meaningful) and wait until both TLS ports accept connections.
+    pub fn start(bin: &Path, parent: &Path, strace: Option<&Path>) -> Result<Relay> {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("relaybox-bench-")
+            .tempdir_in(parent)
+            .context("create the temp dir")?;
+        let ports = Ports::pick()?;
+        let data_dir = dir.path().join("data");
+        let ini = dir.path().join("chatmail.ini");
+        std::fs::write(&ini, config_text(&ports, &data_dir)).context("write chatmail.ini")?;
+        let stderr_log = dir.path().join("relay-stderr.log");
+        let strace_out = strace.map(|_| dir.path().join("strace.out"));
+
+        let mut cmd = match (strace, &strace_out) {
+            (Some(strace), Some(out)) => {
+                let mut c = Command::new(strace);
+                c.args(["-f", "-qq", "--seccomp-bpf", "-ttt", "-e"])
+                    .arg(format!("trace={}", SYNC_CALLS.join(",")))
+                    .arg("-o")
+                    .arg(out)
+                    .arg(bin);
+                c
+            }
+            _ => Command::new(bin),
+        };
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&ini)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // The relay's log goes through a pipe and is written by this process, so its
+        // lines do not count in the relay's write_bytes.
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        if let Some(err) = child.stderr.take() {
+            let path = stderr_log.clone();
+            std::thread::spawn(move || {
+                let Ok(mut file) = std::fs::File::create(&path) else {
+                    return;
+                };
+                let reader = std::io::BufReader::new(err);
+                for line in reader.lines().map_while(|l| l.ok()) {
+                    let _ = writeln!(file, "{line}");
+                }
+            });
+        }
+        let child_pid = child.id();
+        let mut relay = Relay {
+            child,
+            pid: child_pid,
+            ports,
+            strace_out,
+            stderr_log,
+            _dir: dir,
+        };
+        relay.wait_ready()?;
+        if strace.is_some() {
+            relay.pid = traced_child(child_pid)?;
+        }
+        Ok(relay)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addrs = [self.ports.submissions_addr(), self.ports.imaps_addr()];
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "relay exited during start-up ({status}); its log:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            let up = addrs.iter().all(|a| {
+                std::net::TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok()
+            });
+            if up {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "relay not listening after {START_TIMEOUT:?}; its log:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last `n` lines the relay wrote to stderr.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Whether the relay is still running (a crash mid-run is reported as such).
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("relay exited ({status}); its log:\n{}", self.log_tail(40));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM the relay, wait for it (and strace, which then writes its output),
+    /// SIGKILL after a bound.
+    pub fn stop(&mut self) {
+        signal(self.pid, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => {}
+            }
+            if Instant::now() >= deadline {
+                signal(self.pid, libc::SIGKILL);
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = read_proc(self.pid, "status")?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid))
+    }
+
+    /// `write_bytes` of /proc/<pid>/io: bytes the process caused to be sent to storage.
+    pub fn write_bytes(&self) -> Result<u64> {
+        let io = read_proc(self.pid, "io")?;
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow!("no write_bytes in /proc/{}/io", self.pid))
+    }
+
+    /// utime + stime of all threads, in seconds (/proc/<pid>/stat fields 14 and 15).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = read_proc(self.pid, "stat")?;
+        // Fields after the parenthesised command name start at field 3 (state).
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or_else(|| anyhow!("malformed /proc/{}/stat", self.pid))?;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<u64> {
+            f.get(i)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| anyhow!("malformed /proc/{}/stat", self.pid))
+        };
+        let total = ticks(14 - 3)? + ticks(15 - 3)?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = if hz > 0 { hz as f64 } else { 100.0 };
+        Ok(total as f64 / hz)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.pid, libc::SIGKILL);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) on a pid this process spawned (or strace's child of it).
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn read_proc(pid: u32, file: &str) -> Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .with_context(|| format!("read /proc/{pid}/{file}"))
+}
+
+/// The process strace started (its only child).
+fn traced_child(strace_pid: u32) -> Result<u32> {
+    let children = read_proc(strace_pid, &format!("task/{strace_pid}/children"))?;
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("strace ({strace_pid}) has no child process"))
+}
+
+/// chatmail.ini for the bench relay: IP-only mode on 127.0.0.1, every listener on a
+/// loopback port, the send rate limit at its defaults (SUB-4).
+fn config_text(p: &Ports, data_dir: &Path) -> String {
+    let mut ini = String::from("[params]\n");
+    ini += "mail_domain = 127.0.0.1\n";
+    ini += &format!("data_dir = {}\n", data_dir.display());
+    ini += &format!("submissions_listen = 127.0.0.1:{}\n", p.submissions);
+    ini += &format!("imaps_listen = 127.0.0.1:{}\n", p.imaps);
+    ini += &format!("submission_listen = 127.0.0.1:{}\n", p.submission);
+    ini += &format!("imap_listen = 127.0.0.1:{}\n", p.imap);
+    ini += &format!("smtp_listen = 127.0.0.1:{}\n", p.smtp);
+    ini += &format!("https_listen = 127.0.0.1:{}\n", p.https);
+    ini += &format!("http_listen = 127.0.0.1:{}\n", p.http);
+    // ACC-5.6: the shared 2-core machine's load average must not refuse the bench's
+    // account creations; this check is not on the measured path.
+    ini += "max_load_1m = 10000\n";
+    ini
+}
+
+/// Sync calls per name in the strace `-f -ttt` output whose start time lies in
+/// `[from, to]` (seconds since the epoch). Lines are `PID SECS.USEC name(args) = r`,
+/// or `... <unfinished ...>`; the `<... name resumed>` halves are not counted again.
+pub fn count_sync_calls(out: &Path, from: f64, to: f64) -> Result<Vec<(String, u64)>> {
+    let text = std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
+    let mut counts: Vec<(String, u64)> = SYNC_CALLS.iter().map(|c| (c.to_string(), 0)).collect();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(_pid), Some(ts), Some(call)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if call.starts_with("<...") {
+            continue;
+        }
+        let Ok(ts) = ts.parse::<f64>() else { continue };
+        if ts < from || ts > to {
+            continue;
+        }
+        let name = call.split('(').next().unwrap_or("");
+        if let Some(c) = counts.iter_mut().find(|(n, _)| n == name) {
+            c.1 += 1;
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strace_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("s");
+        std::fs::write(
+            &out,
+            "10 100.5 fsync(7) = 0\n11 101.0 fdatasync(8 <unfinished ...>\n\
+             11 101.2 <... fdatasync resumed>) = 0\n10 200.0 fsync(7) = 0\n",
+        )
+        .expect("write");
+        let c = count_sync_calls(&out, 100.0, 150.0).expect("count");
+        assert_eq!(c[0], ("fsync".to_string(), 1));
+        assert_eq!(c[1], ("fdatasync".to_string(), 1));
+    }
+}
