@@ -73,7 +73,7 @@ pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
         session.greet();
         let mut conn = conn;
         loop {
-            match session.run(&mut conn).await {
+            match Box::pin(session.run(&mut conn)).await {
                 Exit::Close => break,
                 Exit::StartTls => {
                     let upgraded = tokio::time::timeout(
@@ -110,5 +110,5 @@ pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut session = Session::new(relay, is_tls, false);
     session.greet();
-    let _ = session.run(&mut stream).await;
+    let _ = Box::pin(session.run(&mut stream)).await;
 }

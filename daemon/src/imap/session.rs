@@ -410,7 +410,7 @@ impl Session {
                 | CommandBody::Search { uid: false, .. }
         );
         let always_sync = matches!(&cmd.body, CommandBody::Noop | CommandBody::Check);
-        let (reply, flow) = match self.dispatch(io, &tag, cmd.body).await {
+        let (reply, flow) = match Box::pin(self.dispatch(io, &tag, cmd.body)).await {
             Ok(x) => x,
             Err(Fail::Store(e)) => {
                 tracing::warn!("store error: {e}");
@@ -654,7 +654,7 @@ impl Session {
                 if self.selected.is_none() {
                     return cont(bad("No mailbox selected"));
                 }
-                self.selected_command(io, &user, body).await
+                Box::pin(self.selected_command(io, &user, body)).await
             }
         }
     }
@@ -1475,7 +1475,7 @@ impl Session {
                 self.untagged("BYE Expected DONE");
                 return Ok((bad("Expected DONE"), Flow::Close));
             }
-            let mut tmp = [0u8; 1024];
+            let mut tmp = vec![0u8; 1024];
             let changed = async {
                 match rx.as_mut() {
                     Some(rx) if events_open => rx.changed().await.is_ok(),

@@ -1,1 +1,699 @@
-//! Session tests (being written).
+//! Session tests: a real `Relay` on a temporary directory, driven over an in-memory
+//! stream (`serve_stream`, marked secure or not) or loopback TCP with STARTTLS.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::config::{Config, Listeners, Mode};
+use crate::server::Relay;
+use crate::store::Delivery;
+
+const DOMAIN: &str = "relay.test";
+const PASSWORD: &str = "correct-horse-battery";
+const MAX_MESSAGE: u64 = 100_000;
+
+fn config(dir: &Path) -> Config {
+    Config {
+        mail_domain: DOMAIN.into(),
+        mode: Mode::Domain,
+        max_mailbox_size: 500 << 20,
+        max_message_size: MAX_MESSAGE,
+        username_min_length: 3,
+        username_max_length: 20,
+        password_min_length: 9,
+        max_load_1m: 1e9,
+        min_available_memory: 0,
+        min_free_disk_space: 0,
+        iroh_relay: None,
+        imap_compress: false,
+        privacy_mail: "privacy@relay.test".into(),
+        data_dir: dir.to_path_buf(),
+        listen: Listeners::default(),
+        ..Config::dev(dir.to_path_buf())
+    }
+}
+
+struct Harness {
+    relay: Arc<Relay>,
+    _dir: tempfile::TempDir,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = Relay::open(config(dir.path())).expect("relay");
+    Harness { relay, _dir: dir }
+}
+
+/// A scripted client: sends lines, reads responses (with literals) until a tagged one.
+struct Client<S> {
+    io: S,
+    buf: Vec<u8>,
+}
+
+const STEP: Duration = Duration::from_secs(10);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    async fn fill(&mut self) -> bool {
+        let mut tmp = vec![0u8; 65536];
+        match tokio::time::timeout(STEP, self.io.read(&mut tmp)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                true
+            }
+            Err(_) => panic!(
+                "timed out waiting for the server; buffered: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+
+    /// One response line, with the bytes of any literals it carries.
+    async fn line(&mut self) -> Option<String> {
+        let mut out = Vec::new();
+        loop {
+            while !self.buf.contains(&b'\n') {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            let nl = self.buf.iter().position(|&b| b == b'\n').unwrap();
+            let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            out.extend_from_slice(&line);
+            match crate::imap::wire::literal_announcement(&line) {
+                Some((n, _)) => {
+                    while self.buf.len() < n as usize {
+                        assert!(self.fill().await, "eof inside a literal");
+                    }
+                    out.extend(self.buf.drain(..n as usize));
+                }
+                None => return Some(String::from_utf8_lossy(&out).into_owned()),
+            }
+        }
+    }
+
+    async fn send(&mut self, data: &[u8]) {
+        self.io.write_all(data).await.unwrap();
+        self.io.flush().await.unwrap();
+    }
+
+    /// Everything up to and including the tagged reply of `tag`.
+    async fn until(&mut self, tag: &str) -> String {
+        let mut all = String::new();
+        loop {
+            let line = self
+                .line()
+                .await
+                .unwrap_or_else(|| panic!("eof before {tag}; got {all}"));
+            all.push_str(&line);
+            if line.starts_with(&format!("{tag} ")) {
+                return all;
+            }
+        }
+    }
+
+    async fn cmd(&mut self, tag: &str, text: &str) -> String {
+        self.send(format!("{tag} {text}\r\n").as_bytes()).await;
+        self.until(tag).await
+    }
+
+    /// The last line of a transcript (the tagged reply).
+    fn tagged(all: &str) -> &str {
+        all.trim_end_matches("\r\n")
+            .rsplit("\r\n")
+            .next()
+            .unwrap_or_default()
+    }
+}
+
+/// Start a session on an in-memory stream; `secure` marks it as TLS.
+async fn connect(h: &Harness, secure: bool) -> (Client<tokio::io::DuplexStream>, String) {
+    let (client, server) = tokio::io::duplex(1 << 22);
+    tokio::spawn(super::serve_stream(h.relay.clone(), server, secure));
+    let mut c = Client {
+        io: client,
+        buf: Vec::new(),
+    };
+    let greeting = c.line().await.expect("greeting");
+    (c, greeting)
+}
+
+async fn login(h: &Harness, user: &str) -> Client<tokio::io::DuplexStream> {
+    let (mut c, _) = connect(h, true).await;
+    let r = c
+        .cmd("l", &format!("LOGIN {user}@{DOMAIN} {PASSWORD}"))
+        .await;
+    assert!(r.starts_with("l OK"), "{r}");
+    c
+}
+
+#[tokio::test]
+async fn capabilities_before_and_after_login() {
+    let h = harness();
+    let (mut c, greeting) = connect(&h, false).await;
+    assert!(
+        greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "),
+        "{greeting}"
+    );
+    for cap in ["XCHATMAIL", "XDELTAPUSH", "STARTTLS", "LOGINDISABLED"] {
+        assert!(greeting.contains(cap), "{cap} in {greeting}");
+    }
+    let r = c.cmd("a", "CAPABILITY").await;
+    assert!(r.contains("* CAPABILITY IMAP4rev1 "), "{r}");
+    assert!(r.contains("XCHATMAIL") && r.contains("XDELTAPUSH") && r.contains("LOGINDISABLED"));
+    assert!(r.contains("a OK"));
+    // LOGIN and AUTHENTICATE are refused before TLS; nothing is created.
+    let r = c
+        .cmd("b", &format!("LOGIN alice@{DOMAIN} {PASSWORD}"))
+        .await;
+    assert!(r.starts_with("b NO [PRIVACYREQUIRED]"), "{r}");
+    let r = c
+        .cmd(
+            "c",
+            "AUTHENTICATE PLAIN AGFsaWNlQHJlbGF5LnRlc3QAY29ycmVjdC1ob3JzZS1iYXR0ZXJ5",
+        )
+        .await;
+    assert!(r.starts_with("c NO [PRIVACYREQUIRED]"), "{r}");
+    assert!(
+        h.relay
+            .store
+            .account(&format!("alice@{DOMAIN}"))
+            .unwrap()
+            .is_none()
+    );
+
+    let (mut c, greeting) = connect(&h, true).await;
+    assert!(greeting.contains("AUTH=PLAIN") && !greeting.contains("LOGINDISABLED"));
+    assert!(greeting.contains("XCHATMAIL XDELTAPUSH"), "{greeting}");
+    let r = c
+        .cmd("a", &format!("LOGIN alice@{DOMAIN} {PASSWORD}"))
+        .await;
+    assert!(r.starts_with("a OK [CAPABILITY "), "{r}");
+    let account = h
+        .relay
+        .store
+        .account(&format!("alice@{DOMAIN}"))
+        .unwrap()
+        .expect("login creates the account");
+    let today = h.relay.clock.unix_now() / 86_400 * 86_400;
+    assert_eq!(account.last_login_day, today);
+    let r = c.cmd("b", "CAPABILITY").await;
+    for cap in [
+        "IMAP4rev1",
+        "IDLE",
+        "MOVE",
+        "UIDPLUS",
+        "QUOTA",
+        "METADATA",
+        "ID",
+        "ENABLE",
+        "LITERAL+",
+        "SPECIAL-USE",
+        "NAMESPACE",
+        "XCHATMAIL",
+        "XDELTAPUSH",
+    ] {
+        assert!(r.contains(&format!(" {cap}")), "{cap} in {r}");
+    }
+    assert!(!r.contains("COMPRESS"), "{r}");
+    let r = c.cmd("c", "ID (\"name\" \"Delta Chat\")").await;
+    assert!(r.contains("* ID (") && r.contains("c OK"), "{r}");
+    let r = c.cmd("d", "NAMESPACE").await;
+    assert!(r.contains("* NAMESPACE ((\"\" \".\")) NIL NIL"), "{r}");
+    let r = c.cmd("e", "LOGOUT").await;
+    assert!(r.contains("* BYE") && r.contains("e OK"), "{r}");
+}
+
+#[tokio::test]
+async fn authenticate_plain_and_failed_logins() {
+    let h = harness();
+    let (mut c, _) = connect(&h, true).await;
+    // Continuation form.
+    c.send(b"a AUTHENTICATE PLAIN\r\n").await;
+    assert_eq!(c.line().await.as_deref(), Some("+ \r\n"));
+    use base64::Engine as _;
+    let b64 =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0bob@{DOMAIN}\0{PASSWORD}"));
+    c.send(format!("{b64}\r\n").as_bytes()).await;
+    let r = c.until("a").await;
+    assert!(r.starts_with("a OK"), "{r}");
+
+    // SASL-IR, wrong password; the third failure ends the connection.
+    let (mut c, _) = connect(&h, true).await;
+    let bad =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0bob@{DOMAIN}\0wrong-password"));
+    for (i, tag) in ["x1", "x2", "x3"].iter().enumerate() {
+        let r = if i == 1 {
+            c.cmd(tag, &format!("LOGIN bob@{DOMAIN} wrong-password"))
+                .await
+        } else {
+            c.cmd(tag, &format!("AUTHENTICATE PLAIN {bad}")).await
+        };
+        assert!(
+            Client::<tokio::io::DuplexStream>::tagged(&r)
+                .starts_with(&format!("{tag} NO [AUTHENTICATIONFAILED]")),
+            "{r}"
+        );
+    }
+    let bye = c.line().await.expect("bye");
+    assert!(bye.starts_with("* BYE"), "{bye}");
+    assert!(c.line().await.is_none(), "connection closed");
+}
+
+#[tokio::test]
+async fn append_then_fetch_exact_bytes() {
+    let h = harness();
+    let mut c = login(&h, "carol").await;
+    let msg = b"From: a@b.c\r\nSubject: test\r\n\r\nHello\r\nWorld \xff\x80 bytes\r\n";
+    c.send(format!("a APPEND INBOX (\\Flagged) {{{}}}\r\n", msg.len()).as_bytes())
+        .await;
+    let cont = c.line().await.unwrap();
+    assert!(cont.starts_with("+ "), "{cont}");
+    c.send(msg).await;
+    c.send(b"\r\n").await;
+    let r = c.until("a").await;
+    assert!(r.starts_with("a OK [APPENDUID "), "{r}");
+    // LITERAL+: no continuation.
+    c.send(format!("b APPEND INBOX {{{}+}}\r\n", msg.len()).as_bytes())
+        .await;
+    c.send(msg).await;
+    c.send(b"\r\n").await;
+    let r = c.until("b").await;
+    assert!(
+        r.starts_with("b OK [APPENDUID ") && r.ends_with(" 2] Append completed\r\n"),
+        "{r}"
+    );
+
+    let r = c.cmd("c", "SELECT INBOX").await;
+    assert!(
+        r.contains("* 2 EXISTS") && r.contains("[UIDVALIDITY ") && r.contains("[UIDNEXT 3]"),
+        "{r}"
+    );
+    assert!(r.contains("c OK [READ-WRITE]"), "{r}");
+
+    let r = c
+        .cmd("d", "UID FETCH 1 (UID RFC822.SIZE BODY.PEEK[])")
+        .await;
+    let mut expected = format!(
+        "* 1 FETCH (UID 1 RFC822.SIZE {} BODY[] {{{}}}\r\n",
+        msg.len(),
+        msg.len()
+    )
+    .into_bytes();
+    expected.extend_from_slice(msg);
+    expected.extend_from_slice(b")\r\n");
+    assert!(
+        r.starts_with(&String::from_utf8_lossy(&expected).into_owned()),
+        "{r}"
+    );
+    let stored = h
+        .relay
+        .store
+        .body(&format!("carol@{DOMAIN}"), "INBOX", 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, msg);
+    // PEEK left \Seen alone; BODY[] sets it and reports FLAGS.
+    let r = c.cmd("e", "FETCH 1 (FLAGS)").await;
+    assert!(r.contains("* 1 FETCH (FLAGS (\\Flagged))"), "{r}");
+    let r = c.cmd("f", "FETCH 1 BODY[HEADER.FIELDS (SUBJECT)]").await;
+    assert!(
+        r.contains("* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: test\r\n\r\n FLAGS (\\Flagged \\Seen))"),
+        "{r}"
+    );
+    let r = c.cmd("g", "UID FETCH 1:* (FLAGS)").await;
+    assert!(
+        r.contains("* 1 FETCH (UID 1 FLAGS (\\Flagged \\Seen))"),
+        "{r}"
+    );
+    assert!(r.contains("* 2 FETCH (UID 2 FLAGS ())"), "{r}");
+    let r = c
+        .cmd("h", "FETCH 1 (ENVELOPE BODYSTRUCTURE INTERNALDATE)")
+        .await;
+    assert!(
+        r.contains("ENVELOPE (NIL \"test\" ((NIL NIL \"a\" \"b.c\"))"),
+        "{r}"
+    );
+    assert!(r.contains("BODYSTRUCTURE (\"text\" \"plain\""), "{r}");
+    let r = c.cmd("i", "SEARCH UNSEEN").await;
+    assert!(r.contains("* SEARCH 2\r\n"), "{r}");
+    let r = c.cmd("j", "UID SEARCH SUBJECT test SEEN").await;
+    assert!(r.contains("* SEARCH 1\r\n"), "{r}");
+    let r = c.cmd("k", "FETCH 3 FLAGS").await;
+    assert!(
+        Client::<tokio::io::DuplexStream>::tagged(&r).starts_with("k BAD"),
+        "{r}"
+    );
+    // EXAMINE does not set \Seen.
+    let r = c.cmd("l", "EXAMINE INBOX").await;
+    assert!(r.contains("l OK [READ-ONLY]"), "{r}");
+    let r = c.cmd("m", "FETCH 2 (BODY[] FLAGS)").await;
+    assert!(r.contains("FLAGS ())"), "{r}");
+    let r = c
+        .cmd("n", "STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
+        .await;
+    assert!(
+        r.contains("* STATUS INBOX (MESSAGES 2 UIDNEXT 3 UIDVALIDITY "),
+        "{r}"
+    );
+    assert!(r.contains(" UNSEEN 1)"), "{r}");
+}
+
+async fn append(c: &mut Client<tokio::io::DuplexStream>, tag: &str, mailbox: &str, body: &str) {
+    c.send(format!("{tag} APPEND {mailbox} {{{}+}}\r\n{body}\r\n", body.len()).as_bytes())
+        .await;
+    let r = c.until(tag).await;
+    assert!(r.contains(&format!("{tag} OK")), "{r}");
+}
+
+#[tokio::test]
+async fn store_expunge_copy_move() {
+    let h = harness();
+    let mut c = login(&h, "dave").await;
+    for (i, t) in ["a1", "a2", "a3", "a4"].iter().enumerate() {
+        append(
+            &mut c,
+            t,
+            "INBOX",
+            &format!("Subject: {i}\r\n\r\nbody {i}\r\n"),
+        )
+        .await;
+    }
+    let r = c.cmd("b", "CREATE Trash").await;
+    assert!(r.starts_with("b OK"), "{r}");
+    let r = c.cmd("b2", "CREATE Trash").await;
+    assert!(r.starts_with("b2 NO [ALREADYEXISTS]"), "{r}");
+    let r = c.cmd("c", "LIST \"\" \"*\"").await;
+    assert!(
+        r.contains("* LIST (\\HasNoChildren \\Trash \\Subscribed) \".\" Trash"),
+        "{r}"
+    );
+    assert!(r.contains(" INBOX\r\n"), "{r}");
+    c.cmd("d", "SELECT INBOX").await;
+    let r = c.cmd("e", "UID STORE 1 +FLAGS (\\Deleted)").await;
+    assert!(r.contains("* 1 FETCH (UID 1 FLAGS (\\Deleted))"), "{r}");
+    let r = c.cmd("e2", "STORE 2 +FLAGS.SILENT (\\Seen)").await;
+    assert!(!r.contains("FETCH"), "{r}");
+    let r = c.cmd("f", "EXPUNGE").await;
+    assert!(r.starts_with("* 1 EXPUNGE\r\nf OK"), "{r}");
+    // Now UIDs 2,3,4 are sequence 1,2,3.
+    let r = c.cmd("g", "UID COPY 2 Trash").await;
+    assert!(r.contains("g OK [COPYUID ") && r.contains(" 2 1] "), "{r}");
+    let r = c.cmd("h", "UID MOVE 3:4 Trash").await;
+    assert!(
+        r.contains("* OK [COPYUID ") && r.contains(" 3:4 2:3] "),
+        "{r}"
+    );
+    assert!(r.contains("* 3 EXPUNGE\r\n* 2 EXPUNGE\r\nh OK"), "{r}");
+    let r = c.cmd("i", "STATUS Trash (MESSAGES UIDNEXT)").await;
+    assert!(r.contains("* STATUS Trash (MESSAGES 3 UIDNEXT 4)"), "{r}");
+    let r = c.cmd("j", "UID MOVE 2 Nowhere").await;
+    assert!(r.starts_with("j NO [TRYCREATE]"), "{r}");
+    // UID EXPUNGE removes only the named \Deleted messages.
+    c.cmd("k", "SELECT Trash").await;
+    c.cmd("l", "STORE 1:* +FLAGS.SILENT (\\Deleted)").await;
+    let r = c.cmd("m", "UID EXPUNGE 2").await;
+    assert!(r.starts_with("* 2 EXPUNGE\r\nm OK"), "{r}");
+    // CLOSE expunges the rest silently.
+    let r = c.cmd("n", "CLOSE").await;
+    assert!(r.starts_with("n OK"), "{r}");
+    let (_, left) = h
+        .relay
+        .store
+        .messages(&format!("dave@{DOMAIN}"), "Trash")
+        .unwrap();
+    assert!(left.is_empty());
+    let r = c.cmd("o", "FETCH 1 FLAGS").await;
+    assert!(r.starts_with("o BAD"), "{r}");
+}
+
+#[tokio::test]
+async fn metadata_wire_form() {
+    let h = harness();
+    let mut c = login(&h, "erin").await;
+    let r = c
+        .cmd(
+            "a",
+            "GETMETADATA \"\" (/shared/comment /shared/admin /shared/vendor/deltachat/irohrelay /shared/vendor/deltachat/turn /shared/vendor/deltachat/maxsmtprecipients)",
+        )
+        .await;
+    assert_eq!(
+        r,
+        "* METADATA \"\" (/shared/comment NIL /shared/admin {25}\r\nmailto:privacy@relay.test \
+/shared/vendor/deltachat/irohrelay {18}\r\nhttps://relay.test /shared/vendor/deltachat/turn NIL \
+/shared/vendor/deltachat/maxsmtprecipients {4}\r\n1000)\r\na OK Getmetadata completed\r\n"
+    );
+    let r = c.cmd("b", "GETMETADATA INBOX (/private/devicetoken)").await;
+    assert!(
+        r.starts_with("* METADATA INBOX (/private/devicetoken NIL)\r\n"),
+        "{r}"
+    );
+    let r = c
+        .cmd("c", "SETMETADATA INBOX (/private/devicetoken \"1111\")")
+        .await;
+    assert!(
+        r.starts_with("c OK") && r.contains("Setmetadata completed"),
+        "{r}"
+    );
+    let r = c
+        .cmd("d", "SETMETADATA INBOX (/private/devicetoken {4+}\r\n2222)")
+        .await;
+    assert!(r.contains("Setmetadata completed"), "{r}");
+    c.cmd("d2", "SETMETADATA INBOX (/private/devicetoken \"1111\")")
+        .await;
+    let r = c.cmd("e", "GETMETADATA INBOX (/private/devicetoken)").await;
+    assert_eq!(
+        r,
+        "* METADATA INBOX (/private/devicetoken {9}\r\n1111 2222)\r\ne OK Getmetadata completed\r\n"
+    );
+    let r = c.cmd("f", "SETMETADATA \"\" (/shared/admin \"x\")").await;
+    assert!(r.starts_with("f NO"), "{r}");
+    let r = c
+        .cmd("g", "SETMETADATA INBOX (/private/comment \"x\")")
+        .await;
+    assert!(r.starts_with("g NO"), "{r}");
+    // An expired token disappears (MD-1).
+    let addr = format!("erin@{DOMAIN}");
+    let old = h.relay.clock.unix_now() - 91 * 86_400;
+    h.relay
+        .store
+        .set_device_token(&addr, "3333", old)
+        .await
+        .unwrap();
+    let r = c.cmd("h", "GETMETADATA INBOX (/private/devicetoken)").await;
+    assert!(r.contains("{9}\r\n1111 2222)"), "{r}");
+    assert_eq!(h.relay.store.device_tokens(&addr).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn idle_sees_delivery() {
+    let h = harness();
+    let mut c = login(&h, "frank").await;
+    let r = c.cmd("a", "SELECT INBOX").await;
+    assert!(r.contains("* 0 EXISTS"), "{r}");
+    c.send(b"b IDLE\r\n").await;
+    assert!(c.line().await.unwrap().starts_with("+ "));
+    let addr = format!("frank@{DOMAIN}");
+    let delivered = h
+        .relay
+        .store
+        .deliver(Delivery {
+            sender: "x@elsewhere.test".into(),
+            local: vec![addr.clone()],
+            remote: vec![],
+            body: Arc::from(&b"Subject: hi\r\n\r\nyo\r\n"[..]),
+            received: h.relay.clock.unix_now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(delivered, vec![addr.clone()]);
+    let started = std::time::Instant::now();
+    h.relay.events.mailbox_changed(&addr);
+    let line = c.line().await.unwrap();
+    assert_eq!(line, "* 1 EXISTS\r\n");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    c.send(b"DONE\r\n").await;
+    let r = c.until("b").await;
+    assert_eq!(r, "b OK Idle completed\r\n");
+    // A second session's flag change shows up on NOOP.
+    let mut c2 = login(&h, "frank").await;
+    c2.cmd("a", "SELECT INBOX").await;
+    c2.cmd("b", "STORE 1 +FLAGS.SILENT (\\Seen)").await;
+    let r = c.cmd("c", "NOOP").await;
+    assert!(r.contains("* 1 FETCH (UID 1 FLAGS (\\Seen))"), "{r}");
+    // And its expunge on the next command.
+    c2.cmd("c", "STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    c2.cmd("d", "EXPUNGE").await;
+    let r = c.cmd("d", "NOOP").await;
+    assert!(r.contains("* 1 EXPUNGE"), "{r}");
+}
+
+#[tokio::test]
+async fn quota() {
+    let h = harness();
+    let mut c = login(&h, "grace").await;
+    append(&mut c, "a", "INBOX", &"x".repeat(3000)).await;
+    let r = c.cmd("b", "GETQUOTAROOT INBOX").await;
+    assert_eq!(
+        r,
+        "* QUOTAROOT INBOX \"User quota\"\r\n* QUOTA \"User quota\" (STORAGE 3 512000)\r\nb OK Getquotaroot completed\r\n"
+    );
+    let r = c.cmd("c", "GETQUOTA \"User quota\"").await;
+    assert!(
+        r.starts_with("* QUOTA \"User quota\" (STORAGE 3 512000)\r\nc OK"),
+        "{r}"
+    );
+    let r = c.cmd("d", "GETQUOTAROOT Nope").await;
+    assert!(r.starts_with("d NO"), "{r}");
+}
+
+#[tokio::test]
+async fn bad_input_keeps_the_session() {
+    let h = harness();
+    let (mut c, _) = connect(&h, true).await;
+    // Commands before login.
+    let r = c.cmd("a", "SELECT INBOX").await;
+    assert!(r.starts_with("a BAD"), "{r}");
+    let r = c.cmd("a2", "GETMETADATA \"\" (/shared/admin)").await;
+    assert!(r.starts_with("a2 BAD"), "{r}");
+    // Unknown command and bad arguments.
+    let r = c.cmd("b", "FROBNICATE").await;
+    assert!(
+        r.starts_with("b BAD") && r.contains("unknown command"),
+        "{r}"
+    );
+    let r = c.cmd("b2", "LOGIN").await;
+    assert!(r.starts_with("b2 BAD"), "{r}");
+    // NUL.
+    c.send(b"c NO\0OP\r\n").await;
+    let r = c.until("c").await;
+    assert!(r.starts_with("c BAD"), "{r}");
+    // A huge line.
+    let mut huge = b"d NOOP ".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 100 * 1024));
+    huge.extend_from_slice(b"\r\n");
+    c.send(&huge).await;
+    let r = c.line().await.unwrap();
+    assert!(r.starts_with("* BAD") && r.contains("too long"), "{r}");
+    let r = c.cmd("e", "NOOP").await;
+    assert!(r.starts_with("e OK"), "{r}");
+    // Before login a literal may only be small.
+    let r = c.cmd("f", "LOGIN {100000}").await;
+    assert!(r.starts_with("f NO [TOOBIG]"), "{r}");
+    assert!(
+        c.cmd("g", &format!("LOGIN hank@{DOMAIN} {PASSWORD}"))
+            .await
+            .starts_with("g OK")
+    );
+    // After login: over max_message_size, refused without reading it.
+    let r = c
+        .cmd("h", &format!("APPEND INBOX {{{}}}", MAX_MESSAGE + 1))
+        .await;
+    assert!(r.starts_with("h NO [TOOBIG]"), "{r}");
+    let r = c.cmd("i", "NOOP").await;
+    assert!(r.starts_with("i OK"), "{r}");
+    let r = c.cmd("j", "FETCH 1 FLAGS").await;
+    assert!(r.starts_with("j BAD"), "{r}");
+    let r = c.cmd("k", "SELECT Nope").await;
+    assert!(r.starts_with("k NO [NONEXISTENT]"), "{r}");
+    let r = c.cmd("l", "APPEND Nope {3+}\r\nabc").await;
+    assert!(r.starts_with("l NO [TRYCREATE]"), "{r}");
+}
+
+// ---- STARTTLS over loopback TCP -----------------------------------------------------
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn starttls_discards_pipelined_bytes_then_login_works() {
+    let h = harness();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = h.relay.clone();
+    let server = tokio::spawn(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        super::serve(relay, crate::net::Conn::Plain(stream), peer).await;
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut c = Client {
+        io: tcp,
+        buf: Vec::new(),
+    };
+    let greeting = c.line().await.unwrap();
+    assert!(greeting.contains("STARTTLS") && greeting.contains("LOGINDISABLED"));
+    // The pipelined NOOP must be dropped (RFC 9051 §6.2.1).
+    c.send(b"a STARTTLS\r\nb NOOP\r\n").await;
+    let r = c.until("a").await;
+    assert_eq!(r, "a OK Begin TLS negotiation now\r\n");
+    assert!(c.buf.is_empty());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
+    let name = rustls_pki_types::ServerName::try_from(DOMAIN).unwrap();
+    let tls = connector.connect(name, c.io).await.expect("handshake");
+    let mut c = Client {
+        io: tls,
+        buf: Vec::new(),
+    };
+    let r = c.cmd("c", "CAPABILITY").await;
+    assert!(
+        r.starts_with("* CAPABILITY ") && r.contains("AUTH=PLAIN"),
+        "{r}"
+    );
+    assert!(!r.contains("STARTTLS") && !r.contains("b OK"), "{r}");
+    let r = c.cmd("d", &format!("LOGIN ivan@{DOMAIN} {PASSWORD}")).await;
+    assert!(r.starts_with("d OK"), "{r}");
+    c.cmd("e", "LOGOUT").await;
+    tokio::time::timeout(STEP, server).await.unwrap().unwrap();
+}

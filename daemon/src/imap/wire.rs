@@ -71,7 +71,7 @@ impl InBuf {
     }
 
     async fn fill<S: AsyncRead + Unpin>(&mut self, io: &mut S) -> Result<(), WireError> {
-        let mut tmp = [0u8; 16 * 1024];
+        let mut tmp = vec![0u8; 16 * 1024];
         let n = io.read(&mut tmp).await?;
         if n == 0 {
             return Err(WireError::Eof);
