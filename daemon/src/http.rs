@@ -5,7 +5,7 @@
 //! connection the listener already accepted (and, for 443, TLS-terminated).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -38,14 +38,6 @@ pub fn new_account_quota() -> Quota {
     Quota::new(2, Duration::from_secs(1), 5)
 }
 
-/// The per-IP limiter of `/new`, shared by all HTTPS connections of the process.
-fn new_account_limiter() -> Arc<RateLimiter<IpAddr>> {
-    static LIMITER: OnceLock<Arc<RateLimiter<IpAddr>>> = OnceLock::new();
-    LIMITER
-        .get_or_init(|| Arc::new(RateLimiter::new(new_account_quota())))
-        .clone()
-}
-
 /// What the handlers of one connection share.
 #[derive(Clone)]
 pub struct Web {
@@ -59,8 +51,8 @@ pub struct Web {
 /// Serve HTTPS requests on an established TLS connection (443).
 pub async fn serve_https(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
     let web = Web {
+        limiter: relay.new_account_limiter.clone(),
         relay,
-        limiter: new_account_limiter(),
         peer: peer.ip().to_canonical(),
     };
     serve(conn, https_router(web)).await;

@@ -33,6 +33,8 @@ pub struct Relay {
     pub tls: Tls,
     /// SUB-4: messages per sender.
     pub send_limiter: RateLimiter<String>,
+    /// NEW-3: `/new` requests per client IP.
+    pub new_account_limiter: Arc<RateLimiter<std::net::IpAddr>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,7 @@ impl Relay {
             events: Events::new(),
             tls,
             send_limiter,
+            new_account_limiter: Arc::new(RateLimiter::new(crate::http::new_account_quota())),
         }))
     }
 }
