@@ -711,8 +711,12 @@ mod tests {
                 parts(&[v1.clone(), good_payload.clone(), good_payload.clone()]),
                 false,
             ),
-            ("only part 1", parts(&[v1.clone()]), false),
-            ("only part 2", parts(&[good_payload.clone()]), false),
+            ("only part 1", parts(std::slice::from_ref(&v1)), false),
+            (
+                "only part 2",
+                parts(std::slice::from_ref(&good_payload)),
+                false,
+            ),
             ("no parts", parts(&[]), false),
             (
                 "parts swapped",

@@ -352,7 +352,11 @@ mod tests {
                 };
                 assert_eq!(got, want, "{folder}/{}", fx.name);
                 // Sent by someone else, every fixture stops at SUB-6.
-                let other = judge(&loaded.raw, "mallory@relay.example", &[rcpt.clone()]);
+                let other = judge(
+                    &loaded.raw,
+                    "mallory@relay.example",
+                    std::slice::from_ref(&rcpt),
+                );
                 assert_eq!(
                     other.map_err(|r| r.code),
                     Err(500),
@@ -360,7 +364,11 @@ mod tests {
                     fx.name
                 );
                 // Self-sent: only the Autocrypt Setup Message changes its verdict (SUB-8).
-                let self_sent = judge(&loaded.raw, &loaded.from, &[loaded.from.clone()]);
+                let self_sent = judge(
+                    &loaded.raw,
+                    &loaded.from,
+                    std::slice::from_ref(&loaded.from),
+                );
                 let want_self = if fx.name == "asm.eml" {
                     Ok(())
                 } else {
