@@ -7,6 +7,9 @@ use std::ops::Range;
 
 use super::response::{nstring, string};
 
+/// (type, subtype, parameters) of a Content-Type.
+type ContentType = (String, String, Vec<(String, String)>);
+
 /// Nesting limit for multiparts and message/rfc822 parts.
 const MAX_DEPTH: usize = 32;
 
@@ -84,7 +87,7 @@ fn parse_entity(raw: &[u8], range: Range<usize>, default: (&str, &str), depth: u
     }
 }
 
-fn default_type(d: (&str, &str)) -> (String, String, Vec<(String, String)>) {
+fn default_type(d: (&str, &str)) -> ContentType {
     let params = if d.0 == "text" {
         vec![("charset".to_string(), "us-ascii".to_string())]
     } else {
@@ -298,7 +301,7 @@ fn unquote(v: &str) -> String {
 }
 
 /// `type/subtype; a=b; c="d"` → (type, subtype, params); `None` when malformed.
-fn parse_content_type(v: &[u8]) -> Option<(String, String, Vec<(String, String)>)> {
+fn parse_content_type(v: &[u8]) -> Option<ContentType> {
     let v = strip_comments(v);
     let pieces = split_params(&v);
     let first = String::from_utf8_lossy(pieces.first()?)

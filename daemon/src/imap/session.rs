@@ -478,15 +478,15 @@ impl Session {
             sel.pending_expunge = sel.msgs.iter().any(|m| gone(m.uid));
         }
         for (i, m) in sel.msgs.iter_mut().enumerate() {
-            if let Ok(j) = fresh.binary_search_by_key(&m.uid, |f| f.uid) {
-                if fresh[j].flags != m.flags {
-                    m.flags = fresh[j].flags.clone();
-                    out.extend_from_slice(
-                        format!("* {} FETCH (UID {} FLAGS ", i + 1, m.uid).as_bytes(),
-                    );
-                    flag_list(&mut out, &m.flags);
-                    out.extend_from_slice(b")\r\n");
-                }
+            if let Ok(j) = fresh.binary_search_by_key(&m.uid, |f| f.uid)
+                && fresh[j].flags != m.flags
+            {
+                m.flags = fresh[j].flags.clone();
+                out.extend_from_slice(
+                    format!("* {} FETCH (UID {} FLAGS ", i + 1, m.uid).as_bytes(),
+                );
+                flag_list(&mut out, &m.flags);
+                out.extend_from_slice(b")\r\n");
             }
         }
         let added: Vec<MessageMeta> = fresh
@@ -538,8 +538,11 @@ impl Session {
         if self.user.is_none() {
             return match body {
                 C::StartTLS => {
-                    if self.tls || !self.can_starttls {
+                    if self.tls {
                         return cont(bad("TLS is already active"));
+                    }
+                    if !self.can_starttls {
+                        return cont(bad("STARTTLS is not available on this connection"));
                     }
                     Ok((ok("Begin TLS negotiation now"), Flow::StartTls))
                 }
@@ -670,13 +673,13 @@ impl Session {
         let r = match body {
             C::Check => ok("Check completed"),
             C::Close => {
-                if let Some(sel) = self.selected.take() {
-                    if !sel.read_only {
-                        // RFC 9051 §6.4.1: expunge silently.
-                        let removed = self.relay.store.expunge(user, &sel.name, None).await?;
-                        if !removed.is_empty() {
-                            self.changed();
-                        }
+                if let Some(sel) = self.selected.take()
+                    && !sel.read_only
+                {
+                    // RFC 9051 §6.4.1: expunge silently.
+                    let removed = self.relay.store.expunge(user, &sel.name, None).await?;
+                    if !removed.is_empty() {
+                        self.changed();
                     }
                 }
                 ok("Close completed")
@@ -881,9 +884,6 @@ impl Session {
             }];
             if let Some(su) = special_use(&mb.name) {
                 attrs.push(su);
-            }
-            if !lsub && mb.subscribed {
-                attrs.push("\\Subscribed");
             }
             let mut line = format!("* {verb} ({}) \"{DELIMITER}\" ", attrs.join(" ")).into_bytes();
             mailbox_out(&mut line, &mb.name);

@@ -388,7 +388,7 @@ async fn store_expunge_copy_move() {
     assert!(r.starts_with("b2 NO [ALREADYEXISTS]"), "{r}");
     let r = c.cmd("c", "LIST \"\" \"*\"").await;
     assert!(
-        r.contains("* LIST (\\HasNoChildren \\Trash \\Subscribed) \".\" Trash"),
+        r.contains("* LIST (\\HasNoChildren \\Trash) \".\" Trash"),
         "{r}"
     );
     assert!(r.contains(" INBOX\r\n"), "{r}");
@@ -529,6 +529,12 @@ async fn idle_sees_delivery() {
     c2.cmd("d", "EXPUNGE").await;
     let r = c.cmd("d", "NOOP").await;
     assert!(r.contains("* 1 EXPUNGE"), "{r}");
+    // APPEND to the selected mailbox: EXISTS before the tagged OK, and the other
+    // session hears of it too.
+    let r = c.cmd("e", "APPEND INBOX {3+}\r\nabc").await;
+    assert!(r.starts_with("* 1 EXISTS\r\ne OK [APPENDUID "), "{r}");
+    let r = c2.cmd("e", "NOOP").await;
+    assert_eq!(r, "* 1 EXISTS\r\ne OK NOOP completed\r\n");
 }
 
 #[tokio::test]
