@@ -401,6 +401,44 @@ mod tests {
         tags
     }
 
+    /// The `pgp` crate as an oracle (spec/crates.md): where it reads an encrypted message
+    /// the gate accepts, where it reads something else or nothing the gate refuses.
+    #[test]
+    fn pgp_parser_agrees() {
+        let pgp_says_encrypted = |armored: &str| {
+            pgp::composed::Message::from_string(armored).is_ok_and(|(m, _)| m.is_encrypted())
+        };
+        let mut cases: Vec<String> = Vec::new();
+        for (i, esk) in [Esk::TwoKeys, Esk::OneKey, Esk::Password]
+            .into_iter()
+            .enumerate()
+        {
+            cases.push(support::pgp_armored(
+                ArmorSpec {
+                    esk,
+                    ..ArmorSpec::default()
+                },
+                800 + i as u64,
+            ));
+        }
+        // Literal data, compressed data, a bare signature-like packet, not base64.
+        cases.push(support::armor_by_hand(
+            &[0xCB, 7, b'b', 0, 0, 0, 0, 0, b'x'],
+            true,
+        ));
+        cases.push(support::armor_by_hand(&[0xC8, 2, 0, 0], true));
+        cases.push(
+            "-----BEGIN PGP MESSAGE-----\r\n\r\nMeow!\r\n-----END PGP MESSAGE-----\r\n".to_string(),
+        );
+        let mut encrypted = 0;
+        for armored in &cases {
+            let ours = check_armored_payload(armored.as_bytes(), Direction::Outgoing);
+            assert_eq!(ours, pgp_says_encrypted(armored), "{armored}");
+            encrypted += usize::from(ours);
+        }
+        assert_eq!(encrypted, 3);
+    }
+
     #[test]
     fn armor_headers_gate_6() {
         let version = ArmorSpec {
