@@ -71,21 +71,17 @@ impl CreationLimits {
                 f.display()
             ));
         }
-        if let Some(load) = read_load_1m() {
-            if load > self.max_load_1m {
-                return Some(format!("load average {load} above {}", self.max_load_1m));
-            }
+        if let Some(load) = read_load_1m().filter(|l| *l > self.max_load_1m) {
+            return Some(format!("load average {load} above {}", self.max_load_1m));
         }
-        if let Some(avail) = read_mem_available() {
-            if avail < self.min_available_memory {
-                return Some(format!(
-                    "available memory {avail} below {}",
-                    self.min_available_memory
-                ));
-            }
+        if let Some(avail) = read_mem_available().filter(|a| *a < self.min_available_memory) {
+            return Some(format!(
+                "available memory {avail} below {}",
+                self.min_available_memory
+            ));
         }
         if let Ok(st) = nix::sys::statvfs::statvfs(&self.data_dir) {
-            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            let free = st.blocks_available() * st.fragment_size();
             if free < self.min_free_disk_space {
                 return Some(format!(
                     "free disk space {free} below {}",
