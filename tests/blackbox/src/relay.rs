@@ -224,6 +224,8 @@ impl Relay {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
+        // Plain text logs (tracing-subscriber honours NO_COLOR), readable in reports.
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("RELAYBOX_LOG").is_none() {
             cmd.env("RELAYBOX_LOG", "info");
         }
