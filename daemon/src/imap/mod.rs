@@ -5,9 +5,9 @@
 //! Modules: `wire` frames commands (literals, limits), `session` runs the state machine
 //! and handlers, `fetch`/`mime` render FETCH items, `search` evaluates SEARCH,
 //! `sequence` resolves sets, `metadata` holds the METADATA rules, `response` the syntax.
-//! COMPRESS=DEFLATE is not implemented and never advertised (even with
-//! `imap_compress = true`).
+//! COMPRESS=DEFLATE (`compress`) is offered after login iff `imap_compress = true`.
 
+mod compress;
 mod fetch;
 mod metadata;
 mod mime;
@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use crate::config::Config;
 use crate::net::Conn;
 use crate::server::Relay;
 use session::{Exit, Session};
@@ -36,7 +35,7 @@ use session::{Exit, Session};
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// The CAPABILITY list (IMAP-1, IMAP-2).
-pub fn capabilities(_config: &Config, tls: bool, authenticated: bool) -> String {
+pub fn capabilities(tls: bool, authenticated: bool, offer_compress: bool) -> String {
     let mut caps = vec!["IMAP4rev1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"];
     if !authenticated {
         if tls {
@@ -56,6 +55,9 @@ pub fn capabilities(_config: &Config, tls: bool, authenticated: bool) -> String 
             "QUOTA=RES-STORAGE",
             "METADATA",
         ]);
+        if offer_compress {
+            caps.push("COMPRESS=DEFLATE");
+        }
     }
     // IMAP-1: chatmail markers, before and after login.
     caps.extend(["XCHATMAIL", "XDELTAPUSH"]);
@@ -75,6 +77,13 @@ pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
         loop {
             match Box::pin(session.run(&mut conn)).await {
                 Exit::Close => break,
+                Exit::Compress => {
+                    let received = session.compress_started();
+                    let mut z = compress::Deflate::new(conn, received);
+                    // STARTTLS is over by now (login needs TLS): only Close remains.
+                    let _ = Box::pin(session.run(&mut z)).await;
+                    break;
+                }
                 Exit::StartTls => {
                     let upgraded = tokio::time::timeout(
                         std::time::Duration::from_secs(30),
@@ -110,5 +119,9 @@ pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut session = Session::new(relay, is_tls, false);
     session.greet();
-    let _ = Box::pin(session.run(&mut stream)).await;
+    if let Exit::Compress = Box::pin(session.run(&mut stream)).await {
+        let received = session.compress_started();
+        let mut z = compress::Deflate::new(stream, received);
+        let _ = Box::pin(session.run(&mut z)).await;
+    }
 }

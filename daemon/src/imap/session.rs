@@ -53,12 +53,15 @@ pub enum Exit {
     Close,
     /// STARTTLS accepted: upgrade the connection and run the loop again.
     StartTls,
+    /// COMPRESS DEFLATE accepted (RFC 4978): wrap the connection, run the loop again.
+    Compress,
 }
 
 enum Flow {
     Continue,
     Close,
     StartTls,
+    Compress,
 }
 
 /// Handler failures.
@@ -107,6 +110,8 @@ pub struct Session {
     events: Option<watch::Receiver<u64>>,
     selected: Option<Selected>,
     failed_logins: u32,
+    /// COMPRESS=DEFLATE is active.
+    compressed: bool,
     /// Written after the tagged reply, then the connection closes.
     bye_after: Option<&'static str>,
     out: Vec<u8>,
@@ -261,6 +266,7 @@ impl Session {
             events: None,
             selected: None,
             failed_logins: 0,
+            compressed: false,
             bye_after: None,
             out: Vec::new(),
             inbuf: InBuf::default(),
@@ -268,13 +274,21 @@ impl Session {
     }
 
     fn caps(&self) -> String {
-        capabilities(&self.relay.config, self.tls, self.user.is_some())
+        let offer_compress = self.relay.config.imap_compress && !self.compressed;
+        capabilities(self.tls, self.user.is_some(), offer_compress)
     }
 
     /// `* OK [CAPABILITY ...] ready` (IMAP-1).
     pub fn greet(&mut self) {
         let line = format!("* OK [CAPABILITY {}] Relaybox ready.\r\n", self.caps());
         self.out.extend_from_slice(line.as_bytes());
+    }
+
+    /// COMPRESS accepted: the bytes already received are compressed; hand them to the
+    /// decompressor.
+    pub fn compress_started(&mut self) -> Vec<u8> {
+        self.compressed = true;
+        self.inbuf.take_all()
     }
 
     /// STARTTLS done: forget pipelined bytes (RFC 9051 §6.2.1) and continue encrypted.
@@ -369,6 +383,12 @@ impl Session {
                             return Exit::Close;
                         }
                         return Exit::StartTls;
+                    }
+                    Flow::Compress => {
+                        if self.flush(io).await.is_err() {
+                            return Exit::Close;
+                        }
+                        return Exit::Compress;
                     }
                 },
             }
@@ -650,6 +670,13 @@ impl Session {
                     .await?,
             ),
             C::Idle => self.idle(io, tag).await,
+            // RFC 4978 §3: only when offered (IMAP-2: `imap_compress`), once.
+            C::Compress { .. } if self.relay.config.imap_compress => {
+                if self.compressed {
+                    return cont(no("Compression already active").code("COMPRESSIONACTIVE"));
+                }
+                Ok((ok("DEFLATE active"), Flow::Compress))
+            }
             C::Compress { .. } | C::Sort { .. } | C::Thread { .. } => {
                 cont(bad("Error in IMAP command: unknown command"))
             }

@@ -42,8 +42,14 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(|_| {})
+}
+
+fn harness_with(tweak: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let relay = Relay::open(config(dir.path())).expect("relay");
+    let mut config = config(dir.path());
+    tweak(&mut config);
+    let relay = Relay::open(config).expect("relay");
     Harness { relay, _dir: dir }
 }
 
@@ -702,4 +708,39 @@ async fn starttls_discards_pipelined_bytes_then_login_works() {
     assert!(r.starts_with("d OK"), "{r}");
     c.cmd("e", "LOGOUT").await;
     tokio::time::timeout(STEP, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn compress_deflate_when_configured() {
+    let h = harness_with(|c| c.imap_compress = true);
+    let mut c = login(&h, "judy").await;
+    let r = c.cmd("a", "CAPABILITY").await;
+    assert!(r.contains(" COMPRESS=DEFLATE"), "{r}");
+    append(&mut c, "b", "INBOX", &"compressible text ".repeat(500)).await;
+    // The command after COMPRESS is already compressed: send it in the same write.
+    c.send(b"c COMPRESS DEFLATE\r\n").await;
+    let r = c.until("c").await;
+    assert_eq!(r, "c OK DEFLATE active\r\n");
+    let mut z = Client {
+        io: super::compress::Deflate::new(c.io, std::mem::take(&mut c.buf)),
+        buf: Vec::new(),
+    };
+    let r = z.cmd("d", "CAPABILITY").await;
+    assert!(
+        r.contains("XCHATMAIL") && !r.contains("COMPRESS=DEFLATE"),
+        "{r}"
+    );
+    let r = z.cmd("e", "COMPRESS DEFLATE").await;
+    assert!(r.starts_with("e NO [COMPRESSIONACTIVE]"), "{r}");
+    z.cmd("f", "SELECT INBOX").await;
+    let r = z.cmd("g", "FETCH 1 BODY.PEEK[]").await;
+    assert!(r.contains(&"compressible text ".repeat(500)), "{r}");
+
+    // Not configured: neither offered nor accepted.
+    let h = harness();
+    let mut c = login(&h, "judy").await;
+    let r = c.cmd("a", "CAPABILITY").await;
+    assert!(!r.contains("COMPRESS"), "{r}");
+    let r = c.cmd("b", "COMPRESS DEFLATE").await;
+    assert!(r.starts_with("b BAD"), "{r}");
 }

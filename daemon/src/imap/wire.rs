@@ -50,6 +50,11 @@ impl InBuf {
         self.buf.clear();
     }
 
+    /// Take every buffered byte.
+    pub fn take_all(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
