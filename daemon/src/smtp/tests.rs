@@ -794,6 +794,29 @@ async fn dot_stuffing_round_trips() {
     );
 }
 
+#[tokio::test]
+async fn only_crlf_dot_crlf_ends_data() {
+    let h = start(Setup::default()).await;
+    let bob = h.account("bob").await;
+    let (mut c, alice) = logged_in(&h, "alice").await;
+    c.expect(&format!("MAIL FROM:<{alice}>"), 250).await;
+    c.expect(&format!("RCPT TO:<{bob}>"), 250).await;
+    c.expect("DATA", 354).await;
+    let mut data = encrypted(&alice, &bob);
+    // Smuggling attempts: `<LF>.<CR><LF>` and `.<LF>` are content, not the end.
+    data.extend_from_slice(b"x\n.\r\nRSET\r\n.\nNOOP\r\n.\r\n");
+    c.send(&data).await;
+    let r = c.reply().await;
+    assert_eq!(r.text(), "250 2.0.0 Ok: queued");
+    let stored = &h.inbox(&bob)[0];
+    assert!(
+        stored.ends_with(b"x\r\n\r\nRSET\r\n\r\nNOOP\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&stored[stored.len() - 40..])
+    );
+    c.expect("NOOP", 250).await;
+}
+
 // ---- line discipline ----------------------------------------------------------------
 
 #[tokio::test]

@@ -172,15 +172,18 @@ impl Wire {
     }
 
     /// Read a message after `354` up to the line `.` (RFC 5321 §4.1.1.4), removing the
-    /// leading dot of stuffed lines (§4.5.2). Only CRLF `.` CRLF ends the data; a line
-    /// ending in a bare LF is stored with CRLF. At most `limit` bytes are kept: a larger
-    /// message is read to its end and discarded.
+    /// leading dot of stuffed lines (§4.5.2). Only CRLF `.` CRLF ends the data (no
+    /// `<LF>.<CR><LF>` or `.<LF>` variants: SMTP smuggling); a line ending in a bare LF
+    /// is stored with CRLF. At most `limit` bytes are kept: a larger message is read to
+    /// its end and discarded.
     pub async fn read_data(&mut self, limit: u64) -> Result<Data, WireError> {
         let mut body: Vec<u8> = Vec::new();
         let mut too_big = false;
         let mut size: u64 = 0;
         // At the start of a line (the 354 reply counts as the CRLF before the first).
         let mut bol = true;
+        // ... and the previous line ended in CRLF, so `.` CRLF here ends the data.
+        let mut after_crlf = true;
         // The previous segment ended in CR (a line split across segments).
         let mut prev_cr = false;
         loop {
@@ -195,7 +198,7 @@ impl Wire {
                 }
             };
             let seg = &window[..seg_len];
-            if bol && complete && seg == b".\r\n" {
+            if after_crlf && seg == b".\r\n" {
                 self.consume(seg_len);
                 break;
             }
@@ -223,6 +226,7 @@ impl Wire {
             } else {
                 body.extend_from_slice(content);
             }
+            after_crlf = complete && !bare_lf;
             prev_cr = !complete && seg.last() == Some(&b'\r');
             bol = complete;
             self.consume(seg_len);
