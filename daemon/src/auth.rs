@@ -154,6 +154,9 @@ pub struct Auth {
     verified: Mutex<HashMap<String, [u8; 32]>>,
     cache_salt: [u8; 16],
     failures: Mutex<HashMap<String, Failures>>,
+    /// Password hash computations so far (creations and verifications), for tests and
+    /// metrics: a cached login adds none.
+    hash_runs: std::sync::atomic::AtomicU64,
 }
 
 impl Auth {
@@ -171,7 +174,18 @@ impl Auth {
             verified: Mutex::new(HashMap::new()),
             cache_salt: rand::random(),
             failures: Mutex::new(HashMap::new()),
+            hash_runs: Default::default(),
         }
+    }
+
+    /// How many password hashes were computed so far.
+    pub fn hash_runs(&self) -> u64 {
+        self.hash_runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_hash(&self) {
+        self.hash_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn rules(&self) -> &NameRules {
@@ -234,6 +248,7 @@ impl Auth {
                 Some(existing) => existing,
             },
         };
+        self.count_hash();
         let pw = password.to_string();
         let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &stored))
             .await
@@ -265,6 +280,7 @@ impl Auth {
             tracing::warn!("registration rejected: {reason}");
             return Err(AuthError::Failed);
         }
+        self.count_hash();
         let pw = password.to_string();
         let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
             .await
@@ -335,6 +351,97 @@ mod tests {
             .output()
             .expect("python3");
         assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), crypt);
+    }
+
+    fn test_auth(dir: &std::path::Path) -> Auth {
+        let text = format!(
+            "[params]\nmail_domain = 127.0.0.1\ndata_dir = {}\nmin_free_disk_space = 0\nmin_available_memory = 0\nmax_load_1m = 1000\n",
+            dir.display()
+        );
+        let config = Config::parse(&text).unwrap().config;
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        Auth::new(store, &config, Arc::new(crate::clock::SystemClock))
+    }
+
+    #[tokio::test]
+    async fn first_login_creates_then_cache_spares_rehashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = test_auth(dir.path());
+        let addr = "abcdefghi@[127.0.0.1]";
+        assert_eq!(
+            auth.login("ABCDEFGHI@[127.0.0.1]", "password-1")
+                .await
+                .unwrap(),
+            addr
+        );
+        assert_eq!(auth.hash_runs(), 1, "creation hashes once");
+        for _ in 0..5 {
+            auth.login(addr, "password-1").await.unwrap();
+        }
+        assert_eq!(auth.hash_runs(), 1, "cached logins do not re-hash");
+        // A wrong password is checked against the hash and never overwrites it.
+        assert!(matches!(
+            auth.login(addr, "password-2").await,
+            Err(AuthError::Failed)
+        ));
+        assert_eq!(auth.hash_runs(), 2);
+        auth.login(addr, "password-1").await.unwrap();
+        // Refused names create nothing.
+        assert!(auth.login("short@[127.0.0.1]", "password-1").await.is_err());
+        assert!(
+            auth.login("abcdefghi@example.org", "password-1")
+                .await
+                .is_err()
+        );
+        assert!(auth.login("abcdefgh2@[127.0.0.1]", "short").await.is_err());
+        assert!(auth.store.account("short@[127.0.0.1]").unwrap().is_none());
+        assert!(
+            auth.store
+                .account("abcdefgh2@[127.0.0.1]")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn kill_switch_blocks_creation_not_logins() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = test_auth(dir.path());
+        auth.login("abcdefghi@[127.0.0.1]", "password-1")
+            .await
+            .unwrap();
+        std::fs::write(dir.path().join("nocreate"), b"").unwrap();
+        assert!(auth.creation_refusal().unwrap().contains("nocreate"));
+        assert!(
+            auth.login("zzzzzzzzz@[127.0.0.1]", "password-1")
+                .await
+                .is_err()
+        );
+        assert!(
+            auth.store
+                .account("zzzzzzzzz@[127.0.0.1]")
+                .unwrap()
+                .is_none()
+        );
+        auth.forget("abcdefghi@[127.0.0.1]");
+        auth.login("abcdefghi@[127.0.0.1]", "password-1")
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn ten_concurrent_first_logins_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Arc::new(test_auth(dir.path()));
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.login("concurrnt@[127.0.0.1]", "password-1").await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
     }
 
     #[test]
