@@ -20,14 +20,14 @@ const START_ATTEMPTS: usize = 5;
 
 /// Path of the binary: `RELAYBOX_BIN`, else `<workspace>/target/debug/relaybox`.
 pub fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("RELAYBOX_BIN") {
-        return PathBuf::from(p);
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/debug/relaybox")
-        .components()
-        .collect::<PathBuf>();
-    if !path.exists() {
+    let path = match std::env::var_os("RELAYBOX_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/debug/relaybox")
+            .components()
+            .collect::<PathBuf>(),
+    };
+    if !path.is_file() {
         panic!(
             "relaybox binary not found at {}: run `cargo build -p relaybox` first \
              (or set RELAYBOX_BIN)",

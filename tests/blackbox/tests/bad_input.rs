@@ -549,6 +549,7 @@ async fn oversized_message_is_refused_and_session_survives() {
 /// Failed logins get slower, or the connection is closed after a few (ACC-11: keyed on
 /// the address, and a correct login is never slowed).
 fn assert_brake(times: &[Duration], closed_after: Option<usize>, what: &str) {
+    eprintln!("{what}: failed-login times {times:?}, closed after {closed_after:?} failures");
     if let Some(n) = closed_after {
         assert!(n <= 10, "{what}: closed only after {n} failures");
         return;
@@ -582,12 +583,12 @@ async fn failed_imap_login_flood() {
         match r {
             Ok(r) if r.status == "NO" || r.status == "BAD" => times.push(start.elapsed()),
             Ok(r) if r.status.is_empty() || r.status == "BYE" => {
-                closed_after = Some(i + 1);
+                closed_after = Some(times.len());
                 break;
             }
             Ok(r) => panic!("wrong password {i}: {r}"),
             Err(e) if e.is_closed() => {
-                closed_after = Some(i + 1);
+                closed_after = Some(times.len());
                 break;
             }
             Err(e) => panic!("wrong password {i}: {e}"),
@@ -622,12 +623,12 @@ async fn failed_smtp_auth_flood() {
         match s.try_cmd(&format!("AUTH PLAIN {token}")).await {
             Ok(r) if r.code == 535 => times.push(start.elapsed()),
             Ok(r) if r.code == 421 => {
-                closed_after = Some(i + 1);
+                closed_after = Some(times.len());
                 break;
             }
             Ok(r) => panic!("wrong password {i}: expected 535 (RFC 4954 §6), got {r}"),
             Err(e) if e.is_closed() => {
-                closed_after = Some(i + 1);
+                closed_after = Some(times.len());
                 break;
             }
             Err(e) => panic!("wrong password {i}: {e}"),
@@ -640,6 +641,36 @@ async fn failed_smtp_auth_flood() {
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "ACC-11: correct AUTH after a flood took {:?}",
+        start.elapsed()
+    );
+    assert_serving(&relay).await;
+}
+
+/// The brake keys on the address, not the connection (auth.rs: failures per address
+/// beyond a few are answered slowly): reconnecting does not reset it, and the right
+/// password is still answered at once (ACC-11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_across_connections_get_slower() {
+    let relay = Relay::start(&[]).await;
+    let a = Account::random();
+    create_account(&relay, &a).await;
+    let mut times = Vec::new();
+    for i in 0..10 {
+        let mut c = Imap::connect_tls(relay.imaps_addr()).await;
+        c.greeting().await;
+        let start = Instant::now();
+        let r = c.login(&a.addr, &format!("wrong-password-{i}")).await;
+        let took = start.elapsed();
+        assert_eq!(r.status, "NO", "wrong password {i}: {r}");
+        times.push(took);
+        drop(c);
+    }
+    assert_brake(&times, None, "IMAP, one failure per connection");
+    let start = Instant::now();
+    Imap::login_tls(&relay, &a).await.logout().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "ACC-11: correct login after a flood took {:?}",
         start.elapsed()
     );
     assert_serving(&relay).await;
