@@ -151,7 +151,7 @@ pub fn access_denied() -> SmtpReply {
 pub fn rate_limited(sender: &str) -> SmtpReply {
     r(
         450,
-        &format!("4.7.1: Too much mail from {sender}, slow down"),
+        &format!("4.7.1: Too much mail from <{sender}>, slow down"),
     )
 }
 /// SUB-5.

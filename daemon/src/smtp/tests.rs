@@ -704,7 +704,7 @@ async fn rate_limit_after_burst() {
     let r = c.expect(&format!("RCPT TO:<{bob}>"), 450).await;
     assert_eq!(
         r.text(),
-        format!("450 4.7.1: Too much mail from {alice}, slow down")
+        format!("450 4.7.1: Too much mail from <{alice}>, slow down")
     );
     assert_eq!(h.inbox(&bob).len(), 3);
 }
