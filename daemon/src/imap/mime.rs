@@ -45,10 +45,14 @@ fn parse_entity(raw: &[u8], range: Range<usize>, default: (&str, &str), depth: u
     let header = range.start..body_start;
     let body = body_start..range.end;
     let fields = header_fields(&raw[header.clone()]);
-    let (mtype, subtype, params) = match field(&fields, "content-type") {
+    let (mtype, subtype, mut params) = match field(&fields, "content-type") {
         Some(v) => parse_content_type(&v).unwrap_or_else(|| default_type(default)),
         None => default_type(default),
     };
+    // RFC 2045 §5.2: text without a charset is US-ASCII (reported as Dovecot does).
+    if mtype == "text" && param(&params, "charset").is_none() {
+        params.push(("charset".to_string(), "us-ascii".to_string()));
+    }
     let kind = if depth >= MAX_DEPTH {
         Kind::Leaf
     } else if mtype == "multipart" {
@@ -860,6 +864,14 @@ NIL NIL NIL \"<m1@example.org>\")"
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1)"
+        );
+        // A text type without charset reports US-ASCII.
+        let html = b"Content-Type: text/html\r\n\r\n<p>\r\n";
+        let mut out = Vec::new();
+        body_structure(&mut out, html, &parse(html), false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 1)"
         );
         // No header/body separator: all header.
         let root = parse(b"Subject: x\r\n");
