@@ -1288,7 +1288,7 @@ impl Session {
             return Ok(bad("No mailbox selected"));
         };
         if sel.read_only {
-            return Ok(no("Mailbox is read-only").code("READ-ONLY"));
+            return Ok(no("Mailbox is read-only"));
         }
         let uids: Vec<u32> = indices.iter().map(|&i| sel.msgs[i].uid).collect();
         let op = match kind {
@@ -1345,7 +1345,7 @@ impl Session {
             return Ok(bad("No mailbox selected"));
         };
         if is_move && sel.read_only {
-            return Ok(no("Mailbox is read-only").code("READ-ONLY"));
+            return Ok(no("Mailbox is read-only"));
         }
         if self.relay.store.mailbox(user, &dest)?.is_none() {
             return Ok(no("Mailbox doesn't exist").code("TRYCREATE"));
@@ -1408,7 +1408,7 @@ impl Session {
             return Ok(bad("No mailbox selected"));
         };
         if sel.read_only {
-            return Ok(no("Mailbox is read-only").code("READ-ONLY"));
+            return Ok(no("Mailbox is read-only"));
         }
         let only = only.map(|set| {
             let uids = sel.uids();

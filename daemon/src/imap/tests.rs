@@ -744,3 +744,67 @@ async fn compress_deflate_when_configured() {
     let r = c.cmd("b", "COMPRESS DEFLATE").await;
     assert!(r.starts_with("b BAD"), "{r}");
 }
+
+#[tokio::test]
+async fn mailbox_management() {
+    let h = harness();
+    let mut c = login(&h, "kate").await;
+    for (t, name) in [
+        ("a", "Drafts"),
+        ("b", "Junk"),
+        ("c", "\"Sent Messages\""),
+        ("d", "Archive"),
+    ] {
+        let r = c.cmd(t, &format!("CREATE {name}")).await;
+        assert!(r.starts_with(&format!("{t} OK")), "{r}");
+    }
+    let r = c.cmd("e", "CREATE INBOX").await;
+    assert!(r.starts_with("e NO"), "{r}");
+    let r = c.cmd("f", "LIST \"\" %").await;
+    assert!(
+        r.contains("* LIST (\\HasNoChildren \\Drafts) \".\" Drafts\r\n"),
+        "{r}"
+    );
+    assert!(
+        r.contains("* LIST (\\HasNoChildren \\Junk) \".\" Junk\r\n"),
+        "{r}"
+    );
+    assert!(
+        r.contains("* LIST (\\HasNoChildren \\Sent) \".\" \"Sent Messages\"\r\n"),
+        "{r}"
+    );
+    assert!(
+        r.contains("* LIST (\\HasNoChildren) \".\" Archive\r\n"),
+        "{r}"
+    );
+    let r = c.cmd("g", "LIST \"\" \"\"").await;
+    assert!(r.starts_with("* LIST (\\Noselect) \".\" \"\"\r\n"), "{r}");
+    let r = c.cmd("h", "UNSUBSCRIBE Junk").await;
+    assert!(r.starts_with("h OK"), "{r}");
+    let r = c.cmd("i", "LSUB \"\" *").await;
+    assert!(r.contains(" Drafts\r\n") && !r.contains(" Junk\r\n"), "{r}");
+    let r = c.cmd("j", "RENAME Archive Old").await;
+    assert!(r.starts_with("j OK"), "{r}");
+    let r = c.cmd("k", "RENAME Nope Other").await;
+    assert!(r.starts_with("k NO [NONEXISTENT]"), "{r}");
+    let r = c.cmd("l", "DELETE Old").await;
+    assert!(r.starts_with("l OK"), "{r}");
+    let r = c.cmd("m", "DELETE INBOX").await;
+    assert!(r.starts_with("m NO"), "{r}");
+    let names: Vec<String> = h
+        .relay
+        .store
+        .mailboxes(&format!("kate@{DOMAIN}"))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["Drafts", "INBOX", "Junk", "Sent Messages"]);
+    let r = c.cmd("n", "ENABLE CONDSTORE").await;
+    assert!(r.starts_with("* ENABLED\r\nn OK"), "{r}");
+    let r = c.cmd("o", "UNSELECT").await;
+    assert!(r.starts_with("o BAD"), "{r}");
+    c.cmd("p", "SELECT INBOX").await;
+    let r = c.cmd("q", "UNSELECT").await;
+    assert!(r.starts_with("q OK"), "{r}");
+}
