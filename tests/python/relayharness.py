@@ -123,6 +123,11 @@ class RelayProcess:
             "mail_domain": "127.0.0.1",
             "data_dir": str(self.data_dir),
             **{f"{k}_listen": f"127.0.0.1:{p}" for k, p in self.ports.items()},
+            # ACC-5.6 refuses account creation above these; a busy 2-core test machine
+            # (load > 5 while cargo builds) or a nearly full disk must not fail these tests.
+            "max_load_1m": 1000,
+            "min_available_memory": 1,
+            "min_free_disk_space": 1,
             **(params or {}),
         }
         self.proc: Optional[subprocess.Popen] = None
@@ -313,16 +318,21 @@ class Events:
         while self.next(0.001) is not None:
             pass
 
-    def wait_incoming(self, timeout: float, text: Optional[str] = None) -> Message:
-        """Wait for an IncomingMsg (with this exact text, if given) and return it."""
+    def wait_incoming(
+        self, timeout: float, text: Optional[str] = None, prefix: Optional[str] = None
+    ) -> Message:
+        """Wait for an IncomingMsg (with this exact text, or text starting with `prefix`,
+        if given) and return it."""
         acc = self.account
 
         def matches(ev):
-            if text is None:
+            if text is None and prefix is None:
                 return True
-            return acc.get_message_by_id(ev.msg_id).get_snapshot().text == text
+            got = acc.get_message_by_id(ev.msg_id).get_snapshot().text
+            return got == text if text is not None else got.startswith(prefix)
 
-        ev = self.wait(EventType.INCOMING_MSG, timeout, matches, what=repr(text) if text else "")
+        what = repr(text) if text is not None else (f"{prefix!r}..." if prefix else "")
+        ev = self.wait(EventType.INCOMING_MSG, timeout, matches, what=what)
         return acc.get_message_by_id(ev.msg_id)
 
 
@@ -373,19 +383,24 @@ def accepted_chat(sender: Client, receiver: Client):
 
 
 def wait_downloaded(client: Client, msg: Message, timeout: float) -> AttrDict:
-    """Wait until a received message is fully downloaded and return its snapshot."""
-    deadline = time.monotonic() + timeout
+    """Wait until a received message is fully downloaded and return its snapshot.
+
+    Core 2.65 sends a large attachment as a small pre-message (IncomingMsg, download
+    state `Available`, text `<text> [<name> – <size>]`) followed by the full message that
+    core downloads on its own; ask for it explicitly only if that does not happen."""
+    start = time.monotonic()
+    deadline = start + timeout
     requested = False
     while True:
         snap = msg.get_snapshot()
         state = snap.get("download_state")
-        if state in (None, "Done") and (snap.file or snap.view_type == "Text"):
+        if state == "Done" and snap.file:
             return snap
-        if state == "Available" and not requested:
+        if state == "Available" and not requested and time.monotonic() - start > 20:
             client.account._rpc.download_full_message(client.account.id, msg.id)
             requested = True
         if state in ("Failure", "Undecipherable"):
-            raise AssertionError(f"message {msg.id}: download state {state}")
+            raise AssertionError(f"message {msg.id}: download state {state}: {snap}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"message {msg.id} not downloaded within {timeout:.0f} s: {snap}")
         time.sleep(0.2)

@@ -94,8 +94,11 @@ def test_attachment_5mb(trio, tmp_path):
 
     chat = accepted_chat(a, b)
     chat.send_message(text="5 MB attachment", file=str(path))
-    msg = b.events.wait_incoming(180, "5 MB attachment")
+    # The IncomingMsg may be core's pre-message (text "<text> [<file> – 5 MiB]").
+    msg = b.events.wait_incoming(120, prefix="5 MB attachment")
     snap = wait_downloaded(b, msg, 120)
+    assert snap.text == "5 MB attachment", snap.text
+    assert snap.file_name == "payload.bin", snap.file_name
     assert snap.file, snap
     received = open(snap.file, "rb").read()
     assert len(received) == len(data)

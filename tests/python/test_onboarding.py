@@ -26,7 +26,7 @@ DELIVERY_TIMEOUT = 60
 def test_dclogin_account(relay, dc):
     a = dclogin_client(dc, relay)
     assert re.fullmatch(r"[a-z0-9]{9}@\[127\.0\.0\.1\]", a.addr)
-    assert a.account.get_config("addr") == a.addr
+    assert a.account.get_config("configured_addr") == a.addr
 
     # A second device with the same credentials logs in (the hash stored at creation
     # verifies) ...
@@ -91,7 +91,7 @@ def test_new_account(relay, dc):
     qr = url + ("&" + urllib.parse.urlencode(extra) if extra else "")
 
     fresh = online_client(dc, qr, email, password)
-    assert fresh.account.get_config("addr") == email
+    assert fresh.account.get_config("configured_addr") == email
 
     # Another POST gives another account.
     status2, _, body2 = relay.post_new("/new")
