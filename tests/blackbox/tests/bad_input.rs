@@ -22,17 +22,25 @@ enum Outcome {
 }
 
 async fn smtp_outcome(s: &mut Smtp) -> Outcome {
-    match s.read_reply().await {
+    let outcome = match s.read_reply().await {
         Ok(r) => Outcome::Reply(r),
         Err(ReadError::Timeout) => Outcome::Silent,
         Err(_) => Outcome::Closed,
-    }
+    };
+    eprintln!("SMTP outcome: {outcome:?}");
+    outcome
 }
 
 /// IMAP: the tagged status for `tag` (`OK`/`NO`/`BAD`/`+`); `*BAD` for an untagged
 /// BAD (RFC 9051 §7.1.3: allowed when the server cannot tell the command), `BYE` if
 /// the server said goodbye, `closed` if it just closed, `silent` if nothing came.
 async fn imap_outcome(c: &mut Imap, tag: &str) -> String {
+    let outcome = imap_outcome_inner(c, tag).await;
+    eprintln!("IMAP outcome for {tag}: {outcome}");
+    outcome
+}
+
+async fn imap_outcome_inner(c: &mut Imap, tag: &str) -> String {
     let prefix = format!("{tag} ");
     // Bounded: a few hundred unrelated lines at most.
     for _ in 0..500 {

@@ -50,26 +50,24 @@ async fn restart_keeps_accounts_and_messages() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_mid_burst_loses_no_acknowledged_message() {
-    let mut relay = Relay::start(&[
-        "max_user_send_per_minute = 100000",
-        "max_user_send_burst_size = 100000",
-    ])
-    .await;
-    const CLIENTS: usize = 4;
-    let senders: Vec<Account> = (0..CLIENTS).map(|_| Account::random()).collect();
-    let rcpts: Vec<Account> = (0..CLIENTS).map(|_| Account::random()).collect();
-    for r in &rcpts {
-        create_account(&relay, r).await;
-    }
-    let acked: Arc<Mutex<Vec<(usize, String)>>> = Arc::new(Mutex::new(Vec::new()));
+type Acked = Arc<Mutex<Vec<(usize, String)>>>;
+
+/// One client per sender, each sending to its own recipient over one session as fast
+/// as it can; `kill -9` once `threshold` messages of this round got `250`.
+async fn burst_then_kill(
+    relay: &mut Relay,
+    senders: &[Account],
+    rcpts: &[Account],
+    acked: &Acked,
+    threshold: usize,
+) {
+    let before = acked.lock().unwrap().len();
     let mut tasks = Vec::new();
-    for i in 0..CLIENTS {
-        let sender = senders[i].clone();
-        let rcpt = rcpts[i].addr.clone();
+    for (i, (sender, rcpt)) in senders.iter().zip(rcpts).enumerate() {
+        let sender = sender.clone();
+        let rcpt = rcpt.addr.clone();
         let acked = acked.clone();
-        let mut s = Smtp::login(&relay, &sender).await;
+        let mut s = Smtp::login(relay, &sender).await;
         tasks.push(tokio::spawn(async move {
             // Bounded: at most 2000 messages per client.
             for _ in 0..2000 {
@@ -85,11 +83,12 @@ async fn kill9_mid_burst_loses_no_acknowledged_message() {
     }
     // Kill once the burst is well under way (bounded wait).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while acked.lock().unwrap().len() < 40 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    while acked.lock().unwrap().len() - before < threshold && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     relay.kill9();
-    let killed_at = acked.lock().unwrap().len();
+    let at_kill = acked.lock().unwrap().len() - before;
     for t in tasks {
         match tokio::time::timeout(Duration::from_secs(20), t).await {
             Ok(Ok(Ok(()))) => {}
@@ -98,18 +97,19 @@ async fn kill9_mid_burst_loses_no_acknowledged_message() {
             Err(_) => panic!("a client did not notice the relay dying within 20 s"),
         }
     }
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        killed_at >= 1,
-        "no message was acknowledged before the kill"
+    assert!(at_kill >= 1, "no message was acknowledged before the kill");
+    eprintln!(
+        "{at_kill} messages acknowledged when kill -9 was sent, {} in all",
+        acked.lock().unwrap().len() - before
     );
-    eprintln!("{} messages acknowledged before kill -9", acked.len());
+}
 
-    // The store opens again.
-    relay.restart().await;
+/// Every acknowledged message is in its recipient's INBOX.
+async fn assert_all_acked_stored(relay: &Relay, rcpts: &[Account], acked: &Acked) {
+    let acked = acked.lock().unwrap().clone();
     let mut missing = Vec::new();
     for (i, r) in rcpts.iter().enumerate() {
-        let ids: HashSet<String> = Imap::fetch_inbox(&relay, r)
+        let ids: HashSet<String> = Imap::fetch_inbox(relay, r)
             .await
             .iter()
             .filter_map(|m| stored_message_id(m))
@@ -126,7 +126,30 @@ async fn kill9_mid_burst_loses_no_acknowledged_message() {
         missing.len(),
         acked.len()
     );
-    // Accounts created before the kill still log in, and the relay still accepts mail.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_burst_loses_no_acknowledged_message() {
+    let mut relay = Relay::start(&[
+        "max_user_send_per_minute = 100000",
+        "max_user_send_burst_size = 100000",
+    ])
+    .await;
+    const CLIENTS: usize = 4;
+    let senders: Vec<Account> = (0..CLIENTS).map(|_| Account::random()).collect();
+    let rcpts: Vec<Account> = (0..CLIENTS).map(|_| Account::random()).collect();
+    for r in &rcpts {
+        create_account(&relay, r).await;
+    }
+    let acked: Acked = Arc::new(Mutex::new(Vec::new()));
+    // Two rounds: the second one runs on a store that was itself recovered from a kill.
+    for threshold in [40, 100] {
+        burst_then_kill(&mut relay, &senders, &rcpts, &acked, threshold).await;
+        // The store opens again.
+        relay.restart().await;
+        assert_all_acked_stored(&relay, &rcpts, &acked).await;
+    }
+    // Accounts created before the kills still log in, and the relay still accepts mail.
     let m = encrypted_mail(&senders[0].addr, &[&rcpts[0].addr]);
     let r = Smtp::submit(&relay, &senders[0], &[&rcpts[0].addr], &m.bytes).await;
     assert_eq!(r.code, 250, "submission after restart: {r}");

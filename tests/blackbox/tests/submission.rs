@@ -304,6 +304,7 @@ async fn data_checks_of_sub6() {
     // message without any header is either unparsable or has no From (both SUB-6).
     let garbage = b"\x01\x02\x03 no header here at all\r\n\xff\xfe\r\n";
     let r = s.send_mail(&a.addr, &rcpt, garbage).await;
+    eprintln!("garbage DATA: {r}");
     assert!(
         r.last().starts_with("500 Failed to parse message: ")
             || r.last().trim_end() == "500 Invalid FROM header:",
