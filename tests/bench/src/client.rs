@@ -152,6 +152,15 @@ impl std::fmt::Display for Reply {
     }
 }
 
+/// The outcome of one transaction.
+pub struct Sent {
+    pub reply: Reply,
+    /// When the end-of-data `.` was written.
+    pub data_end: Instant,
+    /// When the final reply was read.
+    pub at: Instant,
+}
+
 /// An authenticated submission session (implicit TLS, the 465 equivalent).
 pub struct Smtp {
     s: Stream,
@@ -215,29 +224,45 @@ impl Smtp {
     }
 
     /// One transaction to one recipient; `data` is the dot-stuffed message ending in
-    /// CRLF. Returns the final reply and the instant it was read. A refusal at MAIL or
-    /// RCPT is returned as that reply (after RSET), not as an error.
-    pub async fn send(&mut self, to: &str, data: &[u8]) -> Result<(Reply, Instant)> {
+    /// CRLF. Returns the final reply, the instant the end of DATA was written and the
+    /// instant the reply was read. A refusal at MAIL or RCPT is returned as that reply
+    /// (after RSET), not as an error.
+    pub async fn send(&mut self, to: &str, data: &[u8]) -> Result<Sent> {
         let from = self.login.clone();
         write_all(&mut self.s, format!("MAIL FROM:<{from}>\r\n").as_bytes()).await?;
         let r = self.reply().await?;
         if r.code != 250 {
             self.command("RSET", 250).await?;
-            return Ok((r, Instant::now()));
+            let now = Instant::now();
+            return Ok(Sent {
+                reply: r,
+                data_end: now,
+                at: now,
+            });
         }
         write_all(&mut self.s, format!("RCPT TO:<{to}>\r\n").as_bytes()).await?;
         let r = self.reply().await?;
         if r.code != 250 {
             self.command("RSET", 250).await?;
-            return Ok((r, Instant::now()));
+            let now = Instant::now();
+            return Ok(Sent {
+                reply: r,
+                data_end: now,
+                at: now,
+            });
         }
         self.command("DATA", 354).await?;
         let mut body = Vec::with_capacity(data.len() + 5);
         body.extend_from_slice(data);
         body.extend_from_slice(b".\r\n");
         write_all(&mut self.s, &body).await?;
-        let r = self.reply().await?;
-        Ok((r, Instant::now()))
+        let data_end = Instant::now();
+        let reply = self.reply().await?;
+        Ok(Sent {
+            reply,
+            data_end,
+            at: Instant::now(),
+        })
     }
 
     /// `QUIT`, ignoring errors (the session is over either way).
