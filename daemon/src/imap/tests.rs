@@ -808,3 +808,120 @@ async fn mailbox_management() {
     let r = c.cmd("q", "UNSELECT").await;
     assert!(r.starts_with("q OK"), "{r}");
 }
+
+/// Random well-framed commands from a fixed vocabulary: every one gets its tagged
+/// reply and the session survives (no panic, no hang).
+#[tokio::test]
+async fn random_commands_always_get_a_tagged_reply() {
+    let h = harness();
+    let mut c = login(&h, "mallory").await;
+    append(&mut c, "p1", "INBOX", MULTIPART_FOR_FUZZ).await;
+    append(&mut c, "p2", "INBOX", "Subject: two\r\n\r\nx\r\n").await;
+    let verbs = [
+        "FETCH",
+        "UID FETCH",
+        "STORE",
+        "UID STORE",
+        "SEARCH",
+        "UID SEARCH",
+        "COPY",
+        "UID COPY",
+        "MOVE",
+        "UID MOVE",
+        "SELECT",
+        "EXAMINE",
+        "APPEND",
+        "LIST",
+        "LSUB",
+        "STATUS",
+        "GETMETADATA",
+        "SETMETADATA",
+        "EXPUNGE",
+        "UID EXPUNGE",
+        "CLOSE",
+        "NOOP",
+        "CREATE",
+        "DELETE",
+        "RENAME",
+        "SUBSCRIBE",
+        "CHECK",
+        "UNSELECT",
+        "GETQUOTA",
+        "GETQUOTAROOT",
+        "NAMESPACE",
+        "ENABLE",
+        "ID",
+        "CAPABILITY",
+        "XYZZY",
+        "LOGIN",
+    ];
+    let args = [
+        "1",
+        "*",
+        "1:*",
+        "2:3",
+        "0",
+        "4294967295",
+        "INBOX",
+        "\"\"",
+        "Trash",
+        "(FLAGS)",
+        "(BODY.PEEK[1.2.HEADER.FIELDS (A)]<0.5>)",
+        "BODY[]",
+        "BODY[2.MIME]",
+        "BODY[TEXT]<3.4>",
+        "(ENVELOPE BODYSTRUCTURE)",
+        "+FLAGS",
+        "-FLAGS.SILENT",
+        "(\\Seen)",
+        "(\\Deleted)",
+        "{3+}\r\nabc",
+        "NIL",
+        "(",
+        ")",
+        "\"x",
+        "ALL",
+        "OR",
+        "NOT",
+        "UID",
+        "1:2,5",
+        "SUBJECT",
+        "(/private/devicetoken \"t\")",
+        "(/shared/admin)",
+        "(MESSAGES UNSEEN)",
+        "%",
+        "*.x",
+        "SINCE",
+        "1-Jan-2024",
+        "RFC822",
+        "FAST",
+        "\"User quota\"",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for i in 0..400 {
+        let mut cmd = verbs[next(verbs.len())].to_string();
+        for _ in 0..next(5) {
+            cmd.push(' ');
+            cmd.push_str(args[next(args.len())]);
+        }
+        let tag = format!("f{i}");
+        let r = c.cmd(&tag, &cmd).await;
+        let last = Client::<tokio::io::DuplexStream>::tagged(&r);
+        assert!(
+            last.starts_with(&format!("{tag} OK"))
+                || last.starts_with(&format!("{tag} NO"))
+                || last.starts_with(&format!("{tag} BAD")),
+            "{cmd}: {r}"
+        );
+    }
+    let r = c.cmd("z", "NOOP").await;
+    assert!(r.contains("z OK"), "{r}");
+}
+
+const MULTIPART_FOR_FUZZ: &str = "Subject: one\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nfirst\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner\r\n--b--\r\n";
