@@ -430,7 +430,7 @@ impl Session {
                 | CommandBody::Search { uid: false, .. }
         );
         let always_sync = matches!(&cmd.body, CommandBody::Noop | CommandBody::Check);
-        let (reply, flow) = match Box::pin(self.dispatch(io, &tag, cmd.body)).await {
+        let (reply, flow) = match Box::pin(self.dispatch(io, cmd.body)).await {
             Ok(x) => x,
             Err(Fail::Store(e)) => {
                 tracing::warn!("store error: {e}");
@@ -531,7 +531,6 @@ impl Session {
     async fn dispatch<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
-        tag: &str,
         body: CommandBody<'_>,
     ) -> Result<(Reply, Flow), Fail> {
         use CommandBody as C;
@@ -579,7 +578,6 @@ impl Session {
                     let r = self
                         .authenticate(
                             io,
-                            tag,
                             &mechanism,
                             initial_response.map(|s| s.declassify().to_vec()),
                         )
@@ -669,7 +667,7 @@ impl Session {
                 self.set_metadata(&user, &mailbox, entry_values.as_ref())
                     .await?,
             ),
-            C::Idle => self.idle(io, tag).await,
+            C::Idle => self.idle(io).await,
             // RFC 4978 §3: only when offered (IMAP-2: `imap_compress`), once.
             C::Compress { .. } if self.relay.config.imap_compress => {
                 if self.compressed {
@@ -819,7 +817,6 @@ impl Session {
     async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
-        _tag: &str,
         mechanism: &AuthMechanism<'_>,
         initial: Option<Vec<u8>>,
     ) -> Result<Reply, Fail> {
@@ -1468,7 +1465,6 @@ impl Session {
     async fn idle<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
-        _tag: &str,
     ) -> Result<(Reply, Flow), Fail> {
         self.out.extend_from_slice(b"+ idling\r\n");
         if self.selected.is_some() {
