@@ -162,10 +162,19 @@ impl ServerCertVerifier for NoVerify {
 /// A TLS client configuration (ring, TLS 1.2 and 1.3, no certificate verification)
 /// offering the given ALPN protocols.
 pub fn tls_client_config(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    tls_client_config_versions(alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// Like [`tls_client_config`], limited to the given protocol versions (e.g. only
+/// `&rustls::version::TLS12` to check a server's minimum version).
+pub fn tls_client_config_versions(
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
+        .with_protocol_versions(versions)
+        .expect("ring supports TLS 1.2 and 1.3")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
         .with_no_client_auth();
@@ -176,9 +185,9 @@ pub fn tls_client_config(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 async fn tls_handshake(
     tcp: TcpStream,
     addr: SocketAddr,
-    alpn: &[&[u8]],
+    config: Arc<rustls::ClientConfig>,
 ) -> io::Result<TlsStream<TcpStream>> {
-    let connector = TlsConnector::from(tls_client_config(alpn));
+    let connector = TlsConnector::from(config);
     let name = ServerName::IpAddress(addr.ip().into());
     match timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
         Ok(r) => r,
@@ -226,11 +235,19 @@ impl LineConn {
 
     /// Implicit TLS connection (465, 993, 443).
     pub async fn connect_tls(addr: SocketAddr, alpn: &[&[u8]]) -> io::Result<LineConn> {
+        Self::connect_tls_with(addr, tls_client_config(alpn)).await
+    }
+
+    /// Implicit TLS connection with a given client configuration.
+    pub async fn connect_tls_with(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> io::Result<LineConn> {
         let plain = Self::connect(addr).await?;
         let Some(Stream::Plain(tcp)) = plain.stream else {
             unreachable!("fresh connection is plain")
         };
-        let tls = tls_handshake(tcp, addr, alpn).await?;
+        let tls = tls_handshake(tcp, addr, config).await?;
         Ok(Self::from_stream(Stream::Tls(Box::new(tls))))
     }
 
@@ -253,6 +270,14 @@ impl LineConn {
         matches!(self.stream, Some(Stream::Tls(_)))
     }
 
+    /// The negotiated TLS version, if TLS is active.
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        match &self.stream {
+            Some(Stream::Tls(s)) => s.get_ref().1.protocol_version(),
+            _ => None,
+        }
+    }
+
     /// The negotiated ALPN protocol, if any.
     pub fn alpn(&self) -> Option<Vec<u8>> {
         match &self.stream {
@@ -264,6 +289,15 @@ impl LineConn {
     /// Upgrade to TLS (STARTTLS). Fails if the server sent bytes after its "go ahead"
     /// reply that we have not consumed (they would be a protocol violation).
     pub async fn start_tls(&mut self, addr: SocketAddr, alpn: &[&[u8]]) -> io::Result<()> {
+        self.start_tls_with(addr, tls_client_config(alpn)).await
+    }
+
+    /// STARTTLS upgrade with a given client configuration.
+    pub async fn start_tls_with(
+        &mut self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> io::Result<()> {
         if !self.buf.is_empty() {
             return Err(io::Error::other(format!(
                 "server sent {} unexpected byte(s) before the TLS handshake: {:?}",
@@ -273,7 +307,7 @@ impl LineConn {
         }
         match self.stream.take() {
             Some(Stream::Plain(tcp)) => {
-                let tls = tls_handshake(tcp, addr, alpn).await?;
+                let tls = tls_handshake(tcp, addr, config).await?;
                 self.stream = Some(Stream::Tls(Box::new(tls)));
                 Ok(())
             }

@@ -120,6 +120,15 @@ impl Imap {
         }
     }
 
+    /// Wrap an established connection (e.g. TLS with a chosen configuration).
+    pub fn from_conn(conn: LineConn, addr: SocketAddr) -> Imap {
+        Imap {
+            conn,
+            addr,
+            next: 1,
+        }
+    }
+
     /// Read one server line, with any literals it contains.
     pub async fn read_line(&mut self) -> Result<Line, ReadError> {
         let mut line = Line::default();

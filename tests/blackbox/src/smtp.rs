@@ -81,6 +81,11 @@ impl Smtp {
         Smtp { conn, addr }
     }
 
+    /// Wrap an established connection (e.g. TLS with a chosen configuration).
+    pub fn from_conn(conn: LineConn, addr: SocketAddr) -> Smtp {
+        Smtp { conn, addr }
+    }
+
     /// Read one complete reply (all continuation lines).
     pub async fn read_reply(&mut self) -> Result<Reply, ReadError> {
         let mut lines = Vec::new();
