@@ -18,11 +18,16 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts with fresh ports when a port was taken between picking and binding.
 const START_ATTEMPTS: usize = 5;
 
-/// Path of the binary: `RELAYBOX_BIN`, else `<workspace>/target/debug/relaybox`.
+/// Path of the binary: `RELAYBOX_BIN`, else `$CARGO_TARGET_DIR/debug/relaybox` when
+/// that is set, else `<workspace>/target/debug/relaybox`.
 pub fn binary() -> PathBuf {
-    let path = match std::env::var_os("RELAYBOX_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = match (
+        std::env::var_os("RELAYBOX_BIN"),
+        std::env::var_os("CARGO_TARGET_DIR"),
+    ) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(t)) => PathBuf::from(t).join("debug/relaybox"),
+        (None, None) => Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../target/debug/relaybox")
             .components()
             .collect::<PathBuf>(),

@@ -352,3 +352,35 @@ async fn idle_sees_new_message() {
     );
     c.logout().await;
 }
+
+/// IMAP-7: ten concurrent sessions of one account work (all logged in and selected at
+/// the same time); ACC-8: another account may share the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_sessions_of_one_account() {
+    let relay = Relay::start(&[]).await;
+    let a = Account::random();
+    create_account(&relay, &a).await;
+    let mut sessions = Vec::new();
+    for _ in 0..10 {
+        let mut c = Imap::login_tls(&relay, &a).await;
+        assert_eq!(c.select("INBOX").await, 0);
+        sessions.push(c);
+    }
+    let m = encrypted_mail(&a.addr, &[&a.addr]);
+    let r = Smtp::submit(&relay, &a, &[&a.addr], &m.bytes).await;
+    assert_eq!(r.code, 250, "{r}");
+    for (i, c) in sessions.iter_mut().enumerate() {
+        let r = c.cmd("NOOP").await;
+        assert!(r.is_ok(), "session {i}: {r}");
+        let r = c.cmd("FETCH 1 (UID)").await;
+        assert!(r.is_ok(), "session {i} sees the new message: {r}");
+    }
+    for c in sessions {
+        c.logout().await;
+    }
+    // ACC-8.
+    let mut b = Account::random();
+    b.password = a.password.clone();
+    create_account(&relay, &b).await;
+    Imap::login_tls(&relay, &a).await.logout().await;
+}

@@ -30,13 +30,18 @@ async fn third_submission_connection_is_refused_421() {
         let r = s.send_mail(&a.addr, &[&a.addr], &m.bytes).await;
         assert_eq!(r.code, 250, "connection {i}: {r}");
     }
+    // Per submission port: 465 has its own slots while 587 is full.
+    let c465 = Account::random();
+    let m = encrypted_mail(&c465.addr, &[&a.addr]);
+    let r = Smtp::submit(&relay, &c465, &[&a.addr], &m.bytes).await;
+    assert_eq!(r.code, 250, "465 while 587 is full: {r}");
     // A freed slot admits a new connection.
     first.quit().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut fourth = Smtp::connect(relay.submission_addr()).await;
     let r = fourth.reply("connect after a slot was freed").await;
     assert_eq!(r.code, 220, "after one connection ended: {r}");
-    assert_eq!(Imap::fetch_inbox(&relay, &a).await.len(), 2);
+    assert_eq!(Imap::fetch_inbox(&relay, &a).await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
