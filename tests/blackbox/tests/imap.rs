@@ -384,3 +384,164 @@ async fn ten_concurrent_sessions_of_one_account() {
     create_account(&relay, &b).await;
     Imap::login_tls(&relay, &a).await.logout().await;
 }
+
+/// The value of one METADATA entry: `Some(bytes)` for a literal (IMAP-8), `None` for
+/// NIL; panics on any other form.
+async fn get_metadata(c: &mut Imap, mailbox: &str, key: &str) -> Option<Vec<u8>> {
+    let r = c.cmd(&format!("GETMETADATA {mailbox} {key}")).await;
+    assert!(r.is_ok(), "GETMETADATA {mailbox} {key}: {r}");
+    let line = r
+        .untagged
+        .iter()
+        .find(|l| l.text().starts_with("* METADATA "))
+        .unwrap_or_else(|| panic!("GETMETADATA {mailbox} {key}: no METADATA line: {r}"));
+    let prefix = format!("* METADATA {mailbox} ({key} ");
+    let text = line.text();
+    assert!(
+        text.starts_with(&prefix),
+        "GETMETADATA {mailbox} {key}: {text:?} does not start with {prefix:?}"
+    );
+    if text == format!("{prefix}NIL)") {
+        return None;
+    }
+    assert_eq!(
+        line.literals.len(),
+        1,
+        "IMAP-8: {key} value must be one literal: {text:?}"
+    );
+    assert!(text.ends_with(')'), "{text:?}");
+    Some(line.literals[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_metadata_keys() {
+    let relay = Relay::start(&[]).await;
+    let a = Account::random();
+    let mut c = Imap::login_tls(&relay, &a).await;
+    // §12, CFG-5: iroh_relay absent → https://<mail_domain>.
+    assert_eq!(
+        get_metadata(&mut c, "\"\"", "/shared/vendor/deltachat/irohrelay").await,
+        Some(b"https://127.0.0.1".to_vec()),
+        "CFG-5 default irohrelay"
+    );
+    assert_eq!(
+        get_metadata(&mut c, "\"\"", "/shared/vendor/deltachat/maxsmtprecipients").await,
+        Some(b"1000".to_vec())
+    );
+    for key in [
+        "/shared/admin",
+        "/shared/comment",
+        "/shared/vendor/deltachat/nosuchkey",
+    ] {
+        assert_eq!(
+            get_metadata(&mut c, "\"\"", key).await,
+            None,
+            "§12: {key} is NIL"
+        );
+    }
+    for key in ["/shared/vendor/deltachat/irohrelay", "/shared/comment"] {
+        let r = c.cmd(&format!("SETMETADATA \"\" ({key} \"x\")")).await;
+        assert!(
+            r.status == "NO" || r.status == "BAD",
+            "§12: SET {key} refused: {r}"
+        );
+    }
+    c.logout().await;
+
+    let relay = Relay::start(&[
+        "iroh_relay =   https://iroh.example.org  ",
+        "privacy_mail = privacy@example.org",
+    ])
+    .await;
+    let mut c = Imap::login_tls(&relay, &a).await;
+    assert_eq!(
+        get_metadata(&mut c, "\"\"", "/shared/vendor/deltachat/irohrelay").await,
+        Some(b"https://iroh.example.org".to_vec()),
+        "CFG-5: configured value, trimmed"
+    );
+    assert_eq!(
+        get_metadata(&mut c, "\"\"", "/shared/admin").await,
+        Some(b"mailto:privacy@example.org".to_vec()),
+        "§12 /shared/admin"
+    );
+    c.logout().await;
+
+    let relay = Relay::start(&["iroh_relay ="]).await;
+    let mut c = Imap::login_tls(&relay, &a).await;
+    assert_eq!(
+        get_metadata(&mut c, "\"\"", "/shared/vendor/deltachat/irohrelay").await,
+        None,
+        "CFG-5: empty iroh_relay → NIL"
+    );
+    c.logout().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_metadata_key() {
+    let relay = Relay::start(&[]).await;
+    let a = Account::random();
+    let mut c = Imap::login_tls(&relay, &a).await;
+    let value = get_metadata(&mut c, "\"\"", "/shared/vendor/deltachat/turn")
+        .await
+        .expect("§12/RT-2: /shared/vendor/deltachat/turn is NIL");
+    let value = String::from_utf8(value).expect("ASCII");
+    // §12: <mail_domain>:3478:<username>:<password>; RT-2: username = expiry (now + 5 d).
+    let mut parts = value.splitn(4, ':');
+    assert_eq!(parts.next(), Some("127.0.0.1"), "{value}");
+    assert_eq!(parts.next(), Some("3478"), "{value}");
+    let user: u64 = parts
+        .next()
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("RT-2: username is not a Unix time: {value}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let five_days = 5 * 86400;
+    assert!(
+        user.abs_diff(now + five_days) < 3600,
+        "RT-2: expiry {user} is not now + 5 days ({})",
+        now + five_days
+    );
+    let password = parts.next().unwrap_or("");
+    assert!(!password.is_empty(), "RT-2: empty password: {value}");
+    c.logout().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_reports_storage_in_kib() {
+    let relay = Relay::start(&["max_mailbox_size = 3M"]).await;
+    let a = Account::random();
+    create_account(&relay, &a).await;
+    let m = encrypted_mail(&a.addr, &[&a.addr]);
+    let r = Smtp::submit(&relay, &a, &[&a.addr], &m.bytes).await;
+    assert_eq!(r.code, 250, "{r}");
+    let mut c = Imap::login_tls(&relay, &a).await;
+    let r = c.cmd("GETQUOTAROOT INBOX").await;
+    assert!(r.is_ok(), "{r}");
+    // QUOTA-4, CFG-2: 3M = 3 MiB = 3072 KiB; one small message uses about 1 KiB.
+    let quota = r
+        .untagged_text()
+        .into_iter()
+        .find(|l| l.starts_with("* QUOTA "))
+        .unwrap_or_else(|| panic!("QUOTA-4: no * QUOTA line: {r}"));
+    let storage = quota
+        .split("(STORAGE ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("QUOTA-4: no STORAGE in {quota:?}"));
+    let nums: Vec<u64> = storage
+        .trim_end_matches(')')
+        .split(' ')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 2, "QUOTA-4: {quota:?}");
+    assert_eq!(nums[1], 3072, "QUOTA-4: limit in KiB: {quota:?}");
+    let used_kib = (m.bytes.len() as u64).div_ceil(1024);
+    assert!(
+        nums[0] >= used_kib.saturating_sub(1) && nums[0] <= used_kib + 1,
+        "QUOTA-4: usage {} KiB for one message of {} bytes",
+        nums[0],
+        m.bytes.len()
+    );
+    c.logout().await;
+}
