@@ -1032,8 +1032,9 @@ fn find_strace(fig: &mut Figures) -> Option<PathBuf> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         println!("strace missing: apt-get install -y strace");
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "strace"])
+        // Bounded in time like every other step.
+        let _ = Command::new("timeout")
+            .args(["300", "apt-get", "install", "-y", "strace"])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status();
         if ok("strace") {
