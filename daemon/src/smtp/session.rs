@@ -43,7 +43,7 @@ impl Default for Limits {
     }
 }
 
-/// One accepted recipient.
+/// The accepted recipients of a transaction.
 struct Recipients {
     /// Local accounts (canonical, `+ext` removed), without duplicates.
     local: Vec<String>,
@@ -195,10 +195,8 @@ impl Session {
                     self.send(wire, &reply::auth_needs_tls());
                     return Ok(Flow::Continue);
                 }
-                _ => {
-                    self.send(wire, &reply::must_starttls());
-                    return Ok(Flow::Continue);
-                }
+                // Counted: a peer cannot loop on refused commands forever.
+                _ => return Ok(self.error(wire, reply::must_starttls())),
             }
         }
         let cmd = match parsed {
