@@ -817,6 +817,25 @@ async fn only_crlf_dot_crlf_ends_data() {
     c.expect("NOOP", 250).await;
 }
 
+#[tokio::test]
+async fn long_data_lines_keep_their_bytes() {
+    let h = start(Setup::default()).await;
+    let bob = h.account("bob").await;
+    let (mut c, alice) = logged_in(&h, "alice").await;
+    let mut msg = encrypted(&alice, &bob);
+    // The CR of this line is the last byte of a 64 KiB read segment, its LF the first
+    // of the next: still one CRLF, and the following stuffed line is unstuffed.
+    let long = vec![b'x'; 64 * 1024 - 1];
+    msg.extend_from_slice(&long);
+    msg.extend_from_slice(b"\r\n.dot\r\n");
+    let r = send_mail(&mut c, &alice, &[&bob], &msg).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let stored = &h.inbox(&bob)[0];
+    let mut tail = long.clone();
+    tail.extend_from_slice(b"\r\n.dot\r\n");
+    assert!(stored.ends_with(&tail), "long line changed");
+}
+
 // ---- line discipline ----------------------------------------------------------------
 
 #[tokio::test]
