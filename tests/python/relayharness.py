@@ -230,13 +230,18 @@ class RelayProcess:
     def new_address(self) -> str:
         return f"{random_localpart()}@[127.0.0.1]"
 
-    def dclogin_url(self, addr: str, password: str) -> str:
-        """The dclogin: link of the brief / spec/client.md §2 with this relay's TLS ports."""
+    def dclogin_url(self, addr: str, password: str, starttls: bool = False) -> str:
+        """The dclogin: link of spec/client.md §2 with this relay's implicit-TLS ports
+        (993/465 equivalents), or with `starttls` its STARTTLS ports (143/587)."""
         p = urllib.parse.quote(password, safe="")
+        if starttls:
+            imap, smtp, sec = self.ports["imap"], self.ports["submission"], "starttls"
+        else:
+            imap, smtp, sec = self.ports["imaps"], self.ports["submissions"], "ssl"
         return (
             f"dclogin:{addr}?p={p}&v=1"
-            f"&ih=127.0.0.1&ip={self.ports['imaps']}&is=ssl"
-            f"&sh=127.0.0.1&sp={self.ports['submissions']}&ss=ssl&ic=3"
+            f"&ih=127.0.0.1&ip={imap}&is={sec}"
+            f"&sh=127.0.0.1&sp={smtp}&ss={sec}&ic=3"
         )
 
     def post_new(self, path: str = "/new", timeout: float = 10.0):

@@ -16,6 +16,7 @@ from relayharness import (
     dclogin_client,
     online_client,
     parse_json,
+    random_password,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -106,3 +107,19 @@ def test_new_account(relay, dc):
     accepted_chat(other, fresh).send_text("hello to /new")
     got = fresh.events.wait_incoming(DELIVERY_TIMEOUT, "hello to /new")
     assert got.get_snapshot().show_padlock
+
+
+def test_starttls_account(relay, dc):
+    """Core on the STARTTLS ports (143/587 equivalents): it offers ALPN `imap`/`smtp`
+    inside STARTTLS, which must not fail the handshake (PORT-3)."""
+    addr, password = relay.new_address(), random_password()
+    qr = relay.dclogin_url(addr, password, starttls=True)
+    s = online_client(dc, qr, addr, password)
+    transport = s.account.list_transports()[0]
+    assert (transport["imapSecurity"], transport["smtpSecurity"]) == ("starttls", "starttls")
+    assert transport["imapPort"] == relay.ports["imap"], transport
+    other = dclogin_client(dc, relay)
+    accepted_chat(s, other).send_text("via STARTTLS")
+    other.events.wait_incoming(DELIVERY_TIMEOUT, "via STARTTLS")
+    accepted_chat(other, s).send_text("to STARTTLS")
+    s.events.wait_incoming(DELIVERY_TIMEOUT, "to STARTTLS")
