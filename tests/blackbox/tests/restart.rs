@@ -154,3 +154,86 @@ async fn kill9_mid_burst_loses_no_acknowledged_message() {
     let r = Smtp::submit(&relay, &senders[0], &[&rcpts[0].addr], &m.bytes).await;
     assert_eq!(r.code, 250, "submission after restart: {r}");
 }
+
+/// The UID and `UIDVALIDITY` of a selected mailbox's messages, and their flags.
+async fn uid_state(c: &mut Imap) -> (String, Vec<String>) {
+    let r = c.cmd("STATUS INBOX (UIDVALIDITY UIDNEXT MESSAGES)").await;
+    assert!(r.is_ok(), "{r}");
+    let status = r
+        .untagged_text()
+        .into_iter()
+        .find(|l| l.starts_with("* STATUS"))
+        .unwrap_or_else(|| panic!("no STATUS line: {r}"));
+    let uidvalidity = status
+        .split("UIDVALIDITY ")
+        .nth(1)
+        .and_then(|s| s.split([' ', ')']).next())
+        .unwrap_or_else(|| panic!("no UIDVALIDITY in {status}"))
+        .to_string();
+    c.select("INBOX").await;
+    let r = c.cmd("FETCH 1:* (UID FLAGS)").await;
+    assert!(r.is_ok(), "{r}");
+    let mut lines: Vec<String> = r
+        .untagged_text()
+        .into_iter()
+        .filter(|l| l.contains(" FETCH "))
+        .map(|l| {
+            // Normalise: "* n FETCH (UID u FLAGS (…))" → "UID u FLAGS (…)" in a fixed order.
+            let uid = l
+                .split("UID ")
+                .nth(1)
+                .and_then(|s| s.split([' ', ')']).next())
+                .unwrap_or("?")
+                .to_string();
+            let mut flags: Vec<String> = l
+                .split("FLAGS (")
+                .nth(1)
+                .and_then(|s| s.split(')').next())
+                .unwrap_or("")
+                .split(' ')
+                .filter(|f| !f.is_empty() && !f.eq_ignore_ascii_case("\\Recent"))
+                .map(str::to_string)
+                .collect();
+            flags.sort();
+            format!("UID {uid} FLAGS ({})", flags.join(" "))
+        })
+        .collect();
+    lines.sort();
+    (uidvalidity, lines)
+}
+
+/// RFC 9051 §2.3.1.1: UIDs and UIDVALIDITY survive a restart; flags set with an OK
+/// survive a graceful stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_uids_uidvalidity_and_flags() {
+    let mut relay = Relay::start(&[]).await;
+    let a = Account::random();
+    create_account(&relay, &a).await;
+    for _ in 0..3 {
+        let m = encrypted_mail(&a.addr, &[&a.addr]);
+        let r = Smtp::submit(&relay, &a, &[&a.addr], &m.bytes).await;
+        assert_eq!(r.code, 250, "{r}");
+    }
+    let mut c = Imap::login_tls(&relay, &a).await;
+    assert_eq!(c.select("INBOX").await, 3);
+    let r = c.cmd("STORE 2 +FLAGS (\\Seen)").await;
+    assert!(r.is_ok(), "{r}");
+    let r = c.cmd("STORE 3 +FLAGS (\\Flagged $Custom)").await;
+    assert!(r.is_ok(), "{r}");
+    let before = uid_state(&mut c).await;
+    c.logout().await;
+    // A graceful stop (SIGTERM), then a start on the same data directory.
+    let status = relay.stop().await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM: relaybox did not exit cleanly within 10 s: {status:?}"
+    );
+    relay.restart().await;
+    let mut c = Imap::login_tls(&relay, &a).await;
+    let after = uid_state(&mut c).await;
+    assert_eq!(
+        after, before,
+        "UIDVALIDITY, UIDs and flags before vs after restart"
+    );
+    c.logout().await;
+}
