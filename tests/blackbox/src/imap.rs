@@ -351,3 +351,38 @@ pub fn exists_count(r: &Response) -> Option<u32> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_announcements() {
+        assert_eq!(
+            literal_len(b"* METADATA INBOX (/private/devicetoken {4}"),
+            Some(4)
+        );
+        assert_eq!(literal_len(b"A1 APPEND INBOX {12+}"), Some(12));
+        assert_eq!(literal_len(b"* OK done"), None);
+        assert_eq!(literal_len(b"* OK {x}"), None);
+        assert_eq!(literal_len(b"* OK {}"), None);
+    }
+
+    #[test]
+    fn capabilities_from_line_and_code() {
+        assert_eq!(
+            parse_capabilities("* OK [CAPABILITY IMAP4rev1 XCHATMAIL] ready"),
+            Some(vec!["IMAP4rev1".to_string(), "XCHATMAIL".to_string()])
+        );
+        assert_eq!(
+            parse_capabilities("* CAPABILITY IMAP4rev1 IDLE"),
+            Some(vec!["IMAP4rev1".to_string(), "IDLE".to_string()])
+        );
+        assert_eq!(parse_capabilities("* OK ready"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}

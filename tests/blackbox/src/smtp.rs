@@ -278,3 +278,35 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b".\r\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(dot_stuff(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n".to_vec());
+        assert_eq!(dot_stuff(b".x"), b"..x\r\n.\r\n".to_vec());
+        assert_eq!(dot_stuff(b""), b"\r\n.\r\n".to_vec());
+    }
+
+    #[test]
+    fn ehlo_keywords() {
+        let r = Reply {
+            code: 250,
+            lines: vec![
+                "250-relay.example".into(),
+                "250-SIZE 1000".into(),
+                "250 AUTH PLAIN".into(),
+            ],
+        };
+        assert_eq!(r.keyword("size"), Some("SIZE 1000"));
+        assert_eq!(r.keyword("AUTH"), Some("AUTH PLAIN"));
+        assert_eq!(
+            r.keyword("relay.example"),
+            None,
+            "the greeting line is no keyword"
+        );
+        assert_eq!(r.last(), "250 AUTH PLAIN");
+    }
+}
