@@ -234,9 +234,13 @@ impl ServerCertVerifier for NoVerify {
 }
 
 fn connector() -> tokio_rustls::TlsConnector {
+    connector_for(&rustls::version::TLS13)
+}
+
+fn connector_for(version: &'static rustls::SupportedProtocolVersion) -> tokio_rustls::TlsConnector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(&[version])
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
@@ -1054,4 +1058,34 @@ async fn mx_ip_literal_origin() {
     }
     // Inbound never queues outbound mail.
     assert!(h.relay.store.queued().unwrap().is_empty());
+}
+
+/// TLS-2: STARTTLS on 25 accepts TLS 1.2; submission insists on TLS 1.3.
+#[tokio::test]
+async fn starttls_versions_per_port() {
+    for (mode, tls12_ok) in [(Mode::Mx, true), (Mode::Submission, false)] {
+        let h = start(Setup {
+            mode,
+            ..Setup::default()
+        })
+        .await;
+        let (mut c, _) = Client::connect(h.addr).await;
+        c.expect("EHLO x", 250).await;
+        c.expect("STARTTLS", 220).await;
+        let inner = c.io.into_inner();
+        let name = ServerName::try_from(DOMAIN).unwrap();
+        let tls = tokio::time::timeout(
+            STEP,
+            connector_for(&rustls::version::TLS12).connect(name, inner),
+        )
+        .await
+        .expect("handshake in time");
+        assert_eq!(tls.is_ok(), tls12_ok, "{mode:?}");
+        if let Ok(tls) = tls {
+            let mut c = Client {
+                io: BufReader::new(Box::new(tls)),
+            };
+            c.expect("EHLO x", 250).await;
+        }
+    }
 }
