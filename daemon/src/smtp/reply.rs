@@ -22,7 +22,7 @@ pub fn mail_ok() -> SmtpReply {
 pub fn rcpt_ok() -> SmtpReply {
     r(250, "2.1.5 Ok")
 }
-/// SUB-… the durability promise: only after `Store::deliver` returned `Ok`.
+/// §10 "accepted": the durability promise, only after `Store::deliver` returned `Ok`.
 pub fn queued() -> SmtpReply {
     r(250, "2.0.0 Ok: queued")
 }

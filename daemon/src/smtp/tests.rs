@@ -451,7 +451,7 @@ async fn greeting_and_ehlo_before_tls() {
         "no AUTH before TLS: {ehlo:?}"
     );
     assert!(!ehlo.text().contains("CHUNKING"));
-    // SUB-… / §10: MAIL before STARTTLS.
+    // §10: MAIL before STARTTLS.
     let r = c.expect("MAIL FROM:<a@example.org>", 530).await;
     assert_eq!(r.text(), "530 5.7.0 Must issue a STARTTLS command first");
     // RFC 4954: AUTH before TLS refused.
