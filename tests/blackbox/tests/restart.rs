@@ -233,7 +233,84 @@ async fn restart_keeps_uids_uidvalidity_and_flags() {
     let after = uid_state(&mut c).await;
     assert_eq!(
         after, before,
-        "UIDVALIDITY, UIDs and flags before vs after restart"
+        "UIDVALIDITY, UIDs and flags: after restart (left) vs before (right)"
     );
     c.logout().await;
+}
+
+/// Account creation is durable once LOGIN answered OK (store: account creation is a
+/// durable job): after `kill -9` every acknowledged account still exists with its
+/// password — a lost one would be re-created by the next login with any password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_keeps_acknowledged_account_creations() {
+    use relaybox_blackbox::conn::LineConn;
+    let mut relay = Relay::start(&[]).await;
+    let created: Arc<Mutex<Vec<Account>>> = Arc::new(Mutex::new(Vec::new()));
+    let addr = relay.imaps_addr();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let created = created.clone();
+        tasks.push(tokio::spawn(async move {
+            // Bounded: at most 500 accounts per client.
+            for _ in 0..500 {
+                let Ok(conn) = LineConn::connect_tls(addr, &[]).await else {
+                    return;
+                };
+                let mut c = Imap::from_conn(conn, addr);
+                if c.read_line().await.is_err() {
+                    return;
+                }
+                let a = Account::random();
+                let cmd = format!(
+                    "LOGIN {} {}",
+                    relaybox_blackbox::imap::quote(&a.addr),
+                    relaybox_blackbox::imap::quote(&a.password)
+                );
+                match c.try_cmd(&cmd).await {
+                    Ok(r) if r.is_ok() => created.lock().unwrap().push(a),
+                    Ok(r) => panic!("first login refused: {r}"),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while created.lock().unwrap().len() < 30 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    relay.kill9();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .expect("client noticed the kill")
+            .expect("client task");
+    }
+    let created = created.lock().unwrap().clone();
+    assert!(
+        !created.is_empty(),
+        "no account was created before the kill"
+    );
+    eprintln!("{} accounts acknowledged before kill -9", created.len());
+    relay.restart().await;
+    let mut lost = Vec::new();
+    for a in &created {
+        let mut c = Imap::connect_tls(relay.imaps_addr()).await;
+        c.greeting().await;
+        let wrong = c.login(&a.addr, "a-wrong-password-9").await;
+        let right = c.login(&a.addr, &a.password).await;
+        if wrong.status != "NO" || !right.is_ok() {
+            lost.push(format!(
+                "{}: wrong → {}, right → {}",
+                a.addr, wrong.tagged, right.tagged
+            ));
+        }
+        drop(c);
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged accounts lost or changed after kill -9:\n{}",
+        lost.len(),
+        created.len(),
+        lost.join("\n")
+    );
 }
