@@ -283,6 +283,18 @@ impl Imap {
             .collect()
     }
 
+    /// `APPEND <mailbox> {n+}` with the message as a non-synchronizing literal
+    /// (RFC 7888 LITERAL+), never panicking (for sessions that may be cut).
+    pub async fn try_append(&mut self, mailbox: &str, msg: &[u8]) -> Result<Response, ReadError> {
+        let tag = self.tag();
+        let mut bytes =
+            format!("{tag} APPEND {} {{{}+}}\r\n", quote(mailbox), msg.len()).into_bytes();
+        bytes.extend_from_slice(msg);
+        bytes.extend_from_slice(b"\r\n");
+        self.conn.write_all(&bytes).await.map_err(ReadError::Io)?;
+        self.read_response(&tag).await
+    }
+
     /// `LOGOUT` (response not required).
     pub async fn logout(mut self) {
         let _ = self.try_cmd("LOGOUT").await;

@@ -314,3 +314,50 @@ async fn kill9_keeps_acknowledged_account_creations() {
         lost.join("\n")
     );
 }
+
+/// DESIGN.md principle 2: an IMAP `OK` after APPEND is sent only after the durable
+/// commit, so `kill -9` loses no acknowledged APPEND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_loses_no_acknowledged_append() {
+    let mut relay = Relay::start(&[]).await;
+    let accounts: Vec<Account> = (0..3).map(|_| Account::random()).collect();
+    let acked: Acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (i, a) in accounts.iter().enumerate() {
+        let mut c = Imap::login_tls(&relay, a).await;
+        let acked = acked.clone();
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            // Bounded: at most 2000 messages per client.
+            for _ in 0..2000 {
+                let m = encrypted_mail(&a.addr, &[&a.addr]);
+                match c.try_append("INBOX", &m.bytes).await {
+                    Ok(r) if r.is_ok() => acked.lock().unwrap().push((i, m.message_id)),
+                    Ok(r) => return Err(format!("APPEND refused: {r}")),
+                    Err(_) => return Ok(()),
+                }
+            }
+            Ok(())
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 60 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    relay.kill9();
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(20), t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("{e}"),
+            Ok(Err(e)) => panic!("client task: {e}"),
+            Err(_) => panic!("a client did not notice the relay dying within 20 s"),
+        }
+    }
+    eprintln!(
+        "{} APPENDs acknowledged before kill -9",
+        acked.lock().unwrap().len()
+    );
+    assert!(!acked.lock().unwrap().is_empty(), "no APPEND acknowledged");
+    relay.restart().await;
+    assert_all_acked_stored(&relay, &accounts, &acked).await;
+}
