@@ -123,3 +123,21 @@ def test_starttls_account(relay, dc):
     other.events.wait_incoming(DELIVERY_TIMEOUT, "via STARTTLS")
     accepted_chat(other, s).send_text("to STARTTLS")
     s.events.wait_incoming(DELIVERY_TIMEOUT, "to STARTTLS")
+
+
+def test_https_port_alpn(relay, dc):
+    """Core with IMAP and SMTP both on the HTTPS port (443 equivalent): it offers ALPN
+    `imap` resp. `smtp` there, and the relay's multiplexer must route by it (PORT-2;
+    autoconfig lists 443 for both)."""
+    addr, password = relay.new_address(), random_password()
+    https = relay.ports["https"]
+    qr = (
+        f"dclogin:{addr}?p={password}&v=1&ih=127.0.0.1&ip={https}&is=ssl"
+        f"&sh=127.0.0.1&sp={https}&ss=ssl&ic=3"
+    )
+    s = online_client(dc, qr, addr, password)
+    other = dclogin_client(dc, relay)
+    accepted_chat(s, other).send_text("via 443")
+    other.events.wait_incoming(DELIVERY_TIMEOUT, "via 443")
+    accepted_chat(other, s).send_text("to 443")
+    s.events.wait_incoming(DELIVERY_TIMEOUT, "to 443")
