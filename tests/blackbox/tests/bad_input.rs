@@ -413,6 +413,28 @@ async fn imap_unknown_and_out_of_state_commands() {
     let r = c.cmd("NOOP").await;
     assert!(r.is_ok(), "the session goes on: {r}");
     assert_eq!(c.select("INBOX").await, 0);
+    // Odd but well-formed, and malformed, sequence sets on an empty mailbox.
+    let r = c.cmd("UID FETCH 1:* (UID FLAGS)").await;
+    assert!(
+        r.is_ok(),
+        "UID FETCH 1:* on an empty mailbox (RFC 9051 §6.4.9): {r}"
+    );
+    for cmd in [
+        "FETCH 0 FLAGS",
+        "FETCH 99999999999 FLAGS",
+        "FETCH 1:2:3 FLAGS",
+        "UID FETCH x (FLAGS)",
+        "SEARCH (((((",
+        "FETCH 1 (BODY[",
+    ] {
+        let r = c.cmd(cmd).await;
+        assert!(r.status == "BAD" || r.status == "NO", "{cmd}: {r}");
+    }
+    let r = c.cmd("NOOP").await;
+    assert!(
+        r.is_ok(),
+        "the session goes on after malformed commands: {r}"
+    );
     c.logout().await;
     assert_serving(&relay).await;
 }
@@ -681,5 +703,29 @@ async fn failed_logins_across_connections_get_slower() {
         "ACC-11: correct login after a flood took {:?}",
         start.elapsed()
     );
+    assert_serving(&relay).await;
+}
+
+/// Many connections that never speak (plain and half-open TLS) do not keep the relay
+/// from serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_block_others() {
+    use relaybox_blackbox::conn::LineConn;
+    let relay = Relay::start(&[]).await;
+    let mut idle = Vec::new();
+    for addr in [
+        relay.submission_addr(),
+        relay.submissions_addr(),
+        relay.imap_addr(),
+        relay.imaps_addr(),
+        relay.smtp_addr(),
+    ] {
+        for _ in 0..40 {
+            // Plain TCP: for 465/993 this is a TLS handshake that never starts.
+            idle.push(LineConn::connect(addr).await.expect("connect"));
+        }
+    }
+    assert_serving(&relay).await;
+    drop(idle);
     assert_serving(&relay).await;
 }
