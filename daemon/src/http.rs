@@ -363,20 +363,18 @@ mod tests {
         }
     }
 
-    /// Limits that never refuse on a busy test machine.
-    fn relaxed(mut config: Config) -> Config {
-        config.max_load_1m = 1e9;
-        config.min_available_memory = 0;
-        config.min_free_disk_space = 0;
-        config
+    fn domain_config(dir: &Path, domain: &str) -> Config {
+        crate::testing::config(dir, domain)
     }
 
-    fn domain_config(dir: &Path, domain: &str) -> Config {
-        let mut c = Config::parse(&format!("[params]\nmail_domain = {domain}\n"))
-            .expect("config")
-            .config;
-        c.data_dir = dir.to_path_buf();
-        relaxed(c)
+    /// The dev config with system limits that never refuse on a busy test machine.
+    fn dev_config(dir: &Path) -> Config {
+        let mut c = Config::dev(dir.to_path_buf());
+        let t = crate::testing::config(dir, "127.0.0.1");
+        c.max_load_1m = t.max_load_1m;
+        c.min_available_memory = t.min_available_memory;
+        c.min_free_disk_space = t.min_free_disk_space;
+        c
     }
 
     struct Fixture {
@@ -400,7 +398,7 @@ mod tests {
         }
 
         fn dev() -> Fixture {
-            Fixture::new(|d| relaxed(Config::dev(d.to_path_buf())))
+            Fixture::new(dev_config)
         }
 
         fn router(&self, peer: &str) -> Router {
@@ -577,7 +575,7 @@ mod tests {
         assert!(reason.contains("nocreate"), "{reason}");
         // ACC-5.6 limits as well.
         let f = Fixture::new(|d| {
-            let mut c = relaxed(Config::dev(d.to_path_buf()));
+            let mut c = dev_config(d);
             c.min_free_disk_space = u64::MAX;
             c
         });
@@ -800,61 +798,6 @@ mod tests {
         assert_eq!(xml_escape("a&b<c>\"'"), "a&amp;b&lt;c&gt;&quot;&apos;");
     }
 
-    /// Accepts the relay's own certificate only (pinned by its DER bytes).
-    #[derive(Debug)]
-    struct Pinned {
-        cert: rustls_pki_types::CertificateDer<'static>,
-        provider: Arc<rustls::crypto::CryptoProvider>,
-    }
-
-    impl rustls::client::danger::ServerCertVerifier for Pinned {
-        fn verify_server_cert(
-            &self,
-            end_entity: &rustls_pki_types::CertificateDer<'_>,
-            _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-            _server_name: &rustls_pki_types::ServerName<'_>,
-            _ocsp: &[u8],
-            _now: rustls_pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            if end_entity.as_ref() == self.cert.as_ref() {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            } else {
-                Err(rustls::Error::General("unexpected certificate".into()))
-            }
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls_pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls_pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.provider
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-
     /// Send one raw HTTP/1.1 request and read the reply until the server closes.
     async fn raw_exchange<S>(mut stream: S, request: &str) -> (String, String)
     where
@@ -909,15 +852,12 @@ mod tests {
             f.relay.config.data_dir.join("tls").join("cert.pem"),
         )
         .expect("relay certificate");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client_config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { cert, provider }))
-            .with_no_client_auth();
+        let connector = crate::testing::tls_connector(
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+            Some(cert),
+        );
         let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config))
+        let tls = connector
             .connect(name, tcp)
             .await
             .expect("client handshake");

@@ -17,3 +17,6 @@ pub mod server;
 pub mod smtp;
 pub mod store;
 pub mod tls;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::config::{Config, Listeners, Mode};
+use crate::config::Config;
 use crate::server::Relay;
 use crate::store::Delivery;
 
@@ -16,24 +16,12 @@ const PASSWORD: &str = "correct-horse-battery";
 const MAX_MESSAGE: u64 = 100_000;
 
 fn config(dir: &Path) -> Config {
-    Config {
-        mail_domain: DOMAIN.into(),
-        mode: Mode::Domain,
-        max_mailbox_size: 500 << 20,
-        max_message_size: MAX_MESSAGE,
-        username_min_length: 3,
-        username_max_length: 20,
-        password_min_length: 9,
-        max_load_1m: 1e9,
-        min_available_memory: 0,
-        min_free_disk_space: 0,
-        iroh_relay: None,
-        imap_compress: false,
-        privacy_mail: "privacy@relay.test".into(),
-        data_dir: dir.to_path_buf(),
-        listen: Listeners::default(),
-        ..Config::dev(dir.to_path_buf())
-    }
+    let mut c = crate::testing::config(dir, DOMAIN);
+    c.max_message_size = MAX_MESSAGE;
+    c.username_min_length = 3;
+    c.username_max_length = 20;
+    c.privacy_mail = "privacy@relay.test".into();
+    c
 }
 
 struct Harness {
@@ -617,51 +605,6 @@ async fn bad_input_keeps_the_session() {
 
 // ---- STARTTLS over loopback TCP -----------------------------------------------------
 
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[tokio::test]
 async fn starttls_discards_pipelined_bytes_then_login_works() {
     let h = harness();
@@ -684,14 +627,7 @@ async fn starttls_discards_pipelined_bytes_then_login_works() {
     let r = c.until("a").await;
     assert_eq!(r, "a OK Begin TLS negotiation now\r\n");
     assert!(c.buf.is_empty());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
+    let connector = crate::testing::tls_connector(&[&rustls::version::TLS13], None);
     let name = rustls_pki_types::ServerName::try_from(DOMAIN).unwrap();
     let tls = connector.connect(name, c.io).await.expect("handshake");
     let mut c = Client {

@@ -7,15 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Limits, Mode, serve_with};
-use crate::config::{self, Config, Listeners};
+use crate::config::Config;
 use crate::net::Conn;
 use crate::server::Relay;
 
@@ -26,48 +23,15 @@ const STEP: Duration = Duration::from_secs(20);
 
 // ---- relay and listener -------------------------------------------------------------
 
-// The update keeps this compiling while the config struct gains keys.
-#[allow(clippy::needless_update)]
 fn config(dir: &Path, mail_domain: &str) -> Config {
-    let mode = match mail_domain.parse() {
-        Ok(ip) => config::Mode::IpOnly(ip),
-        Err(_) => config::Mode::Domain,
-    };
-    Config {
-        mail_domain: mail_domain.into(),
-        mode,
-        max_user_send_per_minute: 60,
-        max_user_send_burst_size: 100,
-        max_mailbox_size: 500 << 20,
-        max_message_size: MAX_SIZE,
-        delete_mails_after: 20,
-        delete_large_after: 7,
-        delete_inactive_users_after: 90,
-        username_min_length: 3,
-        username_max_length: 20,
-        password_min_length: 9,
-        max_load_1m: 1e9,
-        min_available_memory: 0,
-        min_free_disk_space: 0,
-        max_imap_connections: 100,
-        max_smtp_connections: 100,
-        tls_external_cert_and_key: None,
-        www_folder: None,
-        disable_ipv6: true,
-        acme_email: String::new(),
-        iroh_relay: None,
-        mtail_address: None,
-        imap_rawlog: false,
-        imap_compress: false,
-        privacy_postal: String::new(),
-        privacy_mail: String::new(),
-        privacy_pdo: String::new(),
-        privacy_supervisor: String::new(),
-        data_dir: dir.to_path_buf(),
-        listen: Listeners::default(),
-        // Keys this session does not read (the struct grows with the parser).
-        ..Config::dev(dir.to_path_buf())
-    }
+    let mut c = crate::testing::config(dir, mail_domain);
+    c.max_user_send_burst_size = 100;
+    c.max_message_size = MAX_SIZE;
+    c.username_min_length = 3;
+    c.username_max_length = 20;
+    c.max_imap_connections = 100;
+    c.max_smtp_connections = 100;
+    c
 }
 
 /// A relay with one SMTP listener on 127.0.0.1.
@@ -188,64 +152,12 @@ struct Client {
     io: BufReader<Box<dyn Io>>,
 }
 
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn connector() -> tokio_rustls::TlsConnector {
     connector_for(&rustls::version::TLS13)
 }
 
 fn connector_for(version: &'static rustls::SupportedProtocolVersion) -> tokio_rustls::TlsConnector {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    crate::testing::tls_connector(&[version], None)
 }
 
 async fn tls_over<S: Io + 'static>(stream: S) -> Box<dyn Io> {

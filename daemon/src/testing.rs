@@ -1,0 +1,92 @@
+//! Test support shared by the in-crate session tests: a config for a relay on a
+//! temporary directory, and a TLS client that accepts the relay's self-signed
+//! certificate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::config::Config;
+
+/// A config for `mail_domain` with its data in `dir`, default listeners (tests call the
+/// sessions directly; nothing binds them), and system limits
+/// (load, memory, disk) that never refuse on a busy test machine.
+pub fn config(dir: &Path, mail_domain: &str) -> Config {
+    let mut c = Config::parse(&format!(
+        "[params]\nmail_domain = {mail_domain}\ndata_dir = {}\n",
+        dir.display()
+    ))
+    .expect("test config")
+    .config;
+    c.max_load_1m = 1e9;
+    c.min_available_memory = 0;
+    c.min_free_disk_space = 0;
+    c
+}
+
+/// Accepts any certificate, or only `pinned` when given; signatures are still checked.
+#[derive(Debug)]
+struct TestVerifier {
+    pinned: Option<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for TestVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match &self.pinned {
+            Some(cert) if cert.as_ref() != end_entity.as_ref() => {
+                Err(rustls::Error::General("unexpected certificate".into()))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS client limited to `versions` that trusts any certificate (or only `pinned`).
+pub fn tls_connector(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    pinned: Option<CertificateDer<'static>>,
+) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(TestVerifier { pinned, provider }))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
