@@ -108,6 +108,18 @@ impl Imap {
         }
     }
 
+    /// Plain TCP from a chosen local address (e.g. `127.0.0.2`).
+    pub async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> Imap {
+        let conn = LineConn::connect_from(local, addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to IMAP {addr} from {local}: {e}"));
+        Imap {
+            conn,
+            addr,
+            next: 1,
+        }
+    }
+
     /// Implicit TLS (993).
     pub async fn connect_tls(addr: SocketAddr) -> Imap {
         let conn = LineConn::connect_tls(addr, &[])

@@ -90,6 +90,8 @@ pub struct Relay {
     dir: TempDir,
     pub ports: Ports,
     extra: Vec<String>,
+    /// Extra environment for the process (e.g. `RELAYBOX_LOG=debug`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Number of processes spawned so far (names the log files).
     runs: u32,
@@ -103,6 +105,11 @@ impl Relay {
     /// Start a relay with the base config plus `extra_ini_lines` (under `[params]`), and
     /// wait until it accepts connections. Panics with the relay's stderr on failure.
     pub async fn start(extra_ini_lines: &[&str]) -> Relay {
+        Self::start_with_env(extra_ini_lines, &[]).await
+    }
+
+    /// Like [`Relay::start`], with extra environment variables for the process.
+    pub async fn start_with_env(extra_ini_lines: &[&str], env: &[(&str, &str)]) -> Relay {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::Builder::new()
@@ -113,6 +120,10 @@ impl Relay {
                 dir,
                 ports: Ports::pick(),
                 extra: extra_ini_lines.iter().map(|s| s.to_string()).collect(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 child: None,
                 runs: 0,
             };
@@ -142,6 +153,7 @@ impl Relay {
             dir,
             ports: Ports::pick(),
             extra: extra_ini_lines.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             child: None,
             runs: 0,
         };
@@ -233,6 +245,9 @@ impl Relay {
         cmd.env("NO_COLOR", "1");
         if std::env::var_os("RELAYBOX_LOG").is_none() {
             cmd.env("RELAYBOX_LOG", "info");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         self.child = Some(cmd.spawn()?);
         Ok(())
