@@ -14,10 +14,7 @@ from __future__ import annotations
 import pytest
 from deltachat_rpc_client import DeltaChat, Rpc
 
-from relayharness import RelayProcess, rpc_server_binary
-
-# Relays running now, so a failing test can show their logs.
-_ACTIVE: list[RelayProcess] = []
+from relayharness import ACTIVE_RELAYS, RelayProcess, rpc_server_binary
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +23,11 @@ def relay(request, tmp_path_factory):
     params = getattr(request.module, "RELAY_PARAMS", {})
     proc = RelayProcess(tmp_path_factory.mktemp(f"relay-{name}"), name, params)
     proc.start()
-    _ACTIVE.append(proc)
+    ACTIVE_RELAYS.append(proc)
     try:
         yield proc
     finally:
-        _ACTIVE.remove(proc)
+        ACTIVE_RELAYS.remove(proc)
         proc.stop(check=True)
 
 
@@ -46,7 +43,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for proc in _ACTIVE:
+        for proc in ACTIVE_RELAYS:
             alive = "running" if proc.alive() else "NOT RUNNING"
             report.sections.append(
                 (f"relay {proc.name} ({alive}) log", proc.log_tail()),

@@ -46,6 +46,17 @@ LISTEN_KEYS = (
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
+# `relaybox dev` ports (README).
+DEV_PORTS = {
+    "smtp": 2525,
+    "submission": 1587,
+    "submissions": 1465,
+    "imap": 1143,
+    "imaps": 1993,
+    "https": 1443,
+    "http": 1080,
+}
+
 # How long the relay may take to bind all its ports after start.
 START_TIMEOUT = 30.0
 # How long the relay may take to exit after SIGTERM before it is killed.
@@ -105,6 +116,10 @@ def insecure_tls() -> ssl.SSLContext:
     return ctx
 
 
+# Relays running now, so a failing test can show their logs (conftest.py).
+ACTIVE_RELAYS: list["RelayProcess"] = []
+
+
 class RelayCrashed(Exception):
     pass
 
@@ -112,13 +127,21 @@ class RelayCrashed(Exception):
 class RelayProcess:
     """One running `relaybox serve --config <dir>/chatmail.ini` on free loopback ports."""
 
-    def __init__(self, workdir: Path, name: str, params: Optional[dict] = None):
+    def __init__(
+        self, workdir: Path, name: str, params: Optional[dict] = None, dev: bool = False
+    ):
+        """`dev`: run `relaybox dev --data-dir <dir>` (fixed ports DEV_PORTS, no
+        config file) instead of `relaybox serve --config <dir>/chatmail.ini`."""
         self.workdir = workdir
         self.name = name
+        self.dev = dev
         self.data_dir = workdir / "data"
         self.config_path = workdir / "chatmail.ini"
         self.log_path = workdir / "relay.log"
-        self.ports = dict(zip(LISTEN_KEYS, free_ports(len(LISTEN_KEYS))))
+        if dev:
+            self.ports = dict(DEV_PORTS)
+        else:
+            self.ports = dict(zip(LISTEN_KEYS, free_ports(len(LISTEN_KEYS))))
         self.params = {
             "mail_domain": "127.0.0.1",
             "data_dir": str(self.data_dir),
@@ -145,13 +168,17 @@ class RelayProcess:
         if not binary.exists():
             raise RuntimeError(f"{binary} does not exist: run `cargo build -p relaybox` first")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.write_config()
+        if self.dev:
+            argv = [str(binary), "dev", "--data-dir", str(self.data_dir)]
+        else:
+            self.write_config()
+            argv = [str(binary), "serve", "--config", str(self.config_path)]
         env = dict(os.environ)
         env.setdefault("RELAYBOX_LOG", "info")
         env["NO_COLOR"] = "1"  # plain log file (tracing-subscriber honours NO_COLOR)
         self._log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(binary), "serve", "--config", str(self.config_path)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -216,6 +243,12 @@ class RelayProcess:
             return dest
         except OSError:
             return None
+
+    def log_text(self) -> str:
+        try:
+            return ANSI_ESCAPE.sub("", self.log_path.read_text(errors="replace"))
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 80) -> str:
         try:

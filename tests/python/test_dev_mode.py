@@ -1,0 +1,71 @@
+"""`relaybox dev` (the README's first command) with the real client: the printed
+`dclogin:` link gives a working account, and a second account on the fixed dev ports
+exchanges messages with it."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.parse
+
+import pytest
+
+from relayharness import (
+    ACTIVE_RELAYS,
+    DEV_PORTS,
+    RelayProcess,
+    accepted_chat,
+    dclogin_client,
+    online_client,
+    port_accepts,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+DELIVERY_TIMEOUT = 60
+# Dev mode keeps the default max_load_1m = 5 (ACC-5.6): above it no account is created.
+MAX_LOAD = 4.0
+
+
+@pytest.fixture(scope="module")
+def dev_relay(tmp_path_factory):
+    busy = sorted(k for k, p in DEV_PORTS.items() if port_accepts(p))
+    if busy:
+        pytest.skip(f"dev ports in use ({', '.join(busy)}): is a `relaybox dev` running?")
+    deadline = time.monotonic() + 120
+    while os.getloadavg()[0] > MAX_LOAD:
+        if time.monotonic() > deadline:
+            pytest.skip(f"1-minute load {os.getloadavg()[0]:.1f} stays above {MAX_LOAD}")
+        time.sleep(2)
+    proc = RelayProcess(tmp_path_factory.mktemp("relay-dev"), "test_dev_mode", dev=True)
+    proc.start()
+    ACTIVE_RELAYS.append(proc)
+    try:
+        yield proc
+    finally:
+        ACTIVE_RELAYS.remove(proc)
+        proc.stop(check=True)
+
+
+
+def test_dev_banner_link_works(dev_relay, dc):
+    links = re.findall(r"dclogin:\S+", dev_relay.log_text())
+    assert links, "relaybox dev printed no dclogin: link\n" + dev_relay.log_tail()
+    link = links[0]
+    addr_part, _, query = link[len("dclogin:") :].partition("?")
+    addr = urllib.parse.unquote(addr_part)
+    params = dict(urllib.parse.parse_qsl(query))
+    assert re.fullmatch(r"[a-z0-9]{9}@\[127\.0\.0\.1\]", addr), link
+    assert params.get("ih") == "127.0.0.1" and params.get("sh") == "127.0.0.1", link
+    assert params.get("ic") == "3" and params.get("v") == "1", link
+    assert params.get("ip") == str(DEV_PORTS["imaps"]), link
+    assert params.get("sp") == str(DEV_PORTS["submissions"]), link
+
+    first = online_client(dc, link, addr, params["p"])
+    assert first.account.get_config("configured_addr") == addr
+    second = dclogin_client(dc, dev_relay)
+    accepted_chat(first, second).send_text("dev mode hello")
+    second.events.wait_incoming(DELIVERY_TIMEOUT, "dev mode hello")
+    accepted_chat(second, first).send_text("dev mode reply")
+    first.events.wait_incoming(DELIVERY_TIMEOUT, "dev mode reply")
