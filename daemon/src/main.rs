@@ -77,7 +77,8 @@ fn main() -> ExitCode {
         if dev {
             relaybox::onboarding::print_dev_banner(&relay);
         }
-        tokio::select! {
+        let store = relay.store.clone();
+        let code = tokio::select! {
             r = server::serve(relay) => match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -89,7 +90,11 @@ fn main() -> ExitCode {
                 tracing::info!("shutting down");
                 ExitCode::SUCCESS
             }
+        };
+        if let Err(e) = store.flush().await {
+            tracing::error!("store flush at shutdown failed: {e}");
         }
+        code
     })
 }
 

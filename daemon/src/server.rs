@@ -155,11 +155,26 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
         }
     }
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(flush_periodically(relay.clone()));
     for (service, listener, slots) in listeners {
         tasks.spawn(accept_loop(relay.clone(), service, listener, slots));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// How often non-durable store changes are made durable (appliance.md LW-5).
+const FLUSH_INTERVAL: Duration = Duration::from_secs(300);
+
+async fn flush_periodically(relay: Arc<Relay>) {
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = relay.store.flush().await {
+            tracing::error!("store flush failed: {e}");
+        }
+    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

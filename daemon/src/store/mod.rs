@@ -447,6 +447,15 @@ impl Store {
         self.writer.counts()
     }
 
+    /// Make non-durable changes (flags, last-login days, expunges) durable with one
+    /// empty durable commit, if there are any (LW-5: every few minutes and at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.writer.has_pending() {
+            self.writer.run(true, |_| Ok(())).await?;
+        }
+        Ok(())
+    }
+
     fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.db.begin_read()?)
     }

@@ -290,3 +290,22 @@ fn refuses_a_newer_schema() {
         Err(StoreError::SchemaTooNew { .. })
     ));
 }
+
+#[tokio::test]
+async fn flush_makes_pending_changes_durable_once() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    let (_, d0) = s.commit_counts();
+    s.flush().await.unwrap();
+    assert_eq!(s.commit_counts().1, d0, "nothing pending: no commit");
+    s.set_last_login_day("a@x", 86_400).await.unwrap();
+    assert_eq!(
+        s.commit_counts().1,
+        d0,
+        "last login is not durable on its own"
+    );
+    s.flush().await.unwrap();
+    assert_eq!(s.commit_counts().1, d0 + 1);
+    s.flush().await.unwrap();
+    assert_eq!(s.commit_counts().1, d0 + 1);
+}

@@ -21,6 +21,8 @@ type Job = (bool, Box<dyn FnOnce(&WriteTransaction) -> Finish + Send>);
 struct Counters {
     commits: AtomicU64,
     durable: AtomicU64,
+    /// Non-durable commits since the last durable one (LW-5).
+    pending: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,11 @@ impl Writer {
             self.counters.commits.load(Ordering::Relaxed),
             self.counters.durable.load(Ordering::Relaxed),
         )
+    }
+
+    /// Whether non-durable commits wait for a durable one.
+    pub fn has_pending(&self) -> bool {
+        self.counters.pending.load(Ordering::Relaxed) > 0
     }
 
     /// Run `op` inside the next shared transaction; resolve after its commit.
@@ -102,6 +109,11 @@ fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, counters: Arc<Counters>) {
         counters.commits.fetch_add(1, Ordering::Relaxed);
         if durable {
             counters.durable.fetch_add(1, Ordering::Relaxed);
+            if result.is_ok() {
+                counters.pending.store(0, Ordering::Relaxed);
+            }
+        } else {
+            counters.pending.fetch_add(1, Ordering::Relaxed);
         }
         if let Err(e) = &result {
             tracing::error!("store: commit failed: {e}");
