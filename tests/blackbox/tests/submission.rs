@@ -386,9 +386,12 @@ async fn stored_copy_is_cleaned_and_hides_client_ip() {
     let client_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let mut s = Smtp::connect_from(client_ip, relay.submission_addr()).await;
     s.greeting().await;
-    s.ehlo().await;
+    // SUB-13: an address literal is a valid EHLO argument.
+    let r = s.cmd("EHLO [127.0.0.2]").await;
+    assert_eq!(r.code, 250, "EHLO with an address literal: {r}");
     s.starttls().await;
-    s.ehlo().await;
+    let r = s.cmd("EHLO [127.0.0.2]").await;
+    assert_eq!(r.code, 250, "EHLO with an address literal: {r}");
     let r = s.auth_plain(&a.addr, &a.password).await;
     assert_eq!(r.code, 235, "{r}");
     let sent = MailBuilder::encrypted(&a.addr, &[&b.addr])
@@ -431,6 +434,11 @@ async fn stored_copy_is_cleaned_and_hides_client_ip() {
     assert!(
         !text.contains("secret words"),
         "SUB-10: subject text leaked"
+    );
+    // SUB-12: no DKIM signature in IP-only mode.
+    assert!(
+        header_values(stored, "DKIM-Signature").is_empty(),
+        "SUB-12: DKIM-Signature in IP-only mode"
     );
     // SUB-11, upstream test_hide_senders_ip_address.
     assert!(
