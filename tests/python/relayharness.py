@@ -209,8 +209,9 @@ class RelayProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, check: bool = True) -> None:
-        """Stop the relay; with `check`, raise RelayCrashed if it had died on its own
-        or did not exit on SIGTERM."""
+        """Stop the relay with SIGTERM. With `check`, raise RelayCrashed if it had died on
+        its own, did not exit 0 within STOP_TIMEOUT, or a task panicked (tokio keeps the
+        process alive after a panic in a session task; the log shows it)."""
         if self.proc is None:
             return
         crashed = self.proc.poll() is not None
@@ -219,7 +220,7 @@ class RelayProcess:
         if not crashed:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
+                status = self.proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 hung = True
                 self.proc.kill()
@@ -229,10 +230,17 @@ class RelayProcess:
             self._log_file = None
         self.save_log()
         self.proc = None
-        if check and crashed:
+        if not check:
+            return
+        if crashed:
             raise RelayCrashed(f"relay died during the tests (status {status})\n" + self.log_tail())
-        if check and hung:
+        if hung:
             raise RelayCrashed(f"relay did not exit within {STOP_TIMEOUT:.0f} s of SIGTERM")
+        if status != 0:
+            raise RelayCrashed(f"relay exited with status {status} on SIGTERM\n" + self.log_tail())
+        panics = [line for line in self.log_text().splitlines() if "panicked at" in line]
+        if panics:
+            raise RelayCrashed("relay log shows a panic:\n  " + "\n  ".join(panics[:5]))
 
     def save_log(self) -> Optional[Path]:
         """Copy the relay log to tests/out/python/<name>-relay.log for CI artefacts."""
