@@ -126,6 +126,31 @@ pub struct Delivery {
     pub received: u64,
 }
 
+/// Outcome of [`Store::deliver_within_quota`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Local recipients whose INBOX received the message.
+    pub stored: Vec<String>,
+    /// Local recipients refused because the message would take them over the quota
+    /// (QUOTA-2); nothing was stored for them.
+    pub over_quota: Vec<String>,
+}
+
+/// A message of an account, with the mailbox it is in (expiry and quota trimming).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountMessage {
+    pub mailbox: String,
+    pub meta: MessageMeta,
+}
+
+/// What [`Store::delete_account`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountRemoval {
+    pub mailboxes: usize,
+    pub messages: usize,
+    pub tokens: usize,
+}
+
 /// A row of the outbound queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
@@ -536,6 +561,78 @@ impl Store {
             .await
     }
 
+    /// Every account, by address (the daily expiry walks them).
+    pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(ACCOUNTS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push(decode_account(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Delete an account with everything it owns: the account row (hash, last login),
+    /// its mailboxes, their messages (each body goes with its last reference) and its
+    /// device tokens (EXP-1). Durable: a deleted account must not come back after a
+    /// crash. Returns `None` when there was no such account and nothing was removed.
+    pub async fn delete_account(
+        &self,
+        address: &str,
+    ) -> Result<Option<AccountRemoval>, StoreError> {
+        let address = address.to_string();
+        self.writer
+            .run(true, move |tx| {
+                let existed = tx.open_table(ACCOUNTS)?.remove(address.as_str())?.is_some();
+                let mut removal = AccountRemoval::default();
+                let boxes: Vec<(String, MailboxRow)> = {
+                    let t = tx.open_table(MAILBOXES)?;
+                    let mut v = Vec::new();
+                    for row in t.range((address.as_str(), "")..)? {
+                        let (k, val) = row?;
+                        let (acc, name) = k.value();
+                        if acc != address {
+                            break;
+                        }
+                        v.push((name.to_string(), MailboxRow::decode(val.value())?));
+                    }
+                    v
+                };
+                for (name, mb) in &boxes {
+                    for (_, row) in take_messages(tx, mb.id, |_, _| true)? {
+                        unref_body(tx, row.body_id)?;
+                        removal.messages += 1;
+                    }
+                    tx.open_table(MAILBOXES)?
+                        .remove((address.as_str(), name.as_str()))?;
+                    removal.mailboxes += 1;
+                }
+                {
+                    let mut t = tx.open_table(TOKENS)?;
+                    let tokens: Vec<String> = {
+                        let mut v = Vec::new();
+                        for row in t.range((address.as_str(), "")..)? {
+                            let (k, _) = row?;
+                            let (acc, token) = k.value();
+                            if acc != address {
+                                break;
+                            }
+                            v.push(token.to_string());
+                        }
+                        v
+                    };
+                    for token in &tokens {
+                        t.remove((address.as_str(), token.as_str()))?;
+                    }
+                    removal.tokens = tokens.len();
+                }
+                let anything = existed || removal != AccountRemoval::default();
+                Ok(anything.then_some(removal))
+            })
+            .await
+    }
+
     // ---- delivery -------------------------------------------------------------------
 
     /// Store a message for its local recipients' INBOXes and queue it for the remote
@@ -543,26 +640,50 @@ impl Store {
     /// `Ok`, the message survives a crash. Returns the local recipients that received it
     /// (an account deleted meanwhile is skipped).
     pub async fn deliver(&self, d: Delivery) -> Result<Vec<String>, StoreError> {
+        Ok(self.deliver_within_quota(d, u64::MAX).await?.stored)
+    }
+
+    /// [`Store::deliver`] with the per-account limit `max_mailbox_size` in bytes
+    /// (QUOTA-1/2): a local recipient whose usage plus this message would exceed it gets
+    /// nothing and is reported in [`Delivered::over_quota`]. The usage is read inside
+    /// the commit, so concurrent deliveries cannot overrun it together.
+    pub async fn deliver_within_quota(
+        &self,
+        d: Delivery,
+        max_mailbox_size: u64,
+    ) -> Result<Delivered, StoreError> {
         self.writer
             .run(true, move |tx| {
+                let size = d.body.len() as u64;
                 let mut targets = Vec::new();
+                let mut over_quota = Vec::new();
                 for rcpt in &d.local {
                     if let Some(mb) = get_mailbox(tx, rcpt, "INBOX")? {
+                        // QUOTA-2: refused when this message would exceed the quota.
+                        if max_mailbox_size != u64::MAX
+                            && usage_in(tx, rcpt)?.saturating_add(size) > max_mailbox_size
+                        {
+                            over_quota.push(rcpt.clone());
+                            continue;
+                        }
                         targets.push((rcpt.clone(), mb));
                     }
                 }
                 let refs = targets.len() as u32 + u32::from(!d.remote.is_empty());
                 if refs == 0 {
-                    return Ok(Vec::new());
+                    return Ok(Delivered {
+                        stored: Vec::new(),
+                        over_quota,
+                    });
                 }
                 let body_id = store_body(tx, &d.body, refs)?;
                 let row = MessageRow {
                     body_id,
-                    size: d.body.len() as u64,
+                    size,
                     internal_date: d.received,
                     flags: Flags::default(),
                 };
-                let mut delivered = Vec::new();
+                let mut stored = Vec::new();
                 {
                     let mut messages = tx.open_table(MESSAGES)?;
                     let encoded = row.encode();
@@ -571,7 +692,7 @@ impl Store {
                         mb.uid_next += 1;
                         messages.insert((mb.id, uid), encoded.as_slice())?;
                         put_mailbox(tx, &rcpt, "INBOX", &mb)?;
-                        delivered.push(rcpt);
+                        stored.push(rcpt);
                     }
                 }
                 if !d.remote.is_empty() {
@@ -587,7 +708,7 @@ impl Store {
                     tx.open_table(QUEUE)?
                         .insert(id, encode_queue(&q, body_id).as_slice())?;
                 }
-                Ok(delivered)
+                Ok(Delivered { stored, over_quota })
             })
             .await
     }
@@ -838,6 +959,67 @@ impl Store {
             .await
     }
 
+    /// Every message of an account with its mailbox, from one consistent snapshot
+    /// (quota trimming and expiry plan on this).
+    pub fn account_messages(&self, account: &str) -> Result<Vec<AccountMessage>, StoreError> {
+        let rx = self.read()?;
+        let boxes = rx.open_table(MAILBOXES)?;
+        let msgs = rx.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for row in boxes.range((account, "")..)? {
+            let (k, v) = row?;
+            let (acc, name) = k.value();
+            if acc != account {
+                break;
+            }
+            let mb = MailboxRow::decode(v.value())?;
+            for m in msgs.range((mb.id, 0)..=(mb.id, u32::MAX))? {
+                let (mk, mv) = m?;
+                out.push(AccountMessage {
+                    mailbox: name.to_string(),
+                    meta: MessageRow::decode(mv.value())?.meta(mk.value().1),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove the given messages (mailbox name, UID) of an account regardless of their
+    /// flags (expiry, quota trimming); each body goes with its last reference. Messages
+    /// already gone are skipped. Returns how many were removed. Not durable on its own:
+    /// a crash may bring a removed message back until the next run removes it again.
+    pub async fn remove_messages(
+        &self,
+        account: &str,
+        which: Vec<(String, u32)>,
+    ) -> Result<usize, StoreError> {
+        let account = account.to_string();
+        self.writer
+            .run(false, move |tx| {
+                let mut removed = 0;
+                let mut ids = std::collections::HashMap::new();
+                for (name, uid) in &which {
+                    if !ids.contains_key(name) {
+                        let id = get_mailbox(tx, &account, name)?.map(|mb| mb.id);
+                        ids.insert(name.clone(), id);
+                    }
+                    let Some(Some(mailbox_id)) = ids.get(name) else {
+                        continue;
+                    };
+                    let row = tx
+                        .open_table(MESSAGES)?
+                        .remove((*mailbox_id, *uid))?
+                        .map(|v| MessageRow::decode(v.value()));
+                    if let Some(row) = row {
+                        unref_body(tx, row?.body_id)?;
+                        removed += 1;
+                    }
+                }
+                Ok(removed)
+            })
+            .await
+    }
+
     /// COPY (and MOVE when `remove_source`): returns (destination UIDVALIDITY,
     /// [(source UID, destination UID)]) for COPYUID (RFC 4315). Durable.
     pub async fn copy(
@@ -934,6 +1116,25 @@ impl Store {
             })
             .await
     }
+}
+
+/// Sum of stored message sizes of an account inside a write transaction (QUOTA-1).
+fn usage_in(tx: &WriteTransaction, account: &str) -> Result<u64, StoreError> {
+    let boxes = tx.open_table(MAILBOXES)?;
+    let msgs = tx.open_table(MESSAGES)?;
+    let mut total = 0u64;
+    for row in boxes.range((account, "")..)? {
+        let (k, v) = row?;
+        if k.value().0 != account {
+            break;
+        }
+        let mb = MailboxRow::decode(v.value())?;
+        for m in msgs.range((mb.id, 0)..=(mb.id, u32::MAX))? {
+            let (_, mv) = m?;
+            total = total.saturating_add(MessageRow::decode(mv.value())?.size);
+        }
+    }
+    Ok(total)
 }
 
 fn apply_flags(cur: &mut Flags, op: FlagOp, f: &Flags) {
