@@ -309,3 +309,247 @@ async fn flush_makes_pending_changes_durable_once() {
     s.flush().await.unwrap();
     assert_eq!(s.commit_counts().1, d0 + 1);
 }
+
+/// Rows in every table, by name (to check that a deletion leaves nothing behind).
+fn table_counts(store: &Store) -> [(&'static str, u64); 6] {
+    let rx = store.read().unwrap();
+    [
+        ("accounts", rx.open_table(ACCOUNTS).unwrap().len().unwrap()),
+        (
+            "mailboxes",
+            rx.open_table(MAILBOXES).unwrap().len().unwrap(),
+        ),
+        ("messages", rx.open_table(MESSAGES).unwrap().len().unwrap()),
+        ("bodies", rx.open_table(BODIES).unwrap().len().unwrap()),
+        (
+            "body_refs",
+            rx.open_table(BODY_REFS).unwrap().len().unwrap(),
+        ),
+        ("tokens", rx.open_table(TOKENS).unwrap().len().unwrap()),
+    ]
+}
+
+#[tokio::test]
+async fn delete_account_removes_every_row_and_frees_only_its_bodies() {
+    let (_d, s) = open();
+    // Sort before and after "a@x" so range scans must stop at the account boundary.
+    for who in ["a@w", "a@x", "a@xx"] {
+        s.create_account(who, "h", 0).await.unwrap();
+    }
+    s.create_mailbox("a@x", "Sent").await.unwrap();
+    // Shared with a@w: that body must survive.
+    s.deliver(delivery(&["a@x", "a@w"], &[], b"shared"))
+        .await
+        .unwrap();
+    s.deliver(delivery(&["a@x"], &[], b"own")).await.unwrap();
+    s.append("a@x", "Sent", Flags::default(), 5, b"sent".to_vec())
+        .await
+        .unwrap();
+    s.copy("a@x", "Sent", "INBOX", vec![1], false)
+        .await
+        .unwrap();
+    s.deliver(delivery(&["a@xx"], &[], b"neighbour"))
+        .await
+        .unwrap();
+    for t in ["t1", "t2"] {
+        s.set_device_token("a@x", t, 10).await.unwrap();
+    }
+    s.set_device_token("a@xx", "t3", 10).await.unwrap();
+    s.set_device_token("a@w", "t4", 10).await.unwrap();
+
+    let removal = s.delete_account("a@x").await.unwrap().unwrap();
+    assert_eq!(
+        removal,
+        AccountRemoval {
+            mailboxes: 2,
+            messages: 4,
+            tokens: 2
+        }
+    );
+    assert!(s.account("a@x").unwrap().is_none());
+    assert!(s.mailboxes("a@x").unwrap().is_empty());
+    assert!(s.device_tokens("a@x").unwrap().is_empty());
+    // Left: 2 accounts, their 2 INBOXes with one message each, bodies "shared" and
+    // "neighbour" with one reference each, tokens t3 and t4.
+    assert_eq!(
+        table_counts(&s),
+        [
+            ("accounts", 2),
+            ("mailboxes", 2),
+            ("messages", 2),
+            ("bodies", 2),
+            ("body_refs", 2),
+            ("tokens", 2)
+        ]
+    );
+    assert_eq!(s.body("a@w", "INBOX", 1).unwrap().unwrap(), b"shared");
+    assert_eq!(s.body("a@xx", "INBOX", 1).unwrap().unwrap(), b"neighbour");
+    assert_eq!(s.device_tokens("a@xx").unwrap().len(), 1);
+    // Deleting again finds nothing.
+    assert_eq!(s.delete_account("a@x").await.unwrap(), None);
+    // Durable: the deletion survives a reopen.
+    let path = _d.path().join("s.redb");
+    drop(s);
+    let s = reopen(&path).await;
+    assert!(s.account("a@x").unwrap().is_none());
+    assert_eq!(s.account_count().unwrap(), 2);
+}
+
+/// Reopen a store file once the old writer thread has let go of it.
+async fn reopen(path: &std::path::Path) -> Store {
+    for _ in 0..100 {
+        match Store::open(path) {
+            Ok(s) => return s,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    panic!("store did not reopen within 2 s");
+}
+
+#[tokio::test]
+async fn deleting_all_accounts_leaves_empty_tables() {
+    let (_d, s) = open();
+    for who in ["a@x", "b@x"] {
+        s.create_account(who, "h", 0).await.unwrap();
+    }
+    s.deliver(delivery(&["a@x", "b@x"], &[], b"m"))
+        .await
+        .unwrap();
+    s.set_device_token("b@x", "t", 1).await.unwrap();
+    for who in ["a@x", "b@x"] {
+        assert!(s.delete_account(who).await.unwrap().is_some());
+    }
+    assert!(
+        table_counts(&s).iter().all(|(_, n)| *n == 0),
+        "{:?}",
+        table_counts(&s)
+    );
+}
+
+#[tokio::test]
+async fn accounts_lists_every_account() {
+    let (_d, s) = open();
+    s.create_account("b@x", "h", 86_400 * 2).await.unwrap();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    let all = s.accounts().unwrap();
+    let names: Vec<_> = all.iter().map(|a| a.address.as_str()).collect();
+    assert_eq!(names, ["a@x", "b@x"]);
+    assert_eq!(all[1].last_login_day, 86_400 * 2);
+}
+
+#[tokio::test]
+async fn account_messages_and_remove_messages() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    s.create_account("b@x", "h", 0).await.unwrap();
+    s.create_mailbox("a@x", "Archive").await.unwrap();
+    s.deliver(delivery(&["a@x", "b@x"], &[], b"one"))
+        .await
+        .unwrap();
+    s.deliver(delivery(&["a@x"], &[], b"two!")).await.unwrap();
+    s.append(
+        "a@x",
+        "Archive",
+        Flags {
+            bits: Flags::SEEN,
+            keywords: vec![],
+        },
+        7,
+        b"three".to_vec(),
+    )
+    .await
+    .unwrap();
+    let all = s.account_messages("a@x").unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|m| {
+            (
+                m.mailbox.as_str(),
+                m.meta.uid,
+                m.meta.size,
+                m.meta.flags.has(Flags::SEEN),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("Archive", 1, 5, true),
+            ("INBOX", 1, 3, false),
+            ("INBOX", 2, 4, false)
+        ]
+    );
+    assert_eq!(s.usage("a@x").unwrap(), 12);
+    let removed = s
+        .remove_messages(
+            "a@x",
+            vec![
+                ("INBOX".into(), 1),
+                ("Archive".into(), 1),
+                // Gone already or never there: skipped.
+                ("INBOX".into(), 9),
+                ("Nope".into(), 1),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(s.usage("a@x").unwrap(), 4);
+    // "one" is still b@x's; "three" had no other reference.
+    assert_eq!(s.body("b@x", "INBOX", 1).unwrap().unwrap(), b"one");
+    assert_eq!(body_count(&s), 2);
+    // Removing from another account's name space touches nothing of b@x.
+    assert_eq!(
+        s.remove_messages("a@x", vec![("INBOX".into(), 1)])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.messages("b@x", "INBOX").unwrap().1.len(), 1);
+}
+
+#[tokio::test]
+async fn delivery_within_quota_skips_recipients_it_would_take_over() {
+    let (_d, s) = open();
+    for who in ["full@x", "room@x"] {
+        s.create_account(who, "h", 0).await.unwrap();
+    }
+    s.deliver(delivery(&["full@x"], &[], &[b'a'; 90]))
+        .await
+        .unwrap();
+    // 90 + 10 = 100 is exactly the limit: allowed.
+    let got = s
+        .deliver_within_quota(delivery(&["full@x", "room@x"], &[], &[b'b'; 10]), 100)
+        .await
+        .unwrap();
+    assert_eq!(got.stored, ["full@x", "room@x"]);
+    assert!(got.over_quota.is_empty());
+    // One byte more than the limit for full@x (100 + 1), fine for room@x.
+    let got = s
+        .deliver_within_quota(delivery(&["full@x", "room@x"], &["r@remote"], b"c"), 100)
+        .await
+        .unwrap();
+    assert_eq!(got.stored, ["room@x"]);
+    assert_eq!(got.over_quota, ["full@x"]);
+    assert_eq!(s.usage("full@x").unwrap(), 100);
+    assert_eq!(s.usage("room@x").unwrap(), 11);
+    assert_eq!(
+        s.queued().unwrap().len(),
+        1,
+        "remote recipients still get it"
+    );
+    // Nobody left: nothing stored, no orphan body.
+    let bodies = body_count(&s);
+    let got = s
+        .deliver_within_quota(delivery(&["full@x"], &[], b"d"), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Delivered {
+            stored: vec![],
+            over_quota: vec!["full@x".into()]
+        }
+    );
+    assert_eq!(body_count(&s), bodies);
+}
