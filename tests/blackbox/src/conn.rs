@@ -238,6 +238,20 @@ impl LineConn {
         Self::connect_tls_with(addr, tls_client_config(alpn)).await
     }
 
+    /// Implicit TLS connection from a chosen local address.
+    pub async fn connect_tls_from(
+        local: IpAddr,
+        addr: SocketAddr,
+        alpn: &[&[u8]],
+    ) -> io::Result<LineConn> {
+        let plain = Self::connect_from(local, addr).await?;
+        let Some(Stream::Plain(tcp)) = plain.stream else {
+            unreachable!("fresh connection is plain")
+        };
+        let tls = tls_handshake(tcp, addr, tls_client_config(alpn)).await?;
+        Ok(Self::from_stream(Stream::Tls(Box::new(tls))))
+    }
+
     /// Implicit TLS connection with a given client configuration.
     pub async fn connect_tls_with(
         addr: SocketAddr,

@@ -1,9 +1,11 @@
 //! Harness for the black-box tests: start the real `relaybox` binary on loopback ports
 //! with a temporary chatmail.ini ([`relay`]), and speak raw SMTP ([`smtp`]) and IMAP
-//! ([`imap`]) to it over plain TCP, STARTTLS and implicit TLS ([`conn`]), with test
-//! accounts and messages from [`mail`]. Every read is bounded in time.
+//! ([`imap`]) to it over plain TCP, STARTTLS and implicit TLS ([`conn`]), plus a little
+//! HTTP over TLS ([`http`]), with test accounts and messages from [`mail`]. Every read
+//! is bounded in time.
 
 pub mod conn;
+pub mod http;
 pub mod imap;
 pub mod mail;
 pub mod relay;

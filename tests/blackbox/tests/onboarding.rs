@@ -2,53 +2,8 @@
 //! self-signed IP-only mode) hands out credentials that then log in over IMAP and
 //! submit over SMTP (ACC-5: the account appears at first login).
 
-use std::time::Duration;
-
 use relaybox_blackbox::conn::LineConn;
-use relaybox_blackbox::{Account, Imap, Relay, Smtp, encrypted_mail};
-
-/// One HTTP/1.1 request over TLS with `Connection: close`: (status line, headers, body).
-async fn https(relay: &Relay, request: &str) -> (String, Vec<String>, Vec<u8>) {
-    let mut conn = LineConn::connect_tls(relay.https_addr(), &[b"http/1.1"])
-        .await
-        .expect("TLS to the HTTPS port");
-    conn.write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    let status =
-        String::from_utf8_lossy(&conn.read_line().await.expect("status line")).into_owned();
-    let mut headers = Vec::new();
-    loop {
-        let line = conn.read_line().await.expect("header line");
-        if line.is_empty() {
-            break;
-        }
-        headers.push(String::from_utf8_lossy(&line).into_owned());
-        assert!(headers.len() < 100, "too many headers");
-    }
-    let chunked = headers.iter().any(|h| {
-        h.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && h.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
-        let mut body = Vec::new();
-        loop {
-            let size = conn.read_line().await.expect("chunk size");
-            let size =
-                usize::from_str_radix(String::from_utf8_lossy(&size).trim(), 16).expect("hex size");
-            if size == 0 {
-                break;
-            }
-            body.extend(conn.read_exact(size).await.expect("chunk"));
-            conn.read_line().await.expect("chunk end");
-        }
-        body
-    } else {
-        let (_, rest) = conn.wait_closed(Duration::from_secs(5)).await;
-        rest
-    };
-    (status, headers, body)
-}
+use relaybox_blackbox::{Account, Imap, Relay, Smtp, encrypted_mail, http};
 
 /// The value of a top-level JSON string field (flat objects only; RFC 8259 §7 escapes).
 fn json_string(body: &str, key: &str) -> Option<String> {
@@ -84,22 +39,20 @@ fn json_string(body: &str, key: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_account_over_https_logs_in() {
     let relay = Relay::start(&[]).await;
-    let (status, headers, body) = https(
-        &relay,
-        "POST /new HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let body = String::from_utf8(body).expect("UTF-8 body");
+    let mut conn = LineConn::connect_tls(relay.https_addr(), &[b"http/1.1"])
+        .await
+        .expect("TLS to the HTTPS port");
+    let resp = http::request(&mut conn, "POST /new HTTP/1.1\nHost: 127.0.0.1", b"")
+        .await
+        .expect("POST /new");
+    let body = resp.body_text();
     // NEW-1.
+    assert_eq!(resp.status, 200, "POST /new: {}\n{body}", resp.status_line);
     assert!(
-        status.starts_with("HTTP/1.1 200"),
-        "POST /new: {status}\n{body}"
-    );
-    assert!(
-        headers.iter().any(|h| h
-            .to_ascii_lowercase()
-            .starts_with("content-type: application/json")),
-        "NEW-1 content type: {headers:?}"
+        resp.header("Content-Type")
+            .is_some_and(|v| v.starts_with("application/json")),
+        "NEW-1 content type: {:?}",
+        resp.headers
     );
     let email = json_string(&body, "email").unwrap_or_else(|| panic!("no email in {body}"));
     let password =
