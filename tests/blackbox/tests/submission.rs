@@ -181,15 +181,17 @@ async fn malformed_mail_from_gets_500() {
     let relay = Relay::start(&[]).await;
     let a = Account::random();
     let mut s = Smtp::login(&relay, &a).await;
-    // SUB-3, §10: at MAIL or RCPT.
-    let bad = "nobody";
-    let mail = s.cmd(&format!("MAIL FROM:<{bad}>")).await;
-    let refusal = if mail.code == 250 {
-        s.cmd(&format!("RCPT TO:<{}>", a.addr)).await
-    } else {
-        mail
-    };
-    assert_eq!(refusal.last(), format!("500 Invalid from address <{bad}>"));
+    // SUB-3, §10: not exactly one `@` (none, two, the null sender), at MAIL or RCPT.
+    for bad in ["nobody", "a@b@[127.0.0.1]", ""] {
+        let mail = s.cmd(&format!("MAIL FROM:<{bad}>")).await;
+        let refusal = if mail.code == 250 {
+            s.cmd(&format!("RCPT TO:<{}>", a.addr)).await
+        } else {
+            mail
+        };
+        assert_eq!(refusal.last(), format!("500 Invalid from address <{bad}>"));
+        s.cmd("RSET").await;
+    }
     s.quit().await;
 }
 
