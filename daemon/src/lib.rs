@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod expire;
 pub mod http;
 pub mod imap;
 pub mod net;

@@ -62,6 +62,8 @@ struct Transaction {
     sender_refusal: Option<SmtpReply>,
     /// SUB-4: the rate-limit verdict, taken once at the first RCPT.
     rate_ok: Option<bool>,
+    /// The `SIZE=` of MAIL FROM (RFC 1870), 0 when not given; QUOTA-2 at RCPT.
+    size_hint: u64,
     rcpts: Recipients,
 }
 
@@ -404,6 +406,7 @@ impl Session {
             from,
             sender_refusal,
             rate_ok: None,
+            size_hint: size,
             rcpts: Recipients {
                 local: Vec::new(),
                 remote: Vec::new(),
@@ -460,6 +463,22 @@ impl Session {
             let canonical = format!("{}@{}", user.to_ascii_lowercase(), own.to_ascii_lowercase());
             match relay.store.account(&canonical) {
                 Ok(Some(account)) => {
+                    // QUOTA-2 at RCPT: the mailbox is full, or the announced size would
+                    // overflow it (the exact size is checked again in the commit).
+                    match relay.store.usage(&canonical) {
+                        Ok(used)
+                            if used.saturating_add(tx.size_hint.max(1))
+                                > relay.config.max_mailbox_size =>
+                        {
+                            tracing::info!("recipient refused: mailbox full");
+                            return quota_exceeded(to);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!("recipient usage: {e}");
+                            return reply::local_error();
+                        }
+                    }
                     tx.rcpts.enforce_e2ee |= account.enforce_e2ee;
                     if !tx.rcpts.local.contains(&canonical) {
                         tx.rcpts.local.push(canonical.clone());
@@ -575,10 +594,32 @@ impl Session {
             body: body.into(),
             received: self.relay.clock.unix_now(),
         };
-        match self.relay.store.deliver(delivery).await {
+        let remote_recipients = !delivery.remote.is_empty();
+        let quota = self.relay.config.max_mailbox_size;
+        match self.relay.store.deliver_within_quota(delivery, quota).await {
             Ok(delivered) => {
-                for account in &delivered {
+                for account in &delivered.stored {
                     self.relay.events.mailbox_changed(account);
+                }
+                // QUOTA-3, after the wake-up (IN-8).
+                for account in &delivered.stored {
+                    if let Err(e) = crate::expire::trim_after_delivery(&self.relay, account).await {
+                        tracing::warn!("quota trim failed: {e}");
+                    }
+                }
+                if let Some(first) = delivered.over_quota.first() {
+                    // QUOTA-2 at DATA. When nobody got the message the sender gets the
+                    // permanent refusal (and so a bounce). When other recipients did,
+                    // SMTP has no per-recipient answer after DATA: the message is
+                    // accepted for them and the full mailboxes miss it (logged).
+                    if delivered.stored.is_empty() && !remote_recipients {
+                        tracing::info!("message refused: mailbox full");
+                        return quota_exceeded(first);
+                    }
+                    tracing::info!(
+                        "quota: message not stored for {} recipient(s), mailbox full",
+                        delivered.over_quota.len()
+                    );
                 }
                 tracing::info!("message accepted");
                 reply::queued()
@@ -589,6 +630,17 @@ impl Session {
             }
         }
     }
+}
+
+/// QUOTA-2: the upstream (Dovecot) refusal for a full mailbox; permanent, so the
+/// sender gets a bounce.
+fn quota_exceeded(rcpt: &str) -> SmtpReply {
+    SmtpReply::new(
+        552,
+        format!(
+            "5.2.2 <{rcpt}>: Recipient address rejected: Quota exceeded (mailbox for user is full)"
+        ),
+    )
 }
 
 /// RFC 4616: `authzid NUL authcid NUL passwd`; the authzid must be empty or name the
