@@ -24,6 +24,11 @@ use crate::onboarding;
 use crate::policy::ratelimit::{Quota, RateLimiter};
 use crate::server::Relay;
 
+/// The site: pages, QR code, MTA-STS, `www_folder` (declared here because the module
+/// list in lib.rs belongs to the core).
+#[path = "web/mod.rs"]
+pub mod web;
+
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound on one connection's life, keep-alive included.
@@ -86,10 +91,10 @@ pub fn https_router(web: Web) -> Router {
     for path in NEW_PATHS {
         router = router.route(path, get(new_account_get).post(new_account));
     }
-    router
+    let router = router
         .route(AUTOCONFIG_PATH, get(autoconfig))
-        .route("/robots.txt", get(robots))
-        .fallback(not_found)
+        .route("/robots.txt", get(robots));
+    web::add_routes(router, &web.relay.config)
         .layer(middleware::from_fn_with_state(web.clone(), www_redirect))
         .with_state(web)
 }
@@ -605,7 +610,6 @@ mod tests {
                 AUTOCONFIG_PATH,
                 StatusCode::METHOD_NOT_ALLOWED,
             ),
-            (Method::GET, "/", StatusCode::NOT_FOUND),
             (Method::GET, "/new/", StatusCode::NOT_FOUND),
             (
                 Method::GET,

@@ -138,7 +138,7 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
             Arc::new(Semaphore::new(smtp)),
         ),
         (Service::Imap, &l.imap, imap_slots.clone()),
-        (Service::Imaps, &l.imaps, imap_slots),
+        (Service::Imaps, &l.imaps, imap_slots.clone()),
         (Service::Https, &l.https, Arc::new(Semaphore::new(1000))),
         (Service::Http, &l.http, Arc::new(Semaphore::new(1000))),
     ];
@@ -154,10 +154,22 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
             listeners.push((service, listener, slots.clone()));
         }
     }
+    // PORT-2: sessions the 443 multiplexer hands to IMAP share the IMAP limit; its
+    // submission sessions get a limit of their own, like each submission port.
+    let mux = Arc::new(MuxSlots {
+        imap: imap_slots.clone(),
+        submission: Arc::new(Semaphore::new(smtp)),
+    });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(flush_periodically(relay.clone()));
     for (service, listener, slots) in listeners {
-        tasks.spawn(accept_loop(relay.clone(), service, listener, slots));
+        tasks.spawn(accept_loop(
+            relay.clone(),
+            service,
+            listener,
+            slots,
+            mux.clone(),
+        ));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -196,6 +208,7 @@ async fn accept_loop(
     service: Service,
     listener: TcpListener,
     slots: Arc<Semaphore>,
+    mux: Arc<MuxSlots>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -212,8 +225,9 @@ async fn accept_loop(
             continue;
         };
         let relay = relay.clone();
+        let mux = mux.clone();
         tokio::spawn(async move {
-            handle(relay, service, stream, peer).await;
+            handle(relay, service, stream, peer, &mux).await;
             drop(permit);
         });
     }
@@ -233,7 +247,13 @@ async fn refuse_busy(service: Service, mut stream: TcpStream) {
     tracing::info!("{}: connection refused, limit reached", service.name());
 }
 
-async fn handle(relay: Arc<Relay>, service: Service, stream: TcpStream, peer: SocketAddr) {
+async fn handle(
+    relay: Arc<Relay>,
+    service: Service,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mux: &MuxSlots,
+) {
     match service {
         Service::Mx => {
             crate::smtp::serve(relay, Conn::Plain(stream), peer, crate::smtp::Mode::Mx).await
@@ -258,11 +278,7 @@ async fn handle(relay: Arc<Relay>, service: Service, stream: TcpStream, peer: So
                 crate::imap::serve(relay, conn, peer).await
             }
         }
-        Service::Https => {
-            if let Some(conn) = implicit_tls(relay.tls.tls12.clone(), stream).await {
-                crate::http::serve_https(relay, conn, peer).await
-            }
-        }
+        Service::Https => serve_443(relay, stream, peer, mux).await,
         Service::Http => crate::http::serve_http(relay, Conn::Plain(stream), peer).await,
     }
 }
@@ -274,4 +290,99 @@ async fn implicit_tls(config: Arc<rustls::ServerConfig>, stream: TcpStream) -> O
         Ok(Ok(tls)) => Some(Conn::Tls(Box::new(tls))),
         _ => None,
     }
+}
+
+/// Connection limits of the sessions the 443 multiplexer starts besides HTTPS.
+pub struct MuxSlots {
+    /// Shared with 143 and 993.
+    pub imap: Arc<Semaphore>,
+    /// Submission over 443, `max_smtp_connections` like each submission port.
+    pub submission: Arc<Semaphore>,
+}
+
+/// Where the 443 multiplexer sends a connection (PORT-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route443 {
+    /// ALPN `smtp`: submission with implicit TLS, as 465.
+    Submission,
+    /// ALPN `imap`: IMAP with implicit TLS, as 993.
+    Imap,
+    /// Anything else or no ALPN.
+    Https,
+}
+
+/// PORT-2: `smtp` is tested first, then `imap`; other protocols or none → HTTPS.
+pub fn route_443<'a>(alpn: Option<impl Iterator<Item = &'a [u8]>>) -> Route443 {
+    let offered: Vec<&[u8]> = alpn.map(|list| list.collect()).unwrap_or_default();
+    if offered.contains(&&b"smtp"[..]) {
+        Route443::Submission
+    } else if offered.contains(&&b"imap"[..]) {
+        Route443::Imap
+    } else {
+        Route443::Https
+    }
+}
+
+/// PORT-2 / PORT-3: read the ClientHello, pick the service by its ALPN list, then finish
+/// the handshake with that service's configuration (TLS-2: TLS 1.3 only for IMAP and
+/// submission, 1.2 and up for HTTPS). The configurations select no ALPN protocol, as
+/// upstream's backends behind nginx's `ssl_preread` do, so no ALPN offer can fail a
+/// handshake, and IMAP/submission sessions resume with the same tickets as on 993/465.
+/// Hello and handshake together are bounded by `HANDSHAKE_TIMEOUT`.
+pub async fn serve_443(relay: Arc<Relay>, stream: TcpStream, peer: SocketAddr, mux: &MuxSlots) {
+    let handshake = async {
+        let acceptor = rustls::server::Acceptor::default();
+        let start = tokio_rustls::LazyConfigAcceptor::new(acceptor, stream).await?;
+        let route = route_443(start.client_hello().alpn());
+        let config = match route {
+            Route443::Https => relay.tls.tls12.clone(),
+            Route443::Submission | Route443::Imap => relay.tls.tls13.clone(),
+        };
+        let tls = start.into_stream(config).await?;
+        Ok::<_, std::io::Error>((route, Conn::Tls(Box::new(tls))))
+    };
+    let (route, conn) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            tracing::debug!("https: handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("https: handshake timed out");
+            return;
+        }
+    };
+    match route {
+        Route443::Https => crate::http::serve_https(relay, conn, peer).await,
+        Route443::Submission => {
+            let Ok(_permit) = mux.submission.clone().try_acquire_owned() else {
+                return refuse_busy_tls(Service::Submissions, conn).await;
+            };
+            crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
+        }
+        Route443::Imap => {
+            let Ok(_permit) = mux.imap.clone().try_acquire_owned() else {
+                return refuse_busy_tls(Service::Imaps, conn).await;
+            };
+            crate::imap::serve(relay, conn, peer).await
+        }
+    }
+}
+
+/// Over the connection limit after the 443 handshake: say so and close.
+async fn refuse_busy_tls(service: Service, mut conn: Conn) {
+    use tokio::io::AsyncWriteExt;
+    let line: &[u8] = match service {
+        Service::Imaps => b"* BYE Too many connections, try again later\r\n",
+        _ => b"421 4.7.0 Too many connections, try again later\r\n",
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        conn.write_all(line).await?;
+        conn.shutdown().await
+    })
+    .await;
+    tracing::info!(
+        "{} via 443: connection refused, limit reached",
+        service.name()
+    );
 }
