@@ -386,3 +386,182 @@ async fn refuse_busy_tls(service: Service, mut conn: Conn) {
         service.name()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use rustls::version::{TLS12, TLS13};
+    use rustls_pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::client::TlsStream;
+
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    struct Mux {
+        _dir: tempfile::TempDir,
+        relay: Arc<Relay>,
+        slots: Arc<MuxSlots>,
+    }
+
+    impl Mux {
+        fn new(imap_slots: usize) -> Mux {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let relay =
+                Relay::open(crate::testing::config(dir.path(), "127.0.0.1")).expect("relay");
+            let slots = Arc::new(MuxSlots {
+                imap: Arc::new(Semaphore::new(imap_slots)),
+                submission: Arc::new(Semaphore::new(4)),
+            });
+            Mux {
+                _dir: dir,
+                relay,
+                slots,
+            }
+        }
+
+        /// One loopback connection served by `serve_443`, with a client offering `alpn`.
+        async fn connect(
+            &self,
+            alpn: &[&str],
+            versions: &[&'static rustls::SupportedProtocolVersion],
+        ) -> std::io::Result<TlsStream<TcpStream>> {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let (relay, slots) = (self.relay.clone(), self.slots.clone());
+            tokio::spawn(async move {
+                if let Ok((tcp, peer)) = listener.accept().await {
+                    serve_443(relay, tcp, peer, &slots).await;
+                }
+            });
+            let tcp = TcpStream::connect(addr).await?;
+            let alpn = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+            let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+            let connect = crate::testing::tls_connector(versions, None)
+                .with_alpn(alpn)
+                .connect(name, tcp);
+            tokio::time::timeout(LIMIT, connect)
+                .await
+                .map_err(|_| std::io::Error::other("handshake timed out"))?
+        }
+    }
+
+    /// The first line the server sends.
+    async fn first_line(tls: &mut TlsStream<TcpStream>) -> String {
+        let mut line = Vec::new();
+        let read = async {
+            let mut byte = [0u8; 1];
+            while !line.ends_with(b"\n") && line.len() < 1000 {
+                if tls.read(&mut byte).await.expect("read") == 0 {
+                    break;
+                }
+                line.push(byte[0]);
+            }
+        };
+        tokio::time::timeout(LIMIT, read)
+            .await
+            .expect("greeting in time");
+        String::from_utf8(line).expect("utf-8")
+    }
+
+    #[test]
+    fn smtp_is_tested_before_imap() {
+        // PORT-2
+        let route = |list: &[&[u8]]| route_443(Some(list.iter().copied()));
+        assert_eq!(route(&[b"imap", b"smtp"]), Route443::Submission);
+        assert_eq!(route(&[b"smtp"]), Route443::Submission);
+        assert_eq!(route(&[b"h2", b"imap"]), Route443::Imap);
+        assert_eq!(route(&[b"h2", b"http/1.1"]), Route443::Https);
+        assert_eq!(route(&[b"IMAP", b"smtps"]), Route443::Https);
+        assert_eq!(route_443(None::<std::iter::Empty<&[u8]>>), Route443::Https);
+    }
+
+    #[tokio::test]
+    async fn alpn_imap_gets_an_imap_session() {
+        let mux = Mux::new(4);
+        let mut tls = mux.connect(&["imap"], &[&TLS13]).await.expect("handshake");
+        // PORT-3: the offer does not fail the handshake; no protocol is selected.
+        assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+        let greeting = first_line(&mut tls).await;
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        tls.write_all(b"a1 CAPABILITY\r\n").await.expect("write");
+        let caps = first_line(&mut tls).await;
+        assert!(caps.starts_with("* CAPABILITY IMAP4rev1"), "{caps}");
+        // TLS-2: IMAP via 443 is TLS 1.3 only.
+        assert!(mux.connect(&["imap"], &[&TLS12]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn alpn_smtp_gets_a_submission_session() {
+        let mux = Mux::new(4);
+        // `smtp` wins over `imap` whatever the order.
+        for alpn in [&["smtp"][..], &["imap", "smtp"]] {
+            let mut tls = mux.connect(alpn, &[&TLS13]).await.expect("handshake");
+            assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+            let greeting = first_line(&mut tls).await;
+            assert!(greeting.starts_with("220 "), "{alpn:?}: {greeting}");
+            tls.write_all(b"EHLO client.example\r\n")
+                .await
+                .expect("write");
+            let ehlo = first_line(&mut tls).await;
+            assert!(ehlo.starts_with("250"), "{ehlo}");
+        }
+        assert!(mux.connect(&["smtp"], &[&TLS12]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn other_alpn_gets_https() {
+        let mux = Mux::new(4);
+        for alpn in [&["h2", "http/1.1"][..], &["http/1.1"], &["h2"], &[]] {
+            // HTTPS accepts TLS 1.2 too (TLS-2).
+            for versions in [&[&TLS13][..], &[&TLS12]] {
+                let mut tls = mux.connect(alpn, versions).await.expect("handshake");
+                assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+                tls.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    .await
+                    .expect("write");
+                let mut reply = Vec::new();
+                tokio::time::timeout(LIMIT, tls.read_to_end(&mut reply))
+                    .await
+                    .expect("reply in time")
+                    .expect("read");
+                let reply = String::from_utf8_lossy(&reply);
+                assert!(
+                    reply.starts_with("HTTP/1.1 200 OK\r\n"),
+                    "{alpn:?}: {reply}"
+                );
+                assert!(reply.contains("dclogin:"), "{alpn:?}: index page");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn imap_via_443_respects_the_imap_limit() {
+        let mux = Mux::new(0);
+        let mut tls = mux.connect(&["imap"], &[&TLS13]).await.expect("handshake");
+        let line = first_line(&mut tls).await;
+        assert!(line.starts_with("* BYE Too many connections"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn not_tls_is_dropped() {
+        let mux = Mux::new(4);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (relay, slots) = (mux.relay.clone(), mux.slots.clone());
+        let server = tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.expect("accept");
+            serve_443(relay, tcp, peer, &slots).await;
+        });
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::timeout(LIMIT, server)
+            .await
+            .expect("server gives up at once")
+            .expect("task");
+    }
+}
