@@ -366,4 +366,481 @@ async fn daily_polling(relay: Arc<Relay>, poll: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::store::{Delivery, FlagOp};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    // ---- planning: table tests --------------------------------------------------------
+
+    /// Day 20000 plus 5000 s: a "now" in the middle of a UTC day.
+    const NOW: u64 = 20_000 * DAY + 5_000;
+
+    fn rules() -> Rules {
+        Rules {
+            delete_mails_after: 20,
+            delete_large_after: 7,
+            delete_inactive_users_after: 90,
+            max_mailbox_size: 100 * MIB,
+        }
+    }
+
+    fn msg(mailbox: &str, uid: u32, size: u64, arrived: u64, seen: bool) -> MessageFacts {
+        MessageFacts {
+            mailbox: mailbox.into(),
+            uid,
+            size,
+            arrived,
+            seen,
+        }
+    }
+
+    fn account(last_login_day: u64, messages: Vec<MessageFacts>) -> AccountFacts {
+        AccountFacts {
+            address: "user@x".into(),
+            has_password: true,
+            last_login_day,
+            messages,
+        }
+    }
+
+    fn r(mailbox: &str, uid: u32) -> MessageRef {
+        (mailbox.into(), uid)
+    }
+
+    const ACTIVE: u64 = NOW / DAY * DAY;
+
+    #[test]
+    fn exp2_age_boundary_any_state_any_folder() {
+        let cutoff = NOW - 20 * DAY;
+        let a = account(
+            ACTIVE,
+            vec![
+                msg("INBOX", 1, 10, cutoff - 1, false),
+                msg("INBOX", 2, 10, cutoff, false),
+                msg("Sent", 1, 10, cutoff - DAY, true),
+                msg("INBOX", 3, 10, cutoff + 1, true),
+                msg("INBOX", 4, 10, NOW, false),
+            ],
+        );
+        let plan = plan_account(NOW, &rules(), &a);
+        assert_eq!(
+            plan,
+            AccountPlan {
+                expired: vec![r("INBOX", 1), r("Sent", 1)],
+                ..AccountPlan::default()
+            }
+        );
+    }
+
+    #[test]
+    fn exp3_only_seen_large_messages_past_their_days() {
+        let cutoff = NOW - 7 * DAY;
+        let table = [
+            // (size, arrived, seen, deleted)
+            (200_001, cutoff - 1, true, true),
+            (200_001, cutoff - 1, false, false),
+            (200_000, cutoff - 1, true, false),
+            (200_001, cutoff, true, false),
+            (5_000_000, cutoff - 10 * DAY, true, true),
+            (5_000_000, cutoff - 10 * DAY, false, false),
+        ];
+        for (i, (size, arrived, seen, deleted)) in table.into_iter().enumerate() {
+            let a = account(ACTIVE, vec![msg("INBOX", 7, size, arrived, seen)]);
+            let plan = plan_account(NOW, &rules(), &a);
+            let want = if deleted { vec![r("INBOX", 7)] } else { vec![] };
+            assert_eq!(plan.large, want, "row {i}: {size} bytes, seen {seen}");
+            assert!(plan.expired.is_empty() && plan.trimmed.is_empty() && !plan.remove_account);
+        }
+        // Unseen large messages wait for EXP-2.
+        let old = account(
+            ACTIVE,
+            vec![msg("INBOX", 1, 300_000, NOW - 21 * DAY, false)],
+        );
+        assert_eq!(plan_account(NOW, &rules(), &old).expired, [r("INBOX", 1)]);
+    }
+
+    #[test]
+    fn exp1_inactive_boundary_by_login_day() {
+        // NOW lies 5000 s into day 20000; the cutoff is day 19910 + 5000 s.
+        let table = [
+            (19_909 * DAY, true),
+            (19_910 * DAY, true),
+            (19_911 * DAY, false),
+            (ACTIVE, false),
+            // Never recorded: kept.
+            (0, false),
+        ];
+        for (day, removed) in table {
+            let a = account(day, vec![msg("INBOX", 1, 10, NOW, false)]);
+            let plan = plan_account(NOW, &rules(), &a);
+            assert_eq!(plan.remove_account, removed, "last login {}", day / DAY);
+            if removed {
+                assert!(plan.messages().is_empty(), "the account goes as a whole");
+            } else {
+                assert!(plan.is_empty());
+            }
+        }
+        // At midnight the cutoff is the day itself: 90 full days keep the account.
+        let midnight = 20_000 * DAY;
+        assert!(!plan_account(midnight, &rules(), &account(19_910 * DAY, vec![])).remove_account);
+        assert!(plan_account(midnight, &rules(), &account(19_909 * DAY, vec![])).remove_account);
+    }
+
+    #[test]
+    fn exp5_entry_without_password_goes_only_when_empty() {
+        let mut a = account(0, vec![]);
+        a.has_password = false;
+        assert!(plan_account(NOW, &rules(), &a).remove_account);
+        a.messages = vec![
+            msg("INBOX", 1, 10, NOW - 30 * DAY, false),
+            msg("INBOX", 2, 10, NOW, false),
+        ];
+        let plan = plan_account(NOW, &rules(), &a);
+        assert!(!plan.remove_account);
+        assert_eq!(plan.expired, [r("INBOX", 1)], "its messages still expire");
+    }
+
+    #[test]
+    fn quota_trim_oldest_first_down_to_70_percent() {
+        // 10 MiB quota: trim above 7.5 MiB, down to 7 MiB.
+        let max = 10 * MIB;
+        let old = NOW - 2 * DAY;
+        let four = vec![
+            msg("INBOX", 2, 2 * MIB, old + 20, false),
+            msg("Sent", 1, 2 * MIB, old + 10, true),
+            msg("INBOX", 1, 2 * MIB, old + 30, false),
+            msg("INBOX", 3, 2 * MIB, old + 40, false),
+        ];
+        // 8 MiB: the oldest (Sent 1, any mailbox) goes, leaving 6 MiB.
+        assert_eq!(plan_trim(NOW, max, &four), [r("Sent", 1)]);
+        // Exactly 75 %: nothing.
+        let at75 = vec![
+            msg("INBOX", 1, 5 * MIB, old, false),
+            msg("INBOX", 2, 5 * MIB / 2, old, false),
+        ];
+        assert!(plan_trim(NOW, max, &at75).is_empty());
+        // One byte over 75 %: the first of two equally old messages (ties go by
+        // mailbox, then UID) brings usage to 2.5 MiB + 1 ≤ 7 MiB; the second stays.
+        let over = vec![
+            msg("INBOX", 1, 5 * MIB, old, false),
+            msg("INBOX", 2, 5 * MIB / 2 + 1, old, false),
+        ];
+        assert_eq!(plan_trim(NOW, max, &over), [r("INBOX", 1)]);
+        // Target floor(max MiB × 70 / 100) MiB: 15 MiB → 10 MiB, not 10.5 MiB. From
+        // 12 MiB: 11, 10.5 (would stop at an exact 70 %), 10 → three go; the young
+        // 10 MiB message stays.
+        let fifteen = vec![
+            msg("INBOX", 1, MIB, old, false),
+            msg("INBOX", 2, MIB / 2, old + 1, false),
+            msg("INBOX", 3, MIB / 2, old + 2, false),
+            msg("INBOX", 4, 10 * MIB, NOW - 60, false),
+        ];
+        assert_eq!(
+            plan_trim(NOW, 15 * MIB, &fifteen),
+            [r("INBOX", 1), r("INBOX", 2), r("INBOX", 3)]
+        );
+    }
+
+    #[test]
+    fn quota_trim_never_touches_messages_younger_than_a_day() {
+        let max = 10 * MIB;
+        let young = vec![
+            msg("INBOX", 1, 4 * MIB, NOW - DAY + 1, false),
+            msg("INBOX", 2, 4 * MIB, NOW - 10, false),
+        ];
+        assert!(plan_trim(NOW, max, &young).is_empty());
+        // Exactly 24 h old is no longer younger than 24 h.
+        let mut day_old = young.clone();
+        day_old[0].arrived = NOW - DAY;
+        assert_eq!(plan_trim(NOW, max, &day_old), [r("INBOX", 1)]);
+        // An old message after a young one in arrival order is never reached.
+        let mixed = vec![
+            msg("INBOX", 1, 3 * MIB, NOW - 2 * DAY, false),
+            msg("INBOX", 2, 3 * MIB, NOW - 3600, false),
+            msg("INBOX", 3, 3 * MIB, NOW - 60, false),
+        ];
+        assert_eq!(plan_trim(NOW, max, &mixed), [r("INBOX", 1)]);
+    }
+
+    #[test]
+    fn account_plan_trims_only_after_the_retention_rules() {
+        let max = 10 * MIB;
+        let rules = Rules {
+            max_mailbox_size: max,
+            ..rules()
+        };
+        // 9 MiB, of which 3 MiB expired by age: 6 MiB left, no trim.
+        let a = account(
+            ACTIVE,
+            vec![
+                msg("INBOX", 1, 3 * MIB, NOW - 21 * DAY, false),
+                msg("INBOX", 2, 3 * MIB, NOW - 3 * DAY, false),
+                msg("INBOX", 3, 3 * MIB, NOW - 2 * DAY, false),
+            ],
+        );
+        let plan = plan_account(NOW, &rules, &a);
+        assert_eq!(plan.expired, [r("INBOX", 1)]);
+        assert!(plan.trimmed.is_empty());
+        // 4 × 2.5 MiB = 10 MiB, nothing expires: trim to ≤ 7 MiB takes the two oldest.
+        let b = account(
+            ACTIVE,
+            (1..=4)
+                .map(|i| {
+                    msg(
+                        "INBOX",
+                        i,
+                        5 * MIB / 2,
+                        NOW - 10 * DAY + u64::from(i),
+                        false,
+                    )
+                })
+                .collect(),
+        );
+        let plan = plan_account(NOW, &rules, &b);
+        assert_eq!(plan.trimmed, [r("INBOX", 1), r("INBOX", 2)]);
+        assert!(plan.expired.is_empty() && plan.large.is_empty());
+    }
+
+    #[test]
+    fn next_run_is_0002_utc() {
+        let day = 20_000 * DAY;
+        assert_eq!(next_run(day), day + RUN_AT);
+        assert_eq!(next_run(day + RUN_AT - 1), day + RUN_AT);
+        assert_eq!(next_run(day + RUN_AT), day + DAY + RUN_AT);
+        assert_eq!(next_run(day + DAY - 1), day + DAY + RUN_AT);
+    }
+
+    // ---- end to end: a real relay, its store and a clock moved by hand ---------------
+
+    struct TestClock(AtomicU64);
+
+    impl Clock for TestClock {
+        fn unix_now(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn monotonic(&self) -> Instant {
+            Instant::now()
+        }
+    }
+
+    impl TestClock {
+        fn set(&self, t: u64) {
+            self.0.store(t, Ordering::SeqCst);
+        }
+    }
+
+    const PASSWORD: &str = "password-long-enough";
+
+    struct World {
+        relay: Arc<Relay>,
+        clock: Arc<TestClock>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn world(start: u64, max_mailbox_size: u64) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::testing::config(dir.path(), "127.0.0.1");
+        config.max_mailbox_size = max_mailbox_size;
+        let clock = Arc::new(TestClock(AtomicU64::new(start)));
+        let relay = Relay::open_with_clock(config, clock.clone()).unwrap();
+        World {
+            relay,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    impl World {
+        /// Create `local@[127.0.0.1]` by a first login at the clock's time.
+        async fn account(&self, local: &str) -> String {
+            let domain = self.relay.config.address_domain();
+            let login = format!("{local}@{domain}");
+            self.relay.auth.login(&login, PASSWORD).await.unwrap()
+        }
+
+        async fn deliver(&self, to: &str, size: usize) -> u32 {
+            self.relay
+                .store
+                .deliver(Delivery {
+                    sender: "someone@other".into(),
+                    local: vec![to.into()],
+                    remote: vec![],
+                    body: vec![b'x'; size].into(),
+                    received: self.clock.unix_now(),
+                })
+                .await
+                .unwrap();
+            self.uids(to, "INBOX").last().copied().unwrap()
+        }
+
+        fn uids(&self, account: &str, mailbox: &str) -> Vec<u32> {
+            let (_, m) = self.relay.store.messages(account, mailbox).unwrap();
+            m.iter().map(|m| m.uid).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn daily_rules_on_a_real_store() {
+        let t0 = 20_000 * DAY + 3_600;
+        let w = world(t0, 500 * MIB);
+        let rules = Rules::from_config(&w.relay.config);
+        assert_eq!(
+            (rules.delete_mails_after, rules.delete_large_after),
+            (20, 7)
+        );
+
+        // Day 0: alice and bob exist; bob never logs in again.
+        let alice = w.account("alice0001").await;
+        let bob = w.account("bob000001").await;
+        let ancient = w.deliver(&alice, 100).await;
+        let bob_msg = w.deliver(&bob, 100).await;
+        w.relay
+            .store
+            .set_device_token(&bob, "openpgp:token", t0)
+            .await
+            .unwrap();
+
+        // Day 12: a large message alice reads, one she does not, a small one.
+        w.clock.set(t0 + 12 * DAY);
+        let large_seen = w.deliver(&alice, 300_000).await;
+        let large_unseen = w.deliver(&alice, 300_000).await;
+        let small_seen = w.deliver(&alice, 1_000).await;
+        let seen = Flags {
+            bits: Flags::SEEN,
+            keywords: vec![],
+        };
+        w.relay
+            .store
+            .store_flags(
+                &alice,
+                "INBOX",
+                vec![large_seen, small_seen],
+                FlagOp::Add,
+                seen,
+            )
+            .await
+            .unwrap();
+
+        // Day 19: nothing is old enough yet; alice logs in again (LL-1).
+        let day19 = t0 + 19 * DAY;
+        w.clock.set(day19);
+        w.relay
+            .store
+            .set_last_login_day(&alice, day19 / DAY * DAY)
+            .await
+            .unwrap();
+        // Exactly 7 days after day 12: kept; one second later past delete_large_after,
+        // for the large seen message only.
+        let report = run(&w.relay, day19).await.unwrap();
+        assert_eq!(report, Report::default());
+        let report = run(&w.relay, day19 + 1).await.unwrap();
+        assert_eq!(report.accounts_removed + report.messages_expired, 1);
+        assert_eq!(w.uids(&alice, "INBOX"), [ancient, large_unseen, small_seen]);
+
+        // Day 21: the day-0 messages are older than 20 days.
+        let report = run(&w.relay, t0 + 21 * DAY).await.unwrap();
+        assert_eq!(report.messages_expired, 2, "{report:?}");
+        assert_eq!(w.uids(&alice, "INBOX"), [large_unseen, small_seen]);
+        assert!(w.uids(&bob, "INBOX").is_empty(), "bob {bob_msg} expired");
+        assert!(
+            w.relay.store.account(&bob).unwrap().is_some(),
+            "bob still active"
+        );
+
+        // Day 91: bob's last login (day 0) is older than 90 days; alice (day 19) is not.
+        let wake = w.relay.events.subscribe(&bob);
+        w.clock.set(t0 + 91 * DAY);
+        let report = run(&w.relay, t0 + 91 * DAY).await.unwrap();
+        assert_eq!(report.accounts_removed, 1, "{report:?}");
+        assert!(w.relay.store.account(&bob).unwrap().is_none());
+        assert!(w.relay.store.mailboxes(&bob).unwrap().is_empty());
+        assert!(w.relay.store.device_tokens(&bob).unwrap().is_empty());
+        assert!(wake.has_changed().unwrap(), "bob's sessions were told");
+        assert!(w.relay.store.account(&alice).unwrap().is_some());
+        // alice's day-12 messages are older than 20 days by now.
+        assert!(w.uids(&alice, "INBOX").is_empty());
+
+        // The login cache forgot bob: logging in again creates a fresh account.
+        let again = w.account("bob000001").await;
+        assert_eq!(again, bob);
+        let fresh = w.relay.store.account(&bob).unwrap().unwrap();
+        assert_eq!(fresh.last_login_day, (t0 + 91 * DAY) / DAY * DAY);
+        assert_eq!(w.uids(&bob, "INBOX"), Vec::<u32>::new());
+        // A run that finds nothing to do changes nothing.
+        assert_eq!(
+            run(&w.relay, t0 + 91 * DAY).await.unwrap(),
+            Report::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn quota_trim_after_delivery_and_in_the_daily_run() {
+        let t0 = 20_000 * DAY;
+        let mib = MIB as usize;
+        let w = world(t0, 10 * MIB);
+        let alice = w.account("alice0001").await;
+        // Four old messages of 2 MiB: 8 MiB > 7.5 MiB, but not yet checked.
+        let mut old = Vec::new();
+        for i in 0..4 {
+            w.clock.set(t0 + i);
+            old.push(w.deliver(&alice, 2 * mib).await);
+        }
+        // Two days later a small delivery triggers the trim: the oldest goes (6 MiB left).
+        w.clock.set(t0 + 2 * DAY);
+        let new = w.deliver(&alice, 1_000).await;
+        let wake = w.relay.events.subscribe(&alice);
+        assert_eq!(trim_after_delivery(&w.relay, &alice).await.unwrap(), 1);
+        assert!(
+            wake.has_changed().unwrap(),
+            "IMAP sessions woken by the trim"
+        );
+        assert_eq!(w.uids(&alice, "INBOX"), [old[1], old[2], old[3], new]);
+        // Below 75 %: nothing more.
+        assert_eq!(trim_after_delivery(&w.relay, &alice).await.unwrap(), 0);
+
+        // 2 MiB more now: 8 MiB + 1000 B, so the oldest remaining (two days old) goes;
+        // the message just delivered stays.
+        let fresh = w.deliver(&alice, 2 * mib).await;
+        assert_eq!(trim_after_delivery(&w.relay, &alice).await.unwrap(), 1);
+        assert_eq!(w.uids(&alice, "INBOX"), [old[2], old[3], new, fresh]);
+        // All young: 3 × 2.9 MiB delivered now, over 75 %, nothing may go.
+        let w2 = world(t0, 10 * MIB);
+        let bob = w2.account("bob000001").await;
+        for _ in 0..3 {
+            w2.deliver(&bob, 29 * mib / 10).await;
+        }
+        assert_eq!(trim_after_delivery(&w2.relay, &bob).await.unwrap(), 0);
+        assert_eq!(w2.uids(&bob, "INBOX").len(), 3);
+        // The daily run trims too (EXP-4), once they are a day old.
+        w2.clock.set(t0 + DAY);
+        let report = run(&w2.relay, t0 + DAY).await.unwrap();
+        assert_eq!(report.messages_trimmed, 1, "{report:?}");
+        assert_eq!(w2.uids(&bob, "INBOX"), [2, 3]);
+    }
+
+    #[tokio::test]
+    async fn daily_job_runs_at_0002_by_the_injected_clock() {
+        let t0 = 20_000 * DAY;
+        let w = world(t0 - 30 * DAY, 500 * MIB);
+        let alice = w.account("alice0001").await;
+        w.deliver(&alice, 100).await;
+        // One minute before the run the message (30 days old) is still there.
+        w.clock.set(t0 + RUN_AT - 60);
+        w.relay.store.set_last_login_day(&alice, t0).await.unwrap();
+        let job = tokio::spawn(daily_polling(w.relay.clone(), Duration::from_millis(10)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(w.uids(&alice, "INBOX").len(), 1, "not before 00:02");
+        w.clock.set(t0 + RUN_AT);
+        let mut gone = false;
+        for _ in 0..500 {
+            if w.uids(&alice, "INBOX").is_empty() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        job.abort();
+        assert!(gone, "the 00:02 run removed the expired message");
+    }
 }
