@@ -1,11 +1,12 @@
 //! The `relaybox` command: run the relay (`serve`, `dev`) and its tools.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use relaybox::config::Config;
 use relaybox::server::{self, Relay};
+use relaybox::store::Store;
 
 #[derive(Parser)]
 #[command(name = "relaybox", version, about = "A chatmail relay in one daemon")]
@@ -22,6 +23,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the daily expiry now (spec relay.md §15) on the store of a stopped relay;
+    /// a running relay does it itself every day at 00:02 UTC.
+    Expire {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Take this Unix time (seconds, UTC) as "now" instead of the system clock.
+        #[arg(long)]
+        now: Option<u64>,
+    },
     /// Run an IP-only relay on 127.0.0.1 with unprivileged ports, for development.
     Dev {
         /// Data directory (created if missing).
@@ -37,21 +48,13 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let config = match cli.command {
-        Command::Serve { config } => match Config::load(&config) {
-            Ok(loaded) => {
-                if !loaded.unknown_keys.is_empty() {
-                    tracing::warn!(
-                        "{}: unknown keys ignored: {}",
-                        config.display(),
-                        loaded.unknown_keys.join(", ")
-                    );
-                }
-                loaded.config
-            }
-            Err(e) => {
-                eprintln!("relaybox: config error: {}: {e}", config.display());
-                return ExitCode::from(EXIT_CONFIG);
-            }
+        Command::Serve { config } => match load_config(&config) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
+        Command::Expire { config, now } => match load_config(&config) {
+            Ok(c) => return expire(c, now),
+            Err(code) => return code,
         },
         Command::Dev { data_dir } => Config::dev(data_dir),
     };
@@ -78,6 +81,8 @@ fn main() -> ExitCode {
             relaybox::onboarding::print_dev_banner(&relay);
         }
         let store = relay.store.clone();
+        // EXP-1..5: the daily expiry at 00:02 UTC, for as long as the relay runs.
+        let daily = tokio::spawn(relaybox::expire::daily(relay.clone()));
         let code = tokio::select! {
             r = server::serve(relay) => match r {
                 Ok(()) => ExitCode::SUCCESS,
@@ -91,10 +96,88 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         };
+        daily.abort();
         if let Err(e) = store.flush().await {
             tracing::error!("store flush at shutdown failed: {e}");
         }
         code
+    })
+}
+
+/// Load a chatmail.ini, warning about unknown keys; a bad file is exit code 2.
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    match Config::load(path) {
+        Ok(loaded) => {
+            if !loaded.unknown_keys.is_empty() {
+                tracing::warn!(
+                    "{}: unknown keys ignored: {}",
+                    path.display(),
+                    loaded.unknown_keys.join(", ")
+                );
+            }
+            Ok(loaded.config)
+        }
+        Err(e) => {
+            eprintln!("relaybox: config error: {}: {e}", path.display());
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// `relaybox expire`: one expiry run over the store, then a durable flush (the run's
+/// message removals are not durable on their own). Prints what it removed.
+fn expire(config: Config, now: Option<u64>) -> ExitCode {
+    use relaybox::clock::{Clock, SystemClock};
+    use relaybox::expire::{self, Detached, Rules};
+
+    let path = config.data_dir.join(server::STORE_FILE);
+    if !path.exists() {
+        println!("expire: no store at {}, nothing to do", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let store = match Store::open(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "relaybox: cannot open the store {}: {e} (a running relay expires by itself \
+                 every day at 00:02 UTC)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("relaybox: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = now.unwrap_or_else(|| SystemClock.unix_now());
+    let rules = Rules::from_config(&config);
+    runtime.block_on(async move {
+        let result = expire::run_store(&store, &rules, now, &Detached).await;
+        let flushed = store.flush().await;
+        match (result, flushed) {
+            (Ok(report), Ok(())) => {
+                println!(
+                    "expire: removed {} account(s), {} expired message(s), {} message(s) over quota",
+                    report.accounts_removed, report.messages_expired, report.messages_trimmed
+                );
+                ExitCode::SUCCESS
+            }
+            (Err(e), _) => {
+                eprintln!("relaybox: expire failed: {e}");
+                ExitCode::FAILURE
+            }
+            (_, Err(e)) => {
+                eprintln!("relaybox: expire: store flush failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 
