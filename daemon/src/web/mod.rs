@@ -124,8 +124,8 @@ pub fn human_size(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
     match n {
         0 => "0 bytes".to_string(),
-        n if n % (1024 * MIB) == 0 => format!("{} GiB", n / (1024 * MIB)),
-        n if n % MIB == 0 => format!("{} MiB", n / MIB),
+        n if n.is_multiple_of(1024 * MIB) => format!("{} GiB", n / (1024 * MIB)),
+        n if n.is_multiple_of(MIB) => format!("{} MiB", n / MIB),
         n => format!("{n} bytes"),
     }
 }

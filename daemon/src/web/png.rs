@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn round_trip_with_odd_width() {
-        let dark = |x: u32, y: u32| (x * 7 + y * 3) % 5 == 0;
+        let dark = |x: u32, y: u32| (x * 7 + y * 3).is_multiple_of(5);
         let png = encode_bw(13, 4, dark).expect("encode");
         let (w, h, rows) = decode_bw(&png).expect("decode");
         assert_eq!((w, h), (13, 4));
