@@ -54,6 +54,8 @@ struct Setup {
     implicit_tls: bool,
     burst: u32,
     idle: Duration,
+    /// QUOTA-1 in bytes; `None` keeps the config default.
+    max_mailbox_size: Option<u64>,
 }
 
 impl Default for Setup {
@@ -64,6 +66,7 @@ impl Default for Setup {
             implicit_tls: false,
             burst: 100,
             idle: Duration::from_secs(60),
+            max_mailbox_size: None,
         }
     }
 }
@@ -72,6 +75,9 @@ async fn start(setup: Setup) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), setup.mail_domain);
     cfg.max_user_send_burst_size = setup.burst;
+    if let Some(max) = setup.max_mailbox_size {
+        cfg.max_mailbox_size = max;
+    }
     let relay = Relay::open(cfg).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1000,4 +1006,139 @@ async fn starttls_versions_per_port() {
             c.expect("EHLO x", 250).await;
         }
     }
+}
+
+// ---- quota (QUOTA-1..3) -------------------------------------------------------------
+
+const MIB: u64 = 1024 * 1024;
+
+impl Harness {
+    /// Store a message of `size` bytes for `account` directly, arrived at `received`.
+    async fn prefill(&self, account: &str, size: u64, received: u64) {
+        let got = self
+            .relay
+            .store
+            .deliver(crate::store::Delivery {
+                sender: String::new(),
+                local: vec![account.to_string()],
+                remote: vec![],
+                body: vec![b'x'; size as usize].into(),
+                received,
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, [account]);
+    }
+}
+
+fn quota_reply(rcpt: &str) -> String {
+    format!(
+        "552 5.2.2 <{rcpt}>: Recipient address rejected: Quota exceeded (mailbox for user is full)"
+    )
+}
+
+/// QUOTA-2: refused permanently at RCPT when full or when SIZE= would overflow, at DATA
+/// when the message itself would; other recipients still get it.
+#[tokio::test]
+async fn quota_refusals_at_rcpt_and_data() {
+    let h = start(Setup {
+        max_mailbox_size: Some(MIB),
+        ..Setup::default()
+    })
+    .await;
+    let bob = h.account("bob").await;
+    let carol = h.account("carol").await;
+    let now = h.relay.clock.unix_now();
+    // 50 bytes of room left: less than any message.
+    h.prefill(&bob, MIB - 50, now).await;
+    let (mut c, alice) = logged_in(&h, "alice").await;
+
+    // Two recipients, one without room: carol gets it, bob's mailbox misses it.
+    let r = send_mail(&mut c, &alice, &[&bob, &carol], &encrypted(&alice, &carol)).await;
+    assert_eq!(r.text(), "250 2.0.0 Ok: queued");
+    assert_eq!(h.inbox(&carol).len(), 1);
+    assert_eq!(h.inbox(&bob).len(), 1, "only the prefilled message");
+
+    // Only bob: the commit refuses it, the answer comes at DATA.
+    let r = send_mail(&mut c, &alice, &[&bob], &encrypted(&alice, &bob)).await;
+    assert_eq!(r.text(), quota_reply(&bob));
+    assert_eq!(h.inbox(&bob).len(), 1);
+
+    // SIZE= announces more than the room left: refused at RCPT, as the client wrote it.
+    c.expect(&format!("MAIL FROM:<{alice}> SIZE=51"), 250).await;
+    let r = c.expect("RCPT TO:<Bob+tag@example.org>", 552).await;
+    assert_eq!(r.text(), quota_reply("Bob+tag@example.org"));
+    c.expect("RSET", 250).await;
+    // SIZE= that fits: accepted at RCPT (the message then decides at DATA).
+    c.expect(&format!("MAIL FROM:<{alice}> SIZE=50"), 250).await;
+    c.expect(&format!("RCPT TO:<{bob}>"), 250).await;
+    c.expect("RSET", 250).await;
+
+    // Exactly full: refused at RCPT even without SIZE=.
+    h.prefill(&bob, 50, now).await;
+    assert_eq!(h.relay.store.usage(&bob).unwrap(), MIB);
+    c.expect(&format!("MAIL FROM:<{alice}>"), 250).await;
+    let r = c.expect(&format!("RCPT TO:<{bob}>"), 552).await;
+    assert_eq!(r.text(), quota_reply(&bob));
+    // The transaction goes on for others.
+    c.expect(&format!("RCPT TO:<{carol}>"), 250).await;
+    c.expect("DATA", 354).await;
+    c.send(&stuffed(&encrypted(&alice, &carol))).await;
+    assert_eq!(c.reply().await.text(), "250 2.0.0 Ok: queued");
+    assert_eq!(h.inbox(&carol).len(), 2);
+    assert_eq!(h.inbox(&bob).len(), 2);
+}
+
+/// QUOTA-3: a delivery that takes usage past 75 % trims the oldest messages to ≤ 70 %,
+/// never those younger than 24 h.
+#[tokio::test]
+async fn quota_trim_after_smtp_delivery() {
+    let h = start(Setup {
+        max_mailbox_size: Some(10 * MIB),
+        ..Setup::default()
+    })
+    .await;
+    let bob = h.account("bob").await;
+    let now = h.relay.clock.unix_now();
+    // Old: 4 × 1 MiB, 5 to 2 days old. Young (1 h): 3 MiB + 840000 B.
+    // 8180032 bytes: over 75 % (7864320) but nothing checked it yet.
+    for days in [5, 4, 3, 2] {
+        h.prefill(&bob, MIB, now - days * 86_400).await;
+    }
+    for _ in 0..3 {
+        h.prefill(&bob, MIB, now - 3600).await;
+    }
+    h.prefill(&bob, 840_000, now - 3600).await;
+    let before: Vec<u32> = h
+        .relay
+        .store
+        .messages(&bob, "INBOX")
+        .unwrap()
+        .1
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(before, (1..=8).collect::<Vec<u32>>());
+
+    let (mut c, alice) = logged_in(&h, "alice").await;
+    let r = send_mail(&mut c, &alice, &[&bob], &encrypted(&alice, &bob)).await;
+    assert_eq!(r.text(), "250 2.0.0 Ok: queued");
+    // Minus the oldest 1 MiB: ≤ 7 MiB (7340032). Everything else stays.
+    let after: Vec<u32> = h
+        .relay
+        .store
+        .messages(&bob, "INBOX")
+        .unwrap()
+        .1
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(after, (2..=9).collect::<Vec<u32>>());
+    let usage = h.relay.store.usage(&bob).unwrap();
+    assert!(usage <= 7 * MIB, "{usage}");
+
+    // Now under 75 %: another delivery trims nothing.
+    let r = send_mail(&mut c, &alice, &[&bob], &encrypted(&alice, &bob)).await;
+    assert_eq!(r.text(), "250 2.0.0 Ok: queued");
+    assert_eq!(h.inbox(&bob).len(), 9);
 }
