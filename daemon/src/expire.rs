@@ -305,6 +305,8 @@ pub async fn run_store(
             observer.mailbox_changed(&account.address);
         }
     }
+    // The removals above are not durable on their own: one durable commit for the run.
+    store.flush().await?;
     tracing::info!(
         "expire: removed {} account(s), {} expired message(s), {} message(s) over quota",
         report.accounts_removed,

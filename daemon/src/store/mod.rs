@@ -792,16 +792,22 @@ impl Store {
         Ok(bodies.get(row.body_id)?.map(|v| v.value().to_vec()))
     }
 
-    /// Sum of stored message sizes over all mailboxes (QUOTA-1).
+    /// Sum of stored message sizes over all mailboxes (QUOTA-1), from one snapshot.
     pub fn usage(&self, account: &str) -> Result<u64, StoreError> {
-        let mut total = 0;
-        for mb in self.mailboxes(account)? {
-            total += self
-                .messages(account, &mb.name)?
-                .1
-                .iter()
-                .map(|m| m.size)
-                .sum::<u64>();
+        let rx = self.read()?;
+        let boxes = rx.open_table(MAILBOXES)?;
+        let msgs = rx.open_table(MESSAGES)?;
+        let mut total = 0u64;
+        for row in boxes.range((account, "")..)? {
+            let (k, v) = row?;
+            if k.value().0 != account {
+                break;
+            }
+            let mb = MailboxRow::decode(v.value())?;
+            for m in msgs.range((mb.id, 0)..=(mb.id, u32::MAX))? {
+                let (_, mv) = m?;
+                total = total.saturating_add(MessageRow::decode(mv.value())?.size);
+            }
         }
         Ok(total)
     }
