@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
@@ -227,8 +227,7 @@ async fn accept_loop(
         let relay = relay.clone();
         let mux = mux.clone();
         tokio::spawn(async move {
-            handle(relay, service, stream, peer, &mux).await;
-            drop(permit);
+            handle(relay, service, stream, peer, &mux, permit).await;
         });
     }
 }
@@ -253,7 +252,11 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     mux: &MuxSlots,
+    permit: OwnedSemaphorePermit,
 ) {
+    // The listener's slot is held for the whole session, except that the 443
+    // multiplexer trades it for an IMAP or submission slot.
+    let mut permit = Some(permit);
     match service {
         Service::Mx => {
             crate::smtp::serve(relay, Conn::Plain(stream), peer, crate::smtp::Mode::Mx).await
@@ -278,7 +281,7 @@ async fn handle(
                 crate::imap::serve(relay, conn, peer).await
             }
         }
-        Service::Https => serve_443(relay, stream, peer, mux).await,
+        Service::Https => serve_443(relay, stream, peer, mux, permit.take()).await,
         Service::Http => crate::http::serve_http(relay, Conn::Plain(stream), peer).await,
     }
 }
@@ -329,7 +332,17 @@ pub fn route_443<'a>(alpn: Option<impl Iterator<Item = &'a [u8]>>) -> Route443 {
 /// upstream's backends behind nginx's `ssl_preread` do, so no ALPN offer can fail a
 /// handshake, and IMAP/submission sessions resume with the same tickets as on 993/465.
 /// Hello and handshake together are bounded by `HANDSHAKE_TIMEOUT`.
-pub async fn serve_443(relay: Arc<Relay>, stream: TcpStream, peer: SocketAddr, mux: &MuxSlots) {
+///
+/// `https_slot` (the 443 listener's connection slot) is released when the connection
+/// becomes an IMAP or submission session, which hold a slot of their own limit instead:
+/// long-lived IMAP IDLE sessions must not use up the HTTPS connection limit.
+pub async fn serve_443(
+    relay: Arc<Relay>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mux: &MuxSlots,
+    https_slot: Option<OwnedSemaphorePermit>,
+) {
     let handshake = async {
         let acceptor = rustls::server::Acceptor::default();
         let start = tokio_rustls::LazyConfigAcceptor::new(acceptor, stream).await?;
@@ -358,12 +371,14 @@ pub async fn serve_443(relay: Arc<Relay>, stream: TcpStream, peer: SocketAddr, m
             let Ok(_permit) = mux.submission.clone().try_acquire_owned() else {
                 return refuse_busy_tls(Service::Submissions, conn).await;
             };
+            drop(https_slot);
             crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
         }
         Route443::Imap => {
             let Ok(_permit) = mux.imap.clone().try_acquire_owned() else {
                 return refuse_busy_tls(Service::Imaps, conn).await;
             };
+            drop(https_slot);
             crate::imap::serve(relay, conn, peer).await
         }
     }
@@ -433,7 +448,7 @@ mod tests {
             let (relay, slots) = (self.relay.clone(), self.slots.clone());
             tokio::spawn(async move {
                 if let Ok((tcp, peer)) = listener.accept().await {
-                    serve_443(relay, tcp, peer, &slots).await;
+                    serve_443(relay, tcp, peer, &slots, None).await;
                 }
             });
             let tcp = TcpStream::connect(addr).await?;
@@ -546,6 +561,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn imap_via_443_gives_back_the_https_slot() {
+        let mux = Mux::new(4);
+        let https = Arc::new(Semaphore::new(1));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (relay, slots) = (mux.relay.clone(), mux.slots.clone());
+        let slot = https.clone().try_acquire_owned().expect("slot");
+        tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.expect("accept");
+            serve_443(relay, tcp, peer, &slots, Some(slot)).await;
+        });
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+        let mut tls = crate::testing::tls_connector(&[&TLS13], None)
+            .with_alpn(vec![b"imap".to_vec()])
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        let greeting = first_line(&mut tls).await;
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        // The IDLE-able session holds an IMAP slot, not the HTTPS one.
+        assert_eq!(https.available_permits(), 1);
+        assert_eq!(mux.slots.imap.available_permits(), 3);
+    }
+
+    #[tokio::test]
     async fn not_tls_is_dropped() {
         let mux = Mux::new(4);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -553,7 +594,7 @@ mod tests {
         let (relay, slots) = (mux.relay.clone(), mux.slots.clone());
         let server = tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.expect("accept");
-            serve_443(relay, tcp, peer, &slots).await;
+            serve_443(relay, tcp, peer, &slots, None).await;
         });
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
         tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
