@@ -72,7 +72,8 @@ def insecure_context(alpn: list[str] | None = None) -> ssl.SSLContext:
 
 def https_get(port: int, path: str, host: str, alpn: list[str] | None = None):
     """GET https://127.0.0.1:<port><path> with `Host: host`; (status, headers, body)."""
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=insecure_context(alpn))
+    ctx = insecure_context(alpn)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
     try:
         conn.request("GET", path, headers={"Host": host, "User-Agent": "Mozilla/5.0"})
         resp = conn.getresponse()
