@@ -1,8 +1,10 @@
 //! HTTP(S) of the relay core (spec/relay.md §5, §17): `POST /new` and the legacy
 //! `/cgi-bin/newemail.py` (NEW-1..5) with their per-IP rate limit, the Mozilla autoconfig
-//! file, `robots.txt`, the `www.` redirect (PORT-5), 404 for everything else, and the
-//! port-80 redirect to HTTPS (PORT-4). Served with hyper's HTTP/1.1 server on a
-//! connection the listener already accepted (and, for 443, TLS-terminated).
+//! file, `robots.txt`, the `www.` redirect (PORT-5), the site (pages, invite QR code,
+//! MTA-STS, `www_folder`: submodule [`web`]), 404 for everything else, and the port-80
+//! redirect to HTTPS (PORT-4). Served with hyper's HTTP/1.1 server on a connection the
+//! listener already accepted (and, for 443, TLS-terminated after the ALPN multiplexer in
+//! `crate::server::serve_443` chose HTTPS).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
