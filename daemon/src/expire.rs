@@ -289,18 +289,29 @@ pub async fn run_store(
         if plan.is_empty() {
             continue;
         }
-        let expired = plan.expired.len() + plan.large.len();
-        let removed = store
-            .remove_messages(&account.address, plan.messages())
-            .await?;
-        // Concurrent expunges may have taken some first; count what this run removed.
-        let trimmed = removed.saturating_sub(expired).min(plan.trimmed.len());
-        report.messages_expired += removed - trimmed;
+        // Two removals so that each count is exact even when a concurrent EXPUNGE took
+        // some of the messages first.
+        let mut by_rule = plan.expired;
+        by_rule.extend(plan.large);
+        let expired = if by_rule.is_empty() {
+            0
+        } else {
+            store.remove_messages(&account.address, by_rule).await?
+        };
+        let trimmed = if plan.trimmed.is_empty() {
+            0
+        } else {
+            store
+                .remove_messages(&account.address, plan.trimmed)
+                .await?
+        };
+        report.messages_expired += expired;
         report.messages_trimmed += trimmed;
         if trimmed > 0 {
             // LOG-4: the upstream phrase.
             tracing::info!("quota-expire: removed {trimmed} message(s)");
         }
+        let removed = expired + trimmed;
         if removed > 0 {
             observer.mailbox_changed(&account.address);
         }
