@@ -26,10 +26,6 @@ use crate::onboarding;
 use crate::policy::ratelimit::{Quota, RateLimiter};
 use crate::server::Relay;
 
-/// The site: pages, QR code, MTA-STS, `www_folder` (declared here because the module
-/// list in lib.rs belongs to the core).
-#[path = "web/mod.rs"]
-pub mod web;
 
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -96,7 +92,7 @@ pub fn https_router(web: Web) -> Router {
     let router = router
         .route(AUTOCONFIG_PATH, get(autoconfig))
         .route("/robots.txt", get(robots));
-    web::add_routes(router, &web.relay.config)
+    crate::web::add_routes(router, &web.relay.config)
         .layer(middleware::from_fn_with_state(web.clone(), www_redirect))
         .with_state(web)
 }
@@ -260,7 +256,7 @@ async fn robots() -> Response {
 }
 
 /// §17: anything else is 404, with no server name or version.
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         [(
@@ -273,7 +269,7 @@ async fn not_found() -> Response {
 }
 
 /// A 301 to `location` (which the caller built from checked parts).
-fn redirect(location: &str) -> Response {
+pub(crate) fn redirect(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(value) => (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, value)]).into_response(),
         Err(_) => StatusCode::BAD_REQUEST.into_response(),
@@ -282,7 +278,7 @@ fn redirect(location: &str) -> Response {
 
 /// The host name of a `Host` header without its port, if it is a plausible name or
 /// address literal (so it can be put in a `Location` safely).
-fn host_without_port(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn host_without_port(headers: &HeaderMap) -> Option<String> {
     let raw = headers.get(header::HOST)?.to_str().ok()?.trim();
     let host = if raw.starts_with('[') {
         // `[v6]` or `[v6]:port`

@@ -18,6 +18,7 @@ pub mod server;
 pub mod smtp;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 #[cfg(test)]
 pub(crate) mod testing;

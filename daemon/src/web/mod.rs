@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{Web, host_without_port, not_found, redirect};
+use crate::http::{Web, host_without_port, not_found, redirect};
 use crate::config::Config;
 use crate::onboarding;
 
