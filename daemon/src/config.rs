@@ -103,6 +103,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Relaybox: listen addresses per service.
     pub listen: Listeners,
+    /// Relaybox: where push notifications are POSTed (PUSH-3; configurable for tests).
+    pub push_url: String,
+    /// Relaybox: a PEM file of extra CA roots trusted by outbound HTTPS besides the
+    /// web-PKI roots (`None` = none; a test notification server, a private proxy).
+    pub tls_extra_roots: Option<PathBuf>,
 }
 
 impl Config {
@@ -148,6 +153,9 @@ pub struct Loaded {
     pub config: Config,
     pub unknown_keys: Vec<String>,
 }
+
+/// Default notification endpoint (PUSH-3).
+pub const DEFAULT_PUSH_URL: &str = "https://notifications.delta.chat/notify";
 
 /// Default data directory of an installed relay.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/relaybox";
@@ -552,6 +560,24 @@ impl Config {
         let data_dir = p
             .path("data_dir")
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let push_url = match p.take("push_url") {
+            None => DEFAULT_PUSH_URL.to_string(),
+            Some(v) => {
+                let v = v.trim().to_string();
+                // PUSH-3: tokens leave the relay only over HTTPS.
+                let host = v.strip_prefix("https://").unwrap_or("");
+                if host.is_empty() || host.starts_with('/') || v.contains(char::is_whitespace) {
+                    return Err(value_error(
+                        "push_url",
+                        format!(
+                            "expected an https:// URL like {DEFAULT_PUSH_URL}, got {v:?}"
+                        ),
+                    ));
+                }
+                v
+            }
+        };
+        let tls_extra_roots = p.path("tls_extra_roots");
         let std = Listeners::standard(disable_ipv6);
         let listen = Listeners {
             smtp: p.listeners("smtp_listen", std.smtp)?,
@@ -609,6 +635,8 @@ impl Config {
                 privacy_supervisor,
                 data_dir,
                 listen,
+                push_url,
+                tls_extra_roots,
             },
             unknown_keys,
         })
@@ -1123,6 +1151,33 @@ http_listen = 0.0.0.0:8080,",
             error("max_mailbox_size = lots").to_string(),
             "max_mailbox_size: expected a size like 500M or 2G, got \"lots\""
         );
+    }
+
+    #[test]
+    fn push_url_and_extra_roots() {
+        let c = with("");
+        assert_eq!(c.push_url, "https://notifications.delta.chat/notify");
+        assert_eq!(c.tls_extra_roots, None);
+        let c = with("push_url = https://127.0.0.1:8443/notify \ntls_extra_roots = /etc/rb/ca.pem");
+        assert_eq!(c.push_url, "https://127.0.0.1:8443/notify");
+        assert_eq!(c.tls_extra_roots, Some(PathBuf::from("/etc/rb/ca.pem")));
+        assert_eq!(with("tls_extra_roots =").tls_extra_roots, None);
+        for bad in [
+            "push_url =",
+            "push_url = http://notifications.delta.chat/notify",
+            "push_url = https://",
+            "push_url = https:///notify",
+            "push_url = https://a b/notify",
+            "push_url = notifications.delta.chat",
+        ] {
+            match error(bad) {
+                ConfigError::Value { key, msg } => {
+                    assert_eq!(key, "push_url", "{bad}");
+                    assert!(msg.contains("expected an https:// URL"), "{bad}: {msg}");
+                }
+                other => panic!("{bad}: expected a value error, got {other}"),
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The only code that touches redb: typed tables for accounts, mailboxes, messages,
-//! message bodies, metadata and the outbound queue; the schema version; and the
+//! message bodies, metadata, the outbound queue and the push queue; the schema version; and the
 //! group-commit writer (DESIGN.md principle 2).
 //!
 //! Reads run directly on a read transaction (microseconds). Writes go to one writer
@@ -40,6 +40,8 @@ const BODY_REFS: TableDefinition<u64, u32> = TableDefinition::new("body_refs");
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 /// (address, token) → (first registration, last SET), Unix seconds.
 const TOKENS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("device_tokens");
+/// job id → push job row (PUSH-2): account, token, attempts, first and next attempt.
+const PUSH_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("push_jobs");
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +162,58 @@ pub struct QueuedMessage {
     pub created: u64,
     pub next_attempt: u64,
     pub attempts: u32,
+}
+
+/// A pending push notification (PUSH-2..5): one per (account, token) per delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushJob {
+    pub id: u64,
+    /// The account the delivery was for (only used to delete the token on 410).
+    pub account: String,
+    /// The device token as stored (MD-1: printable ASCII); POSTed as the body.
+    pub token: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When the job was created (the first attempt is due then), Unix seconds; the
+    /// 5-hour deadline counts from here (PUSH-5).
+    pub first_attempt: u64,
+    /// When the next attempt is due, Unix seconds.
+    pub next_attempt: u64,
+}
+
+/// Which stored recipients of a delivery get push jobs, in the delivery's own commit
+/// (PUSH-1, PUSH-2).
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// Local recipients to notify (those whose From is not the account itself); only
+    /// those that actually received the message get jobs.
+    pub accounts: Vec<String>,
+    /// Job creation time, Unix seconds.
+    pub now: u64,
+    /// MD-1: `token_valid(last_set, now)`; invalid tokens get no job.
+    pub token_valid: fn(u64, u64) -> bool,
+}
+
+fn encode_push(j: &PushJob) -> Vec<u8> {
+    Enc::default()
+        .str(&j.account)
+        .str(&j.token)
+        .u32(j.attempts)
+        .u64(j.first_attempt)
+        .u64(j.next_attempt)
+        .0
+}
+
+fn decode_push(id: u64, b: &[u8]) -> Result<PushJob, StoreError> {
+    let mut d = Dec(b);
+    Ok(PushJob {
+        id,
+        account: d.str()?,
+        token: d.str()?,
+        attempts: d.u32()?,
+        first_attempt: d.u64()?,
+        next_attempt: d.u64()?,
+    })
 }
 
 /// Store failures.
@@ -461,6 +515,7 @@ impl Store {
             tx.open_table(BODY_REFS)?;
             tx.open_table(QUEUE)?;
             tx.open_table(TOKENS)?;
+            tx.open_table(PUSH_JOBS)?;
         }
         tx.commit()?;
         let writer = Writer::start(db.clone());
@@ -627,6 +682,20 @@ impl Store {
                     }
                     removal.tokens = tokens.len();
                 }
+                // Pending pushes of the account go with its tokens.
+                {
+                    let mut t = tx.open_table(PUSH_JOBS)?;
+                    let mut ids = Vec::new();
+                    for row in t.iter()? {
+                        let (k, v) = row?;
+                        if decode_push(k.value(), v.value())?.account == address {
+                            ids.push(k.value());
+                        }
+                    }
+                    for id in ids {
+                        t.remove(id)?;
+                    }
+                }
                 let anything = existed || removal != AccountRemoval::default();
                 Ok(anything.then_some(removal))
             })
@@ -652,67 +721,201 @@ impl Store {
         d: Delivery,
         max_mailbox_size: u64,
     ) -> Result<Delivered, StoreError> {
+        Ok(self.deliver_with_push(d, max_mailbox_size, None).await?.0)
+    }
+
+    /// [`Store::deliver_within_quota`] that also creates, in the same durable commit,
+    /// one push job per valid device token of every account of `push` that received the
+    /// message (PUSH-1, PUSH-2). Returns the outcome and the number of jobs created.
+    pub async fn deliver_with_push(
+        &self,
+        d: Delivery,
+        max_mailbox_size: u64,
+        push: Option<PushRequest>,
+    ) -> Result<(Delivered, usize), StoreError> {
         self.writer
             .run(true, move |tx| {
-                let size = d.body.len() as u64;
-                let mut targets = Vec::new();
-                let mut over_quota = Vec::new();
-                for rcpt in &d.local {
-                    if let Some(mb) = get_mailbox(tx, rcpt, "INBOX")? {
-                        // QUOTA-2: refused when this message would exceed the quota.
-                        if max_mailbox_size != u64::MAX
-                            && usage_in(tx, rcpt)?.saturating_add(size) > max_mailbox_size
-                        {
-                            over_quota.push(rcpt.clone());
-                            continue;
-                        }
-                        targets.push((rcpt.clone(), mb));
+                let delivered = deliver_in(tx, &d, max_mailbox_size)?;
+                let mut jobs = 0;
+                if let Some(push) = push {
+                    for account in delivered
+                        .stored
+                        .iter()
+                        .filter(|a| push.accounts.contains(a))
+                    {
+                        jobs += add_push_jobs(tx, account, &push)?;
                     }
                 }
-                let refs = targets.len() as u32 + u32::from(!d.remote.is_empty());
-                if refs == 0 {
-                    return Ok(Delivered {
-                        stored: Vec::new(),
-                        over_quota,
-                    });
-                }
-                let body_id = store_body(tx, &d.body, refs)?;
-                let row = MessageRow {
-                    body_id,
-                    size,
-                    internal_date: d.received,
-                    flags: Flags::default(),
-                };
-                let mut stored = Vec::new();
-                {
-                    let mut messages = tx.open_table(MESSAGES)?;
-                    let encoded = row.encode();
-                    for (rcpt, mut mb) in targets {
-                        let uid = mb.uid_next;
-                        mb.uid_next += 1;
-                        messages.insert((mb.id, uid), encoded.as_slice())?;
-                        put_mailbox(tx, &rcpt, "INBOX", &mb)?;
-                        stored.push(rcpt);
-                    }
-                }
-                if !d.remote.is_empty() {
-                    let id = next_id(tx)?;
-                    let q = QueuedMessage {
-                        id,
-                        sender: d.sender.clone(),
-                        recipients: d.remote.clone(),
-                        created: d.received,
-                        next_attempt: d.received,
-                        attempts: 0,
-                    };
-                    tx.open_table(QUEUE)?
-                        .insert(id, encode_queue(&q, body_id).as_slice())?;
-                }
-                Ok(Delivered { stored, over_quota })
+                Ok((delivered, jobs))
             })
             .await
     }
 
+    // ---- push queue -----------------------------------------------------------------
+
+    /// Every pending push job, oldest first.
+    pub fn push_jobs(&self) -> Result<Vec<PushJob>, StoreError> {
+        self.push_jobs_due(u64::MAX)
+    }
+
+    /// Push jobs whose next attempt is due at `now`, oldest first.
+    pub fn push_jobs_due(&self, now: u64) -> Result<Vec<PushJob>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(PUSH_JOBS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let job = decode_push(k.value(), v.value())?;
+            if job.next_attempt <= now {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest next attempt of any push job.
+    pub fn next_push_due(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.push_jobs()?.iter().map(|j| j.next_attempt).min())
+    }
+
+    /// Record a failed attempt: the new attempt count and when to try next. Not
+    /// durable on its own (a crash makes the retry come earlier, never lost). A job
+    /// already gone is left gone.
+    pub async fn reschedule_push_job(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt: u64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .run(false, move |tx| {
+                let mut t = tx.open_table(PUSH_JOBS)?;
+                let job = t.get(id)?.map(|v| decode_push(id, v.value()));
+                if let Some(job) = job {
+                    let mut job = job?;
+                    job.attempts = attempts;
+                    job.next_attempt = next_attempt;
+                    t.insert(id, encode_push(&job).as_slice())?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Remove a finished or dropped push job. Not durable on its own: after a crash
+    /// the notification may be sent once more.
+    pub async fn delete_push_job(&self, id: u64) -> Result<(), StoreError> {
+        self.writer
+            .run(false, move |tx| {
+                tx.open_table(PUSH_JOBS)?.remove(id)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// The delivery transaction of [`Store::deliver_with_push`] (QUOTA-1/2).
+fn deliver_in(
+    tx: &WriteTransaction,
+    d: &Delivery,
+    max_mailbox_size: u64,
+) -> Result<Delivered, StoreError> {
+    let size = d.body.len() as u64;
+    let mut targets = Vec::new();
+    let mut over_quota = Vec::new();
+    for rcpt in &d.local {
+        if let Some(mb) = get_mailbox(tx, rcpt, "INBOX")? {
+            // QUOTA-2: refused when this message would exceed the quota.
+            if max_mailbox_size != u64::MAX
+                && usage_in(tx, rcpt)?.saturating_add(size) > max_mailbox_size
+            {
+                over_quota.push(rcpt.clone());
+                continue;
+            }
+            targets.push((rcpt.clone(), mb));
+        }
+    }
+    let refs = targets.len() as u32 + u32::from(!d.remote.is_empty());
+    if refs == 0 {
+        return Ok(Delivered {
+            stored: Vec::new(),
+            over_quota,
+        });
+    }
+    let body_id = store_body(tx, &d.body, refs)?;
+    let row = MessageRow {
+        body_id,
+        size,
+        internal_date: d.received,
+        flags: Flags::default(),
+    };
+    let mut stored = Vec::new();
+    {
+        let mut messages = tx.open_table(MESSAGES)?;
+        let encoded = row.encode();
+        for (rcpt, mut mb) in targets {
+            let uid = mb.uid_next;
+            mb.uid_next += 1;
+            messages.insert((mb.id, uid), encoded.as_slice())?;
+            put_mailbox(tx, &rcpt, "INBOX", &mb)?;
+            stored.push(rcpt);
+        }
+    }
+    if !d.remote.is_empty() {
+        let id = next_id(tx)?;
+        let q = QueuedMessage {
+            id,
+            sender: d.sender.clone(),
+            recipients: d.remote.clone(),
+            created: d.received,
+            next_attempt: d.received,
+            attempts: 0,
+        };
+        tx.open_table(QUEUE)?
+            .insert(id, encode_queue(&q, body_id).as_slice())?;
+    }
+    Ok(Delivered { stored, over_quota })
+}
+
+/// PUSH-2: one job per valid device token of `account`, due at once.
+fn add_push_jobs(
+    tx: &WriteTransaction,
+    account: &str,
+    push: &PushRequest,
+) -> Result<usize, StoreError> {
+    let tokens: Vec<String> = {
+        let t = tx.open_table(TOKENS)?;
+        let mut v = Vec::new();
+        for row in t.range((account, "")..)? {
+            let (k, val) = row?;
+            let (acc, token) = k.value();
+            if acc != account {
+                break;
+            }
+            // MD-1: expired or future-dated tokens are not used.
+            if (push.token_valid)(val.value().1, push.now) {
+                v.push(token.to_string());
+            }
+        }
+        v
+    };
+    for token in &tokens {
+        let id = next_id(tx)?;
+        let job = PushJob {
+            id,
+            account: account.to_string(),
+            token: token.clone(),
+            attempts: 0,
+            first_attempt: push.now,
+            next_attempt: push.now,
+        };
+        tx.open_table(PUSH_JOBS)?
+            .insert(id, encode_push(&job).as_slice())?;
+    }
+    Ok(tokens.len())
+}
+
+impl Store {
     /// The outbound queue, oldest first.
     pub fn queued(&self) -> Result<Vec<QueuedMessage>, StoreError> {
         let rx = self.read()?;
