@@ -569,9 +569,7 @@ impl Config {
                 if host.is_empty() || host.starts_with('/') || v.contains(char::is_whitespace) {
                     return Err(value_error(
                         "push_url",
-                        format!(
-                            "expected an https:// URL like {DEFAULT_PUSH_URL}, got {v:?}"
-                        ),
+                        format!("expected an https:// URL like {DEFAULT_PUSH_URL}, got {v:?}"),
                     ));
                 }
                 v

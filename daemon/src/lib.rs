@@ -14,6 +14,7 @@ pub mod imap;
 pub mod net;
 pub mod onboarding;
 pub mod policy;
+pub mod push;
 pub mod server;
 pub mod smtp;
 pub mod store;

@@ -83,6 +83,8 @@ fn main() -> ExitCode {
         let store = relay.store.clone();
         // EXP-1..5: the daily expiry at 00:02 UTC, for as long as the relay runs.
         let daily = tokio::spawn(relaybox::expire::daily(relay.clone()));
+        // PUSH-2..5: the push notifier, retrying jobs left from before a restart at once.
+        let notifier = tokio::spawn(relaybox::push::run(relay.clone()));
         let code = tokio::select! {
             r = server::serve(relay) => match r {
                 Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             }
         };
         daily.abort();
+        notifier.abort();
         if let Err(e) = store.flush().await {
             tracing::error!("store flush at shutdown failed: {e}");
         }

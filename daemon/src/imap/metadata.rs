@@ -5,17 +5,14 @@ use crate::config::Config;
 
 /// The one settable entry (on INBOX).
 pub const DEVICE_TOKEN: &str = "/private/devicetoken";
-/// MD-1: a token's last SET older than this makes it invalid.
-pub const TOKEN_MAX_AGE: u64 = 90 * 86_400;
-/// MD-1: a token dated further in the future than this is invalid.
-pub const TOKEN_MAX_FUTURE: u64 = 60;
 /// MD-1: longest token.
 pub const TOKEN_MAX_LEN: usize = 4096;
 
 /// MD-1: is a token whose last SET was at `last_set` still valid at `now`?
+/// The rule lives in `crate::push` so that the delivery path (which creates push jobs
+/// only for valid tokens) can reach it; this module is private to `imap`.
 pub fn token_valid(last_set: u64, now: u64) -> bool {
-    last_set <= now.saturating_add(TOKEN_MAX_FUTURE)
-        && last_set.saturating_add(TOKEN_MAX_AGE) >= now
+    crate::push::token_valid(last_set, now)
 }
 
 /// MD-1: opaque printable ASCII, at most 4096 bytes.
@@ -70,6 +67,7 @@ pub fn expired_tokens(tokens: &[(String, u64, u64)], now: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::push::TOKEN_MAX_AGE;
 
     #[test]
     fn token_validity_window() {

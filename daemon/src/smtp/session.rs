@@ -16,7 +16,7 @@ use super::wire::{Data, Line, MAX_COMMAND_LINE, Wire, WireError};
 use crate::auth::AuthError;
 use crate::policy::{SmtpReply, headers, inbound, submission};
 use crate::server::Relay;
-use crate::store::Delivery;
+use crate::store::{Delivery, PushRequest};
 
 /// SUB-5: recipients per transaction.
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -587,19 +587,42 @@ impl Session {
         remote: Vec<String>,
         body: Vec<u8>,
     ) -> SmtpReply {
+        let now = self.relay.clock.unix_now();
+        // PUSH-1: no push for a message whose From is the recipient account itself
+        // (self-sent and multi-device copies).
+        let from = header_from(&body);
+        let push = PushRequest {
+            accounts: local
+                .iter()
+                .filter(|a| !from.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(a)))
+                .cloned()
+                .collect(),
+            now,
+            token_valid: crate::push::token_valid,
+        };
         let delivery = Delivery {
             sender,
             local,
             remote,
             body: body.into(),
-            received: self.relay.clock.unix_now(),
+            received: now,
         };
         let remote_recipients = !delivery.remote.is_empty();
         let quota = self.relay.config.max_mailbox_size;
-        match self.relay.store.deliver_within_quota(delivery, quota).await {
-            Ok(delivered) => {
+        // PUSH-2: the push jobs are part of the delivery's durable commit.
+        match self
+            .relay
+            .store
+            .deliver_with_push(delivery, quota, Some(push))
+            .await
+        {
+            Ok((delivered, push_jobs)) => {
                 for account in &delivered.stored {
                     self.relay.events.mailbox_changed(account);
+                }
+                // IN-8: push after the IDLE wake-up, before the quota check.
+                if push_jobs > 0 {
+                    crate::push::wake(&self.relay);
                 }
                 // QUOTA-3, after the wake-up (IN-8).
                 for account in &delivered.stored {
@@ -664,6 +687,16 @@ fn from_domain(raw: &[u8]) -> Option<String> {
     let msg = mail_parser::MessageParser::default().parse(raw)?;
     let addr = headers::from_address(&msg).ok()?;
     Some(addr.rsplit_once('@')?.1.to_string())
+}
+
+/// PUSH-1: the From address of a stored message, read from its header section only.
+fn header_from(body: &[u8]) -> Option<String> {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(body.len(), |i| i + 4);
+    let msg = mail_parser::MessageParser::default().parse_headers(&body[..end])?;
+    headers::from_address(&msg).ok()
 }
 
 /// `[192.0.2.1]` → `192.0.2.1`; `[IPv6:2001:db8::1]` → `IPv6:2001:db8::1`.
