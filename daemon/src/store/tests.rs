@@ -311,7 +311,7 @@ async fn flush_makes_pending_changes_durable_once() {
 }
 
 /// Rows in every table, by name (to check that a deletion leaves nothing behind).
-fn table_counts(store: &Store) -> [(&'static str, u64); 6] {
+fn table_counts(store: &Store) -> [(&'static str, u64); 7] {
     let rx = store.read().unwrap();
     [
         ("accounts", rx.open_table(ACCOUNTS).unwrap().len().unwrap()),
@@ -326,6 +326,10 @@ fn table_counts(store: &Store) -> [(&'static str, u64); 6] {
             rx.open_table(BODY_REFS).unwrap().len().unwrap(),
         ),
         ("tokens", rx.open_table(TOKENS).unwrap().len().unwrap()),
+        (
+            "push_jobs",
+            rx.open_table(PUSH_JOBS).unwrap().len().unwrap(),
+        ),
     ]
 }
 
@@ -379,7 +383,8 @@ async fn delete_account_removes_every_row_and_frees_only_its_bodies() {
             ("messages", 2),
             ("bodies", 2),
             ("body_refs", 2),
-            ("tokens", 2)
+            ("tokens", 2),
+            ("push_jobs", 0)
         ]
     );
     assert_eq!(s.body("a@w", "INBOX", 1).unwrap().unwrap(), b"shared");
@@ -416,6 +421,14 @@ async fn deleting_all_accounts_leaves_empty_tables() {
         .await
         .unwrap();
     s.set_device_token("b@x", "t", 1).await.unwrap();
+    s.deliver_with_push(
+        delivery(&["b@x"], &[], b"p"),
+        u64::MAX,
+        Some(push_request(&["b@x"], 1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.push_jobs().unwrap().len(), 1);
     for who in ["a@x", "b@x"] {
         assert!(s.delete_account(who).await.unwrap().is_some());
     }
@@ -552,4 +565,158 @@ async fn delivery_within_quota_skips_recipients_it_would_take_over() {
         }
     );
     assert_eq!(body_count(&s), bodies);
+}
+
+fn push_request(accounts: &[&str], now: u64) -> PushRequest {
+    PushRequest {
+        accounts: accounts.iter().map(|s| s.to_string()).collect(),
+        now,
+        token_valid: |last_set, now| last_set + 100 >= now,
+    }
+}
+
+/// PUSH-2: one job per (account, valid token) in the delivery's own durable commit,
+/// only for the accounts asked for that received the message.
+#[tokio::test]
+async fn push_jobs_are_created_with_the_delivery() {
+    let (_d, s) = open();
+    for who in ["a@x", "b@x", "c@x"] {
+        s.create_account(who, "h", 0).await.unwrap();
+    }
+    s.set_device_token("a@x", "tok-a1", 1000).await.unwrap();
+    s.set_device_token("a@x", "tok-a2", 1000).await.unwrap();
+    s.set_device_token("a@x", "tok-old", 800).await.unwrap();
+    s.set_device_token("b@x", "tok-b", 1000).await.unwrap();
+    s.set_device_token("c@x", "tok-c", 1000).await.unwrap();
+    let (commits, durable) = s.commit_counts();
+    // c@x is a recipient but not asked for (self-sent); gone@x has no account.
+    let (delivered, jobs) = s
+        .deliver_with_push(
+            delivery(&["a@x", "c@x", "gone@x"], &[], b"m"),
+            u64::MAX,
+            Some(push_request(&["a@x", "b@x", "gone@x"], 1050)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(delivered.stored, vec!["a@x".to_string(), "c@x".to_string()]);
+    assert_eq!(jobs, 2, "a@x's two valid tokens; b@x got no message");
+    assert_eq!(
+        s.commit_counts(),
+        (commits + 1, durable + 1),
+        "one durable commit"
+    );
+    let mut all = s.push_jobs().unwrap();
+    all.sort_by(|x, y| x.token.cmp(&y.token));
+    assert_eq!(all.len(), 2);
+    for (job, token) in all.iter().zip(["tok-a1", "tok-a2"]) {
+        assert_eq!(job.account, "a@x");
+        assert_eq!(job.token, token);
+        assert_eq!(job.attempts, 0);
+        assert_eq!((job.first_attempt, job.next_attempt), (1050, 1050));
+    }
+    // Without a push request (and for plain `deliver`) no job is made.
+    s.deliver(delivery(&["a@x"], &[], b"m2")).await.unwrap();
+    let (_, jobs) = s
+        .deliver_with_push(delivery(&["b@x"], &[], b"m3"), u64::MAX, None)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0);
+    assert_eq!(s.push_jobs().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn over_quota_recipients_get_no_push_job() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    s.set_device_token("a@x", "t", 10).await.unwrap();
+    let (delivered, jobs) = s
+        .deliver_with_push(
+            delivery(&["a@x"], &[], b"0123456789"),
+            5,
+            Some(push_request(&["a@x"], 10)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(delivered.over_quota, vec!["a@x".to_string()]);
+    assert_eq!(jobs, 0);
+    assert!(s.push_jobs().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn push_jobs_due_reschedule_delete_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let s = Store::open(&path).unwrap();
+    for who in ["a@x", "b@x"] {
+        s.create_account(who, "h", 0).await.unwrap();
+        s.set_device_token(who, &format!("t-{who}"), 100)
+            .await
+            .unwrap();
+    }
+    s.deliver_with_push(
+        delivery(&["a@x", "b@x"], &[], b"m"),
+        u64::MAX,
+        Some(push_request(&["a@x", "b@x"], 100)),
+    )
+    .await
+    .unwrap();
+    let jobs = s.push_jobs().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(s.push_jobs_due(99).unwrap().is_empty());
+    assert_eq!(s.push_jobs_due(100).unwrap(), jobs);
+    assert_eq!(s.next_push_due().unwrap(), Some(100));
+
+    let (first, second) = (jobs[0].clone(), jobs[1].clone());
+    s.reschedule_push_job(first.id, 1, 108).await.unwrap();
+    let due = s.push_jobs_due(107).unwrap();
+    assert_eq!(due, vec![second.clone()]);
+    let due = s.push_jobs_due(108).unwrap();
+    assert_eq!(due.len(), 2);
+    let moved = due.iter().find(|j| j.id == first.id).unwrap();
+    assert_eq!((moved.attempts, moved.next_attempt), (1, 108));
+    assert_eq!(moved.first_attempt, 100, "the deadline base stays");
+
+    s.delete_push_job(second.id).await.unwrap();
+    // Rescheduling or deleting a job that is gone changes nothing.
+    s.reschedule_push_job(second.id, 2, 500).await.unwrap();
+    s.delete_push_job(second.id).await.unwrap();
+    assert_eq!(s.push_jobs().unwrap().len(), 1);
+    assert_eq!(s.next_push_due().unwrap(), Some(108));
+
+    // Survives a reopen (the reschedule is made durable by the flush).
+    s.flush().await.unwrap();
+    drop(s);
+    let s = reopen(&path).await;
+    let left = s.push_jobs().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, first.id);
+    assert_eq!(left[0].token, first.token);
+    assert_eq!((left[0].attempts, left[0].next_attempt), (1, 108));
+}
+
+#[tokio::test]
+async fn jobs_from_the_delivery_commit_survive_a_reopen_and_go_with_their_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let s = Store::open(&path).unwrap();
+    for who in ["a@x", "b@x"] {
+        s.create_account(who, "h", 0).await.unwrap();
+        s.set_device_token(who, "t", 5).await.unwrap();
+    }
+    s.deliver_with_push(
+        delivery(&["a@x", "b@x"], &[], b"m"),
+        u64::MAX,
+        Some(push_request(&["a@x", "b@x"], 5)),
+    )
+    .await
+    .unwrap();
+    // No flush: the delivery commit itself is durable.
+    drop(s);
+    let s = reopen(&path).await;
+    assert_eq!(s.push_jobs().unwrap().len(), 2);
+    let removal = s.delete_account("a@x").await.unwrap().unwrap();
+    assert_eq!(removal.tokens, 1);
+    let left = s.push_jobs().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].account, "b@x");
 }
