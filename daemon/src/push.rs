@@ -454,4 +454,675 @@ async fn finish(store: &crate::store::Store, id: u64) {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    //! The schedule as a table; the notifier against a real HTTPS notification server
+    //! on 127.0.0.1 (self-signed, trusted through `tls_extra_roots`), fed by real SMTP
+    //! submission sessions, with the clock moved by the test.
+
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    use base64::Engine;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::net::Conn;
+    use crate::store::PushRequest;
+
+    #[test]
+    fn schedule_table_push_5() {
+        let t0 = 1_000_000;
+        // (failed attempts, now) → next attempt.
+        for (failed, now, expect) in [
+            (0, t0, Some(t0)),
+            (1, t0, Some(t0 + 8)),
+            (2, t0 + 8, Some(t0 + 8 + 64)),
+            (3, t0 + 72, Some(t0 + 72 + 512)),
+            (4, t0 + 584, Some(t0 + 584 + 4096)),
+            // After 5 failed attempts: dropped.
+            (5, t0 + 4680, None),
+            (9, t0, None),
+            // The 5-hour deadline counts from the first attempt.
+            (1, t0 + DEADLINE - 8, Some(t0 + DEADLINE)),
+            (1, t0 + DEADLINE - 7, None),
+            (4, t0 + DEADLINE - 4096, Some(t0 + DEADLINE)),
+            (4, t0 + DEADLINE - 4095, None),
+            (0, t0 + DEADLINE, Some(t0 + DEADLINE)),
+            (0, t0 + DEADLINE + 1, None),
+            (2, u64::MAX - 1, None),
+        ] {
+            assert_eq!(
+                next_attempt_at(t0, failed, now),
+                expect,
+                "failed {failed} at +{}",
+                now.wrapping_sub(t0)
+            );
+        }
+        assert_eq!(RETRY_DELAYS.iter().sum::<u64>(), 4680);
+    }
+
+    #[test]
+    fn token_validity_md_1() {
+        let now = 1_000_000_000;
+        assert!(token_valid(now, now));
+        assert!(token_valid(now - TOKEN_MAX_AGE, now));
+        assert!(!token_valid(now - TOKEN_MAX_AGE - 1, now));
+        assert!(token_valid(now + 60, now));
+        assert!(!token_valid(now + 61, now));
+    }
+
+    #[test]
+    fn client_refuses_bad_urls_and_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = crate::testing::config(dir.path(), "example.org");
+        c.push_url = "http://127.0.0.1/notify".into();
+        assert!(matches!(
+            Client::new(&c, REQUEST_TIMEOUT),
+            Err(PushError::Url(_))
+        ));
+        c.push_url = "https://notifications.delta.chat/notify".into();
+        assert!(Client::new(&c, REQUEST_TIMEOUT).is_ok());
+        c.tls_extra_roots = Some(dir.path().join("missing.pem"));
+        assert!(matches!(
+            Client::new(&c, REQUEST_TIMEOUT),
+            Err(PushError::Roots { .. })
+        ));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificates here\n").unwrap();
+        c.tls_extra_roots = Some(empty);
+        assert!(matches!(
+            Client::new(&c, REQUEST_TIMEOUT),
+            Err(PushError::Roots { .. })
+        ));
+    }
+
+    // ---- the notification server --------------------------------------------------
+
+    const OK: &str = "openpgp:ok";
+    const GONE: &str = "openpgp:gone";
+    const FLAKY: &str = "openpgp:flaky";
+    const FAIL: &str = "openpgp:fail";
+
+    /// One request the server received.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        body: Vec<u8>,
+        header_names: Vec<String>,
+    }
+
+    /// HTTPS on 127.0.0.1: 410 for GONE, 500 for FAIL, 500 then 200 for FLAKY, else 200.
+    struct PushServer {
+        url: String,
+        roots: PathBuf,
+        seen: Arc<Mutex<Vec<Seen>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for PushServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl PushServer {
+        async fn start(dir: &Path) -> PushServer {
+            let (cert, key) = crate::tls::generate_self_signed("127.0.0.1").unwrap();
+            let (cert_path, key_path) = (dir.join("push-cert.pem"), dir.join("push-key.pem"));
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+            let key = crate::tls::load_certified_key(&cert_path, &key_path).unwrap();
+            let tls = crate::tls::Tls::new(key).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls12.clone());
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+            let log = seen.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (acceptor, log) = (acceptor.clone(), log.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let service = hyper::service::service_fn(move |req| {
+                            let log = log.clone();
+                            async move { Ok::<_, Infallible>(answer(req, &log).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            });
+            PushServer {
+                url: format!("https://127.0.0.1:{}/notify", addr.port()),
+                roots: cert_path,
+                seen,
+                task,
+            }
+        }
+
+        fn seen(&self) -> Vec<Seen> {
+            self.seen.lock().unwrap().clone()
+        }
+
+        fn bodies(&self) -> Vec<String> {
+            self.seen()
+                .iter()
+                .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+                .collect()
+        }
+
+        /// Wait (bounded) until `n` requests arrived.
+        async fn wait_for(&self, n: usize) {
+            for _ in 0..500 {
+                if self.seen.lock().unwrap().len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("expected {n} request(s), got {:?}", self.bodies());
+        }
+    }
+
+    async fn answer(
+        req: hyper::Request<hyper::body::Incoming>,
+        log: &Mutex<Vec<Seen>>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let header_names = req.headers().keys().map(|k| k.to_string()).collect();
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(_) => Vec::new(),
+        };
+        let status = {
+            let mut log = log.lock().unwrap();
+            let earlier = log.iter().filter(|s| s.body == body).count();
+            log.push(Seen {
+                method,
+                path,
+                body: body.clone(),
+                header_names,
+            });
+            match body.as_slice() {
+                b if b == GONE.as_bytes() => 410,
+                b if b == FAIL.as_bytes() => 500,
+                b if b == FLAKY.as_bytes() && earlier == 0 => 500,
+                _ => 200,
+            }
+        };
+        hyper::Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    // ---- the relay ------------------------------------------------------------------
+
+    /// A clock the test moves.
+    struct TestClock(AtomicU64);
+
+    impl Clock for TestClock {
+        fn unix_now(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn monotonic(&self) -> Instant {
+            Instant::now()
+        }
+    }
+
+    impl TestClock {
+        fn advance(&self, secs: u64) {
+            self.0.fetch_add(secs, Ordering::SeqCst);
+        }
+    }
+
+    const START: u64 = 1_800_000_000;
+    const PASSWORD: &str = "password123";
+    const STEP: Duration = Duration::from_secs(10);
+    const FAST: Tuning = Tuning {
+        scan_interval: Duration::from_millis(20),
+        request_timeout: Duration::from_secs(10),
+    };
+
+    fn relay_config(dir: &Path, server: &PushServer) -> Config {
+        let mut c = crate::testing::config(dir, "example.org");
+        c.username_min_length = 3;
+        c.username_max_length = 20;
+        c.max_user_send_burst_size = 100;
+        c.push_url = server.url.clone();
+        c.tls_extra_roots = Some(server.roots.clone());
+        c
+    }
+
+    /// Open the relay in `dir`, waiting for an earlier instance to let go of the store.
+    async fn open_relay(config: &Config, clock: &Arc<TestClock>) -> Arc<Relay> {
+        for _ in 0..250 {
+            match Relay::open_with_clock(config.clone(), clock.clone()) {
+                Ok(r) => return r,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        panic!("relay did not open within 5 s");
+    }
+
+    /// The notifier of one relay, stopped on drop.
+    struct Notifier(tokio::task::JoinHandle<()>);
+
+    impl Drop for Notifier {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    fn notifier(relay: &Arc<Relay>) -> Notifier {
+        Notifier(tokio::spawn(run_with(relay.clone(), FAST)))
+    }
+
+    async fn account(relay: &Relay, local: &str) -> String {
+        relay
+            .auth
+            .login(&format!("{local}@example.org"), PASSWORD)
+            .await
+            .unwrap()
+    }
+
+    async fn register(relay: &Relay, account: &str, token: &str) {
+        let now = relay.clock.unix_now();
+        relay
+            .store
+            .set_device_token(account, token, now)
+            .await
+            .unwrap();
+    }
+
+    /// An encrypted message (the encryption-gate fixture, or a minimal PGP/MIME one).
+    fn encrypted(from: &str, to: &str) -> Vec<u8> {
+        let template = Path::new("/work/shared/fixtures/encryption-gate-templates/encrypted.eml");
+        let text = std::fs::read_to_string(template).unwrap_or_else(|_| {
+            let packets = [
+                0xC1, 0x03, 0x03, 0x00, 0x00, 0xD2, 0x05, 0x01, 0xAA, 0xBB, 0xCC,
+            ];
+            let b64 = base64::engine::general_purpose::STANDARD.encode(packets);
+            format!(
+                "From: {{from_addr}}\r\nTo: {{to_addr}}\r\nSubject: {{subject}}\r\n\
+                 MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; \
+                 protocol=\"application/pgp-encrypted\"; boundary=\"B\"\r\n\r\n\
+                 --B\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+                 --B\r\nContent-Type: application/octet-stream\r\n\r\n\
+                 -----BEGIN PGP MESSAGE-----\r\n\r\n{b64}\r\n=AAAA\r\n\
+                 -----END PGP MESSAGE-----\r\n\r\n--B--\r\n"
+            )
+        });
+        text.replace("{from_addr}", from)
+            .replace("{to_addr}", to)
+            .replace("{subject}", "s")
+            .into_bytes()
+    }
+
+    type Reader = BufReader<tokio_rustls::client::TlsStream<TcpStream>>;
+
+    async fn reply(io: &mut Reader) -> String {
+        let mut last = String::new();
+        for _ in 0..50 {
+            let mut line = String::new();
+            let n = tokio::time::timeout(STEP, io.read_line(&mut line))
+                .await
+                .expect("reply in time")
+                .unwrap();
+            assert!(n > 0, "connection closed");
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            last = line.trim_end().to_string();
+            if !more {
+                return last;
+            }
+        }
+        panic!("endless reply: {last}");
+    }
+
+    async fn cmd(io: &mut Reader, line: &str, code: &str) {
+        io.get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let r = reply(io).await;
+        assert!(r.starts_with(code), "{line} → {r}");
+    }
+
+    /// One submission session (implicit TLS, as 465) on loopback: `from` logs in and
+    /// sends an encrypted message to `rcpts`; returns the final reply to DATA.
+    async fn submit(relay: &Arc<Relay>, from: &str, rcpts: &[&str]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let r = relay.clone();
+        let server = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(r.tls.tls13.clone());
+            let tls = acceptor.accept(stream).await.unwrap();
+            let limits = crate::smtp::Limits { idle: STEP };
+            crate::smtp::serve_with(
+                r,
+                Conn::Tls(Box::new(tls)),
+                peer,
+                crate::smtp::Mode::Submission,
+                limits,
+            )
+            .await;
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let connector = crate::testing::tls_connector(&[&rustls::version::TLS13], None);
+        let name = ServerName::try_from("example.org").unwrap();
+        let tls = connector.connect(name, stream).await.unwrap();
+        let mut io = BufReader::new(tls);
+        assert!(reply(&mut io).await.starts_with("220"));
+        cmd(&mut io, "EHLO client.test", "250").await;
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{from}\0{PASSWORD}"));
+        cmd(&mut io, &format!("AUTH PLAIN {auth}"), "235").await;
+        cmd(&mut io, &format!("MAIL FROM:<{from}>"), "250").await;
+        for rcpt in rcpts {
+            cmd(&mut io, &format!("RCPT TO:<{rcpt}>"), "250").await;
+        }
+        cmd(&mut io, "DATA", "354").await;
+        let mut data = Vec::new();
+        for line in encrypted(from, &rcpts.join(", ")).split_inclusive(|&b| b == b'\n') {
+            if line.first() == Some(&b'.') {
+                data.push(b'.');
+            }
+            data.extend_from_slice(line);
+        }
+        if !data.ends_with(b"\r\n") {
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend_from_slice(b".\r\n");
+        io.get_mut().write_all(&data).await.unwrap();
+        let result = reply(&mut io).await;
+        cmd(&mut io, "QUIT", "221").await;
+        tokio::time::timeout(STEP, server)
+            .await
+            .expect("session ends")
+            .unwrap();
+        result
+    }
+
+    /// Wait (bounded) until the push queue is empty.
+    async fn queue_drained(relay: &Relay) {
+        for _ in 0..500 {
+            if relay.store.push_jobs().unwrap().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("jobs left: {:?}", relay.store.push_jobs().unwrap().len());
+    }
+
+    /// Wait (bounded) until the one job left has `attempts` failed attempts.
+    async fn failed_attempts(relay: &Relay, attempts: u32) -> PushJob {
+        for _ in 0..500 {
+            if let [job] = relay.store.push_jobs().unwrap().as_slice()
+                && job.attempts == attempts
+            {
+                return job.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no job with {attempts} failed attempt(s)");
+    }
+
+    /// Long enough for several scans of the notifier.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // ---- end to end -----------------------------------------------------------------
+
+    #[tokio::test]
+    async fn delivery_posts_the_token_once_and_self_sent_mail_posts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = PushServer::start(dir.path()).await;
+        let clock = Arc::new(TestClock(AtomicU64::new(START)));
+        let relay = open_relay(&relay_config(&dir.path().join("relay"), &server), &clock).await;
+        let _n = notifier(&relay);
+        let alice = account(&relay, "alice").await;
+        let bob = account(&relay, "bob").await;
+        register(&relay, &alice, "openpgp:alice").await;
+        register(&relay, &bob, OK).await;
+
+        // PUSH-1: alice writes to bob and to herself: only bob's device is notified.
+        let r = submit(&relay, &alice, &[&bob, &alice]).await;
+        assert!(r.starts_with("250"), "{r}");
+        server.wait_for(1).await;
+        queue_drained(&relay).await;
+        settle().await;
+        let seen = server.seen();
+        assert_eq!(seen.len(), 1, "{:?}", server.bodies());
+        // PUSH-3, PUSH-7: a POST to the configured path with the token as the whole
+        // body and no other data.
+        assert_eq!(seen[0].method, "POST");
+        assert_eq!(seen[0].path, "/notify");
+        assert_eq!(seen[0].body, OK.as_bytes());
+        for name in &seen[0].header_names {
+            assert!(
+                ["host", "content-length"].contains(&name.as_str()),
+                "unexpected header {name}"
+            );
+        }
+        // Both got the message.
+        assert_eq!(relay.store.messages(&bob, "INBOX").unwrap().1.len(), 1);
+        assert_eq!(relay.store.messages(&alice, "INBOX").unwrap().1.len(), 1);
+
+        // Self-sent only: no push at all, and no job.
+        let r = submit(&relay, &alice, &[&alice]).await;
+        assert!(r.starts_with("250"), "{r}");
+        settle().await;
+        assert_eq!(server.seen().len(), 1, "{:?}", server.bodies());
+        assert!(relay.store.push_jobs().unwrap().is_empty());
+        assert_eq!(relay.store.messages(&alice, "INBOX").unwrap().1.len(), 2);
+
+        // Each delivery pushes again (one job per delivery).
+        submit(&relay, &alice, &[&bob]).await;
+        server.wait_for(2).await;
+        queue_drained(&relay).await;
+        assert_eq!(server.bodies(), vec![OK, OK]);
+    }
+
+    #[tokio::test]
+    async fn gone_token_is_deleted_and_not_used_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = PushServer::start(dir.path()).await;
+        let clock = Arc::new(TestClock(AtomicU64::new(START)));
+        let relay = open_relay(&relay_config(&dir.path().join("relay"), &server), &clock).await;
+        let _n = notifier(&relay);
+        let alice = account(&relay, "alice").await;
+        let bob = account(&relay, "bob").await;
+        register(&relay, &bob, GONE).await;
+        register(&relay, &bob, OK).await;
+
+        submit(&relay, &alice, &[&bob]).await;
+        server.wait_for(2).await;
+        queue_drained(&relay).await;
+        let mut bodies = server.bodies();
+        bodies.sort();
+        assert_eq!(bodies, vec![GONE, OK]);
+        // PUSH-4: 410 removed that token, the other stays.
+        let tokens: Vec<String> = relay
+            .store
+            .device_tokens(&bob)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(tokens, vec![OK.to_string()]);
+
+        submit(&relay, &alice, &[&bob]).await;
+        server.wait_for(3).await;
+        queue_drained(&relay).await;
+        settle().await;
+        assert_eq!(server.bodies().len(), 3);
+        assert_eq!(server.bodies()[2], OK);
+    }
+
+    #[tokio::test]
+    async fn failure_is_retried_on_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = PushServer::start(dir.path()).await;
+        let clock = Arc::new(TestClock(AtomicU64::new(START)));
+        let relay = open_relay(&relay_config(&dir.path().join("relay"), &server), &clock).await;
+        let _n = notifier(&relay);
+        let alice = account(&relay, "alice").await;
+        let bob = account(&relay, "bob").await;
+        register(&relay, &bob, FLAKY).await;
+
+        submit(&relay, &alice, &[&bob]).await;
+        server.wait_for(1).await;
+        // PUSH-5: the 500 schedules attempt 2 after 8 s.
+        let job = failed_attempts(&relay, 1).await;
+        assert_eq!(job.first_attempt, START);
+        assert_eq!(job.next_attempt, START + 8);
+        clock.advance(7);
+        settle().await;
+        assert_eq!(server.seen().len(), 1, "not before 8 s");
+        clock.advance(1);
+        server.wait_for(2).await;
+        queue_drained(&relay).await;
+        assert_eq!(server.bodies(), vec![FLAKY, FLAKY]);
+    }
+
+    #[tokio::test]
+    async fn persistent_failure_gives_up_after_five_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = PushServer::start(dir.path()).await;
+        let clock = Arc::new(TestClock(AtomicU64::new(START)));
+        let relay = open_relay(&relay_config(&dir.path().join("relay"), &server), &clock).await;
+        let _n = notifier(&relay);
+        let alice = account(&relay, "alice").await;
+        let bob = account(&relay, "bob").await;
+        register(&relay, &bob, FAIL).await;
+
+        submit(&relay, &alice, &[&bob]).await;
+        let mut at = START;
+        for (failed, delay) in [(1u32, 8u64), (2, 64), (3, 512), (4, 4096)] {
+            server.wait_for(failed as usize).await;
+            let job = failed_attempts(&relay, failed).await;
+            assert_eq!(job.next_attempt, at + delay, "after {failed} failure(s)");
+            clock.advance(delay);
+            at += delay;
+        }
+        server.wait_for(5).await;
+        queue_drained(&relay).await;
+        clock.advance(100_000);
+        settle().await;
+        assert_eq!(server.seen().len(), 5, "dropped after 5 attempts");
+        // The token itself is kept (only 410 removes it).
+        assert_eq!(relay.store.device_tokens(&bob).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pending_jobs_are_sent_at_once_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = PushServer::start(dir.path()).await;
+        let clock = Arc::new(TestClock(AtomicU64::new(START)));
+        let config = relay_config(&dir.path().join("relay"), &server);
+        {
+            // No notifier runs: the jobs stay queued.
+            let relay = open_relay(&config, &clock).await;
+            let alice = account(&relay, "alice").await;
+            let bob = account(&relay, "bob").await;
+            let carol = account(&relay, "carol").await;
+            register(&relay, &bob, OK).await;
+            register(&relay, &carol, "openpgp:late").await;
+            assert!(submit(&relay, &alice, &[&bob]).await.starts_with("250"));
+            // Bob's job is waiting for a retry far away (as if attempts had failed).
+            let jobs = relay.store.push_jobs().unwrap();
+            assert_eq!(jobs.len(), 1);
+            relay
+                .store
+                .reschedule_push_job(jobs[0].id, 3, START + 512)
+                .await
+                .unwrap();
+            // Carol's job was created 5 hours and 1 second ago: past its deadline.
+            let old = START - DEADLINE - 1;
+            let d = crate::store::Delivery {
+                sender: alice.clone(),
+                local: vec![carol.clone()],
+                remote: Vec::new(),
+                body: Arc::from(&b"m"[..]),
+                received: old,
+            };
+            let push = PushRequest {
+                accounts: vec![carol.clone()],
+                now: old,
+                token_valid: |_, _| true,
+            };
+            let (_, n) = relay
+                .store
+                .deliver_with_push(d, u64::MAX, Some(push))
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            relay.store.flush().await.unwrap();
+        }
+        assert!(server.seen().is_empty());
+        clock.advance(1);
+        let relay = open_relay(&config, &clock).await;
+        assert_eq!(relay.store.push_jobs().unwrap().len(), 2, "survived");
+        let _n = notifier(&relay);
+        // PUSH-2: tried at once (the clock does not reach the old retry time); the job
+        // past its deadline is dropped unsent.
+        server.wait_for(1).await;
+        queue_drained(&relay).await;
+        settle().await;
+        assert_eq!(server.bodies(), vec![OK]);
+    }
+
+    #[tokio::test]
+    async fn wake_reaches_only_a_running_notifier_of_that_relay() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = PushServer::start(dir.path()).await;
+        let clock = Arc::new(TestClock(AtomicU64::new(START)));
+        let relay = open_relay(&relay_config(&dir.path().join("relay"), &server), &clock).await;
+        // No notifier: waking is a no-op.
+        wake(&relay);
+        let n = notifier(&relay);
+        let mut registered = false;
+        for _ in 0..100 {
+            if WAKERS
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(r, _)| std::ptr::eq(r.as_ptr(), Arc::as_ptr(&relay)))
+            {
+                registered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(registered, "the notifier registers its waker");
+        drop(n);
+        // The aborted notifier's registration goes with it.
+        for _ in 0..100 {
+            if !WAKERS
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(r, _)| std::ptr::eq(r.as_ptr(), Arc::as_ptr(&relay)))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("registration left behind");
+    }
+}
