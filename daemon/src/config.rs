@@ -1,7 +1,7 @@
 //! The config file: chatmail.ini format (`[params]`, `key = value`, `#`/`;` comment lines,
 //! indented continuation lines) with upstream's keys and defaults (spec/relay.md §3) plus
-//! Relaybox's own keys (`data_dir`, `*_listen`), and validation with errors that name the
-//! key and the expected form.
+//! Relaybox's own keys (`data_dir`, `*_listen`, `push_url`, `tls_extra_roots`), and
+//! validation with errors that name the key and the expected form.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::sync::{Notify, Semaphore};
@@ -154,7 +154,7 @@ impl Drop for Registration {
 
 // ---- HTTPS client -------------------------------------------------------------------
 
-/// Posts tokens to the notification proxy; one connection per request.
+/// Posts tokens to the notification proxy over kept-alive HTTP/1.1 connections.
 pub struct Client {
     host: String,
     port: u16,
@@ -165,7 +165,16 @@ pub struct Client {
     server_name: ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
     timeout: Duration,
+    /// Kept-alive connections between requests.
+    idle: Mutex<Vec<Sender>>,
 }
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections kept for later requests (at most as many as run at once).
+const MAX_IDLE_CONNECTIONS: usize = FIRST_ATTEMPT_WORKERS + 4 * RETRY_WORKERS;
+/// Longest response body read (the proxy answers with an empty or short one).
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 impl Client {
     /// A client for the configured `push_url`, trusting the web-PKI roots and the
@@ -211,6 +220,7 @@ impl Client {
             server_name,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             timeout,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -225,7 +235,30 @@ impl Client {
         }
     }
 
+    /// One POST, on an idle kept-alive connection when there is one. A kept connection
+    /// the proxy closed meanwhile fails the request: then it is sent once more on a new
+    /// connection (a repeated notification is harmless; a lost one is not).
     async fn request(&self, token: &[u8]) -> Result<u16, String> {
+        if let Some(sender) = self.take_idle()
+            && let Ok(status) = self.send(sender, token).await
+        {
+            return Ok(status);
+        }
+        let sender = self.connect().await?;
+        self.send(sender, token).await
+    }
+
+    fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<Sender, String> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -235,20 +268,37 @@ impl Client {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| format!("TLS: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP: {e}"))?;
-        let conn = tokio::spawn(conn);
+        // Ends when the proxy closes the connection or the sender is dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    async fn send(&self, mut sender: Sender, token: &[u8]) -> Result<u16, String> {
+        sender.ready().await.map_err(|e| format!("HTTP: {e}"))?;
         // PUSH-3, PUSH-7: the token as stored is the whole payload.
         let request = hyper::Request::post(self.target.as_str())
             .header(hyper::header::HOST, self.authority.as_str())
             .body(Full::new(Bytes::copy_from_slice(token)))
             .map_err(|e| format!("request: {e}"))?;
-        let result = sender.send_request(request).await;
-        drop(sender);
-        conn.abort();
-        let response = result.map_err(|e| format!("HTTP: {e}"))?;
-        Ok(response.status().as_u16())
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        let status = response.status().as_u16();
+        // The connection can carry the next request once this response is read.
+        let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BODY);
+        if body.collect().await.is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push(sender);
+            }
+        }
+        Ok(status)
     }
 }
 
@@ -563,6 +613,8 @@ mod tests {
         url: String,
         roots: PathBuf,
         seen: Arc<Mutex<Vec<Seen>>>,
+        /// TLS connections accepted.
+        connections: Arc<AtomicU64>,
         task: tokio::task::JoinHandle<()>,
     }
 
@@ -585,11 +637,14 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
             let log = seen.clone();
+            let connections: Arc<AtomicU64> = Arc::default();
+            let count = connections.clone();
             let task = tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         return;
                     };
+                    count.fetch_add(1, Ordering::SeqCst);
                     let (acceptor, log) = (acceptor.clone(), log.clone());
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(stream).await else {
@@ -609,6 +664,7 @@ mod tests {
                 url: format!("https://127.0.0.1:{}/notify", addr.port()),
                 roots: cert_path,
                 seen,
+                connections,
                 task,
             }
         }
@@ -936,6 +992,8 @@ mod tests {
         server.wait_for(2).await;
         queue_drained(&relay).await;
         assert_eq!(server.bodies(), vec![OK, OK]);
+        // The second request went over the kept-alive connection.
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
