@@ -218,3 +218,43 @@ async fn push_on_delivery_not_for_self_and_410_deletes_token() {
     );
     c.logout().await;
 }
+
+/// PUSH-2: the job is persisted with the delivery and survives `kill -9`; after the
+/// restart a pending job is tried again at once (not only at its next retry time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_push_survives_kill9_and_is_retried_at_once() {
+    let mut proxy = mock_proxy().await;
+    proxy.status.store(500, Ordering::SeqCst);
+    let ca_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(ca_file.path(), &proxy.ca_pem).expect("write CA");
+    let push_url = format!("push_url = https://127.0.0.1:{}/notify", proxy.port);
+    let roots = format!("tls_extra_roots = {}", ca_file.path().display());
+    let mut relay = Relay::start(&[&push_url, &roots]).await;
+    let a = Account::random();
+    let b = Account::random();
+    create_account(&relay, &a).await;
+    let token = "openpgp:cGVuZGluZy10b2tlbg==";
+    let mut c = Imap::login_tls(&relay, &b).await;
+    let r = c
+        .cmd(&format!(
+            "SETMETADATA INBOX (/private/devicetoken \"{token}\")"
+        ))
+        .await;
+    assert!(r.is_ok(), "{r}");
+    c.logout().await;
+    let m = encrypted_mail(&a.addr, &[&b.addr]);
+    let r = Smtp::submit(&relay, &a, &[&b.addr], &m.bytes).await;
+    assert_eq!(r.code, 250, "{r}");
+    // The first attempt fails (500); the next one is due 8 s later (PUSH-5).
+    let first = next_push(&mut proxy, Duration::from_secs(10))
+        .await
+        .expect("no first push attempt");
+    assert_eq!(first.body, token.as_bytes());
+    relay.kill9();
+    proxy.status.store(200, Ordering::SeqCst);
+    relay.restart().await;
+    let again = next_push(&mut proxy, Duration::from_secs(5))
+        .await
+        .expect("PUSH-2: the pending job was not tried again within 5 s of the restart");
+    assert_eq!(again.body, token.as_bytes());
+}
