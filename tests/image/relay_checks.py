@@ -60,6 +60,7 @@ def raw_before(offset: int, state: dict) -> None:
     try:
         c = imap(offset)
         typ, _ = c.login(addr, password)
+        state["created"] = typ == "OK"
         report("imap-login-creates-account", typ == "OK", addr)
         body = (
             f"From: <{addr}>\r\nTo: <{addr}>\r\nSubject: persist\r\n"
@@ -71,9 +72,13 @@ def raw_before(offset: int, state: dict) -> None:
     except Exception as e:  # noqa: BLE001 - any failure is a failed check
         report("imap-raw", False, repr(e))
     state.update(addr=addr, password=password, marker=marker)
+    state.setdefault("created", False)
 
 
 def raw_after(offset: int, state: dict) -> None:
+    if not state.get("created"):
+        report("account-persisted", False, "no account was created before the reboot")
+        return
     try:
         c = imap(offset)
         try:
@@ -157,7 +162,7 @@ def main() -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     state_file = state_dir / "raw.json"
     if phase == "before":
-        state: dict = {}
+        state: dict = {"created": False}
         raw_before(offset, state)
         state_file.write_text(json.dumps(state))
     else:
