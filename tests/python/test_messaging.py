@@ -133,6 +133,28 @@ def test_twenty_in_order(trio):
     assert shown == texts, shown
 
 
+@pytest.mark.timeout(180)
+def test_receiver_offline(trio):
+    """Messages wait on the relay while the receiver is offline and arrive, in order, when
+    it comes back (store and forward)."""
+    a, b, _ = trio
+    chat = accepted_chat(a, b)
+    b.account.stop_io()
+    try:
+        sent = [chat.send_text(f"while offline {i}") for i in range(3)]
+        for m in sent:  # the relay accepted each one (core's MsgDelivered)
+            a.events.wait(
+                "MsgDelivered", DELIVERY_TIMEOUT, lambda ev, m=m: ev.msg_id == m.id, what="sent"
+            )
+    finally:
+        b.account.start_io()
+    got = []
+    for _ in range(3):
+        msg = b.events.wait_incoming(DELIVERY_TIMEOUT, prefix="while offline")
+        got.append(msg.get_snapshot().text)
+    assert got == [f"while offline {i}" for i in range(3)], got
+
+
 @pytest.mark.timeout(300)
 def test_latency_median(trio, capsys):
     """send → IncomingMsg, one message at a time; prints the median, asserts only arrival.
