@@ -445,8 +445,8 @@ fn dispatch(
 async fn attempt(relay: &Relay, client: &Client, job: PushJob) {
     let store = &relay.store;
     let now = relay.clock.unix_now();
-    if next_attempt_at(job.first_attempt, job.attempts, now).is_none() {
-        // PUSH-5: past the deadline (a restart after a long stop).
+    if now > job.first_attempt.saturating_add(DEADLINE) {
+        // PUSH-5: no attempt starts after the deadline (a restart after a long stop).
         tracing::info!(
             "push: job {} dropped after {} failed attempt(s), deadline passed",
             job.id,
@@ -1087,6 +1087,44 @@ mod tests {
         assert_eq!(relay.store.device_tokens(&bob).unwrap().len(), 1);
     }
 
+    const DAVE: &str = "openpgp:dave";
+
+    /// Queue a push job for `to` as made by a delivery at `first`, then record
+    /// `failed` failed attempts with the next one due at `next`.
+    async fn queue_at(relay: &Relay, from: &str, to: &str, first: u64, failed: u32, next: u64) {
+        let d = crate::store::Delivery {
+            sender: from.to_string(),
+            local: vec![to.to_string()],
+            remote: Vec::new(),
+            body: Arc::from(&b"m"[..]),
+            received: first,
+        };
+        let push = PushRequest {
+            accounts: vec![to.to_string()],
+            now: first,
+            token_valid: |_, _| true,
+        };
+        let (_, n) = relay
+            .store
+            .deliver_with_push(d, u64::MAX, Some(push))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let job = relay
+            .store
+            .push_jobs()
+            .unwrap()
+            .into_iter()
+            .find(|j| j.account == to)
+            .unwrap();
+        assert_eq!(job.first_attempt, first);
+        relay
+            .store
+            .reschedule_push_job(job.id, failed, next)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn pending_jobs_are_sent_at_once_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -1099,6 +1137,7 @@ mod tests {
             let alice = account(&relay, "alice").await;
             let bob = account(&relay, "bob").await;
             let carol = account(&relay, "carol").await;
+            let dave = account(&relay, "dave").await;
             register(&relay, &bob, OK).await;
             register(&relay, &carol, "openpgp:late").await;
             assert!(submit(&relay, &alice, &[&bob]).await.starts_with("250"));
@@ -1111,38 +1150,26 @@ mod tests {
                 .await
                 .unwrap();
             // Carol's job was created 5 hours and 1 second ago: past its deadline.
-            let old = START - DEADLINE - 1;
-            let d = crate::store::Delivery {
-                sender: alice.clone(),
-                local: vec![carol.clone()],
-                remote: Vec::new(),
-                body: Arc::from(&b"m"[..]),
-                received: old,
-            };
-            let push = PushRequest {
-                accounts: vec![carol.clone()],
-                now: old,
-                token_valid: |_, _| true,
-            };
-            let (_, n) = relay
-                .store
-                .deliver_with_push(d, u64::MAX, Some(push))
-                .await
-                .unwrap();
-            assert_eq!(n, 1);
+            queue_at(&relay, &alice, &carol, START - DEADLINE - 1, 0, START + 10).await;
+            // Dave's failed 4 times; its first attempt was 4 hours ago: the last try
+            // still fits before the deadline.
+            register(&relay, &dave, DAVE).await;
+            queue_at(&relay, &alice, &dave, START - 4 * 3600, 4, START + 4000).await;
             relay.store.flush().await.unwrap();
         }
         assert!(server.seen().is_empty());
         clock.advance(1);
         let relay = open_relay(&config, &clock).await;
-        assert_eq!(relay.store.push_jobs().unwrap().len(), 2, "survived");
+        assert_eq!(relay.store.push_jobs().unwrap().len(), 3, "survived");
         let _n = notifier(&relay);
-        // PUSH-2: tried at once (the clock does not reach the old retry time); the job
+        // PUSH-2: tried at once (the clock does not reach the old retry times); the job
         // past its deadline is dropped unsent.
-        server.wait_for(1).await;
+        server.wait_for(2).await;
         queue_drained(&relay).await;
         settle().await;
-        assert_eq!(server.bodies(), vec![OK]);
+        let mut bodies = server.bodies();
+        bodies.sort();
+        assert_eq!(bodies, vec![DAVE, OK]);
     }
 
     #[tokio::test]
