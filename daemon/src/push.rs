@@ -336,6 +336,15 @@ struct Workers {
     levels: Vec<Arc<Semaphore>>,
 }
 
+/// PUSH-6: concurrent attempts at a retry level (0 = first attempts).
+fn level_capacity(level: usize) -> usize {
+    if level == 0 {
+        FIRST_ATTEMPT_WORKERS
+    } else {
+        RETRY_WORKERS
+    }
+}
+
 /// [`run`] with explicit timing (tests shorten the scan interval).
 pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
     let registration = Registration::new(&relay);
@@ -349,15 +358,8 @@ pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
     };
     let workers = Arc::new(Workers {
         in_flight: Mutex::new(HashSet::new()),
-        levels: (0..MAX_ATTEMPTS as usize)
-            .map(|level| {
-                let n = if level == 0 {
-                    FIRST_ATTEMPT_WORKERS
-                } else {
-                    RETRY_WORKERS
-                };
-                Arc::new(Semaphore::new(n))
-            })
+        levels: (0..=crate::store::MAX_PUSH_LEVEL as usize)
+            .map(|level| Arc::new(Semaphore::new(level_capacity(level))))
             .collect(),
     });
     // PUSH-2: after a restart every pending job is tried at once; its deadline stays
@@ -384,13 +386,23 @@ pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
     let notify = registration.0.clone();
     loop {
         let now = relay.clock.unix_now();
-        match relay.store.push_jobs_due(now) {
-            Ok(due) => {
-                for job in due {
-                    dispatch(&relay, &client, &workers, &notify, job);
-                }
+        for (level, slots) in workers.levels.iter().enumerate() {
+            // Jobs in flight are still due until they are rescheduled or deleted, and
+            // they are at most `capacity`: reading twice that finds enough to start.
+            if slots.available_permits() == 0 {
+                continue;
             }
-            Err(e) => tracing::error!("push: cannot read the queue: {e}"),
+            match relay
+                .store
+                .push_jobs_due_at(level as u32, now, 2 * level_capacity(level))
+            {
+                Ok(due) => {
+                    for job in due {
+                        dispatch(&relay, &client, &workers, &notify, job);
+                    }
+                }
+                Err(e) => tracing::error!("push: cannot read the queue: {e}"),
+            }
         }
         let wait = match relay.store.next_push_due() {
             Ok(Some(at)) if at > now => Duration::from_secs(at - now).min(tuning.scan_interval),

@@ -42,6 +42,9 @@ const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 const TOKENS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("device_tokens");
 /// job id → push job row (PUSH-2): account, token, attempts, first and next attempt.
 const PUSH_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("push_jobs");
+/// (failed attempts, next attempt, job id) → (): the push jobs by retry level and due
+/// time, so the notifier reads only the jobs it can start now.
+const PUSH_DUE: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("push_due");
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -516,6 +519,7 @@ impl Store {
             tx.open_table(QUEUE)?;
             tx.open_table(TOKENS)?;
             tx.open_table(PUSH_JOBS)?;
+            tx.open_table(PUSH_DUE)?;
         }
         tx.commit()?;
         let writer = Writer::start(db.clone());
@@ -683,8 +687,8 @@ impl Store {
                     removal.tokens = tokens.len();
                 }
                 // Pending pushes of the account go with its tokens.
-                {
-                    let mut t = tx.open_table(PUSH_JOBS)?;
+                let ids = {
+                    let t = tx.open_table(PUSH_JOBS)?;
                     let mut ids = Vec::new();
                     for row in t.iter()? {
                         let (k, v) = row?;
@@ -692,9 +696,10 @@ impl Store {
                             ids.push(k.value());
                         }
                     }
-                    for id in ids {
-                        t.remove(id)?;
-                    }
+                    ids
+                };
+                for id in ids {
+                    remove_push(tx, id)?;
                 }
                 let anything = existed || removal != AccountRemoval::default();
                 Ok(anything.then_some(removal))
@@ -753,21 +758,64 @@ impl Store {
 
     // ---- push queue -----------------------------------------------------------------
 
-    /// Every pending push job, oldest first.
+    /// Every pending push job, by id (creation order).
     pub fn push_jobs(&self) -> Result<Vec<PushJob>, StoreError> {
-        self.push_jobs_due(u64::MAX)
-    }
-
-    /// Push jobs whose next attempt is due at `now`, oldest first.
-    pub fn push_jobs_due(&self, now: u64) -> Result<Vec<PushJob>, StoreError> {
         let rx = self.read()?;
         let t = rx.open_table(PUSH_JOBS)?;
         let mut out = Vec::new();
         for row in t.iter()? {
             let (k, v) = row?;
-            let job = decode_push(k.value(), v.value())?;
-            if job.next_attempt <= now {
-                out.push(job);
+            out.push(decode_push(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Push jobs due at `now` (next attempt ≤ `now`), every level, earliest first
+    /// within a level.
+    pub fn push_jobs_due(&self, now: u64) -> Result<Vec<PushJob>, StoreError> {
+        let mut out = Vec::new();
+        for level in 0..=MAX_PUSH_LEVEL {
+            out.extend(self.push_jobs_due_at(level, now, usize::MAX)?);
+        }
+        Ok(out)
+    }
+
+    /// At most `limit` push jobs with `attempts` failed attempts (the last level also
+    /// holds any higher count) that are due at `now`, earliest first. Reads only those
+    /// rows, however long the queue is.
+    pub fn push_jobs_due_at(
+        &self,
+        attempts: u32,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        let rx = self.read()?;
+        let due = rx.open_table(PUSH_DUE)?;
+        let jobs = rx.open_table(PUSH_JOBS)?;
+        let mut out = Vec::new();
+        let mut take = |key: (u32, u64, u64)| -> Result<bool, StoreError> {
+            if out.len() >= limit {
+                return Ok(false);
+            }
+            if let Some(v) = jobs.get(key.2)? {
+                out.push(decode_push(key.2, v.value())?);
+            }
+            Ok(true)
+        };
+        for row in due.range((attempts, 0, 0)..=(attempts, now, u64::MAX))? {
+            if !take(row?.0.value())? {
+                return Ok(out);
+            }
+        }
+        // The last level also serves higher counts (which the notifier never writes).
+        if attempts >= MAX_PUSH_LEVEL
+            && let Some(next) = attempts.checked_add(1)
+        {
+            for row in due.range((next, 0, 0)..)? {
+                let key = row?.0.value();
+                if key.1 <= now && !take(key)? {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -775,7 +823,20 @@ impl Store {
 
     /// The earliest next attempt of any push job.
     pub fn next_push_due(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.push_jobs()?.iter().map(|j| j.next_attempt).min())
+        let rx = self.read()?;
+        let due = rx.open_table(PUSH_DUE)?;
+        let mut earliest: Option<u64> = None;
+        // The first key of each level holds its earliest time.
+        let mut level = 0u32;
+        while let Some(row) = due.range((level, 0, 0)..)?.next() {
+            let (attempts, at, _) = row?.0.value();
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            match attempts.checked_add(1) {
+                Some(next) => level = next,
+                None => break,
+            }
+        }
+        Ok(earliest)
     }
 
     /// Record a failed attempt: the new attempt count and when to try next. Not
@@ -789,13 +850,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.writer
             .run(false, move |tx| {
-                let mut t = tx.open_table(PUSH_JOBS)?;
-                let job = t.get(id)?.map(|v| decode_push(id, v.value()));
-                if let Some(job) = job {
-                    let mut job = job?;
+                if let Some(mut job) = remove_push(tx, id)? {
                     job.attempts = attempts;
                     job.next_attempt = next_attempt;
-                    t.insert(id, encode_push(&job).as_slice())?;
+                    put_push(tx, &job)?;
                 }
                 Ok(())
             })
@@ -807,11 +865,35 @@ impl Store {
     pub async fn delete_push_job(&self, id: u64) -> Result<(), StoreError> {
         self.writer
             .run(false, move |tx| {
-                tx.open_table(PUSH_JOBS)?.remove(id)?;
+                remove_push(tx, id)?;
                 Ok(())
             })
             .await
     }
+}
+
+/// Retry levels the notifier serves separately (PUSH-6): 0 = first attempt, 1..=4 =
+/// after that many failures.
+pub const MAX_PUSH_LEVEL: u32 = 4;
+
+fn put_push(tx: &WriteTransaction, job: &PushJob) -> Result<(), StoreError> {
+    tx.open_table(PUSH_JOBS)?
+        .insert(job.id, encode_push(job).as_slice())?;
+    tx.open_table(PUSH_DUE)?
+        .insert((job.attempts, job.next_attempt, job.id), ())?;
+    Ok(())
+}
+
+fn remove_push(tx: &WriteTransaction, id: u64) -> Result<Option<PushJob>, StoreError> {
+    let job = tx
+        .open_table(PUSH_JOBS)?
+        .remove(id)?
+        .map(|v| decode_push(id, v.value()));
+    let Some(job) = job else { return Ok(None) };
+    let job = job?;
+    tx.open_table(PUSH_DUE)?
+        .remove((job.attempts, job.next_attempt, job.id))?;
+    Ok(Some(job))
 }
 
 /// The delivery transaction of [`Store::deliver_with_push`] (QUOTA-1/2).
@@ -909,8 +991,7 @@ fn add_push_jobs(
             first_attempt: push.now,
             next_attempt: push.now,
         };
-        tx.open_table(PUSH_JOBS)?
-            .insert(id, encode_push(&job).as_slice())?;
+        put_push(tx, &job)?;
     }
     Ok(tokens.len())
 }

@@ -328,7 +328,8 @@ fn table_counts(store: &Store) -> [(&'static str, u64); 7] {
         ("tokens", rx.open_table(TOKENS).unwrap().len().unwrap()),
         (
             "push_jobs",
-            rx.open_table(PUSH_JOBS).unwrap().len().unwrap(),
+            rx.open_table(PUSH_JOBS).unwrap().len().unwrap()
+                + rx.open_table(PUSH_DUE).unwrap().len().unwrap(),
         ),
     ]
 }
@@ -719,4 +720,69 @@ async fn jobs_from_the_delivery_commit_survive_a_reopen_and_go_with_their_accoun
     let left = s.push_jobs().unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].account, "b@x");
+}
+
+/// The notifier reads due jobs per retry level, a bounded number at a time.
+#[tokio::test]
+async fn push_jobs_due_by_level_with_a_limit() {
+    let (_d, s) = open();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    for i in 0..6 {
+        s.set_device_token("a@x", &format!("t{i}"), 100)
+            .await
+            .unwrap();
+    }
+    s.deliver_with_push(
+        delivery(&["a@x"], &[], b"m"),
+        u64::MAX,
+        Some(push_request(&["a@x"], 100)),
+    )
+    .await
+    .unwrap();
+    let jobs = s.push_jobs().unwrap();
+    assert_eq!(jobs.len(), 6);
+    // Levels: two jobs stay at 0 (due 100); two at 1 (due 108, 300); one at 4 (due
+    // 200); one beyond the last level (due 150), served with level 4.
+    s.reschedule_push_job(jobs[2].id, 1, 300).await.unwrap();
+    s.reschedule_push_job(jobs[3].id, 1, 108).await.unwrap();
+    s.reschedule_push_job(jobs[4].id, 4, 200).await.unwrap();
+    s.reschedule_push_job(jobs[5].id, 7, 150).await.unwrap();
+    let ids = |v: Vec<PushJob>| v.iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.push_jobs_due_at(0, 100, 10).unwrap()),
+        vec![jobs[0].id, jobs[1].id]
+    );
+    assert_eq!(
+        ids(s.push_jobs_due_at(0, 100, 1).unwrap()),
+        vec![jobs[0].id]
+    );
+    assert!(s.push_jobs_due_at(1, 107, 10).unwrap().is_empty());
+    assert_eq!(
+        ids(s.push_jobs_due_at(1, 1000, 10).unwrap()),
+        vec![jobs[3].id, jobs[2].id],
+        "earliest first"
+    );
+    assert!(s.push_jobs_due_at(2, 1000, 10).unwrap().is_empty());
+    assert_eq!(
+        ids(s.push_jobs_due_at(4, 160, 10).unwrap()),
+        vec![jobs[5].id]
+    );
+    assert_eq!(
+        ids(s.push_jobs_due_at(4, 1000, 10).unwrap()),
+        vec![jobs[4].id, jobs[5].id]
+    );
+    assert_eq!(s.push_jobs_due(120).unwrap().len(), 3);
+    assert_eq!(s.next_push_due().unwrap(), Some(100));
+    s.delete_push_job(jobs[0].id).await.unwrap();
+    s.delete_push_job(jobs[1].id).await.unwrap();
+    assert_eq!(s.next_push_due().unwrap(), Some(108));
+    s.delete_push_job(jobs[3].id).await.unwrap();
+    assert_eq!(s.next_push_due().unwrap(), Some(150));
+    for j in &jobs {
+        s.delete_push_job(j.id).await.unwrap();
+    }
+    assert_eq!(s.next_push_due().unwrap(), None);
+    assert!(s.push_jobs_due(u64::MAX).unwrap().is_empty());
+    let rx = s.read().unwrap();
+    assert_eq!(rx.open_table(PUSH_DUE).unwrap().len().unwrap(), 0);
 }
