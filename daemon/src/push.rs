@@ -18,6 +18,16 @@
 //! Concurrency (PUSH-6, as upstream): at most 4 requests of first attempts and at most 2
 //! per retry level (attempts 2, 3, 4, 5) run at once, one semaphore each; a due job
 //! whose level is busy waits for the next scan, which a finishing request triggers.
+//! A scan reads, per level with free slots, at most twice that level's slots of due
+//! jobs from the store's due-time index, so a long queue (a proxy outage) costs no
+//! more per scan than a short one.
+//!
+//! Connections: HTTP/1.1 kept alive between requests (up to one idle connection per
+//! worker slot). A request on a kept connection that fails is sent once more on a new
+//! connection, so a connection the proxy closed meanwhile costs no retry delay.
+//!
+//! Restarts (PUSH-2): at start every pending job is made due at once; its deadline
+//! stays its first attempt + 5 h, so a job past it is dropped unsent.
 //!
 //! Privacy (PUSH-7): the request carries the token and nothing else (no account, no
 //! message data, no extra headers beyond HTTP's own); logs name jobs by their number
