@@ -139,7 +139,10 @@ def chat(offset: int, state_dir: Path, phase: str) -> None:
             else:
                 accs = dc.get_all_accounts()
                 assert len(accs) == 2, f"expected 2 saved accounts, found {len(accs)}"
-                a, b = (h.Client(acc, acc.get_config("addr"), "") for acc in accs)
+                a, b = (
+                    h.Client(acc, acc.get_config("configured_addr") or acc.get_config("addr"), "")
+                    for acc in accs
+                )
                 for c in (a, b):
                     h.call_with_timeout(c.account.bring_online, 120, f"bring {c.addr} online")
                     c.events.drain()
