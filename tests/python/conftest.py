@@ -3,7 +3,8 @@
 - `relay` (per test module): the real `relaybox serve` on free loopback ports with a fresh
   data directory; a module may set `RELAY_PARAMS = {...}` for extra chatmail.ini keys.
   At teardown the process is stopped and the module errors if the relay had died.
-- `dc` (per test module): one deltachat-rpc-server process (client.md §8 gotcha 6).
+- `dc` (per test module): one deltachat-rpc-server process (client.md §8 gotcha 6),
+  its stderr in tests/out/python/<module>-rpc-server.log.
 
 A failing test report carries the tail of the relay log; the whole log is copied to
 tests/out/python/<module>-relay.log.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import pytest
 from deltachat_rpc_client import DeltaChat, Rpc
 
-from relayharness import ACTIVE_RELAYS, RelayProcess, rpc_server_binary
+from relayharness import ACTIVE_RELAYS, OUT_DIR, RelayProcess, rpc_server_binary
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +33,19 @@ def relay(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dc(tmp_path_factory):
+def dc(request, tmp_path_factory):
+    """One deltachat-rpc-server per module; its stderr goes to
+    tests/out/python/<module>-rpc-server.log (a pipe nobody reads could fill and stall it)."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
     accounts = tmp_path_factory.mktemp("dc-accounts")
-    with Rpc(accounts_dir=str(accounts / "accounts"), rpc_server_path=rpc_server_binary()) as rpc:
-        yield DeltaChat(rpc)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    with open(OUT_DIR / f"{name}-rpc-server.log", "wb") as log:
+        with Rpc(
+            accounts_dir=str(accounts / "accounts"),
+            rpc_server_path=rpc_server_binary(),
+            stderr=log,
+        ) as rpc:
+            yield DeltaChat(rpc)
 
 
 @pytest.hookimpl(hookwrapper=True)
