@@ -8,10 +8,8 @@
 //! POSTs each token, alone, to `push_url` (PUSH-3) over HTTPS with rustls+ring,
 //! trusting the web-PKI roots plus the PEM file `tls_extra_roots`.
 //!
-//! Waking: `Relay` (server.rs) has no field for the notifier, so each running notifier
-//! registers a `tokio::sync::Notify` in a process-wide list keyed by its `Relay`'s
-//! address ([`wake`] finds it; entries go when the notifier stops). Besides being woken,
-//! the notifier sleeps until the earliest due retry, at most `Tuning::scan_interval`,
+//! Waking: [`wake`] signals `Relay::push_wake`, a `tokio::sync::Notify` that keeps one
+//! permit when no notifier is waiting. Besides being woken, the notifier sleeps until the earliest due retry, at most `Tuning::scan_interval`,
 //! and then scans the store again; time comes from `relay.clock`, so a test that moves
 //! the clock sees its retries at the next scan.
 //!
@@ -36,14 +34,14 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::server::Relay;
@@ -129,37 +127,9 @@ pub enum Outcome {
 
 // ---- waking -----------------------------------------------------------------------
 
-/// Running notifiers, by relay.
-static WAKERS: Mutex<Vec<(Weak<Relay>, Arc<Notify>)>> = Mutex::new(Vec::new());
-
-/// Tell the notifier of `relay` that new jobs are in the store (no-op when none runs).
+/// Tell the notifier of `relay` that new jobs are in the store.
 pub fn wake(relay: &Relay) {
-    let wakers = WAKERS.lock().unwrap_or_else(|e| e.into_inner());
-    for (r, notify) in wakers.iter() {
-        if std::ptr::eq(r.as_ptr(), relay) {
-            notify.notify_one();
-        }
-    }
-}
-
-/// A notifier's entry in [`WAKERS`], removed when the notifier stops.
-struct Registration(Arc<Notify>);
-
-impl Registration {
-    fn new(relay: &Arc<Relay>) -> Registration {
-        let notify = Arc::new(Notify::new());
-        let mut wakers = WAKERS.lock().unwrap_or_else(|e| e.into_inner());
-        wakers.retain(|(r, _)| r.strong_count() > 0);
-        wakers.push((Arc::downgrade(relay), notify.clone()));
-        Registration(notify)
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut wakers = WAKERS.lock().unwrap_or_else(|e| e.into_inner());
-        wakers.retain(|(r, n)| !Arc::ptr_eq(n, &self.0) && r.strong_count() > 0);
-    }
+    relay.push_wake.notify_one();
 }
 
 // ---- HTTPS client -------------------------------------------------------------------
@@ -357,7 +327,6 @@ fn level_capacity(level: usize) -> usize {
 
 /// [`run`] with explicit timing (tests shorten the scan interval).
 pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
-    let registration = Registration::new(&relay);
     let client = match Client::new(&relay.config, tuning.request_timeout) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -393,7 +362,6 @@ pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
         }
         Err(e) => tracing::error!("push: cannot read the queue: {e}"),
     }
-    let notify = registration.0.clone();
     loop {
         let now = relay.clock.unix_now();
         for (level, slots) in workers.levels.iter().enumerate() {
@@ -408,7 +376,7 @@ pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
             {
                 Ok(due) => {
                     for job in due {
-                        dispatch(&relay, &client, &workers, &notify, job);
+                        dispatch(&relay, &client, &workers, job);
                     }
                 }
                 Err(e) => tracing::error!("push: cannot read the queue: {e}"),
@@ -419,20 +387,14 @@ pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
             _ => tuning.scan_interval,
         };
         tokio::select! {
-            _ = notify.notified() => {}
+            _ = relay.push_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
 /// Start an attempt of `job` unless it runs already or its level is busy.
-fn dispatch(
-    relay: &Arc<Relay>,
-    client: &Arc<Client>,
-    workers: &Arc<Workers>,
-    notify: &Arc<Notify>,
-    job: PushJob,
-) {
+fn dispatch(relay: &Arc<Relay>, client: &Arc<Client>, workers: &Arc<Workers>, job: PushJob) {
     let level = (job.attempts as usize).min(workers.levels.len() - 1);
     let Ok(permit) = workers.levels[level].clone().try_acquire_owned() else {
         return;
@@ -443,12 +405,7 @@ fn dispatch(
             return;
         }
     }
-    let (relay, client, workers, notify) = (
-        relay.clone(),
-        client.clone(),
-        workers.clone(),
-        notify.clone(),
-    );
+    let (relay, client, workers) = (relay.clone(), client.clone(), workers.clone());
     tokio::spawn(async move {
         let id = job.id;
         attempt(&relay, &client, job).await;
@@ -459,7 +416,7 @@ fn dispatch(
             .remove(&id);
         drop(permit);
         // A slot is free: look for waiting jobs.
-        notify.notify_one();
+        wake(&relay);
     });
 }
 
@@ -1192,44 +1149,5 @@ mod tests {
         let mut bodies = server.bodies();
         bodies.sort();
         assert_eq!(bodies, vec![DAVE, OK]);
-    }
-
-    #[tokio::test]
-    async fn wake_reaches_only_a_running_notifier_of_that_relay() {
-        let dir = tempfile::tempdir().unwrap();
-        let server = PushServer::start(dir.path()).await;
-        let clock = Arc::new(TestClock(AtomicU64::new(START)));
-        let relay = open_relay(&relay_config(&dir.path().join("relay"), &server), &clock).await;
-        // No notifier: waking is a no-op.
-        wake(&relay);
-        let n = notifier(&relay);
-        let mut registered = false;
-        for _ in 0..100 {
-            if WAKERS
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(r, _)| std::ptr::eq(r.as_ptr(), Arc::as_ptr(&relay)))
-            {
-                registered = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(registered, "the notifier registers its waker");
-        drop(n);
-        // The aborted notifier's registration goes with it.
-        for _ in 0..100 {
-            if !WAKERS
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(r, _)| std::ptr::eq(r.as_ptr(), Arc::as_ptr(&relay)))
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("registration left behind");
     }
 }

@@ -33,6 +33,9 @@ pub struct Relay {
     pub tls: Tls,
     /// SUB-4: messages per sender.
     pub send_limiter: RateLimiter<String>,
+    /// Wakes the push notifier when deliveries created jobs (keeps one permit when the
+    /// notifier is busy, so no wake-up is lost).
+    pub push_wake: tokio::sync::Notify,
     /// NEW-3: `/new` requests per client IP.
     pub new_account_limiter: Arc<RateLimiter<std::net::IpAddr>>,
 }
@@ -81,6 +84,7 @@ impl Relay {
             events: Events::new(),
             tls,
             send_limiter,
+            push_wake: tokio::sync::Notify::new(),
             new_account_limiter: Arc::new(RateLimiter::new(crate::http::new_account_quota())),
         }))
     }
