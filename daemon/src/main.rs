@@ -47,6 +47,7 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
+    let dev = matches!(cli.command, Command::Dev { .. });
     let config = match cli.command {
         Command::Serve { config } => match load_config(&config) {
             Ok(c) => c,
@@ -68,7 +69,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let dev = matches!(config.listen.imaps.first(), Some(a) if a.port() != 993);
     runtime.block_on(async move {
         let relay = match Relay::open(config) {
             Ok(r) => r,
