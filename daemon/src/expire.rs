@@ -183,8 +183,7 @@ pub fn plan_trim<'a>(
 ) -> Vec<MessageRef> {
     let mut messages: Vec<&MessageFacts> = messages.into_iter().collect();
     let mut usage: u64 = messages.iter().map(|m| m.size).sum();
-    // "Passes 75 %": strictly above. u128 so that no limit overflows.
-    if u128::from(usage) * 100 <= u128::from(max_mailbox_size) * 75 {
+    if !over_trim_threshold(usage, max_mailbox_size) {
         return Vec::new();
     }
     let target = (max_mailbox_size / MIB) * 70 / 100 * MIB;
@@ -202,6 +201,11 @@ pub fn plan_trim<'a>(
         out.push((m.mailbox.clone(), m.uid));
     }
     out
+}
+
+/// QUOTA-3: usage "passes 75 %" (strictly above). u128 so that no limit overflows.
+pub fn over_trim_threshold(usage: u64, max_mailbox_size: u64) -> bool {
+    u128::from(usage) * 100 > u128::from(max_mailbox_size) * 75
 }
 
 /// The first daily run strictly after `now`: 00:02 UTC of today or tomorrow.
@@ -330,6 +334,10 @@ pub async fn run_store(
 /// QUOTA-3 after a delivery to `account` (IN-8: after the commit, the IDLE wake-up and
 /// the push): trims the oldest messages when usage passed 75 %. Returns how many went.
 pub async fn trim_after_delivery(relay: &Relay, account: &str) -> Result<usize, ExpireError> {
+    // The usage is kept in memory: most deliveries stop here without reading messages.
+    if !over_trim_threshold(relay.store.usage(account)?, relay.config.max_mailbox_size) {
+        return Ok(0);
+    }
     let messages: Vec<MessageFacts> = relay
         .store
         .account_messages(account)?

@@ -9,6 +9,7 @@
 //! along or go out non-durably.
 
 mod codec;
+mod usage;
 mod writer;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use redb::{
 };
 
 use codec::{Dec, Enc};
+use usage::UsageCache;
 use writer::Writer;
 
 /// Version of the table layout below; recorded in `meta` at creation.
@@ -486,6 +488,7 @@ fn read_mailbox(
 pub struct Store {
     db: Arc<Database>,
     writer: Writer,
+    usage: Arc<UsageCache>,
 }
 
 impl Store {
@@ -522,8 +525,10 @@ impl Store {
             tx.open_table(PUSH_DUE)?;
         }
         tx.commit()?;
-        let writer = Writer::start(db.clone());
-        Ok(Store { db, writer })
+        let usage = Arc::new(UsageCache::default());
+        let on_failure = usage.clone();
+        let writer = Writer::start(db.clone(), Box::new(move || on_failure.forget_all()));
+        Ok(Store { db, writer, usage })
     }
 
     /// Number of commits and of durable (fsynced) commits so far, for benchmarks.
@@ -641,8 +646,10 @@ impl Store {
         address: &str,
     ) -> Result<Option<AccountRemoval>, StoreError> {
         let address = address.to_string();
+        let usage = self.usage.clone();
         self.writer
             .run(true, move |tx| {
+                usage.forget(&address);
                 let existed = tx.open_table(ACCOUNTS)?.remove(address.as_str())?.is_some();
                 let mut removal = AccountRemoval::default();
                 let boxes: Vec<(String, MailboxRow)> = {
@@ -738,9 +745,10 @@ impl Store {
         max_mailbox_size: u64,
         push: Option<PushRequest>,
     ) -> Result<(Delivered, usize), StoreError> {
+        let usage = self.usage.clone();
         self.writer
             .run(true, move |tx| {
-                let delivered = deliver_in(tx, &d, max_mailbox_size)?;
+                let delivered = deliver_in(tx, &usage, &d, max_mailbox_size)?;
                 let mut jobs = 0;
                 if let Some(push) = push {
                     for account in delivered
@@ -899,6 +907,7 @@ fn remove_push(tx: &WriteTransaction, id: u64) -> Result<Option<PushJob>, StoreE
 /// The delivery transaction of [`Store::deliver_with_push`] (QUOTA-1/2).
 fn deliver_in(
     tx: &WriteTransaction,
+    usage: &UsageCache,
     d: &Delivery,
     max_mailbox_size: u64,
 ) -> Result<Delivered, StoreError> {
@@ -908,9 +917,16 @@ fn deliver_in(
     for rcpt in &d.local {
         if let Some(mb) = get_mailbox(tx, rcpt, "INBOX")? {
             // QUOTA-2: refused when this message would exceed the quota.
-            if max_mailbox_size != u64::MAX
-                && usage_in(tx, rcpt)?.saturating_add(size) > max_mailbox_size
-            {
+            let used = match usage.get(rcpt) {
+                Ok(bytes) => bytes,
+                Err(generation) => {
+                    // Inside the writer the transaction is the truth; fill the cache.
+                    let bytes = usage_in(tx, rcpt)?;
+                    usage.fill(rcpt, generation, bytes);
+                    bytes
+                }
+            };
+            if max_mailbox_size != u64::MAX && used.saturating_add(size) > max_mailbox_size {
                 over_quota.push(rcpt.clone());
                 continue;
             }
@@ -940,6 +956,7 @@ fn deliver_in(
             mb.uid_next += 1;
             messages.insert((mb.id, uid), encoded.as_slice())?;
             put_mailbox(tx, &rcpt, "INBOX", &mb)?;
+            usage.add(&rcpt, size);
             stored.push(rcpt);
         }
     }
@@ -1076,8 +1093,13 @@ impl Store {
         Ok(bodies.get(row.body_id)?.map(|v| v.value().to_vec()))
     }
 
-    /// Sum of stored message sizes over all mailboxes (QUOTA-1), from one snapshot.
+    /// Sum of stored message sizes over all mailboxes (QUOTA-1); from memory, or from
+    /// one snapshot on first use.
     pub fn usage(&self, account: &str) -> Result<u64, StoreError> {
+        let generation = match self.usage.get(account) {
+            Ok(bytes) => return Ok(bytes),
+            Err(generation) => generation,
+        };
         let rx = self.read()?;
         let boxes = rx.open_table(MAILBOXES)?;
         let msgs = rx.open_table(MESSAGES)?;
@@ -1093,6 +1115,7 @@ impl Store {
                 total = total.saturating_add(MessageRow::decode(mv.value())?.size);
             }
         }
+        self.usage.fill(account, generation, total);
         Ok(total)
     }
 
@@ -1112,8 +1135,10 @@ impl Store {
     /// Delete a mailbox and its messages (RFC 9051 §6.3.5).
     pub async fn delete_mailbox(&self, account: &str, name: &str) -> Result<(), StoreError> {
         let (account, name) = (account.to_string(), name.to_string());
+        let usage = self.usage.clone();
         self.writer
             .run(true, move |tx| {
+                usage.forget(&account);
                 let mb = get_mailbox(tx, &account, &name)?.ok_or(StoreError::NoMailbox)?;
                 let rows = take_messages(tx, mb.id, |_, _| true)?;
                 for (_, row) in rows {
@@ -1177,8 +1202,10 @@ impl Store {
         body: Vec<u8>,
     ) -> Result<(u32, u32), StoreError> {
         let (account, name) = (account.to_string(), name.to_string());
+        let usage = self.usage.clone();
         self.writer
             .run(true, move |tx| {
+                usage.forget(&account);
                 if get_mailbox(tx, &account, &name)?.is_none() {
                     return Err(StoreError::NoMailbox);
                 }
@@ -1232,8 +1259,10 @@ impl Store {
         only: Option<Vec<u32>>,
     ) -> Result<Vec<u32>, StoreError> {
         let (account, name) = (account.to_string(), name.to_string());
+        let usage = self.usage.clone();
         self.writer
             .run(false, move |tx| {
+                usage.forget(&account);
                 let mb = get_mailbox(tx, &account, &name)?.ok_or(StoreError::NoMailbox)?;
                 let rows = take_messages(tx, mb.id, |uid, row| {
                     row.flags.has(Flags::DELETED)
@@ -1284,8 +1313,10 @@ impl Store {
         which: Vec<(String, u32)>,
     ) -> Result<usize, StoreError> {
         let account = account.to_string();
+        let usage = self.usage.clone();
         self.writer
             .run(false, move |tx| {
+                usage.forget(&account);
                 let mut removed = 0;
                 let mut ids = std::collections::HashMap::new();
                 for (name, uid) in &which {
@@ -1321,8 +1352,10 @@ impl Store {
         remove_source: bool,
     ) -> Result<(u32, Vec<(u32, u32)>), StoreError> {
         let (account, from, to) = (account.to_string(), from.to_string(), to.to_string());
+        let usage = self.usage.clone();
         self.writer
             .run(true, move |tx| {
+                usage.forget(&account);
                 let src = get_mailbox(tx, &account, &from)?.ok_or(StoreError::NoMailbox)?;
                 let mut dst = get_mailbox(tx, &account, &to)?.ok_or(StoreError::NoMailbox)?;
                 let mut pairs = Vec::new();

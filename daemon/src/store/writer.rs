@@ -32,13 +32,14 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn start(db: Arc<Database>) -> Writer {
+    /// Start the writer thread; `on_failure` runs after a commit failed.
+    pub fn start(db: Arc<Database>, on_failure: Box<dyn Fn() + Send>) -> Writer {
         let (tx, rx) = mpsc::channel::<Job>();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(db, rx, c))
+            .spawn(move || run(db, rx, c, on_failure))
             .expect("spawn store writer");
         Writer { jobs: tx, counters }
     }
@@ -79,7 +80,12 @@ impl Writer {
     }
 }
 
-fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, counters: Arc<Counters>) {
+fn run(
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Job>,
+    counters: Arc<Counters>,
+    on_failure: Box<dyn Fn() + Send>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -117,6 +123,7 @@ fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, counters: Arc<Counters>) {
         }
         if let Err(e) = &result {
             tracing::error!("store: commit failed: {e}");
+            on_failure();
         }
         for finish in finishers {
             finish(match &result {
