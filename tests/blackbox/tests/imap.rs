@@ -478,6 +478,11 @@ async fn shared_metadata_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_metadata_key() {
+    let reason = "TURN (issue 4 item 7) is not built: the key answers NIL";
+    relaybox_blackbox::expected_failure(reason, turn_metadata_key_check()).await;
+}
+
+async fn turn_metadata_key_check() {
     let relay = Relay::start(&[]).await;
     let a = Account::random();
     let mut c = Imap::login_tls(&relay, &a).await;

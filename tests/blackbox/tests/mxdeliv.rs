@@ -35,6 +35,11 @@ fn post(from: Option<&str>, to: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mxdeliv_inbound() {
+    let reason = "inbound /mxdeliv (issue 3) is not built: the route answers 404";
+    relaybox_blackbox::expected_failure(reason, mxdeliv_inbound_check()).await;
+}
+
+async fn mxdeliv_inbound_check() {
     let relay = Relay::start(&["max_message_size = 20000"]).await;
     let b = Account::random();
     let c = Account::random();
