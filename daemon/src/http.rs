@@ -26,7 +26,6 @@ use crate::onboarding;
 use crate::policy::ratelimit::{Quota, RateLimiter};
 use crate::server::Relay;
 
-
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound on one connection's life, keep-alive included.

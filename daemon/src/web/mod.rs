@@ -15,8 +15,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::http::{Web, host_without_port, not_found, redirect};
 use crate::config::Config;
+use crate::http::{Web, host_without_port, not_found, redirect};
 use crate::onboarding;
 
 /// RFC 8461 §3.2 policy location.
