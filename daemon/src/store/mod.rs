@@ -1101,20 +1101,11 @@ impl Store {
             Err(generation) => generation,
         };
         let rx = self.read()?;
-        let boxes = rx.open_table(MAILBOXES)?;
-        let msgs = rx.open_table(MESSAGES)?;
-        let mut total = 0u64;
-        for row in boxes.range((account, "")..)? {
-            let (k, v) = row?;
-            if k.value().0 != account {
-                break;
-            }
-            let mb = MailboxRow::decode(v.value())?;
-            for m in msgs.range((mb.id, 0)..=(mb.id, u32::MAX))? {
-                let (_, mv) = m?;
-                total = total.saturating_add(MessageRow::decode(mv.value())?.size);
-            }
-        }
+        let total = sum_usage(
+            &rx.open_table(MAILBOXES)?,
+            &rx.open_table(MESSAGES)?,
+            account,
+        )?;
         self.usage.fill(account, generation, total);
         Ok(total)
     }
@@ -1443,8 +1434,20 @@ impl Store {
 
 /// Sum of stored message sizes of an account inside a write transaction (QUOTA-1).
 fn usage_in(tx: &WriteTransaction, account: &str) -> Result<u64, StoreError> {
-    let boxes = tx.open_table(MAILBOXES)?;
-    let msgs = tx.open_table(MESSAGES)?;
+    sum_usage(
+        &tx.open_table(MAILBOXES)?,
+        &tx.open_table(MESSAGES)?,
+        account,
+    )
+}
+
+/// Sum of stored message sizes of an account over all its mailboxes (QUOTA-1), read
+/// from a snapshot or from inside a write transaction.
+fn sum_usage(
+    boxes: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    msgs: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    account: &str,
+) -> Result<u64, StoreError> {
     let mut total = 0u64;
     for row in boxes.range((account, "")..)? {
         let (k, v) = row?;
