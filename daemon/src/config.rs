@@ -4,8 +4,9 @@
 //! validation with errors that name the key and the expected form.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// How the relay names itself (DESIGN.md "Modes", TLS-1, CFG-3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +109,20 @@ pub struct Config {
     /// Relaybox: a PEM file of extra CA roots trusted by outbound HTTPS besides the
     /// web-PKI roots (`None` = none; a test notification server, a private proxy).
     pub tls_extra_roots: Option<PathBuf>,
+    /// Relaybox: DNS servers for MX, address and DKIM key lookups (OUT-2, IN-5); empty =
+    /// the system's resolver (`/etc/resolv.conf`). Tests point it at their own server.
+    pub dns_resolver: Vec<SocketAddr>,
+    /// Relaybox: DKIM selector of this relay's signatures and DNS record (SUB-12, §18).
+    pub dkim_selector: String,
+    /// Relaybox (Postfix name and default): give up and bounce after this long (OUT-6).
+    pub maximal_queue_lifetime: Duration,
+    /// Relaybox (Postfix names and defaults): retry back-off bounds (OUT-6).
+    pub minimal_backoff_time: Duration,
+    pub maximal_backoff_time: Duration,
+    /// Relaybox: UDP addresses of the TURN server (RT-1); empty disables it.
+    pub turn_listen: Vec<SocketAddr>,
+    /// Relaybox: also write logs to stderr (LOG-1: by default they stay in memory only).
+    pub log_stderr: bool,
 }
 
 impl Config {
@@ -340,6 +355,18 @@ impl Params {
         }
     }
 
+    /// A Postfix-style time: a whole number with unit `s`, `m`, `h`, `d` or `w` (bare =
+    /// seconds).
+    fn duration(&mut self, key: &str, default: &str) -> Result<Duration, ConfigError> {
+        let v = self.take(key).unwrap_or_else(|| default.to_string());
+        parse_duration(&v).ok_or_else(|| {
+            value_error(
+                key,
+                format!("expected a time like 300s, 30m, 5h or 2d, got {v:?}"),
+            )
+        })
+    }
+
     fn path(&mut self, key: &str) -> Option<PathBuf> {
         self.take(key).filter(|v| !v.is_empty()).map(PathBuf::from)
     }
@@ -372,6 +399,46 @@ fn value_error(key: &str, msg: String) -> ConfigError {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// Postfix time units: `300s`, `30m`, `5h`, `2d`, `1w`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t.as_str(), "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.checked_mul(scale)?))
+}
+
+/// `127.0.0.1`, `127.0.0.1:5353`, `[::1]:53`, `::1`, separated by commas or spaces.
+fn parse_resolvers(text: &str) -> Option<Vec<SocketAddr>> {
+    text.split([',', ' ', '\t'])
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<SocketAddr>()
+                .ok()
+                .or_else(|| p.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+        })
+        .collect()
+}
+
+/// RFC 1035 §2.3.1 label (letters, digits, hyphens; 1–63 octets), as a DKIM selector.
+fn is_dns_label(v: &str) -> bool {
+    (1..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+}
 
 /// CFG-2: trim, upper-case, drop one trailing `B`; `G` → ×1024 MiB, `M` → MiB, a bare
 /// integer → MiB. Returns bytes.
@@ -576,7 +643,51 @@ impl Config {
             }
         };
         let tls_extra_roots = p.path("tls_extra_roots");
+        let dns_resolver = match p.take("dns_resolver") {
+            None => Vec::new(),
+            Some(v) => parse_resolvers(&v).ok_or_else(|| {
+                value_error(
+                    "dns_resolver",
+                    format!(
+                        "expected DNS server addresses like 127.0.0.1 or 127.0.0.1:5353 \
+                         separated by commas or spaces (empty = the system's resolver), \
+                         got {v:?}"
+                    ),
+                )
+            })?,
+        };
+        let dkim_selector = match p.take("dkim_selector") {
+            None => "opendkim".to_string(),
+            Some(v) if is_dns_label(&v) => v,
+            Some(v) => {
+                return Err(value_error(
+                    "dkim_selector",
+                    format!("expected one DNS label like opendkim, got {v:?}"),
+                ));
+            }
+        };
+        let maximal_queue_lifetime = p.duration("maximal_queue_lifetime", "2d")?;
+        let minimal_backoff_time = p.duration("minimal_backoff_time", "300s")?;
+        let maximal_backoff_time = p.duration("maximal_backoff_time", "4000s")?;
+        if maximal_backoff_time < minimal_backoff_time {
+            return Err(value_error(
+                "maximal_backoff_time",
+                format!(
+                    "expected at least minimal_backoff_time ({}s), got {}s",
+                    minimal_backoff_time.as_secs(),
+                    maximal_backoff_time.as_secs()
+                ),
+            ));
+        }
+        let log_stderr = p.boolean("log_stderr");
         let std = Listeners::standard(disable_ipv6);
+        let turn_listen = p.listeners("turn_listen", {
+            let mut at = std.smtp.clone();
+            for a in &mut at {
+                a.set_port(3478);
+            }
+            at
+        })?;
         let listen = Listeners {
             smtp: p.listeners("smtp_listen", std.smtp)?,
             submission: p.listeners("submission_listen", std.submission)?,
@@ -635,6 +746,13 @@ impl Config {
                 listen,
                 push_url,
                 tls_extra_roots,
+                dns_resolver,
+                dkim_selector,
+                maximal_queue_lifetime,
+                minimal_backoff_time,
+                maximal_backoff_time,
+                turn_listen,
+                log_stderr,
             },
             unknown_keys,
         })
@@ -660,6 +778,9 @@ impl Config {
         // A development machine is often busy compiling; the ACC-5.6 load brake would
         // refuse the developer's own accounts. Memory and disk limits stay.
         config.max_load_1m = f64::MAX;
+        // A developer watches the terminal; TURN is of no use on loopback.
+        config.log_stderr = true;
+        config.turn_listen = Vec::new();
         config
     }
 }

@@ -7,12 +7,15 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod delivery;
+pub mod dkim;
 pub mod events;
 pub mod expire;
 pub mod http;
 pub mod imap;
 pub mod net;
 pub mod onboarding;
+pub mod outbound;
 pub mod policy;
 pub mod push;
 pub mod server;

@@ -85,6 +85,8 @@ fn main() -> ExitCode {
         let daily = tokio::spawn(relaybox::expire::daily(relay.clone()));
         // PUSH-2..5: the push notifier, retrying jobs left from before a restart at once.
         let notifier = tokio::spawn(relaybox::push::run(relay.clone()));
+        // OUT-1..7: the outbound scheduler, resuming the queue left from before a restart.
+        let outbound = tokio::spawn(relaybox::outbound::run(relay.clone()));
         let code = tokio::select! {
             r = server::serve(relay) => match r {
                 Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         };
         daily.abort();
         notifier.abort();
+        outbound.abort();
         if let Err(e) = store.flush().await {
             tracing::error!("store flush at shutdown failed: {e}");
         }

@@ -38,6 +38,14 @@ pub struct Relay {
     pub push_wake: tokio::sync::Notify,
     /// NEW-3: `/new` requests per client IP.
     pub new_account_limiter: Arc<RateLimiter<std::net::IpAddr>>,
+    /// SUB-12: this relay's DKIM signer (`None` in IP-only mode).
+    pub dkim: Option<crate::dkim::Signer>,
+    /// IN-4e, IN-5: DKIM verification of incoming mail.
+    pub dkim_verifier: Arc<crate::dkim::Verifier>,
+    /// OUT-2..5: how the outbound scheduler reaches peers.
+    pub outbound: crate::outbound::Transport,
+    /// Wakes the outbound scheduler when deliveries queued rows.
+    pub outbound_wake: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,10 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Dkim(#[from] crate::dkim::DkimError),
+    #[error("outbound: {0}")]
+    Outbound(#[from] crate::outbound::transport::TransportError),
     #[error("cannot listen on {addr} ({service}): {err}")]
     Bind {
         addr: SocketAddr,
@@ -76,7 +88,14 @@ impl Relay {
             Duration::from_secs(60),
             config.max_user_send_burst_size,
         ));
+        let dkim = crate::dkim::Signer::load_or_create(&config, &store)?;
+        let dkim_verifier = crate::dkim::Verifier::new(&config)?;
+        let outbound = crate::outbound::Transport::new(&config)?;
         Ok(Arc::new(Relay {
+            dkim,
+            dkim_verifier,
+            outbound,
+            outbound_wake: tokio::sync::Notify::new(),
             config,
             clock,
             store,

@@ -151,6 +151,10 @@ class RelayProcess:
             "max_load_1m": 1000,
             "min_available_memory": 1,
             "min_free_disk_space": 1,
+            # LOG-1 keeps logs in memory by default; the tests read relay.log. No TURN
+            # port shared between relays running at once.
+            "log_stderr": "true",
+            "turn_listen": "",
             **(params or {}),
         }
         self.proc: Optional[subprocess.Popen] = None

@@ -23,9 +23,6 @@ pub fn rcpt_ok() -> SmtpReply {
     r(250, "2.1.5 Ok")
 }
 /// §10 "accepted": the durability promise, only after `Store::deliver` returned `Ok`.
-pub fn queued() -> SmtpReply {
-    r(250, "2.0.0 Ok: queued")
-}
 pub fn start_data() -> SmtpReply {
     r(354, "End data with <CR><LF>.<CR><LF>")
 }
@@ -176,15 +173,4 @@ pub fn unknown_user(rcpt: &str) -> SmtpReply {
 /// §10: internal failure after the checks.
 pub fn local_error() -> SmtpReply {
     r(451, "4.3.0 Local error")
-}
-/// IN-4e.
-pub fn literal_mismatch(literal: &str, client: &str) -> SmtpReply {
-    r(
-        500,
-        &format!("Invalid FROM domain literal: {literal} does not match origin IP {client}"),
-    )
-}
-/// IN-4e until DKIM verification exists.
-pub fn no_dkim() -> SmtpReply {
-    r(554, "5.7.1 No DKIM signature found")
 }

@@ -3,7 +3,7 @@
 //! and the minimal MX rules (IN-1..IN-4, IN-7), ending in one durable
 //! `Store::deliver` before the `250` (DESIGN.md principle 2).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ use super::command::{self, Bad, Command};
 use super::reply;
 use super::wire::{Data, Line, MAX_COMMAND_LINE, Wire, WireError};
 use crate::auth::AuthError;
-use crate::policy::{SmtpReply, headers, inbound, submission};
+use crate::delivery;
+use crate::policy::{SmtpReply, submission};
 use crate::server::Relay;
-use crate::store::{Delivery, PushRequest};
 
 /// SUB-5: recipients per transaction.
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -471,7 +471,7 @@ impl Session {
                                 > relay.config.max_mailbox_size =>
                         {
                             tracing::info!("recipient refused: mailbox full");
-                            return quota_exceeded(to);
+                            return delivery::quota_exceeded(to);
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -535,135 +535,27 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// SUB-6..10 then the durable commit.
+    /// SUB-6..12 then the durable commit.
     async fn accept_submission(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
-        if let Err(r) = submission::judge(&raw, &tx.from, &tx.rcpts.all) {
-            return r;
-        }
-        // SUB-10, SUB-11: cleanup; no Received header is ever added.
-        let body = headers::cleanup_submission(&raw);
-        drop(raw);
-        self.deliver(tx.from, tx.rcpts.local, tx.rcpts.remote, body)
-            .await
+        delivery::submission(
+            &self.relay,
+            tx.from,
+            tx.rcpts.local,
+            tx.rcpts.remote,
+            &tx.rcpts.all,
+            raw,
+        )
+        .await
     }
 
-    /// IN-4 then IN-7 and the durable commit.
+    /// IN-4, IN-7 and the durable commit.
     async fn accept_inbound(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
-        let verdict = match inbound::judge(&raw, &tx.from, tx.rcpts.enforce_e2ee) {
-            Ok(v) => v,
-            Err(r) => return r,
+        let rcpts = delivery::InboundRecipients {
+            local: tx.rcpts.local,
+            enforce_e2ee: tx.rcpts.enforce_e2ee,
         };
-        // IN-4e: origin.
-        match from_domain(&raw).as_deref().and_then(address_literal) {
-            Some(literal) => {
-                let client = self.peer.ip().to_canonical();
-                if literal_ip(&literal) != Some(client) {
-                    return reply::literal_mismatch(&literal, &client.to_string());
-                }
-            }
-            None => {
-                // DKIM: issue 3 — verify a DKIM signature aligned with the From domain
-                // (IN-4e, IN-5). Until then every non-literal From domain is refused.
-                return reply::no_dkim();
-            }
-        }
-        // IN-7.
-        let body = headers::strip_inbound(&raw);
-        drop(raw);
-        // IN-4b: a From that differs from MAIL FROM makes the envelope sender `<>`.
-        let sender = if verdict.reset_sender {
-            String::new()
-        } else {
-            tx.from
-        };
-        self.deliver(sender, tx.rcpts.local, Vec::new(), body).await
+        delivery::inbound(&self.relay, self.peer.ip(), tx.from, rcpts, raw).await
     }
-
-    /// One `Store::deliver` for every recipient; `250` only after it returned `Ok`.
-    async fn deliver(
-        &self,
-        sender: String,
-        local: Vec<String>,
-        remote: Vec<String>,
-        body: Vec<u8>,
-    ) -> SmtpReply {
-        let now = self.relay.clock.unix_now();
-        // PUSH-1: no push for a message whose From is the recipient account itself
-        // (self-sent and multi-device copies).
-        let from = header_from(&body);
-        let push = PushRequest {
-            accounts: local
-                .iter()
-                .filter(|a| !from.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(a)))
-                .cloned()
-                .collect(),
-            now,
-            token_valid: crate::push::token_valid,
-        };
-        let delivery = Delivery {
-            sender,
-            local,
-            remote,
-            body: body.into(),
-            received: now,
-        };
-        let remote_recipients = !delivery.remote.is_empty();
-        let quota = self.relay.config.max_mailbox_size;
-        // PUSH-2: the push jobs are part of the delivery's durable commit.
-        match self
-            .relay
-            .store
-            .deliver_with_push(delivery, quota, Some(push))
-            .await
-        {
-            Ok((delivered, push_jobs)) => {
-                for account in &delivered.stored {
-                    self.relay.events.mailbox_changed(account);
-                }
-                // IN-8: push after the IDLE wake-up, before the quota check.
-                if push_jobs > 0 {
-                    crate::push::wake(&self.relay);
-                }
-                // QUOTA-3, after the wake-up (IN-8).
-                for account in &delivered.stored {
-                    if let Err(e) = crate::expire::trim_after_delivery(&self.relay, account).await {
-                        tracing::warn!("quota trim failed: {e}");
-                    }
-                }
-                if let Some(first) = delivered.over_quota.first() {
-                    // QUOTA-2 at DATA. When nobody got the message the sender gets the
-                    // permanent refusal (and so a bounce). When other recipients did,
-                    // SMTP has no per-recipient answer after DATA: the message is
-                    // accepted for them and the full mailboxes miss it (logged).
-                    if delivered.stored.is_empty() && !remote_recipients {
-                        tracing::info!("message refused: mailbox full");
-                        return quota_exceeded(first);
-                    }
-                    tracing::info!(
-                        "quota: message not stored for {} recipient(s), mailbox full",
-                        delivered.over_quota.len()
-                    );
-                }
-                tracing::info!("message accepted");
-                reply::queued()
-            }
-            Err(e) => {
-                tracing::error!("delivery failed: {e}");
-                reply::local_error()
-            }
-        }
-    }
-}
-
-/// QUOTA-2: the upstream (Dovecot) refusal for a full mailbox; permanent, so the
-/// sender gets a bounce.
-fn quota_exceeded(rcpt: &str) -> SmtpReply {
-    SmtpReply::new(
-        552,
-        format!(
-            "5.2.2 <{rcpt}>: Recipient address rejected: Quota exceeded (mailbox for user is full)"
-        ),
-    )
 }
 
 /// RFC 4616: `authzid NUL authcid NUL passwd`; the authzid must be empty or name the
@@ -680,35 +572,4 @@ fn plain_credentials(decoded: &[u8]) -> Option<(String, String)> {
     let authcid = std::str::from_utf8(authcid).ok()?.to_string();
     let password = std::str::from_utf8(password).ok()?.to_string();
     Some((authcid, password))
-}
-
-/// The domain of the From address, as the policy reads it (SUB-6 / IN-4a).
-fn from_domain(raw: &[u8]) -> Option<String> {
-    let msg = mail_parser::MessageParser::default().parse(raw)?;
-    let addr = headers::from_address(&msg).ok()?;
-    Some(addr.rsplit_once('@')?.1.to_string())
-}
-
-/// PUSH-1: the From address of a stored message, read from its header section only.
-fn header_from(body: &[u8]) -> Option<String> {
-    let end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(body.len(), |i| i + 4);
-    let msg = mail_parser::MessageParser::default().parse_headers(&body[..end])?;
-    headers::from_address(&msg).ok()
-}
-
-/// `[192.0.2.1]` → `192.0.2.1`; `[IPv6:2001:db8::1]` → `IPv6:2001:db8::1`.
-fn address_literal(domain: &str) -> Option<String> {
-    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
-    Some(inner.to_string())
-}
-
-fn literal_ip(literal: &str) -> Option<IpAddr> {
-    let text = match literal.get(..5) {
-        Some(p) if p.eq_ignore_ascii_case("IPv6:") => &literal[5..],
-        _ => literal,
-    };
-    text.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }

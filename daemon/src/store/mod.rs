@@ -933,7 +933,9 @@ fn deliver_in(
             targets.push((rcpt.clone(), mb));
         }
     }
-    let refs = targets.len() as u32 + u32::from(!d.remote.is_empty());
+    // OUT-1: one queue row (one transaction) per destination domain.
+    let by_domain = group_by_domain(&d.remote);
+    let refs = targets.len() as u32 + by_domain.len() as u32;
     if refs == 0 {
         return Ok(Delivered {
             stored: Vec::new(),
@@ -960,12 +962,12 @@ fn deliver_in(
             stored.push(rcpt);
         }
     }
-    if !d.remote.is_empty() {
+    for recipients in by_domain {
         let id = next_id(tx)?;
         let q = QueuedMessage {
             id,
             sender: d.sender.clone(),
-            recipients: d.remote.clone(),
+            recipients,
             created: d.received,
             next_attempt: d.received,
             attempts: 0,
@@ -1013,7 +1015,122 @@ fn add_push_jobs(
     Ok(tokens.len())
 }
 
+/// Recipients grouped by the domain after the last `@` (ASCII case-insensitive), in
+/// order of first appearance.
+fn group_by_domain(recipients: &[String]) -> Vec<Vec<String>> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for rcpt in recipients {
+        let domain = rcpt
+            .rsplit_once('@')
+            .map_or("", |(_, d)| d)
+            .to_ascii_lowercase();
+        match groups.iter_mut().find(|(d, _)| *d == domain) {
+            Some((_, list)) => list.push(rcpt.clone()),
+            None => groups.push((domain, vec![rcpt.clone()])),
+        }
+    }
+    groups.into_iter().map(|(_, list)| list).collect()
+}
+
+fn remove_queue_row(tx: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
+    let removed = tx
+        .open_table(QUEUE)?
+        .remove(id)?
+        .map(|v| v.value().to_vec());
+    match removed {
+        Some(row) => {
+            let (_, body_id) = decode_queue(id, &row)?;
+            unref_body(tx, body_id)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 impl Store {
+    /// A secret of this installation (DKIM key, TURN secret): read it, or on first use
+    /// store what `make` returns, durably, and return that; the same value ever after.
+    /// Synchronous (called while the relay starts): redb runs this write transaction
+    /// after the writer thread's current one.
+    pub fn secret(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let key = format!("secret:{name}");
+        {
+            let rx = self.read()?;
+            let meta = rx.open_table(META)?;
+            if let Some(v) = meta.get(key.as_str())? {
+                return Ok(v.value().to_vec());
+            }
+        }
+        let tx = self.db.begin_write()?;
+        let value = {
+            let mut meta = tx.open_table(META)?;
+            let existing = meta.get(key.as_str())?.map(|v| v.value().to_vec());
+            match existing {
+                Some(v) => v,
+                None => {
+                    let value = make();
+                    meta.insert(key.as_str(), value.as_slice())?;
+                    value
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// The peer accepted the message for `delivered` (and refused `refused` for good;
+    /// their bounce, if any, was delivered before this call): drop them from the row,
+    /// and the row once nobody is left. Durable, so a crash repeats no finished delivery.
+    pub async fn queue_done(&self, id: u64, finished: Vec<String>) -> Result<(), StoreError> {
+        self.writer
+            .run(true, move |tx| {
+                let row = tx.open_table(QUEUE)?.get(id)?.map(|v| v.value().to_vec());
+                let Some(row) = row else { return Ok(()) };
+                let (mut q, body_id) = decode_queue(id, &row)?;
+                q.recipients.retain(|r| !finished.iter().any(|f| f == r));
+                if q.recipients.is_empty() {
+                    remove_queue_row(tx, id)?;
+                } else {
+                    tx.open_table(QUEUE)?
+                        .insert(id, encode_queue(&q, body_id).as_slice())?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// A temporary failure: the new attempt count and the next attempt time (OUT-6).
+    /// Not durable on its own: after a crash the retry comes earlier, nothing is lost.
+    pub async fn queue_retry(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_attempt: u64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .run(false, move |tx| {
+                let row = tx.open_table(QUEUE)?.get(id)?.map(|v| v.value().to_vec());
+                let Some(row) = row else { return Ok(()) };
+                let (mut q, body_id) = decode_queue(id, &row)?;
+                q.attempts = attempts;
+                q.next_attempt = next_attempt;
+                tx.open_table(QUEUE)?
+                    .insert(id, encode_queue(&q, body_id).as_slice())?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Number of rows in the outbound queue (metrics).
+    pub fn queue_len(&self) -> Result<u64, StoreError> {
+        let rx = self.read()?;
+        Ok(rx.open_table(QUEUE)?.len()?)
+    }
+
     /// The outbound queue, oldest first.
     pub fn queued(&self) -> Result<Vec<QueuedMessage>, StoreError> {
         let rx = self.read()?;

@@ -292,6 +292,7 @@ fn config_text(p: &Ports, data_dir: &Path) -> String {
     // ACC-5.6: the shared 2-core machine's load average must not refuse the bench's
     // account creations; this check is not on the measured path.
     ini += "max_load_1m = 10000\n";
+    ini += "turn_listen =\n";
     ini
 }
 

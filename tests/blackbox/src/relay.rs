@@ -188,13 +188,22 @@ impl Relay {
         ini += &format!("imaps_listen = 127.0.0.1:{}\n", p.imaps);
         ini += &format!("https_listen = 127.0.0.1:{}\n", p.https);
         ini += &format!("http_listen = 127.0.0.1:{}\n", p.http);
-        // ACC-5.6: a busy test machine must not make account creation fail.
-        if !self
-            .extra
-            .iter()
-            .any(|l| l.trim_start().starts_with("max_load_1m"))
-        {
-            ini += "max_load_1m = 10000\n";
+        // Defaults a test may override with its own line for the key:
+        // ACC-5.6: a busy test machine must not make account creation fail; logs go to
+        // stderr (the tests read them); no TURN port shared between parallel relays.
+        for (key, line) in [
+            ("max_load_1m", "max_load_1m = 10000"),
+            ("log_stderr", "log_stderr = true"),
+            ("turn_listen", "turn_listen ="),
+        ] {
+            let overridden = self.extra.iter().any(|l| {
+                l.split_once('=')
+                    .is_some_and(|(k, _)| k.trim() == key)
+            });
+            if !overridden {
+                ini += line;
+                ini += "\n";
+            }
         }
         for line in &self.extra {
             ini += line;

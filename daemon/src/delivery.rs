@@ -1,0 +1,213 @@
+//! The one path every accepted message takes into the store (DESIGN.md: one straight
+//! path for data): submissions (SUB-10..12), mail from other relays over SMTP port 25 and
+//! HTTPS `/mxdeliv` (IN-4..IN-8), and bounces (OUT-7). Each ends in one durable commit
+//! before the `250` / `200`, then wakes IDLE, push and the outbound scheduler, then
+//! trims over-quota mailboxes (IN-8).
+
+use std::net::IpAddr;
+
+use crate::policy::{SmtpReply, headers, inbound, submission};
+use crate::server::Relay;
+use crate::store::{Delivery, PushRequest};
+
+/// Recipients of an inbound transaction, as checked at RCPT (IN-2).
+#[derive(Debug, Clone, Default)]
+pub struct InboundRecipients {
+    /// Local accounts (canonical, `+ext` removed), without duplicates.
+    pub local: Vec<String>,
+    /// IN-4d: some recipient refuses cleartext.
+    pub enforce_e2ee: bool,
+}
+
+/// SUB-6..12, then the commit. `all` is every recipient as the policy sees them.
+pub async fn submission(
+    relay: &Relay,
+    mail_from: String,
+    local: Vec<String>,
+    remote: Vec<String>,
+    all: &[String],
+    raw: Vec<u8>,
+) -> SmtpReply {
+    if let Err(r) = submission::judge(&raw, &mail_from, all) {
+        return r;
+    }
+    // SUB-10, SUB-11: cleanup; no Received header is ever added.
+    let mut body = headers::cleanup_submission(&raw);
+    drop(raw);
+    // SUB-12: sign once, after cleanup, when the message leaves this relay (local copies
+    // share the same bytes).
+    if !remote.is_empty()
+        && let Some(signer) = &relay.dkim
+    {
+        body = signer.sign(&body);
+    }
+    store(relay, mail_from, local, remote, body).await
+}
+
+/// IN-4 (a–e) then IN-7 and the commit, for port 25 and `/mxdeliv` alike. `client` is
+/// the connecting address (IN-4e).
+pub async fn inbound(
+    relay: &Relay,
+    client: IpAddr,
+    mail_from: String,
+    rcpts: InboundRecipients,
+    raw: Vec<u8>,
+) -> SmtpReply {
+    let verdict = match inbound::judge(&raw, &mail_from, rcpts.enforce_e2ee) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    // IN-4e: origin.
+    let Some(domain) = from_domain(&raw) else {
+        return SmtpReply::new(500, "Failed to parse message headers");
+    };
+    match address_literal(&domain) {
+        Some(literal) => {
+            let client = client.to_canonical();
+            if literal_ip(&literal) != Some(client) {
+                return SmtpReply::new(
+                    500,
+                    format!(
+                        "Invalid FROM domain literal: {literal} does not match origin IP {client}"
+                    ),
+                );
+            }
+        }
+        None => {
+            if let Err(r) = relay.dkim_verifier.verify(&raw, &domain).await {
+                return r;
+            }
+        }
+    }
+    // IN-7.
+    let body = headers::strip_inbound(&raw);
+    drop(raw);
+    // IN-4b: a From that differs from MAIL FROM makes the envelope sender `<>`.
+    let sender = if verdict.reset_sender {
+        String::new()
+    } else {
+        mail_from
+    };
+    store(relay, sender, rcpts.local, Vec::new(), body).await
+}
+
+/// One durable `Store::deliver_with_push` for every recipient; `250` only after it
+/// returned `Ok`. Local recipients get the message in their INBOX, remote ones are
+/// queued (one row per domain).
+pub async fn store(
+    relay: &Relay,
+    sender: String,
+    local: Vec<String>,
+    remote: Vec<String>,
+    body: Vec<u8>,
+) -> SmtpReply {
+    let now = relay.clock.unix_now();
+    // PUSH-1: no push for a message whose From is the recipient account itself
+    // (self-sent and multi-device copies).
+    let from = header_from(&body);
+    let push = PushRequest {
+        accounts: local
+            .iter()
+            .filter(|a| !from.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(a)))
+            .cloned()
+            .collect(),
+        now,
+        token_valid: crate::push::token_valid,
+    };
+    let delivery = Delivery {
+        sender,
+        local,
+        remote,
+        body: body.into(),
+        received: now,
+    };
+    let remote_recipients = !delivery.remote.is_empty();
+    let quota = relay.config.max_mailbox_size;
+    // PUSH-2: the push jobs are part of the delivery's durable commit.
+    match relay
+        .store
+        .deliver_with_push(delivery, quota, Some(push))
+        .await
+    {
+        Ok((delivered, push_jobs)) => {
+            for account in &delivered.stored {
+                relay.events.mailbox_changed(account);
+            }
+            // IN-8: push after the IDLE wake-up, before the quota check.
+            if push_jobs > 0 {
+                crate::push::wake(relay);
+            }
+            if remote_recipients {
+                crate::outbound::wake(relay);
+            }
+            // QUOTA-3, after the wake-up (IN-8).
+            for account in &delivered.stored {
+                if let Err(e) = crate::expire::trim_after_delivery(relay, account).await {
+                    tracing::warn!("quota trim failed: {e}");
+                }
+            }
+            if let Some(first) = delivered.over_quota.first() {
+                // QUOTA-2 at DATA. When nobody got the message the sender gets the
+                // permanent refusal (and so a bounce). When other recipients did, SMTP
+                // has no per-recipient answer after DATA: the message is accepted for
+                // them and the full mailboxes miss it (logged).
+                if delivered.stored.is_empty() && !remote_recipients {
+                    tracing::info!("message refused: mailbox full");
+                    return quota_exceeded(first);
+                }
+                tracing::info!(
+                    "quota: message not stored for {} recipient(s), mailbox full",
+                    delivered.over_quota.len()
+                );
+            }
+            tracing::info!("message accepted");
+            SmtpReply::new(250, "2.0.0 Ok: queued")
+        }
+        Err(e) => {
+            tracing::error!("delivery failed: {e}");
+            SmtpReply::new(451, "4.3.0 Local error")
+        }
+    }
+}
+
+/// QUOTA-2: the upstream (Dovecot) refusal for a full mailbox; permanent, so the sender
+/// gets a bounce.
+pub fn quota_exceeded(rcpt: &str) -> SmtpReply {
+    SmtpReply::new(
+        552,
+        format!(
+            "5.2.2 <{rcpt}>: Recipient address rejected: Quota exceeded (mailbox for user is full)"
+        ),
+    )
+}
+
+/// The domain of the From address, as the policy reads it (SUB-6 / IN-4a).
+fn from_domain(raw: &[u8]) -> Option<String> {
+    let msg = mail_parser::MessageParser::default().parse(raw)?;
+    let addr = headers::from_address(&msg).ok()?;
+    Some(addr.rsplit_once('@')?.1.to_string())
+}
+
+/// PUSH-1: the From address of a stored message, read from its header section only.
+fn header_from(body: &[u8]) -> Option<String> {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(body.len(), |i| i + 4);
+    let msg = mail_parser::MessageParser::default().parse_headers(&body[..end])?;
+    headers::from_address(&msg).ok()
+}
+
+/// `[192.0.2.1]` → `192.0.2.1`; `[IPv6:2001:db8::1]` → `IPv6:2001:db8::1`.
+fn address_literal(domain: &str) -> Option<String> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    Some(inner.to_string())
+}
+
+fn literal_ip(literal: &str) -> Option<IpAddr> {
+    let text = match literal.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("IPv6:") => &literal[5..],
+        _ => literal,
+    };
+    text.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
