@@ -23,6 +23,7 @@ pub mod smtp;
 pub mod store;
 pub mod tls;
 pub mod web;
+pub mod zone;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -33,6 +33,13 @@ enum Command {
         #[arg(long)]
         now: Option<u64>,
     },
+    /// Print the DNS records this relay needs, in zone-file form (spec relay.md §18),
+    /// DKIM record included (the key is made on first use).
+    Dns {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run an IP-only relay on 127.0.0.1 with unprivileged ports, for development.
     Dev {
         /// Data directory (created if missing).
@@ -55,6 +62,10 @@ fn main() -> ExitCode {
         },
         Command::Expire { config, now } => match load_config(&config) {
             Ok(c) => return expire(c, now),
+            Err(code) => return code,
+        },
+        Command::Dns { config } => match load_config(&config) {
+            Ok(c) => return relaybox::zone::command(&c),
             Err(code) => return code,
         },
         Command::Dev { data_dir } => Config::dev(data_dir),
