@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use crate::metrics::Rejection;
 use crate::policy::{SmtpReply, headers, inbound, submission};
 use crate::server::Relay;
 use crate::store::{Delivery, PushRequest};
@@ -29,6 +30,7 @@ pub async fn submission(
     raw: Vec<u8>,
 ) -> SmtpReply {
     if let Err(r) = submission::judge(&raw, &mail_from, all) {
+        crate::metrics::rejected(rejection(&r));
         return r;
     }
     // SUB-10, SUB-11: cleanup; no Received header is ever added.
@@ -55,7 +57,10 @@ pub async fn inbound(
 ) -> SmtpReply {
     let verdict = match inbound::judge(&raw, &mail_from, rcpts.enforce_e2ee) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => {
+            crate::metrics::rejected(rejection(&r));
+            return r;
+        }
     };
     // IN-4e: origin.
     let Some(domain) = from_domain(&raw) else {
@@ -65,6 +70,7 @@ pub async fn inbound(
         Some(literal) => {
             let client = client.to_canonical();
             if literal_ip(&literal) != Some(client) {
+                crate::metrics::rejected(Rejection::Origin);
                 return SmtpReply::new(
                     500,
                     format!(
@@ -75,6 +81,7 @@ pub async fn inbound(
         }
         None => {
             if let Err(r) = relay.dkim_verifier.verify(&raw, &domain).await {
+                crate::metrics::rejected(Rejection::Origin);
                 return r;
             }
         }
@@ -122,6 +129,7 @@ pub async fn store(
         received: now,
     };
     let remote_recipients = !delivery.remote.is_empty();
+    let remote_domains = count_domains(&delivery.remote);
     let quota = relay.config.max_mailbox_size;
     // PUSH-2: the push jobs are part of the delivery's durable commit.
     match relay
@@ -152,6 +160,7 @@ pub async fn store(
                 // has no per-recipient answer after DATA: the message is accepted for
                 // them and the full mailboxes miss it (logged).
                 if delivered.stored.is_empty() && !remote_recipients {
+                    crate::metrics::rejected(Rejection::Quota);
                     tracing::info!("message refused: mailbox full");
                     return quota_exceeded(first);
                 }
@@ -160,6 +169,7 @@ pub async fn store(
                     delivered.over_quota.len()
                 );
             }
+            crate::metrics::delivered(delivered.stored.len(), remote_domains);
             tracing::info!("message accepted");
             SmtpReply::new(250, "2.0.0 Ok: queued")
         }
@@ -168,6 +178,29 @@ pub async fn store(
             SmtpReply::new(451, "4.3.0 Local error")
         }
     }
+}
+
+/// The metrics label of a refusal after DATA: 523 is the encryption gate.
+fn rejection(reply: &SmtpReply) -> Rejection {
+    if reply.code == 523 {
+        Rejection::Unencrypted
+    } else {
+        Rejection::Policy
+    }
+}
+
+fn count_domains(recipients: &[String]) -> usize {
+    let mut domains: Vec<String> = recipients
+        .iter()
+        .map(|r| {
+            r.rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .to_ascii_lowercase()
+        })
+        .collect();
+    domains.sort();
+    domains.dedup();
+    domains.len()
 }
 
 /// QUOTA-2: the upstream (Dovecot) refusal for a full mailbox; permanent, so the sender

@@ -13,6 +13,7 @@ pub mod events;
 pub mod expire;
 pub mod http;
 pub mod imap;
+pub mod metrics;
 pub mod net;
 pub mod onboarding;
 pub mod outbound;
@@ -22,6 +23,7 @@ pub mod server;
 pub mod smtp;
 pub mod store;
 pub mod tls;
+pub mod turn;
 pub mod web;
 pub mod zone;
 

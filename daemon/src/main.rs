@@ -98,6 +98,9 @@ fn main() -> ExitCode {
         let notifier = tokio::spawn(relaybox::push::run(relay.clone()));
         // OUT-1..7: the outbound scheduler, resuming the queue left from before a restart.
         let outbound = tokio::spawn(relaybox::outbound::run(relay.clone()));
+        // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.
+        let turn = tokio::spawn(relaybox::turn::run(relay.clone()));
+        let metrics = tokio::spawn(relaybox::metrics::serve(relay.clone()));
         let code = tokio::select! {
             r = server::serve(relay) => match r {
                 Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +117,8 @@ fn main() -> ExitCode {
         daily.abort();
         notifier.abort();
         outbound.abort();
+        turn.abort();
+        metrics.abort();
         if let Err(e) = store.flush().await {
             tracing::error!("store flush at shutdown failed: {e}");
         }

@@ -280,6 +280,7 @@ async fn handle(
     // The listener's slot is held for the whole session, except that the 443
     // multiplexer trades it for an IMAP or submission slot.
     let mut permit = Some(permit);
+    let _open = crate::metrics::connection(service.name());
     match service {
         Service::Mx => {
             crate::smtp::serve(relay, Conn::Plain(stream), peer, crate::smtp::Mode::Mx).await
