@@ -4,10 +4,14 @@
 //! HTTP over TLS ([`http`]), with test accounts and messages from [`mail`]. Every read
 //! is bounded in time.
 
+pub mod ca;
 pub mod conn;
+pub mod dns;
+pub mod federation;
 pub mod http;
 pub mod imap;
 pub mod mail;
+pub mod postfix;
 pub mod relay;
 pub mod smtp;
 
