@@ -4,6 +4,9 @@
 //! permanent failures and expiry (OUT-7). How one attempt reaches a peer is `transport`.
 
 pub mod bounce;
+pub mod https;
+pub mod route;
+pub mod smtp;
 pub mod transport;
 
 pub use transport::{Outcome, Transport, Via};
