@@ -34,8 +34,10 @@ pub fn server_entry(config: &Config, key: &str) -> Option<String> {
             Some(v) if v.trim().is_empty() => None,
             Some(v) => Some(v.trim().to_string()),
         },
-        // TURN credentials come with the TURN server (a later issue): NIL meanwhile,
-        // core then uses its built-in ICE servers (RT-3).
+        // §12, RT-2: `<mail_domain>:<port>:<username>:<password>` with fresh 5-day
+        // credentials; NIL when TURN is disabled or not running (RT-3: core then uses
+        // its built-in ICE servers).
+        "/shared/vendor/deltachat/turn" => crate::turn::metadata_value(config),
         _ => None,
     }
 }
