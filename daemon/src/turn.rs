@@ -94,15 +94,18 @@ pub fn long_term_key(
     realm: &str,
     now: u64,
 ) -> Option<Vec<u8>> {
-    if realm != our_realm || username.is_empty() || !username.bytes().all(|b| b.is_ascii_digit())
-    {
+    if realm != our_realm || username.is_empty() || !username.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let expiry: u64 = username.parse().ok()?;
     if expiry <= now {
         return None;
     }
-    Some(generate_auth_key(username, realm, &password(secret, username)))
+    Some(generate_auth_key(
+        username,
+        realm,
+        &password(secret, username),
+    ))
 }
 
 /// Checks REST credentials for the crate (RT-2).
@@ -264,8 +267,7 @@ struct FilteredRelay {
     allow_loopback: bool,
 }
 
-fn refused(peer: SocketAddr) -> webrtc_util::Error {
-    let _ = peer;
+fn refused() -> webrtc_util::Error {
     webrtc_util::Error::Other("peer address not allowed".to_string())
 }
 
@@ -273,7 +275,7 @@ fn refused(peer: SocketAddr) -> webrtc_util::Error {
 impl Conn for FilteredRelay {
     async fn connect(&self, addr: SocketAddr) -> Result<(), webrtc_util::Error> {
         if !peer_allowed(addr.ip(), self.allow_loopback) {
-            return Err(refused(addr));
+            return Err(refused());
         }
         Ok(self.socket.connect(addr).await?)
     }
@@ -297,7 +299,7 @@ impl Conn for FilteredRelay {
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize, webrtc_util::Error> {
         if !peer_allowed(target.ip(), self.allow_loopback) {
-            return Err(refused(target));
+            return Err(refused());
         }
         Ok(self.socket.send_to(buf, target).await?)
     }
@@ -508,7 +510,10 @@ mod tests {
             "[2001:db8::5]:3478".parse().expect("addr"),
         ];
         assert_eq!(listen_addresses(&[v6_any], &ifaces), want_both);
-        assert_eq!(listen_addresses(&[v4_any], &ifaces), want_both[..1].to_vec());
+        assert_eq!(
+            listen_addresses(&[v4_any], &ifaces),
+            want_both[..1].to_vec()
+        );
         assert_eq!(listen_addresses(&[v6_any, v4_any], &ifaces), want_both);
         assert_eq!(listen_addresses(&[fixed], &ifaces), vec![fixed]);
     }
@@ -538,7 +543,127 @@ mod tests {
             assert!(!peer_allowed(ip, false), "{ip}");
         }
         assert!(peer_allowed(Ipv4Addr::LOCALHOST.into(), true));
-        assert!(!peer_allowed(Ipv4Addr::new(169, 254, 169, 254).into(), true));
+        assert!(!peer_allowed(
+            Ipv4Addr::new(169, 254, 169, 254).into(),
+            true
+        ));
+    }
+
+    /// A clock the test moves.
+    struct TestClock(std::sync::atomic::AtomicU64);
+
+    impl Clock for TestClock {
+        fn unix_now(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn monotonic(&self) -> std::time::Instant {
+            std::time::Instant::now()
+        }
+    }
+
+    /// Allocate on the server at `port` with the turn crate's client; on success relay
+    /// one datagram to a loopback peer and return what the peer received.
+    async fn allocate_and_relay(port: u16, user: &str, pass: &str) -> Result<Vec<u8>, String> {
+        use turn::client::{Client, ClientConfig};
+        let conn = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = Client::new(ClientConfig {
+            stun_serv_addr: format!("127.0.0.1:{port}"),
+            turn_serv_addr: format!("127.0.0.1:{port}"),
+            username: user.to_string(),
+            password: pass.to_string(),
+            realm: String::new(),
+            software: String::new(),
+            rto_in_ms: 0,
+            conn: Arc::new(conn),
+            vnet: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        client.listen().await.map_err(|e| e.to_string())?;
+        let result = async {
+            let relayed =
+                tokio::time::timeout(std::time::Duration::from_secs(10), client.allocate())
+                    .await
+                    .map_err(|_| "allocate timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+            let relay_addr = relayed.local_addr().map_err(|e| e.to_string())?;
+            assert_eq!(relay_addr.ip(), IpAddr::from(Ipv4Addr::LOCALHOST));
+            assert!(RELAY_PORTS.contains(&relay_addr.port()), "{relay_addr}");
+            let peer = UdpSocket::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let peer_addr = peer.local_addr().map_err(|e| e.to_string())?;
+            relayed
+                .send_to(b"hello peer", peer_addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 64];
+            let (n, from) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), peer.recv_from(&mut buf))
+                    .await
+                    .map_err(|_| "peer got nothing".to_string())?
+                    .map_err(|e| e.to_string())?;
+            assert_eq!(from, relay_addr, "datagram comes from the relayed address");
+            let _ = relayed.close().await;
+            Ok(buf[..n].to_vec())
+        }
+        .await;
+        let _ = client.close().await;
+        result
+    }
+
+    #[tokio::test]
+    async fn allocations_need_valid_unexpired_credentials() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = crate::testing::config(dir.path(), "127.0.0.1");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free udp port")
+            .port();
+        config.turn_listen = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))];
+        let now = 1_800_000_000;
+        let clock = Arc::new(TestClock(std::sync::atomic::AtomicU64::new(now)));
+        let relay = Relay::open_with_clock(config, clock.clone()).expect("relay");
+        assert_eq!(metadata_value(&relay.config), None, "not running yet: NIL");
+        let task = tokio::spawn(run(relay.clone()));
+        let mut value = None;
+        for _ in 0..100 {
+            value = metadata_value(&relay.config);
+            if value.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let value = value.expect("turn METADATA value once the server runs");
+        let parts: Vec<&str> = value.splitn(4, ':').collect();
+        assert_eq!(parts.len(), 4, "{value}");
+        assert_eq!(parts[0], "127.0.0.1");
+        assert_eq!(parts[1], port.to_string());
+        assert_eq!(parts[2], (now + CREDENTIAL_LIFETIME).to_string());
+        let (user, pass) = (parts[2], parts[3]);
+        // RT-2: the password is made from the stored per-installation secret.
+        let secret = relay.store.secret(SECRET_NAME, Vec::new).expect("secret");
+        assert_eq!(secret.len(), 32);
+        assert_eq!(pass, password(&secret, user));
+
+        assert_eq!(
+            allocate_and_relay(port, user, pass).await,
+            Ok(b"hello peer".to_vec())
+        );
+        let wrong = password(b"not the secret", user);
+        assert!(allocate_and_relay(port, user, &wrong).await.is_err());
+        // RT-2: at the second of expiry the same credentials are refused.
+        clock.0.store(
+            now + CREDENTIAL_LIFETIME,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        assert!(allocate_and_relay(port, user, pass).await.is_err());
+
+        task.abort();
+        let _ = task.await;
+        assert_eq!(metadata_value(&relay.config), None, "stopped: NIL");
     }
 
     #[test]
