@@ -102,7 +102,7 @@ meta_directory = /etc/postfix
 mail_owner = postfix
 setgid_group = postdrop
 maillog_file = /dev/stdout
-inet_interfaces = {ip}
+inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 myhostname = {domain}
 mydomain = {domain}
@@ -147,9 +147,12 @@ delay_warning_time = 0
             transport = transport.join(", "),
         );
         std::fs::write(conf.join("main.cf"), main_cf).expect("write main.cf");
-        // Every service unchrooted (the temp dir is no chroot jail).
-        let master_cf = "\
-smtp      inet  n       -       n       -       -       smtpd
+        // Every service unchrooted (the temp dir is no chroot jail). Postfix refuses an
+        // `inet_interfaces` address that no interface carries (127.a.b.4 is only routed
+        // to lo), so main.cf names 127.0.0.1 and the smtpd listener names its address
+        // here, which master binds without that check.
+        let master_cf = format!(
+            "{ip}:25 inet n       -       n       -       -       smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -174,7 +177,8 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-";
+"
+        );
         std::fs::write(conf.join("master.cf"), master_cf).expect("write master.cf");
 
         let mut pf = Postfix {
@@ -292,6 +296,26 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Serve `cert` from now on (`postfix reload` restarts the smtpd processes).
+    pub fn replace_certificate(&self, cert: &LeafFiles) {
+        let conf = self.conf_dir();
+        std::fs::copy(&cert.cert, conf.join("tls.crt")).expect("copy certificate");
+        std::fs::copy(&cert.key, conf.join("tls.key")).expect("copy key");
+        let out = Command::new(POSTFIX)
+            .arg("-c")
+            .arg(&conf)
+            .arg("reload")
+            .env("MAIL_CONFIG", &conf)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run postfix reload");
+        assert!(
+            out.status.success(),
+            "postfix reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `postfix -c DIR stop`, then make sure the master is gone.
