@@ -212,12 +212,12 @@ async fn shutdown_signal() {
     }
 }
 
+/// LOG-1: log lines go to the in-memory ring from the first line on. `serve` holds
+/// them from stderr until its config says `log_stderr` (applied when the relay starts,
+/// `relaybox::logs::set_stderr`); the tools (`expire`, `dns`) and `dev` write to stderr
+/// at once. `RELAYBOX_LOG` is the filter.
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RELAYBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    use relaybox::logs::Stderr;
+    let serve = std::env::args_os().nth(1).is_some_and(|a| a == "serve");
+    relaybox::logs::init(if serve { Stderr::Pending } else { Stderr::On });
 }

@@ -1,12 +1,49 @@
 //! Metrics (LOG-5): process-wide counters and the optional OpenMetrics endpoint bound to
 //! `mtail_address`.
 //!
-//! CONTRACT (the lead's skeleton; the metrics owner fills it in, keeping these
-//! signatures; call sites already use them).
+//! Counters are plain atomics in one static [`Registry`]; the hot paths (a delivery, an
+//! accepted connection) cost one relaxed atomic add. The text exposition is written by
+//! hand ([`Registry::render`]): a dozen fixed families do not justify a metrics crate
+//! (`prometheus-client` would add a registry, boxed metric types and a dependency tree
+//! to the appliance binary for what is about a hundred lines here).
+//!
+//! Privacy (LOG-2): labels carry only fixed words from this file (reasons, outcomes,
+//! service names); never an account, an address or an IP.
+//!
+//! The endpoint runs only when `mtail_address` is set (LOG-5; upstream serves mtail on
+//! 3903), on that address alone: `GET /metrics` answers in the Prometheus text format
+//! 0.0.4, or in OpenMetrics 1.0.0 when the scraper asks for it in `Accept`.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::server::Relay;
+
+/// Port used when `mtail_address` is a bare IP address (upstream's mtail port).
+pub const DEFAULT_PORT: u16 = 3903;
+
+/// `Content-Type` of the Prometheus text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// `Content-Type` of the OpenMetrics text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Scrapes served at the same time; more wait for a slot (the address is private).
+const MAX_SCRAPES: usize = 8;
+/// A scrape connection is closed after this long, whatever it does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Time allowed for the request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a message was refused (label `reason` of `relaybox_rejected_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,33 +60,1029 @@ pub enum Rejection {
     Policy,
 }
 
+impl Rejection {
+    const ALL: [Rejection; 5] = [
+        Rejection::Unencrypted,
+        Rejection::Origin,
+        Rejection::Quota,
+        Rejection::RateLimit,
+        Rejection::Policy,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Unencrypted => "unencrypted",
+            Rejection::Origin => "origin",
+            Rejection::Quota => "quota",
+            Rejection::RateLimit => "rate_limit",
+            Rejection::Policy => "policy",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one push notification attempt came to (PUSH-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// The notification proxy took it (200).
+    Sent,
+    /// Any other answer or no answer; the job is retried or given up.
+    Failed,
+    /// 410: the token is gone and was removed.
+    Gone,
+}
+
+impl Push {
+    const ALL: [Push; 3] = [Push::Sent, Push::Failed, Push::Gone];
+
+    fn label(self) -> &'static str {
+        match self {
+            Push::Sent => "sent",
+            Push::Failed => "failed",
+            Push::Gone => "gone",
+        }
+    }
+}
+
+/// Listener names that are always listed (with zeros) so dashboards see every service
+/// from the first scrape; others appear at their first connection.
+const KNOWN_SERVICES: [&str; 7] = [
+    "smtp",
+    "submission",
+    "submissions",
+    "imap",
+    "imaps",
+    "https",
+    "http",
+];
+
+/// Connections of one service.
+#[derive(Debug, Default)]
+struct ServiceCounts {
+    total: AtomicU64,
+    open: AtomicU64,
+}
+
+/// All counters of the process. One static instance ([`global`]) backs the free
+/// functions; tests make their own.
+#[derive(Debug)]
+pub struct Registry {
+    /// Messages accepted by the delivery path (one per `250`/`200`).
+    accepted: AtomicU64,
+    /// Copies stored in local mailboxes.
+    delivered_local: AtomicU64,
+    /// Remote domains a message was queued for.
+    delivered_remote: AtomicU64,
+    rejected: [AtomicU64; 5],
+    accounts_created: AtomicU64,
+    registrations_refused: AtomicU64,
+    quota_trimmed: AtomicU64,
+    push: [AtomicU64; 3],
+    /// accepted, temporary, permanent.
+    outbound: [AtomicU64; 3],
+    /// By listener name; a handful of entries, looked up once per connection.
+    connections: Mutex<Vec<(&'static str, Arc<ServiceCounts>)>>,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    pub const fn new() -> Registry {
+        Registry {
+            accepted: ZERO,
+            delivered_local: ZERO,
+            delivered_remote: ZERO,
+            rejected: [ZERO; 5],
+            accounts_created: ZERO,
+            registrations_refused: ZERO,
+            quota_trimmed: ZERO,
+            push: [ZERO; 3],
+            outbound: [ZERO; 3],
+            connections: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn delivered(&self, local: usize, remote: usize) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        add(&self.delivered_local, local);
+        add(&self.delivered_remote, remote);
+    }
+
+    pub fn rejected(&self, reason: Rejection) {
+        self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn account_created(&self) {
+        self.accounts_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn registration_refused(&self) {
+        self.registrations_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn quota_trimmed(&self, messages: usize) {
+        add(&self.quota_trimmed, messages);
+    }
+
+    pub fn push(&self, outcome: Push) {
+        self.push[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn outbound(&self, accepted: usize, temporary: usize, permanent: usize) {
+        add(&self.outbound[0], accepted);
+        add(&self.outbound[1], temporary);
+        add(&self.outbound[2], permanent);
+    }
+
+    pub fn connection(&self, service: &'static str) -> ConnectionGuard {
+        let counts = self.service(service);
+        counts.total.fetch_add(1, Ordering::Relaxed);
+        counts.open.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard { counts }
+    }
+
+    fn service(&self, service: &'static str) -> Arc<ServiceCounts> {
+        let mut table = self
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, c)) = table.iter().find(|(name, _)| *name == service) {
+            return c.clone();
+        }
+        let c = Arc::new(ServiceCounts::default());
+        table.push((service, c.clone()));
+        c
+    }
+
+    /// The exposition text of every family. `queue_len` is the outbound queue length
+    /// (`None` when the store could not be read: the gauge then has no sample).
+    pub fn render(&self, format: Format, queue_len: Option<u64>) -> String {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut w = Writer::new(format);
+
+        w.family(
+            "relaybox_messages_accepted",
+            Kind::Counter,
+            "Messages accepted for delivery (SMTP 250 after DATA, or /mxdeliv 200).",
+        );
+        w.sample("relaybox_messages_accepted", &[], load(&self.accepted));
+
+        w.family(
+            "relaybox_delivered",
+            Kind::Counter,
+            "Deliveries of accepted messages: copies stored in local mailboxes, remote domains queued.",
+        );
+        w.sample(
+            "relaybox_delivered",
+            &[("destination", "local")],
+            load(&self.delivered_local),
+        );
+        w.sample(
+            "relaybox_delivered",
+            &[("destination", "remote")],
+            load(&self.delivered_remote),
+        );
+
+        w.family(
+            "relaybox_rejected",
+            Kind::Counter,
+            "Messages refused, by reason.",
+        );
+        for r in Rejection::ALL {
+            w.sample(
+                "relaybox_rejected",
+                &[("reason", r.label())],
+                load(&self.rejected[r.index()]),
+            );
+        }
+
+        w.family(
+            "relaybox_accounts_created",
+            Kind::Counter,
+            "Accounts created (ACC-5).",
+        );
+        w.sample(
+            "relaybox_accounts_created",
+            &[],
+            load(&self.accounts_created),
+        );
+
+        w.family(
+            "relaybox_registrations_refused",
+            Kind::Counter,
+            "Account creations refused (name rules, limits, kill switch).",
+        );
+        w.sample(
+            "relaybox_registrations_refused",
+            &[],
+            load(&self.registrations_refused),
+        );
+
+        w.family(
+            "relaybox_quota_trimmed_messages",
+            Kind::Counter,
+            "Messages removed from mailboxes over 75 % of the quota (QUOTA-3).",
+        );
+        w.sample(
+            "relaybox_quota_trimmed_messages",
+            &[],
+            load(&self.quota_trimmed),
+        );
+
+        w.family(
+            "relaybox_push_notifications",
+            Kind::Counter,
+            "Push notification attempts, by outcome (PUSH-4).",
+        );
+        for p in Push::ALL {
+            w.sample(
+                "relaybox_push_notifications",
+                &[("outcome", p.label())],
+                load(&self.push[p as usize]),
+            );
+        }
+
+        w.family(
+            "relaybox_outbound_attempts",
+            Kind::Counter,
+            "Outbound delivery attempts per recipient domain, by result.",
+        );
+        for (i, result) in ["accepted", "temporary", "permanent"].iter().enumerate() {
+            w.sample(
+                "relaybox_outbound_attempts",
+                &[("result", result)],
+                load(&self.outbound[i]),
+            );
+        }
+
+        w.family(
+            "relaybox_queue_length",
+            Kind::Gauge,
+            "Rows in the outbound queue.",
+        );
+        if let Some(n) = queue_len {
+            w.sample("relaybox_queue_length", &[], n);
+        }
+
+        let services = self.services_snapshot();
+        w.family(
+            "relaybox_connections",
+            Kind::Counter,
+            "Connections accepted, by service.",
+        );
+        for (name, total, _) in &services {
+            w.sample("relaybox_connections", &[("service", name)], *total);
+        }
+        w.family(
+            "relaybox_connections_open",
+            Kind::Gauge,
+            "Connections open now, by service.",
+        );
+        for (name, _, open) in &services {
+            w.sample("relaybox_connections_open", &[("service", name)], *open);
+        }
+
+        w.finish()
+    }
+
+    /// (name, total, open) for the known services and every other one seen.
+    fn services_snapshot(&self) -> Vec<(&'static str, u64, u64)> {
+        let table = self
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let read = |name: &str| {
+            table
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| {
+                    (
+                        c.total.load(Ordering::Relaxed),
+                        c.open.load(Ordering::Relaxed),
+                    )
+                })
+                .unwrap_or((0, 0))
+        };
+        let mut out: Vec<(&'static str, u64, u64)> = KNOWN_SERVICES
+            .iter()
+            .map(|name| {
+                let (total, open) = read(name);
+                (*name, total, open)
+            })
+            .collect();
+        for (name, c) in table.iter() {
+            if !KNOWN_SERVICES.contains(name) {
+                out.push((
+                    name,
+                    c.total.load(Ordering::Relaxed),
+                    c.open.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn add(counter: &AtomicU64, n: usize) {
+    if n > 0 {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+static GLOBAL: Registry = Registry::new();
+
+/// The process's counters.
+pub fn global() -> &'static Registry {
+    &GLOBAL
+}
+
 /// A message was stored for `local` accounts and/or queued for `remote` domains.
 pub fn delivered(local: usize, remote: usize) {
-    let _ = (local, remote);
+    GLOBAL.delivered(local, remote);
 }
 
 /// A message was refused.
 pub fn rejected(reason: Rejection) {
-    let _ = reason;
+    GLOBAL.rejected(reason);
+}
+
+/// An account was created (ACC-5, beside the `Created address:` log line).
+pub fn account_created() {
+    GLOBAL.account_created();
+}
+
+/// An account creation was refused (beside the `registration rejected:` log line).
+pub fn registration_refused() {
+    GLOBAL.registration_refused();
+}
+
+/// QUOTA-3 removed `messages` messages from a mailbox (beside `quota-expire: removed`).
+pub fn quota_trimmed(messages: usize) {
+    GLOBAL.quota_trimmed(messages);
+}
+
+/// One push notification attempt ended (PUSH-4).
+pub fn push(outcome: Push) {
+    GLOBAL.push(outcome);
 }
 
 /// An outbound attempt ended: accepted by the peer, temporary or permanent failure.
 pub fn outbound(accepted: usize, temporary: usize, permanent: usize) {
-    let _ = (accepted, temporary, permanent);
+    GLOBAL.outbound(accepted, temporary, permanent);
 }
 
 /// A connection to `service` (the listener's name: smtp, submission, imap, https, …)
 /// was accepted; the guard counts it as open until dropped.
 pub fn connection(service: &'static str) -> ConnectionGuard {
-    ConnectionGuard { _service: service }
+    GLOBAL.connection(service)
 }
 
+/// Counts one open connection until dropped.
 pub struct ConnectionGuard {
-    _service: &'static str,
+    counts: Arc<ServiceCounts>,
 }
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.counts.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The two text formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text exposition 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Content negotiation: OpenMetrics when `Accept` names
+    /// `application/openmetrics-text` (version 1.0.0 or none) with a non-zero `q`,
+    /// else the Prometheus text format (what a scraper without `Accept` expects).
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Prometheus;
+        };
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            if !media.eq_ignore_ascii_case("application/openmetrics-text") {
+                continue;
+            }
+            let mut ok = true;
+            for param in parts {
+                let Some((k, v)) = param.split_once('=') else {
+                    continue;
+                };
+                let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+                if k.eq_ignore_ascii_case("version") && v != "1.0.0" {
+                    ok = false;
+                }
+                if k.eq_ignore_ascii_case("q") && v.parse::<f32>().map_or(true, |q| q <= 0.0) {
+                    ok = false;
+                }
+            }
+            if ok {
+                return Format::OpenMetrics;
+            }
+        }
+        Format::Prometheus
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => PROMETHEUS_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// Writes families and samples in one of the two formats.
+///
+/// Counters: OpenMetrics names the family without `_total` and the sample with it;
+/// the Prometheus format uses the `_total` name for both.
+struct Writer {
+    out: String,
+    format: Format,
+    kind: Kind,
+}
+
+impl Writer {
+    fn new(format: Format) -> Writer {
+        Writer {
+            out: String::with_capacity(4096),
+            format,
+            kind: Kind::Gauge,
+        }
+    }
+
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        self.kind = kind;
+        let (family, type_word) = match (kind, self.format) {
+            (Kind::Counter, Format::Prometheus) => (format!("{name}_total"), "counter"),
+            (Kind::Counter, Format::OpenMetrics) => (name.to_string(), "counter"),
+            (Kind::Gauge, _) => (name.to_string(), "gauge"),
+        };
+        let help = escape_help(help, self.format);
+        let _ = writeln!(self.out, "# HELP {family} {help}");
+        let _ = writeln!(self.out, "# TYPE {family} {type_word}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.out.push_str(name);
+        if self.kind == Kind::Counter {
+            self.out.push_str("_total");
+        }
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    fn finish(mut self) -> String {
+        if self.format == Format::OpenMetrics {
+            // OpenMetrics 1.0 "Overall structure": the exposition ends with `# EOF`.
+            self.out.push_str("# EOF\n");
+        }
+        self.out
+    }
+}
+
+/// Label values: backslash, double quote and line feed are escaped (both formats).
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `# HELP` text: backslash and line feed are escaped in both formats, the double
+/// quote only in OpenMetrics.
+fn escape_help(text: &str, format: Format) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if format == Format::OpenMetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A bad `mtail_address` value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "mtail_address: expected an IP address with an optional port like 127.0.0.1, \
+     127.0.0.1:3903 or [::1]:3903, got {0:?}"
+)]
+pub struct AddressError(pub String);
+
+/// `mtail_address` (§3, LOG-5): `127.0.0.1`, `127.0.0.1:3903`, `::1`, `[::1]` or
+/// `[::1]:3903`; a bare IP gets port 3903. Host names and port 0 are refused.
+pub fn parse_metrics_address(text: &str) -> Result<SocketAddr, AddressError> {
+    let t = text.trim();
+    let err = || AddressError(text.to_string());
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    if let Some(inner) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let ip: std::net::Ipv6Addr = inner.parse().map_err(|_| err())?;
+        return Ok(SocketAddr::new(IpAddr::V6(ip), DEFAULT_PORT));
+    }
+    let addr: SocketAddr = t.parse().map_err(|_| err())?;
+    if addr.port() == 0 {
+        return Err(err());
+    }
+    Ok(addr)
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Address(#[from] AddressError),
+    #[error("cannot listen on {addr} (metrics): {err}")]
+    Bind {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
+}
+
+/// Exit code of a bad `mtail_address` (as for every other config error).
+const EXIT_CONFIG: i32 = 2;
 
 /// Serve the OpenMetrics endpoint on `mtail_address` when it is set; returns at once
 /// when it is not.
+///
+/// Also applies the config's `log_stderr` to the log output ([`crate::logs`]), since
+/// this task is started right after the config is loaded.
+///
+/// A bad address or a failed bind ends the process, as a bad config value or an
+/// unavailable listener address does at start (exit 2 and 1).
 pub async fn serve(relay: Arc<Relay>) {
-    let _ = relay;
+    crate::logs::set_stderr(relay.config.log_stderr);
+    let Some(text) = relay.config.mtail_address.as_deref() else {
+        return;
+    };
+    let listener = match bind(text).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            let code = match e {
+                ServeError::Address(_) => {
+                    eprintln!("relaybox: config error: {e}");
+                    EXIT_CONFIG
+                }
+                ServeError::Bind { .. } => {
+                    eprintln!("relaybox: {e}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    };
+    run(relay, listener, &GLOBAL).await;
+}
+
+/// Parse `mtail_address` and bind it.
+pub async fn bind(mtail_address: &str) -> Result<TcpListener, ServeError> {
+    let addr = parse_metrics_address(mtail_address)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|err| ServeError::Bind { addr, err })?;
+    tracing::info!("metrics listening on {addr}");
+    Ok(listener)
+}
+
+/// Accept scrapes on `listener` for ever.
+pub async fn run(relay: Arc<Relay>, listener: TcpListener, registry: &'static Registry) {
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |req| {
+                let relay = relay.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&relay, registry, &req)) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(e)) => tracing::debug!("metrics: connection ended: {e}"),
+            }
+        });
+    }
+}
+
+/// `GET /metrics` (and `HEAD`); 404 elsewhere, 405 for other methods.
+fn respond<B>(relay: &Relay, registry: &Registry, req: &Request<B>) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, text: &'static str| {
+        let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    };
+    if req.uri().path() != "/metrics" {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n",
+        );
+    }
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
+        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let queue_len = match relay.store.queue_len() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!("metrics: cannot read the queue length: {e}");
+            None
+        }
+    };
+    let text = registry.render(format, queue_len);
+    let body = if head {
+        Bytes::new()
+    } else {
+        Bytes::from(text)
+    };
+    let mut resp = Response::new(Full::new(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(format.content_type()),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample line `name` exactly (with labels, as written).
+    fn value(text: &str, sample: &str) -> Option<u64> {
+        text.lines().find_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            (name == sample).then(|| v.parse().ok())?
+        })
+    }
+
+    #[test]
+    fn counters_move_by_what_was_counted() {
+        let r = Registry::new();
+        let before = r.render(Format::Prometheus, Some(0));
+        assert_eq!(value(&before, "relaybox_messages_accepted_total"), Some(0));
+        r.delivered(2, 1);
+        r.delivered(1, 0);
+        r.rejected(Rejection::Unencrypted);
+        r.rejected(Rejection::Unencrypted);
+        r.rejected(Rejection::RateLimit);
+        r.account_created();
+        r.registration_refused();
+        r.registration_refused();
+        r.quota_trimmed(7);
+        r.quota_trimmed(0);
+        r.push(Push::Sent);
+        r.push(Push::Gone);
+        r.push(Push::Failed);
+        r.push(Push::Failed);
+        r.outbound(3, 2, 1);
+        let text = r.render(Format::Prometheus, Some(4));
+        let expect = [
+            ("relaybox_messages_accepted_total", 2),
+            ("relaybox_delivered_total{destination=\"local\"}", 3),
+            ("relaybox_delivered_total{destination=\"remote\"}", 1),
+            ("relaybox_rejected_total{reason=\"unencrypted\"}", 2),
+            ("relaybox_rejected_total{reason=\"rate_limit\"}", 1),
+            ("relaybox_rejected_total{reason=\"origin\"}", 0),
+            ("relaybox_rejected_total{reason=\"quota\"}", 0),
+            ("relaybox_rejected_total{reason=\"policy\"}", 0),
+            ("relaybox_accounts_created_total", 1),
+            ("relaybox_registrations_refused_total", 2),
+            ("relaybox_quota_trimmed_messages_total", 7),
+            ("relaybox_push_notifications_total{outcome=\"sent\"}", 1),
+            ("relaybox_push_notifications_total{outcome=\"failed\"}", 2),
+            ("relaybox_push_notifications_total{outcome=\"gone\"}", 1),
+            ("relaybox_outbound_attempts_total{result=\"accepted\"}", 3),
+            ("relaybox_outbound_attempts_total{result=\"temporary\"}", 2),
+            ("relaybox_outbound_attempts_total{result=\"permanent\"}", 1),
+            ("relaybox_queue_length", 4),
+        ];
+        for (sample, n) in expect {
+            assert_eq!(value(&text, sample), Some(n), "{sample} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_and_open_ones_tracked() {
+        let r = Registry::new();
+        let a = r.connection("imap");
+        let b = r.connection("imap");
+        let c = r.connection("turn");
+        drop(a);
+        let text = r.render(Format::Prometheus, None);
+        assert_eq!(
+            value(&text, "relaybox_connections_total{service=\"imap\"}"),
+            Some(2)
+        );
+        assert_eq!(
+            value(&text, "relaybox_connections_open{service=\"imap\"}"),
+            Some(1)
+        );
+        // A service not in the known list appears once used.
+        assert_eq!(
+            value(&text, "relaybox_connections_total{service=\"turn\"}"),
+            Some(1)
+        );
+        // Known services are listed from the start, with zeros.
+        assert_eq!(
+            value(&text, "relaybox_connections_total{service=\"smtp\"}"),
+            Some(0)
+        );
+        drop((b, c));
+        let text = r.render(Format::Prometheus, None);
+        assert_eq!(
+            value(&text, "relaybox_connections_open{service=\"imap\"}"),
+            Some(0)
+        );
+        assert_eq!(
+            value(&text, "relaybox_connections_open{service=\"turn\"}"),
+            Some(0)
+        );
+        // Unreadable queue: the gauge family is there without a sample.
+        assert!(text.contains("# TYPE relaybox_queue_length gauge\n"));
+        assert_eq!(value(&text, "relaybox_queue_length"), None);
+    }
+
+    #[test]
+    fn prometheus_text_format() {
+        let r = Registry::new();
+        r.rejected(Rejection::Origin);
+        let text = r.render(Format::Prometheus, Some(0));
+        // Counter families carry the `_total` name in HELP and TYPE.
+        assert!(
+            text.starts_with(
+                "# HELP relaybox_messages_accepted_total Messages accepted for delivery \
+                 (SMTP 250 after DATA, or /mxdeliv 200).\n\
+                 # TYPE relaybox_messages_accepted_total counter\n\
+                 relaybox_messages_accepted_total 0\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE relaybox_rejected_total counter\n"));
+        assert!(text.contains("relaybox_rejected_total{reason=\"origin\"} 1\n"));
+        assert!(text.contains("# TYPE relaybox_queue_length gauge\nrelaybox_queue_length 0\n"));
+        assert!(!text.contains("# EOF"));
+        assert!(text.ends_with('\n'));
+        check_structure(&text, Format::Prometheus);
+    }
+
+    #[test]
+    fn openmetrics_text_format() {
+        let r = Registry::new();
+        r.delivered(1, 0);
+        let _open = r.connection("submission");
+        let text = r.render(Format::OpenMetrics, Some(3));
+        // Counter families are named without `_total`; their samples with it.
+        assert!(
+            text.contains(
+                "# TYPE relaybox_delivered counter\n\
+                 relaybox_delivered_total{destination=\"local\"} 1\n\
+                 relaybox_delivered_total{destination=\"remote\"} 0\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE relaybox_connections_open gauge\n"));
+        assert!(text.contains("relaybox_connections_open{service=\"submission\"} 1\n"));
+        assert!(text.ends_with("\n# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+        check_structure(&text, Format::OpenMetrics);
+    }
+
+    /// Every sample follows its own family's HELP and TYPE; each family once; no
+    /// account, address or IP anywhere.
+    fn check_structure(text: &str, format: Format) {
+        let mut families: Vec<String> = Vec::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if line == "# EOF" {
+                assert_eq!(format, Format::OpenMetrics);
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or("").to_string();
+                assert!(!families.contains(&name), "family {name} twice");
+                families.push(name);
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split(' ');
+                let name = it.next().unwrap_or("").to_string();
+                let kind = it.next().unwrap_or("").to_string();
+                assert_eq!(families.last(), Some(&name), "TYPE after its HELP");
+                current = Some((name, kind));
+                continue;
+            }
+            assert!(!line.starts_with('#'), "{line}");
+            let (family, kind) = current.clone().expect("sample after a TYPE");
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            let expected = match (kind.as_str(), format) {
+                ("counter", Format::OpenMetrics) => format!("{family}_total"),
+                _ => family.clone(),
+            };
+            assert_eq!(name, expected, "{line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{line}");
+            }
+            assert!(!line.contains('@') && !line.contains("127.0.0."), "{line}");
+        }
+        assert!(families.len() >= 11, "{families:?}");
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label("plain"), "plain");
+        assert_eq!(
+            escape_help("say \"x\\y\"\nz", Format::OpenMetrics),
+            "say \\\"x\\\\y\\\"\\nz"
+        );
+        assert_eq!(
+            escape_help("say \"x\\y\"\nz", Format::Prometheus),
+            "say \"x\\\\y\"\\nz"
+        );
+        let r = Registry::new();
+        let _g = r.connection("odd\"name\n");
+        let text = r.render(Format::OpenMetrics, None);
+        assert!(
+            text.contains("relaybox_connections_total{service=\"odd\\\"name\\n\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert_eq!(Format::from_accept(None), Format::Prometheus);
+        assert_eq!(Format::from_accept(Some("*/*")), Format::Prometheus);
+        assert_eq!(
+            Format::from_accept(Some("text/plain;version=0.0.4")),
+            Format::Prometheus
+        );
+        // What Prometheus sends.
+        assert_eq!(
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text; q=0")),
+            Format::Prometheus
+        );
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text;version=0.0.1")),
+            Format::Prometheus
+        );
+    }
+
+    #[test]
+    fn metrics_address_forms() {
+        let ok = |s: &str| parse_metrics_address(s).expect(s).to_string();
+        assert_eq!(ok("127.0.0.1"), "127.0.0.1:3903");
+        assert_eq!(ok(" 127.0.0.1:3904 "), "127.0.0.1:3904");
+        assert_eq!(ok("[::1]:3903"), "[::1]:3903");
+        assert_eq!(ok("::1"), "[::1]:3903");
+        assert_eq!(ok("[::1]"), "[::1]:3903");
+        for bad in [
+            "",
+            "localhost",
+            "localhost:3903",
+            "127.0.0.1:",
+            "127.0.0.1:0",
+            "127.0.0.1:70000",
+            "[127.0.0.1]",
+            "::1:3903x",
+            "http://127.0.0.1:3903",
+        ] {
+            let e = parse_metrics_address(bad).expect_err(bad);
+            assert!(e.to_string().starts_with("mtail_address: expected"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn endpoint_serves_both_formats() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        static REG: Registry = Registry::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let relay = Relay::open(crate::testing::config(dir.path(), "127.0.0.1")).expect("relay");
+        let listener = bind("127.0.0.1:0").await;
+        // Port 0 is refused by the config parser; bind a test port directly.
+        assert!(matches!(listener, Err(ServeError::Address(_))));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(run(relay, listener, &REG));
+        REG.account_created();
+        let get = |req: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(req.as_bytes()).await.expect("write");
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+                .await
+                .expect("in time")
+                .expect("read");
+            String::from_utf8(out).expect("utf-8")
+        };
+        let r = get("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("\r\nrelaybox_accounts_created_total 1\n"), "{r}");
+        assert!(r.contains("relaybox_queue_length 0\n"), "{r}");
+        let r = get(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; \
+             version=1.0.0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            r.to_ascii_lowercase().contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"
+            ),
+            "{r}"
+        );
+        assert!(r.ends_with("# EOF\n"), "{r}");
+        let r = get("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+        let r = get(
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+        server.abort();
+    }
 }
