@@ -274,10 +274,12 @@ impl Auth {
     async fn create(&self, address: &str, password: &str) -> Result<Option<String>, AuthError> {
         if let Err(reason) = names::may_create(address, password, &self.rules) {
             tracing::info!("registration rejected: {reason}");
+            crate::metrics::registration_refused();
             return Err(AuthError::Failed);
         }
         if let Some(reason) = self.limits.refusal() {
             tracing::warn!("registration rejected: {reason}");
+            crate::metrics::registration_refused();
             return Err(AuthError::Failed);
         }
         self.count_hash();
@@ -292,6 +294,7 @@ impl Auth {
         {
             Created::New => {
                 tracing::info!("Created address: {address}");
+                crate::metrics::account_created();
                 Ok(None)
             }
             Created::Existing(account) => Ok(Some(account.password_hash)),

@@ -314,6 +314,7 @@ pub async fn run_store(
         if trimmed > 0 {
             // LOG-4: the upstream phrase.
             tracing::info!("quota-expire: removed {trimmed} message(s)");
+            crate::metrics::quota_trimmed(trimmed);
         }
         let removed = expired + trimmed;
         if removed > 0 {
@@ -353,6 +354,7 @@ pub async fn trim_after_delivery(relay: &Relay, account: &str) -> Result<usize, 
     if removed > 0 {
         // LOG-4.
         tracing::info!("quota-expire: removed {removed} message(s)");
+        crate::metrics::quota_trimmed(removed);
         relay.events.mailbox_changed(account);
     }
     Ok(removed)

@@ -147,6 +147,7 @@ async fn new_account(State(web): State<Web>) -> Response {
     // credentials that cannot log in.
     if let Some(reason) = web.relay.auth.creation_refusal() {
         tracing::warn!("registration rejected: {reason}");
+        crate::metrics::registration_refused();
         return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason);
     }
     let config = &web.relay.config;

@@ -437,11 +437,13 @@ async fn attempt(relay: &Relay, client: &Client, job: PushJob) {
     match client.post(job.token.as_bytes()).await {
         Outcome::Delivered => {
             tracing::debug!("push: job {} delivered", job.id);
+            crate::metrics::push(crate::metrics::Push::Sent);
             finish(store, job.id).await;
         }
         Outcome::Gone => {
             // PUSH-4: the proxy no longer knows the token: forget it.
             tracing::info!("push: job {}: token expired (410), removed", job.id);
+            crate::metrics::push(crate::metrics::Push::Gone);
             if let Err(e) = store
                 .remove_device_tokens(&job.account, vec![job.token.clone()])
                 .await
@@ -451,6 +453,7 @@ async fn attempt(relay: &Relay, client: &Client, job: PushJob) {
             finish(store, job.id).await;
         }
         Outcome::Failed(why) => {
+            crate::metrics::push(crate::metrics::Push::Failed);
             let failed = job.attempts + 1;
             let now = relay.clock.unix_now();
             match next_attempt_at(job.first_attempt, failed, now) {

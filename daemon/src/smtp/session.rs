@@ -446,6 +446,7 @@ impl Session {
                 .rate_ok
                 .get_or_insert_with(|| relay.send_limiter.check(login, relay.clock.monotonic()));
             if !ok {
+                crate::metrics::rejected(crate::metrics::Rejection::RateLimit);
                 return reply::rate_limited(&tx.from);
             }
         }
