@@ -20,6 +20,60 @@ pub struct InboundRecipients {
     pub enforce_e2ee: bool,
 }
 
+/// A local recipient as checked at RCPT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRecipient {
+    /// The account (canonical address, `+ext` removed).
+    pub account: String,
+    /// IN-4d: the account refuses cleartext.
+    pub enforce_e2ee: bool,
+}
+
+/// RCPT checks for an address of this relay's domain, for submission, port 25 and
+/// `/mxdeliv` alike: the account must exist (IN-2 allowed variant: `550 5.1.1` at once)
+/// and have room for `size_hint` bytes (QUOTA-2 at RCPT; the exact size is checked again
+/// in the commit).
+pub fn local_recipient(
+    relay: &Relay,
+    to: &str,
+    size_hint: u64,
+) -> Result<LocalRecipient, SmtpReply> {
+    let (local_part, _) = to.rsplit_once('@').unwrap_or((to, ""));
+    let own = relay.config.address_domain();
+    // SUB-14: `user+ext@domain` is `user@domain`.
+    let user = local_part.split('+').next().unwrap_or("");
+    let canonical = format!("{}@{}", user.to_ascii_lowercase(), own.to_ascii_lowercase());
+    match relay.store.account(&canonical) {
+        Ok(Some(account)) => match relay.store.usage(&canonical) {
+            Ok(used) if used.saturating_add(size_hint.max(1)) > relay.config.max_mailbox_size => {
+                tracing::info!("recipient refused: mailbox full");
+                Err(quota_exceeded(to))
+            }
+            Ok(_) => Ok(LocalRecipient {
+                account: canonical,
+                enforce_e2ee: account.enforce_e2ee,
+            }),
+            Err(e) => {
+                tracing::warn!("recipient usage: {e}");
+                Err(SmtpReply::new(451, "4.3.0 Local error"))
+            }
+        },
+        Ok(None) => Err(SmtpReply::new(
+            550,
+            format!("5.1.1 <{to}>: Recipient address rejected: User unknown"),
+        )),
+        Err(e) => {
+            tracing::warn!("recipient lookup: {e}");
+            Err(SmtpReply::new(451, "4.3.0 Local error"))
+        }
+    }
+}
+
+/// IN-2: a recipient outside this relay's domain, from another relay.
+pub fn relay_denied(rcpt: &str) -> SmtpReply {
+    SmtpReply::new(554, format!("5.7.1 <{rcpt}>: Relay access denied"))
+}
+
 /// SUB-6..12, then the commit. `all` is every recipient as the policy sees them.
 pub async fn submission(
     relay: &Relay,

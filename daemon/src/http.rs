@@ -90,7 +90,9 @@ pub fn https_router(web: Web) -> Router {
     }
     let router = router
         .route(AUTOCONFIG_PATH, get(autoconfig))
-        .route("/robots.txt", get(robots));
+        .route("/robots.txt", get(robots))
+        // IN-6: federation over HTTPS (any method; non-POST is answered 405).
+        .route("/mxdeliv", axum::routing::any(crate::mxdeliv::handle));
     crate::web::add_routes(router, &web.relay.config)
         .layer(middleware::from_fn_with_state(web.clone(), www_redirect))
         .with_state(web)

@@ -15,6 +15,7 @@ pub mod http;
 pub mod imap;
 pub mod logs;
 pub mod metrics;
+pub mod mxdeliv;
 pub mod net;
 pub mod onboarding;
 pub mod outbound;

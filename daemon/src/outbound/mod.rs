@@ -11,16 +11,216 @@ pub mod transport;
 
 pub use transport::{Outcome, Transport, Via};
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
+use crate::policy::SmtpReply;
 use crate::server::Relay;
+use crate::store::QueuedMessage;
+use bounce::Failure;
 
-/// Run the scheduler until the process ends.
+/// Attempts running at once (OUT-5 allows up to 500 destinations; a Pi needs fewer).
+const MAX_CONCURRENT: usize = 64;
+/// The scheduler looks at the queue at least this often (Postfix `queue_run_delay` is
+/// 300 s; a due retry is never later than this).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Run the scheduler until the process ends: every due queue row gets one attempt at a
+/// time; rows left from before a restart are due at once or at their stored time.
 pub async fn run(relay: Arc<Relay>) {
-    let _ = relay;
+    let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
+    loop {
+        let now = relay.clock.unix_now();
+        let mut sleep = MAX_SLEEP;
+        match relay.store.queued() {
+            Ok(rows) => {
+                for row in rows {
+                    if in_flight.lock().map_or(true, |set| set.contains(&row.id)) {
+                        continue;
+                    }
+                    if row.next_attempt > now {
+                        sleep = sleep.min(Duration::from_secs(row.next_attempt - now));
+                        continue;
+                    }
+                    // All slots busy: a finishing attempt wakes the loop.
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    if let Ok(mut set) = in_flight.lock() {
+                        set.insert(row.id);
+                    }
+                    let relay = relay.clone();
+                    let in_flight = in_flight.clone();
+                    tokio::spawn(async move {
+                        let id = row.id;
+                        attempt(&relay, row).await;
+                        if let Ok(mut set) = in_flight.lock() {
+                            set.remove(&id);
+                        }
+                        drop(permit);
+                        wake(&relay);
+                    });
+                }
+            }
+            Err(e) => tracing::error!("outbound: cannot read the queue: {e}"),
+        }
+        tokio::select! {
+            _ = relay.outbound_wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
 }
 
-/// Tell the scheduler that the queue has new rows.
+/// Tell the scheduler that the queue changed.
 pub fn wake(relay: &Relay) {
     relay.outbound_wake.notify_one();
+}
+
+/// OUT-6: the wait after the `attempts`-th failed attempt: doubling from
+/// `minimal_backoff_time`, at most `maximal_backoff_time` (Postfix's schedule).
+pub fn backoff(relay: &Relay, attempts: u32) -> Duration {
+    let min = relay.config.minimal_backoff_time;
+    let max = relay.config.maximal_backoff_time;
+    let factor = 1u32
+        .checked_shl(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    min.checked_mul(factor).unwrap_or(max).min(max)
+}
+
+/// One attempt for one queue row (one destination domain), then the queue updated:
+/// accepted and permanently failed recipients leave it (the failures after their bounce
+/// is stored), temporary failures are retried later or, past the queue lifetime, bounced.
+async fn attempt(relay: &Relay, row: QueuedMessage) {
+    let body = match relay.store.queued_body(row.id) {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!("outbound: queue {}: cannot read the message: {e}", row.id);
+            return;
+        }
+    };
+    let domain = row
+        .recipients
+        .first()
+        .and_then(|r| r.rsplit_once('@'))
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let outcome = relay
+        .outbound
+        .deliver(&domain, &row.sender, &row.recipients, &body)
+        .await;
+    crate::metrics::outbound(
+        outcome.accepted.len(),
+        outcome.temporary.len(),
+        outcome.permanent.len(),
+    );
+    let now = relay.clock.unix_now();
+    if !outcome.accepted.is_empty() {
+        tracing::info!(
+            "outbound: queue {} to {domain}: delivered to {} recipient(s) via {:?}",
+            row.id,
+            outcome.accepted.len(),
+            outcome.via
+        );
+    }
+    let mut failures: Vec<Failure> = outcome
+        .permanent
+        .into_iter()
+        .map(|(recipient, reply)| Failure { recipient, reply })
+        .collect();
+    let mut temporary = outcome.temporary;
+    // OUT-6: past the queue lifetime a temporary failure is final.
+    let expired = now.saturating_sub(row.created) >= relay.config.maximal_queue_lifetime.as_secs();
+    if expired {
+        failures.extend(temporary.drain(..).map(|(recipient, reply)| Failure {
+            recipient,
+            reply: SmtpReply::new(
+                reply.code,
+                format!("{} (delivery time expired)", reply.text),
+            ),
+        }));
+    }
+    for f in &failures {
+        tracing::info!(
+            "outbound: queue {} to {domain}: failed: {}",
+            row.id,
+            f.reply
+        );
+    }
+    if let Some((first, reply)) = temporary.first() {
+        let _ = first;
+        tracing::info!(
+            "outbound: queue {} to {domain}: deferred ({} recipient(s)): {reply}",
+            row.id,
+            temporary.len()
+        );
+    }
+    // OUT-7: the bounce is stored before the failed recipients leave the queue, so a
+    // crash in between repeats the bounce rather than losing it.
+    if !failures.is_empty() && !send_bounce(relay, &row, &body, &failures).await {
+        return;
+    }
+    let finished: Vec<String> = outcome
+        .accepted
+        .into_iter()
+        .chain(failures.into_iter().map(|f| f.recipient))
+        .collect();
+    if !finished.is_empty()
+        && let Err(e) = relay.store.queue_done(row.id, finished).await
+    {
+        tracing::error!("outbound: queue {}: cannot update: {e}", row.id);
+        return;
+    }
+    if !temporary.is_empty() {
+        let attempts = row.attempts.saturating_add(1);
+        let next = now + backoff(relay, attempts).as_secs();
+        if let Err(e) = relay.store.queue_retry(row.id, attempts, next).await {
+            tracing::error!("outbound: queue {}: cannot reschedule: {e}", row.id);
+        }
+    }
+}
+
+/// OUT-7: store (or queue) a bounce for the sender. `false` when it could not be stored
+/// now (the row stays as it is and is tried again). No bounce for the empty sender.
+async fn send_bounce(
+    relay: &Relay,
+    row: &QueuedMessage,
+    body: &[u8],
+    failures: &[Failure],
+) -> bool {
+    if row.sender.is_empty() {
+        return true;
+    }
+    let now = relay.clock.unix_now();
+    let mut bounce = bounce::build(&relay.config, &row.sender, body, failures, row.created, now);
+    if let Some(signer) = &relay.dkim {
+        bounce = signer.sign(&bounce);
+    }
+    let own = relay.config.address_domain();
+    let local = row
+        .sender
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&own));
+    let (local, remote) = if local {
+        (vec![row.sender.to_ascii_lowercase()], Vec::new())
+    } else {
+        (Vec::new(), vec![row.sender.clone()])
+    };
+    let reply = crate::delivery::store(relay, String::new(), local, remote, bounce).await;
+    match reply.code / 100 {
+        2 => true,
+        4 => {
+            tracing::warn!("outbound: queue {}: bounce not stored yet: {reply}", row.id);
+            false
+        }
+        _ => {
+            // The sender's mailbox refuses it (full): nothing more to do.
+            tracing::info!("outbound: queue {}: bounce dropped: {reply}", row.id);
+            true
+        }
+    }
 }

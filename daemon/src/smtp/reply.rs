@@ -159,18 +159,3 @@ pub fn too_many_recipients() -> SmtpReply {
 pub fn too_big() -> SmtpReply {
     r(552, "5.3.4 Message size exceeds fixed limit")
 }
-/// IN-2.
-pub fn relay_denied(rcpt: &str) -> SmtpReply {
-    r(554, &format!("5.7.1 <{rcpt}>: Relay access denied"))
-}
-/// IN-2 (allowed variant), submission to a local address without an account.
-pub fn unknown_user(rcpt: &str) -> SmtpReply {
-    r(
-        550,
-        &format!("5.1.1 <{rcpt}>: Recipient address rejected: User unknown"),
-    )
-}
-/// §10: internal failure after the checks.
-pub fn local_error() -> SmtpReply {
-    r(451, "4.3.0 Local error")
-}

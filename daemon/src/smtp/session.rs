@@ -454,48 +454,24 @@ impl Session {
         if tx.rcpts.all.len() >= MAX_RECIPIENTS {
             return reply::too_many_recipients();
         }
-        let Some((local_part, domain)) = to.rsplit_once('@') else {
+        let Some((_, domain)) = to.rsplit_once('@') else {
             return reply::bad_recipient_syntax();
         };
         let own = relay.config.address_domain();
         if domain.eq_ignore_ascii_case(&own) {
-            // SUB-14: `user+ext@domain` is `user@domain`.
-            let user = local_part.split('+').next().unwrap_or("");
-            let canonical = format!("{}@{}", user.to_ascii_lowercase(), own.to_ascii_lowercase());
-            match relay.store.account(&canonical) {
-                Ok(Some(account)) => {
-                    // QUOTA-2 at RCPT: the mailbox is full, or the announced size would
-                    // overflow it (the exact size is checked again in the commit).
-                    match relay.store.usage(&canonical) {
-                        Ok(used)
-                            if used.saturating_add(tx.size_hint.max(1))
-                                > relay.config.max_mailbox_size =>
-                        {
-                            tracing::info!("recipient refused: mailbox full");
-                            return delivery::quota_exceeded(to);
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!("recipient usage: {e}");
-                            return reply::local_error();
-                        }
+            match delivery::local_recipient(&relay, to, tx.size_hint) {
+                Ok(local) => {
+                    tx.rcpts.enforce_e2ee |= local.enforce_e2ee;
+                    if !tx.rcpts.local.contains(&local.account) {
+                        tx.rcpts.local.push(local.account.clone());
                     }
-                    tx.rcpts.enforce_e2ee |= account.enforce_e2ee;
-                    if !tx.rcpts.local.contains(&canonical) {
-                        tx.rcpts.local.push(canonical.clone());
-                    }
-                    tx.rcpts.all.push(canonical);
+                    tx.rcpts.all.push(local.account);
                 }
-                // IN-2 (allowed variant), and submission alike.
-                Ok(None) => return reply::unknown_user(to),
-                Err(e) => {
-                    tracing::warn!("recipient lookup: {e}");
-                    return reply::local_error();
-                }
+                Err(r) => return r,
             }
         } else if self.mode == Mode::Mx {
             // IN-2.
-            return reply::relay_denied(to);
+            return delivery::relay_denied(to);
         } else {
             if !tx.rcpts.remote.iter().any(|r| r == to) {
                 tx.rcpts.remote.push(to.to_string());

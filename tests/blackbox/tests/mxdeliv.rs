@@ -35,11 +35,6 @@ fn post(from: Option<&str>, to: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mxdeliv_inbound() {
-    let reason = "inbound /mxdeliv (issue 3) is not built: the route answers 404";
-    relaybox_blackbox::expected_failure(reason, mxdeliv_inbound_check()).await;
-}
-
-async fn mxdeliv_inbound_check() {
     let relay = Relay::start(&["max_message_size = 20000"]).await;
     let b = Account::random();
     let c = Account::random();
@@ -122,6 +117,30 @@ async fn mxdeliv_inbound_check() {
     assert_eq!(
         r.body_text().trim_end(),
         "554 5.7.1 <someone@example.org>: Relay access denied"
+    );
+
+    // IN-2 (allowed variant): an unknown local user is refused, no backscatter.
+    let nobody = "nobody1234@[127.0.0.1]";
+    let r = mxdeliv(&relay, ip(2), &post(Some(peer), &[nobody]), &good.bytes).await;
+    assert_eq!(r.status, 400, "IN-2 unknown: {}", r.status_line);
+    assert_eq!(
+        r.body_text().trim_end(),
+        format!("550 5.1.1 <{nobody}>: Recipient address rejected: User unknown")
+    );
+
+    // IN-4e: a DNS-domain sender needs an aligned DKIM signature.
+    let unsigned = MailBuilder::encrypted("someone@example.org", &[&b.addr]).build();
+    let r = mxdeliv(
+        &relay,
+        ip(2),
+        &post(Some("someone@example.org"), &[&b.addr]),
+        &unsigned.bytes,
+    )
+    .await;
+    assert_eq!(r.status, 400, "IN-4e DKIM: {}", r.status_line);
+    assert_eq!(
+        r.body_text().trim_end(),
+        "554 5.7.1 No DKIM signature found"
     );
 
     // What was accepted is stored, nothing else.
