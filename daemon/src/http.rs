@@ -93,6 +93,7 @@ pub fn https_router(web: Web) -> Router {
         .route("/robots.txt", get(robots))
         // IN-6: federation over HTTPS (any method; non-POST is answered 405).
         .route("/mxdeliv", axum::routing::any(crate::mxdeliv::handle));
+    let router = crate::iroh::add_routes(router, &web.relay.config); // RT-4, CFG-5
     crate::web::add_routes(router, &web.relay.config)
         .layer(middleware::from_fn_with_state(web.clone(), www_redirect))
         .with_state(web)

@@ -13,6 +13,7 @@ pub mod events;
 pub mod expire;
 pub mod http;
 pub mod imap;
+pub mod iroh;
 pub mod logs;
 pub mod metrics;
 pub mod mxdeliv;
