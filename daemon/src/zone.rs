@@ -1,15 +1,352 @@
 //! `relaybox dns`: the DNS records this relay needs, in zone-file form (spec/relay.md
-//! §18), DKIM record included.
-//!
-//! CONTRACT (the lead's skeleton; the DKIM owner fills it in).
+//! §18), DKIM record included; and the copy of them the relay writes to
+//! `<data_dir>/dns.zone` at start, which `relaybox dns` prints while the relay runs (the
+//! store then cannot be opened by a second process).
 
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::Config;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Mode};
+use crate::dkim::Signer;
+use crate::store::Store;
+
+/// The zone text the running relay leaves in its data directory.
+pub const ZONE_FILE: &str = "dns.zone";
+/// §18: TTL of every record.
+pub const TTL: u32 = 3600;
+/// RFC 1035 §3.3.14: one character-string holds at most 255 bytes.
+const TXT_CHUNK: usize = 255;
 
 /// Print the records of `config`'s relay on stdout; the exit code for `main`.
 pub fn command(config: &Config) -> ExitCode {
-    let _ = config;
-    eprintln!("relaybox dns: not built yet");
-    ExitCode::FAILURE
+    // MODE-1, DNS-1: an IP-only relay needs no DNS.
+    if let Mode::IpOnly(ip) = config.mode {
+        print!("{}", ip_only_text(ip));
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        eprintln!(
+            "relaybox dns: cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let store_path = config.data_dir.join(crate::server::STORE_FILE);
+    let store = match Store::open(&store_path) {
+        Ok(store) => store,
+        Err(e) => return print_zone_file(config, &store_path, &e.to_string()),
+    };
+    // The key is made here when the relay never ran (it then uses the same one).
+    let signer = match Signer::load_or_create(config, &store) {
+        Ok(Some(signer)) => signer,
+        Ok(None) => {
+            eprintln!("relaybox dns: this relay does not sign, no DKIM record");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("relaybox dns: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    drop(store);
+    print!("{}", zone_text(config, &signer, detect_addresses(config)));
+    ExitCode::SUCCESS
+}
+
+/// The store is held (by the running relay, normally): print the copy it wrote at start.
+fn print_zone_file(config: &Config, store_path: &Path, error: &str) -> ExitCode {
+    let zone_path = zone_file_path(config);
+    match std::fs::read_to_string(&zone_path) {
+        Ok(text) => {
+            eprintln!(
+                "relaybox dns: the store {} is in use ({error}), probably by the running \
+                 relay; printing {}, which the relay wrote when it started",
+                store_path.display(),
+                zone_path.display()
+            );
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(read) => {
+            eprintln!(
+                "relaybox dns: cannot open the store {} ({error}), and cannot read {} \
+                 ({read}); stop the relay and run `relaybox dns` again",
+                store_path.display(),
+                zone_path.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the running relay keeps its zone text.
+pub fn zone_file_path(config: &Config) -> PathBuf {
+    config.data_dir.join(ZONE_FILE)
+}
+
+/// Write the zone text to `<data_dir>/dns.zone` (atomically: a temporary file renamed
+/// over it), for `relaybox dns` while the relay runs. Called once at start.
+pub fn write_zone_file(config: &Config, signer: &Signer) -> std::io::Result<()> {
+    let text = zone_text(config, signer, detect_addresses(config));
+    let path = zone_file_path(config);
+    let tmp = config.data_dir.join(format!("{ZONE_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)
+}
+
+/// The relay's public addresses as far as this host can tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Addresses {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// A global address the SMTP listeners are bound to, else the source address this host
+/// would use towards the internet (a UDP socket `connect` to a documentation address:
+/// the kernel only picks a route, no packet is sent). Private, loopback and other
+/// non-global addresses count as unknown: the operator fills them in.
+pub fn detect_addresses(config: &Config) -> Addresses {
+    let listen = |pick: fn(IpAddr) -> bool| {
+        config
+            .listen
+            .smtp
+            .iter()
+            .map(SocketAddr::ip)
+            .find(|ip| pick(*ip))
+    };
+    let v4 = listen(|ip| matches!(ip, IpAddr::V4(a) if global_v4(a)))
+        .or_else(|| route_source("0.0.0.0:0", "192.0.2.1:25"))
+        .and_then(|ip| match ip {
+            IpAddr::V4(a) if global_v4(a) => Some(a),
+            _ => None,
+        });
+    let v6 = if config.disable_ipv6 {
+        None
+    } else {
+        listen(|ip| matches!(ip, IpAddr::V6(a) if global_v6(a)))
+            .or_else(|| route_source("[::]:0", "[2001:db8::1]:25"))
+            .and_then(|ip| match ip {
+                IpAddr::V6(a) if global_v6(a) => Some(a),
+                _ => None,
+            })
+    };
+    Addresses { v4, v6 }
+}
+
+/// The local address the kernel would send from towards `target` (nothing is sent).
+fn route_source(bind: &str, target: &str) -> Option<IpAddr> {
+    let socket = UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// A publicly routable IPv4 address (not RFC 1918, loopback, link-local, CGNAT,
+/// documentation, benchmarking, multicast or reserved).
+fn global_v4(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    !(a.is_unspecified()
+        || a.is_private()
+        || a.is_loopback()
+        || a.is_link_local()
+        || a.is_broadcast()
+        || a.is_documentation()
+        || a.is_multicast()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        || o[0] >= 240)
+}
+
+/// A global unicast IPv6 address (2000::/3, not documentation 2001:db8::/32).
+fn global_v6(a: Ipv6Addr) -> bool {
+    let s = a.segments();
+    (s[0] & 0xe000) == 0x2000 && !(s[0] == 0x2001 && s[1] == 0x0db8)
+}
+
+/// Text for an IP-only relay: no records.
+fn ip_only_text(ip: Ipv4Addr) -> String {
+    format!(
+        "; {ip} is an IP-only relay (mail_domain is an IPv4 address): no DNS records are\n\
+         ; needed. Its addresses are user@[{ip}]; it does not sign with DKIM (MODE-1) and\n\
+         ; DNS checks are skipped (DNS-1).\n"
+    )
+}
+
+/// The zone text (§18): required records first, then recommended ones; absolute names
+/// with trailing dots, TTL 3600, class IN. Address records this host cannot determine
+/// are written as commented placeholders the operator must fill in.
+pub fn zone_text(config: &Config, signer: &Signer, addresses: Addresses) -> String {
+    let d = format!("{}.", config.mail_domain.trim_end_matches('.'));
+    // §18 "required, ACME mode": a DNS name with certificates from ACME (not an
+    // external certificate, not an underscore or IP-only relay, MODE-2).
+    let acme = matches!(config.mode, Mode::Domain) && config.tls_external_cert_and_key.is_none();
+    let mut z = String::new();
+    let line = |z: &mut String, text: String| {
+        z.push_str(&text);
+        z.push('\n');
+    };
+    let rr = |name: &str, kind: &str, data: &str| format!("{name} {TTL} IN {kind} {data}");
+
+    line(
+        &mut z,
+        format!(
+            "; DNS records for the chatmail relay {} (relaybox dns).",
+            config.mail_domain
+        ),
+    );
+    line(
+        &mut z,
+        "; Zone-file form: absolute names, TTL 3600. Lines starting with ';' are comments.".into(),
+    );
+    line(&mut z, String::new());
+    line(&mut z, "; ---- REQUIRED ----".into());
+    match addresses.v4 {
+        Some(a) => line(
+            &mut z,
+            format!(
+                "{} ; detected on this host: check it is the public address",
+                rr(&d, "A", &a.to_string())
+            ),
+        ),
+        None => line(
+            &mut z,
+            format!(
+                "; FILL IN the public IPv4 address of this host, then remove the ';':\n; {}",
+                rr(&d, "A", "<public IPv4 address>")
+            ),
+        ),
+    }
+    if !config.disable_ipv6 {
+        match addresses.v6 {
+            Some(a) => line(
+                &mut z,
+                format!(
+                    "{} ; detected on this host: check it is the public address",
+                    rr(&d, "AAAA", &a.to_string())
+                ),
+            ),
+            None => line(
+                &mut z,
+                format!(
+                    "; FILL IN the public IPv6 address of this host if it has one (an A or an \
+                     AAAA record is required):\n; {}",
+                    rr(&d, "AAAA", "<public IPv6 address>")
+                ),
+            ),
+        }
+    }
+    line(&mut z, rr(&d, "MX", &format!("10 {d}")));
+    line(&mut z, rr(&format!("www.{d}"), "CNAME", &d));
+    if acme {
+        line(
+            &mut z,
+            "; required with ACME certificates: MTA-STS (RFC 8461)".into(),
+        );
+        line(&mut z, rr(&format!("mta-sts.{d}"), "CNAME", &d));
+        line(
+            &mut z,
+            rr(
+                &format!("_mta-sts.{d}"),
+                "TXT",
+                &txt_strings(&format!("v=STSv1; id={}", mta_sts_id(config))),
+            ),
+        );
+    }
+    let (name, value) = signer.dns_record();
+    line(
+        &mut z,
+        format!(
+            "; DKIM key of this relay (selector {})",
+            config.dkim_selector
+        ),
+    );
+    line(&mut z, rr(&format!("{name}."), "TXT", &txt_strings(&value)));
+    line(&mut z, String::new());
+    line(&mut z, "; ---- RECOMMENDED ----".into());
+    line(&mut z, rr(&d, "TXT", &txt_strings("v=spf1 a ~all")));
+    line(
+        &mut z,
+        rr(
+            &format!("_dmarc.{d}"),
+            "TXT",
+            &txt_strings("v=DMARC1;p=reject;adkim=s;aspf=s"),
+        ),
+    );
+    if acme {
+        line(
+            &mut z,
+            "; add ;accounturi=<ACME account URL> to the CAA value to pin this relay's account"
+                .into(),
+        );
+        line(&mut z, rr(&d, "CAA", "0 issue \"letsencrypt.org\""));
+    }
+    line(
+        &mut z,
+        rr(
+            &format!("_adsp._domainkey.{d}"),
+            "TXT",
+            &txt_strings("dkim=discardable"),
+        ),
+    );
+    for (service, port) in [
+        ("_submission._tcp", 587),
+        ("_submissions._tcp", 465),
+        ("_imap._tcp", 143),
+        ("_imaps._tcp", 993),
+    ] {
+        line(
+            &mut z,
+            rr(&format!("{service}.{d}"), "SRV", &format!("0 1 {port} {d}")),
+        );
+    }
+    let _ = writeln!(
+        z,
+        "; optional: a PTR record for the addresses above pointing to {d}"
+    );
+    z
+}
+
+/// `value` as quoted character-strings of at most 255 bytes each (RFC 1035 §3.3.14;
+/// §18 for the DKIM key), `"` and `\` escaped.
+pub fn txt_strings(value: &str) -> String {
+    let mut parts = Vec::new();
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let mut end = (start + TXT_CHUNK).min(bytes.len());
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        let chunk = &value[start..end];
+        parts.push(format!(
+            "\"{}\"",
+            chunk.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+        start = end;
+    }
+    if parts.is_empty() {
+        parts.push("\"\"".into());
+    }
+    parts.join(" ")
+}
+
+/// DNS-2: the `_mta-sts` policy id changes whenever the policy changes. §18 shows a
+/// timestamp; a timestamp made here would change on every run, so the id is the first
+/// 12 hex digits of the policy's SHA-256 (RFC 8461 §3.1 allows 1–32 alphanumerics).
+pub fn mta_sts_id(config: &Config) -> String {
+    let digest = Sha256::digest(crate::web::mta_sts_policy(config).as_bytes());
+    digest.iter().take(6).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
