@@ -1062,7 +1062,7 @@ mod tests {
                 .contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
             "{r}"
         );
-        assert!(r.contains("\r\nrelaybox_accounts_created_total 1\n"), "{r}");
+        assert!(r.contains("\nrelaybox_accounts_created_total 1\n"), "{r}");
         assert!(r.contains("relaybox_queue_length 0\n"), "{r}");
         let r = get(
             "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; \
