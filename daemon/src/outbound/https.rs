@@ -110,10 +110,8 @@ async fn exchange(
 pub fn smtp_reply(body: &[u8]) -> Option<SmtpReply> {
     let line = body.split(|&b| b == b'\n').next()?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    if line.len() > 3 && line[3] != b' ' {
+    // `NNN text`: a code alone is not taken for a reply.
+    if line.len() < 5 || !line[..3].iter().all(u8::is_ascii_digit) || line[3] != b' ' {
         return None;
     }
     let mut raw = line.to_vec();

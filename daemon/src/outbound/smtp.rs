@@ -330,6 +330,14 @@ where
         data_reply = read_reply(s, "DATA", t.data_init).await?;
     }
     let any_accepted = results.iter().any(Option::is_none);
+    if data_reply.positive() || (300..400).contains(&data_reply.code) && data_reply.code != 354 {
+        // Neither 354 nor a refusal: the server does not follow RFC 5321 §4.3.2.
+        quit(s, t).await;
+        return Err(HopError::Protocol {
+            stage: "DATA",
+            msg: format!("unexpected reply {}", data_reply.to_smtp()),
+        });
+    }
     if data_reply.code != 354 {
         // RFC 5321 §3.3: the DATA refusal applies to every accepted recipient.
         quit(s, t).await;
