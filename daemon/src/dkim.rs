@@ -681,3 +681,639 @@ pub enum DkimError {
     #[error("DNS resolver: {0}")]
     Resolver(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Duration;
+
+    use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::TXT;
+    use hickory_resolver::proto::rr::{RData, Record, RecordType};
+
+    use super::*;
+    use crate::testing;
+
+    const DOMAIN: &str = "example.org";
+
+    /// One RSA key for the tests that do not test key making (generation is slowish).
+    fn test_key() -> &'static [u8] {
+        static KEY: OnceLock<Vec<u8>> = OnceLock::new();
+        KEY.get_or_init(|| generate_key().expect("generate test key"))
+    }
+
+    fn signer() -> Signer {
+        Signer::from_pkcs8(test_key(), DOMAIN, "opendkim").expect("signer")
+    }
+
+    /// A message as a submission leaves cleanup (SUB-10): encrypted, Subject `[...]`.
+    fn message(from: &str) -> Vec<u8> {
+        format!(
+            "From: <{from}>\r\n\
+             To: <bob@other.org>\r\n\
+             Subject: [...]\r\n\
+             Date: Sat, 28 Nov 2026 12:00:00 +0000\r\n\
+             Message-ID: <m1@example.org>\r\n\
+             MIME-Version: 1.0\r\n\
+             Autocrypt: addr={from}; prefer-encrypt=mutual; keydata=AAAA\r\n\
+             Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\
+             \tboundary=\"b1\"\r\n\
+             \r\n\
+             --b1\r\n\
+             Content-Type: application/pgp-encrypted\r\n\
+             \r\n\
+             Version: 1\r\n\
+             --b1\r\n\
+             Content-Type: application/octet-stream\r\n\
+             \r\n\
+             -----BEGIN PGP MESSAGE-----\r\n\
+             \r\n\
+             wV4DAAAAAAAAAAASAQdAAAAA\r\n\
+             =AAAA\r\n\
+             -----END PGP MESSAGE-----\r\n\
+             --b1--\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// A tiny DNS server on 127.0.0.1 (UDP): TXT answers from `records`, SERVFAIL for
+    /// names in `servfail`, NXDOMAIN for the rest. Counts queries per name.
+    struct FakeDns {
+        addr: SocketAddr,
+        records: Arc<Mutex<HashMap<String, Vec<Vec<u8>>>>>,
+        servfail: Arc<Mutex<Vec<String>>>,
+        queries: Arc<AtomicUsize>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl FakeDns {
+        async fn start() -> FakeDns {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind fake DNS");
+            let addr = socket.local_addr().expect("fake DNS address");
+            let records: Arc<Mutex<HashMap<String, Vec<Vec<u8>>>>> = Arc::default();
+            let servfail: Arc<Mutex<Vec<String>>> = Arc::default();
+            let queries = Arc::new(AtomicUsize::new(0));
+            let (r, s, q) = (records.clone(), servfail.clone(), queries.clone());
+            let task = tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                // Bounded: the task is aborted when the test's FakeDns drops.
+                while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                    let Ok(request) = Message::from_vec(&buf[..n]) else {
+                        continue;
+                    };
+                    let Some(query) = request.queries.first().cloned() else {
+                        continue;
+                    };
+                    q.fetch_add(1, Ordering::SeqCst);
+                    let name = query.name().to_ascii().to_ascii_lowercase();
+                    let mut response =
+                        Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+                    response.metadata.recursion_desired = request.metadata.recursion_desired;
+                    response.metadata.recursion_available = true;
+                    response.add_query(query.clone());
+                    let txt = r.lock().unwrap().get(&name).cloned();
+                    if s.lock().unwrap().contains(&name) {
+                        response.metadata.response_code = ResponseCode::ServFail;
+                    } else if let (Some(strings), RecordType::TXT) = (txt, query.query_type()) {
+                        let data = TXT::from_bytes(strings.iter().map(Vec::as_slice).collect());
+                        response.add_answer(Record::from_rdata(
+                            query.name().clone(),
+                            300,
+                            RData::TXT(data),
+                        ));
+                    } else {
+                        response.metadata.response_code = ResponseCode::NXDomain;
+                    }
+                    if let Ok(bytes) = response.to_vec() {
+                        let _ = socket.send_to(&bytes, peer).await;
+                    }
+                }
+            });
+            FakeDns {
+                addr,
+                records,
+                servfail,
+                queries,
+                task,
+            }
+        }
+
+        /// Publish `strings` (one TXT record of several character-strings) at `name`.
+        fn publish(&self, name: &str, strings: &[&str]) {
+            self.records.lock().unwrap().insert(
+                format!("{}.", name.to_ascii_lowercase()),
+                strings.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            );
+        }
+
+        fn fail(&self, name: &str) {
+            self.servfail
+                .lock()
+                .unwrap()
+                .push(format!("{}.", name.to_ascii_lowercase()));
+        }
+
+        fn queries(&self) -> usize {
+            self.queries.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for FakeDns {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    fn verifier(dir: &Path, dns: &FakeDns) -> Arc<Verifier> {
+        let mut config = testing::config(dir, DOMAIN);
+        config.dns_resolver = vec![dns.addr];
+        Verifier::new(&config).expect("verifier")
+    }
+
+    /// A verifier whose DNS answers nothing, with `signer`'s record in its cache.
+    async fn cached_verifier(signer: &Signer) -> (Arc<Verifier>, FakeDns, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dns = FakeDns::start().await;
+        let v = verifier(dir.path(), &dns);
+        let (name, value) = signer.dns_record();
+        v.insert_key(&name, &value, Duration::from_secs(3600));
+        (v, dns, dir)
+    }
+
+    fn reply(r: Result<(), SmtpReply>) -> String {
+        match r {
+            Ok(()) => "ok".into(),
+            Err(r) => r.to_string(),
+        }
+    }
+
+    /// The `h=` tag of the first DKIM-Signature field, names lower-cased.
+    fn signed_names(signed: &[u8]) -> Vec<String> {
+        let parsed = AuthenticatedMessage::parse(signed).expect("parse signed");
+        parsed.dkim_headers[0]
+            .header
+            .h
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sign_then_verify_roundtrip_sub_12() {
+        let s = signer();
+        let signed = s.sign(&message("alice@example.org"));
+        let text = String::from_utf8_lossy(&signed);
+        assert!(
+            text.starts_with(
+                "DKIM-Signature: v=1; a=rsa-sha256; s=opendkim; d=example.org; c=relaxed/simple;"
+            ),
+            "{text}"
+        );
+        assert!(signed.ends_with(&message("alice@example.org")));
+        let (v, dns, _dir) = cached_verifier(&s).await;
+        assert_eq!(reply(v.verify(&signed, "example.org").await), "ok");
+        // Alignment is ASCII case-insensitive.
+        assert_eq!(reply(v.verify(&signed, "EXAMPLE.org").await), "ok");
+        // The key came from the cache: no DNS query.
+        assert_eq!(dns.queries(), 0);
+    }
+
+    #[test]
+    fn header_list_signs_and_oversigns_sub_12() {
+        let h = signed_names(&signer().sign(&message("alice@example.org")));
+        let count = |n: &str| h.iter().filter(|x| *x == n).count();
+        // Present once, oversigned: listed twice.
+        for name in ["from", "to", "subject", "date", "autocrypt", "content-type"] {
+            assert_eq!(count(name), 2, "{name} in {h:?}");
+        }
+        // Present once, signed only.
+        for name in ["message-id", "mime-version"] {
+            assert_eq!(count(name), 1, "{name} in {h:?}");
+        }
+        // Absent, oversigned: listed once (cannot be added).
+        for name in [
+            "reply-to",
+            "cc",
+            "in-reply-to",
+            "references",
+            "list-id",
+            "resent-from",
+        ] {
+            assert_eq!(count(name), 1, "{name} in {h:?}");
+        }
+        // Never signed.
+        for name in ["received", "dkim-signature", "x-mailer"] {
+            assert_eq!(count(name), 0, "{name} in {h:?}");
+        }
+        // A present List-* / Resent-* field is oversigned by prefix; two To fields → 3.
+        let mut m = b"List-Foo: x\r\nTo: <c@other.org>\r\n".to_vec();
+        m.extend_from_slice(&message("alice@example.org"));
+        let h = signed_names(&signer().sign(&m));
+        assert_eq!(h.iter().filter(|x| *x == "list-foo").count(), 2, "{h:?}");
+        assert_eq!(h.iter().filter(|x| *x == "to").count(), 3, "{h:?}");
+    }
+
+    #[tokio::test]
+    async fn tampered_body_fails() {
+        let s = signer();
+        let mut signed = s.sign(&message("alice@example.org"));
+        let at = signed.len() - 40;
+        signed[at] ^= 0x01;
+        let (v, _dns, _dir) = cached_verifier(&s).await;
+        assert_eq!(
+            reply(v.verify(&signed, "example.org").await),
+            "554 5.7.1 No valid DKIM signature found"
+        );
+    }
+
+    #[tokio::test]
+    async fn signature_of_another_domain_is_not_aligned_in_4e() {
+        let s = signer();
+        // Valid signature with d=example.org, but the From domain is other.org.
+        let signed = s.sign(&message("mallory@other.org"));
+        let (v, dns, _dir) = cached_verifier(&s).await;
+        assert_eq!(
+            reply(v.verify(&signed, "other.org").await),
+            "554 5.7.1 No valid DKIM signature found"
+        );
+        // No parent-domain alignment either.
+        assert_eq!(
+            reply(v.verify(&signed, "sub.example.org").await),
+            "554 5.7.1 No valid DKIM signature found"
+        );
+        // Non-aligned signatures are not even looked up.
+        assert_eq!(dns.queries(), 0);
+    }
+
+    #[tokio::test]
+    async fn unsigned_and_unparsable_messages() {
+        let s = signer();
+        let (v, _dns, _dir) = cached_verifier(&s).await;
+        assert_eq!(
+            reply(v.verify(&message("alice@example.org"), "example.org").await),
+            "554 5.7.1 No DKIM signature found"
+        );
+        // A DKIM-Signature that does not parse is a signature present but not valid.
+        let mut m = b"DKIM-Signature: garbage\r\n".to_vec();
+        m.extend_from_slice(&message("alice@example.org"));
+        assert_eq!(
+            reply(v.verify(&m, "example.org").await),
+            "554 5.7.1 No valid DKIM signature found"
+        );
+        assert_eq!(
+            reply(v.verify(b"", "example.org").await),
+            "500 Failed to parse message headers"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversigned_header_added_after_signing_fails() {
+        let s = signer();
+        let signed = s.sign(&message("alice@example.org"));
+        let (v, _dns, _dir) = cached_verifier(&s).await;
+        // A header that is not signed may be added: still valid (so the failures below
+        // come from oversigning, not from any change).
+        let mut ok = b"X-Added: 1\r\n".to_vec();
+        ok.extend_from_slice(&signed);
+        assert_eq!(reply(v.verify(&ok, "example.org").await), "ok");
+        for added in [
+            "From: <mallory@example.org>\r\n",
+            "Reply-To: <mallory@other.org>\r\n",
+            "Content-Type: text/plain\r\n",
+            "Autocrypt: addr=alice@example.org; keydata=BBBB\r\n",
+            "Subject: hello\r\n",
+        ] {
+            // Above the signature and after it (just before the body).
+            let mut top = added.as_bytes().to_vec();
+            top.extend_from_slice(&signed);
+            assert_eq!(
+                reply(v.verify(&top, "example.org").await),
+                "554 5.7.1 No valid DKIM signature found",
+                "{added}"
+            );
+            let split = signed
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("header end")
+                + 2;
+            let mut bottom = signed[..split].to_vec();
+            bottom.extend_from_slice(added.as_bytes());
+            bottom.extend_from_slice(&signed[split..]);
+            assert_eq!(
+                reply(v.verify(&bottom, "example.org").await),
+                "554 5.7.1 No valid DKIM signature found",
+                "{added}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_is_made_once_and_kept_in_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = testing::config(dir.path(), DOMAIN);
+        let record = {
+            let store = Store::open(&dir.path().join("store.redb")).expect("store");
+            let a = Signer::load_or_create(&config, &store)
+                .expect("create")
+                .expect("domain mode signs");
+            let b = Signer::load_or_create(&config, &store)
+                .expect("load")
+                .expect("domain mode signs");
+            assert_eq!(a.dns_record(), b.dns_record());
+            a.dns_record()
+        };
+        // And after reopening the store.
+        // The store's writer thread lets go of the file shortly after the drop.
+        let mut reopened = None;
+        for _ in 0..100 {
+            match Store::open(&dir.path().join("store.redb")) {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        let store = reopened.expect("reopen store");
+        let c = Signer::load_or_create(&config, &store)
+            .expect("load")
+            .expect("domain mode signs");
+        assert_eq!(c.dns_record(), record);
+        assert_eq!(record.0, "opendkim._domainkey.example.org");
+        assert!(
+            record
+                .1
+                .starts_with("v=DKIM1;k=rsa;p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"),
+            "{}",
+            record.1
+        );
+        assert!(record.1.ends_with(";s=email;t=s"), "{}", record.1);
+        // A different store makes a different key.
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let store2 = Store::open(&dir2.path().join("store.redb")).expect("store 2");
+        let d = Signer::load_or_create(&testing::config(dir2.path(), DOMAIN), &store2)
+            .expect("create")
+            .expect("signs");
+        assert_ne!(d.dns_record(), record);
+    }
+
+    #[test]
+    fn modes_ip_only_does_not_sign_underscore_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store.redb")).expect("store");
+        let ip = testing::config(dir.path(), "127.0.0.1");
+        assert!(
+            Signer::load_or_create(&ip, &store)
+                .expect("ip-only")
+                .is_none()
+        );
+        let mut underscore = testing::config(dir.path(), "_relay.test");
+        underscore.dkim_selector = "sel1".into();
+        let s = Signer::load_or_create(&underscore, &store)
+            .expect("underscore")
+            .expect("underscore mode signs (MODE-2)");
+        assert_eq!(s.dns_record().0, "sel1._domainkey._relay.test");
+        let signed = String::from_utf8(s.sign(&message("a@_relay.test"))).expect("utf8");
+        assert!(signed.contains("s=sel1; d=_relay.test;"), "{signed}");
+    }
+
+    #[test]
+    fn key_records_without_v_and_with_escaped_quotes_parse_in_5() {
+        let (_, value) = signer().dns_record();
+        let p = value
+            .split(';')
+            .find_map(|t| t.strip_prefix("p="))
+            .expect("p= tag");
+        for record in [
+            value.clone(),
+            format!("k=rsa; p={p}"),
+            format!(
+                "v=DKIM1; k=rsa; \\\"p={}\\\" \\\"{}\\\"",
+                &p[..100],
+                &p[100..]
+            ),
+            format!("\"v=DKIM1; k=rsa; p={p}\""),
+        ] {
+            assert!(parse_key_record(record.as_bytes()).is_ok(), "{record}");
+        }
+        assert!(parse_key_record(b"v=spf1 a ~all").is_err());
+        // An empty p= is a revoked key.
+        assert!(parse_key_record(b"v=DKIM1; k=rsa; p=").is_err());
+    }
+
+    #[tokio::test]
+    async fn keys_come_from_the_configured_dns_and_are_cached_in_5() {
+        let s = signer();
+        let (name, value) = s.dns_record();
+        let dns = FakeDns::start().await;
+        // Split in 255-byte strings as §18 publishes it, with escaped quotes as some
+        // DNS providers store it.
+        let quoted = format!("\\\"{value}\\\"");
+        let (a, b) = quoted.split_at(200);
+        dns.publish(&name, &[a, b]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = verifier(dir.path(), &dns);
+        let signed = s.sign(&message("alice@example.org"));
+        assert_eq!(reply(v.verify(&signed, "example.org").await), "ok");
+        assert!(v.has_key(&name));
+        let after_first = dns.queries();
+        assert!(after_first >= 1);
+        assert_eq!(reply(v.verify(&signed, "example.org").await), "ok");
+        assert_eq!(
+            dns.queries(),
+            after_first,
+            "second message served from the cache"
+        );
+        // A tampered body needs no key at all.
+        let mut tampered = signed.clone();
+        let at = tampered.len() - 40;
+        tampered[at] ^= 1;
+        assert_eq!(
+            reply(v.verify(&tampered, "example.org").await),
+            "554 5.7.1 No valid DKIM signature found"
+        );
+        assert!(
+            v.has_key(&name),
+            "a body-hash failure does not drop the key"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_a_signature_fails_with_is_dropped_and_fetched_again_in_5() {
+        // The relay rotated its key: the cache still holds the old one.
+        let old = signer();
+        let new_der = generate_key().expect("second key");
+        let new = Signer::from_pkcs8(&new_der, DOMAIN, "opendkim").expect("new signer");
+        let (name, new_value) = new.dns_record();
+        let dns = FakeDns::start().await;
+        dns.publish(&name, &[&new_value[..200], &new_value[200..]]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = verifier(dir.path(), &dns);
+        let (_, old_value) = old.dns_record();
+        v.insert_key(&name, &old_value, Duration::from_secs(3600));
+        // Signed with the new key: fails with the cached old key, which is dropped and
+        // looked up again; the fresh key verifies.
+        assert_eq!(
+            reply(
+                v.verify(&new.sign(&message("alice@example.org")), "example.org")
+                    .await
+            ),
+            "ok"
+        );
+        assert!(dns.queries() >= 1);
+        // Now a message signed with the old key fails with the (cached) new key: the
+        // key is dropped and looked up once more; failing with the fresh key too, the
+        // message is refused and the key dropped, with no further lookup.
+        let before = dns.queries();
+        assert_eq!(
+            reply(
+                v.verify(&old.sign(&message("alice@example.org")), "example.org")
+                    .await
+            ),
+            "554 5.7.1 No valid DKIM signature found"
+        );
+        assert!(!v.has_key(&name));
+        assert_eq!(dns.queries(), before + 1, "exactly one retry");
+    }
+
+    #[tokio::test]
+    async fn missing_key_is_permanent_dns_failure_is_temporary() {
+        let s = signer();
+        let (name, _) = s.dns_record();
+        let dns = FakeDns::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = verifier(dir.path(), &dns);
+        let signed = s.sign(&message("alice@example.org"));
+        // NXDOMAIN: permanent.
+        assert_eq!(
+            reply(v.verify(&signed, "example.org").await),
+            "554 5.7.1 No valid DKIM signature found"
+        );
+        // SERVFAIL: the sender should retry.
+        dns.fail(&name);
+        assert_eq!(
+            reply(v.verify(&signed, "example.org").await),
+            format!("451 {TEMPORARY_FAILURE}")
+        );
+        assert!(!v.has_key(&name));
+    }
+
+    #[test]
+    fn key_cache_is_bounded_and_honours_expiry() {
+        let cache = KeyCache::new(3);
+        let txt = || Txt::Error(mail_auth::Error::ParseError);
+        let later = Instant::now() + Duration::from_secs(60);
+        for name in ["a", "b", "c"] {
+            cache.insert(name.into(), txt(), later);
+        }
+        // "a" used recently: "b" is the least recently used.
+        assert!(cache.get("a").is_some());
+        cache.insert("d".into(), txt(), later);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("b").is_none());
+        assert!(cache.get("a").is_some() && cache.get("c").is_some() && cache.get("d").is_some());
+        // Expired entries are not served; zero-TTL answers are not cached.
+        cache.insert("e".into(), txt(), Instant::now());
+        assert!(cache.get("e").is_none());
+        assert!(cache.remove("a"));
+        assert!(!cache.remove("a"));
+    }
+
+    /// The venv with dkimpy that tests/run makes (tests/requirements.txt).
+    fn venv_python() -> Option<PathBuf> {
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        if python.is_file() {
+            return Some(python);
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "{} missing: tests/run installs it (dkimpy)",
+                python.display()
+            );
+        }
+        eprintln!(
+            "note: {} missing, dkimpy check skipped (tests/run installs it)",
+            python.display()
+        );
+        None
+    }
+
+    /// Verify `signed` with dkimpy, giving it `record` as the TXT of `name`.
+    fn dkimpy_verify(python: &Path, signed: &[u8], name: &str, record: &str) -> bool {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("msg.eml"), signed).expect("write message");
+        std::fs::write(dir.path().join("record.txt"), record).expect("write record");
+        let script = "import sys, dkim\n\
+            msg = open(sys.argv[1], 'rb').read()\n\
+            record = open(sys.argv[2], 'rb').read()\n\
+            want = sys.argv[3].encode()\n\
+            def dnsfunc(name, timeout=5):\n\
+            \x20   return record if name.rstrip(b'.').lower() == want else None\n\
+            ok = dkim.verify(msg, dnsfunc=dnsfunc)\n\
+            print('verified' if ok else 'failed')\n\
+            sys.exit(0 if ok else 1)\n";
+        std::fs::write(dir.path().join("verify.py"), script).expect("write script");
+        let out = std::process::Command::new(python)
+            .arg(dir.path().join("verify.py"))
+            .arg(dir.path().join("msg.eml"))
+            .arg(dir.path().join("record.txt"))
+            .arg(name)
+            .output()
+            .expect("run dkimpy");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        match out.status.code() {
+            Some(0) => {
+                assert_eq!(stdout.trim(), "verified");
+                true
+            }
+            Some(1) => {
+                assert_eq!(
+                    stdout.trim(),
+                    "failed",
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                false
+            }
+            other => panic!(
+                "dkimpy script failed ({other:?}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// Independent check: dkimpy verifies our signatures with the published record, and
+    /// refuses a modified body and an added oversigned header.
+    #[test]
+    fn dkimpy_verifies_our_signatures() {
+        let Some(python) = venv_python() else {
+            return;
+        };
+        let s = signer();
+        let (name, record) = s.dns_record();
+        let signed = s.sign(&message("alice@example.org"));
+        assert!(dkimpy_verify(&python, &signed, &name, &record));
+        let mut tampered = signed.clone();
+        let at = tampered.len() - 40;
+        tampered[at] ^= 1;
+        assert!(!dkimpy_verify(&python, &tampered, &name, &record));
+        let mut added = b"From: <mallory@example.org>\r\n".to_vec();
+        added.extend_from_slice(&signed);
+        assert!(!dkimpy_verify(&python, &added, &name, &record));
+        // With a record from another key: fails (the check really uses the record).
+        let other =
+            Signer::from_pkcs8(&generate_key().expect("key"), DOMAIN, "opendkim").expect("signer");
+        assert!(!dkimpy_verify(
+            &python,
+            &signed,
+            &name,
+            &other.dns_record().1
+        ));
+    }
+}
