@@ -350,3 +350,192 @@ pub fn mta_sts_id(config: &Config) -> String {
         s
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    fn signer(config: &Config, dir: &Path) -> Signer {
+        let store = Store::open(&dir.join("store.redb")).expect("store");
+        Signer::load_or_create(config, &store)
+            .expect("key")
+            .expect("signs")
+    }
+
+    /// The record lines (not comments) as (name, ttl, class, type, data).
+    fn records(zone: &str) -> Vec<(String, String, String, String, String)> {
+        zone.lines()
+            .filter(|l| !l.trim_start().starts_with(';') && !l.trim().is_empty())
+            .map(|l| {
+                let l = l.split(" ;").next().unwrap_or(l);
+                let mut it = l.splitn(5, ' ');
+                let mut next = || it.next().unwrap_or("").to_string();
+                (next(), next(), next(), next(), next())
+            })
+            .collect()
+    }
+
+    fn find<'a>(
+        recs: &'a [(String, String, String, String, String)],
+        name: &str,
+        kind: &str,
+    ) -> Vec<&'a str> {
+        recs.iter()
+            .filter(|r| r.0 == name && r.3 == kind)
+            .map(|r| r.4.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn domain_mode_zone_has_the_records_of_section_18() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = testing::config(dir.path(), "chat.example.org");
+        let s = signer(&config, dir.path());
+        let zone = zone_text(
+            &config,
+            &s,
+            Addresses {
+                v4: Some(Ipv4Addr::new(203, 0, 114, 7)),
+                v6: None,
+            },
+        );
+        let recs = records(&zone);
+        for r in &recs {
+            assert!(r.0.ends_with('.'), "absolute name: {r:?}");
+            assert_eq!((r.1.as_str(), r.2.as_str()), ("3600", "IN"), "{r:?}");
+        }
+        let d = "chat.example.org.";
+        assert_eq!(find(&recs, d, "A"), ["203.0.114.7"]);
+        // No AAAA detected: a commented placeholder the operator fills in.
+        assert!(find(&recs, d, "AAAA").is_empty());
+        assert!(
+            zone.contains("; chat.example.org. 3600 IN AAAA <public IPv6 address>"),
+            "{zone}"
+        );
+        assert_eq!(find(&recs, d, "MX"), ["10 chat.example.org."]);
+        assert_eq!(find(&recs, "www.chat.example.org.", "CNAME"), [d]);
+        assert_eq!(find(&recs, "mta-sts.chat.example.org.", "CNAME"), [d]);
+        let id = mta_sts_id(&config);
+        assert_eq!(id.len(), 12);
+        assert_eq!(
+            find(&recs, "_mta-sts.chat.example.org.", "TXT"),
+            [format!("\"v=STSv1; id={id}\"")]
+        );
+        let (name, value) = s.dns_record();
+        assert_eq!(name, "opendkim._domainkey.chat.example.org");
+        let dkim = find(&recs, "opendkim._domainkey.chat.example.org.", "TXT");
+        assert_eq!(dkim, [txt_strings(&value)]);
+        assert_eq!(find(&recs, d, "TXT"), ["\"v=spf1 a ~all\""]);
+        assert_eq!(
+            find(&recs, "_dmarc.chat.example.org.", "TXT"),
+            ["\"v=DMARC1;p=reject;adkim=s;aspf=s\""]
+        );
+        assert_eq!(find(&recs, d, "CAA"), ["0 issue \"letsencrypt.org\""]);
+        for (srv, port) in [
+            ("_submission._tcp", 587),
+            ("_submissions._tcp", 465),
+            ("_imap._tcp", 143),
+            ("_imaps._tcp", 993),
+        ] {
+            assert_eq!(
+                find(&recs, &format!("{srv}.{d}"), "SRV"),
+                [format!("0 1 {port} {d}")]
+            );
+        }
+        // Required before recommended.
+        let required = zone.find("REQUIRED").expect("required section");
+        let recommended = zone.find("RECOMMENDED").expect("recommended section");
+        assert!(
+            required < zone.find("IN MX").expect("MX")
+                && zone.find("IN MX").expect("MX") < recommended
+        );
+        assert!(zone.find("v=spf1").expect("spf") > recommended);
+    }
+
+    #[test]
+    fn undetected_addresses_are_placeholders_and_ipv6_can_be_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = testing::config(dir.path(), "chat.example.org");
+        let s = signer(&config, dir.path());
+        let zone = zone_text(&config, &s, Addresses::default());
+        assert!(find(&records(&zone), "chat.example.org.", "A").is_empty());
+        assert!(zone.contains("FILL IN the public IPv4 address"), "{zone}");
+        assert!(zone.contains("; chat.example.org. 3600 IN A <public IPv4 address>"));
+        config.disable_ipv6 = true;
+        let zone = zone_text(&config, &s, Addresses::default());
+        assert!(!zone.contains("AAAA"), "{zone}");
+    }
+
+    #[test]
+    fn underscore_mode_has_no_mta_sts_mode_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = testing::config(dir.path(), "_chat.test");
+        let s = signer(&config, dir.path());
+        let zone = zone_text(&config, &s, Addresses::default());
+        assert!(!zone.to_ascii_lowercase().contains("mta-sts"), "{zone}");
+        assert!(!zone.contains("CAA"), "{zone}");
+        let recs = records(&zone);
+        assert_eq!(find(&recs, "_chat.test.", "MX"), ["10 _chat.test."]);
+        assert_eq!(
+            find(&recs, "opendkim._domainkey._chat.test.", "TXT").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn ip_only_mode_needs_no_dns() {
+        let text = ip_only_text(Ipv4Addr::new(192, 0, 2, 9));
+        assert!(text.contains("no DNS records are"), "{text}");
+        assert!(text.lines().all(|l| l.starts_with(';')), "{text}");
+    }
+
+    #[test]
+    fn txt_strings_split_at_255_bytes() {
+        let value = "a".repeat(600);
+        let out = txt_strings(&value);
+        let parts: Vec<&str> = out.split(' ').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].len(), 257);
+        assert_eq!(parts[1].len(), 257);
+        assert_eq!(parts[2].len(), 92);
+        assert_eq!(txt_strings("x\"y\\z"), "\"x\\\"y\\\\z\"");
+        assert_eq!(txt_strings(""), "\"\"");
+    }
+
+    #[test]
+    fn global_address_rules() {
+        for a in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "198.18.0.1",
+        ] {
+            assert!(!global_v4(a.parse().expect("ip")), "{a}");
+        }
+        for a in ["203.0.114.7", "8.8.8.8", "172.32.0.1"] {
+            assert!(global_v4(a.parse().expect("ip")), "{a}");
+        }
+        for a in ["::1", "fe80::1", "fd00::1", "2001:db8::1"] {
+            assert!(!global_v6(a.parse().expect("ip")), "{a}");
+        }
+        assert!(global_v6("2a01:4f8::1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn zone_file_is_written_for_the_dns_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = testing::config(dir.path(), "chat.example.org");
+        let s = signer(&config, dir.path());
+        write_zone_file(&config, &s).expect("write");
+        let text = std::fs::read_to_string(zone_file_path(&config)).expect("read");
+        assert!(text.contains(&txt_strings(&s.dns_record().1)), "{text}");
+        assert!(!dir.path().join("dns.zone.tmp").exists());
+    }
+}
