@@ -31,7 +31,8 @@
 //!   broadcast addresses, so credentials that every account gets cannot be used to
 //!   reach services on the relay host itself. Private ranges stay allowed: a relay on a
 //!   home network must relay between LAN devices. A listener that is itself on
-//!   loopback (tests) may relay to loopback peers.
+//!   loopback (tests) may relay to loopback peers;
+//! - a bound on relayed sockets open at once ([`MAX_RELAYED_SOCKETS`]).
 //!
 //! Known difference from RFC 5389 §10.2.2: the crate answers wrong or expired
 //! credentials with 400 (Bad Request), not 401; clients fail the allocation either
@@ -70,6 +71,11 @@ pub const SECRET_NAME: &str = "turn";
 /// How many random relay ports an allocation tries before giving up (486/508 to the
 /// client).
 const PORT_TRIES: usize = 32;
+/// Relayed sockets open at once, over all listeners: every account can get
+/// credentials, so without a bound one client could use up the relay ports and the
+/// process's file descriptors (which IMAP and SMTP need too). Over it the client gets
+/// 508 (Insufficient Capacity, RFC 5766 §6.2).
+pub const MAX_RELAYED_SOCKETS: usize = 2000;
 
 /// RT-2: the password of a REST username: base64(HMAC-SHA1(secret, username)).
 pub fn password(secret: &[u8], username: &str) -> String {
@@ -266,6 +272,8 @@ fn peer_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
 struct FilteredRelay {
     socket: UdpSocket,
     allow_loopback: bool,
+    /// One of `MAX_RELAYED_SOCKETS`, given back when the allocation drops the socket.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn refused() -> webrtc_util::Error {
@@ -328,6 +336,8 @@ struct RelayPorts {
     v4: Option<IpAddr>,
     v6: Option<IpAddr>,
     allow_loopback: bool,
+    /// Shared by every listener.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[async_trait]
@@ -343,6 +353,11 @@ impl RelayAddressGenerator for RelayPorts {
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
         let ip = if use_ipv4 { self.v4 } else { self.v6 }
             .ok_or_else(|| turn::Error::Other("address family not served".to_string()))?;
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| turn::Error::Other("too many relayed sockets".to_string()))?;
         let ports: Vec<u16> = if requested_port != 0 {
             vec![requested_port]
         } else {
@@ -359,6 +374,7 @@ impl RelayAddressGenerator for RelayPorts {
                 let conn = FilteredRelay {
                     socket,
                     allow_loopback: self.allow_loopback,
+                    _slot: slot,
                 };
                 return Ok((Arc::new(conn), addr));
             }
@@ -393,6 +409,7 @@ pub async fn run(relay: Arc<Relay>) {
     };
     let addrs = listen_addresses(&config.turn_listen, &interfaces);
     let first_of = |v4: bool| addrs.iter().map(|a| a.ip()).find(|ip| ip.is_ipv4() == v4);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_RELAYED_SOCKETS));
     let mut conn_configs = Vec::new();
     let mut port = None;
     for addr in &addrs {
@@ -412,6 +429,7 @@ pub async fn run(relay: Arc<Relay>) {
                 v4: if addr.is_ipv4() { own } else { first_of(true) },
                 v6: if addr.is_ipv6() { own } else { first_of(false) },
                 allow_loopback: addr.ip().is_loopback(),
+                slots: slots.clone(),
             }),
         });
     }
@@ -665,6 +683,32 @@ mod tests {
         task.abort();
         let _ = task.await;
         assert_eq!(metadata_value(&relay.config), None, "stopped: NIL");
+    }
+
+    #[tokio::test]
+    async fn relayed_sockets_are_bounded() {
+        let ports = RelayPorts {
+            v4: Some(Ipv4Addr::LOCALHOST.into()),
+            v6: None,
+            allow_loopback: true,
+            slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        };
+        let (a, addr_a) = ports.allocate_conn(true, 0).await.expect("first");
+        let (_b, _) = ports.allocate_conn(true, 0).await.expect("second");
+        assert!(RELAY_PORTS.contains(&addr_a.port()), "{addr_a}");
+        assert!(
+            ports.allocate_conn(true, 0).await.is_err(),
+            "over the bound"
+        );
+        assert!(
+            ports.allocate_conn(false, 0).await.is_err(),
+            "no IPv6 address"
+        );
+        drop(a);
+        assert!(
+            ports.allocate_conn(true, 0).await.is_ok(),
+            "slot given back"
+        );
     }
 
     #[test]
