@@ -316,7 +316,7 @@ impl Registry {
         w.family(
             "relaybox_outbound_attempts",
             Kind::Counter,
-            "Outbound delivery attempts per recipient domain, by result.",
+            "Recipients of outbound delivery attempts, by result (an attempt counts each recipient it carried).",
         );
         for (i, result) in ["accepted", "temporary", "permanent"].iter().enumerate() {
             w.sample(

@@ -84,7 +84,7 @@ fn listening_ports(relay: &Relay) -> BTreeSet<u16> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| *a == config) && args.iter().any(|a| a == "serve") {
+        if args.contains(&config) && args.iter().any(|a| a == "serve") {
             pid = Some(name);
             break;
         }
