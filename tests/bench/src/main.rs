@@ -8,6 +8,7 @@
 //! limit (SUB-4), so the limiter is never what is measured.
 
 mod client;
+mod federation;
 mod mail;
 mod relay;
 mod report;
@@ -297,6 +298,18 @@ async fn run(plan: Plan) -> Result<()> {
     }
 
     sync_phase(
+        &plan,
+        &bin,
+        &data_parent,
+        &tls,
+        &names,
+        &keys,
+        plaintext_len,
+        &mut fig,
+    )
+    .await;
+
+    federation::federation_phase(
         &plan,
         &bin,
         &data_parent,
