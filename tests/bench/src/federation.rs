@@ -398,9 +398,10 @@ fn peer_addr(names: &Names, role: char, i: usize, ip: Ipv4Addr) -> String {
     format!("{role}{}{:05}@[{ip}]", names.tag, i % 100_000)
 }
 
-/// Messages per run: 10 concurrent submitters to A, PER_SENDER per sender account.
+/// Messages per run (as many as the single-relay throughput run): SUBMITTERS
+/// concurrent submitters to A, PER_SENDER per sender account.
 fn messages(plan: &Plan) -> usize {
-    if plan.quick { 100 } else { 1000 }
+    if plan.quick { 300 } else { 2000 }
 }
 
 /// The federation phase: both variants, rows and notes into `fig`.
