@@ -618,6 +618,17 @@ impl Config {
         // CFG-5: absent ≠ present-and-empty.
         let iroh_relay = p.take("iroh_relay").map(|v| v.trim().to_string());
         let mtail_address = p.take("mtail_address").filter(|v| !v.is_empty());
+        // LOG-5: checked here so that a bad value stops the start like any other.
+        if let Some(v) = &mtail_address
+            && let Err(e) = crate::metrics::parse_metrics_address(v)
+        {
+            let msg = e.to_string();
+            let msg = msg
+                .strip_prefix("mtail_address: ")
+                .unwrap_or(&msg)
+                .to_string();
+            return Err(value_error("mtail_address", msg));
+        }
         let imap_rawlog = p.boolean("imap_rawlog");
         let imap_compress = p.boolean("imap_compress");
         let privacy_postal = p.string("privacy_postal");
@@ -1515,6 +1526,46 @@ privacy_supervisor =
         assert_eq!(c.www_folder, None);
         assert_eq!(c.listen, Listeners::standard(false));
         assert_eq!(l.unknown_keys, vec!["tls_cert".to_string()]);
+    }
+
+    #[test]
+    fn federation_keys() {
+        let c = with("");
+        assert!(c.dns_resolver.is_empty());
+        assert_eq!(c.dkim_selector, "opendkim");
+        assert_eq!(c.maximal_queue_lifetime, Duration::from_secs(2 * 86_400));
+        assert_eq!(c.minimal_backoff_time, Duration::from_secs(300));
+        assert_eq!(c.maximal_backoff_time, Duration::from_secs(4000));
+        assert!(!c.log_stderr);
+        let c = with(
+            "dns_resolver = 127.0.0.1:5353, ::1\ndkim_selector = dkim2026\n\
+             maximal_queue_lifetime = 5h\nminimal_backoff_time = 1s\nmaximal_backoff_time = 1m",
+        );
+        assert_eq!(c.dns_resolver, vec![sa("127.0.0.1:5353"), sa("[::1]:53")]);
+        assert_eq!(c.dkim_selector, "dkim2026");
+        assert_eq!(c.maximal_queue_lifetime, Duration::from_secs(5 * 3600));
+        assert_eq!(c.minimal_backoff_time, Duration::from_secs(1));
+        assert_eq!(c.maximal_backoff_time, Duration::from_secs(60));
+        for (bad, key) in [
+            ("dns_resolver = resolver.example", "dns_resolver"),
+            ("dkim_selector = a.b", "dkim_selector"),
+            ("maximal_queue_lifetime = 2 days", "maximal_queue_lifetime"),
+            (
+                "minimal_backoff_time = 10m\nmaximal_backoff_time = 1m",
+                "maximal_backoff_time",
+            ),
+            ("mtail_address = metrics.example", "mtail_address"),
+        ] {
+            match error(bad) {
+                ConfigError::Value { key: k, .. } => assert_eq!(k, key, "{bad}"),
+                e => panic!("{bad}: {e}"),
+            }
+        }
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("300"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1w"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
     }
 
     #[test]

@@ -57,7 +57,11 @@ fn main() -> ExitCode {
     let dev = matches!(cli.command, Command::Dev { .. });
     let config = match cli.command {
         Command::Serve { config } => match load_config(&config) {
-            Ok(c) => c,
+            Ok(c) => {
+                // LOG-1: from here on logs reach stderr only when configured.
+                relaybox::logs::set_stderr(c.log_stderr);
+                c
+            }
             Err(code) => return code,
         },
         Command::Expire { config, now } => match load_config(&config) {
@@ -131,6 +135,14 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
     match Config::load(path) {
         Ok(loaded) => {
             if !loaded.unknown_keys.is_empty() {
+                // Also on stderr when the logs stay in memory: the operator must see it.
+                if !loaded.config.log_stderr {
+                    eprintln!(
+                        "relaybox: {}: unknown keys ignored: {}",
+                        path.display(),
+                        loaded.unknown_keys.join(", ")
+                    );
+                }
                 tracing::warn!(
                     "{}: unknown keys ignored: {}",
                     path.display(),
