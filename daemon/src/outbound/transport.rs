@@ -1100,7 +1100,9 @@ mod tests {
 
         // OUT-3: the host took SMTP, so HTTPS is skipped for 30 minutes.
         let msg = encrypted(sender, &bob, "second");
-        let out = t.deliver("[127.0.0.2]", sender, &[bob.clone()], &msg).await;
+        let out = t
+            .deliver("[127.0.0.2]", sender, std::slice::from_ref(&bob), &msg)
+            .await;
         assert_eq!(out.accepted, vec![bob.clone()], "{out:?}");
         assert_eq!(
             https_hits2.load(std::sync::atomic::Ordering::SeqCst),
@@ -1111,7 +1113,9 @@ mod tests {
 
         // The peer goes away: connection refused → temporary 421, the mark is cleared.
         peer.stop().await;
-        let out = t.deliver("[127.0.0.2]", sender, &[bob.clone()], &msg).await;
+        let out = t
+            .deliver("[127.0.0.2]", sender, std::slice::from_ref(&bob), &msg)
+            .await;
         assert!(out.accepted.is_empty());
         assert_eq!(out.temporary.len(), 1, "{out:?}");
         let reply = &out.temporary[0].1;
@@ -1127,7 +1131,9 @@ mod tests {
             1,
             "still marked"
         );
-        let _ = t.deliver("[127.0.0.2]", sender, &[bob.clone()], &msg).await;
+        let _ = t
+            .deliver("[127.0.0.2]", sender, std::slice::from_ref(&bob), &msg)
+            .await;
         assert_eq!(
             https_hits2.load(std::sync::atomic::Ordering::SeqCst),
             2,
@@ -1160,7 +1166,7 @@ mod tests {
         assert_eq!(ip_only.source, Some(ip(3)));
         assert_eq!(ip_only.helo, "3.0.0.127.in-addr.arpa");
         let out = ip_only
-            .deliver("[127.0.0.2]", sender, &[bob.clone()], &msg)
+            .deliver("[127.0.0.2]", sender, std::slice::from_ref(&bob), &msg)
             .await;
         assert_eq!(out.accepted, vec![bob.clone()], "{out:?}");
         assert_eq!(peer.inbox(&bob).len(), 1);
@@ -1172,7 +1178,7 @@ mod tests {
         )
         .unwrap();
         let out = unbound
-            .deliver("[127.0.0.2]", sender, &[bob.clone()], &msg)
+            .deliver("[127.0.0.2]", sender, std::slice::from_ref(&bob), &msg)
             .await;
         assert_eq!(out.permanent.len(), 1, "{out:?}");
         assert_eq!(
@@ -1482,7 +1488,9 @@ mod tests {
         let t = Transport::with_settings(&cfg, settings(smtp_port, https_port)).unwrap();
         let sender = "x@[127.0.0.1]";
         let msg = encrypted(sender, &bob, "via mx2");
-        let out = t.deliver("dest.test", sender, &[bob.clone()], &msg).await;
+        let out = t
+            .deliver("dest.test", sender, std::slice::from_ref(&bob), &msg)
+            .await;
         assert_eq!(out.accepted, vec![bob.clone()], "{out:?}");
         assert_eq!(peer.inbox(&bob).len(), 1);
         assert!(contains(&peer.inbox(&bob)[0], "Subject: via mx2"));
@@ -1504,7 +1512,7 @@ mod tests {
         cfg2.dns_resolver = vec![dns.addr()];
         let strict = Transport::with_settings(&cfg2, settings(smtp_port, https_port)).unwrap();
         let out = strict
-            .deliver("dest.test", sender, &[bob.clone()], &msg)
+            .deliver("dest.test", sender, std::slice::from_ref(&bob), &msg)
             .await;
         assert_eq!(out.temporary.len(), 1, "{out:?}");
         let text = &out.temporary[0].1.text;
