@@ -289,11 +289,12 @@ impl Transport {
                         };
                     }
                     Answer::Refused { status, reply } => {
+                        // The code only: a reply text may name a recipient (LOG-2).
                         tracing::info!(
                             "outbound: {label} /mxdeliv answered {status}{}; trying SMTP",
                             reply
                                 .as_ref()
-                                .map(|r| format!(" ({r})"))
+                                .map(|r| format!(" (SMTP {})", r.code))
                                 .unwrap_or_default()
                         );
                         if reply.is_some() {
@@ -1788,6 +1789,43 @@ mod tests {
             format!("127.0.0.2:{https_port}")
         );
         task.abort();
+    }
+
+    /// Happy Eyeballs: a refusing IPv6 address does not keep the IPv4 one from
+    /// being used, and the order starts with IPv6 (RFC 8305).
+    #[tokio::test]
+    async fn connect_races_address_families() {
+        let l = TcpListener::bind((ip(2), 0)).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let t = Transport::with_settings(
+            &transport_config(dir.path(), "sender.test"),
+            settings(port, port),
+        )
+        .unwrap();
+        let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        let stream = tokio::time::timeout(STEP, t.connect(&[ip(2), v6], port))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), SocketAddr::new(ip(2), port));
+        let err = t
+            .connect(&[v6], closed_port(ip(2)).await)
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("[::1]:"), "{err}");
+        // IP-only relays never use IPv6 (their source address is IPv4).
+        let dir2 = tempfile::tempdir().unwrap();
+        let ip_only = Transport::with_settings(
+            &transport_config(dir2.path(), "127.0.0.1"),
+            settings(port, port),
+        )
+        .unwrap();
+        assert!(!ip_only.ipv6);
+        assert_eq!(
+            ip_only.addresses(&Hop::Literal(v6)).await,
+            Err("no usable address".to_string())
+        );
     }
 
     #[test]
