@@ -89,6 +89,15 @@ impl Relay {
             config.max_user_send_burst_size,
         ));
         let dkim = crate::dkim::Signer::load_or_create(&config, &store)?;
+        // `relaybox dns` prints this copy while the relay holds the store (§18).
+        if let Some(signer) = &dkim
+            && let Err(e) = crate::zone::write_zone_file(&config, signer)
+        {
+            tracing::warn!(
+                "cannot write {}: {e}",
+                crate::zone::zone_file_path(&config).display()
+            );
+        }
         let dkim_verifier = crate::dkim::Verifier::new(&config)?;
         let outbound = crate::outbound::Transport::new(&config)?;
         Ok(Arc::new(Relay {
