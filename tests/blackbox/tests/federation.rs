@@ -363,3 +363,64 @@ async fn sender_killed_with_full_queue_loses_nothing() {
     }
     assert_eq!(inbox.len(), N, "INBOX: {:?}", ids(&inbox));
 }
+
+/// OUT-4: the peer's certificate is checked against the MX name. Relay 2 shows a
+/// certificate from the trusted test CA but for another name → nothing is delivered
+/// (neither over HTTPS nor SMTP); relay 2 restarted with the right certificate → the
+/// held message arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_for_another_name_holds_delivery() {
+    let (mut set, a, b) = domain_pair(|_| Vec::new()).await;
+    let wrong = set
+        .ca
+        .leaf(set.dir.path(), "wrong-name", &["wrong-name.test"], &[]);
+    let key = "tls_external_cert_and_key";
+    let right_line = set.relays[1]
+        .extra
+        .iter()
+        .find(|l| l.starts_with(key))
+        .cloned()
+        .expect("the harness sets the certificate");
+    set.relays[1].stop().await;
+    for l in set.relays[1].extra.iter_mut() {
+        if l.starts_with(key) {
+            *l = format!("{key} = {}", wrong.ini_value());
+        }
+    }
+    set.relays[1].start().await;
+
+    let mail = encrypted_mail(&a.addr, &[&b.addr]);
+    let r = set.relays[0].submit(&a, &[&b.addr], &mail.bytes).await;
+    assert_eq!(r.code, 250, "submission: {r}");
+    // Several attempts (back-off 1–2 s) see the wrong name.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let inbox = set.relays[1].inbox(&b).await;
+    assert_eq!(
+        count_id(&inbox, &mail.message_id),
+        0,
+        "delivered to a peer whose certificate names another host"
+    );
+    // For the report: how relay 1 saw it (visible with --nocapture).
+    eprintln!(
+        "relay 1 while the name was wrong:\n{}",
+        set.relays[0].log_lines(&["ertificate", "Name", "TLS", "tls", "retry", "temporar"])
+    );
+
+    set.relays[1].stop().await;
+    for l in set.relays[1].extra.iter_mut() {
+        if l.starts_with(key) {
+            *l = right_line.clone();
+        }
+    }
+    set.relays[1].start().await;
+    let (r1, r2) = (&set.relays[0], &set.relays[1]);
+    let inbox = r2
+        .wait_inbox(&b, DELIVERY_TIMEOUT, |i| count_id(i, &mail.message_id) > 0)
+        .await;
+    assert_eq!(
+        count_id(&inbox, &mail.message_id),
+        1,
+        "held message not delivered once the certificate names the MX host; relay 1 log:\n{}",
+        r1.log_tail(40)
+    );
+}
