@@ -3,15 +3,17 @@
 //! by preference (RFC 5321 §5.1), with null MX (RFC 7505), NXDOMAIN and the implicit MX
 //! of a domain without MX records; then each host's IPv4 and IPv6 addresses.
 //!
-//! Resolver: the DNS servers of `dns_resolver`, or the system's (`/etc/resolv.conf`)
-//! when that list is empty. Negative answers are never cached (OUT-2: "no negative
-//! caching"), so a domain that just got its MX records is reachable at the next retry.
+//! Resolver: the DNS servers of `dns_resolver`, or the system's (`/etc/resolv.conf`,
+//! read at first use and again when the file changes) when that list is empty.
+//! Negative answers are never cached (OUT-2: "no negative caching"), so a domain that
+//! just got its MX records is reachable at the next retry.
 //! DNSSEC: the relay does not validate itself; like upstream (Postfix behind a local
 //! validating unbound), it relies on the configured resolver to validate and answer
 //! SERVFAIL for bogus data, which becomes a temporary DNS failure here.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
@@ -20,7 +22,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::{Resolver, ResolverBuilder, TokioResolver};
 use rand::seq::SliceRandom;
 
 use super::transport::TransportError;
@@ -96,47 +98,76 @@ pub fn literal(domain: &str) -> Option<Result<IpAddr, ()>> {
 
 /// MX and address lookups through the configured resolver.
 pub struct Router {
-    resolver: TokioResolver,
+    source: Source,
 }
 
+/// Where the resolver's servers come from.
+enum Source {
+    /// `dns_resolver`: built once.
+    Fixed(TokioResolver),
+    /// The system configuration: built on first use and again whenever
+    /// `/etc/resolv.conf` changes (a DHCP lease, an appliance booting without network),
+    /// so a missing or changing file never keeps the relay from starting or from
+    /// following it. `None` until a build succeeded.
+    System(Mutex<Option<(Option<SystemTime>, TokioResolver)>>),
+}
+
+/// The file the system configuration comes from (hickory reads it on Unix).
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
 impl Router {
-    /// A resolver for `config.dns_resolver` (empty: the system configuration).
+    /// A resolver for `config.dns_resolver` (empty: the system configuration, read
+    /// when first needed).
     pub fn new(config: &Config) -> Result<Router, TransportError> {
-        let err = |e: NetError| TransportError::Resolver(e.to_string());
-        let mut builder = if config.dns_resolver.is_empty() {
-            Resolver::builder_tokio().map_err(err)?
-        } else {
-            let servers = config
-                .dns_resolver
-                .iter()
-                .map(|addr| {
-                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                    for connection in &mut server.connections {
-                        connection.port = addr.port();
-                    }
-                    server
-                })
-                .collect();
-            let builder = Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            );
-            // The configured servers answer for everything (tests run their own).
-            let mut builder = builder;
-            builder.options_mut().use_hosts_file = ResolveHosts::Never;
-            builder
-        };
-        let opts: &mut ResolverOpts = builder.options_mut();
-        // OUT-2: no negative caching.
-        opts.negative_min_ttl = Some(Duration::ZERO);
-        opts.negative_max_ttl = Some(Duration::ZERO);
-        // Positive answers are kept at most 5 minutes whatever their TTL.
-        opts.positive_max_ttl = Some(Duration::from_secs(300));
-        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        opts.timeout = Duration::from_secs(5);
-        opts.attempts = 2;
-        let resolver = builder.build().map_err(err)?;
-        Ok(Router { resolver })
+        if config.dns_resolver.is_empty() {
+            return Ok(Router {
+                source: Source::System(Mutex::new(None)),
+            });
+        }
+        let servers = config
+            .dns_resolver
+            .iter()
+            .map(|addr| {
+                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                for connection in &mut server.connections {
+                    connection.port = addr.port();
+                }
+                server
+            })
+            .collect();
+        let mut builder = Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        );
+        // The configured servers answer for everything (tests run their own).
+        builder.options_mut().use_hosts_file = ResolveHosts::Never;
+        let resolver = build(builder).map_err(|e| TransportError::Resolver(e.to_string()))?;
+        Ok(Router {
+            source: Source::Fixed(resolver),
+        })
+    }
+
+    /// The resolver to use now.
+    fn resolver(&self) -> Result<TokioResolver, String> {
+        match &self.source {
+            Source::Fixed(resolver) => Ok(resolver.clone()),
+            Source::System(current) => {
+                let stamp = std::fs::metadata(RESOLV_CONF)
+                    .and_then(|m| m.modified())
+                    .ok();
+                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((built_at, resolver)) = current.as_ref()
+                    && *built_at == stamp
+                {
+                    return Ok(resolver.clone());
+                }
+                let resolver = Resolver::builder_tokio()
+                    .and_then(build)
+                    .map_err(|e| format!("system resolver configuration: {e}"))?;
+                *current = Some((stamp, resolver.clone()));
+                Ok(resolver)
+            }
+        }
     }
 
     /// OUT-2: the next hops of `domain` (lower-cased by the caller or not; no trailing
@@ -161,7 +192,17 @@ impl Router {
         }
         // Fully qualified: no search-list expansion of the system configuration.
         let fqdn = format!("{name}.");
-        let lookup = match self.resolver.mx_lookup(fqdn.as_str()).await {
+        let resolver = match self.resolver() {
+            Ok(resolver) => resolver,
+            Err(e) => {
+                tracing::warn!("outbound: {e}");
+                return Route::Fail {
+                    reply: dns_failed(domain),
+                    permanent: false,
+                };
+            }
+        };
+        let lookup = match resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => lookup,
             Err(e) => {
                 return match classify(&e) {
@@ -212,7 +253,7 @@ impl Router {
             return Ok(vec![ip]);
         }
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        match self.resolver.lookup_ip(fqdn.as_str()).await {
+        match self.resolver()?.lookup_ip(fqdn.as_str()).await {
             Ok(lookup) => {
                 let mut ips: Vec<IpAddr> = lookup.iter().collect();
                 ips.dedup();
@@ -226,6 +267,20 @@ impl Router {
             },
         }
     }
+}
+
+/// The options of every resolver here, then the resolver.
+fn build(mut builder: ResolverBuilder<TokioRuntimeProvider>) -> Result<TokioResolver, NetError> {
+    let opts: &mut ResolverOpts = builder.options_mut();
+    // OUT-2: no negative caching.
+    opts.negative_min_ttl = Some(Duration::ZERO);
+    opts.negative_max_ttl = Some(Duration::ZERO);
+    // Positive answers are kept at most 5 minutes whatever their TTL.
+    opts.positive_max_ttl = Some(Duration::from_secs(300));
+    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    opts.timeout = Duration::from_secs(5);
+    opts.attempts = 2;
+    builder.build()
 }
 
 /// What an MX answer comes to.
