@@ -1791,6 +1791,65 @@ mod tests {
         task.abort();
     }
 
+    /// OUT-3 step 1 against a real relay's `/mxdeliv` (IN-6) on an IP-literal
+    /// destination: delivered over HTTPS (SMTP closed), the message in the store; the
+    /// peer's refusal of an unknown user (400 with `550 5.1.1`) falls through to SMTP,
+    /// which is closed, so that reply becomes the permanent result.
+    #[tokio::test]
+    async fn https_to_a_real_relay() {
+        let peer_ip = ip(2);
+        let peer = Peer::start("127.0.0.2", SocketAddr::new(peer_ip, 0), None).await;
+        let bob = peer.account("bob").await;
+        let listener = TcpListener::bind((peer_ip, 0)).await.unwrap();
+        let https_port = listener.local_addr().unwrap().port();
+        let relay = peer.relay.clone();
+        let server = tokio::spawn(async move {
+            for _ in 0..100 {
+                let Ok((tcp, client)) = listener.accept().await else {
+                    return;
+                };
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(relay.tls.tls12.clone());
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        crate::http::serve_https(relay, Conn::Tls(Box::new(tls)), client).await;
+                    }
+                });
+            }
+        });
+        let smtp_port = closed_port(peer_ip).await;
+        let dir = tempfile::tempdir().unwrap();
+        let t = Transport::with_settings(
+            &transport_config(dir.path(), "127.0.0.1"),
+            settings(smtp_port, https_port),
+        )
+        .unwrap();
+        let sender = "x@[127.0.0.1]";
+        let msg = encrypted(sender, &bob, "over mxdeliv");
+        let out = t
+            .deliver("[127.0.0.2]", sender, std::slice::from_ref(&bob), &msg)
+            .await;
+        assert_eq!(out.accepted, vec![bob.clone()], "{out:?}");
+        assert_eq!(out.via, Some(Via::Https));
+        let inbox = peer.inbox(&bob);
+        assert_eq!(inbox.len(), 1);
+        assert!(contains(&inbox[0], "Subject: over mxdeliv"));
+        assert!(contains(
+            &inbox[0],
+            "\r\n.a preamble line starting with a dot\r\n"
+        ));
+
+        let nobody = "nobody@[127.0.0.2]".to_string();
+        let out = t
+            .deliver("[127.0.0.2]", sender, std::slice::from_ref(&nobody), &msg)
+            .await;
+        assert!(out.accepted.is_empty(), "{out:?}");
+        assert_eq!(out.permanent.len(), 1, "{out:?}");
+        assert_eq!(out.permanent[0].1.code, 550, "{out:?}");
+        assert!(out.permanent[0].1.text.starts_with("5.1.1"), "{out:?}");
+        server.abort();
+    }
+
     /// Happy Eyeballs: a refusing IPv6 address does not keep the IPv4 one from
     /// being used, and the order starts with IPv6 (RFC 8305).
     #[tokio::test]
