@@ -141,6 +141,8 @@ struct Setup {
     set: DomainRelays,
     postfix: Postfix,
     dkim_key: PathBuf,
+    /// Holds `dkim_key` (removed on drop).
+    _key_dir: tempfile::TempDir,
     /// The relay's account.
     a: Account,
 }
@@ -150,9 +152,8 @@ async fn setup(postfix_ca: Option<&TestCa>) -> Setup {
     let key_dir = tempfile::Builder::new()
         .prefix("relaybox-pfkey-")
         .tempdir()
-        .expect("temp dir")
-        .keep();
-    let (dkim_key, dkim_txt) = classic_dkim_key(&key_dir);
+        .expect("temp dir");
+    let (dkim_key, dkim_txt) = classic_dkim_key(key_dir.path());
     let mut zone = Zone::default();
     zone.add_mail_domain(CLASSIC, net.host(4));
     zone.add_txt(&format!("{PF_SELECTOR}._domainkey.{CLASSIC}"), &dkim_txt);
@@ -171,6 +172,7 @@ async fn setup(postfix_ca: Option<&TestCa>) -> Setup {
         set,
         postfix,
         dkim_key,
+        _key_dir: key_dir,
         a,
     }
 }
