@@ -293,10 +293,10 @@ fn inline_encrypted() -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(&packets);
     format!(
         "From: {{from_addr}}\r\nTo: {{to_addr}}\r\nSubject: {{subject}}\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"B\"\r\n\r\n\
-         --B\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
-         --B\r\nContent-Type: application/octet-stream\r\n\r\n\
-         -----BEGIN PGP MESSAGE-----\r\n\r\n{b64}\r\n=AAAA\r\n-----END PGP MESSAGE-----\r\n\r\n--B--\r\n"
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"inline-boundary-1\"\r\n\r\n\
+         --inline-boundary-1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --inline-boundary-1\r\nContent-Type: application/octet-stream\r\n\r\n\
+         -----BEGIN PGP MESSAGE-----\r\n\r\n{b64}\r\n=AAAA\r\n-----END PGP MESSAGE-----\r\n\r\n--inline-boundary-1--\r\n"
     )
 }
 
@@ -1141,4 +1141,19 @@ async fn quota_trim_after_smtp_delivery() {
     let r = send_mail(&mut c, &alice, &[&bob], &encrypted(&alice, &bob)).await;
     assert_eq!(r.text(), "250 2.0.0 Ok: queued");
     assert_eq!(h.inbox(&bob).len(), 9);
+}
+
+/// The stand-alone fallback message (used when ../shared/fixtures is absent) must pass
+/// the encryption gate, or the repository's tests fail without ../shared.
+#[test]
+fn inline_fallback_message_is_encrypted() {
+    use crate::policy::gate::{self, Direction};
+    let text = inline_encrypted()
+        .replace("{from_addr}", "a@example.org")
+        .replace("{to_addr}", "b@example.org")
+        .replace("{subject}", "s");
+    let msg = mail_parser::MessageParser::default()
+        .parse(text.as_bytes())
+        .expect("parses");
+    assert!(gate::is_encrypted(&msg, Direction::Outgoing));
 }

@@ -196,10 +196,10 @@ impl Relay {
             ("log_stderr", "log_stderr = true"),
             ("turn_listen", "turn_listen ="),
         ] {
-            let overridden = self.extra.iter().any(|l| {
-                l.split_once('=')
-                    .is_some_and(|(k, _)| k.trim() == key)
-            });
+            let overridden = self
+                .extra
+                .iter()
+                .any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key));
             if !overridden {
                 ini += line;
                 ini += "\n";
