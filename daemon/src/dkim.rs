@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::{Resolver, TokioResolver};
 use mail_auth::common::crypto::{Algorithm, HashAlgorithm, RsaKey, Sha256, SigningKey};
@@ -518,23 +516,7 @@ fn resolver(config: &Config) -> Result<TokioResolver, DkimError> {
     let mut builder = if config.dns_resolver.is_empty() {
         Resolver::builder_tokio().map_err(err)?
     } else {
-        let servers = config
-            .dns_resolver
-            .iter()
-            .map(|addr| {
-                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                for connection in &mut server.connections {
-                    connection.port = addr.port();
-                }
-                server
-            })
-            .collect();
-        let mut builder = Resolver::builder_with_config(
-            ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
-        );
-        builder.options_mut().use_hosts_file = ResolveHosts::Never;
-        builder
+        crate::dns::configured(&config.dns_resolver)
     };
     let opts = builder.options_mut();
     opts.cache_size = 0;

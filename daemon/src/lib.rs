@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod dkim;
+pub mod dns;
 pub mod events;
 pub mod expire;
 pub mod http;

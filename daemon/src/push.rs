@@ -33,7 +33,6 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,8 +109,8 @@ impl Default for Tuning {
 pub enum PushError {
     #[error("push_url {0:?}: expected https://host[:port]/path")]
     Url(String),
-    #[error("tls_extra_roots {path}: {msg}")]
-    Roots { path: String, msg: String },
+    #[error("{0}")]
+    Roots(#[from] crate::outbound::transport::TransportError),
 }
 
 /// What one POST came to (PUSH-4).
@@ -181,11 +180,8 @@ impl Client {
             .map(|p| p.as_str().to_string())
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "/".to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = &config.tls_extra_roots {
-            add_extra_roots(&mut roots, path)?;
-        }
+        // PUSH-3: the same roots as every outbound connection (OUT-4).
+        let roots = crate::outbound::transport::client_roots(config)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -280,26 +276,6 @@ impl Client {
         }
         Ok(status)
     }
-}
-
-fn add_extra_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), PushError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let err = |msg: String| PushError::Roots {
-        path: path.display().to_string(),
-        msg,
-    };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let mut added = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| err(e.to_string()))?;
-        roots.add(cert).map_err(|e| err(e.to_string()))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(err("no certificate found".into()));
-    }
-    Ok(())
 }
 
 // ---- the notifier -------------------------------------------------------------------
@@ -563,14 +539,14 @@ mod tests {
         c.tls_extra_roots = Some(dir.path().join("missing.pem"));
         assert!(matches!(
             Client::new(&c, REQUEST_TIMEOUT),
-            Err(PushError::Roots { .. })
+            Err(PushError::Roots(_))
         ));
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "no certificates here\n").unwrap();
         c.tls_extra_roots = Some(empty);
         assert!(matches!(
             Client::new(&c, REQUEST_TIMEOUT),
-            Err(PushError::Roots { .. })
+            Err(PushError::Roots(_))
         ));
     }
 

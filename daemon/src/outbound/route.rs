@@ -15,9 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{LookupIpStrategy, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
@@ -124,23 +122,7 @@ impl Router {
                 source: Source::System(Mutex::new(None)),
             });
         }
-        let servers = config
-            .dns_resolver
-            .iter()
-            .map(|addr| {
-                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                for connection in &mut server.connections {
-                    connection.port = addr.port();
-                }
-                server
-            })
-            .collect();
-        let mut builder = Resolver::builder_with_config(
-            ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
-        );
-        // The configured servers answer for everything (tests run their own).
-        builder.options_mut().use_hosts_file = ResolveHosts::Never;
+        let builder = crate::dns::configured(&config.dns_resolver);
         let resolver = build(builder).map_err(|e| TransportError::Resolver(e.to_string()))?;
         Ok(Router {
             source: Source::Fixed(resolver),
