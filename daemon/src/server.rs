@@ -46,6 +46,8 @@ pub struct Relay {
     pub outbound: crate::outbound::Transport,
     /// Wakes the outbound scheduler when deliveries queued rows.
     pub outbound_wake: tokio::sync::Notify,
+    /// RT-1..3: whether TURN runs and on which port (for the METADATA key).
+    pub turn: crate::turn::Status,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,7 @@ impl Relay {
             dkim_verifier,
             outbound,
             outbound_wake: tokio::sync::Notify::new(),
+            turn: crate::turn::Status::default(),
             config,
             clock,
             store,

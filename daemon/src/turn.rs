@@ -43,8 +43,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -148,57 +149,57 @@ fn metadata_host(config: &Config) -> Option<&str> {
     (!host.is_empty() && !host.contains(':')).then_some(host)
 }
 
-/// What the METADATA key needs from a running TURN server.
-struct Issuer {
-    data_dir: PathBuf,
-    secret: Arc<[u8]>,
-    clock: Arc<dyn Clock>,
-    /// The port clients reach: 3478, or the configured one (tests use a free port).
-    port: u16,
+/// Whether the TURN server runs, and on which port clients reach it (3478, or the
+/// configured one; tests use a free port). Kept in the shared relay context.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// 0 while the server is not running.
+    port: AtomicU16,
 }
 
-/// Running TURN servers by data directory. `imap::metadata::server_entry` sees only the
-/// configuration, so the credentials are found through the data directory, which is
-/// unique per relay (one per process in production; unit tests may run several).
-static ISSUERS: Mutex<Vec<Arc<Issuer>>> = Mutex::new(Vec::new());
+/// Marks the server running for as long as it lives (the task is aborted at shutdown).
+struct Running<'a>(&'a Status);
 
-fn issuers() -> std::sync::MutexGuard<'static, Vec<Arc<Issuer>>> {
-    ISSUERS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Removes the issuer when the server stops (the task is aborted at shutdown).
-struct Registration(Arc<Issuer>);
-
-impl Registration {
-    fn new(issuer: Issuer) -> Registration {
-        let issuer = Arc::new(issuer);
-        let mut all = issuers();
-        all.retain(|i| i.data_dir != issuer.data_dir);
-        all.push(issuer.clone());
-        Registration(issuer)
+impl<'a> Running<'a> {
+    fn new(status: &'a Status, port: u16) -> Running<'a> {
+        status.port.store(port, Ordering::SeqCst);
+        Running(status)
     }
 }
 
-impl Drop for Registration {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
-        issuers().retain(|i| !Arc::ptr_eq(i, &self.0));
+        self.0.port.store(0, Ordering::SeqCst);
     }
 }
 
 /// §12 / RT-2: the value of `/shared/vendor/deltachat/turn`,
-/// `<host>:<port>:<username>:<password>`; `None` (NIL, RT-3: core then uses its
-/// built-in ICE servers) when TURN is disabled or not running.
-pub fn metadata_value(config: &Config) -> Option<String> {
-    if config.turn_listen.is_empty() {
+/// `<host>:<port>:<username>:<password>` with credentials valid for 5 days from now;
+/// `None` (NIL, RT-3: core then uses its built-in ICE servers) when TURN is disabled or
+/// not running.
+pub fn metadata_value(relay: &Relay) -> Option<String> {
+    let port = relay.turn.port.load(Ordering::SeqCst);
+    if relay.config.turn_listen.is_empty() || port == 0 {
         return None;
     }
-    let host = metadata_host(config)?;
-    let issuer = issuers()
-        .iter()
-        .find(|i| i.data_dir == config.data_dir)
-        .cloned()?;
-    let (username, password) = credentials(&issuer.secret, issuer.clock.unix_now());
-    Some(format!("{host}:{}:{username}:{password}", issuer.port))
+    let host = metadata_host(&relay.config)?;
+    let secret = match installation_secret(relay) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("turn: cannot read the TURN secret: {e}");
+            return None;
+        }
+    };
+    let (username, password) = credentials(&secret, relay.clock.unix_now());
+    Some(format!("{host}:{port}:{username}:{password}"))
+}
+
+/// RT-2: random per installation, never a hard-coded secret; made on first use and kept
+/// in the store.
+fn installation_secret(relay: &Relay) -> Result<Vec<u8>, crate::store::StoreError> {
+    relay
+        .store
+        .secret(SECRET_NAME, || rand::random::<[u8; 32]>().to_vec())
 }
 
 /// RT-1: may a wildcard listener be expanded to this interface address?
@@ -390,11 +391,7 @@ pub async fn run(relay: Arc<Relay>) {
     if config.turn_listen.is_empty() {
         return;
     }
-    // RT-2: random per installation, never a hard-coded secret.
-    let secret: Arc<[u8]> = match relay
-        .store
-        .secret(SECRET_NAME, || rand::random::<[u8; 32]>().to_vec())
-    {
+    let secret: Arc<[u8]> = match installation_secret(&relay) {
         Ok(s) => s.into(),
         Err(e) => {
             tracing::error!("turn: cannot read or create the TURN secret: {e}; TURN is off");
@@ -457,12 +454,7 @@ pub async fn run(relay: Arc<Relay>) {
             return;
         }
     };
-    let _registration = Registration::new(Issuer {
-        data_dir: config.data_dir.clone(),
-        secret,
-        clock: relay.clock.clone(),
-        port,
-    });
+    let _running = Running::new(&relay.turn, port);
     // The crate serves from its own tasks; this task keeps the server and the
     // METADATA registration alive until it is aborted at shutdown.
     std::future::pending::<()>().await;
@@ -645,11 +637,11 @@ mod tests {
         let now = 1_800_000_000;
         let clock = Arc::new(TestClock(std::sync::atomic::AtomicU64::new(now)));
         let relay = Relay::open_with_clock(config, clock.clone()).expect("relay");
-        assert_eq!(metadata_value(&relay.config), None, "not running yet: NIL");
+        assert_eq!(metadata_value(&relay), None, "not running yet: NIL");
         let task = tokio::spawn(run(relay.clone()));
         let mut value = None;
         for _ in 0..100 {
-            value = metadata_value(&relay.config);
+            value = metadata_value(&relay);
             if value.is_some() {
                 break;
             }
@@ -682,7 +674,7 @@ mod tests {
 
         task.abort();
         let _ = task.await;
-        assert_eq!(metadata_value(&relay.config), None, "stopped: NIL");
+        assert_eq!(metadata_value(&relay), None, "stopped: NIL");
     }
 
     #[tokio::test]

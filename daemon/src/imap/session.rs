@@ -1562,7 +1562,7 @@ impl Session {
         for (i, e) in entries.iter().enumerate() {
             let key = String::from_utf8_lossy(e.inner().as_ref()).to_string();
             let value = if name.is_empty() {
-                metadata::server_entry(&self.relay.config, &key)
+                metadata::server_entry(&self.relay, &key)
             } else if name == "INBOX" && key.eq_ignore_ascii_case(metadata::DEVICE_TOKEN) {
                 let tokens = self.relay.store.device_tokens(user)?;
                 let expired = metadata::expired_tokens(&tokens, now);

@@ -478,19 +478,35 @@ async fn shared_metadata_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_metadata_key() {
-    let reason = "TURN (issue 4 item 7) is not built: the key answers NIL";
-    relaybox_blackbox::expected_failure(reason, turn_metadata_key_check()).await;
-}
-
-async fn turn_metadata_key_check() {
-    let relay = Relay::start(&[]).await;
+    // RT-3: TURN off (the harness default `turn_listen =`) → NIL.
+    let off = Relay::start(&[]).await;
     let a = Account::random();
+    let mut c = Imap::login_tls(&off, &a).await;
+    assert_eq!(
+        get_metadata(&mut c, "\"\"", "/shared/vendor/deltachat/turn").await,
+        None,
+        "TURN disabled → NIL"
+    );
+    c.logout().await;
+
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free UDP port")
+        .port();
+    let relay = Relay::start(&[&format!("turn_listen = 127.0.0.1:{port}")]).await;
     let mut c = Imap::login_tls(&relay, &a).await;
-    let value = get_metadata(&mut c, "\"\"", "/shared/vendor/deltachat/turn")
-        .await
-        .expect("§12/RT-2: /shared/vendor/deltachat/turn is NIL");
+    // The server starts next to the listeners; allow it a moment (bounded).
+    let mut value = None;
+    for _ in 0..50 {
+        value = get_metadata(&mut c, "\"\"", "/shared/vendor/deltachat/turn").await;
+        if value.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let value = value.expect("§12/RT-2: /shared/vendor/deltachat/turn is NIL");
     let value = String::from_utf8(value).expect("ASCII");
-    // §12: <mail_domain>:3478:<username>:<password>; RT-2: username = expiry (now + 5 d).
+    // §12: <mail_domain>:<port>:<username>:<password>; RT-2: username = expiry (now + 5 d).
     let mut parts = value.splitn(4, ':');
     // §22.5: the host form for IP-only relays is unverified upstream; both forms pass.
     let host = parts.next();
@@ -498,7 +514,8 @@ async fn turn_metadata_key_check() {
         host == Some("127.0.0.1") || host == Some("[127.0.0.1]"),
         "§12 TURN host: {value}"
     );
-    assert_eq!(parts.next(), Some("3478"), "{value}");
+    let port = port.to_string();
+    assert_eq!(parts.next(), Some(port.as_str()), "{value}");
     let user: u64 = parts
         .next()
         .and_then(|u| u.parse().ok())
