@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::{Name, RData};
-use hickory_resolver::{Resolver, TokioResolver};
 use mail_auth::common::crypto::{Algorithm, HashAlgorithm, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::common::parse::TxtRecordParser;
@@ -317,14 +317,23 @@ fn header_list(message: &[u8]) -> Vec<String> {
 
 /// Verifies DKIM signatures of incoming mail (IN-4e, IN-5) through the configured DNS.
 pub struct Verifier {
+    /// Checks signatures against keys this module fetched (never asks DNS itself).
     authenticator: MessageAuthenticator,
+    /// IN-5 key lookups: `dns_resolver` or the system's, followed when it changes.
+    dns: crate::dns::Source,
     keys: KeyCache,
 }
 
 impl Verifier {
     pub fn new(config: &Config) -> Result<Arc<Verifier>, DkimError> {
         Ok(Arc::new(Verifier {
-            authenticator: MessageAuthenticator(resolver(config)?),
+            authenticator: MessageAuthenticator(
+                crate::dns::configured(&[])
+                    .build()
+                    .map_err(|e| DkimError::Resolver(e.to_string()))?,
+            ),
+            dns: crate::dns::Source::new(&config.dns_resolver, tune_resolver)
+                .map_err(|e| DkimError::Resolver(e.to_string()))?,
             keys: KeyCache::new(CACHE_CAPACITY),
         }))
     }
@@ -439,9 +448,11 @@ impl Verifier {
     async fn lookup(&self, name: &str) -> Result<(Arc<DomainKey>, Instant), mail_auth::Error> {
         let query = Name::from_str_relaxed(name)
             .map_err(|_| mail_auth::Error::Dns(DnsError::InvalidRecordType))?;
-        let lookup = self
-            .authenticator
-            .0
+        let resolver = self.dns.get().map_err(|e| {
+            tracing::warn!("dkim: {e}");
+            mail_auth::Error::Dns(DnsError::Resolver(e))
+        })?;
+        let lookup = resolver
             .txt_lookup(query)
             .await
             .map_err(mail_auth::Error::from)?;
@@ -511,20 +522,18 @@ fn key_name(signature: &Signature) -> String {
 /// The resolver for key lookups: `config.dns_resolver`, or the system's
 /// (`/etc/resolv.conf`) when empty. Its own cache is off: [`KeyCache`] is the cache, so
 /// dropping a key from it really means asking DNS again.
-fn resolver(config: &Config) -> Result<TokioResolver, DkimError> {
-    let err = |e: hickory_resolver::net::NetError| DkimError::Resolver(e.to_string());
-    let mut builder = if config.dns_resolver.is_empty() {
-        Resolver::builder_tokio().map_err(err)?
-    } else {
-        crate::dns::configured(&config.dns_resolver)
-    };
+fn tune_resolver(
+    mut builder: hickory_resolver::ResolverBuilder<
+        hickory_resolver::net::runtime::TokioRuntimeProvider,
+    >,
+) -> Result<TokioResolver, hickory_resolver::net::NetError> {
     let opts = builder.options_mut();
     opts.cache_size = 0;
     opts.negative_min_ttl = Some(Duration::ZERO);
     opts.negative_max_ttl = Some(Duration::ZERO);
     opts.timeout = Duration::from_secs(10);
     opts.attempts = 2;
-    builder.build().map_err(err)
+    builder.build()
 }
 
 /// What [`Verifier::fetch_keys`] found for one message.

@@ -12,15 +12,15 @@
 //! SERVFAIL for bogus data, which becomes a temporary DNS failure here.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+
+use std::time::Duration;
 
 use hickory_resolver::config::{LookupIpStrategy, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::{Resolver, ResolverBuilder, TokioResolver};
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 use rand::seq::SliceRandom;
 
 use super::transport::TransportError;
@@ -96,60 +96,21 @@ pub fn literal(domain: &str) -> Option<Result<IpAddr, ()>> {
 
 /// MX and address lookups through the configured resolver.
 pub struct Router {
-    source: Source,
+    source: crate::dns::Source,
 }
-
-/// Where the resolver's servers come from.
-enum Source {
-    /// `dns_resolver`: built once.
-    Fixed(TokioResolver),
-    /// The system configuration: built on first use and again whenever
-    /// `/etc/resolv.conf` changes (a DHCP lease, an appliance booting without network),
-    /// so a missing or changing file never keeps the relay from starting or from
-    /// following it. `None` until a build succeeded.
-    System(Mutex<Option<(Option<SystemTime>, TokioResolver)>>),
-}
-
-/// The file the system configuration comes from (hickory reads it on Unix).
-const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 impl Router {
     /// A resolver for `config.dns_resolver` (empty: the system configuration, read
     /// when first needed).
     pub fn new(config: &Config) -> Result<Router, TransportError> {
-        if config.dns_resolver.is_empty() {
-            return Ok(Router {
-                source: Source::System(Mutex::new(None)),
-            });
-        }
-        let builder = crate::dns::configured(&config.dns_resolver);
-        let resolver = build(builder).map_err(|e| TransportError::Resolver(e.to_string()))?;
-        Ok(Router {
-            source: Source::Fixed(resolver),
-        })
+        let source = crate::dns::Source::new(&config.dns_resolver, build)
+            .map_err(|e| TransportError::Resolver(e.to_string()))?;
+        Ok(Router { source })
     }
 
     /// The resolver to use now.
     fn resolver(&self) -> Result<TokioResolver, String> {
-        match &self.source {
-            Source::Fixed(resolver) => Ok(resolver.clone()),
-            Source::System(current) => {
-                let stamp = std::fs::metadata(RESOLV_CONF)
-                    .and_then(|m| m.modified())
-                    .ok();
-                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((built_at, resolver)) = current.as_ref()
-                    && *built_at == stamp
-                {
-                    return Ok(resolver.clone());
-                }
-                let resolver = Resolver::builder_tokio()
-                    .and_then(build)
-                    .map_err(|e| format!("system resolver configuration: {e}"))?;
-                *current = Some((stamp, resolver.clone()));
-                Ok(resolver)
-            }
-        }
+        self.source.get()
     }
 
     /// OUT-2: the next hops of `domain` (lower-cased by the caller or not; no trailing
