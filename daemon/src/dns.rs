@@ -58,6 +58,7 @@ impl Source {
                     return Ok(resolver.clone());
                 }
                 let resolver = Resolver::builder_tokio()
+                    .map(without_system_roots)
                     .and_then(build)
                     .map_err(|e| format!("system resolver configuration: {e}"))?;
                 *current = Some((stamp, resolver.clone()));
@@ -87,5 +88,22 @@ pub fn configured(servers: &[SocketAddr]) -> ResolverBuilder<TokioRuntimeProvide
         TokioRuntimeProvider::default(),
     );
     builder.options_mut().use_hosts_file = ResolveHosts::Never;
-    builder
+    without_system_roots(builder)
+}
+
+/// hickory builds a TLS client config (for DNS over TLS, which we never use) from the
+/// system's CA store unless given one, and fails where there is none — the appliance has
+/// no /etc/ssl. Give it one with the compiled-in web-PKI roots instead.
+fn without_system_roots(
+    builder: ResolverBuilder<TokioRuntimeProvider>,
+) -> ResolverBuilder<TokioRuntimeProvider> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => builder.with_tls_config(b.with_root_certificates(roots).with_no_client_auth()),
+        Err(_) => builder,
+    }
 }

@@ -5,7 +5,9 @@
 //! "DNS resolver: no nameservers found in config", so the QEMU image never came up.
 //!
 //! Runs the real binary in a private mount namespace (`unshare -m`, root) where
-//! /etc/resolv.conf is empty.
+//! /etc/resolv.conf is empty, and without a system CA store (SSL_CERT_FILE/SSL_CERT_DIR
+//! pointing at nothing, as on the appliance, which has no /etc/ssl): hickory would
+//! otherwise build its unused DNS-over-TLS config from the system store and fail.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -47,8 +49,12 @@ fn relay_starts_without_nameservers() {
         binary().display(),
         config.display()
     );
+    let no_certs = dir.path().join("no-certs");
+    std::fs::create_dir_all(&no_certs).expect("empty cert dir");
     let mut child = Command::new("unshare")
         .args(["-m", "sh", "-c", &script])
+        .env("SSL_CERT_FILE", dir.path().join("missing.pem"))
+        .env("SSL_CERT_DIR", &no_certs)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
