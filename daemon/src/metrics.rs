@@ -648,13 +648,9 @@ const EXIT_CONFIG: i32 = 2;
 /// Serve the OpenMetrics endpoint on `mtail_address` when it is set; returns at once
 /// when it is not.
 ///
-/// Also applies the config's `log_stderr` to the log output ([`crate::logs`]), since
-/// this task is started right after the config is loaded.
-///
 /// A bad address or a failed bind ends the process, as a bad config value or an
 /// unavailable listener address does at start (exit 2 and 1).
 pub async fn serve(relay: Arc<Relay>) {
-    crate::logs::set_stderr(relay.config.log_stderr);
     let Some(text) = relay.config.mtail_address.as_deref() else {
         return;
     };

@@ -151,8 +151,7 @@ async fn attempt(relay: &Relay, row: QueuedMessage) {
             f.reply
         );
     }
-    if let Some((first, reply)) = temporary.first() {
-        let _ = first;
+    if let Some((_, reply)) = temporary.first() {
         tracing::info!(
             "outbound: queue {} to {domain}: deferred ({} recipient(s)): {reply}",
             row.id,

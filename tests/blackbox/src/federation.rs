@@ -28,8 +28,6 @@ use crate::smtp::{Reply, Smtp};
 
 /// How long a relay may take to accept connections after being spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a graceful stop may take before SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one delivery between relays may take in the tests (retries included).
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -368,34 +366,12 @@ impl FedRelay {
 
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::relay::kill9_child(&mut self.child);
     }
 
     /// SIGTERM, bounded wait, then SIGKILL.
     pub async fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::relay::stop_child(&mut self.child).await
     }
 
     // --- clients ---------------------------------------------------------------------

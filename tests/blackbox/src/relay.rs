@@ -305,34 +305,12 @@ impl Relay {
 
     /// `kill -9` the relay and reap it.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill9_child(&mut self.child);
     }
 
     /// Graceful stop: SIGTERM, wait (bounded), then SIGKILL.
     pub async fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        stop_child(&mut self.child).await
     }
 
     /// Stop the relay if running (gracefully) and start it again on the same ports
@@ -390,5 +368,37 @@ impl Drop for Relay {
                 tail.join("\n")
             );
         }
+    }
+}
+
+/// `kill -9` a relay process and reap it (every harness that starts the binary).
+pub fn kill9_child(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Graceful stop of a relay process: SIGTERM, wait (bounded), then SIGKILL.
+pub async fn stop_child(child: &mut Option<Child>) -> Option<ExitStatus> {
+    let mut child = child.take()?;
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
