@@ -123,6 +123,33 @@ pub struct Config {
     pub turn_listen: Vec<SocketAddr>,
     /// Relaybox: also write logs to stderr (LOG-1: by default they stay in memory only).
     pub log_stderr: bool,
+    /// Relaybox: true when the file has no `mail_domain`: the daemon runs the setup
+    /// wizard only (no relay). `mail_domain` then holds a placeholder nothing uses.
+    pub setup: bool,
+    /// Relaybox: the appliance side (web UI, LED and button, mDNS, ACME).
+    pub appliance: ApplianceConfig,
+}
+
+/// Relaybox keys of the appliance (setup wizard, status page, LED, button, ACME).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplianceConfig {
+    /// `admin_from_anywhere`: admin pages answer any client, not only LAN and loopback.
+    pub admin_from_anywhere: bool,
+    /// `setup_code_file`: where the one-time setup code is written (default
+    /// `<data_dir>/setup-code`; the image points it at the boot partition).
+    pub setup_code_file: PathBuf,
+    /// `led`: `none`, `sysfs:<name>` (e.g. `sysfs:ACT`) or `gpio:<chip>:<line>`.
+    pub led: String,
+    /// `led_active_low`: the LED lights when the line is low.
+    pub led_active_low: bool,
+    /// `button`: `none` or `gpio:<chip>:<line>` (pressed = line low, pull-up).
+    pub button: String,
+    /// `mdns_name`: host name announced over mDNS as `<name>.local`; empty = off.
+    pub mdns_name: String,
+    /// `acme_directory`: the ACME server's directory URL.
+    pub acme_directory: String,
+    /// `outbound_probe`: `host:port` tried by the port check for outbound SMTP.
+    pub outbound_probe: String,
 }
 
 impl Config {
@@ -289,6 +316,21 @@ fn split_ini(text: &str) -> Result<Vec<Entry>, ConfigError> {
         last_is_key = true;
     }
     Ok(entries)
+}
+
+/// `mail_domain` of a config in setup mode; never used to serve mail.
+const SETUP_PLACEHOLDER_DOMAIN: &str = "_setup.invalid";
+/// Let's Encrypt's production directory.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// A large mail server that answers on port 25 (the outbound port check, WIZ-6).
+pub const DEFAULT_OUTBOUND_PROBE: &str = "gmail-smtp-in.l.google.com:25";
+
+/// `none`, or `<kind>:<rest>` with one of `kinds` and a non-empty rest.
+fn is_device_spec(value: &str, kinds: &[&str]) -> bool {
+    value == "none"
+        || value
+            .split_once(':')
+            .is_some_and(|(k, rest)| kinds.contains(&k) && !rest.is_empty())
 }
 
 /// The `[params]` keys not yet consumed.
@@ -521,8 +563,27 @@ impl Config {
         Self::parse(&text)
     }
 
+    /// Read a chatmail.ini for `serve`: a file without `mail_domain` is valid and
+    /// gives a config with `setup = true` (the daemon then runs the setup wizard).
+    pub fn load_for_serve(path: &std::path::Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        Self::parse_with(&text, true)
+    }
+
     /// Parse and validate chatmail.ini text (spec/relay.md §3).
     pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
+        Self::parse_with(text, false)
+    }
+
+    /// Parse allowing a missing `mail_domain` (setup mode).
+    pub fn parse_for_serve(text: &str) -> Result<Loaded, ConfigError> {
+        Self::parse_with(text, true)
+    }
+
+    fn parse_with(text: &str, allow_setup: bool) -> Result<Loaded, ConfigError> {
         let entries = split_ini(text)?;
         let mut elsewhere = Vec::new();
         let mut order = Vec::new();
@@ -538,13 +599,18 @@ impl Config {
         }
         let mut p = Params { values };
 
-        let mail_domain = p.take("mail_domain").ok_or_else(|| {
-            value_error(
-                "mail_domain",
-                "missing; set it in the [params] section, e.g. mail_domain = chat.example.org"
-                    .into(),
-            )
-        })?;
+        let (mail_domain, setup) = match p.take("mail_domain") {
+            Some(d) => (d, false),
+            // Setup mode: the wizard asks for the domain (the placeholder is never used).
+            None if allow_setup => (SETUP_PLACEHOLDER_DOMAIN.to_string(), true),
+            None => {
+                return Err(value_error(
+                    "mail_domain",
+                    "missing; set it in the [params] section, e.g. mail_domain = chat.example.org"
+                        .into(),
+                ));
+            }
+        };
         let mode = parse_mail_domain(&mail_domain)?;
 
         let max_user_send_per_minute = p.positive("max_user_send_per_minute", 60u32, "60")?;
@@ -691,6 +757,70 @@ impl Config {
             ));
         }
         let log_stderr = p.boolean("log_stderr");
+        let appliance = ApplianceConfig {
+            admin_from_anywhere: p.boolean("admin_from_anywhere"),
+            setup_code_file: p
+                .path("setup_code_file")
+                .unwrap_or_else(|| data_dir.join("setup-code")),
+            led: match p.take("led") {
+                None => "none".to_string(),
+                Some(v) if is_device_spec(&v, &["sysfs", "gpio"]) => v,
+                Some(v) => {
+                    return Err(value_error(
+                        "led",
+                        format!("expected none, sysfs:ACT or gpio:gpiochip0:17, got {v:?}"),
+                    ));
+                }
+            },
+            led_active_low: p.boolean("led_active_low"),
+            button: match p.take("button") {
+                None => "none".to_string(),
+                Some(v) if is_device_spec(&v, &["gpio"]) => v,
+                Some(v) => {
+                    return Err(value_error(
+                        "button",
+                        format!("expected none or gpio:gpiochip0:27, got {v:?}"),
+                    ));
+                }
+            },
+            mdns_name: match p.take("mdns_name") {
+                None => "relaybox".to_string(),
+                Some(v) if v.is_empty() || is_dns_label(&v) => v,
+                Some(v) => {
+                    return Err(value_error(
+                        "mdns_name",
+                        format!("expected one DNS label like relaybox (empty = off), got {v:?}"),
+                    ));
+                }
+            },
+            acme_directory: match p.take("acme_directory") {
+                None => DEFAULT_ACME_DIRECTORY.to_string(),
+                Some(v) if v.starts_with("https://") && !v.contains(char::is_whitespace) => v,
+                Some(v) => {
+                    return Err(value_error(
+                        "acme_directory",
+                        format!(
+                            "expected an https:// URL like {DEFAULT_ACME_DIRECTORY}, got {v:?}"
+                        ),
+                    ));
+                }
+            },
+            outbound_probe: match p.take("outbound_probe") {
+                None => DEFAULT_OUTBOUND_PROBE.to_string(),
+                Some(v)
+                    if v.rsplit_once(':')
+                        .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()) =>
+                {
+                    v
+                }
+                Some(v) => {
+                    return Err(value_error(
+                        "outbound_probe",
+                        format!("expected host:port like {DEFAULT_OUTBOUND_PROBE}, got {v:?}"),
+                    ));
+                }
+            },
+        };
         let std = Listeners::standard(disable_ipv6);
         let turn_listen = p.listeners("turn_listen", {
             let mut at = std.smtp.clone();
@@ -764,6 +894,8 @@ impl Config {
                 maximal_backoff_time,
                 turn_listen,
                 log_stderr,
+                setup,
+                appliance,
             },
             unknown_keys,
         })
@@ -785,6 +917,8 @@ impl Config {
             https: at(1443),
             http: at(1080),
         };
+        config.appliance.setup_code_file = data_dir.join("setup-code");
+        config.appliance.mdns_name = String::new();
         config.data_dir = data_dir;
         // A development machine is often busy compiling; the ACC-5.6 load brake would
         // refuse the developer's own accounts. Memory and disk limits stay.

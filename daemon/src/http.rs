@@ -52,18 +52,42 @@ pub struct Web {
 
 /// Serve HTTPS requests on an established TLS connection (443).
 pub async fn serve_https(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
+    let admin = relay.admin.get().cloned();
     let web = Web {
         limiter: relay.new_account_limiter.clone(),
         relay,
         peer: peer.ip().to_canonical(),
     };
-    serve(conn, https_router(web)).await;
+    let router = with_admin(https_router(web), admin, peer, true);
+    serve(conn, router).await;
 }
 
-/// Serve plain HTTP (80): redirects to HTTPS (PORT-4).
+/// Serve plain HTTP (80): ACME HTTP-01 answers, the admin pages, and a redirect to
+/// HTTPS for everything else (PORT-4).
 pub async fn serve_http(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
-    let _ = peer;
-    serve(conn, http_router(relay)).await;
+    let admin = relay.admin.get().cloned();
+    let router = with_admin(http_router(relay), admin, peer, false);
+    serve(conn, router).await;
+}
+
+/// Serve one plain-HTTP connection with `router` (setup mode: the wizard alone).
+pub async fn serve_router(router: Router, conn: Conn) {
+    serve(conn, router).await;
+}
+
+/// Mount the admin pages (`/admin`, `/admin/…`, paths unchanged) in front of `router`
+/// and tell them who the client is.
+pub fn with_admin(router: Router, admin: Option<Router>, peer: SocketAddr, https: bool) -> Router {
+    let router = match admin {
+        Some(admin) => router
+            .route_service("/admin", admin.clone())
+            .route_service("/admin/{*rest}", admin),
+        None => router,
+    };
+    router.layer(axum::Extension(relaybox_webui::Client {
+        addr: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+        https,
+    }))
 }
 
 /// Run HTTP/1.1 on one connection until the client closes it or a bound is hit.
@@ -99,9 +123,28 @@ pub fn https_router(web: Web) -> Router {
         .with_state(web)
 }
 
-/// The port-80 routes: every request is redirected (PORT-4).
+/// The port-80 routes: ACME HTTP-01 challenges, every other request is redirected
+/// (PORT-4).
 pub fn http_router(relay: Arc<Relay>) -> Router {
-    Router::new().fallback(to_https).with_state(relay)
+    Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(acme_http01))
+        .fallback(to_https)
+        .with_state(relay)
+}
+
+/// RFC 8555 §8.3: the key authorization for a pending token, as text; 404 otherwise.
+async fn acme_http01(
+    State(relay): State<Arc<Relay>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    match relay.acme.http01(&token) {
+        Some(key_authorization) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            key_authorization,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// NEW-1 reply body.

@@ -4,6 +4,8 @@
 //! commit) → `250` → events wake IDLE sessions. IMAP sessions read and delete through
 //! the store. Nothing takes a second path around the store.
 
+pub mod acme;
+pub mod appliance;
 pub mod auth;
 pub mod clock;
 pub mod config;

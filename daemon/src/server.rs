@@ -48,6 +48,11 @@ pub struct Relay {
     pub outbound_wake: tokio::sync::Notify,
     /// RT-1..3: whether TURN runs and on which port (for the METADATA key).
     pub turn: crate::turn::Status,
+    /// ACME: pending challenges and certificate requests.
+    pub acme: crate::acme::Acme,
+    /// The admin pages (setup wizard, status), mounted at `/admin` on 80 and 443 once
+    /// the appliance is attached (`crate::appliance`).
+    pub admin: std::sync::OnceLock<axum::Router>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +113,8 @@ impl Relay {
             outbound,
             outbound_wake: tokio::sync::Notify::new(),
             turn: crate::turn::Status::default(),
+            acme: crate::acme::Acme::new(&config),
+            admin: std::sync::OnceLock::new(),
             config,
             clock,
             store,
@@ -382,6 +389,20 @@ pub async fn serve_443(
     let handshake = async {
         let acceptor = rustls::server::Acceptor::default();
         let start = tokio_rustls::LazyConfigAcceptor::new(acceptor, stream).await?;
+        // RFC 8737 §3: a TLS-ALPN-01 validation offers only `acme-tls/1`; answer it with
+        // the challenge certificate and close.
+        let hello = start.client_hello();
+        if hello
+            .alpn()
+            .is_some_and(|mut list| list.any(|p| p == crate::acme::ACME_TLS_ALPN))
+        {
+            let name = hello.server_name().map(str::to_string);
+            if let Some(config) = relay.acme.tls_alpn01(name.as_deref()) {
+                let mut tls = start.into_stream(config).await?;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            }
+            return Err(std::io::Error::other("acme-tls/1 validation answered"));
+        }
         let route = route_443(start.client_hello().alpn());
         let config = match route {
             Route443::Https => relay.tls.tls12.clone(),

@@ -1,0 +1,252 @@
+//! The contract between the pages and the daemon: everything the wizard and the status
+//! page read or change goes through [`Backend`], which the daemon implements
+//! (`relaybox::appliance`). The types here are plain data so the crate depends on no
+//! other workspace crate and its tests can use a fake backend.
+
+use std::future::Future;
+use std::net::IpAddr;
+
+/// Where the box is in its life; decides which page `/admin/` sends a visitor to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No admin password yet: the first visitor must prove presence (claim).
+    Unclaimed,
+    /// Claimed (password set) but no `mail_domain`: the daemon runs in setup mode.
+    NeedDomain,
+    /// `mail_domain` set: the relay runs; the remaining wizard steps and the status page.
+    Configured,
+}
+
+/// Facts every page needs; cheap to get (no I/O).
+#[derive(Debug, Clone)]
+pub struct Overview {
+    pub phase: Phase,
+    /// `mail_domain` when configured (`chat.example.org`, `_x.test`, `192.0.2.1`).
+    pub domain: Option<String>,
+    /// True when the relay runs in IP-only mode.
+    pub ip_only: bool,
+    /// True when a physical button can prove presence; false → only the setup code.
+    pub has_button: bool,
+    /// Where the setup code can be read ("the boot partition (file setup-code.txt)",
+    /// "/var/lib/relaybox/setup-code", …), shown on the claim page.
+    pub setup_code_location: String,
+    /// Daemon version, shown in the footer and the status page.
+    pub version: String,
+}
+
+/// The presence-proof window opened by a visitor (claim by button).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimWindow {
+    /// No window open.
+    Closed,
+    /// Open for `seconds_left` more seconds, opened by the visitor holding `ticket`.
+    Open { ticket: String, seconds_left: u64 },
+    /// The button was pressed inside the window opened with `ticket`.
+    Pressed { ticket: String },
+}
+
+/// The operator's choice on the domain step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainChoice {
+    /// A DNS name the operator controls (ACME certificate, DKIM).
+    Domain(String),
+    /// IP-only mode on this IPv4 address (self-signed, no DKIM, addresses `user@[ip]`).
+    IpOnly(String),
+}
+
+/// An input the daemon refused, with a message for the person who typed it
+/// (says what is wrong and what is expected). `field` names the form field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Status of one check (spec appliance.md WIZ-1, WIZ-2). `Unknown` means "could not
+/// check" and is never shown as wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStatus {
+    Ok,
+    Warning,
+    Error,
+    Unknown,
+}
+
+impl CheckStatus {
+    /// Stable lower-case name, used in `data-status` attributes and CSS classes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Ok => "ok",
+            CheckStatus::Warning => "warning",
+            CheckStatus::Error => "error",
+            CheckStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// One structured check result (WIZ-1): stable id (`dns.mx`, `port.25.outbound`, …),
+/// status, a one-line summary, optional details, and the expected and found values
+/// where they apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub id: String,
+    pub status: CheckStatus,
+    pub summary: String,
+    pub details: Option<String>,
+    pub expected: Option<String>,
+    pub found: Option<String>,
+}
+
+/// One DNS record the operator must (or should) create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRecord {
+    /// Id of the check that verifies it (`dns.mx`, …).
+    pub id: String,
+    /// Absolute owner name with trailing dot.
+    pub name: String,
+    /// `A`, `AAAA`, `MX`, `CNAME`, `TXT`, `SRV`, `CAA`.
+    pub kind: String,
+    /// Record data as in a zone file.
+    pub value: String,
+    pub required: bool,
+    /// Why it is there, one short sentence.
+    pub note: String,
+}
+
+/// The certificate as the pages show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// "self-signed", "acme", "external".
+    pub source: String,
+    /// Names the certificate covers.
+    pub names: Vec<String>,
+    /// Expiry as Unix seconds (UTC), if known.
+    pub not_after: Option<u64>,
+    /// Whether ACME can be used in this mode (a DNS name, no external certificate).
+    pub acme_possible: bool,
+    pub progress: AcmeProgress,
+}
+
+/// What the certificate request is doing (shown with a refreshing page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcmeProgress {
+    Idle,
+    /// Running; `step` is a plain-language line ("asking the CA for an order", …).
+    Running {
+        step: String,
+    },
+    /// The last attempt failed; `reason` says what to do in plain language.
+    Failed {
+        reason: String,
+    },
+    /// Obtained; the listeners use it.
+    Done,
+}
+
+/// The first account's invitation: the `DCACCOUNT:` link and its QR code as SVG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub url: String,
+    pub qr_svg: String,
+}
+
+/// Health of one service on the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub name: String,
+    pub status: CheckStatus,
+    pub detail: String,
+}
+
+/// One value per day for a small chart (oldest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailySeries {
+    pub title: String,
+    pub unit: String,
+    /// (day as `YYYY-MM-DD`, value)
+    pub points: Vec<(String, u64)>,
+}
+
+/// Update state for the status page (filled by the OTA updater; "not configured" until
+/// then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateInfo {
+    pub state: String,
+    pub last_error: Option<String>,
+}
+
+/// Everything on the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub services: Vec<ServiceHealth>,
+    pub certificate: CertificateInfo,
+    pub dns: Vec<Check>,
+    pub queue_rows: u64,
+    pub accounts: u64,
+    pub storage_bytes: u64,
+    pub storage_free_bytes: Option<u64>,
+    pub bytes_written_per_day: Option<u64>,
+    pub version: String,
+    pub update: UpdateInfo,
+    /// Recent warnings and errors from the in-memory log, newest last.
+    pub recent_errors: Vec<String>,
+    pub charts: Vec<DailySeries>,
+}
+
+/// What the daemon does for the pages. Methods that may do network or disk I/O are
+/// async; all others must be cheap.
+pub trait Backend: Send + Sync + 'static {
+    fn overview(&self) -> Overview;
+
+    /// Secret key for signing session cookies and CSRF tokens (32 random bytes kept by
+    /// the daemon; changes when the admin password changes, which ends every session).
+    fn session_key(&self) -> Vec<u8>;
+
+    /// Whether admin pages answer this client (default: LAN and loopback only,
+    /// see [`crate::is_lan`]).
+    fn admin_client_allowed(&self, ip: IpAddr) -> bool {
+        crate::is_lan(ip)
+    }
+
+    /// Open a claim window for a visitor (the LED signals it). While one is open, a
+    /// second visitor gets the same window's state without its ticket.
+    fn open_claim_window(&self) -> ClaimWindow;
+    /// The current window.
+    fn claim_window(&self) -> ClaimWindow;
+    /// True when `code` is the one-time setup code (constant-time compare).
+    fn check_setup_code(&self, code: &str) -> bool;
+
+    /// Set the admin password once a visitor has proven presence (claim), or change it
+    /// when logged in. Validates length and returns a message when refused.
+    fn set_admin_password(
+        &self,
+        password: &str,
+    ) -> impl Future<Output = Result<(), InputError>> + Send;
+    fn check_admin_password(&self, password: &str) -> impl Future<Output = bool> + Send;
+
+    /// Validate and apply the domain choice: the config is written atomically and the
+    /// relay (re)starts with it; on error nothing changed.
+    fn set_domain(
+        &self,
+        choice: DomainChoice,
+    ) -> impl Future<Output = Result<(), InputError>> + Send;
+
+    /// The records to create (empty in IP-only mode).
+    fn dns_records(&self) -> Vec<DnsRecord>;
+    /// The same as a zone file.
+    fn zone_file(&self) -> String;
+    /// Live checks against the authoritative servers.
+    fn dns_checks(&self) -> impl Future<Output = Vec<Check>> + Send;
+    /// Port forwarding checks that can be made from inside (outbound 25, public address).
+    fn port_checks(&self) -> impl Future<Output = Vec<Check>> + Send;
+
+    fn certificate(&self) -> CertificateInfo;
+    /// Start getting a certificate in the background; `Err` with a plain-language
+    /// reason when it cannot start (e.g. IP-only mode).
+    fn request_certificate(&self) -> Result<(), String>;
+
+    /// The invitation for creating accounts.
+    fn invite(&self) -> Option<Invite>;
+
+    fn status(&self) -> impl Future<Output = Status> + Send;
+}

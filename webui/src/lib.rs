@@ -1,0 +1,29 @@
+//! Relaybox's setup wizard and status pages: an axum router (askama templates, no
+//! JavaScript framework) the daemon mounts under `/admin`. Talks to the daemon only
+//! through the [`Backend`] trait.
+
+mod backend;
+mod router;
+
+pub use router::router;
+
+pub use backend::*;
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Request extension the daemon inserts into every request it hands to [`router`]:
+/// the client's address and whether the connection is HTTPS.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub https: bool,
+}
+
+/// Loopback, RFC 1918, link-local, CGNAT-free private ranges and IPv6 ULA/link-local:
+/// the addresses admin pages answer by default.
+pub fn is_lan(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
