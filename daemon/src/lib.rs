@@ -30,6 +30,7 @@ pub mod smtp;
 pub mod store;
 pub mod tls;
 pub mod turn;
+pub mod update;
 pub mod web;
 pub mod zone;
 
