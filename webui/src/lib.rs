@@ -1,9 +1,25 @@
 //! Relaybox's setup wizard and status pages: an axum router (askama templates, no
-//! JavaScript framework) the daemon mounts under `/admin`. Talks to the daemon only
+//! JavaScript at all) the daemon mounts under `/admin`. Talks to the daemon only
 //! through the [`Backend`] trait.
+//!
+//! Modules: [`router`] (routes, LAN gate, security headers, the per-request visitor),
+//! `session` (signed cookies, CSRF tokens), `limiter` (password and code guessing
+//! slowdown), `access` (claim, password, login), `wizard` (setup steps), `status`
+//! (status page), `charts` (inline SVG bar charts), `view` (shared layout and
+//! formatting).
 
+mod access;
 mod backend;
+mod charts;
+mod limiter;
 mod router;
+mod session;
+mod status;
+mod view;
+mod wizard;
+
+#[cfg(test)]
+mod tests;
 
 pub use router::router;
 

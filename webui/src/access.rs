@@ -1,0 +1,348 @@
+//! Getting in: the start redirect, claiming the box (button press or setup code, issue
+//! #6 item 3), setting the admin password, login and logout. Code and password attempts
+//! go through the slowdown of [`crate::limiter`].
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use crate::router::{App, Visitor};
+use crate::session::{self, Kind};
+use crate::view::Layout;
+use crate::{Backend, ClaimWindow, Phase};
+
+/// Longest password or code looked at (longer input is wrong without asking the daemon).
+const MAX_SECRET: usize = 1024;
+
+/// `GET /admin`, `/admin/`: by phase and session.
+pub async fn index<B: Backend>(v: Visitor) -> Response {
+    let to = match v.overview.phase {
+        Phase::Unclaimed => "/admin/claim",
+        _ if v.session.is_none() => "/admin/login",
+        Phase::NeedDomain => "/admin/setup/domain",
+        Phase::Configured => "/admin/status",
+    };
+    v.redirect(to)
+}
+
+/// What the button part of the claim page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ButtonState {
+    /// No window: offer to open one.
+    Ready,
+    /// This visitor's window is open.
+    Waiting { seconds_left: u64 },
+    /// Someone else's window is open (or was just used).
+    Busy { seconds_left: u64 },
+    /// This visitor's window closed without a press.
+    Expired,
+}
+
+#[derive(Template)]
+#[template(path = "claim.html")]
+pub struct ClaimPage {
+    pub l: Layout,
+    pub has_button: bool,
+    pub button: ButtonState,
+    pub code_location: String,
+    pub code_error: Option<String>,
+}
+
+fn claim_view(v: &mut Visitor, button: ButtonState, code_error: Option<String>) -> ClaimPage {
+    let mut l = v.layout("Claim this Relaybox");
+    if matches!(button, ButtonState::Waiting { .. }) {
+        l.refresh = Some("2".into());
+    }
+    ClaimPage {
+        l,
+        has_button: v.overview.has_button,
+        button,
+        code_location: v.overview.setup_code_location.clone(),
+        code_error,
+    }
+}
+
+/// Issue the claim proof and send the visitor on to the password step.
+fn claimed(mut v: Visitor) -> Response {
+    let value = session::sign(
+        &v.key,
+        Kind::Claimed,
+        &session::new_id(),
+        session::now_unix(),
+    );
+    v.set(session::CLAIMED_COOKIE, &value, session::CLAIMED_SECONDS);
+    if v.ticket.is_some() {
+        v.clear(session::CLAIM_TICKET_COOKIE);
+    }
+    v.redirect("/admin/password")
+}
+
+/// `GET /admin/claim`.
+pub async fn claim_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) -> Response {
+    if v.overview.phase != Phase::Unclaimed {
+        return v.redirect("/admin/");
+    }
+    if v.claimed {
+        return v.redirect("/admin/password");
+    }
+    let mut button = ButtonState::Ready;
+    if v.overview.has_button {
+        let mine = |t: &str| v.ticket.as_deref().is_some_and(|m| session::same(m, t));
+        button = match app.backend.claim_window() {
+            ClaimWindow::Pressed { ticket } if mine(&ticket) => return claimed(v),
+            ClaimWindow::Open {
+                ticket,
+                seconds_left,
+            } if mine(&ticket) => ButtonState::Waiting { seconds_left },
+            ClaimWindow::Open { seconds_left, .. } => ButtonState::Busy { seconds_left },
+            ClaimWindow::Pressed { .. } => ButtonState::Busy { seconds_left: 0 },
+            ClaimWindow::Closed if v.ticket.is_some() => ButtonState::Expired,
+            ClaimWindow::Closed => ButtonState::Ready,
+        };
+        if button == ButtonState::Expired {
+            v.clear(session::CLAIM_TICKET_COOKIE);
+        }
+    }
+    let page = claim_view(&mut v, button, None);
+    v.page(StatusCode::OK, &page)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CsrfForm {
+    pub csrf: String,
+}
+
+/// `POST /admin/claim/button`: open a window and remember its ticket.
+pub async fn claim_button<B: Backend>(
+    State(app): State<App<B>>,
+    mut v: Visitor,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = v.need_csrf(&form.csrf) {
+        return r;
+    }
+    if v.overview.phase != Phase::Unclaimed || !v.overview.has_button {
+        return v.redirect("/admin/");
+    }
+    if let ClaimWindow::Open {
+        ticket,
+        seconds_left,
+    } = app.backend.open_claim_window()
+        && !ticket.is_empty()
+    {
+        let value = session::encode_ticket(&ticket);
+        v.set(
+            session::CLAIM_TICKET_COOKIE,
+            &value,
+            seconds_left.saturating_add(120).min(3600),
+        );
+    }
+    v.redirect("/admin/claim")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CodeForm {
+    pub csrf: String,
+    pub code: String,
+}
+
+/// `POST /admin/claim/code`: the setup code, slowed down like the login.
+pub async fn claim_code<B: Backend>(
+    State(app): State<App<B>>,
+    mut v: Visitor,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    if let Some(r) = v.need_csrf(&form.csrf) {
+        return r;
+    }
+    if v.overview.phase != Phase::Unclaimed {
+        return v.redirect("/admin/");
+    }
+    let ip = v.client.addr.ip();
+    app.limiter.wait_turn(ip).await;
+    let code = form.code.trim();
+    if !code.is_empty() && code.len() <= MAX_SECRET && app.backend.check_setup_code(code) {
+        app.limiter.success(ip);
+        return claimed(v);
+    }
+    let msg = if code.is_empty() {
+        "Type the setup code first."
+    } else {
+        "That is not the setup code. Check it and try again (after a few wrong tries, \
+         each answer takes a little longer)."
+    };
+    let page = claim_view(&mut v, ButtonState::Ready, Some(msg.into()));
+    v.page(StatusCode::UNAUTHORIZED, &page)
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+pub struct PasswordPage {
+    pub l: Layout,
+    /// True when setting the first password (after the claim), false when changing it.
+    pub first: bool,
+    pub password_error: Option<String>,
+    pub confirm_error: Option<String>,
+}
+
+/// Whether the visitor may set the password: with the claim proof while unclaimed,
+/// with a session afterwards. `Err` is where to send them instead.
+fn may_set_password(v: &Visitor) -> Result<(), Response> {
+    match v.overview.phase {
+        Phase::Unclaimed if v.claimed => Ok(()),
+        Phase::Unclaimed => Err(v.redirect("/admin/claim")),
+        _ => v.need_session().map_or(Ok(()), Err),
+    }
+}
+
+fn password_view(v: &mut Visitor, password_error: Option<String>, confirm_error: Option<String>) -> PasswordPage {
+    let first = v.overview.phase == Phase::Unclaimed;
+    let l = v.layout(if first {
+        "Choose the admin password"
+    } else {
+        "Change the admin password"
+    });
+    PasswordPage {
+        l,
+        first,
+        password_error,
+        confirm_error,
+    }
+}
+
+/// `GET /admin/password`.
+pub async fn password_page<B: Backend>(mut v: Visitor) -> Response {
+    if let Err(r) = may_set_password(&v) {
+        return r;
+    }
+    let page = password_view(&mut v, None, None);
+    v.page(StatusCode::OK, &page)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PasswordForm {
+    pub csrf: String,
+    pub password: String,
+    pub confirm: String,
+}
+
+/// `POST /admin/password`: set it, then log the visitor in.
+pub async fn password_post<B: Backend>(
+    State(app): State<App<B>>,
+    mut v: Visitor,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    if let Some(r) = v.need_csrf(&form.csrf) {
+        return r;
+    }
+    if let Err(r) = may_set_password(&v) {
+        return r;
+    }
+    if form.password != form.confirm {
+        let page = password_view(
+            &mut v,
+            None,
+            Some("The two passwords are not the same. Type the same password twice.".into()),
+        );
+        return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    if let Err(e) = app.backend.set_admin_password(&form.password).await {
+        let page = if e.field == "confirm" {
+            password_view(&mut v, None, Some(e.message))
+        } else {
+            password_view(&mut v, Some(e.message), None)
+        };
+        return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    // The key changed with the password: every older session ended; start a new one.
+    let key = app.backend.session_key();
+    v.start_session(key);
+    v.clear(session::CLAIMED_COOKIE);
+    v.clear(session::PRE_COOKIE);
+    v.redirect("/admin/")
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub l: Layout,
+    pub error: Option<String>,
+}
+
+/// `GET /admin/login`.
+pub async fn login_page<B: Backend>(mut v: Visitor) -> Response {
+    if v.overview.phase == Phase::Unclaimed {
+        return v.redirect("/admin/claim");
+    }
+    if v.session.is_some() {
+        return v.redirect("/admin/");
+    }
+    let page = LoginPage {
+        l: v.layout("Log in"),
+        error: None,
+    };
+    v.page(StatusCode::OK, &page)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LoginForm {
+    pub csrf: String,
+    pub password: String,
+}
+
+/// `POST /admin/login`: slowed down after 3 wrong tries (see [`crate::limiter`]).
+pub async fn login_post<B: Backend>(
+    State(app): State<App<B>>,
+    mut v: Visitor,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if let Some(r) = v.need_csrf(&form.csrf) {
+        return r;
+    }
+    if v.overview.phase == Phase::Unclaimed {
+        return v.redirect("/admin/claim");
+    }
+    let ip = v.client.addr.ip();
+    app.limiter.wait_turn(ip).await;
+    if !form.password.is_empty()
+        && form.password.len() <= MAX_SECRET
+        && app.backend.check_admin_password(&form.password).await
+    {
+        app.limiter.success(ip);
+        let key = app.backend.session_key();
+        v.start_session(key);
+        v.clear(session::PRE_COOKIE);
+        return v.redirect("/admin/");
+    }
+    let page = LoginPage {
+        l: v.layout("Log in"),
+        error: Some(
+            "Wrong password. After a few wrong tries, each answer takes a little longer."
+                .into(),
+        ),
+    };
+    v.page(StatusCode::UNAUTHORIZED, &page)
+}
+
+/// `POST /admin/logout`: end the session here and in the browser.
+pub async fn logout<B: Backend>(
+    State(app): State<App<B>>,
+    mut v: Visitor,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = v.need_csrf(&form.csrf) {
+        return r;
+    }
+    if let Some(id) = v.session.take() {
+        app.revoke(id);
+    }
+    v.clear(session::SESSION_COOKIE);
+    v.redirect("/admin/login")
+}

@@ -1,0 +1,137 @@
+//! The status page (issue #6 item 5): services, certificate expiry, DNS checks, queue,
+//! accounts, storage and SD-card writes, version and update state, recent errors, and
+//! small charts drawn on the server ([`crate::charts`]). Needs a session.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::router::{App, Visitor, message};
+use crate::view::{self, CheckView, Layout};
+use crate::wizard::CHECK_TIMEOUT;
+use crate::{AcmeProgress, Backend, charts};
+
+/// Most recent-error lines shown (the newest).
+const MAX_ERRORS: usize = 50;
+
+/// One service row.
+pub struct ServiceView {
+    pub name: String,
+    pub status: &'static str,
+    pub label: &'static str,
+    pub detail: String,
+}
+
+/// One chart: its title and the SVG markup from [`charts::bar_chart`] (escaped there).
+pub struct ChartView {
+    pub title: String,
+    pub svg: String,
+}
+
+#[derive(Template)]
+#[template(path = "status.html")]
+pub struct StatusPage {
+    pub l: Layout,
+    pub domain: String,
+    pub services: Vec<ServiceView>,
+    pub cert_source: String,
+    pub cert_names: Vec<String>,
+    pub cert_expiry: Option<String>,
+    /// `ok`, `warning` (under 14 days), `error` (expired) or `unknown`.
+    pub cert_status: &'static str,
+    pub cert_progress: String,
+    pub dns: Vec<CheckView>,
+    pub queue_rows: u64,
+    pub accounts: u64,
+    pub storage: String,
+    pub storage_free: Option<String>,
+    pub written_per_day: Option<String>,
+    pub version: String,
+    pub update_state: String,
+    pub update_error: Option<String>,
+    pub errors: Vec<String>,
+    pub charts: Vec<ChartView>,
+}
+
+/// `GET /admin/status`.
+pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) -> Response {
+    if let Some(r) = v.need_session() {
+        return r;
+    }
+    let Ok(s) = tokio::time::timeout(CHECK_TIMEOUT, app.backend.status()).await else {
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Status not available",
+            "Collecting the status took too long. Try again in a minute.",
+            Some(("/admin/status", "Try again")),
+        );
+    };
+    let now = crate::session::now_unix();
+    let (cert_expiry, cert_status) = match s.certificate.not_after {
+        Some(t) => {
+            let days = view::days_left(t, now);
+            let status = match days {
+                ..0 => "error",
+                0..14 => "warning",
+                _ => "ok",
+            };
+            let text = if days < 0 {
+                format!("{} (expired)", view::date(t))
+            } else {
+                format!("{} ({days} days left)", view::date(t))
+            };
+            (Some(text), status)
+        }
+        None => (None, "unknown"),
+    };
+    let cert_progress = match &s.certificate.progress {
+        AcmeProgress::Idle => String::new(),
+        AcmeProgress::Running { step } => format!("Renewing: {step}"),
+        AcmeProgress::Failed { reason } => format!("Last renewal failed: {reason}"),
+        AcmeProgress::Done => String::new(),
+    };
+    let skip = s.recent_errors.len().saturating_sub(MAX_ERRORS);
+    let page = StatusPage {
+        l: v.layout("Status"),
+        domain: v.overview.domain.clone().unwrap_or_default(),
+        services: s
+            .services
+            .iter()
+            .map(|h| ServiceView {
+                name: h.name.clone(),
+                status: h.status.as_str(),
+                label: view::status_label(h.status),
+                detail: h.detail.clone(),
+            })
+            .collect(),
+        cert_source: s.certificate.source.clone(),
+        cert_names: s.certificate.names.clone(),
+        cert_expiry,
+        cert_status,
+        cert_progress,
+        dns: view::checks(&s.dns),
+        queue_rows: s.queue_rows,
+        accounts: s.accounts,
+        storage: view::bytes(s.storage_bytes),
+        storage_free: s.storage_free_bytes.map(view::bytes),
+        written_per_day: s.bytes_written_per_day.map(view::bytes),
+        version: s.version.clone(),
+        update_state: s.update.state.clone(),
+        update_error: s.update.last_error.clone(),
+        errors: s.recent_errors[skip..].to_vec(),
+        charts: s
+            .charts
+            .iter()
+            .map(|c| ChartView {
+                title: if c.unit.is_empty() {
+                    c.title.clone()
+                } else {
+                    format!("{} ({})", c.title, c.unit)
+                },
+                svg: charts::bar_chart(c),
+            })
+            .collect(),
+    };
+    v.page(StatusCode::OK, &page)
+}
