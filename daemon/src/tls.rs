@@ -35,6 +35,11 @@ impl CertStore {
     pub fn replace(&self, key: Arc<CertifiedKey>) {
         *self.current.write().expect("cert lock") = key;
     }
+
+    /// The certificate the next handshake gets.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.read().expect("cert lock").clone()
+    }
 }
 
 impl ResolvesServerCert for CertStore {
@@ -112,12 +117,17 @@ pub fn generate_self_signed(domain: &str) -> Result<(String, String), TlsError> 
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// The certificate for this config: external files, or the self-signed pair in
-/// `<data_dir>/tls/`, made on first start and kept (TLS-1, TLS-4). ACME mode uses the
-/// same kept pair until a certificate is obtained.
+/// The certificate for this config: external files; in domain mode a valid ACME
+/// certificate from `<data_dir>/acme/` (TLS-1, TLS-5); else the self-signed pair in
+/// `<data_dir>/tls/`, made on first start and kept (TLS-4). ACME mode uses the kept
+/// pair until a certificate is obtained.
 pub fn initial_certificate(config: &Config) -> Result<CertifiedKey, TlsError> {
     if let Some((cert, key)) = &config.tls_external_cert_and_key {
         return load_certified_key(cert, key);
+    }
+    if let Some(stored) = crate::acme::stored_certificate(config) {
+        tracing::info!("using the ACME certificate for {}", config.mail_domain);
+        return Ok(stored.key);
     }
     let dir = config.data_dir.join("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -129,6 +139,36 @@ pub fn initial_certificate(config: &Config) -> Result<CertifiedKey, TlsError> {
         tracing::info!("created self-signed certificate for {}", config.mail_domain);
     }
     load_certified_key(&cert, &key)
+}
+
+/// Write `data` to `path` so a reader sees the old or the new content, never a part:
+/// a temporary file in the same directory (mode `mode`), fsync, rename, fsync of the
+/// directory.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        file_err(path, e)
+    })
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
