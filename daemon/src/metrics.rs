@@ -173,6 +173,11 @@ impl Registry {
         }
     }
 
+    /// Messages accepted so far (the status page's messages-per-day chart).
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
     pub fn delivered(&self, local: usize, remote: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         add(&self.delivered_local, local);

@@ -157,6 +157,13 @@ pub struct Status {
     port: AtomicU16,
 }
 
+impl Status {
+    /// The port TURN answers on, `None` while it is not running.
+    pub fn port(&self) -> Option<u16> {
+        Some(self.port.load(Ordering::SeqCst)).filter(|p| *p != 0)
+    }
+}
+
 /// Marks the server running for as long as it lives (the task is aborted at shutdown).
 struct Running<'a>(&'a Status);
 

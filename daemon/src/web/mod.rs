@@ -91,6 +91,20 @@ fn qr_modules(text: &str) -> Option<(u32, impl Fn(u32, u32) -> bool)> {
     Some((size, dark))
 }
 
+/// `text`'s QR code as a standalone `<svg>` element (black modules on white), for
+/// pages that inline it (the admin wizard's invitation).
+pub fn qr_svg_element(text: &str) -> Option<String> {
+    let qr = qr_svg(text)?;
+    Some(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {s} {s}\" \
+         shape-rendering=\"crispEdges\" role=\"img\" aria-label=\"QR code\">\
+         <rect width=\"{s}\" height=\"{s}\" fill=\"#fff\"/>\
+         <path fill=\"#000\" d=\"{p}\"/></svg>",
+        s = qr.size,
+        p = qr.path
+    ))
+}
+
 fn qr_svg(text: &str) -> Option<QrSvg> {
     use std::fmt::Write as _;
     let (size, dark) = qr_modules(text)?;
@@ -188,12 +202,11 @@ fn shown_domain(config: &Config) -> String {
     config.address_domain()
 }
 
-/// NEW-6: the invite link and QR. Self-signed modes get a `dclogin:` link with fresh
-/// random credentials (nothing is stored; the account appears at its first login,
-/// ACC-5), so that page must not be cached.
-async fn index(State(web): State<Web>) -> Response {
-    let config = &web.relay.config;
-    let (invite, cache) = if config.self_signed() {
+/// NEW-6: the link that creates an account, and the `Cache-Control` a page showing it
+/// needs: `DCACCOUNT:` where the certificate is trusted; in self-signed modes a
+/// `dclogin:` link with fresh random credentials (never cached).
+pub fn invite_link(config: &Config) -> (String, &'static str) {
+    if config.self_signed() {
         let (email, password) = onboarding::random_credentials(config);
         (
             onboarding::dclogin_url(config, &email, &password),
@@ -201,7 +214,15 @@ async fn index(State(web): State<Web>) -> Response {
         )
     } else {
         (dcaccount_url(config), "max-age=3600")
-    };
+    }
+}
+
+/// NEW-6: the invite link and QR. Self-signed modes get a `dclogin:` link with fresh
+/// random credentials (nothing is stored; the account appears at its first login,
+/// ACC-5), so that page must not be cached.
+async fn index(State(web): State<Web>) -> Response {
+    let config = &web.relay.config;
+    let (invite, cache) = invite_link(config);
     let Some(qr) = qr_svg(&invite) else {
         tracing::error!("invite link does not fit in a QR code");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();

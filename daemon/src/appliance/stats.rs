@@ -1,0 +1,107 @@
+//! Daily figures for the status page's charts: messages accepted and bytes this process
+//! caused to be written to storage (`write_bytes` of `/proc/self/io`, i.e. what reaches
+//! the SD card), per UTC day. Kept in memory only (LW-5: losing them in a restart costs
+//! nothing); the day's value is the growth of the running totals since the last sample
+//! of the day before.
+
+use std::collections::VecDeque;
+
+/// How many days the charts show.
+pub const DAYS: usize = 14;
+
+/// Running totals at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub day: u64,
+    pub messages: u64,
+    pub written: u64,
+}
+
+/// Per-day growth of the totals.
+#[derive(Debug, Default)]
+pub struct Daily {
+    /// (day, messages, bytes written), oldest first, at most `DAYS`.
+    days: VecDeque<(u64, u64, u64)>,
+    last: Option<Sample>,
+}
+
+impl Daily {
+    /// Add a sample; totals that went down (a restart) count from zero again.
+    pub fn record(&mut self, s: Sample) {
+        let (dm, dw) = match self.last {
+            Some(p) => (
+                s.messages.checked_sub(p.messages).unwrap_or(s.messages),
+                s.written.checked_sub(p.written).unwrap_or(s.written),
+            ),
+            None => (0, 0),
+        };
+        self.last = Some(s);
+        match self.days.back_mut() {
+            Some(last) if last.0 == s.day => {
+                last.1 += dm;
+                last.2 += dw;
+            }
+            _ => {
+                self.days.push_back((s.day, dm, dw));
+                while self.days.len() > DAYS {
+                    self.days.pop_front();
+                }
+            }
+        }
+    }
+
+    /// (day, messages) oldest first.
+    pub fn messages(&self) -> Vec<(u64, u64)> {
+        self.days.iter().map(|d| (d.0, d.1)).collect()
+    }
+
+    /// (day, bytes written) oldest first.
+    pub fn written(&self) -> Vec<(u64, u64)> {
+        self.days.iter().map(|d| (d.0, d.2)).collect()
+    }
+
+    /// Bytes written per day: the last full day's figure, else today's so far.
+    pub fn written_per_day(&self) -> Option<u64> {
+        let n = self.days.len();
+        match n {
+            0 => None,
+            1 => Some(self.days[0].2),
+            _ => Some(self.days[n - 2].2),
+        }
+    }
+}
+
+/// `write_bytes` of this process (Linux `/proc/self/io`), 0 when unavailable.
+pub fn process_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_per_day_and_restart() {
+        let mut d = Daily::default();
+        d.record(Sample { day: 10, messages: 5, written: 100 });
+        d.record(Sample { day: 10, messages: 8, written: 150 });
+        d.record(Sample { day: 11, messages: 10, written: 400 });
+        // Restart: totals fell; the new totals are the growth.
+        d.record(Sample { day: 11, messages: 3, written: 50 });
+        assert_eq!(d.messages(), vec![(10, 3), (11, 5)]);
+        assert_eq!(d.written(), vec![(10, 50), (11, 300)]);
+        assert_eq!(d.written_per_day(), Some(50));
+        for day in 12..40 {
+            d.record(Sample { day, messages: 0, written: 0 });
+        }
+        assert_eq!(d.messages().len(), DAYS);
+        assert_eq!(d.messages()[DAYS - 1].0, 39);
+    }
+}
