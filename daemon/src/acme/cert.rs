@@ -235,13 +235,17 @@ pub fn alpn_challenge_config(
     )];
     let cert = params.self_signed(&key).map_err(err)?;
     let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| format!("challenge key: {e}"))?;
+    // Served as is: rustls' `with_single_cert` would refuse the critical acmeIdentifier
+    // extension it does not know.
+    let certified = Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key_der)
-        .map_err(|e| e.to_string())?;
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     // RFC 8737 §3: the server MUST negotiate `acme-tls/1`.
     config.alpn_protocols = vec![super::ACME_TLS_ALPN.to_vec()];
     Ok(Arc::new(config))
@@ -366,7 +370,8 @@ mod tests {
         assert_eq!(backoff(0), Duration::ZERO);
         assert_eq!(backoff(1), Duration::from_secs(600));
         assert_eq!(backoff(2), Duration::from_secs(1200));
-        assert_eq!(backoff(7), BACKOFF_MAX);
+        assert_eq!(backoff(7), Duration::from_secs(600 * 64));
+        assert_eq!(backoff(8), BACKOFF_MAX);
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
     }
 

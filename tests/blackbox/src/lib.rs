@@ -11,6 +11,7 @@ pub mod federation;
 pub mod http;
 pub mod imap;
 pub mod mail;
+pub mod pebble;
 pub mod postfix;
 pub mod relay;
 pub mod smtp;
