@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, Mode};
 use crate::dkim::Signer;
 use crate::store::Store;
+use relaybox_webui::DnsRecord;
 
 /// The zone text the running relay leaves in its data directory.
 pub const ZONE_FILE: &str = "dns.zone";
@@ -142,6 +143,17 @@ pub fn detect_addresses(config: &Config) -> Addresses {
     Addresses { v4, v6 }
 }
 
+/// The address this host uses on its local network (the source address towards the
+/// internet, private or not): where the router must forward the ports to.
+pub fn lan_address() -> Option<IpAddr> {
+    route_source("0.0.0.0:0", "192.0.2.1:25")
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
+        .or_else(|| {
+            route_source("[::]:0", "[2001:db8::1]:25")
+                .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
+        })
+}
+
 /// The local address the kernel would send from towards `target` (nothing is sent).
 fn route_source(bind: &str, target: &str) -> Option<IpAddr> {
     let socket = UdpSocket::bind(bind).ok()?;
@@ -151,7 +163,7 @@ fn route_source(bind: &str, target: &str) -> Option<IpAddr> {
 
 /// A publicly routable IPv4 address (not RFC 1918, loopback, link-local, CGNAT,
 /// documentation, benchmarking, multicast or reserved).
-fn global_v4(a: Ipv4Addr) -> bool {
+pub(crate) fn global_v4(a: Ipv4Addr) -> bool {
     let o = a.octets();
     !(a.is_unspecified()
         || a.is_private()
@@ -168,7 +180,7 @@ fn global_v4(a: Ipv4Addr) -> bool {
 }
 
 /// A global unicast IPv6 address (2000::/3, not documentation 2001:db8::/32).
-fn global_v6(a: Ipv6Addr) -> bool {
+pub(crate) fn global_v6(a: Ipv6Addr) -> bool {
     let s = a.segments();
     (s[0] & 0xe000) == 0x2000 && !(s[0] == 0x2001 && s[1] == 0x0db8)
 }
@@ -182,136 +194,265 @@ fn ip_only_text(ip: Ipv4Addr) -> String {
     )
 }
 
-/// The zone text (§18): required records first, then recommended ones; absolute names
-/// with trailing dots, TTL 3600, class IN. Address records this host cannot determine
-/// are written as commented placeholders the operator must fill in.
-pub fn zone_text(config: &Config, signer: &Signer, addresses: Addresses) -> String {
+/// Value of an address record this host could not determine (the operator fills it in).
+pub const PLACEHOLDER_V4: &str = "<public IPv4 address>";
+/// Value of an AAAA record this host could not determine.
+pub const PLACEHOLDER_V6: &str = "<public IPv6 address>";
+
+/// True when `value` is a placeholder the operator must replace ([`PLACEHOLDER_V4`]).
+pub fn is_placeholder(value: &str) -> bool {
+    value.starts_with('<')
+}
+
+/// The records of §18 for `config` (WIZ-7), the one source of the zone text and the
+/// wizard's table and checks: required records first, then recommended ones; absolute
+/// names with trailing dots; values as in a zone file. Address records this host
+/// cannot determine carry [`PLACEHOLDER_V4`] / [`PLACEHOLDER_V6`]. No DKIM record
+/// without `signer`. Empty in IP-only mode (MODE-1, DNS-1: no DNS needed).
+pub fn expected_records(
+    config: &Config,
+    signer: Option<&Signer>,
+    addresses: Addresses,
+) -> Vec<DnsRecord> {
+    if matches!(config.mode, Mode::IpOnly(_)) {
+        return Vec::new();
+    }
     let d = format!("{}.", config.mail_domain.trim_end_matches('.'));
     // §18 "required, ACME mode": a DNS name with certificates from ACME (not an
     // external certificate, not an underscore or IP-only relay, MODE-2).
     let acme = matches!(config.mode, Mode::Domain) && config.tls_external_cert_and_key.is_none();
-    let mut z = String::new();
-    let line = |z: &mut String, text: String| {
-        z.push_str(&text);
-        z.push('\n');
-    };
-    let rr = |name: &str, kind: &str, data: &str| format!("{name} {TTL} IN {kind} {data}");
-
-    line(
-        &mut z,
-        format!(
-            "; DNS records for the chatmail relay {} (relaybox dns).",
-            config.mail_domain
+    let record =
+        |id: &str, name: String, kind: &str, value: String, required: bool, note: &str| DnsRecord {
+            id: id.to_string(),
+            name,
+            kind: kind.to_string(),
+            value,
+            required,
+            note: note.to_string(),
+        };
+    let mut r = Vec::new();
+    // §18 required: A and/or AAAA (DNS-1: fatal only when neither exists).
+    r.push(match addresses.v4 {
+        Some(a) => record(
+            "dns.a",
+            d.clone(),
+            "A",
+            a.to_string(),
+            true,
+            "The public IPv4 address of this relay (detected on this host: check it).",
         ),
-    );
-    line(
-        &mut z,
-        "; Zone-file form: absolute names, TTL 3600. Lines starting with ';' are comments.".into(),
-    );
-    line(&mut z, String::new());
-    line(&mut z, "; ---- REQUIRED ----".into());
-    match addresses.v4 {
-        Some(a) => line(
-            &mut z,
-            format!(
-                "{} ; detected on this host: check it is the public address",
-                rr(&d, "A", &a.to_string())
-            ),
+        None => record(
+            "dns.a",
+            d.clone(),
+            "A",
+            PLACEHOLDER_V4.to_string(),
+            true,
+            "The public IPv4 address of your internet connection.",
         ),
-        None => line(
-            &mut z,
-            format!(
-                "; FILL IN the public IPv4 address of this host, then remove the ';':\n; {}",
-                rr(&d, "A", "<public IPv4 address>")
-            ),
-        ),
-    }
+    });
     if !config.disable_ipv6 {
-        match addresses.v6 {
-            Some(a) => line(
-                &mut z,
-                format!(
-                    "{} ; detected on this host: check it is the public address",
-                    rr(&d, "AAAA", &a.to_string())
-                ),
+        r.push(match addresses.v6 {
+            Some(a) => record(
+                "dns.aaaa",
+                d.clone(),
+                "AAAA",
+                a.to_string(),
+                false,
+                "The public IPv6 address of this relay (detected on this host: check it).",
             ),
-            None => line(
-                &mut z,
-                format!(
+            None => record(
+                "dns.aaaa",
+                d.clone(),
+                "AAAA",
+                PLACEHOLDER_V6.to_string(),
+                false,
+                "Only if this relay has a public IPv6 address (an A or an AAAA record is needed).",
+            ),
+        });
+    }
+    r.push(record(
+        "dns.mx",
+        d.clone(),
+        "MX",
+        format!("10 {d}"),
+        true,
+        "Other mail servers deliver to this relay.",
+    ));
+    r.push(record(
+        "dns.www",
+        format!("www.{d}"),
+        "CNAME",
+        d.clone(),
+        true,
+        "The web pages answer under www too.",
+    ));
+    if acme {
+        // RFC 8461 §3.1, §3.2.
+        r.push(record(
+            "dns.mta-sts",
+            format!("mta-sts.{d}"),
+            "CNAME",
+            d.clone(),
+            true,
+            "Where other servers fetch the MTA-STS policy (RFC 8461).",
+        ));
+        r.push(record(
+            "dns.mta-sts-txt",
+            format!("_mta-sts.{d}"),
+            "TXT",
+            txt_strings(&format!("v=STSv1; id={}", mta_sts_id(config))),
+            true,
+            "Tells other servers to deliver only over verified TLS (RFC 8461).",
+        ));
+    }
+    if let Some(signer) = signer {
+        let (name, value) = signer.dns_record();
+        r.push(record(
+            "dns.dkim",
+            format!("{}.", name.trim_end_matches('.')),
+            "TXT",
+            txt_strings(&value),
+            true,
+            "The key other servers use to check this relay's DKIM signatures.",
+        ));
+    }
+    r.push(record(
+        "dns.spf",
+        d.clone(),
+        "TXT",
+        txt_strings("v=spf1 a ~all"),
+        false,
+        "Says that this relay's address may send mail for the domain (SPF).",
+    ));
+    r.push(record(
+        "dns.dmarc",
+        format!("_dmarc.{d}"),
+        "TXT",
+        txt_strings("v=DMARC1;p=reject;adkim=s;aspf=s"),
+        false,
+        "Asks other servers to reject forged mail from the domain (DMARC).",
+    ));
+    if acme {
+        r.push(record(
+            "dns.caa",
+            d.clone(),
+            "CAA",
+            "0 issue \"letsencrypt.org\"".to_string(),
+            false,
+            "Only Let's Encrypt may issue certificates for the domain.",
+        ));
+    }
+    r.push(record(
+        "dns.adsp",
+        format!("_adsp._domainkey.{d}"),
+        "TXT",
+        txt_strings("dkim=discardable"),
+        false,
+        "Mail from the domain without a signature may be discarded.",
+    ));
+    for (id, service, port, what) in [
+        (
+            "dns.srv.submission",
+            "_submission._tcp",
+            587,
+            "sending (587)",
+        ),
+        (
+            "dns.srv.submissions",
+            "_submissions._tcp",
+            465,
+            "sending (465)",
+        ),
+        ("dns.srv.imap", "_imap._tcp", 143, "reading (143)"),
+        ("dns.srv.imaps", "_imaps._tcp", 993, "reading (993)"),
+    ] {
+        r.push(record(
+            id,
+            format!("{service}.{d}"),
+            "SRV",
+            format!("0 1 {port} {d}"),
+            false,
+            &format!("Lets mail apps find the server for {what} (RFC 6186)."),
+        ));
+    }
+    r
+}
+
+/// The zone text (§18), rendered from [`expected_records`]: required records first,
+/// then recommended ones; absolute names with trailing dots, TTL 3600, class IN.
+/// Address records this host cannot determine are written as commented placeholders
+/// the operator must fill in.
+pub fn zone_text(config: &Config, signer: &Signer, addresses: Addresses) -> String {
+    let mut z = String::new();
+    let rr = |r: &DnsRecord| format!("{} {TTL} IN {} {}", r.name, r.kind, r.value);
+    let _ = writeln!(
+        z,
+        "; DNS records for the chatmail relay {} (relaybox dns).",
+        config.mail_domain
+    );
+    z.push_str(
+        "; Zone-file form: absolute names, TTL 3600. Lines starting with ';' are comments.\n",
+    );
+    z.push('\n');
+    z.push_str("; ---- REQUIRED ----\n");
+    let mut recommended = false;
+    let mut domain = String::new();
+    for r in expected_records(config, Some(signer), addresses) {
+        // The AAAA record sits with the A record (one of them is required, DNS-1).
+        if !r.required && r.id != "dns.aaaa" && !recommended {
+            recommended = true;
+            z.push('\n');
+            z.push_str("; ---- RECOMMENDED ----\n");
+        }
+        match r.id.as_str() {
+            "dns.a" if is_placeholder(&r.value) => {
+                let _ = writeln!(
+                    z,
+                    "; FILL IN the public IPv4 address of this host, then remove the ';':\n; {}",
+                    rr(&r)
+                );
+                domain = r.name.clone();
+                continue;
+            }
+            "dns.aaaa" if is_placeholder(&r.value) => {
+                let _ = writeln!(
+                    z,
                     "; FILL IN the public IPv6 address of this host if it has one (an A or an \
                      AAAA record is required):\n; {}",
-                    rr(&d, "AAAA", "<public IPv6 address>")
-                ),
+                    rr(&r)
+                );
+                continue;
+            }
+            "dns.a" | "dns.aaaa" => {
+                let _ = writeln!(
+                    z,
+                    "{} ; detected on this host: check it is the public address",
+                    rr(&r)
+                );
+                domain = r.name.clone();
+                continue;
+            }
+            "dns.mta-sts" => {
+                z.push_str("; required with ACME certificates: MTA-STS (RFC 8461)\n");
+            }
+            "dns.dkim" => {
+                let _ = writeln!(
+                    z,
+                    "; DKIM key of this relay (selector {})",
+                    config.dkim_selector
+                );
+            }
+            "dns.caa" => z.push_str(
+                "; add ;accounturi=<ACME account URL> to the CAA value to pin this relay's \
+                 account\n",
             ),
+            _ => {}
         }
-    }
-    line(&mut z, rr(&d, "MX", &format!("10 {d}")));
-    line(&mut z, rr(&format!("www.{d}"), "CNAME", &d));
-    if acme {
-        line(
-            &mut z,
-            "; required with ACME certificates: MTA-STS (RFC 8461)".into(),
-        );
-        line(&mut z, rr(&format!("mta-sts.{d}"), "CNAME", &d));
-        line(
-            &mut z,
-            rr(
-                &format!("_mta-sts.{d}"),
-                "TXT",
-                &txt_strings(&format!("v=STSv1; id={}", mta_sts_id(config))),
-            ),
-        );
-    }
-    let (name, value) = signer.dns_record();
-    line(
-        &mut z,
-        format!(
-            "; DKIM key of this relay (selector {})",
-            config.dkim_selector
-        ),
-    );
-    line(&mut z, rr(&format!("{name}."), "TXT", &txt_strings(&value)));
-    line(&mut z, String::new());
-    line(&mut z, "; ---- RECOMMENDED ----".into());
-    line(&mut z, rr(&d, "TXT", &txt_strings("v=spf1 a ~all")));
-    line(
-        &mut z,
-        rr(
-            &format!("_dmarc.{d}"),
-            "TXT",
-            &txt_strings("v=DMARC1;p=reject;adkim=s;aspf=s"),
-        ),
-    );
-    if acme {
-        line(
-            &mut z,
-            "; add ;accounturi=<ACME account URL> to the CAA value to pin this relay's account"
-                .into(),
-        );
-        line(&mut z, rr(&d, "CAA", "0 issue \"letsencrypt.org\""));
-    }
-    line(
-        &mut z,
-        rr(
-            &format!("_adsp._domainkey.{d}"),
-            "TXT",
-            &txt_strings("dkim=discardable"),
-        ),
-    );
-    for (service, port) in [
-        ("_submission._tcp", 587),
-        ("_submissions._tcp", 465),
-        ("_imap._tcp", 143),
-        ("_imaps._tcp", 993),
-    ] {
-        line(
-            &mut z,
-            rr(&format!("{service}.{d}"), "SRV", &format!("0 1 {port} {d}")),
-        );
+        let _ = writeln!(z, "{}", rr(&r));
     }
     let _ = writeln!(
         z,
-        "; optional: a PTR record for the addresses above pointing to {d}"
+        "; optional: a PTR record for the addresses above pointing to {domain}"
     );
     z
 }
@@ -537,5 +678,56 @@ mod tests {
         let text = std::fs::read_to_string(zone_file_path(&config)).expect("read");
         assert!(text.contains(&txt_strings(&s.dns_record().1)), "{text}");
         assert!(!dir.path().join("dns.zone.tmp").exists());
+    }
+
+    #[test]
+    fn expected_records_ids_and_required_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = testing::config(dir.path(), "chat.example.org");
+        let s = signer(&config, dir.path());
+        let recs = expected_records(&config, Some(&s), Addresses::default());
+        let ids: Vec<(&str, bool)> = recs.iter().map(|r| (r.id.as_str(), r.required)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("dns.a", true),
+                ("dns.aaaa", false),
+                ("dns.mx", true),
+                ("dns.www", true),
+                ("dns.mta-sts", true),
+                ("dns.mta-sts-txt", true),
+                ("dns.dkim", true),
+                ("dns.spf", false),
+                ("dns.dmarc", false),
+                ("dns.caa", false),
+                ("dns.adsp", false),
+                ("dns.srv.submission", false),
+                ("dns.srv.submissions", false),
+                ("dns.srv.imap", false),
+                ("dns.srv.imaps", false),
+            ]
+        );
+        for r in &recs {
+            assert!(r.name.ends_with('.'), "{r:?}");
+            assert!(!r.note.is_empty(), "{r:?}");
+        }
+        assert!(is_placeholder(&recs[0].value), "{:?}", recs[0]);
+        // Without a signer: no DKIM record; the rest unchanged.
+        let unsigned = expected_records(&config, None, Addresses::default());
+        assert_eq!(unsigned.len(), recs.len() - 1);
+        assert!(unsigned.iter().all(|r| r.id != "dns.dkim"));
+        // Underscore mode: no MTA-STS, no CAA (MODE-2).
+        let under = testing::config(dir.path(), "_chat.test");
+        let ids: Vec<String> = expected_records(&under, Some(&s), Addresses::default())
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert!(
+            !ids.iter().any(|i| i.contains("mta-sts") || i == "dns.caa"),
+            "{ids:?}"
+        );
+        // IP-only mode: nothing (MODE-1, DNS-1).
+        let ip = testing::config(dir.path(), "192.0.2.9");
+        assert!(expected_records(&ip, None, Addresses::default()).is_empty());
     }
 }
