@@ -1,0 +1,836 @@
+//! The whole setup wizard in a real headless browser (issue #6, first test): the real
+//! `relaybox` binary starts from a chatmail.ini without `mail_domain` (setup mode) on
+//! the standard ports of a fresh `127.a.b.2`, with the test's dnsmasq as its resolver
+//! (the test domain and its `www.` and `mta-sts.` names point there) and Debian's pebble
+//! as its ACME server (validating against that address's ports 80 and 443). Then
+//! `tests/browser/wizard.mjs` drives Debian's Chromium through claim, password, domain,
+//! DNS, ports, certificate, invitation and status, saving a screenshot of each step in
+//! `tests/out/wizard/`, and prints its findings as one JSON line. This test asserts on
+//! that line and on the daemon afterwards: the same process still runs (no restart), it
+//! serves pebble's certificate on 443, 465 and 993, the config file names the domain,
+//! and a form without its CSRF token is refused.
+//!
+//! Needs `/usr/bin/chromium`, `/usr/bin/pebble`, dnsmasq, node and
+//! `tests/browser/node_modules` (`npm ci` there); `tests/run` installs all of them.
+//! Every wait is bounded; the daemon, node (with Chromium), pebble and dnsmasq are
+//! killed on drop, also when the test fails.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use relaybox_blackbox::conn::LineConn;
+use relaybox_blackbox::dns::{Dns, Zone};
+use relaybox_blackbox::federation::Net;
+use relaybox_blackbox::http;
+use relaybox_blackbox::pebble::{Pebble, PebbleOptions};
+use relaybox_blackbox::relay;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// The domain the operator types (a `Mode::Domain` name under the dnsmasq's `.test`).
+const DOMAIN: &str = "relay.wizard.test";
+/// The admin password typed in the browser (≥ 10 characters).
+const PASSWORD: &str = "correct horse battery staple";
+/// How long the daemon may take to listen in setup mode.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The script's own overall limit (it prints its results when it runs out).
+const SCRIPT_LIMIT: Duration = Duration::from_secs(240);
+/// The node process is killed after this (the script's limit plus a margin).
+const NODE_LIMIT: Duration = Duration::from_secs(300);
+/// Bound of one TLS handshake or HTTP request from the test.
+const IO_LIMIT: Duration = Duration::from_secs(10);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .components()
+        .collect()
+}
+
+/// The daemon process. Dropping it kills it (and prints its log tail when failing).
+struct Daemon {
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The exit status if the process ended.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        relay::kill9_child(&mut self.child);
+        if std::thread::panicking() {
+            eprintln!(
+                "---- relaybox stderr (last 80 lines) ----\n{}\n----",
+                self.log_tail(80)
+            );
+        }
+    }
+}
+
+/// Everything the test started, stopped on drop in reverse order of start.
+struct Setup {
+    daemon: Daemon,
+    pebble: Pebble,
+    _dns: Dns,
+    dir: tempfile::TempDir,
+    ip: Ipv4Addr,
+}
+
+impl Setup {
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("chatmail.ini")
+    }
+
+    fn setup_code_file(&self) -> PathBuf {
+        self.dir.path().join("setup-code")
+    }
+
+    fn sock(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.ip), port)
+    }
+}
+
+/// dnsmasq with the test domain, its `www.` and `mta-sts.` names (the certificate's
+/// names) and its MX; pebble resolving through it; the daemon in setup mode.
+async fn start() -> Setup {
+    let net = Net::fresh();
+    let ip = net.host(2);
+    let mut zone = Zone::default();
+    zone.add_mail_domain(DOMAIN, ip);
+    for prefix in ["www", "mta-sts"] {
+        zone.a.push((format!("{prefix}.{DOMAIN}"), ip));
+    }
+    let dns = Dns::start(zone);
+    let pebble = Pebble::start(PebbleOptions::new(dns.addr()));
+    let dir = tempfile::Builder::new()
+        .prefix("relaybox-wizard-")
+        .tempdir()
+        .expect("create temp dir");
+    // No mail_domain: setup mode (issue #6 item 2). Every listener on its standard port
+    // of this test's own address; no TURN; no mDNS.
+    let mut ini = String::from("[params]\n");
+    ini += &format!("data_dir = {}\n", dir.path().join("data").display());
+    ini += &format!(
+        "setup_code_file = {}\n",
+        dir.path().join("setup-code").display()
+    );
+    ini += "mdns_name =\n";
+    ini += &format!("dns_resolver = {}\n", dns.resolver());
+    ini += &format!("acme_directory = {}\n", pebble.directory());
+    ini += &format!(
+        "tls_extra_roots = {}\n",
+        pebble.listener_ca_file().display()
+    );
+    // The port check's outbound SMTP probe: the relay's own port 25 (no Internet here).
+    ini += &format!("outbound_probe = {ip}:25\n");
+    for (key, port) in [
+        ("smtp", 25),
+        ("submission", 587),
+        ("submissions", 465),
+        ("imap", 143),
+        ("imaps", 993),
+        ("https", 443),
+        ("http", 80),
+    ] {
+        ini += &format!("{key}_listen = {ip}:{port}\n");
+    }
+    ini += "turn_listen =\nlog_stderr = true\nmax_load_1m = 10000\n\
+            min_available_memory = 1\nmin_free_disk_space = 1\n";
+    let config = dir.path().join("chatmail.ini");
+    std::fs::write(&config, ini).expect("write chatmail.ini");
+
+    let stderr = dir.path().join("relaybox.log");
+    let mut cmd = Command::new(relay::binary());
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(File::create(dir.path().join("relaybox.out")).expect("create stdout file"))
+        .stderr(File::create(&stderr).expect("create stderr file"))
+        .env("NO_COLOR", "1");
+    if std::env::var_os("RELAYBOX_LOG").is_none() {
+        cmd.env("RELAYBOX_LOG", "info");
+    }
+    let child = cmd.spawn().expect("spawn relaybox");
+    let mut setup = Setup {
+        daemon: Daemon {
+            child: Some(child),
+            stderr,
+        },
+        pebble,
+        _dns: dns,
+        dir,
+        ip,
+    };
+    // Setup mode listens on port 80 only; the setup code is written before that.
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = setup.daemon.exited() {
+            panic!(
+                "relaybox exited with {status} in setup mode; stderr:\n{}",
+                setup.daemon.log()
+            );
+        }
+        let listening = tokio::net::TcpStream::connect(setup.sock(80)).await.is_ok();
+        if listening && setup.setup_code_file().is_file() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relaybox did not listen on {} with {} written within {START_TIMEOUT:?}; \
+             stderr:\n{}",
+            setup.sock(80),
+            setup.setup_code_file().display(),
+            setup.daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    setup
+}
+
+/// What the browser script printed.
+struct ScriptRun {
+    json: json::Value,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Run `node tests/browser/wizard.mjs` against the daemon (bounded; node and its
+/// Chromium are killed as a process group when the bound runs out).
+async fn run_browser(setup: &Setup, out: &Path) -> ScriptRun {
+    let root = workspace();
+    let browser = root.join("tests/browser");
+    assert!(
+        Path::new("/usr/bin/chromium").is_file(),
+        "/usr/bin/chromium not found: install Debian's chromium (tests/run does)"
+    );
+    assert!(
+        browser.join("node_modules/playwright-core").is_dir(),
+        "{}/node_modules/playwright-core missing: run `npm ci` in tests/browser (tests/run does)",
+        browser.display()
+    );
+    let started = Instant::now();
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(browser.join("wizard.mjs"))
+        .arg("--base")
+        .arg(format!("http://{}", setup.ip))
+        .arg("--code-file")
+        .arg(setup.setup_code_file())
+        .arg("--domain")
+        .arg(DOMAIN)
+        .arg("--password")
+        .arg(PASSWORD)
+        .arg("--out")
+        .arg(out)
+        .arg("--limit-ms")
+        .arg(SCRIPT_LIMIT.as_millis().to_string())
+        .current_dir(&browser)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("spawn node (install nodejs)");
+    let pgid = child.id();
+    let output = match tokio::time::timeout(NODE_LIMIT, child.wait_with_output()).await {
+        Ok(out) => out.expect("wait for node"),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                // node and the Chromium it started share the process group.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pgid}")])
+                    .status();
+            }
+            panic!("the browser script did not end within {NODE_LIMIT:?}");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "the browser script printed no JSON line (exit {:?});\nstdout:\n{stdout}\n\
+                 stderr:\n{stderr}",
+                output.status.code()
+            )
+        });
+    let json = json::parse(line)
+        .unwrap_or_else(|e| panic!("the browser script's line is not JSON ({e}): {line}"));
+    ScriptRun {
+        json,
+        stdout,
+        stderr,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// The leaf served on `port` (implicit TLS, SNI = the domain) to a client trusting only
+/// `root_pem`; `Err` when the handshake fails (a certificate not issued under it).
+async fn served_leaf(addr: SocketAddr, root_pem: &str) -> Result<Vec<u8>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::time::timeout(IO_LIMIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(DOMAIN.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio::time::timeout(
+        IO_LIMIT,
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| "handshake timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no certificate")?;
+    Ok(leaf.as_ref().to_vec())
+}
+
+/// A plain-HTTP POST to port 80 without cookies: (status, body).
+async fn post_plain(setup: &Setup, path: &str, form: &str) -> (u16, String) {
+    let addr = setup.sock(80);
+    let mut conn = tokio::time::timeout(IO_LIMIT, LineConn::connect(addr))
+        .await
+        .expect("connect in time")
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let head = format!(
+        "POST {path} HTTP/1.1\nHost: {}\nContent-Type: application/x-www-form-urlencoded",
+        setup.ip
+    );
+    let resp = tokio::time::timeout(IO_LIMIT, http::request(&mut conn, &head, form.as_bytes()))
+        .await
+        .expect("answer in time")
+        .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
+    (resp.status, resp.body_text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_wizard_in_a_real_browser() {
+    let t0 = Instant::now();
+    let mut setup = start().await;
+    let started_in = t0.elapsed();
+    let pid = setup.daemon.pid();
+
+    let out = workspace().join("tests/out/wizard");
+    // Screenshots of this run only.
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("create tests/out/wizard");
+
+    let run = run_browser(&setup, &out).await;
+    let j = &run.json;
+    eprintln!(
+        "browser script ({:.1} s): {}",
+        run.elapsed.as_secs_f64(),
+        run.stdout.trim()
+    );
+    for s in j.get("steps").map(|v| v.items()).unwrap_or_default() {
+        eprintln!(
+            "  step {:<12} {:>6} ms",
+            s.str_at("name").unwrap_or("?"),
+            s.get("ms").and_then(|v| v.as_f64()).unwrap_or(-1.0)
+        );
+    }
+    let context = || {
+        format!(
+            "\nscript stderr:\n{}\npebble log (tail):\n{}\n",
+            run.stderr,
+            tail(&setup.pebble.log(), 30)
+        )
+    };
+    if j.get("ok").and_then(|v| v.as_bool()) != Some(true) {
+        panic!(
+            "the wizard failed in the browser: {}\n  at {}\n  page text: {}{}",
+            j.str_at("error").unwrap_or("(no error)"),
+            j.str_at("url").unwrap_or("(no url)"),
+            j.str_at("page_text").unwrap_or("(none)"),
+            context()
+        );
+    }
+
+    // 1. The start page went through /admin/ to the claim.
+    let redirects: Vec<&str> = j
+        .items_at("start_redirects")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(redirects.first(), Some(&"/"), "start: {redirects:?}");
+    assert!(
+        redirects.contains(&"/admin/"),
+        "start went through /admin/: {redirects:?}"
+    );
+    assert_eq!(
+        redirects.last(),
+        Some(&"/admin/claim"),
+        "start: {redirects:?}"
+    );
+
+    // 5. The DNS step: records with their check ids, checks with a status, a zone file.
+    let records: Vec<&str> = j
+        .items_at("dns_records")
+        .iter()
+        .filter_map(|r| r.str_at("id"))
+        .collect();
+    for id in ["dns.mx", "dns.dkim"] {
+        assert!(records.contains(&id), "DNS record row {id} in {records:?}");
+    }
+    let checks = j.items_at("dns_checks");
+    assert!(!checks.is_empty(), "DNS checks shown");
+    for c in checks {
+        let status = c.str_at("status").unwrap_or("");
+        assert!(
+            ["ok", "warning", "error", "unknown"].contains(&status),
+            "check {:?} has status {status:?}",
+            c.str_at("id")
+        );
+    }
+    eprintln!(
+        "DNS checks: {}",
+        checks
+            .iter()
+            .map(|c| format!(
+                "{}={}",
+                c.str_at("id").unwrap_or("?"),
+                c.str_at("status").unwrap_or("?")
+            ))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_eq!(
+        j.get("zone_status").and_then(|v| v.as_f64()),
+        Some(200.0),
+        "zone download"
+    );
+    assert_eq!(
+        j.get("zone_has_mx").and_then(|v| v.as_bool()),
+        Some(true),
+        "zone file has an MX record: {}",
+        j.str_at("zone_excerpt").unwrap_or("")
+    );
+
+    // 6. Ports: checks with ids.
+    let ports = j.items_at("port_checks");
+    assert!(!ports.is_empty(), "port checks shown");
+    assert!(
+        ports
+            .iter()
+            .all(|c| c.str_at("id").is_some_and(|s| !s.is_empty())),
+        "port check ids"
+    );
+    eprintln!(
+        "port checks: {}",
+        ports
+            .iter()
+            .map(|c| format!(
+                "{}={}",
+                c.str_at("id").unwrap_or("?"),
+                c.str_at("status").unwrap_or("?")
+            ))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    // 7. The certificate was obtained, and the listeners serve pebble's certificate
+    // without a restart: the same process, a client trusting only pebble's root.
+    assert_eq!(
+        j.str_at("certificate_state"),
+        Some("done"),
+        "certificate: {}",
+        j.str_at("certificate_reason").unwrap_or("")
+    );
+    assert!(setup.daemon.exited().is_none(), "the daemon still runs");
+    assert_eq!(setup.daemon.pid(), pid, "same process");
+    let root = setup.pebble.issuing_root_pem().await;
+    let mut leaves = Vec::new();
+    for port in [443, 465, 993] {
+        let leaf = served_leaf(setup.sock(port), &root)
+            .await
+            .unwrap_or_else(|e| panic!("port {port}: not pebble's certificate: {e}{}", context()));
+        leaves.push(leaf);
+    }
+    assert!(
+        leaves.windows(2).all(|w| w[0] == w[1]),
+        "the same certificate on 443, 465 and 993"
+    );
+
+    // 8. The invitation.
+    let link = j.str_at("invite_link").unwrap_or("");
+    assert!(
+        link.starts_with(&format!("DCACCOUNT:https://{DOMAIN}/new")),
+        "invite link: {link:?}"
+    );
+    assert_eq!(
+        j.get("invite_qr_svg").and_then(|v| v.as_bool()),
+        Some(true),
+        "QR code as SVG"
+    );
+
+    // 9. Status page.
+    assert_eq!(
+        j.get("status_has_services").and_then(|v| v.as_bool()),
+        Some(true),
+        "#services"
+    );
+
+    // Security: without (or with a wrong) CSRF token a logged-in browser's form is
+    // refused; from here without any cookie too; nothing changed.
+    assert_eq!(
+        j.get("csrf_missing_status").and_then(|v| v.as_f64()),
+        Some(403.0),
+        "no CSRF token"
+    );
+    assert_eq!(
+        j.get("csrf_wrong_status").and_then(|v| v.as_f64()),
+        Some(403.0),
+        "wrong CSRF token"
+    );
+    let (status, body) = post_plain(
+        &setup,
+        "/admin/setup/domain",
+        "mode=domain&domain=forged.wizard.test",
+    )
+    .await;
+    assert_eq!(status, 403, "POST without cookies and token: {body}");
+
+    // The daemon's state: the config names the domain (written by the wizard), not the
+    // forged one; the ACME certificate is stored.
+    let ini = std::fs::read_to_string(setup.config_path()).expect("read chatmail.ini");
+    assert!(
+        ini.lines().any(|l| l
+            .split_once('=')
+            .is_some_and(|(k, v)| k.trim() == "mail_domain" && v.trim() == DOMAIN)),
+        "chatmail.ini has mail_domain = {DOMAIN}:\n{ini}"
+    );
+    assert!(!ini.contains("forged"), "forged domain not applied:\n{ini}");
+    let acme_dir = setup.dir.path().join("data/acme");
+    assert!(acme_dir.is_dir(), "{} exists", acme_dir.display());
+    assert!(
+        setup.daemon.exited().is_none(),
+        "the daemon still runs at the end"
+    );
+
+    // Screenshots of every step.
+    let shots: Vec<String> = j
+        .items_at("screenshots")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    for name in [
+        "claim",
+        "password",
+        "domain",
+        "dns",
+        "ports",
+        "certificate",
+        "done",
+        "status",
+    ] {
+        assert!(
+            shots.iter().any(|s| s.ends_with(&format!("-{name}.png"))),
+            "screenshot of {name} in {shots:?}"
+        );
+    }
+    for s in &shots {
+        let len = std::fs::metadata(s).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "{s} is a real PNG ({len} bytes)");
+    }
+    eprintln!(
+        "wizard: daemon up in {:.1} s, browser {:.1} s, total {:.1} s; {} screenshots in {}",
+        started_in.as_secs_f64(),
+        run.elapsed.as_secs_f64(),
+        t0.elapsed().as_secs_f64(),
+        shots.len(),
+        out.display()
+    );
+    relay::stop_child(&mut setup.daemon.child).await;
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A small JSON reader (RFC 8259) for the script's one line; the black-box crate has no
+/// JSON dependency.
+mod json {
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Value {
+        Null,
+        Bool(bool),
+        Number(f64),
+        String(String),
+        Array(Vec<Value>),
+        Object(BTreeMap<String, Value>),
+    }
+
+    impl Value {
+        pub fn get(&self, key: &str) -> Option<&Value> {
+            match self {
+                Value::Object(m) => m.get(key),
+                _ => None,
+            }
+        }
+        pub fn as_str(&self) -> Option<&str> {
+            match self {
+                Value::String(s) => Some(s),
+                _ => None,
+            }
+        }
+        pub fn as_bool(&self) -> Option<bool> {
+            match self {
+                Value::Bool(b) => Some(*b),
+                _ => None,
+            }
+        }
+        pub fn as_f64(&self) -> Option<f64> {
+            match self {
+                Value::Number(n) => Some(*n),
+                _ => None,
+            }
+        }
+        pub fn items(&self) -> &[Value] {
+            match self {
+                Value::Array(a) => a,
+                _ => &[],
+            }
+        }
+        pub fn str_at(&self, key: &str) -> Option<&str> {
+            self.get(key).and_then(Value::as_str)
+        }
+        pub fn items_at(&self, key: &str) -> &[Value] {
+            self.get(key).map(Value::items).unwrap_or_default()
+        }
+    }
+
+    /// Nesting bound (the script's output is shallow).
+    const MAX_DEPTH: usize = 32;
+
+    pub fn parse(text: &str) -> Result<Value, String> {
+        let mut p = Parser {
+            b: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value(0)?;
+        p.ws();
+        if p.i != p.b.len() {
+            return Err(format!("trailing data at {}", p.i));
+        }
+        Ok(v)
+    }
+
+    struct Parser<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl Parser<'_> {
+        fn ws(&mut self) {
+            while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            }
+        }
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+        fn eat(&mut self, c: u8) -> Result<(), String> {
+            self.ws();
+            if self.peek() == Some(c) {
+                self.i += 1;
+                Ok(())
+            } else {
+                Err(format!("expected {:?} at {}", c as char, self.i))
+            }
+        }
+        fn literal(&mut self, word: &str, v: Value) -> Result<Value, String> {
+            if self.b[self.i..].starts_with(word.as_bytes()) {
+                self.i += word.len();
+                Ok(v)
+            } else {
+                Err(format!("bad literal at {}", self.i))
+            }
+        }
+        fn value(&mut self, depth: usize) -> Result<Value, String> {
+            if depth > MAX_DEPTH {
+                return Err("too deep".into());
+            }
+            self.ws();
+            match self.peek() {
+                Some(b'{') => {
+                    self.i += 1;
+                    let mut m = BTreeMap::new();
+                    self.ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                        return Ok(Value::Object(m));
+                    }
+                    loop {
+                        self.ws();
+                        let k = self.string()?;
+                        self.eat(b':')?;
+                        let v = self.value(depth + 1)?;
+                        m.insert(k, v);
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b'}') => {
+                                self.i += 1;
+                                return Ok(Value::Object(m));
+                            }
+                            _ => return Err(format!("expected , or }} at {}", self.i)),
+                        }
+                    }
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    let mut a = Vec::new();
+                    self.ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                        return Ok(Value::Array(a));
+                    }
+                    loop {
+                        a.push(self.value(depth + 1)?);
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b']') => {
+                                self.i += 1;
+                                return Ok(Value::Array(a));
+                            }
+                            _ => return Err(format!("expected , or ] at {}", self.i)),
+                        }
+                    }
+                }
+                Some(b'"') => Ok(Value::String(self.string()?)),
+                Some(b't') => self.literal("true", Value::Bool(true)),
+                Some(b'f') => self.literal("false", Value::Bool(false)),
+                Some(b'n') => self.literal("null", Value::Null),
+                Some(c) if c == b'-' || c.is_ascii_digit() => {
+                    let start = self.i;
+                    while self.peek().is_some_and(|c| {
+                        c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')
+                    }) {
+                        self.i += 1;
+                    }
+                    let s =
+                        std::str::from_utf8(&self.b[start..self.i]).map_err(|e| e.to_string())?;
+                    s.parse::<f64>()
+                        .map(Value::Number)
+                        .map_err(|e| format!("number {s:?}: {e}"))
+                }
+                _ => Err(format!("unexpected input at {}", self.i)),
+            }
+        }
+        fn hex4(&mut self) -> Result<u32, String> {
+            let h = self.b.get(self.i..self.i + 4).ok_or("short \\u escape")?;
+            self.i += 4;
+            let s = std::str::from_utf8(h).map_err(|e| e.to_string())?;
+            u32::from_str_radix(s, 16).map_err(|e| e.to_string())
+        }
+        fn string(&mut self) -> Result<String, String> {
+            if self.peek() != Some(b'"') {
+                return Err(format!("expected a string at {}", self.i));
+            }
+            self.i += 1;
+            let mut out: Vec<u8> = Vec::new();
+            loop {
+                let c = self.peek().ok_or("unterminated string")?;
+                self.i += 1;
+                match c {
+                    b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
+                    b'\\' => {
+                        let e = self.peek().ok_or("unterminated escape")?;
+                        self.i += 1;
+                        let ch = match e {
+                            b'"' => '"',
+                            b'\\' => '\\',
+                            b'/' => '/',
+                            b'b' => '\u{8}',
+                            b'f' => '\u{c}',
+                            b'n' => '\n',
+                            b'r' => '\r',
+                            b't' => '\t',
+                            b'u' => {
+                                let hi = self.hex4()?;
+                                let code = if (0xD800..0xDC00).contains(&hi)
+                                    && self.b[self.i..].starts_with(b"\\u")
+                                {
+                                    self.i += 2;
+                                    let lo = self.hex4()?;
+                                    0x10000
+                                        + ((hi - 0xD800) << 10)
+                                        + (lo.wrapping_sub(0xDC00) & 0x3FF)
+                                } else {
+                                    hi
+                                };
+                                char::from_u32(code).unwrap_or('\u{FFFD}')
+                            }
+                            _ => return Err(format!("bad escape at {}", self.i)),
+                        };
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    }
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reads_the_scripts_shapes() {
+        let v = parse(
+            r#"{"ok":true,"n":-1.5e2,"s":"a\"\u00e9\ud83d\ude00","a":[1,null,{"x":false}],"e":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(v.get("ok").and_then(Value::as_bool), Some(true));
+        assert_eq!(v.get("n").and_then(Value::as_f64), Some(-150.0));
+        assert_eq!(v.str_at("s"), Some("a\"é😀"));
+        assert_eq!(v.items_at("a").len(), 3);
+        assert!(parse("{\"a\":1} x").is_err());
+        assert!(parse("[1,").is_err());
+    }
+}

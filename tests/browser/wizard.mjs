@@ -1,0 +1,345 @@
+// The setup wizard of a Relaybox in a real browser (issue #6, first test): Debian's
+// Chromium (/usr/bin/chromium, headless) driven by playwright-core, never a downloaded
+// browser. The daemon under test was started in setup mode by
+// tests/blackbox/tests/wizard.rs, which runs this script and asserts on its output.
+//
+// Steps: start page → claim with the setup code → admin password → domain (the daemon
+// switches from setup mode to the relay in the same process) → DNS records, checks and
+// zone file → port checks → certificate (ACME, waited for) → first account's QR code →
+// status page; plus a form posted without its CSRF token (must be refused with 403).
+// A screenshot of each step goes to <out>/NN-step.png.
+//
+// Usage:
+//   node wizard.mjs --base http://127.1.2.2 --code-file /tmp/x/setup-code \
+//       --domain relay.wizard.test --password '…' --out tests/out/wizard [--limit-ms 240000]
+//
+// Prints exactly one JSON line on stdout (the results; `ok` false with `error`, `url` and
+// `page_text` when a step failed) and exits 0 when every step ran, 1 when one failed,
+// 2 when the overall time limit ran out. Every wait is bounded.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = '/usr/bin/chromium';
+// Launch arguments: no sandbox (tests run as root), nothing fetched in the background.
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+// Bound of one page action or navigation.
+const ACTION_MS = 15_000;
+// Bound of the switch from setup mode to the relay after the domain step.
+const SWITCH_MS = 60_000;
+// Bound of the certificate request (issue #6: ≤ 90 s).
+const CERTIFICATE_MS = 90_000;
+// Bound of waiting for the invitation once the relay runs.
+const INVITE_MS = 30_000;
+
+function parseArgs(argv) {
+  const args = { limitMs: 240_000 };
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i];
+    const value = argv[i + 1];
+    if (value === undefined) throw new Error(`missing value for ${key}`);
+    switch (key) {
+      case '--base': args.base = value.replace(/\/+$/, ''); break;
+      case '--code-file': args.codeFile = value; break;
+      case '--domain': args.domain = value; break;
+      case '--password': args.password = value; break;
+      case '--out': args.out = value; break;
+      case '--limit-ms': args.limitMs = Number(value); break;
+      default: throw new Error(`unknown argument ${key}`);
+    }
+  }
+  for (const k of ['base', 'codeFile', 'domain', 'password', 'out']) {
+    if (!args[k]) throw new Error(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} is required`);
+  }
+  return args;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Results, printed as one JSON line at the end (also on failure and on timeout).
+const result = { ok: false, steps: [], screenshots: [] };
+let printed = false;
+function finish(code) {
+  if (!printed) {
+    printed = true;
+    process.stdout.write(JSON.stringify(result) + '\n');
+  }
+  process.exitCode = code;
+}
+
+let context = null;
+let page = null;
+let userDataDir = null;
+let shotNo = 0;
+let args = null;
+
+async function shot(name) {
+  shotNo += 1;
+  const file = path.join(args.out, `${String(shotNo).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true, timeout: ACTION_MS });
+  result.screenshots.push(file);
+}
+
+// Record a finished step with its duration and URL.
+function step(name, started, extra = {}) {
+  result.steps.push({ name, ms: Date.now() - started, url: page.url(), ...extra });
+}
+
+function pathOf(url) {
+  try { return new URL(url).pathname; } catch { return url; }
+}
+
+function expectPath(want, what) {
+  const got = pathOf(page.url());
+  if (got !== want) throw new Error(`${what}: expected to be on ${want}, got ${page.url()}`);
+}
+
+// GET `url` in the page, retried while the server is not reachable (the switch from
+// setup mode to the relay closes and reopens port 80) until `ms` ran out. Returns the
+// main response.
+async function gotoRetrying(url, ms) {
+  const deadline = Date.now() + ms;
+  let last = null;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const resp = await page.goto(url, { timeout: ACTION_MS, waitUntil: 'load' });
+      if (resp && resp.status() < 500) return { resp, attempts: attempt };
+      last = `status ${resp ? resp.status() : 'none'}`;
+    } catch (e) {
+      last = String(e.message || e).split('\n')[0];
+    }
+    if (Date.now() >= deadline) throw new Error(`GET ${url}: gave up after ${attempt} attempts: ${last}`);
+    await sleep(500);
+  }
+}
+
+// Reload `url` until `ready()` is true (or `ms` ran out: then an error naming `what`).
+async function reloadUntil(url, ms, ready, what) {
+  const deadline = Date.now() + ms;
+  for (let n = 1; ; n++) {
+    const { resp } = await gotoRetrying(url, Math.max(1000, deadline - Date.now()));
+    if (await ready(resp)) return n;
+    if (Date.now() >= deadline) throw new Error(`${what}: not ready within ${ms} ms`);
+    await sleep(1000);
+  }
+}
+
+async function run() {
+  args = parseArgs(process.argv.slice(2));
+  const base = args.base;
+  fs.mkdirSync(args.out, { recursive: true });
+  const overall = setTimeout(() => {
+    result.error = `overall limit of ${args.limitMs} ms ran out`;
+    result.url = page ? page.url() : null;
+    finish(2);
+    process.exit(2);
+  }, args.limitMs);
+  overall.unref();
+
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaybox-chromium-'));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1000, height: 800 },
+    timeout: 30_000,
+  });
+  page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(ACTION_MS);
+  page.setDefaultNavigationTimeout(ACTION_MS);
+  result.browser = context.browser() ? context.browser().version() : null;
+
+  // 1. The start page sends a new visitor to the claim.
+  let t = Date.now();
+  const first = await page.goto(`${base}/`, { waitUntil: 'load' });
+  const chain = [];
+  for (let r = first.request(); r; r = r.redirectedFrom()) chain.unshift(pathOf(r.url()));
+  result.start_redirects = chain;
+  expectPath('/admin/claim', 'start page');
+  await page.waitForSelector('input#setup-code');
+  await shot('claim');
+  step('start', t, { redirects: chain });
+
+  // 2. Claim with the setup code the daemon wrote to setup_code_file.
+  t = Date.now();
+  const code = fs.readFileSync(args.codeFile, 'utf8').trim();
+  if (!code) throw new Error(`setup code file ${args.codeFile} is empty`);
+  await page.fill('input#setup-code', code);
+  await shot('claim-code-typed');
+  await Promise.all([
+    page.waitForURL((u) => pathOf(u.toString()) === '/admin/password'),
+    page.click('form[action="/admin/claim/code"] button[type=submit]'),
+  ]);
+  await page.waitForSelector('input#password');
+  await shot('password');
+  step('claim', t);
+
+  // 3. The admin password.
+  t = Date.now();
+  await page.fill('input#password', args.password);
+  await page.fill('input#confirm', args.password);
+  await Promise.all([
+    page.waitForURL((u) => pathOf(u.toString()) === '/admin/setup/domain'),
+    page.click('form[action="/admin/password"] button[type=submit]'),
+  ]);
+  await page.waitForSelector('input#domain');
+  await shot('domain');
+  step('password', t);
+
+  // 4. The domain: the daemon leaves setup mode and starts the relay in-process.
+  t = Date.now();
+  await page.check('input[name=mode][value=domain]');
+  await page.fill('input#domain', args.domain);
+  await shot('domain-typed');
+  let postError = null;
+  try {
+    await Promise.all([
+      page.waitForURL((u) => pathOf(u.toString()) === '/admin/setup/dns', { timeout: ACTION_MS }),
+      page.click('form[action="/admin/setup/domain"] button[type=submit]', { timeout: ACTION_MS }),
+    ]);
+  } catch (e) {
+    // The switch may cut the answer or the redirected GET; retried below.
+    postError = String(e.message || e).split('\n')[0];
+  }
+  if (pathOf(page.url()) === '/admin/setup/domain') {
+    // Still (or again) on the form: the daemon refused the domain.
+    const err = await page.locator('#domain-error, #mode-error').allTextContents();
+    if (err.length) throw new Error(`domain refused: ${err.join(' ')}`);
+  }
+  // 5. DNS page: retried until the relay answers and the page is no longer "pending".
+  const dnsLoads = await reloadUntil(`${base}/admin/setup/dns`, SWITCH_MS, async () => {
+    if (pathOf(page.url()) !== '/admin/setup/dns') return false;
+    return (await page.locator('#dns-pending').count()) === 0;
+  }, 'DNS page after the domain step');
+  step('domain', t, { post_error: postError, dns_page_loads: dnsLoads });
+
+  t = Date.now();
+  await page.waitForSelector('tr[data-record-id]');
+  result.dns_records = await page.$$eval('tr[data-record-id]', (rows) =>
+    rows.map((r) => ({
+      id: r.dataset.recordId,
+      cells: Array.from(r.querySelectorAll('td')).map((c) => c.textContent.trim()),
+    })));
+  result.dns_checks = await page.$$eval('#dns-checks [data-check-id][data-status]', (els) =>
+    els.map((e) => ({ id: e.dataset.checkId, status: e.dataset.status })));
+  const zoneHref = await page.getAttribute('a#zone-download', 'href');
+  result.zone_href = zoneHref;
+  const zoneResp = await page.request.get(new URL(zoneHref || '/admin/setup/dns/zone', base).toString(), { timeout: ACTION_MS });
+  const zoneText = await zoneResp.text();
+  result.zone_status = zoneResp.status();
+  result.zone_content_type = zoneResp.headers()['content-type'] || null;
+  result.zone_has_mx = /\bIN\s+MX\b/.test(zoneText);
+  result.zone_excerpt = zoneText.slice(0, 400);
+  await shot('dns');
+  step('dns', t);
+
+  // 6. Router ports.
+  t = Date.now();
+  await gotoRetrying(`${base}/admin/setup/ports`, ACTION_MS);
+  expectPath('/admin/setup/ports', 'ports page');
+  result.port_checks = await page.$$eval('#port-checks [data-check-id][data-status]', (els) =>
+    els.map((e) => ({ id: e.dataset.checkId, status: e.dataset.status })));
+  result.port_forwards = await page.$$eval('#forwards tr[data-port]', (rows) =>
+    rows.map((r) => `${r.dataset.port}/${r.dataset.proto}`));
+  await shot('ports');
+  step('ports', t);
+
+  // 7. Certificate: submit, then wait (bounded) until done or failed.
+  t = Date.now();
+  await gotoRetrying(`${base}/admin/setup/certificate`, ACTION_MS);
+  expectPath('/admin/setup/certificate', 'certificate page');
+  result.certificate_state_before = await page.getAttribute('#certificate-state', 'data-state');
+  await shot('certificate');
+  await Promise.all([
+    page.waitForNavigation({ waitUntil: 'load' }),
+    page.click('form[action="/admin/setup/certificate"] button[type=submit]'),
+  ]);
+  result.certificate_state_after_post = await page.getAttribute('#certificate-state', 'data-state').catch(() => null);
+  if (result.certificate_state_after_post === 'running') await shot('certificate-running');
+  const seen = new Set();
+  await reloadUntil(`${base}/admin/setup/certificate`, CERTIFICATE_MS, async () => {
+    const state = await page.getAttribute('#certificate-state', 'data-state').catch(() => null);
+    seen.add(state);
+    return state === 'done' || state === 'failed';
+  }, 'certificate request');
+  result.certificate_states_seen = Array.from(seen);
+  result.certificate_state = await page.getAttribute('#certificate-state', 'data-state');
+  if (result.certificate_state === 'failed') {
+    result.certificate_reason = (await page.textContent('#certificate-state')).trim();
+  }
+  result.certificate_facts = (await page.textContent('dl.facts').catch(() => '')).replace(/\s+/g, ' ').trim();
+  await shot('certificate-' + result.certificate_state);
+  step('certificate', t, { state: result.certificate_state });
+  if (result.certificate_state !== 'done') {
+    throw new Error(`certificate failed: ${result.certificate_reason || 'no reason shown'}`);
+  }
+
+  // 8. The first account's invitation.
+  t = Date.now();
+  await reloadUntil(`${base}/admin/setup/done`, INVITE_MS, async () =>
+    pathOf(page.url()) === '/admin/setup/done' && (await page.locator('#invite-link').count()) > 0,
+    'invitation');
+  result.invite_link = await page.getAttribute('#invite-link', 'href');
+  result.invite_qr_svg = (await page.locator('#invite-qr svg').count()) > 0;
+  await shot('done');
+  step('done', t);
+
+  // 9. Status page.
+  t = Date.now();
+  await gotoRetrying(`${base}/admin/status`, ACTION_MS);
+  expectPath('/admin/status', 'status page');
+  result.status_services = await page.$$eval('#services [data-check-id]', (els) =>
+    els.map((e) => ({ id: e.dataset.checkId, status: e.dataset.status })));
+  result.status_has_services = (await page.locator('#services').count()) > 0;
+  await shot('status');
+  step('status', t);
+
+  // Security: a logged-in browser posting the domain form without its CSRF token is
+  // refused (403) and nothing changes.
+  t = Date.now();
+  const forged = await page.request.post(`${base}/admin/setup/domain`, {
+    form: { mode: 'domain', domain: 'forged.wizard.test' },
+    maxRedirects: 0,
+    timeout: ACTION_MS,
+  });
+  result.csrf_missing_status = forged.status();
+  const wrong = await page.request.post(`${base}/admin/setup/domain`, {
+    form: { csrf: 'not-the-token', mode: 'domain', domain: 'forged.wizard.test' },
+    maxRedirects: 0,
+    timeout: ACTION_MS,
+  });
+  result.csrf_wrong_status = wrong.status();
+  step('csrf', t);
+
+  result.ok = true;
+}
+
+let code = 1;
+try {
+  await run();
+  code = 0;
+} catch (e) {
+  result.error = String((e && e.message) || e);
+  if (page) {
+    result.url = page.url();
+    result.page_text = await page.innerText('body', { timeout: 2000 })
+      .then((s) => s.replace(/\s+/g, ' ').slice(0, 1500))
+      .catch(() => null);
+    await shot('failure').catch(() => {});
+  }
+} finally {
+  if (context) await context.close().catch(() => {});
+  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  finish(code);
+}
