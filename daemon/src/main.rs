@@ -40,11 +40,29 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Over-the-air update bundles.
+    Update {
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
     /// Run an IP-only relay on 127.0.0.1 with unprivileged ports, for development.
     Dev {
         /// Data directory (created if missing).
         #[arg(long, default_value = "relaybox-dev")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpdateAction {
+    /// Check a bundle (signature, manifest, image hashes) without installing it; exits
+    /// non-zero with the reason when it fails.
+    Verify {
+        /// The minisign public key file.
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// The bundle file.
+        bundle: PathBuf,
     },
 }
 
@@ -55,12 +73,12 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let dev = matches!(cli.command, Command::Dev { .. });
-    let config = match cli.command {
-        Command::Serve { config } => match load_config(&config) {
+    let (config, config_path) = match cli.command {
+        Command::Serve { config: path } => match load_config_for_serve(&path) {
             Ok(c) => {
                 // LOG-1: from here on logs reach stderr only when configured.
                 relaybox::logs::set_stderr(c.log_stderr);
-                c
+                (c, Some(path))
             }
             Err(code) => return code,
         },
@@ -72,7 +90,10 @@ fn main() -> ExitCode {
             Ok(c) => return relaybox::zone::command(&c),
             Err(code) => return code,
         },
-        Command::Dev { data_dir } => Config::dev(data_dir),
+        Command::Update {
+            action: UpdateAction::Verify { pubkey, bundle },
+        } => return relaybox::update::verify_command(&pubkey, &bundle),
+        Command::Dev { data_dir } => (Config::dev(data_dir), None),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -85,6 +106,45 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let appliance = match relaybox::appliance::start(config.clone(), config_path) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("relaybox: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let config = if config.setup {
+            // Setup mode: the wizard alone until the operator chose a domain.
+            let server = match relaybox::appliance::setup::start(appliance.appliance.clone(), &config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("relaybox: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut chosen = appliance.appliance.chosen_config();
+            let next = tokio::select! {
+                c = chosen.wait_for(|c| c.is_some()) => c.ok().and_then(|c| c.clone()),
+                _ = shutdown_signal() => None,
+            };
+            let Some(next) = next else {
+                server.stop().await;
+                tracing::info!("shutting down");
+                return ExitCode::SUCCESS;
+            };
+            // Open the relay while the wizard still answers, then hand the port over.
+            let relay = Relay::open(next.clone());
+            server.stop().await;
+            match relay {
+                Ok(r) => return run_relay(r, appliance, dev).await,
+                Err(e) => {
+                    eprintln!("relaybox: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            config
+        };
         let relay = match Relay::open(config) {
             Ok(r) => r,
             Err(e) => {
@@ -92,6 +152,18 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        run_relay(relay, appliance, dev).await
+    })
+}
+
+/// Serve the relay with its services until a signal, then flush the store.
+async fn run_relay(
+    relay: std::sync::Arc<Relay>,
+    appliance: relaybox::appliance::Running,
+    dev: bool,
+) -> ExitCode {
+    {
+        appliance.appliance.attach(relay.clone());
         if dev {
             relaybox::onboarding::print_dev_banner(&relay);
         }
@@ -105,6 +177,8 @@ fn main() -> ExitCode {
         // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.
         let turn = tokio::spawn(relaybox::turn::run(relay.clone()));
         let metrics = tokio::spawn(relaybox::metrics::serve(relay.clone()));
+        // ACME-3: renewal at two thirds of the certificate's lifetime.
+        let acme = tokio::spawn(relaybox::acme::run(relay.clone()));
         let code = tokio::select! {
             r = server::serve(relay) => match r {
                 Ok(()) => ExitCode::SUCCESS,
@@ -123,16 +197,30 @@ fn main() -> ExitCode {
         outbound.abort();
         turn.abort();
         metrics.abort();
+        acme.abort();
+        appliance.stop().await;
         if let Err(e) = store.flush().await {
             tracing::error!("store flush at shutdown failed: {e}");
         }
         code
-    })
+    }
 }
 
 /// Load a chatmail.ini, warning about unknown keys; a bad file is exit code 2.
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    match Config::load(path) {
+    report_config(path, Config::load(path))
+}
+
+/// As [`load_config`], but a file without `mail_domain` starts setup mode.
+fn load_config_for_serve(path: &Path) -> Result<Config, ExitCode> {
+    report_config(path, Config::load_for_serve(path))
+}
+
+fn report_config(
+    path: &Path,
+    loaded: Result<relaybox::config::Loaded, relaybox::config::ConfigError>,
+) -> Result<Config, ExitCode> {
+    match loaded {
         Ok(loaded) => {
             if !loaded.unknown_keys.is_empty() {
                 // Also on stderr when the logs stay in memory: the operator must see it.

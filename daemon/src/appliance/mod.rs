@@ -1,7 +1,14 @@
 //! The appliance: setup state (claim, admin password, domain), the pages' backend
-//! ([`relaybox_webui::Backend`]), LED and button, mDNS, factory reset.
+//! ([`relaybox_webui::Backend`]), the LED and button, mDNS, factory reset.
+//!
+//! One [`Appliance`] lives for the whole process. In setup mode (no `mail_domain`) it
+//! serves the wizard alone ([`setup`]); once the operator picked a domain the relay
+//! starts in the same process and the appliance is attached to it (the wizard's later
+//! steps and the status page need the relay's store, DKIM key and certificates).
 
 pub mod button;
+#[allow(non_snake_case)] fn PENDING_DNS(_: &Config, _: &[DnsRecord]) -> Vec<Check> { Vec::new() }
+#[allow(non_snake_case)] fn PENDING_PORTS(_: &Config) -> Vec<Check> { Vec::new() }
 pub mod configfile;
 pub mod dnscheck;
 pub mod hw;
@@ -9,5 +16,855 @@ pub mod led;
 pub mod mdns;
 pub mod ports;
 pub mod reset;
+pub mod setup;
 pub mod state;
 pub mod stats;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use relaybox_webui::{
+    AcmeProgress, Backend, CertificateInfo, Check, CheckStatus, ClaimWindow, DailySeries,
+    DnsRecord, DomainChoice, InputError, Invite, Overview, Phase, ServiceHealth, Status,
+    UpdateInfo,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{Config, Mode};
+use crate::server::Relay;
+use led::LedPattern;
+use state::AdminState;
+
+/// How long a claim window stays open (the page shows the countdown).
+pub const CLAIM_WINDOW: Duration = Duration::from_secs(120);
+/// How long a press inside a window stays valid for the visitor who opened it.
+const PRESS_VALID: Duration = Duration::from_secs(300);
+/// Admin passwords: at least this long.
+pub const MIN_PASSWORD: usize = 10;
+const MAX_PASSWORD: usize = 256;
+/// How long DNS check results are reused (status page, LED).
+const DNS_CACHE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplianceError {
+    #[error("{0}")]
+    State(#[from] state::StateError),
+    #[error("setup code file {path}: {err}")]
+    SetupCode {
+        path: PathBuf,
+        err: std::io::Error,
+    },
+}
+
+/// An open claim window.
+#[derive(Debug, Clone)]
+struct Window {
+    ticket: String,
+    deadline: Instant,
+    pressed_at: Option<Instant>,
+}
+
+/// The appliance's state shared by the pages, the button and the relay.
+pub struct Appliance {
+    /// The chatmail.ini the wizard edits (`None` in dev mode: nothing to edit).
+    config_path: Option<PathBuf>,
+    config: RwLock<Config>,
+    relay: OnceLock<Arc<Relay>>,
+    admin: Mutex<AdminState>,
+    window: Mutex<Option<Window>>,
+    /// The one-time setup code while unclaimed.
+    setup_code: Mutex<Option<String>>,
+    has_button: bool,
+    pattern: watch::Sender<LedPattern>,
+    /// The config the operator chose in setup mode (main starts the relay with it).
+    chosen: watch::Sender<Option<Config>>,
+    stats: Mutex<stats::Daily>,
+    dns_cache: Mutex<Option<(Instant, Vec<Check>)>>,
+}
+
+impl Appliance {
+    /// Load the admin state and make the setup code when unclaimed (written to
+    /// `setup_code_file` and printed on the console).
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        has_button: bool,
+    ) -> Result<Arc<Appliance>, ApplianceError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|err| state::StateError::Io {
+            path: config.data_dir.clone(),
+            err,
+        })?;
+        let admin = AdminState::load(&config.data_dir)?;
+        let setup_code = if admin.password_hash.is_none() {
+            Some(setup::setup_code(&config.appliance.setup_code_file).map_err(|err| {
+                ApplianceError::SetupCode {
+                    path: config.appliance.setup_code_file.clone(),
+                    err,
+                }
+            })?)
+        } else {
+            None
+        };
+        let initial = if admin.password_hash.is_none() || config.setup {
+            LedPattern::WaitingForSetup
+        } else {
+            LedPattern::Booting
+        };
+        Ok(Arc::new(Appliance {
+            config_path,
+            config: RwLock::new(config),
+            relay: OnceLock::new(),
+            admin: Mutex::new(admin),
+            window: Mutex::new(None),
+            setup_code: Mutex::new(setup_code),
+            has_button,
+            pattern: watch::Sender::new(initial),
+            chosen: watch::Sender::new(None),
+            stats: Mutex::new(stats::Daily::default()),
+            dns_cache: Mutex::new(None),
+        }))
+    }
+
+    /// The setup code while unclaimed (for the console banner).
+    pub fn setup_code(&self) -> Option<String> {
+        self.setup_code.lock().expect("code lock").clone()
+    }
+
+    pub fn config(&self) -> Config {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// The LED pattern as it changes.
+    pub fn led_patterns(&self) -> watch::Receiver<LedPattern> {
+        self.pattern.subscribe()
+    }
+
+    /// The config chosen in the wizard's domain step while in setup mode.
+    pub fn chosen_config(&self) -> watch::Receiver<Option<Config>> {
+        self.chosen.subscribe()
+    }
+
+    /// Attach the running relay: the wizard's later steps and the status page use it,
+    /// and its port 80/443 listeners serve the admin pages.
+    pub fn attach(self: &Arc<Self>, relay: Arc<Relay>) {
+        *self.config.write().expect("config lock") = relay.config.clone();
+        let _ = relay
+            .admin
+            .set(relaybox_webui::router(self.clone()));
+        let _ = self.relay.set(relay);
+        self.refresh_led();
+    }
+
+    fn relay(&self) -> Option<&Arc<Relay>> {
+        self.relay.get()
+    }
+
+    fn claimed(&self) -> bool {
+        self.admin.lock().expect("admin lock").password_hash.is_some()
+    }
+
+    /// The pattern for the current state (a claim window wins over everything but a
+    /// reset countdown, which the button task sets directly).
+    pub fn refresh_led(&self) {
+        let open = self
+            .window
+            .lock()
+            .expect("window lock")
+            .as_ref()
+            .is_some_and(|w| w.pressed_at.is_none() && w.deadline > Instant::now());
+        let pattern = if open {
+            LedPattern::ClaimWindow
+        } else if !self.claimed() || self.relay().is_none() {
+            LedPattern::WaitingForSetup
+        } else if self.degraded() {
+            LedPattern::Degraded
+        } else {
+            LedPattern::Running
+        };
+        self.pattern.send_replace(pattern);
+    }
+
+    /// Degraded: the last DNS check found an error, or a domain relay still has no
+    /// trusted certificate.
+    fn degraded(&self) -> bool {
+        let dns_error = self
+            .dns_cache
+            .lock()
+            .expect("dns lock")
+            .as_ref()
+            .is_some_and(|(_, checks)| checks.iter().any(|c| c.status == CheckStatus::Error));
+        let cert = self.certificate();
+        dns_error || (cert.acme_possible && cert.source == "self-signed")
+    }
+
+    /// A short press of the button: confirms an open claim window.
+    pub fn button_pressed(&self) {
+        let mut window = self.window.lock().expect("window lock");
+        if let Some(w) = window.as_mut()
+            && w.pressed_at.is_none()
+            && w.deadline > Instant::now()
+        {
+            w.pressed_at = Some(Instant::now());
+            tracing::info!("claim confirmed by the button");
+        }
+        drop(window);
+        self.refresh_led();
+    }
+
+    /// The button is being held: the LED counts down to the factory reset.
+    pub fn reset_countdown(&self, seconds_left: u8) {
+        self.pattern
+            .send_replace(LedPattern::ResetCountdown { seconds_left });
+    }
+
+    /// Record today's totals for the charts (called every few minutes).
+    pub fn sample_stats(&self) {
+        let now = crate::clock::SystemClock;
+        let day = crate::clock::Clock::unix_now(&now) / 86_400;
+        self.stats.lock().expect("stats lock").record(stats::Sample {
+            day,
+            messages: crate::metrics::global().accepted_total(),
+            written: stats::process_write_bytes(),
+        });
+    }
+
+    async fn checked_dns(&self, fresh: bool) -> Vec<Check> {
+        if !fresh
+            && let Some((at, checks)) = self.dns_cache.lock().expect("dns lock").as_ref()
+            && at.elapsed() < DNS_CACHE
+        {
+            return checks.clone();
+        }
+        let config = self.config();
+        if config.setup || matches!(config.mode, Mode::IpOnly(_)) {
+            return Vec::new();
+        }
+        let records = self.dns_records();
+        let checks = PENDING_DNS(&config, &records);
+        *self.dns_cache.lock().expect("dns lock") = Some((Instant::now(), checks.clone()));
+        self.refresh_led();
+        checks
+    }
+}
+
+/// A listener list is healthy when something is bound: connect to it on loopback.
+fn listener_health(name: &str, addrs: &[std::net::SocketAddr]) -> ServiceHealth {
+    if addrs.is_empty() {
+        return ServiceHealth {
+            name: name.into(),
+            status: CheckStatus::Ok,
+            detail: "off in the config".into(),
+        };
+    }
+    let reachable = addrs.iter().any(|a| {
+        let mut target = *a;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target.ip() {
+                IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            });
+        }
+        std::net::TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_ok()
+    });
+    let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    ServiceHealth {
+        name: name.into(),
+        status: if reachable {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Error
+        },
+        detail: if reachable {
+            format!("listening on {}", list.join(", "))
+        } else {
+            format!("not answering on {}", list.join(", "))
+        },
+    }
+}
+
+/// Constant-time equality of two setup codes, ignoring case, spaces and dashes.
+fn same_code(typed: &str, code: &str) -> bool {
+    let norm = |s: &str| -> Vec<u8> {
+        s.bytes()
+            .filter(|b| !matches!(b, b'-' | b' ' | b'\t'))
+            .map(|b| b.to_ascii_uppercase())
+            .collect()
+    };
+    let (a, b) = (norm(typed), norm(code));
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(&b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Check the wizard's domain choice and turn it into the `mail_domain` value.
+pub fn domain_value(choice: &DomainChoice) -> Result<String, InputError> {
+    match choice {
+        DomainChoice::Domain(d) => {
+            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            let err = |message: String| InputError {
+                field: "domain",
+                message,
+            };
+            if d.is_empty() {
+                return Err(err("Enter the domain name for the relay, e.g. chat.example.org.".into()));
+            }
+            if d.parse::<IpAddr>().is_ok() {
+                return Err(err(
+                    "That is an address, not a domain name: choose IP-only mode for it.".into(),
+                ));
+            }
+            if d.ends_with(".local") || d == "local" || d == "localhost" || !d.contains('.') {
+                return Err(err(format!(
+                    "{d:?} is not a public domain name. Use a name you registered (or a \
+                     subdomain of one), e.g. chat.example.org."
+                )));
+            }
+            match Config::parse(&format!("[params]\nmail_domain = {d}\n")) {
+                Ok(loaded) if loaded.config.mode == Mode::Domain => Ok(d),
+                Ok(_) => Err(err(format!(
+                    "{d:?} is a test name; use a public domain name like chat.example.org."
+                ))),
+                Err(_) => Err(err(format!(
+                    "{d:?} is not a valid domain name: use letters, digits, '-' and dots, \
+                     like chat.example.org."
+                ))),
+            }
+        }
+        DomainChoice::IpOnly(ip) => {
+            let ip = ip.trim();
+            match ip.parse::<std::net::Ipv4Addr>() {
+                Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => {
+                    Err(InputError {
+                        field: "ip",
+                        message: format!("{a} cannot be a relay's address."),
+                    })
+                }
+                Ok(a) => Ok(a.to_string()),
+                Err(_) => Err(InputError {
+                    field: "ip",
+                    message: format!(
+                        "{ip:?} is not an IPv4 address; write it like 192.0.2.10 (IP-only \
+                         mode works with IPv4 only)."
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+impl Backend for Appliance {
+    fn overview(&self) -> Overview {
+        let config = self.config();
+        let phase = if !self.claimed() {
+            Phase::Unclaimed
+        } else if config.setup {
+            Phase::NeedDomain
+        } else {
+            Phase::Configured
+        };
+        Overview {
+            phase,
+            domain: (!config.setup).then(|| config.mail_domain.clone()),
+            ip_only: !config.setup && matches!(config.mode, Mode::IpOnly(_)),
+            has_button: self.has_button,
+            setup_code_location: format!(
+                "the file {} (also printed on the console when the box starts)",
+                config.appliance.setup_code_file.display()
+            ),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    fn session_key(&self) -> Vec<u8> {
+        self.admin
+            .lock()
+            .expect("admin lock")
+            .session_key
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn admin_client_allowed(&self, ip: IpAddr) -> bool {
+        self.config.read().expect("config lock").appliance.admin_from_anywhere
+            || relaybox_webui::is_lan(ip)
+    }
+
+    fn open_claim_window(&self) -> ClaimWindow {
+        if !self.has_button || self.claimed() {
+            return ClaimWindow::Closed;
+        }
+        let mut window = self.window.lock().expect("window lock");
+        let now = Instant::now();
+        let reusable = window.as_ref().is_some_and(|w| match w.pressed_at {
+            None => w.deadline > now,
+            Some(at) => now.duration_since(at) < PRESS_VALID,
+        });
+        if !reusable {
+            *window = Some(Window {
+                ticket: state::random_key(),
+                deadline: now + CLAIM_WINDOW,
+                pressed_at: None,
+            });
+            tracing::info!("claim window opened; press the button on the box");
+        }
+        let w = window.as_ref().expect("window just set");
+        let result = if reusable {
+            // Somebody else's window: its state without its ticket.
+            match w.pressed_at {
+                Some(_) => ClaimWindow::Closed,
+                None => ClaimWindow::Open {
+                    ticket: String::new(),
+                    seconds_left: w.deadline.duration_since(now).as_secs(),
+                },
+            }
+        } else {
+            ClaimWindow::Open {
+                ticket: w.ticket.clone(),
+                seconds_left: CLAIM_WINDOW.as_secs(),
+            }
+        };
+        drop(window);
+        self.refresh_led();
+        result
+    }
+
+    fn claim_window(&self) -> ClaimWindow {
+        let now = Instant::now();
+        let mut window = self.window.lock().expect("window lock");
+        let state = match window.as_ref() {
+            None => ClaimWindow::Closed,
+            Some(w) => match w.pressed_at {
+                Some(at) if now.duration_since(at) < PRESS_VALID => ClaimWindow::Pressed {
+                    ticket: w.ticket.clone(),
+                },
+                None if w.deadline > now => ClaimWindow::Open {
+                    ticket: w.ticket.clone(),
+                    seconds_left: w.deadline.duration_since(now).as_secs(),
+                },
+                _ => ClaimWindow::Closed,
+            },
+        };
+        if state == ClaimWindow::Closed && window.is_some() {
+            *window = None;
+            drop(window);
+            self.refresh_led();
+        }
+        state
+    }
+
+    fn check_setup_code(&self, code: &str) -> bool {
+        !self.claimed()
+            && self
+                .setup_code
+                .lock()
+                .expect("code lock")
+                .as_deref()
+                .is_some_and(|c| same_code(code, c))
+    }
+
+    async fn set_admin_password(&self, password: &str) -> Result<(), InputError> {
+        let chars = password.chars().count();
+        if chars < MIN_PASSWORD {
+            return Err(InputError {
+                field: "password",
+                message: format!(
+                    "The password is too short: use at least {MIN_PASSWORD} characters \
+                     (a few words are easy to remember)."
+                ),
+            });
+        }
+        if chars > MAX_PASSWORD {
+            return Err(InputError {
+                field: "password",
+                message: format!("The password is too long: at most {MAX_PASSWORD} characters."),
+            });
+        }
+        let owned = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&owned))
+            .await
+            .map_err(|_| InputError {
+                field: "password",
+                message: "The password could not be stored; try again.".into(),
+            })?;
+        let data_dir = self.config().data_dir;
+        let first = {
+            let mut admin = self.admin.lock().expect("admin lock");
+            let next = AdminState {
+                password_hash: Some(hash),
+                session_key: state::random_key(),
+            };
+            let first = admin.password_hash.is_none();
+            next.save(&data_dir).map_err(|e| {
+                tracing::error!("cannot save the admin password: {e}");
+                InputError {
+                    field: "password",
+                    message: format!("The password could not be saved: {e}"),
+                }
+            })?;
+            *admin = next;
+            first
+        };
+        if first {
+            tracing::info!("box claimed: admin password set");
+            *self.window.lock().expect("window lock") = None;
+            *self.setup_code.lock().expect("code lock") = None;
+            let file = self.config().appliance.setup_code_file;
+            let _ = std::fs::remove_file(&file);
+        } else {
+            tracing::info!("admin password changed");
+        }
+        self.refresh_led();
+        Ok(())
+    }
+
+    async fn check_admin_password(&self, password: &str) -> bool {
+        let Some(stored) = self.admin.lock().expect("admin lock").password_hash.clone() else {
+            return false;
+        };
+        let owned = password.to_string();
+        tokio::task::spawn_blocking(move || crate::auth::verify_password(&owned, &stored))
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn set_domain(&self, choice: DomainChoice) -> Result<(), InputError> {
+        let value = domain_value(&choice)?;
+        let field = match choice {
+            DomainChoice::Domain(_) => "domain",
+            DomainChoice::IpOnly(_) => "ip",
+        };
+        let fail = |message: String| InputError { field, message };
+        let Some(path) = &self.config_path else {
+            return Err(fail("This relay runs without a config file (dev mode).".into()));
+        };
+        if !self.config().setup {
+            return Err(fail(format!(
+                "The domain is already set to {}. To start over, reset the box (hold the \
+                 button for 10 seconds) or edit {} and restart.",
+                self.config().mail_domain,
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("Cannot read {}: {e}", path.display())))?;
+        let next = configfile::set_mail_domain(&text, &value);
+        // Applied completely or not at all: validate first, then replace atomically.
+        let loaded = Config::parse(&next)
+            .map_err(|e| fail(format!("The config would not be valid: {e}")))?;
+        state::write_atomically(path, next.as_bytes(), 0o644)
+            .map_err(|e| fail(format!("The config could not be written: {e}")))?;
+        tracing::info!("mail_domain set to {value}; starting the relay");
+        *self.config.write().expect("config lock") = loaded.config.clone();
+        self.chosen.send_replace(Some(loaded.config));
+        Ok(())
+    }
+
+    fn dns_records(&self) -> Vec<DnsRecord> {
+        let Some(relay) = self.relay() else {
+            return Vec::new();
+        };
+        let config = &relay.config;
+        if matches!(config.mode, Mode::IpOnly(_)) {
+            return Vec::new();
+        }
+        crate::zone::expected_records(
+            config,
+            relay.dkim.as_ref(),
+            crate::zone::detect_addresses(config),
+        )
+    }
+
+    fn zone_file(&self) -> String {
+        match self.relay() {
+            Some(relay) => match &relay.dkim {
+                Some(signer) => crate::zone::zone_text(
+                    &relay.config,
+                    signer,
+                    crate::zone::detect_addresses(&relay.config),
+                ),
+                None => format!(
+                    "; {} is an IP-only relay: it needs no DNS records.\n",
+                    relay.config.mail_domain
+                ),
+            },
+            None => "; the relay is not configured yet\n".into(),
+        }
+    }
+
+    async fn dns_checks(&self) -> Vec<Check> {
+        self.checked_dns(true).await
+    }
+
+    async fn port_checks(&self) -> Vec<Check> {
+        let config = self.config();
+        if config.setup {
+            return Vec::new();
+        }
+        PENDING_PORTS(&config)
+    }
+
+    fn certificate(&self) -> CertificateInfo {
+        match self.relay() {
+            Some(relay) => relay.acme.info(relay),
+            None => CertificateInfo {
+                source: "none".into(),
+                names: Vec::new(),
+                not_after: None,
+                acme_possible: false,
+                progress: AcmeProgress::Idle,
+            },
+        }
+    }
+
+    fn request_certificate(&self) -> Result<(), String> {
+        match self.relay() {
+            Some(relay) => relay.acme.request(relay.clone()),
+            None => Err("Choose the domain first.".into()),
+        }
+    }
+
+    fn invite(&self) -> Option<Invite> {
+        let relay = self.relay()?;
+        let (url, _) = crate::web::invite_link(&relay.config);
+        let qr_svg = crate::web::qr_svg_element(&url)?;
+        Some(Invite { url, qr_svg })
+    }
+
+    async fn status(&self) -> Status {
+        let certificate = self.certificate();
+        let dns = self.checked_dns(false).await;
+        let version = env!("CARGO_PKG_VERSION").to_string();
+        let recent_errors = crate::logs::recent_problems(20);
+        let update = UpdateInfo {
+            state: "automatic updates are not set up on this installation".into(),
+            last_error: None,
+        };
+        let (messages, written, written_per_day) = {
+            let s = self.stats.lock().expect("stats lock");
+            (s.messages(), s.written(), s.written_per_day())
+        };
+        let day = |d: u64| {
+            let (y, m, dd) = crate::clock::civil_from_days(d as i64);
+            format!("{y:04}-{m:02}-{dd:02}")
+        };
+        let charts = vec![
+            DailySeries {
+                title: "Messages per day".into(),
+                unit: "messages".into(),
+                points: messages.into_iter().map(|(d, v)| (day(d), v)).collect(),
+            },
+            DailySeries {
+                title: "Written to storage per day".into(),
+                unit: "bytes".into(),
+                points: written.into_iter().map(|(d, v)| (day(d), v)).collect(),
+            },
+        ];
+        let Some(relay) = self.relay() else {
+            return Status {
+                services: Vec::new(),
+                certificate,
+                dns,
+                queue_rows: 0,
+                accounts: 0,
+                storage_bytes: 0,
+                storage_free_bytes: None,
+                bytes_written_per_day: written_per_day,
+                version,
+                update,
+                recent_errors,
+                charts,
+            };
+        };
+        let data_dir = relay.config.data_dir.clone();
+        // Listener probes block briefly; keep them off the async threads.
+        let services = {
+            let relay = relay.clone();
+            tokio::task::spawn_blocking(move || services_health(&relay))
+                .await
+                .unwrap_or_default()
+        };
+        let storage_bytes = std::fs::metadata(data_dir.join(crate::server::STORE_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let storage_free_bytes = nix::sys::statvfs::statvfs(&data_dir)
+            .ok()
+            .map(|st| st.blocks_available() as u64 * st.fragment_size() as u64);
+        Status {
+            services,
+            certificate,
+            dns,
+            queue_rows: relay.store.queue_len().unwrap_or(0),
+            accounts: relay.store.account_count().unwrap_or(0),
+            storage_bytes,
+            storage_free_bytes,
+            bytes_written_per_day: written_per_day,
+            version,
+            update,
+            recent_errors,
+            charts,
+        }
+    }
+}
+
+/// Health of every service of `relay` (blocking: probes the listeners on loopback).
+pub fn services_health(relay: &Relay) -> Vec<ServiceHealth> {
+    let l = &relay.config.listen;
+    let mut out = Vec::new();
+    for (name, addrs) in [
+        ("SMTP (25)", &l.smtp),
+        ("Submission (587)", &l.submission),
+        ("Submission TLS (465)", &l.submissions),
+        ("IMAP (143)", &l.imap),
+        ("IMAP TLS (993)", &l.imaps),
+        ("HTTPS (443)", &l.https),
+        ("HTTP (80)", &l.http),
+    ] {
+        out.push(listener_health(name, addrs));
+    }
+    let turn_port = relay.turn.port();
+    out.push(ServiceHealth {
+        name: "TURN (3478/udp)".into(),
+        status: if turn_port.is_some() || relay.config.turn_listen.is_empty() {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Warning
+        },
+        detail: match turn_port {
+            Some(p) => format!("running on port {p}"),
+            None if relay.config.turn_listen.is_empty() => "off in the config".into(),
+            None => "not running (see recent errors)".into(),
+        },
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The appliance with its background tasks (LED, button, mDNS, chart samples).
+pub struct Running {
+    pub appliance: Arc<Appliance>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    mdns: Option<mdns::Announcer>,
+}
+
+impl Running {
+    /// Stop the tasks and withdraw the mDNS name.
+    pub async fn stop(mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(a) = self.mdns.take()
+            && let Err(e) = a.shutdown()
+        {
+            tracing::debug!("mdns: {e}");
+        }
+    }
+}
+
+/// How often the chart totals are sampled.
+const STATS_EVERY: Duration = Duration::from_secs(600);
+
+/// Start the appliance for `config`: admin state and setup code (printed on the
+/// console while unclaimed), the LED and button from the config, the mDNS name, and
+/// the chart sampler. Hardware that cannot be opened is logged and left out: the relay
+/// runs without its LED rather than not at all.
+pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, ApplianceError> {
+    let (led, button) = match hw::open(&config.appliance) {
+        Ok(hw) => hw,
+        Err(e) => {
+            tracing::error!("LED/button: {e}");
+            eprintln!("relaybox: LED/button: {e}");
+            (None, None)
+        }
+    };
+    let appliance = Appliance::new(config.clone(), config_path, button.is_some())?;
+    if let Some(code) = appliance.setup_code() {
+        // Printed, not only logged: the console is where the owner of a box without a
+        // button finds it (besides the file).
+        eprintln!(
+            "relaybox: setup: open http://{}.local/ or this machine's address in a browser; \
+             setup code {code} (also in {})",
+            if config.appliance.mdns_name.is_empty() {
+                "relaybox"
+            } else {
+                &config.appliance.mdns_name
+            },
+            config.appliance.setup_code_file.display()
+        );
+    }
+    let mut tasks = Vec::new();
+    if let Some(led) = led {
+        tasks.push(tokio::spawn(led::run(led, appliance.led_patterns())));
+    }
+    if let Some(button) = button {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        tasks.push(tokio::spawn(button::watch(button, tx)));
+        let a = appliance.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                a.on_button(event);
+            }
+        }));
+    }
+    {
+        let a = appliance.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STATS_EVERY);
+            loop {
+                tick.tick().await;
+                a.sample_stats();
+            }
+        }));
+    }
+    let mdns = if config.appliance.mdns_name.is_empty() {
+        None
+    } else {
+        let port = config.listen.http.first().map(|a| a.port()).unwrap_or(80);
+        match mdns::announce(&config.appliance.mdns_name, port) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("mdns: cannot announce {}.local: {e}", config.appliance.mdns_name);
+                None
+            }
+        }
+    };
+    Ok(Running {
+        appliance,
+        tasks,
+        mdns,
+    })
+}
+
+impl Appliance {
+    /// What the button means: a short press confirms a claim; a 10-second hold resets
+    /// the box to its factory state (README: "Factory reset").
+    pub fn on_button(&self, event: button::ButtonEvent) {
+        match event {
+            button::ButtonEvent::ShortPress => self.button_pressed(),
+            button::ButtonEvent::HoldCountdown { seconds_left } => {
+                self.reset_countdown(seconds_left)
+            }
+            button::ButtonEvent::HoldCancelled => {
+                tracing::info!("button released: factory reset cancelled");
+                self.refresh_led();
+            }
+            button::ButtonEvent::FactoryReset => {
+                tracing::warn!("button held 10 s: factory reset");
+                let config = self.config();
+                if let Err(e) = reset::wipe(self.config_path.as_deref(), &config.data_dir) {
+                    tracing::error!("{e}");
+                    self.pattern.send_replace(LedPattern::Error);
+                    return;
+                }
+                let err = reset::restart();
+                tracing::error!("factory reset: cannot restart: {err}");
+                self.pattern.send_replace(LedPattern::Error);
+            }
+        }
+    }
+}

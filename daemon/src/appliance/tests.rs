@@ -1,0 +1,154 @@
+//! Tests of the appliance state machine: claim window and button, setup code, admin
+//! password, the domain step (validated, written atomically, handed to `main`).
+
+use super::*;
+
+fn setup_config(dir: &std::path::Path) -> (Config, PathBuf) {
+    let ini = dir.join("chatmail.ini");
+    let text = format!(
+        "# operator's comment\n[params]\ndata_dir = {}\nmdns_name =\n",
+        dir.join("data").display()
+    );
+    std::fs::write(&ini, &text).unwrap();
+    let config = Config::load_for_serve(&ini).unwrap().config;
+    assert!(config.setup);
+    (config, ini)
+}
+
+fn appliance(dir: &std::path::Path, button: bool) -> (Arc<Appliance>, PathBuf) {
+    let (config, ini) = setup_config(dir);
+    (Appliance::new(config, Some(ini.clone()), button).unwrap(), ini)
+}
+
+#[tokio::test(start_paused = true)]
+async fn button_claim_window_belongs_to_its_opener_and_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = appliance(dir.path(), true);
+    assert_eq!(a.overview().phase, Phase::Unclaimed);
+    assert_eq!(*a.led_patterns().borrow(), LedPattern::WaitingForSetup);
+    // A press with no window open claims nothing.
+    a.button_pressed();
+    assert_eq!(a.claim_window(), ClaimWindow::Closed);
+
+    let ClaimWindow::Open { ticket, seconds_left } = a.open_claim_window() else {
+        panic!("window should open");
+    };
+    assert_eq!(seconds_left, CLAIM_WINDOW.as_secs());
+    assert!(!ticket.is_empty());
+    assert_eq!(*a.led_patterns().borrow(), LedPattern::ClaimWindow);
+    // A second visitor sees the window but not its ticket.
+    match a.open_claim_window() {
+        ClaimWindow::Open { ticket: other, .. } => assert!(other.is_empty()),
+        w => panic!("{w:?}"),
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    a.button_pressed();
+    assert_eq!(a.claim_window(), ClaimWindow::Pressed { ticket: ticket.clone() });
+    assert_ne!(*a.led_patterns().borrow(), LedPattern::ClaimWindow);
+
+    // A window nobody confirms closes after CLAIM_WINDOW.
+    let dir2 = tempfile::tempdir().unwrap();
+    let (b, _) = appliance(dir2.path(), true);
+    assert!(matches!(b.open_claim_window(), ClaimWindow::Open { .. }));
+    tokio::time::advance(CLAIM_WINDOW + Duration::from_secs(1)).await;
+    b.button_pressed();
+    assert_eq!(b.claim_window(), ClaimWindow::Closed);
+    assert_eq!(*b.led_patterns().borrow(), LedPattern::WaitingForSetup);
+}
+
+#[tokio::test]
+async fn without_a_button_no_window_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = appliance(dir.path(), false);
+    assert!(!a.overview().has_button);
+    assert_eq!(a.open_claim_window(), ClaimWindow::Closed);
+}
+
+#[tokio::test]
+async fn setup_code_claims_once_then_password_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = appliance(dir.path(), false);
+    let code_file = a.config().appliance.setup_code_file;
+    let code = std::fs::read_to_string(&code_file).unwrap().trim().to_string();
+    assert_eq!(a.setup_code().as_deref(), Some(code.as_str()));
+    assert!(a.check_setup_code(&code));
+    assert!(a.check_setup_code(&code.to_lowercase().replace('-', " ")));
+    assert!(!a.check_setup_code("AAAA-AAAA-AAAA"));
+    assert!(!a.check_setup_code(""));
+
+    let short = a.set_admin_password("short").await.unwrap_err();
+    assert_eq!(short.field, "password");
+    assert!(short.message.contains("at least"), "{}", short.message);
+    assert_eq!(a.overview().phase, Phase::Unclaimed);
+
+    let key_before = a.session_key();
+    a.set_admin_password("correct horse battery").await.unwrap();
+    assert_eq!(a.overview().phase, Phase::NeedDomain);
+    assert!(a.check_admin_password("correct horse battery").await);
+    assert!(!a.check_admin_password("correct horse batterx").await);
+    assert_ne!(a.session_key(), key_before, "a new password ends old sessions");
+    // The code was one-time: gone from memory and disk.
+    assert!(!a.check_setup_code(&code));
+    assert!(!code_file.exists());
+
+    // Kept across a restart.
+    let (config, ini) = setup_config(dir.path());
+    let again = Appliance::new(config, Some(ini), false).unwrap();
+    assert_eq!(again.overview().phase, Phase::NeedDomain);
+    assert!(again.setup_code().is_none());
+    assert!(again.check_admin_password("correct horse battery").await);
+}
+
+#[tokio::test]
+async fn domain_step_validates_then_writes_the_config_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ini) = appliance(dir.path(), false);
+    let before = std::fs::read_to_string(&ini).unwrap();
+    let mut chosen = a.chosen_config();
+    for (choice, field) in [
+        (DomainChoice::Domain("relaybox.local".into()), "domain"),
+        (DomainChoice::Domain("no spaces.org".into()), "domain"),
+        (DomainChoice::Domain("192.0.2.1".into()), "domain"),
+        (DomainChoice::Domain("".into()), "domain"),
+        (DomainChoice::IpOnly("300.1.1.1".into()), "ip"),
+        (DomainChoice::IpOnly("0.0.0.0".into()), "ip"),
+    ] {
+        let err = a.set_domain(choice.clone()).await.unwrap_err();
+        assert_eq!(err.field, field, "{choice:?}");
+        assert!(!err.message.is_empty());
+        assert_eq!(std::fs::read_to_string(&ini).unwrap(), before, "{choice:?}");
+    }
+    assert!(chosen.borrow_and_update().is_none());
+
+    a.set_domain(DomainChoice::Domain(" Chat.Example.org. ".into()))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&ini).unwrap();
+    assert!(text.starts_with("# operator's comment\n[params]\nmail_domain = chat.example.org\n"), "{text}");
+    let config = chosen.borrow_and_update().clone().expect("config handed to main");
+    assert_eq!(config.mail_domain, "chat.example.org");
+    assert!(!config.setup);
+    assert_eq!(a.overview().phase, Phase::Unclaimed, "still needs a password");
+    assert_eq!(a.overview().domain.as_deref(), Some("chat.example.org"));
+    // The domain is set once; changing it is a reset.
+    let again = a.set_domain(DomainChoice::IpOnly("192.0.2.7".into())).await.unwrap_err();
+    assert!(again.message.contains("already set"), "{}", again.message);
+}
+
+#[test]
+fn domain_values() {
+    let ok = |c: DomainChoice| domain_value(&c).unwrap();
+    assert_eq!(ok(DomainChoice::Domain("A.B.example".into())), "a.b.example");
+    assert_eq!(ok(DomainChoice::IpOnly(" 192.0.2.1 ".into())), "192.0.2.1");
+    assert!(domain_value(&DomainChoice::Domain("_x.test".into())).is_err());
+    assert!(domain_value(&DomainChoice::Domain("localhost".into())).is_err());
+    assert!(domain_value(&DomainChoice::IpOnly("2001:db8::1".into())).is_err());
+}
+
+#[test]
+fn setup_codes_compare_loosely_but_fully() {
+    assert!(same_code("abcd-efgh-jkmn", "ABCD-EFGH-JKMN"));
+    assert!(same_code("ABCDEFGHJKMN", "ABCD-EFGH-JKMN"));
+    assert!(!same_code("ABCD-EFGH-JKM", "ABCD-EFGH-JKMN"));
+    assert!(!same_code("", ""));
+}
