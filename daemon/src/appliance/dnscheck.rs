@@ -1,0 +1,896 @@
+//! Live DNS checks of the wizard and the status page (spec appliance.md WIZ-1..4,
+//! relay.md §18 DNS-1): each record of [`crate::zone::expected_records`] is looked up at
+//! the domain's AUTHORITATIVE name servers (caches lag, WIZ-4) and compared with what
+//! it should be, tolerant of extra records (WIZ-3). The result is one structured
+//! [`Check`] per record with the record's id (WIZ-1); "could not check" (timeouts,
+//! SERVFAIL, REFUSED, no name servers found) is `Unknown`, never "wrong" (WIZ-2).
+//!
+//! How: the configured resolver (`dns_resolver`, else the system's; built by
+//! [`crate::dns`]) finds the zone's NS set, walking up from the domain, and the NS
+//! hosts' addresses; then every record is asked of those servers directly (UDP port
+//! 53, TCP when truncated, recursion not desired), all records in parallel, 3 s per
+//! query and about 15 s for everything.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::LookupIpStrategy;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::{ResolverBuilder, TokioResolver};
+use relaybox_webui::{Check, CheckStatus, DnsRecord};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::Config;
+
+/// Time bounds of one run of the checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// One query (UDP; again for TCP after a truncated answer).
+    pub query: Duration,
+    /// Everything: finding the servers and asking them.
+    pub overall: Duration,
+    /// Port of the authoritative servers (53; tests may change it).
+    pub port: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            query: Duration::from_secs(3),
+            overall: Duration::from_secs(15),
+            port: 53,
+        }
+    }
+}
+
+/// At most this many NS host addresses are asked (in order, until one answers).
+const MAX_SERVERS: usize = 6;
+/// EDNS payload size offered (RFC 6891; the 2020 DNS flag day value).
+const EDNS_PAYLOAD: u16 = 1232;
+
+/// Check every record of `records` against the authoritative servers of
+/// `config.mail_domain`: one [`Check`] per record, same id, same order (WIZ-1, WIZ-3).
+pub async fn check_dns(config: &Config, records: &[DnsRecord]) -> Vec<Check> {
+    check_dns_with(config, records, Limits::default()).await
+}
+
+pub(crate) async fn check_dns_with(
+    config: &Config,
+    records: &[DnsRecord],
+    limits: Limits,
+) -> Vec<Check> {
+    if records.is_empty() {
+        return Vec::new();
+    }
+    let deadline = Instant::now() + limits.overall;
+    let servers = match tokio::time::timeout_at(deadline, find_servers(config, limits)).await {
+        Ok(Ok(servers)) => Arc::new(servers),
+        Ok(Err(reason)) => {
+            return records.iter().map(|r| unknown(r, &reason)).collect();
+        }
+        Err(_) => {
+            let reason = format!(
+                "finding the domain's name servers took longer than {} s",
+                limits.overall.as_secs()
+            );
+            return records.iter().map(|r| unknown(r, &reason)).collect();
+        }
+    };
+    let mut tasks = JoinSet::new();
+    for (i, record) in records.iter().enumerate() {
+        let record = record.clone();
+        let servers = servers.clone();
+        tasks.spawn(async move { (i, check_one(&servers, &record, limits).await) });
+    }
+    let mut results: Vec<Option<Check>> = vec![None; records.len()];
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(Ok((i, check)))) => {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(check);
+                }
+            }
+            // A task that panicked: its record stays unchecked (reported below).
+            Ok(Some(Err(e))) => tracing::warn!("dns check task failed: {e}"),
+            Ok(None) => break,
+            Err(_) => {
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    let mut checks: Vec<Check> = results
+        .into_iter()
+        .zip(records)
+        .map(|(check, record)| {
+            check.unwrap_or_else(|| {
+                unknown(
+                    record,
+                    &format!(
+                        "the name servers did not answer within {} s",
+                        limits.overall.as_secs()
+                    ),
+                )
+            })
+        })
+        .collect();
+    adjust_address_checks(&mut checks);
+    checks
+}
+
+/// The addresses `config.mail_domain`'s A and AAAA records point to, asked of its
+/// authoritative servers (for the port checks). `Ok(empty)`: no address record.
+pub(crate) async fn domain_addresses(config: &Config) -> Result<Vec<IpAddr>, String> {
+    domain_addresses_with(config, Limits::default()).await
+}
+
+pub(crate) async fn domain_addresses_with(
+    config: &Config,
+    limits: Limits,
+) -> Result<Vec<IpAddr>, String> {
+    let deadline = Instant::now() + limits.overall;
+    let work = async {
+        let servers = find_servers(config, limits).await?;
+        let name = absolute_name(&config.mail_domain)?;
+        let mut out = Vec::new();
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            let found = ask_servers(&servers, &name, rtype, limits).await?;
+            out.extend(found.into_iter().filter_map(|f| match f {
+                Found::Addr(ip) => Some(ip),
+                _ => None,
+            }));
+        }
+        Ok(out)
+    };
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "the name servers did not answer within {} s",
+            limits.overall.as_secs()
+        )),
+    }
+}
+
+// ---- finding the authoritative servers ---------------------------------------------
+
+/// Options of the resolver that finds the NS set: short timeout, one attempt, no
+/// cache (each run of the checks wants the current state).
+fn build(mut builder: ResolverBuilder<TokioRuntimeProvider>) -> Result<TokioResolver, NetError> {
+    let opts = builder.options_mut();
+    opts.timeout = Duration::from_secs(3);
+    opts.attempts = 1;
+    opts.cache_size = 0;
+    opts.negative_min_ttl = Some(Duration::ZERO);
+    opts.negative_max_ttl = Some(Duration::ZERO);
+    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    builder.build()
+}
+
+/// The configured resolver (`dns_resolver`, else the system's), built by [`crate::dns`].
+pub(crate) fn resolver(config: &Config) -> Result<TokioResolver, String> {
+    crate::dns::Source::new(&config.dns_resolver, build)
+        .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?
+        .get()
+}
+
+/// `name` as an absolute DNS name.
+fn absolute_name(name: &str) -> Result<Name, String> {
+    let trimmed = name.trim_end_matches('.');
+    Name::from_ascii(format!("{trimmed}."))
+        .map_err(|e| format!("{name:?} is not a valid DNS name: {e}"))
+}
+
+/// WIZ-4: the addresses of the authoritative servers of the zone holding
+/// `config.mail_domain`: NS records asked of the resolver for the name, then its
+/// parents (not the root), then the NS hosts' addresses (IPv4 first), at most
+/// [`MAX_SERVERS`].
+async fn find_servers(config: &Config, limits: Limits) -> Result<Vec<SocketAddr>, String> {
+    let resolver = resolver(config)?;
+    let mut name = absolute_name(&config.mail_domain)?;
+    let mut hosts: Vec<Name> = Vec::new();
+    while !name.is_root() {
+        match resolver.lookup(name.clone(), RecordType::NS).await {
+            Ok(lookup) => {
+                hosts = lookup
+                    .answers()
+                    .iter()
+                    .filter(|r| r.name.eq_ignore_root(&name))
+                    .filter_map(|r| match &r.data {
+                        RData::NS(ns) => Some(ns.0.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if !hosts.is_empty() {
+                    break;
+                }
+            }
+            Err(NetError::Dns(DnsError::NoRecordsFound(no)))
+                if matches!(
+                    no.response_code,
+                    ResponseCode::NoError | ResponseCode::NXDomain
+                ) => {}
+            Err(e) => {
+                return Err(format!(
+                    "the DNS resolver did not say which servers answer for {}: {e}",
+                    name.to_ascii()
+                ));
+            }
+        }
+        name = name.base_name();
+    }
+    if hosts.is_empty() {
+        return Err(format!(
+            "no name servers found for {} (is the domain registered?)",
+            config.mail_domain
+        ));
+    }
+    hosts.sort();
+    hosts.dedup();
+    let mut lookups = JoinSet::new();
+    for host in hosts.iter().take(MAX_SERVERS).cloned() {
+        let resolver = resolver.clone();
+        lookups.spawn(async move { (host.clone(), resolver.lookup_ip(host).await) });
+    }
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let mut failures = Vec::new();
+    while let Some(joined) = lookups.join_next().await {
+        match joined {
+            Ok((_, Ok(ips))) => {
+                for ip in ips.iter() {
+                    let addr = SocketAddr::new(ip, limits.port);
+                    match ip {
+                        IpAddr::V4(_) => v4.push(addr),
+                        IpAddr::V6(_) => v6.push(addr),
+                    }
+                }
+            }
+            Ok((host, Err(e))) => failures.push(format!("{}: {e}", host.to_ascii())),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    v4.sort();
+    v6.sort();
+    let mut servers: Vec<SocketAddr> = v4.into_iter().chain(v6).collect();
+    servers.dedup();
+    servers.truncate(MAX_SERVERS);
+    if servers.is_empty() {
+        return Err(format!(
+            "the addresses of the name servers ({}) could not be found: {}",
+            hosts
+                .iter()
+                .map(Name::to_ascii)
+                .collect::<Vec<_>>()
+                .join(", "),
+            failures.join("; ")
+        ));
+    }
+    Ok(servers)
+}
+
+// ---- asking them --------------------------------------------------------------------
+
+/// What one authoritative server said.
+#[derive(Debug)]
+enum Reply {
+    /// NOERROR or NXDOMAIN: the records of the asked type at the name (and a CNAME
+    /// there, if any); empty = no such record.
+    Records(Vec<Found>),
+    /// A referral: this server does not hold the name (a delegated sub-zone, a lame
+    /// server).
+    NotAuthoritative,
+}
+
+/// Ask `servers` in order until one answers for the zone; `Err` with every server's
+/// reason when none did.
+async fn ask_servers(
+    servers: &[SocketAddr],
+    name: &Name,
+    rtype: RecordType,
+    limits: Limits,
+) -> Result<Vec<Found>, String> {
+    let mut failures = Vec::new();
+    for server in servers {
+        match query(*server, name, rtype, limits.query).await {
+            Ok(Reply::Records(found)) => return Ok(found),
+            Ok(Reply::NotAuthoritative) => {
+                failures.push(format!("{server}: does not answer for this name"))
+            }
+            Err(e) => failures.push(format!("{server}: {e}")),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// One query to one server: UDP, again over TCP when the answer was truncated
+/// (RFC 7766 §5), recursion not desired (RFC 1035 §4.1.1), bounded by `wait` each.
+async fn query(
+    server: SocketAddr,
+    name: &Name,
+    rtype: RecordType,
+    wait: Duration,
+) -> Result<Reply, String> {
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = false;
+    msg.add_query(Query::query(name.clone(), rtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_PAYLOAD);
+    msg.edns = Some(edns);
+    let id = msg.metadata.id;
+    let bytes = msg
+        .to_vec()
+        .map_err(|e| format!("cannot encode the query: {e}"))?;
+    let answer = match tokio::time::timeout(wait, udp_exchange(server, &bytes, id)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(format!("no answer within {} s", wait.as_secs())),
+    };
+    let answer = if answer.metadata.truncation {
+        match tokio::time::timeout(wait, tcp_exchange(server, &bytes, id)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(format!("truncated over UDP, and over TCP: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "truncated over UDP, and no answer over TCP within {} s",
+                    wait.as_secs()
+                ));
+            }
+        }
+    } else {
+        answer
+    };
+    classify(&answer, name, rtype)
+}
+
+async fn udp_exchange(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message, String> {
+    let bind = if server.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let socket = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    socket.connect(server).await.map_err(|e| e.to_string())?;
+    socket.send(bytes).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    // Datagrams that are not the answer (another id, garbage) are skipped; bounded
+    // in count here and in time by the caller.
+    for _ in 0..16 {
+        let n = socket.recv(&mut buf).await.map_err(|e| e.to_string())?;
+        if let Some(answer) = answer_to(&buf[..n], id) {
+            return Ok(answer);
+        }
+    }
+    Err("no valid answer".into())
+}
+
+async fn tcp_exchange(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message, String> {
+    let len = u16::try_from(bytes.len()).map_err(|_| "query too long".to_string())?;
+    let mut stream = TcpStream::connect(server)
+        .await
+        .map_err(|e| e.to_string())?;
+    // RFC 1035 §4.2.2: two-byte length prefix.
+    let mut framed = Vec::with_capacity(bytes.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(bytes);
+    stream.write_all(&framed).await.map_err(|e| e.to_string())?;
+    let n = stream.read_u16().await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; usize::from(n)];
+    stream
+        .read_exact(&mut buf)
+        .await
+        .map_err(|e| e.to_string())?;
+    answer_to(&buf, id).ok_or_else(|| "no valid answer".to_string())
+}
+
+/// `bytes` parsed when it is a response with `id`.
+fn answer_to(bytes: &[u8], id: u16) -> Option<Message> {
+    let msg = Message::from_vec(bytes).ok()?;
+    (msg.metadata.id == id && msg.metadata.message_type == MessageType::Response).then_some(msg)
+}
+
+/// What an answer says about `name`/`rtype` (WIZ-2: only NOERROR and NXDOMAIN say
+/// anything about the record; everything else is "could not check").
+fn classify(answer: &Message, name: &Name, rtype: RecordType) -> Result<Reply, String> {
+    match answer.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => {}
+        code => return Err(format!("the server answered {code}")),
+    }
+    let found: Vec<Found> = answer
+        .answers
+        .iter()
+        .filter(|r| r.name.eq_ignore_root(name))
+        .filter(|r| r.record_type() == rtype || r.record_type() == RecordType::CNAME)
+        .map(Found::from_record)
+        .collect();
+    let referral = !answer.metadata.authoritative
+        && answer.answers.is_empty()
+        && answer
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::NS);
+    if found.is_empty() && referral {
+        return Ok(Reply::NotAuthoritative);
+    }
+    Ok(Reply::Records(found))
+}
+
+async fn check_one(servers: &[SocketAddr], record: &DnsRecord, limits: Limits) -> Check {
+    let Some(rtype) = record_type(&record.kind) else {
+        return unknown(
+            record,
+            &format!("records of type {} are not checked", record.kind),
+        );
+    };
+    let name = match absolute_name(&record.name) {
+        Ok(name) => name,
+        Err(e) => return unknown(record, &e),
+    };
+    match ask_servers(servers, &name, rtype, limits).await {
+        Ok(found) => verdict_check(record, &found, judge(record, &found)),
+        Err(reason) => unknown(
+            record,
+            &format!("no authoritative name server answered: {reason}"),
+        ),
+    }
+}
+
+fn record_type(kind: &str) -> Option<RecordType> {
+    Some(match kind.to_ascii_uppercase().as_str() {
+        "A" => RecordType::A,
+        "AAAA" => RecordType::AAAA,
+        "MX" => RecordType::MX,
+        "CNAME" => RecordType::CNAME,
+        "TXT" => RecordType::TXT,
+        "SRV" => RecordType::SRV,
+        "CAA" => RecordType::CAA,
+        _ => return None,
+    })
+}
+
+// ---- comparing ------------------------------------------------------------------------
+
+/// One record found at the name, in a form the comparisons use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Found {
+    Addr(IpAddr),
+    Mx {
+        preference: u16,
+        host: String,
+    },
+    Cname(String),
+    /// The character-strings joined (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
+    Txt(String),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+    Caa {
+        flags: u8,
+        tag: String,
+        value: String,
+    },
+    Other(String),
+}
+
+impl Found {
+    fn from_record(record: &Record) -> Found {
+        match &record.data {
+            RData::A(a) => Found::Addr(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Found::Addr(IpAddr::V6(a.0)),
+            RData::MX(mx) => Found::Mx {
+                preference: mx.preference,
+                host: mx.exchange.to_ascii(),
+            },
+            RData::CNAME(c) => Found::Cname(c.0.to_ascii()),
+            RData::TXT(txt) => Found::Txt(
+                txt.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect(),
+            ),
+            RData::SRV(srv) => Found::Srv {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                target: srv.target.to_ascii(),
+            },
+            RData::CAA(caa) => Found::Caa {
+                flags: caa.flags(),
+                tag: caa.tag.clone(),
+                value: String::from_utf8_lossy(&caa.value).into_owned(),
+            },
+            other => Found::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Found::Addr(ip) => write!(f, "{ip}"),
+            Found::Mx { preference, host } => write!(f, "{preference} {host}"),
+            Found::Cname(target) => write!(f, "CNAME {target}"),
+            Found::Txt(text) => write!(f, "{}", crate::zone::txt_strings(text)),
+            Found::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => write!(f, "{priority} {weight} {port} {target}"),
+            Found::Caa { flags, tag, value } => write!(f, "{flags} {tag} \"{value}\""),
+            Found::Other(text) => write!(f, "{text}"),
+        }
+    }
+}
+
+/// How the found records compare with the expected one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Present (extra records tolerated, WIZ-3), with an optional remark.
+    Match(Option<String>),
+    /// Nothing of the kind at the name.
+    Missing,
+    /// Records of the kind exist but none is the expected one; these are they.
+    Wrong(Vec<Found>),
+}
+
+/// A name compared case-insensitively, with or without its trailing dot.
+fn same_host(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// WIZ-3: compare tolerantly. Never panics on odd data (MIAB #1011, #1904).
+pub(crate) fn judge(record: &DnsRecord, found: &[Found]) -> Verdict {
+    let cnames: Vec<Found> = found
+        .iter()
+        .filter(|f| matches!(f, Found::Cname(_)))
+        .cloned()
+        .collect();
+    // A CNAME where another type is expected: wrong (RFC 1034 §3.6.2: nothing else
+    // may live beside it).
+    let otherwise = |kind_found: Vec<Found>| {
+        if !kind_found.is_empty() {
+            Verdict::Wrong(kind_found)
+        } else if !cnames.is_empty() {
+            Verdict::Wrong(cnames.clone())
+        } else {
+            Verdict::Missing
+        }
+    };
+    let value = record.value.trim();
+    match record.kind.to_ascii_uppercase().as_str() {
+        kind @ ("A" | "AAAA") => {
+            let v4 = kind == "A";
+            let addrs: Vec<IpAddr> = found
+                .iter()
+                .filter_map(|f| match f {
+                    Found::Addr(ip) if ip.is_ipv4() == v4 => Some(*ip),
+                    _ => None,
+                })
+                .collect();
+            let list = |a: &[IpAddr]| {
+                a.iter()
+                    .map(IpAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if addrs.is_empty() {
+                return otherwise(Vec::new());
+            }
+            match value.parse::<IpAddr>() {
+                Ok(expected) if addrs.contains(&expected) => {
+                    if addrs.len() > 1 {
+                        Verdict::Match(Some(format!("the name also points to {}", {
+                            let others: Vec<IpAddr> =
+                                addrs.into_iter().filter(|a| *a != expected).collect();
+                            list(&others)
+                        })))
+                    } else {
+                        Verdict::Match(None)
+                    }
+                }
+                Ok(_) => Verdict::Wrong(addrs.into_iter().map(Found::Addr).collect()),
+                // The address is not known here: any address will do; say which.
+                Err(_) => Verdict::Match(Some(format!(
+                    "points to {}; this box cannot tell whether that is its public address",
+                    list(&addrs)
+                ))),
+            }
+        }
+        "MX" => {
+            let host = value.split_whitespace().nth(1).unwrap_or(value);
+            let mx: Vec<Found> = found
+                .iter()
+                .filter(|f| matches!(f, Found::Mx { .. }))
+                .cloned()
+                .collect();
+            if mx
+                .iter()
+                .any(|f| matches!(f, Found::Mx { host: h, .. } if same_host(h, host)))
+            {
+                Verdict::Match(None)
+            } else {
+                otherwise(mx)
+            }
+        }
+        "CNAME" => {
+            if cnames
+                .iter()
+                .any(|f| matches!(f, Found::Cname(t) if same_host(t, value)))
+            {
+                Verdict::Match(None)
+            } else if cnames.is_empty() {
+                Verdict::Missing
+            } else {
+                Verdict::Wrong(cnames.clone())
+            }
+        }
+        "TXT" => {
+            let expected = parse_txt(value);
+            let txts: Vec<&str> = found
+                .iter()
+                .filter_map(|f| match f {
+                    Found::Txt(t) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if txts.iter().any(|t| txt_matches(&expected, t)) {
+                return Verdict::Match(None);
+            }
+            // Other TXT records at the name (site verifications, …) are fine; only
+            // records of the same kind (`v=spf1`, `v=DMARC1`, a DKIM key) make it wrong.
+            let related: Vec<Found> = txts
+                .iter()
+                .filter(|t| txt_related(&expected, t))
+                .map(|t| Found::Txt((*t).to_string()))
+                .collect();
+            otherwise(related)
+        }
+        "SRV" => {
+            let mut it = value.split_whitespace();
+            let port = it.nth(2).and_then(|p| p.parse::<u16>().ok());
+            let target = it.next().unwrap_or("");
+            let srv: Vec<Found> = found
+                .iter()
+                .filter(|f| matches!(f, Found::Srv { .. }))
+                .cloned()
+                .collect();
+            // Priority and weight do not matter with one target.
+            if srv.iter().any(|f| {
+                matches!(f, Found::Srv { port: p, target: t, .. }
+                    if Some(*p) == port && same_host(t, target))
+            }) {
+                Verdict::Match(None)
+            } else {
+                otherwise(srv)
+            }
+        }
+        "CAA" => {
+            let mut it = value.splitn(3, ' ');
+            let tag = it.nth(1).unwrap_or("");
+            let issuer = caa_issuer(it.next().unwrap_or("").trim_matches('"'));
+            let caa: Vec<Found> = found
+                .iter()
+                .filter(|f| matches!(f, Found::Caa { tag: t, .. } if t.eq_ignore_ascii_case("issue") || t.eq_ignore_ascii_case("issuewild")))
+                .cloned()
+                .collect();
+            // RFC 8659 §4: without issue properties any CA may issue: as missing.
+            let issue: Vec<&Found> = caa
+                .iter()
+                .filter(|f| matches!(f, Found::Caa { tag: t, .. } if t.eq_ignore_ascii_case(tag)))
+                .collect();
+            if issue.iter().any(
+                |f| matches!(f, Found::Caa { value: v, .. } if caa_issuer(v).eq_ignore_ascii_case(&issuer)),
+            ) {
+                Verdict::Match(None)
+            } else if issue.is_empty() {
+                Verdict::Missing
+            } else {
+                Verdict::Wrong(caa)
+            }
+        }
+        _ => Verdict::Missing,
+    }
+}
+
+/// The issuer domain of a CAA `issue` value (`letsencrypt.org; accounturi=…`).
+fn caa_issuer(value: &str) -> String {
+    value.split(';').next().unwrap_or("").trim().to_string()
+}
+
+/// The text of a TXT record's data in zone-file form: its quoted character-strings
+/// joined, `\"` and `\\` unescaped (the form [`crate::zone::txt_strings`] writes);
+/// an unquoted value is taken as it is.
+pub(crate) fn parse_txt(value: &str) -> String {
+    if !value.trim_start().starts_with('"') {
+        return value.trim().to_string();
+    }
+    let mut out = String::new();
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for ch in value.chars() {
+        if in_quotes {
+            if escaped {
+                out.push(ch);
+                escaped = false;
+            } else if ch == '\\' {
+                escaped = true;
+            } else if ch == '"' {
+                in_quotes = false;
+            } else {
+                out.push(ch);
+            }
+        } else if ch == '"' {
+            in_quotes = true;
+        }
+    }
+    out
+}
+
+/// `tag=value` pairs of a tag list (RFC 6376 §3.2, RFC 7489 §6.3, RFC 8461 §3.1):
+/// tag names lower-cased, values with whitespace collapsed.
+fn tags(text: &str) -> Vec<(String, String)> {
+    text.split(';')
+        .filter_map(|part| {
+            let (tag, value) = part.split_once('=')?;
+            let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+            Some((tag.trim().to_ascii_lowercase(), value))
+        })
+        .collect()
+}
+
+/// Every tag of `expected` is in `found` with the same value (case-insensitive, but
+/// the DKIM key `p` exactly, whitespace removed); extra tags are fine.
+fn txt_matches(expected: &str, found: &str) -> bool {
+    let want = tags(expected);
+    if want.is_empty() {
+        return expected.trim() == found.trim();
+    }
+    let have = tags(found);
+    want.iter().all(|(tag, value)| {
+        have.iter().any(|(t, v)| {
+            t == tag
+                && if tag == "p" {
+                    v.replace(' ', "") == value.replace(' ', "")
+                } else {
+                    v.eq_ignore_ascii_case(value)
+                }
+        })
+    })
+}
+
+/// `found` is a record of the same kind as `expected`: the same first tag (`v=spf1`,
+/// `v=DMARC1`, `v=STSv1`, `dkim=`), or both carry a DKIM key (`p=`).
+fn txt_related(expected: &str, found: &str) -> bool {
+    let key = |text: &str| {
+        tags(text).into_iter().next().map(|(tag, value)| {
+            if tag == "v" {
+                let first = value.split_whitespace().next().unwrap_or("").to_string();
+                format!("v={}", first.to_ascii_lowercase())
+            } else {
+                tag
+            }
+        })
+    };
+    let has_key = |text: &str| tags(text).iter().any(|(t, _)| t == "p");
+    (key(expected).is_some() && key(expected) == key(found))
+        || (has_key(expected) && has_key(found))
+}
+
+/// The structured result of a comparison (WIZ-1).
+fn verdict_check(record: &DnsRecord, found: &[Found], verdict: Verdict) -> Check {
+    let what = format!("{} record of {}", record.kind, record.name);
+    let list = |f: &[Found]| {
+        f.iter()
+            .map(Found::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let expected = Some(record.value.clone());
+    let placeholder = crate::zone::is_placeholder(&record.value);
+    match verdict {
+        Verdict::Match(remark) => Check {
+            id: record.id.clone(),
+            status: CheckStatus::Ok,
+            summary: format!("The {what} is correct."),
+            details: remark,
+            expected,
+            found: Some(list(found)),
+        },
+        // An AAAA record for an address this box does not know it has: not needed.
+        Verdict::Missing if placeholder && record.kind.eq_ignore_ascii_case("AAAA") => Check {
+            id: record.id.clone(),
+            status: CheckStatus::Ok,
+            summary: "No IPv6 address is published (fine when this relay has none).".into(),
+            details: None,
+            expected,
+            found: None,
+        },
+        Verdict::Missing => Check {
+            id: record.id.clone(),
+            status: if record.required {
+                CheckStatus::Error
+            } else {
+                CheckStatus::Warning
+            },
+            summary: if record.required {
+                format!("The {what} is missing.")
+            } else {
+                format!("The recommended {what} is missing.")
+            },
+            details: Some(record.note.clone()),
+            expected,
+            found: None,
+        },
+        Verdict::Wrong(wrong) => {
+            // A CAA set without Let's Encrypt blocks the certificate: an error even
+            // though the record itself is only recommended.
+            let blocks_certificate = record.kind.eq_ignore_ascii_case("CAA");
+            Check {
+                id: record.id.clone(),
+                status: if record.required || blocks_certificate {
+                    CheckStatus::Error
+                } else {
+                    CheckStatus::Warning
+                },
+                summary: format!("The {what} is wrong."),
+                details: Some(if blocks_certificate {
+                    "The CAA records do not allow Let's Encrypt, so no certificate can be \
+                     issued: add the expected record."
+                        .to_string()
+                } else {
+                    format!("Change it to the expected value. {}", record.note)
+                }),
+                expected,
+                found: Some(list(&wrong)),
+            }
+        }
+    }
+}
+
+/// WIZ-2: "could not check", with the reason.
+fn unknown(record: &DnsRecord, reason: &str) -> Check {
+    Check {
+        id: record.id.clone(),
+        status: CheckStatus::Unknown,
+        summary: format!(
+            "Could not check the {} record of {}.",
+            record.kind, record.name
+        ),
+        details: Some(reason.to_string()),
+        expected: Some(record.value.clone()),
+        found: None,
+    }
+}
+
+/// DNS-1: only neither A nor AAAA is fatal. A missing A record beside a correct AAAA
+/// record is a warning (IPv4-only senders cannot reach the relay).
+fn adjust_address_checks(checks: &mut [Check]) {
+    let aaaa_ok = checks
+        .iter()
+        .any(|c| c.id == "dns.aaaa" && c.status == CheckStatus::Ok && c.found.is_some());
+    if !aaaa_ok {
+        return;
+    }
+    for check in checks.iter_mut() {
+        if check.id == "dns.a" && check.status == CheckStatus::Error && check.found.is_none() {
+            check.status = CheckStatus::Warning;
+            check.details = Some(
+                "The domain has only an IPv6 address: servers and phones without IPv6 \
+                 cannot reach the relay."
+                    .into(),
+            );
+        }
+    }
+}
