@@ -2,7 +2,8 @@
 //!
 //! Owns the bundle format and its verification ([`bundle`], [`manifest`]: OTA-1..3), writing a
 //! verified bundle into the inactive slot ([`install`]: OTA-4, OTA-7), the boot-slot control
-//! backends ([`boot`]: BOOT-1..3, BOOT-7) and the `relaybox update verify` command
+//! backends ([`boot`]: BOOT-1..3, BOOT-7), the resumable size-capped HTTPS download
+//! ([`download`]: OTA-4) and the `relaybox update verify` command
 //! ([`verify_command`]).
 //!
 //! Bundle = an uncompressed ustar archive: `manifest.json`, `manifest.json.minisig` (minisign
@@ -12,6 +13,7 @@
 
 pub mod boot;
 pub mod bundle;
+pub mod download;
 pub mod install;
 pub mod manifest;
 
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use boot::{BootControl, PiBoot, QemuBoot, SlotPartitions};
 pub use bundle::{PublicKey, verify};
+pub use download::{Downloaded, Downloader, download};
 pub use install::install;
 pub use manifest::{Expect, ImageEntry, ImageKind, Manifest};
 
@@ -118,6 +121,8 @@ pub enum UpdateError {
     },
     #[error("image {image}: {} reads back differently after writing", partition.display())]
     ReadBack { image: String, partition: PathBuf },
+    #[error("download failed: {0}")]
+    Download(String),
     #[error("boot control: {0}")]
     Boot(String),
     #[error("refused: {0}")]
