@@ -1,0 +1,304 @@
+//! The wizard's port-forwarding step: what can be checked from inside the home network
+//! (spec appliance.md WIZ-6, issue #6 step 4). Outbound port 25 is probed by greeting a
+//! big mail server (`outbound_probe`, 5 s); the address the domain points to (asked of
+//! its authoritative servers, [`super::dnscheck`]) is compared with this box's
+//! addresses. Reachability from the internet needs an outside vantage point: the check
+//! says how to test it with a phone on mobile data and stays "could not check"
+//! (WIZ-2). Stable ids (WIZ-1): `port.25.outbound`, `port.public-address`,
+//! `port.inbound`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use relaybox_webui::{Check, CheckStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::{Config, Mode};
+use crate::zone::{global_v4, global_v6, lan_address};
+
+/// WIZ-6: connect and greeting timeout of the outbound port 25 probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The ports the router must forward to this box (spec relay.md §1, RT-1).
+pub const FORWARDED_PORTS: &str = "25, 80, 443, 465, 587 and 993 (TCP) and 3478 (UDP)";
+
+/// Every check of this step, in the order the page shows them.
+pub async fn check_ports(config: &Config) -> Vec<Check> {
+    let (outbound, public) = tokio::join!(
+        check_outbound_with(config, PROBE_TIMEOUT),
+        check_public_address(config)
+    );
+    vec![outbound, public, inbound(config)]
+}
+
+// ---- outbound port 25 ---------------------------------------------------------------
+
+/// `port.25.outbound`: can this box reach other mail servers? Ok on a `220` greeting
+/// (RFC 5321 §4.2), Warning when the connection is refused or never completes (the
+/// usual sign of a provider blocking port 25), Unknown when the probe host's address
+/// cannot be found (no DNS: nothing was tried).
+pub(crate) async fn check_outbound_with(config: &Config, wait: Duration) -> Check {
+    let probe = config.appliance.outbound_probe.as_str();
+    let check = |status, summary: String, details: Option<String>, found: Option<String>| Check {
+        id: "port.25.outbound".into(),
+        status,
+        summary,
+        details,
+        expected: Some(format!("a 220 greeting from {probe}")),
+        found,
+    };
+    let Some((host, port)) = probe
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+    else {
+        return check(
+            CheckStatus::Unknown,
+            "Could not check outgoing port 25.".into(),
+            Some(format!("outbound_probe {probe:?} is not host:port")),
+            None,
+        );
+    };
+    let addr = match resolve(config, host, wait).await {
+        Ok(addr) => SocketAddr::new(addr, port),
+        Err(reason) => {
+            return check(
+                CheckStatus::Unknown,
+                "Could not check outgoing port 25.".into(),
+                Some(format!(
+                    "The address of {host} could not be found ({reason}); check that this \
+                     box has a working internet connection and DNS."
+                )),
+                None,
+            );
+        }
+    };
+    let blocked = |what: String| {
+        check(
+            CheckStatus::Warning,
+            "Your provider probably blocks outgoing port 25.".into(),
+            Some(format!(
+                "{what}. Many home internet providers block port 25 so that infected \
+                 computers cannot send spam; then this relay cannot deliver mail to other \
+                 servers. Ask your provider to unblock port 25 (some do it on request or \
+                 with a business plan)."
+            )),
+            None,
+        )
+    };
+    let mut stream = match tokio::time::timeout(wait, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+            ) =>
+        {
+            return check(
+                CheckStatus::Unknown,
+                "Could not check outgoing port 25.".into(),
+                Some(format!(
+                    "{addr} cannot be reached at all ({e}): this box seems to have no \
+                     internet connection."
+                )),
+                None,
+            );
+        }
+        Ok(Err(e)) => return blocked(format!("Connecting to {probe} ({addr}) failed: {e}")),
+        Err(_) => {
+            return blocked(format!(
+                "Connecting to {probe} ({addr}) did not complete within {} s",
+                wait.as_secs()
+            ));
+        }
+    };
+    let mut buf = [0u8; 512];
+    let greeting = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>(),
+        Ok(_) => return blocked(format!("{probe} closed the connection without a greeting")),
+        Err(_) => {
+            return blocked(format!(
+                "{probe} accepted the connection but sent no greeting within {} s",
+                wait.as_secs()
+            ));
+        }
+    };
+    // Polite end of the session (RFC 5321 §4.1.1.10); the answer does not matter.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(b"QUIT\r\n")).await;
+    if greeting.starts_with("220") {
+        check(
+            CheckStatus::Ok,
+            "Outgoing port 25 is open.".into(),
+            Some(format!("{probe} greeted this box.")),
+            Some(greeting),
+        )
+    } else {
+        check(
+            CheckStatus::Warning,
+            "Your provider probably blocks outgoing port 25.".into(),
+            Some(format!(
+                "{probe} answered, but not with a mail server's greeting: something between \
+                 this box and the internet intercepts port 25."
+            )),
+            Some(greeting),
+        )
+    }
+}
+
+/// `host`'s address (IPv4 preferred) through the configured resolver.
+async fn resolve(config: &Config, host: &str, wait: Duration) -> Result<IpAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let resolver = super::dnscheck::resolver(config)?;
+    let name = format!("{}.", host.trim_end_matches('.'));
+    match tokio::time::timeout(wait, resolver.lookup_ip(name)).await {
+        Ok(Ok(ips)) => {
+            let ips: Vec<IpAddr> = ips.iter().collect();
+            ips.iter()
+                .find(|ip| ip.is_ipv4())
+                .or(ips.first())
+                .copied()
+                .ok_or_else(|| "no address".to_string())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", wait.as_secs())),
+    }
+}
+
+// ---- the public address ----------------------------------------------------------------
+
+/// `port.public-address`: where the domain's A/AAAA records point (asked of its
+/// authoritative servers, WIZ-4), or the configured IPv4 in IP-only mode, compared with
+/// this box's addresses.
+pub async fn check_public_address(config: &Config) -> Check {
+    let addrs = match &config.mode {
+        Mode::IpOnly(ip) => Ok(vec![IpAddr::V4(*ip)]),
+        _ => super::dnscheck::domain_addresses(config).await,
+    };
+    match addrs {
+        Ok(addrs) => classify_public(&config.mail_domain, &addrs, is_local_address, lan_address()),
+        Err(reason) => Check {
+            id: "port.public-address".into(),
+            status: CheckStatus::Unknown,
+            summary: format!(
+                "Could not check which address {} points to.",
+                config.mail_domain
+            ),
+            details: Some(reason),
+            expected: None,
+            found: None,
+        },
+    }
+}
+
+/// True when `ip` is assigned to an interface of this host (binding to it succeeds).
+fn is_local_address(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// A publicly routable address (not private, loopback, link-local, CGNAT, ULA, …).
+fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => global_v4(a),
+        IpAddr::V6(a) => global_v6(a),
+    }
+}
+
+/// The verdict on the addresses `domain` points to.
+pub(crate) fn classify_public(
+    domain: &str,
+    addrs: &[IpAddr],
+    is_local: impl Fn(IpAddr) -> bool,
+    lan: Option<IpAddr>,
+) -> Check {
+    let list = addrs
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let check = |status, summary: String, details: String| Check {
+        id: "port.public-address".into(),
+        status,
+        summary,
+        details: Some(details),
+        expected: Some("the public address of your internet connection".into()),
+        found: (!addrs.is_empty()).then(|| list.clone()),
+    };
+    if addrs.is_empty() {
+        return check(
+            CheckStatus::Error,
+            format!("{domain} has no address record."),
+            "Create the A record (and the AAAA record if you have public IPv6) with the \
+             public address of your internet connection."
+                .into(),
+        );
+    }
+    let private: Vec<String> = addrs
+        .iter()
+        .filter(|ip| !is_global(**ip))
+        .map(IpAddr::to_string)
+        .collect();
+    if !private.is_empty() {
+        return check(
+            CheckStatus::Error,
+            format!(
+                "{domain} points to a private address ({}).",
+                private.join(", ")
+            ),
+            "Private (LAN) addresses work only inside your home network: other mail servers \
+             and phones on the internet cannot reach them. Use the public address of your \
+             internet connection instead (your router's status page shows it)."
+                .into(),
+        );
+    }
+    if addrs.iter().any(|ip| is_local(*ip)) {
+        return check(
+            CheckStatus::Ok,
+            format!("{domain} points to this box ({list})."),
+            format!(
+                "This box has that address itself; make sure ports {FORWARDED_PORTS} are not blocked by a firewall."
+            ),
+        );
+    }
+    let lan = lan
+        .map(|ip| format!("this box's LAN address {ip}"))
+        .unwrap_or_else(|| "this box's LAN address".into());
+    check(
+        CheckStatus::Ok,
+        format!("{domain} points to {list}, a public address."),
+        format!(
+            "That address is not on this box, as is normal behind a home router: forward \
+             ports {FORWARDED_PORTS} on the router to {lan}. Whether the forwarding works \
+             cannot be checked from inside your network."
+        ),
+    )
+}
+
+// ---- inbound -------------------------------------------------------------------------
+
+/// `port.inbound`: WIZ-6, always "could not check" from inside, with the way to check
+/// from outside.
+fn inbound(config: &Config) -> Check {
+    let url = format!("https://{}/", config.mail_domain);
+    Check {
+        id: "port.inbound".into(),
+        status: CheckStatus::Unknown,
+        summary: "Whether the relay can be reached from the internet cannot be checked from \
+                  inside your network."
+            .into(),
+        details: Some(format!(
+            "Check it from outside: on a phone, turn Wi-Fi off so it uses mobile data, and \
+             open {url}. If the relay's page loads, the forwarding of port 443 works (ports \
+             {FORWARDED_PORTS} are forwarded the same way on most routers)."
+        )),
+        expected: None,
+        found: None,
+    }
+}
