@@ -223,6 +223,7 @@ async fn http01_issues_a_certificate_served_without_restart() {
     s.done().await;
 
     let facts = s.serves_pebble_certificate(&root).await;
+    assert_eq!(s.relay.acme.validated_with(), Some("HTTP-01"));
     let info = s.relay.acme.info(&s.relay);
     assert_eq!(info.source, "acme");
     assert_eq!(info.not_after, Some(facts.not_after));
@@ -258,11 +259,7 @@ async fn tls_alpn01_is_the_fallback_when_port_80_fails() {
     s.done().await;
     s.serves_pebble_certificate(&root).await;
     assert_eq!(s.relay.acme.info(&s.relay).source, "acme");
-    assert!(
-        s.pebble.log().contains("tls-alpn-01"),
-        "pebble validated with TLS-ALPN-01:\n{}",
-        s.pebble.log()
-    );
+    assert_eq!(s.relay.acme.validated_with(), Some("TLS-ALPN-01"));
 }
 
 #[tokio::test]
@@ -298,7 +295,7 @@ async fn renewal_replaces_the_certificate_without_restart() {
     assert!(second.not_before >= first.not_before);
     // Renewed at two thirds, not before.
     assert!(
-        second.not_before >= first.not_before + 19,
+        second.not_before >= cert::renew_at(first.not_before, first.not_after),
         "{first:?} {second:?}"
     );
     let renewed = s.serves_pebble_certificate(&root).await;
@@ -328,7 +325,9 @@ async fn both_challenges_failing_gives_a_plain_reason() {
         panic!("expected a failure")
     };
     assert!(
-        reason.contains(&format!("could not reach http://{}/ on port 80", s.domain)),
+        cert::wanted_names(&s.domain)
+            .iter()
+            .any(|n| reason.contains(&format!("could not reach http://{n}/ on port 80"))),
         "{reason}"
     );
     assert!(

@@ -56,6 +56,8 @@ pub struct Acme {
     running: AtomicBool,
     /// DER of the leaf of the current ACME certificate and its facts.
     acme_cert: Mutex<Option<(Vec<u8>, cert::Facts)>>,
+    /// The challenge type that confirmed the names of the last certificate obtained.
+    validated_with: Mutex<Option<&'static str>>,
 }
 
 impl Acme {
@@ -91,6 +93,7 @@ impl Acme {
             progress: Mutex::new(AcmeProgress::Idle),
             running: AtomicBool::new(false),
             acme_cert: Mutex::new(acme_cert),
+            validated_with: Mutex::new(None),
         }
     }
 
@@ -153,6 +156,15 @@ impl Acme {
             let _ = attempt(&relay).await;
         });
         Ok(())
+    }
+
+    /// How the last certificate obtained by this process was validated: `"HTTP-01"`
+    /// (port 80) or `"TLS-ALPN-01"` (port 443).
+    pub fn validated_with(&self) -> Option<&'static str> {
+        *self
+            .validated_with
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_cert(&self) -> std::sync::MutexGuard<'_, Option<(Vec<u8>, cert::Facts)>> {
@@ -253,7 +265,14 @@ async fn obtain(relay: &Arc<Relay>) -> Result<(), String> {
     let mut failures = Vec::new();
     for kind in [ChallengeType::Http01, ChallengeType::TlsAlpn01] {
         match order(relay, &account, &names, kind.clone()).await {
-            Ok((chain, key)) => return install(relay, &chain, &key),
+            Ok((chain, key)) => {
+                install(relay, &chain, &key)?;
+                *acme
+                    .validated_with
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(challenge_name(&kind));
+                return Ok(());
+            }
             Err(OrderError::Fatal(reason)) => return Err(reason),
             Err(OrderError::Validation(f)) => {
                 tracing::info!(
