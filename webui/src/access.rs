@@ -18,7 +18,7 @@ use crate::{Backend, ClaimWindow, Phase};
 const MAX_SECRET: usize = 1024;
 
 /// `GET /admin`, `/admin/`: by phase and session.
-pub async fn index<B: Backend>(v: Visitor) -> Response {
+pub async fn index(v: Visitor) -> Response {
     let to = match v.overview.phase {
         Phase::Unclaimed => "/admin/claim",
         _ if v.session.is_none() => "/admin/login",
@@ -191,16 +191,20 @@ pub struct PasswordPage {
 }
 
 /// Whether the visitor may set the password: with the claim proof while unclaimed,
-/// with a session afterwards. `Err` is where to send them instead.
-fn may_set_password(v: &Visitor) -> Result<(), Response> {
+/// with a session afterwards. `Some` is where to send them instead.
+fn may_not_set_password(v: &Visitor) -> Option<Response> {
     match v.overview.phase {
-        Phase::Unclaimed if v.claimed => Ok(()),
-        Phase::Unclaimed => Err(v.redirect("/admin/claim")),
-        _ => v.need_session().map_or(Ok(()), Err),
+        Phase::Unclaimed if v.claimed => None,
+        Phase::Unclaimed => Some(v.redirect("/admin/claim")),
+        _ => v.need_session(),
     }
 }
 
-fn password_view(v: &mut Visitor, password_error: Option<String>, confirm_error: Option<String>) -> PasswordPage {
+fn password_view(
+    v: &mut Visitor,
+    password_error: Option<String>,
+    confirm_error: Option<String>,
+) -> PasswordPage {
     let first = v.overview.phase == Phase::Unclaimed;
     let l = v.layout(if first {
         "Choose the admin password"
@@ -216,8 +220,8 @@ fn password_view(v: &mut Visitor, password_error: Option<String>, confirm_error:
 }
 
 /// `GET /admin/password`.
-pub async fn password_page<B: Backend>(mut v: Visitor) -> Response {
-    if let Err(r) = may_set_password(&v) {
+pub async fn password_page(mut v: Visitor) -> Response {
+    if let Some(r) = may_not_set_password(&v) {
         return r;
     }
     let page = password_view(&mut v, None, None);
@@ -241,7 +245,7 @@ pub async fn password_post<B: Backend>(
     if let Some(r) = v.need_csrf(&form.csrf) {
         return r;
     }
-    if let Err(r) = may_set_password(&v) {
+    if let Some(r) = may_not_set_password(&v) {
         return r;
     }
     if form.password != form.confirm {
@@ -276,7 +280,7 @@ pub struct LoginPage {
 }
 
 /// `GET /admin/login`.
-pub async fn login_page<B: Backend>(mut v: Visitor) -> Response {
+pub async fn login_page(mut v: Visitor) -> Response {
     if v.overview.phase == Phase::Unclaimed {
         return v.redirect("/admin/claim");
     }
@@ -324,8 +328,7 @@ pub async fn login_post<B: Backend>(
     let page = LoginPage {
         l: v.layout("Log in"),
         error: Some(
-            "Wrong password. After a few wrong tries, each answer takes a little longer."
-                .into(),
+            "Wrong password. After a few wrong tries, each answer takes a little longer.".into(),
         ),
     };
     v.page(StatusCode::UNAUTHORIZED, &page)

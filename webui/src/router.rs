@@ -75,24 +75,24 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         revoked: Arc::default(),
     };
     Router::new()
-        .route("/admin", get(access::index::<B>))
-        .route("/admin/", get(access::index::<B>))
+        .route("/admin", get(access::index))
+        .route("/admin/", get(access::index))
         .route("/admin/static/style.css", get(stylesheet))
         .route("/admin/claim", get(access::claim_page::<B>))
         .route("/admin/claim/button", post(access::claim_button::<B>))
         .route("/admin/claim/code", post(access::claim_code::<B>))
         .route(
             "/admin/password",
-            get(access::password_page::<B>).post(access::password_post::<B>),
+            get(access::password_page).post(access::password_post::<B>),
         )
         .route(
             "/admin/login",
-            get(access::login_page::<B>).post(access::login_post::<B>),
+            get(access::login_page).post(access::login_post::<B>),
         )
         .route("/admin/logout", post(access::logout::<B>))
         .route(
             "/admin/setup/domain",
-            get(wizard::domain_page::<B>).post(wizard::domain_post::<B>),
+            get(wizard::domain_page).post(wizard::domain_post::<B>),
         )
         .route("/admin/setup/dns", get(wizard::dns_page::<B>))
         .route("/admin/setup/dns/zone", get(wizard::zone::<B>))
@@ -353,14 +353,12 @@ pub fn html<T: Template>(code: StatusCode, page: &T) -> Response {
         )
             .into_response(),
         // Only a template bug gets here; the visitor gets a short text, not a panic.
-        Err(_) => {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "The page could not be shown.",
-            )
-                .into_response()
-        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "The page could not be shown.",
+        )
+            .into_response(),
     }
 }
 
@@ -375,7 +373,12 @@ pub struct MessagePage {
 }
 
 /// A [`MessagePage`] response (no session needed, no forms).
-pub fn message(code: StatusCode, heading: &str, text: &str, link: Option<(&str, &str)>) -> Response {
+pub fn message(
+    code: StatusCode,
+    heading: &str,
+    text: &str,
+    link: Option<(&str, &str)>,
+) -> Response {
     let page = MessagePage {
         l: Layout {
             title: heading.to_string(),

@@ -106,9 +106,7 @@ pub fn verify(key: &[u8], kind: Kind, value: &str, now: u64) -> Option<Id> {
         return None;
     }
     let issued = u64::from_be_bytes(payload[1..9].try_into().ok()?);
-    if issued > now.saturating_add(SKEW_SECONDS)
-        || now.saturating_sub(issued) >= kind.lifetime()
-    {
+    if issued > now.saturating_add(SKEW_SECONDS) || now.saturating_sub(issued) >= kind.lifetime() {
         return None;
     }
     payload[9..25].try_into().ok()

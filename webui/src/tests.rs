@@ -1,1 +1,1128 @@
-//! Tests placeholder.
+//! Router tests with a fake [`Backend`]: phase redirects, claim by code and by button,
+//! password and session cookies, CSRF, the LAN gate, the guessing slowdown (paused
+//! tokio time) and rendering of odd data (WIZ-2, WIZ-3).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::*;
+
+const CODE: &str = "ABCD-1234";
+const PASSWORD: &str = "correct horse battery";
+
+/// Fake daemon: records the calls that change something.
+struct Fake {
+    phase: Mutex<Phase>,
+    has_button: bool,
+    key: Mutex<Vec<u8>>,
+    window: Mutex<ClaimWindow>,
+    /// What `open_claim_window` returns.
+    opens: Mutex<ClaimWindow>,
+    password: Mutex<Option<String>>,
+    domain: Mutex<Option<String>>,
+    ip_only: Mutex<bool>,
+    calls: Mutex<Vec<String>>,
+    /// Strings with HTML and huge values in every field.
+    odd: bool,
+    /// Empty lists everywhere.
+    empty: bool,
+    cert: Mutex<CertificateInfo>,
+    cert_request: Mutex<Result<(), String>>,
+    qr_svg: Mutex<String>,
+}
+
+const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
+
+impl Fake {
+    fn new(phase: Phase) -> Self {
+        Fake {
+            phase: Mutex::new(phase),
+            has_button: true,
+            key: Mutex::new(b"key-1".to_vec()),
+            window: Mutex::new(ClaimWindow::Closed),
+            opens: Mutex::new(ClaimWindow::Open {
+                ticket: "T1".into(),
+                seconds_left: 60,
+            }),
+            password: Mutex::new((phase != Phase::Unclaimed).then(|| PASSWORD.to_string())),
+            domain: Mutex::new(
+                (phase == Phase::Configured).then(|| "chat.example.org".to_string()),
+            ),
+            ip_only: Mutex::new(false),
+            calls: Mutex::new(Vec::new()),
+            odd: false,
+            empty: false,
+            cert: Mutex::new(CertificateInfo {
+                source: "self-signed".into(),
+                names: vec!["chat.example.org".into()],
+                not_after: Some(session::now_unix() + 40 * 86_400),
+                acme_possible: true,
+                progress: AcmeProgress::Idle,
+            }),
+            cert_request: Mutex::new(Ok(())),
+            qr_svg: Mutex::new(
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 1 1\" \
+                 role=\"img\" aria-label=\"QR code\"><path d=\"M0 0h1v1H0z\"/></svg>"
+                    .into(),
+            ),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn call(&self, c: &str) {
+        self.calls.lock().unwrap().push(c.to_string());
+    }
+
+    fn text(&self, normal: &str) -> String {
+        if self.odd {
+            format!("{EVIL}{}", "x".repeat(100_000))
+        } else {
+            normal.to_string()
+        }
+    }
+
+    fn check(&self, id: &str, status: CheckStatus) -> Check {
+        Check {
+            id: id.into(),
+            status,
+            summary: self.text("summary"),
+            details: Some(self.text("details")),
+            expected: Some(self.text("expected")),
+            found: if self.odd { Some(String::new()) } else { None },
+        }
+    }
+
+    fn checks(&self) -> Vec<Check> {
+        if self.empty {
+            return Vec::new();
+        }
+        vec![
+            self.check("dns.mx", CheckStatus::Ok),
+            self.check("dns.dkim", CheckStatus::Error),
+            self.check("dns.spf", CheckStatus::Warning),
+            self.check("dns.caa", CheckStatus::Unknown),
+        ]
+    }
+}
+
+impl Backend for Fake {
+    fn overview(&self) -> Overview {
+        Overview {
+            phase: *self.phase.lock().unwrap(),
+            domain: if self.odd {
+                Some(self.text("d"))
+            } else {
+                self.domain.lock().unwrap().clone()
+            },
+            ip_only: *self.ip_only.lock().unwrap(),
+            has_button: self.has_button,
+            setup_code_location: self.text("the file setup-code.txt"),
+            version: self.text("1.2.3"),
+        }
+    }
+
+    fn session_key(&self) -> Vec<u8> {
+        self.key.lock().unwrap().clone()
+    }
+
+    fn open_claim_window(&self) -> ClaimWindow {
+        self.call("open_claim_window");
+        let w = self.opens.lock().unwrap().clone();
+        *self.window.lock().unwrap() = w.clone();
+        w
+    }
+
+    fn claim_window(&self) -> ClaimWindow {
+        self.window.lock().unwrap().clone()
+    }
+
+    fn check_setup_code(&self, code: &str) -> bool {
+        self.call("check_setup_code");
+        code == CODE
+    }
+
+    async fn set_admin_password(&self, password: &str) -> Result<(), InputError> {
+        self.call("set_admin_password");
+        if password.len() < 10 {
+            return Err(InputError {
+                field: "password",
+                message: format!("At least 10 characters, please. {EVIL}"),
+            });
+        }
+        *self.password.lock().unwrap() = Some(password.to_string());
+        self.key.lock().unwrap().push(b'+');
+        let mut phase = self.phase.lock().unwrap();
+        if *phase == Phase::Unclaimed {
+            *phase = Phase::NeedDomain;
+        }
+        Ok(())
+    }
+
+    async fn check_admin_password(&self, password: &str) -> bool {
+        self.call("check_admin_password");
+        self.password.lock().unwrap().as_deref() == Some(password)
+    }
+
+    async fn set_domain(&self, choice: DomainChoice) -> Result<(), InputError> {
+        self.call("set_domain");
+        let (d, ip) = match choice {
+            DomainChoice::Domain(d) if d.contains(' ') => {
+                return Err(InputError {
+                    field: "domain",
+                    message: format!("No spaces in a domain. {EVIL}"),
+                });
+            }
+            DomainChoice::Domain(d) => (d, false),
+            DomainChoice::IpOnly(ip) => (ip, true),
+        };
+        *self.domain.lock().unwrap() = Some(d);
+        *self.ip_only.lock().unwrap() = ip;
+        *self.phase.lock().unwrap() = Phase::Configured;
+        Ok(())
+    }
+
+    fn dns_records(&self) -> Vec<DnsRecord> {
+        if self.empty {
+            return Vec::new();
+        }
+        vec![DnsRecord {
+            id: "dns.dkim".into(),
+            name: self.text("opendkim._domainkey.chat.example.org."),
+            kind: "TXT".into(),
+            value: self.text("\"v=DKIM1; k=rsa; p=MIIB\""),
+            required: true,
+            note: self.text("Signs outgoing mail."),
+        }]
+    }
+
+    fn zone_file(&self) -> String {
+        "chat.example.org. 3600 IN MX 10 chat.example.org.\n".into()
+    }
+
+    async fn dns_checks(&self) -> Vec<Check> {
+        self.checks()
+    }
+
+    async fn port_checks(&self) -> Vec<Check> {
+        if self.empty {
+            return Vec::new();
+        }
+        vec![self.check("port.25.outbound", CheckStatus::Unknown)]
+    }
+
+    fn certificate(&self) -> CertificateInfo {
+        let mut c = self.cert.lock().unwrap().clone();
+        if self.odd {
+            c.source = self.text("acme");
+            c.names = vec![self.text("n")];
+            c.not_after = Some(u64::MAX);
+            c.progress = AcmeProgress::Failed {
+                reason: self.text("r"),
+            };
+        }
+        if self.empty {
+            c.names.clear();
+            c.not_after = None;
+        }
+        c
+    }
+
+    fn request_certificate(&self) -> Result<(), String> {
+        self.call("request_certificate");
+        self.cert_request.lock().unwrap().clone()
+    }
+
+    fn invite(&self) -> Option<Invite> {
+        if self.empty {
+            return None;
+        }
+        Some(Invite {
+            url: self.text("DCACCOUNT:https://chat.example.org/new"),
+            qr_svg: self.qr_svg.lock().unwrap().clone(),
+        })
+    }
+
+    async fn status(&self) -> Status {
+        let n = if self.empty { 0 } else { 3 };
+        Status {
+            services: (0..n)
+                .map(|i| ServiceHealth {
+                    name: self.text(&format!("svc{i}")),
+                    status: [CheckStatus::Ok, CheckStatus::Unknown, CheckStatus::Error][i],
+                    detail: self.text("fine"),
+                })
+                .collect(),
+            certificate: self.certificate(),
+            dns: self.checks(),
+            queue_rows: u64::MAX,
+            accounts: 7,
+            storage_bytes: u64::MAX,
+            storage_free_bytes: (!self.empty).then_some(0),
+            bytes_written_per_day: (!self.empty).then_some(123_456),
+            version: self.text("1.2.3"),
+            update: UpdateInfo {
+                state: self.text("not configured"),
+                last_error: (!self.empty).then(|| self.text("e")),
+            },
+            recent_errors: (0..n * 40)
+                .map(|i| self.text(&format!("err {i}")))
+                .collect(),
+            charts: if self.empty {
+                vec![DailySeries {
+                    title: "empty".into(),
+                    unit: String::new(),
+                    points: Vec::new(),
+                }]
+            } else {
+                vec![DailySeries {
+                    title: self.text("Messages"),
+                    unit: self.text("msgs"),
+                    points: vec![(self.text("2026-01-01"), 5), ("<i>".into(), u64::MAX)],
+                }]
+            },
+        }
+    }
+}
+
+/// A browser: its address, scheme and cookie jar.
+struct Browser {
+    app: Router,
+    addr: SocketAddr,
+    https: bool,
+    jar: HashMap<String, String>,
+    /// The `Set-Cookie` values of the last response.
+    last_set: Vec<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+    resp_headers: axum::http::HeaderMap,
+}
+
+impl Page {
+    fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.body.find(marker).expect("page has a csrf field") + marker.len();
+        let end = self.body[start..].find('"').unwrap();
+        self.body[start..start + end].to_string()
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl Browser {
+    fn new(fake: &Arc<Fake>) -> Self {
+        Self::at(fake, "192.168.1.20:50000", false)
+    }
+
+    fn at(fake: &Arc<Fake>, addr: &str, https: bool) -> Self {
+        Browser {
+            app: router(fake.clone()),
+            addr: addr.parse().unwrap(),
+            https,
+            jar: HashMap::new(),
+            last_set: Vec::new(),
+        }
+    }
+
+    /// Another browser against the same router (same limiter state).
+    fn sibling(&self, addr: &str) -> Self {
+        Browser {
+            app: self.app.clone(),
+            addr: addr.parse().unwrap(),
+            https: self.https,
+            jar: HashMap::new(),
+            last_set: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, mut req: Request<Body>) -> Page {
+        req.extensions_mut().insert(Client {
+            addr: self.addr,
+            https: self.https,
+        });
+        if !self.jar.is_empty() {
+            let cookie = self
+                .jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            req.headers_mut()
+                .insert(header::COOKIE, cookie.parse().unwrap());
+        }
+        let resp: Response = self.app.clone().oneshot(req).await.unwrap();
+        self.last_set.clear();
+        for v in resp.headers().get_all(header::SET_COOKIE) {
+            let v = v.to_str().unwrap().to_string();
+            let (pair, _) = v.split_once(';').unwrap();
+            let (k, val) = pair.split_once('=').unwrap();
+            if v.contains("Max-Age=0;") {
+                self.jar.remove(k);
+            } else {
+                self.jar.insert(k.to_string(), val.to_string());
+            }
+            self.last_set.push(v);
+        }
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_string());
+        let resp_headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Page {
+            status,
+            location,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+            resp_headers,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let req = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// GET `page`, then POST its form to `action` with its CSRF token.
+    async fn submit(&mut self, page: &str, action: &str, form: &[(&str, &str)]) -> Page {
+        let p = self.get(page).await;
+        assert_eq!(p.status, StatusCode::OK, "{page}: {}", p.body);
+        let csrf = p.csrf();
+        let mut full = vec![("csrf", csrf.as_str())];
+        full.extend_from_slice(form);
+        self.post(action, &full).await
+    }
+
+    async fn login(&mut self) {
+        let p = self
+            .submit("/admin/login", "/admin/login", &[("password", PASSWORD)])
+            .await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+        assert!(self.jar.contains_key("rb_session"));
+    }
+}
+
+#[tokio::test]
+async fn phase_redirects() {
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    let mut b = Browser::new(&fake);
+    for path in ["/admin", "/admin/"] {
+        assert_eq!(
+            b.get(path).await.location.as_deref(),
+            Some("/admin/claim"),
+            "{path}"
+        );
+    }
+    // Wizard pages and the status page need the claim first.
+    assert_eq!(
+        b.get("/admin/setup/domain").await.location.as_deref(),
+        Some("/admin/claim")
+    );
+    *fake.phase.lock().unwrap() = Phase::NeedDomain;
+    *fake.password.lock().unwrap() = Some(PASSWORD.into());
+    assert_eq!(
+        b.get("/admin/").await.location.as_deref(),
+        Some("/admin/login")
+    );
+    for path in [
+        "/admin/status",
+        "/admin/setup/dns",
+        "/admin/setup/dns/zone",
+        "/admin/setup/ports",
+        "/admin/setup/certificate",
+        "/admin/setup/done",
+        "/admin/password",
+    ] {
+        assert_eq!(
+            b.get(path).await.location.as_deref(),
+            Some("/admin/login"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        b.get("/admin/claim").await.location.as_deref(),
+        Some("/admin/")
+    );
+    b.login().await;
+    assert_eq!(
+        b.get("/admin/").await.location.as_deref(),
+        Some("/admin/setup/domain")
+    );
+    *fake.phase.lock().unwrap() = Phase::Configured;
+    assert_eq!(
+        b.get("/admin").await.location.as_deref(),
+        Some("/admin/status")
+    );
+    assert_eq!(
+        b.get("/admin/login").await.location.as_deref(),
+        Some("/admin/")
+    );
+    assert_eq!(b.get("/admin/nope").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn claim_by_code_then_password() {
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    let mut b = Browser::new(&fake);
+    let page = b.get("/admin/claim").await;
+    assert!(page.body.contains("id=\"setup-code\""));
+    assert!(page.body.contains("the file setup-code.txt"));
+    // Wrong code: refused, no claim proof.
+    let p = b
+        .submit("/admin/claim", "/admin/claim/code", &[("code", "nope")])
+        .await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(p.body.contains("id=\"code-error\""));
+    assert!(!b.jar.contains_key("rb_claimed"));
+    assert_eq!(
+        b.get("/admin/password").await.location.as_deref(),
+        Some("/admin/claim")
+    );
+    // Right code.
+    let p = b
+        .submit("/admin/claim", "/admin/claim/code", &[("code", CODE)])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location.as_deref(), Some("/admin/password"));
+    assert!(b.jar.contains_key("rb_claimed"));
+    // Mismatch: message, nothing set.
+    let p = b
+        .submit(
+            "/admin/password",
+            "/admin/password",
+            &[("password", "aaaaaaaaaaaa"), ("confirm", "bbbbbbbbbbbb")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("id=\"confirm-error\""));
+    assert!(!fake.calls().contains(&"set_admin_password".into()));
+    // The daemon's refusal is shown at the field, escaped.
+    let p = b
+        .submit(
+            "/admin/password",
+            "/admin/password",
+            &[("password", "short"), ("confirm", "short")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p.body
+            .contains("id=\"password-error\">At least 10 characters")
+    );
+    assert!(!p.body.contains("<script>alert"));
+    assert!(p.body.contains("&#60;script&#62;alert"));
+    // Success: a session, the claim proof gone.
+    let p = b
+        .submit(
+            "/admin/password",
+            "/admin/password",
+            &[("password", PASSWORD), ("confirm", PASSWORD)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(p.location.as_deref(), Some("/admin/"));
+    let session = b
+        .last_set
+        .iter()
+        .find(|c| c.starts_with("rb_session="))
+        .expect("session cookie")
+        .clone();
+    assert!(session.contains("HttpOnly"));
+    assert!(session.contains("SameSite=Strict"));
+    assert!(session.contains("Path=/admin"));
+    assert!(!session.contains("Secure"), "no Secure over plain HTTP");
+    assert!(!b.jar.contains_key("rb_claimed"));
+    assert_eq!(*fake.phase.lock().unwrap(), Phase::NeedDomain);
+    // The session (signed with the new key) works.
+    assert_eq!(
+        b.get("/admin/").await.location.as_deref(),
+        Some("/admin/setup/domain")
+    );
+    assert_eq!(b.get("/admin/setup/domain").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn session_cookie_secure_over_https() {
+    let fake = Arc::new(Fake::new(Phase::NeedDomain));
+    let mut b = Browser::at(&fake, "127.0.0.1:4000", true);
+    b.login().await;
+    let session = b
+        .last_set
+        .iter()
+        .find(|c| c.starts_with("rb_session="))
+        .unwrap();
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
+    assert!(session.contains("; Secure"));
+}
+
+#[tokio::test]
+async fn claim_by_button() {
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    let mut a = Browser::new(&fake);
+    let mut other = a.sibling("192.168.1.30:1");
+    let page = a.get("/admin/claim").await;
+    assert!(page.body.contains("id=\"claim-button\""));
+    let p = a.submit("/admin/claim", "/admin/claim/button", &[]).await;
+    assert_eq!(p.location.as_deref(), Some("/admin/claim"));
+    assert_eq!(a.jar.get("rb_claim").map(String::as_str), Some("T1"));
+    let waiting = a.get("/admin/claim").await;
+    assert!(waiting.body.contains("within 60 s"), "{}", waiting.body);
+    assert!(
+        waiting
+            .body
+            .contains("http-equiv=\"refresh\" content=\"2\"")
+    );
+    // Another visitor sees the window as busy and has no ticket.
+    let busy = other.get("/admin/claim").await;
+    assert!(busy.body.contains("id=\"claim-busy\""));
+    // Pressed: a different visitor's ticket does not claim.
+    *fake.window.lock().unwrap() = ClaimWindow::Pressed {
+        ticket: "T1".into(),
+    };
+    other.jar.insert("rb_claim".into(), "T2".into());
+    let p = other.get("/admin/claim").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(!other.jar.contains_key("rb_claimed"));
+    assert_eq!(
+        other.get("/admin/password").await.location.as_deref(),
+        Some("/admin/claim")
+    );
+    // The opener is claimed.
+    let p = a.get("/admin/claim").await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location.as_deref(), Some("/admin/password"));
+    assert!(a.jar.contains_key("rb_claimed"));
+    assert!(!a.jar.contains_key("rb_claim"));
+    assert_eq!(a.get("/admin/password").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn claim_window_expires() {
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    let mut a = Browser::new(&fake);
+    a.submit("/admin/claim", "/admin/claim/button", &[]).await;
+    *fake.window.lock().unwrap() = ClaimWindow::Closed;
+    let p = a.get("/admin/claim").await;
+    assert!(p.body.contains("id=\"claim-expired\""));
+    assert!(!a.jar.contains_key("rb_claim"));
+    assert!(p.body.contains("id=\"claim-button\""), "can retry");
+}
+
+#[tokio::test]
+async fn post_without_csrf_is_refused_and_changes_nothing() {
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    let mut b = Browser::new(&fake);
+    b.get("/admin/claim").await; // has a pre-session cookie now
+    for (path, form) in [
+        ("/admin/claim/code", vec![("code", CODE)]),
+        ("/admin/claim/button", vec![]),
+        (
+            "/admin/claim/code",
+            vec![("code", CODE), ("csrf", "forged")],
+        ),
+    ] {
+        let p = b.post(path, &form).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    // A token for another visitor's anchor does not work either.
+    let mut other = b.sibling("192.168.1.31:1");
+    let theirs = other.get("/admin/claim").await.csrf();
+    let p = b
+        .post("/admin/claim/code", &[("code", CODE), ("csrf", &theirs)])
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    assert!(!b.jar.contains_key("rb_claimed"));
+
+    // Logged in: domain and certificate changes need the token too.
+    *fake.phase.lock().unwrap() = Phase::NeedDomain;
+    *fake.password.lock().unwrap() = Some(PASSWORD.into());
+    b.login().await;
+    fake.calls.lock().unwrap().clear();
+    let p = b
+        .post(
+            "/admin/setup/domain",
+            &[("mode", "domain"), ("domain", "chat.example.org")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        b.post("/admin/setup/certificate", &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        b.post("/admin/password", &[("password", "x"), ("confirm", "x")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        b.post("/admin/logout", &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    assert_eq!(*fake.phase.lock().unwrap(), Phase::NeedDomain);
+}
+
+#[tokio::test]
+async fn non_lan_client_is_refused() {
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    for addr in ["203.0.113.5:1", "[2001:db8::1]:1", "[::ffff:8.8.8.8]:1"] {
+        let mut b = Browser::at(&fake, addr, false);
+        let p = b.get("/admin/claim").await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{addr}");
+        assert!(p.body.contains("local network"));
+        let p = b.post("/admin/claim/code", &[("code", CODE)]).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN);
+    }
+    for addr in [
+        "[::ffff:192.168.0.2]:1",
+        "[fd00::5]:1",
+        "10.1.2.3:1",
+        "127.0.0.1:1",
+    ] {
+        let mut b = Browser::at(&fake, addr, false);
+        assert_eq!(b.get("/admin/claim").await.status, StatusCode::OK, "{addr}");
+    }
+    assert!(fake.calls().is_empty());
+    // No Client extension: refused.
+    let resp = router(fake.clone())
+        .oneshot(Request::get("/admin/claim").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn security_headers_on_every_response() {
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    let mut b = Browser::new(&fake);
+    let mut far = Browser::at(&fake, "198.51.100.1:1", false);
+    for p in [
+        b.get("/admin/claim").await,
+        b.get("/admin/").await,
+        b.get("/admin/static/style.css").await,
+        far.get("/admin/claim").await,
+    ] {
+        let h = &p.resp_headers;
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        for part in [
+            "default-src 'self'",
+            "img-src 'self' data:",
+            "style-src 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(part), "{csp}");
+        }
+    }
+    let css = b.get("/admin/static/style.css").await;
+    assert_eq!(
+        css.resp_headers[header::CONTENT_TYPE],
+        "text/css; charset=utf-8"
+    );
+    assert!(css.body.contains(".check"));
+}
+
+/// Time one login attempt (virtual time).
+async fn timed_login(b: &mut Browser, password: &str) -> (Page, Duration) {
+    let csrf = b.get("/admin/login").await.csrf();
+    let start = Instant::now();
+    let p = b
+        .post("/admin/login", &[("csrf", &csrf), ("password", password)])
+        .await;
+    (p, start.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn wrong_passwords_are_slowed_down() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    for i in 0..3 {
+        let (p, took) = timed_login(&mut b, "wrong").await;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        assert!(took < Duration::from_millis(100), "attempt {i}: {took:?}");
+    }
+    let (p, took) = timed_login(&mut b, "wrong").await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(took >= Duration::from_secs(1), "4th: {took:?}");
+    let (_, took) = timed_login(&mut b, "wrong").await;
+    assert!(took >= Duration::from_secs(2), "5th: {took:?}");
+    // The right password right away: the delay is served first, then it works.
+    let (p, took) = timed_login(&mut b, PASSWORD).await;
+    assert!(took >= Duration::from_secs(4), "6th: {took:?}");
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert!(b.jar.contains_key("rb_session"));
+    // Success reset the counter.
+    b.jar.clear();
+    let (_, took) = timed_login(&mut b, "wrong").await;
+    assert!(took < Duration::from_millis(100));
+
+    // Someone who waits the delay out is not delayed: the right password works at once.
+    let mut c = b.sibling("192.168.1.77:1");
+    for _ in 0..4 {
+        timed_login(&mut c, "wrong").await;
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let (p, took) = timed_login(&mut c, PASSWORD).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert!(took < Duration::from_millis(100), "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn wrong_setup_codes_are_slowed_down() {
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    let mut b = Browser::new(&fake);
+    for _ in 0..3 {
+        b.submit("/admin/claim", "/admin/claim/code", &[("code", "x")])
+            .await;
+    }
+    let csrf = b.get("/admin/claim").await.csrf();
+    let start = Instant::now();
+    let p = b
+        .post("/admin/claim/code", &[("csrf", &csrf), ("code", CODE)])
+        .await;
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    assert_eq!(p.location.as_deref(), Some("/admin/password"));
+}
+
+#[tokio::test]
+async fn logout_ends_the_session() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let old = b.jar["rb_session"].clone();
+    let p = b.submit("/admin/status", "/admin/logout", &[]).await;
+    assert_eq!(p.location.as_deref(), Some("/admin/login"));
+    assert!(!b.jar.contains_key("rb_session"));
+    // The old cookie replayed is no longer a session.
+    b.jar.insert("rb_session".into(), old);
+    assert_eq!(
+        b.get("/admin/status").await.location.as_deref(),
+        Some("/admin/login")
+    );
+}
+
+#[tokio::test]
+async fn password_change_ends_other_sessions() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut a = Browser::new(&fake);
+    let mut other = a.sibling("192.168.1.40:1");
+    a.login().await;
+    other.login().await;
+    let p = a
+        .submit(
+            "/admin/password",
+            "/admin/password",
+            &[
+                ("password", "a new long password"),
+                ("confirm", "a new long password"),
+            ],
+        )
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/admin/"));
+    assert_eq!(a.get("/admin/status").await.status, StatusCode::OK);
+    assert_eq!(
+        other.get("/admin/status").await.location.as_deref(),
+        Some("/admin/login")
+    );
+}
+
+#[tokio::test]
+async fn domain_step() {
+    let fake = Arc::new(Fake::new(Phase::NeedDomain));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let page = b.get("/admin/setup/domain").await;
+    assert!(page.body.contains("name=\"mode\" value=\"domain\""));
+    assert!(page.body.contains("name=\"mode\" value=\"ip\""));
+    assert!(page.body.contains("user@[") || page.body.contains("name@["));
+    // No mode.
+    let p = b
+        .submit("/admin/setup/domain", "/admin/setup/domain", &[])
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("id=\"mode-error\""));
+    // The daemon refuses: message at the field, input kept (escaped).
+    let p = b
+        .submit(
+            "/admin/setup/domain",
+            "/admin/setup/domain",
+            &[("mode", "domain"), ("domain", "bad name<b>")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("id=\"domain-error\">No spaces"));
+    assert!(
+        p.body.contains("value=\"bad name&#60;b&#62;\"") || p.body.contains("bad name&lt;b&gt;")
+    );
+    // Domain → DNS step.
+    let p = b
+        .submit(
+            "/admin/setup/domain",
+            "/admin/setup/domain",
+            &[
+                ("mode", "domain"),
+                ("domain", " chat.example.org "),
+                ("ip", ""),
+            ],
+        )
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/admin/setup/dns"));
+    assert_eq!(
+        fake.domain.lock().unwrap().as_deref(),
+        Some("chat.example.org")
+    );
+    let dns = b.get("/admin/setup/dns").await;
+    assert!(dns.body.contains("<tr data-record-id=\"dns.dkim\">"));
+    assert!(
+        dns.body
+            .contains("data-check-id=\"dns.caa\" data-status=\"unknown\"")
+    );
+    assert!(dns.body.contains("href=\"/admin/setup/dns/zone\""));
+    assert!(dns.body.contains("href=\"/admin/setup/ports\""));
+    // IP-only → ports step.
+    let p = b
+        .submit(
+            "/admin/setup/domain",
+            "/admin/setup/domain",
+            &[("mode", "ip"), ("domain", ""), ("ip", "192.0.2.1")],
+        )
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/admin/setup/ports"));
+    assert!(*fake.ip_only.lock().unwrap());
+    let ports = b.get("/admin/setup/ports").await;
+    for port in ["25", "80", "443", "465", "587", "993", "3478"] {
+        assert!(
+            ports.body.contains(&format!("data-port=\"{port}\"")),
+            "{port}"
+        );
+    }
+    assert!(ports.body.contains("data-check-id=\"port.25.outbound\""));
+    assert!(ports.body.contains("href=\"/admin/setup/certificate\""));
+}
+
+#[tokio::test]
+async fn zone_file_download() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let p = b.get("/admin/setup/dns/zone").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert_eq!(
+        p.resp_headers[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        p.resp_headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"chat.example.org.zone\""
+    );
+    assert!(p.body.contains("IN MX"));
+}
+
+#[tokio::test]
+async fn certificate_step() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let p = b.get("/admin/setup/certificate").await;
+    assert!(
+        p.body
+            .contains("<div id=\"certificate-state\" data-state=\"idle\">")
+    );
+    assert!(p.body.contains("days left"));
+    let p = b
+        .submit("/admin/setup/certificate", "/admin/setup/certificate", &[])
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/admin/setup/certificate"));
+    assert_eq!(
+        fake.calls().last().map(String::as_str),
+        Some("request_certificate")
+    );
+    fake.cert.lock().unwrap().progress = AcmeProgress::Running {
+        step: "asking the CA".into(),
+    };
+    let p = b.get("/admin/setup/certificate").await;
+    assert!(p.body.contains("data-state=\"running\""));
+    assert!(p.body.contains("http-equiv=\"refresh\" content=\"2\""));
+    fake.cert.lock().unwrap().progress = AcmeProgress::Failed {
+        reason: "port 80 is not reachable".into(),
+    };
+    *fake.cert_request.lock().unwrap() = Err("Already running <now>".into());
+    let p = b
+        .submit("/admin/setup/certificate", "/admin/setup/certificate", &[])
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("data-state=\"failed\""));
+    assert!(p.body.contains("port 80 is not reachable"));
+    assert!(
+        p.body.contains("Already running &#60;now&#62;")
+            || p.body.contains("Already running &lt;now&gt;")
+    );
+    // Not possible (IP-only): say why, offer no request, go on.
+    *fake.ip_only.lock().unwrap() = true;
+    fake.cert.lock().unwrap().acme_possible = false;
+    let p = b.get("/admin/setup/certificate").await;
+    assert!(p.body.contains("id=\"certificate-not-possible\""));
+    assert!(p.body.contains("IP-only"));
+    assert!(!p.body.contains("id=\"certificate-request\""));
+    assert!(p.body.contains("href=\"/admin/setup/done\""));
+}
+
+#[tokio::test]
+async fn done_step_shows_the_invitation() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let p = b.get("/admin/setup/done").await;
+    assert!(p.body.contains("<div id=\"invite-qr\" class=\"qr\"><svg"));
+    assert!(
+        p.body
+            .contains("<a id=\"invite-link\" href=\"DCACCOUNT:https://chat.example.org/new\">")
+    );
+    assert!(p.body.contains("Add account"));
+    // An SVG with a script is not put into the page.
+    *fake.qr_svg.lock().unwrap() = "<svg onload=\"x()\"><path/></svg>".into();
+    let p = b.get("/admin/setup/done").await;
+    assert!(!p.body.contains("onload"));
+    assert!(p.body.contains("id=\"invite-link\""));
+}
+
+#[test]
+fn svg_filter() {
+    use crate::wizard::safe_svg;
+    assert!(safe_svg(
+        "<svg viewBox=\"0 0 1 1\" aria-label=\"QR code on paper\"><path d=\"M0 0\"/></svg>"
+    ));
+    assert!(safe_svg("<?xml version=\"1.0\"?><svg><rect/></svg>"));
+    for bad in [
+        "<p>not svg</p>",
+        "<svg><script>x</script></svg>",
+        "<svg/onload=x>",
+        "<svg ONCLICK = \"x\">",
+        "<svg><a href=\"javascript:x\"/></svg>",
+        "<svg><foreignObject/></svg>",
+    ] {
+        assert!(!safe_svg(bad), "{bad}");
+    }
+}
+
+/// WIZ-3: every page renders with HTML and huge strings in values, and with empty lists.
+#[tokio::test]
+async fn every_page_renders_odd_data() {
+    for (odd, empty) in [(true, false), (false, true), (true, true)] {
+        let mut fake = Fake::new(Phase::Configured);
+        fake.odd = odd;
+        fake.empty = empty;
+        let fake = Arc::new(fake);
+        let mut b = Browser::new(&fake);
+        b.login().await;
+        for path in [
+            "/admin/status",
+            "/admin/setup/domain",
+            "/admin/setup/dns",
+            "/admin/setup/dns/zone",
+            "/admin/setup/ports",
+            "/admin/setup/certificate",
+            "/admin/setup/done",
+            "/admin/password",
+        ] {
+            let p = b.get(path).await;
+            assert_eq!(p.status, StatusCode::OK, "{path} odd={odd} empty={empty}");
+            if path.ends_with("/zone") {
+                continue;
+            }
+            assert!(!p.body.contains("<script"), "{path}: unescaped");
+            assert!(!p.body.contains("<b onmouseover"), "{path}: unescaped");
+            if odd && !(empty && path.ends_with("/done")) {
+                assert!(
+                    p.body.contains("&lt;script&gt;") || p.body.contains("&#60;script&#62;"),
+                    "{path}: not shown"
+                );
+            }
+        }
+        let status = b.get("/admin/status").await.body;
+        for id in [
+            "services",
+            "certificate",
+            "dns",
+            "storage",
+            "update",
+            "errors",
+            "charts",
+        ] {
+            assert!(status.contains(&format!("<section id=\"{id}\">")), "{id}");
+        }
+        if !empty {
+            // WIZ-2: unknown is "could not check", never "wrong".
+            assert!(status.contains("data-check-id=\"dns.caa\" data-status=\"unknown\""));
+            assert!(status.contains("could not check"));
+            assert!(status.contains("<svg class=\"chart\""));
+            assert!(status.matches("<li><code>").count() <= 50);
+        }
+    }
+    // Claim and login pages with odd overview texts.
+    let mut fake = Fake::new(Phase::Unclaimed);
+    fake.odd = true;
+    let fake = Arc::new(fake);
+    let mut b = Browser::new(&fake);
+    let p = b.get("/admin/claim").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(!p.body.contains("<script"));
+}
+
+#[tokio::test]
+async fn unknown_checks_render_neutral() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let p = b.get("/admin/setup/dns").await;
+    let start = p.body.find("data-check-id=\"dns.caa\"").unwrap();
+    let block = &p.body[start..start + 300];
+    assert!(block.contains("could not check"), "{block}");
+    assert!(!block.contains("wrong"), "{block}");
+    let start = p.body.find("data-check-id=\"dns.dkim\"").unwrap();
+    assert!(p.body[start..start + 200].contains("wrong"));
+}

@@ -123,7 +123,7 @@ mod tests {
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(951_782_400), "2000-02-29");
         assert_eq!(date(1_798_675_200), "2026-12-31");
-        assert_eq!(date(u64::MAX).len() >= 10, true);
+        assert!(date(u64::MAX).len() >= 10);
         assert_eq!(days_left(86_400 * 3 + 5, 0), 3);
         assert_eq!(days_left(0, 10), -1);
         assert_eq!(bytes(0), "0 B");

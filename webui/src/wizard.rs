@@ -54,7 +54,7 @@ pub struct DomainPage {
 }
 
 /// `GET /admin/setup/domain`.
-pub async fn domain_page<B: Backend>(mut v: Visitor) -> Response {
+pub async fn domain_page(mut v: Visitor) -> Response {
     if let Some(r) = v.need_session() {
         return r;
     }
@@ -119,9 +119,7 @@ pub async fn domain_post<B: Backend>(
             page.ip_error = Some("Type the public IPv4 address, like 203.0.113.7.".into());
             return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
-        "domain" if domain.len() <= MAX_INPUT => {
-            (DomainChoice::Domain(domain), "/admin/setup/dns")
-        }
+        "domain" if domain.len() <= MAX_INPUT => (DomainChoice::Domain(domain), "/admin/setup/dns"),
         "ip" if ip.len() <= MAX_INPUT => (DomainChoice::IpOnly(ip), "/admin/setup/ports"),
         "domain" => {
             page.domain_error = Some("That is far too long for a domain name.".into());
@@ -215,7 +213,10 @@ pub async fn zone<B: Backend>(State(app): State<App<B>>, v: Visitor) -> Response
     };
     (
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}.zone\""),
@@ -324,7 +325,11 @@ pub struct CertificatePage {
 }
 
 /// `state` and texts of the certificate step.
-fn certificate_view(v: &mut Visitor, info: crate::CertificateInfo, error: Option<String>) -> CertificatePage {
+fn certificate_view(
+    v: &mut Visitor,
+    info: crate::CertificateInfo,
+    error: Option<String>,
+) -> CertificatePage {
     let (state, step, reason) = match &info.progress {
         AcmeProgress::Idle => ("idle", String::new(), String::new()),
         AcmeProgress::Running { step } => ("running", step.clone(), String::new()),
@@ -349,8 +354,7 @@ fn certificate_view(v: &mut Visitor, info: crate::CertificateInfo, error: Option
          (self-signed) certificate."
             .into()
     } else {
-        "This setup cannot get a certificate automatically; the box uses the one it has."
-            .into()
+        "This setup cannot get a certificate automatically; the box uses the one it has.".into()
     };
     let now = crate::session::now_unix();
     let expiry = info.not_after.map(|t| {
@@ -429,9 +433,16 @@ pub fn safe_svg(svg: &str) -> bool {
     let lower = svg.to_ascii_lowercase();
     start.starts_with("<svg")
         && svg.len() <= 2_000_000
-        && !["<script", "javascript:", "foreignobject", "href", "<iframe", "<!entity"]
-            .iter()
-            .any(|bad| lower.contains(bad))
+        && ![
+            "<script",
+            "javascript:",
+            "foreignobject",
+            "href",
+            "<iframe",
+            "<!entity",
+        ]
+        .iter()
+        .any(|bad| lower.contains(bad))
         && !has_event_attribute(&lower)
 }
 
@@ -446,8 +457,7 @@ fn has_event_attribute(lower: &str) -> bool {
                 .iter()
                 .position(|c| !c.is_ascii_alphanumeric() && *c != b'-')
                 .is_some_and(|n| {
-                    n > 0
-                        && b[i + 2 + n..].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'=')
+                    n > 0 && b[i + 2 + n..].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'=')
                 })
     })
 }
