@@ -83,7 +83,10 @@ mod tests {
             set_mail_domain(&removed, "1.2.3.4"),
             "# my relay\n[params]\nmail_domain = 1.2.3.4\n# the domain\ndata_dir = /data\n\n[other]\nmail_domain = x\n"
         );
-        assert_eq!(set_mail_domain("", "a.org"), "[params]\nmail_domain = a.org\n");
+        assert_eq!(
+            set_mail_domain("", "a.org"),
+            "[params]\nmail_domain = a.org\n"
+        );
         assert_eq!(
             set_mail_domain("[params]", "a.org"),
             "[params]\nmail_domain = a.org\n"

@@ -7,8 +7,6 @@
 //! steps and the status page need the relay's store, DKIM key and certificates).
 
 pub mod button;
-#[allow(non_snake_case)] fn PENDING_DNS(_: &Config, _: &[DnsRecord]) -> Vec<Check> { Vec::new() }
-#[allow(non_snake_case)] fn PENDING_PORTS(_: &Config) -> Vec<Check> { Vec::new() }
 pub mod configfile;
 pub mod dnscheck;
 pub mod hw;
@@ -53,10 +51,7 @@ pub enum ApplianceError {
     #[error("{0}")]
     State(#[from] state::StateError),
     #[error("setup code file {path}: {err}")]
-    SetupCode {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    SetupCode { path: PathBuf, err: std::io::Error },
 }
 
 /// An open claim window.
@@ -99,12 +94,14 @@ impl Appliance {
         })?;
         let admin = AdminState::load(&config.data_dir)?;
         let setup_code = if admin.password_hash.is_none() {
-            Some(setup::setup_code(&config.appliance.setup_code_file).map_err(|err| {
-                ApplianceError::SetupCode {
-                    path: config.appliance.setup_code_file.clone(),
-                    err,
-                }
-            })?)
+            Some(
+                setup::setup_code(&config.appliance.setup_code_file).map_err(|err| {
+                    ApplianceError::SetupCode {
+                        path: config.appliance.setup_code_file.clone(),
+                        err,
+                    }
+                })?,
+            )
         } else {
             None
         };
@@ -151,9 +148,7 @@ impl Appliance {
     /// and its port 80/443 listeners serve the admin pages.
     pub fn attach(self: &Arc<Self>, relay: Arc<Relay>) {
         *self.config.write().expect("config lock") = relay.config.clone();
-        let _ = relay
-            .admin
-            .set(relaybox_webui::router(self.clone()));
+        let _ = relay.admin.set(relaybox_webui::router(self.clone()));
         let _ = self.relay.set(relay);
         self.refresh_led();
     }
@@ -163,7 +158,11 @@ impl Appliance {
     }
 
     fn claimed(&self) -> bool {
-        self.admin.lock().expect("admin lock").password_hash.is_some()
+        self.admin
+            .lock()
+            .expect("admin lock")
+            .password_hash
+            .is_some()
     }
 
     /// The pattern for the current state (a claim window wins over everything but a
@@ -224,11 +223,14 @@ impl Appliance {
     pub fn sample_stats(&self) {
         let now = crate::clock::SystemClock;
         let day = crate::clock::Clock::unix_now(&now) / 86_400;
-        self.stats.lock().expect("stats lock").record(stats::Sample {
-            day,
-            messages: crate::metrics::global().accepted_total(),
-            written: stats::process_write_bytes(),
-        });
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .record(stats::Sample {
+                day,
+                messages: crate::metrics::global().accepted_total(),
+                written: stats::process_write_bytes(),
+            });
     }
 
     async fn checked_dns(&self, fresh: bool) -> Vec<Check> {
@@ -243,7 +245,7 @@ impl Appliance {
             return Vec::new();
         }
         let records = self.dns_records();
-        let checks = PENDING_DNS(&config, &records);
+        let checks = dnscheck::check_dns(&config, &records).await;
         *self.dns_cache.lock().expect("dns lock") = Some((Instant::now(), checks.clone()));
         self.refresh_led();
         checks
@@ -310,7 +312,9 @@ pub fn domain_value(choice: &DomainChoice) -> Result<String, InputError> {
                 message,
             };
             if d.is_empty() {
-                return Err(err("Enter the domain name for the relay, e.g. chat.example.org.".into()));
+                return Err(err(
+                    "Enter the domain name for the relay, e.g. chat.example.org.".into(),
+                ));
             }
             if d.parse::<IpAddr>().is_ok() {
                 return Err(err(
@@ -389,7 +393,11 @@ impl Backend for Appliance {
     }
 
     fn admin_client_allowed(&self, ip: IpAddr) -> bool {
-        self.config.read().expect("config lock").appliance.admin_from_anywhere
+        self.config
+            .read()
+            .expect("config lock")
+            .appliance
+            .admin_from_anywhere
             || relaybox_webui::is_lan(ip)
     }
 
@@ -539,7 +547,9 @@ impl Backend for Appliance {
         };
         let fail = |message: String| InputError { field, message };
         let Some(path) = &self.config_path else {
-            return Err(fail("This relay runs without a config file (dev mode).".into()));
+            return Err(fail(
+                "This relay runs without a config file (dev mode).".into(),
+            ));
         };
         if !self.config().setup {
             return Err(fail(format!(
@@ -604,7 +614,7 @@ impl Backend for Appliance {
         if config.setup {
             return Vec::new();
         }
-        PENDING_PORTS(&config)
+        ports::check_ports(&config).await
     }
 
     fn certificate(&self) -> CertificateInfo {
@@ -828,7 +838,10 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, Ap
         match mdns::announce(&config.appliance.mdns_name, port) {
             Ok(a) => Some(a),
             Err(e) => {
-                tracing::warn!("mdns: cannot announce {}.local: {e}", config.appliance.mdns_name);
+                tracing::warn!(
+                    "mdns: cannot announce {}.local: {e}",
+                    config.appliance.mdns_name
+                );
                 None
             }
         }

@@ -62,7 +62,9 @@ pub fn wipe(config_path: Option<&Path>, data_dir: &Path) -> Result<(), ResetErro
 pub fn restart() -> std::io::Error {
     use std::os::unix::process::CommandExt;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    std::process::Command::new("/proc/self/exe").args(args).exec()
+    std::process::Command::new("/proc/self/exe")
+        .args(args)
+        .exec()
 }
 
 #[cfg(test)]
@@ -79,8 +81,11 @@ mod tests {
         std::fs::write(data.join("admin.json"), "{}").unwrap();
         std::fs::write(data.join("keep-me"), "operator's file").unwrap();
         let ini = dir.path().join("chatmail.ini");
-        std::fs::write(&ini, "[params]\nmail_domain = chat.example.org\nled = sysfs:ACT\n")
-            .unwrap();
+        std::fs::write(
+            &ini,
+            "[params]\nmail_domain = chat.example.org\nled = sysfs:ACT\n",
+        )
+        .unwrap();
         wipe(Some(&ini), &data).unwrap();
         assert_eq!(
             std::fs::read_to_string(&ini).unwrap(),

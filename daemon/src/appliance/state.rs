@@ -40,7 +40,9 @@ impl AdminState {
     pub fn load(data_dir: &Path) -> Result<AdminState, StateError> {
         let path = data_dir.join(STATE_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| StateError::Parse { path, err }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|err| StateError::Parse { path, err })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AdminState {
                 password_hash: None,
                 session_key: random_key(),
@@ -64,7 +66,10 @@ pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), State
         err,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -77,7 +82,9 @@ pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), State
     f.sync_all().map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     Ok(())
 }
 

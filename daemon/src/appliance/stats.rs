@@ -90,16 +90,36 @@ mod tests {
     #[test]
     fn growth_per_day_and_restart() {
         let mut d = Daily::default();
-        d.record(Sample { day: 10, messages: 5, written: 100 });
-        d.record(Sample { day: 10, messages: 8, written: 150 });
-        d.record(Sample { day: 11, messages: 10, written: 400 });
+        d.record(Sample {
+            day: 10,
+            messages: 5,
+            written: 100,
+        });
+        d.record(Sample {
+            day: 10,
+            messages: 8,
+            written: 150,
+        });
+        d.record(Sample {
+            day: 11,
+            messages: 10,
+            written: 400,
+        });
         // Restart: totals fell; the new totals are the growth.
-        d.record(Sample { day: 11, messages: 3, written: 50 });
+        d.record(Sample {
+            day: 11,
+            messages: 3,
+            written: 50,
+        });
         assert_eq!(d.messages(), vec![(10, 3), (11, 5)]);
         assert_eq!(d.written(), vec![(10, 50), (11, 300)]);
         assert_eq!(d.written_per_day(), Some(50));
         for day in 12..40 {
-            d.record(Sample { day, messages: 0, written: 0 });
+            d.record(Sample {
+                day,
+                messages: 0,
+                written: 0,
+            });
         }
         assert_eq!(d.messages().len(), DAYS);
         assert_eq!(d.messages()[DAYS - 1].0, 39);

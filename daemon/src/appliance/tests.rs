@@ -17,7 +17,10 @@ fn setup_config(dir: &std::path::Path) -> (Config, PathBuf) {
 
 fn appliance(dir: &std::path::Path, button: bool) -> (Arc<Appliance>, PathBuf) {
     let (config, ini) = setup_config(dir);
-    (Appliance::new(config, Some(ini.clone()), button).unwrap(), ini)
+    (
+        Appliance::new(config, Some(ini.clone()), button).unwrap(),
+        ini,
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -30,7 +33,11 @@ async fn button_claim_window_belongs_to_its_opener_and_expires() {
     a.button_pressed();
     assert_eq!(a.claim_window(), ClaimWindow::Closed);
 
-    let ClaimWindow::Open { ticket, seconds_left } = a.open_claim_window() else {
+    let ClaimWindow::Open {
+        ticket,
+        seconds_left,
+    } = a.open_claim_window()
+    else {
         panic!("window should open");
     };
     assert_eq!(seconds_left, CLAIM_WINDOW.as_secs());
@@ -43,7 +50,12 @@ async fn button_claim_window_belongs_to_its_opener_and_expires() {
     }
     tokio::time::advance(Duration::from_secs(30)).await;
     a.button_pressed();
-    assert_eq!(a.claim_window(), ClaimWindow::Pressed { ticket: ticket.clone() });
+    assert_eq!(
+        a.claim_window(),
+        ClaimWindow::Pressed {
+            ticket: ticket.clone()
+        }
+    );
     assert_ne!(*a.led_patterns().borrow(), LedPattern::ClaimWindow);
 
     // A window nobody confirms closes after CLAIM_WINDOW.
@@ -69,7 +81,10 @@ async fn setup_code_claims_once_then_password_login() {
     let dir = tempfile::tempdir().unwrap();
     let (a, _) = appliance(dir.path(), false);
     let code_file = a.config().appliance.setup_code_file;
-    let code = std::fs::read_to_string(&code_file).unwrap().trim().to_string();
+    let code = std::fs::read_to_string(&code_file)
+        .unwrap()
+        .trim()
+        .to_string();
     assert_eq!(a.setup_code().as_deref(), Some(code.as_str()));
     assert!(a.check_setup_code(&code));
     assert!(a.check_setup_code(&code.to_lowercase().replace('-', " ")));
@@ -86,7 +101,11 @@ async fn setup_code_claims_once_then_password_login() {
     assert_eq!(a.overview().phase, Phase::NeedDomain);
     assert!(a.check_admin_password("correct horse battery").await);
     assert!(!a.check_admin_password("correct horse batterx").await);
-    assert_ne!(a.session_key(), key_before, "a new password ends old sessions");
+    assert_ne!(
+        a.session_key(),
+        key_before,
+        "a new password ends old sessions"
+    );
     // The code was one-time: gone from memory and disk.
     assert!(!a.check_setup_code(&code));
     assert!(!code_file.exists());
@@ -124,21 +143,37 @@ async fn domain_step_validates_then_writes_the_config_atomically() {
         .await
         .unwrap();
     let text = std::fs::read_to_string(&ini).unwrap();
-    assert!(text.starts_with("# operator's comment\n[params]\nmail_domain = chat.example.org\n"), "{text}");
-    let config = chosen.borrow_and_update().clone().expect("config handed to main");
+    assert!(
+        text.starts_with("# operator's comment\n[params]\nmail_domain = chat.example.org\n"),
+        "{text}"
+    );
+    let config = chosen
+        .borrow_and_update()
+        .clone()
+        .expect("config handed to main");
     assert_eq!(config.mail_domain, "chat.example.org");
     assert!(!config.setup);
-    assert_eq!(a.overview().phase, Phase::Unclaimed, "still needs a password");
+    assert_eq!(
+        a.overview().phase,
+        Phase::Unclaimed,
+        "still needs a password"
+    );
     assert_eq!(a.overview().domain.as_deref(), Some("chat.example.org"));
     // The domain is set once; changing it is a reset.
-    let again = a.set_domain(DomainChoice::IpOnly("192.0.2.7".into())).await.unwrap_err();
+    let again = a
+        .set_domain(DomainChoice::IpOnly("192.0.2.7".into()))
+        .await
+        .unwrap_err();
     assert!(again.message.contains("already set"), "{}", again.message);
 }
 
 #[test]
 fn domain_values() {
     let ok = |c: DomainChoice| domain_value(&c).unwrap();
-    assert_eq!(ok(DomainChoice::Domain("A.B.example".into())), "a.b.example");
+    assert_eq!(
+        ok(DomainChoice::Domain("A.B.example".into())),
+        "a.b.example"
+    );
     assert_eq!(ok(DomainChoice::IpOnly(" 192.0.2.1 ".into())), "192.0.2.1");
     assert!(domain_value(&DomainChoice::Domain("_x.test".into())).is_err());
     assert!(domain_value(&DomainChoice::Domain("localhost".into())).is_err());

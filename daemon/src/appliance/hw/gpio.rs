@@ -5,7 +5,7 @@
 //! - LED: an output line, optionally active-low, so `set(true)` always means "lit".
 //! - Button: an input with pull-up, both edges, kernel debounce of [`DEBOUNCE`], active-low
 //!   (GPIO-3); a rising edge of the logical value is a press. Edges arrive through the
-//!   tokio reactor (the request's file descriptor in an [`AsyncFd`]).
+//!   tokio reactor (gpiocdev's `AsyncRequest`, feature `async_tokio`).
 //!
 //! A chip is named by path (`/dev/gpiochip0`), by device name (`gpiochip0`) or by label
 //! (`pinctrl-rp1`, `9030000.pl061`); a line by offset (`17`) or by name (`GPIO17`).
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use gpiocdev::Request;
 use gpiocdev::line::{Bias, EdgeDetection, EdgeKind, Value};
-use tokio::io::unix::AsyncFd;
+use gpiocdev::tokio::AsyncRequest;
 
 use super::{Button, Edge, EdgeFuture, Led};
 
@@ -103,7 +103,7 @@ impl Led for GpioLed {
 /// A button on an input line with edge detection.
 #[derive(Debug)]
 pub struct GpioButton {
-    fd: AsyncFd<Request>,
+    request: AsyncRequest,
 }
 
 impl GpioButton {
@@ -124,9 +124,13 @@ impl GpioButton {
         if active_low {
             builder.as_active_low().with_bias(Bias::PullUp);
         }
+        // AsyncRequest::new panics outside a runtime: refuse instead.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other("the GPIO button needs a tokio runtime"));
+        }
         let request = builder.request().map_err(to_io)?;
         Ok(GpioButton {
-            fd: AsyncFd::new(request)?,
+            request: AsyncRequest::new(request),
         })
     }
 }
@@ -134,31 +138,19 @@ impl GpioButton {
 impl Button for GpioButton {
     fn next_edge(&mut self) -> EdgeFuture<'_> {
         Box::pin(async move {
-            loop {
-                let mut guard = self.fd.readable().await?;
-                let request = self.fd.get_ref();
-                if !request.has_edge_event().map_err(to_io)? {
-                    // Spurious readiness: wait for the next one instead of spinning.
-                    guard.clear_ready();
-                    continue;
-                }
-                // Nothing is consumed before this read, so dropping the future earlier
-                // loses no edge (cancel-safe).
-                let event = request.read_edge_event().map_err(to_io)?;
-                if !request.has_edge_event().map_err(to_io)? {
-                    guard.clear_ready();
-                }
-                return Ok(Edge {
-                    // Values are logical (active-low applied): rising = pressed.
-                    pressed: event.kind == EdgeKind::Rising,
-                    at: tokio::time::Instant::now(),
-                });
-            }
+            // Cancel-safe: gpiocdev reads the event only once the descriptor is readable,
+            // with no await after the read.
+            let event = self.request.read_edge_event().await.map_err(to_io)?;
+            Ok(Edge {
+                // Values are logical (active-low applied): rising = pressed.
+                pressed: event.kind == EdgeKind::Rising,
+                at: tokio::time::Instant::now(),
+            })
         })
     }
 
     fn is_pressed(&mut self) -> io::Result<bool> {
-        let value = self.fd.get_ref().lone_value().map_err(to_io)?;
+        let value = self.request.as_ref().lone_value().map_err(to_io)?;
         Ok(value == Value::Active)
     }
 }
