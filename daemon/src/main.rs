@@ -115,13 +115,15 @@ fn main() -> ExitCode {
         };
         let config = if config.setup {
             // Setup mode: the wizard alone until the operator chose a domain.
-            let server = match relaybox::appliance::setup::start(appliance.appliance.clone(), &config).await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("relaybox: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let server =
+                match relaybox::appliance::setup::start(appliance.appliance.clone(), &config).await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("relaybox: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
             let mut chosen = appliance.appliance.chosen_config();
             let next = tokio::select! {
                 c = chosen.wait_for(|c| c.is_some()) => c.ok().and_then(|c| c.clone()),
