@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use crate::router::{App, Visitor};
+use crate::router::{App, Visitor, message};
 use crate::session::{self, Kind};
 use crate::view::Layout;
 use crate::{Backend, ClaimWindow, Phase};
@@ -164,7 +164,9 @@ pub async fn claim_code<B: Backend>(
         return v.redirect("/admin/");
     }
     let ip = v.client.addr.ip();
-    app.limiter.wait_turn(ip).await;
+    if let Err(wait) = app.limiter.wait_turn(ip).await {
+        return too_many(wait);
+    }
     let code = form.code.trim();
     if !code.is_empty() && code.len() <= MAX_SECRET && app.backend.check_setup_code(code) {
         app.limiter.success(ip);
@@ -178,6 +180,19 @@ pub async fn claim_code<B: Backend>(
     };
     let page = claim_view(&mut v, ButtonState::Ready, Some(msg.into()));
     v.page(StatusCode::UNAUTHORIZED, &page)
+}
+
+/// 429 for an attempt refused by the limiter (nothing was checked).
+fn too_many(wait: std::time::Duration) -> Response {
+    message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many tries",
+        &format!(
+            "Too many tries at once from this device. Wait {} s, then go back and try again.",
+            wait.as_secs().max(1)
+        ),
+        None,
+    )
 }
 
 #[derive(Template)]
@@ -314,7 +329,9 @@ pub async fn login_post<B: Backend>(
         return v.redirect("/admin/claim");
     }
     let ip = v.client.addr.ip();
-    app.limiter.wait_turn(ip).await;
+    if let Err(wait) = app.limiter.wait_turn(ip).await {
+        return too_many(wait);
+    }
     if !form.password.is_empty()
         && form.password.len() <= MAX_SECRET
         && app.backend.check_admin_password(&form.password).await

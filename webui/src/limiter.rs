@@ -10,7 +10,9 @@
 //! and learn "wrong" from the silence. A person who typed a wrong password three times
 //! and then waits the delay out (or simply takes that long to type) is not delayed at
 //! all: the right password then works at once. Parallel attempts reserve successive
-//! slots, so they queue instead of bypassing the delay.
+//! slots, so they queue instead of bypassing the delay; an attempt that would have to
+//! wait more than [`MAX_QUEUE`] is refused at once (not checked, not counted), so a
+//! flood cannot hold connections open for long.
 //!
 //! IPv6 clients are keyed by their /64 (one host can use many addresses in it). The map
 //! is bounded: stale entries are dropped, and when it is full the quietest entry goes.
@@ -30,6 +32,8 @@ pub const BASE_DELAY: Duration = Duration::from_secs(1);
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
 /// Quiet time after which an address starts over.
 pub const RESET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Longest wait an attempt may queue for; beyond it the attempt is refused.
+pub const MAX_QUEUE: Duration = Duration::from_secs(120);
 /// Most addresses remembered.
 pub const MAX_ENTRIES: usize = 4096;
 
@@ -74,8 +78,9 @@ impl Limiter {
     }
 
     /// Register an attempt from `ip` and return the instant before which it must not be
-    /// answered (now for the first free attempts).
-    pub fn attempt(&self, ip: IpAddr) -> Instant {
+    /// answered (now for the first free attempts); `Err` with how long to wait when the
+    /// queue of attempts from `ip` is already longer than [`MAX_QUEUE`].
+    pub fn attempt(&self, ip: IpAddr) -> Result<Instant, Duration> {
         let now = Instant::now();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let k = key(ip);
@@ -94,21 +99,22 @@ impl Limiter {
         if now.saturating_duration_since(entry.last_slot) >= RESET_AFTER {
             entry.attempts = 0;
         }
-        entry.attempts = entry.attempts.saturating_add(1);
-        let d = delay(entry.attempts);
-        let slot = if d.is_zero() {
-            now.max(entry.last_slot)
-        } else {
-            now.max(entry.last_slot + d)
-        };
+        let attempts = entry.attempts.saturating_add(1);
+        let slot = now.max(entry.last_slot + delay(attempts));
+        if slot.saturating_duration_since(now) > MAX_QUEUE {
+            return Err(entry.last_slot.saturating_duration_since(now));
+        }
+        entry.attempts = attempts;
         entry.last_slot = slot;
-        slot
+        Ok(slot)
     }
 
-    /// Wait out the delay for an attempt from `ip` (see [`Limiter::attempt`]).
-    pub async fn wait_turn(&self, ip: IpAddr) {
-        let slot = self.attempt(ip);
+    /// Wait out the delay for an attempt from `ip` (see [`Limiter::attempt`]); `Err`
+    /// (at once) when too many attempts are queued: refuse without checking.
+    pub async fn wait_turn(&self, ip: IpAddr) -> Result<(), Duration> {
+        let slot = self.attempt(ip)?;
         tokio::time::sleep_until(slot).await;
+        Ok(())
     }
 
     /// The attempt from `ip` succeeded: start over.
@@ -148,37 +154,56 @@ mod tests {
         let a = ip("192.168.1.9");
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert_eq!(l.attempt(a), t0);
+            assert_eq!(l.attempt(a), Ok(t0));
         }
         // Parallel 4th and 5th attempts queue: +1 s, then +2 s after that.
-        assert_eq!(l.attempt(a), t0 + Duration::from_secs(1));
-        assert_eq!(l.attempt(a), t0 + Duration::from_secs(3));
+        assert_eq!(l.attempt(a), Ok(t0 + Duration::from_secs(1)));
+        assert_eq!(l.attempt(a), Ok(t0 + Duration::from_secs(3)));
         // Another address is not affected.
-        assert_eq!(l.attempt(ip("192.168.1.10")), t0);
+        assert_eq!(l.attempt(ip("192.168.1.10")), Ok(t0));
         // Waiting longer than the delay means no further wait.
         tokio::time::advance(Duration::from_secs(60)).await;
         let now = Instant::now();
-        assert_eq!(l.attempt(a), now);
+        assert_eq!(l.attempt(a), Ok(now));
         l.success(a);
-        assert_eq!(l.attempt(a), Instant::now());
+        assert_eq!(l.attempt(a), Ok(Instant::now()));
         // 15 min of quiet starts over.
         for _ in 0..5 {
-            l.attempt(a);
+            l.attempt(a).unwrap();
         }
         tokio::time::advance(RESET_AFTER + Duration::from_secs(40)).await;
-        assert_eq!(l.attempt(a), Instant::now());
+        assert_eq!(l.attempt(a), Ok(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_is_refused_not_queued() {
+        let l = Limiter::new();
+        let a = ip("10.0.0.1");
+        let t0 = Instant::now();
+        // 1+2+4+8+16+30+30+30 = 121 s > MAX_QUEUE: the 11th parallel attempt is refused.
+        let mut last = t0;
+        for _ in 0..10 {
+            last = l.attempt(a).unwrap();
+        }
+        assert_eq!(last, t0 + Duration::from_secs(91));
+        let refused = l.attempt(a);
+        assert_eq!(refused, Err(Duration::from_secs(91)));
+        // Refused attempts are not counted: after the queue drains, the next one waits
+        // the 8th delay step (30 s) after the last slot, not more.
+        tokio::time::advance(Duration::from_secs(91)).await;
+        assert_eq!(l.attempt(a), Ok(t0 + Duration::from_secs(121)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn ipv6_by_prefix_and_bounded() {
         let l = Limiter::new();
         for _ in 0..3 {
-            l.attempt(ip("fd00::1"));
+            l.attempt(ip("fd00::1")).unwrap();
         }
         let t = Instant::now();
-        assert_eq!(l.attempt(ip("fd00::2")), t + BASE_DELAY, "same /64");
+        assert_eq!(l.attempt(ip("fd00::2")), Ok(t + BASE_DELAY), "same /64");
         for i in 0..(MAX_ENTRIES as u32 + 10) {
-            l.attempt(IpAddr::V4(i.into()));
+            l.attempt(IpAddr::V4(i.into())).unwrap();
         }
         assert!(l.len() <= MAX_ENTRIES);
     }
