@@ -87,14 +87,8 @@ pub fn announce(name: &str, port: u16) -> Result<Announcer, MdnsError> {
     let txt: &[(&str, &str)] = &[("path", "/")];
     // No addresses given + `enable_addr_auto`: mdns-sd fills in the interfaces'
     // addresses and keeps them current.
-    let info = ServiceInfo::new(
-        SERVICE_TYPE,
-        INSTANCE_NAME,
-        &hostname,
-        "10.77.0.1,fd77::1",
-        port,
-        txt,
-    )?;
+    let info =
+        ServiceInfo::new(SERVICE_TYPE, INSTANCE_NAME, &hostname, (), port, txt)?.enable_addr_auto();
     daemon.register(info)?;
     tracing::info!(host = %hostname, port, "mDNS: announcing the setup page");
     Ok(announcer)
