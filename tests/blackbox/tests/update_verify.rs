@@ -15,11 +15,9 @@ fn repo() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    out
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
 }
 
 fn text(b: &[u8]) -> String {
