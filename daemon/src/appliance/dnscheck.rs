@@ -894,3 +894,635 @@ fn adjust_address_checks(checks: &mut [Check]) {
         }
     }
 }
+
+/// A real dnsmasq for the tests (Debian's `dnsmasq-base`, as the outbound and black-box
+/// tests use), on a loopback address and port of the test's choice.
+#[cfg(test)]
+pub(crate) mod testdns {
+    use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// A running dnsmasq; killed on drop.
+    pub struct Dnsmasq {
+        child: Child,
+        pub addr: SocketAddr,
+    }
+
+    impl Drop for Dnsmasq {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    /// A loopback /24 `127.a.b.0` of one test whose hosts 1..=3 have port 53 free
+    /// (UDP and TCP): `a` from the process id (60..=99, apart from the black-box
+    /// harness's 100..), `b` from a counter.
+    pub fn fresh_net() -> (u8, u8) {
+        let a = 60 + (std::process::id() % 40) as u8;
+        for _ in 0..250 {
+            let b = 1 + (NEXT.fetch_add(1, Ordering::Relaxed) % 250) as u8;
+            let free = (1..=3).all(|h| {
+                let addr = SocketAddr::from(([127, a, b, h], 53));
+                UdpSocket::bind(addr).is_ok() && TcpListener::bind(addr).is_ok()
+            });
+            if free {
+                return (a, b);
+            }
+        }
+        panic!("no loopback network 127.{a}.x.0 with port 53 free");
+    }
+
+    /// A free UDP port on 127.0.0.1.
+    pub fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    /// `name` in DNS wire format (RFC 1035 §3.1) as hex, for `--dns-rr`.
+    pub fn wire_name_hex(name: &str) -> String {
+        let mut out = String::new();
+        for label in name.trim_end_matches('.').split('.') {
+            out += &format!("{:02x}", label.len());
+            for b in label.bytes() {
+                out += &format!("{b:02x}");
+            }
+        }
+        out + "00"
+    }
+
+    impl Dnsmasq {
+        /// dnsmasq on `ip:port` with `args` (records), nothing forwarded, every other
+        /// name under `.test` NXDOMAIN when `local_test`, else REFUSED. Waits until it
+        /// answers (bounded); panics if it does not.
+        pub fn start(ip: Ipv4Addr, port: u16, local_test: bool, args: &[String]) -> Dnsmasq {
+            let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .expect("dnsmasq is installed (tests/run installs dnsmasq-base)");
+            let mut cmd = Command::new(bin);
+            cmd.args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--user=root",
+                "--local-ttl=0",
+            ])
+            .arg(format!("--listen-address={ip}"))
+            .arg(format!("--port={port}"));
+            if local_test {
+                cmd.arg("--local=/test/");
+            }
+            let child = cmd
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start dnsmasq");
+            let mut dns = Dnsmasq {
+                child,
+                addr: SocketAddr::from((ip, port)),
+            };
+            // Ready when it answers anything (bounded: 100 × 100 ms).
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            let query = [
+                0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 5, b'p', b'r', b'o', b'b', b'e', 4, b't',
+                b'e', b's', b't', 0, 0, 1, 0, 1,
+            ];
+            for _ in 0..100 {
+                if let Ok(Some(status)) = dns.child.try_wait() {
+                    panic!("dnsmasq on {} exited: {status}", dns.addr);
+                }
+                let _ = sock.send_to(&query, dns.addr);
+                let mut buf = [0u8; 512];
+                if sock.recv_from(&mut buf).is_ok() {
+                    return dns;
+                }
+            }
+            panic!("dnsmasq on {} did not answer", dns.addr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::path::Path;
+
+    use super::testdns::{Dnsmasq, fresh_net, wire_name_hex};
+    use super::*;
+    use crate::dkim::Signer;
+    use crate::store::Store;
+    use crate::testing;
+    use crate::zone::{Addresses, expected_records};
+
+    fn rec(id: &str, name: &str, kind: &str, value: &str, required: bool) -> DnsRecord {
+        DnsRecord {
+            id: id.into(),
+            name: name.into(),
+            kind: kind.into(),
+            value: value.into(),
+            required,
+            note: "note".into(),
+        }
+    }
+
+    fn txt(s: &str) -> Found {
+        Found::Txt(s.into())
+    }
+
+    fn mx(p: u16, h: &str) -> Found {
+        Found::Mx {
+            preference: p,
+            host: h.into(),
+        }
+    }
+
+    fn srv(port: u16, target: &str) -> Found {
+        Found::Srv {
+            priority: 0,
+            weight: 1,
+            port,
+            target: target.into(),
+        }
+    }
+
+    fn caa(tag: &str, value: &str) -> Found {
+        Found::Caa {
+            flags: 0,
+            tag: tag.into(),
+            value: value.into(),
+        }
+    }
+
+    fn ok(v: &Verdict) -> bool {
+        matches!(v, Verdict::Match(_))
+    }
+
+    fn wrong(v: &Verdict) -> bool {
+        matches!(v, Verdict::Wrong(_))
+    }
+
+    #[test]
+    fn comparison_table() {
+        let d = "chat.example.org.";
+        let mxr = rec("dns.mx", d, "MX", "10 chat.example.org.", true);
+        let cname = rec("dns.www", "www.chat.example.org.", "CNAME", d, true);
+        let spf = rec("dns.spf", d, "TXT", "\"v=spf1 a ~all\"", false);
+        let dmarc = rec(
+            "dns.dmarc",
+            "_dmarc.chat.example.org.",
+            "TXT",
+            "\"v=DMARC1;p=reject;adkim=s;aspf=s\"",
+            false,
+        );
+        let key = format!("v=DKIM1;k=rsa;p={};s=email;t=s", "A".repeat(300));
+        let dkim = rec(
+            "dns.dkim",
+            "opendkim._domainkey.chat.example.org.",
+            "TXT",
+            &crate::zone::txt_strings(&key),
+            true,
+        );
+        let sts = rec(
+            "dns.mta-sts-txt",
+            "_mta-sts.chat.example.org.",
+            "TXT",
+            "\"v=STSv1; id=abc123\"",
+            true,
+        );
+        let srvr = rec(
+            "dns.srv.imaps",
+            "_imaps._tcp.chat.example.org.",
+            "SRV",
+            "0 1 993 chat.example.org.",
+            false,
+        );
+        let caar = rec("dns.caa", d, "CAA", "0 issue \"letsencrypt.org\"", false);
+        let a = rec("dns.a", d, "A", "203.0.114.7", true);
+        let a_any = rec("dns.a", d, "A", crate::zone::PLACEHOLDER_V4, true);
+        let ip = |s: &str| Found::Addr(s.parse().expect("ip"));
+
+        let cases: Vec<(&DnsRecord, Vec<Found>, &str)> = vec![
+            // MX: case, trailing dot, preference, extra records.
+            (&mxr, vec![mx(10, "chat.example.org.")], "ok"),
+            (&mxr, vec![mx(10, "CHAT.Example.ORG")], "ok"),
+            (
+                &mxr,
+                vec![mx(5, "other.example."), mx(20, "chat.example.org.")],
+                "ok",
+            ),
+            (&mxr, vec![mx(10, "mail.example.org.")], "wrong"),
+            (&mxr, vec![mx(0, ".")], "wrong"),
+            (&mxr, vec![], "missing"),
+            (&mxr, vec![Found::Cname("x.example.".into())], "wrong"),
+            // CNAME.
+            (&cname, vec![Found::Cname("chat.example.org".into())], "ok"),
+            (
+                &cname,
+                vec![Found::Cname("other.example.org.".into())],
+                "wrong",
+            ),
+            (&cname, vec![], "missing"),
+            // TXT: extra records fine, whitespace/case tolerant, split strings joined.
+            (
+                &spf,
+                vec![txt("google-site-verification=x"), txt("v=spf1 a ~all")],
+                "ok",
+            ),
+            (&spf, vec![txt("v=spf1  a  ~all")], "ok"),
+            (&spf, vec![txt("google-site-verification=x")], "missing"),
+            (&spf, vec![txt("v=spf1 -all")], "wrong"),
+            (
+                &dmarc,
+                vec![txt("v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:x@y")],
+                "ok",
+            ),
+            (&dmarc, vec![txt("v=DMARC1; p=none")], "wrong"),
+            (&dkim, vec![txt(&key)], "ok"),
+            (&dkim, vec![txt(&key.replace(";p=", "; p = "))], "ok"),
+            (&dkim, vec![txt(&key.replace("AAAA", "BBBB"))], "wrong"),
+            (&dkim, vec![txt("k=rsa; p=OTHER")], "wrong"),
+            (&dkim, vec![], "missing"),
+            (&sts, vec![txt("v=STSv1;id=abc123")], "ok"),
+            (&sts, vec![txt("v=STSv1; id=old")], "wrong"),
+            // SRV: port and target matter.
+            (&srvr, vec![srv(993, "chat.example.org")], "ok"),
+            (&srvr, vec![srv(143, "chat.example.org.")], "wrong"),
+            (&srvr, vec![], "missing"),
+            // CAA.
+            (
+                &caar,
+                vec![caa("issue", "letsencrypt.org; accounturi=https://x/1")],
+                "ok",
+            ),
+            (&caar, vec![caa("issue", "pki.goog")], "wrong"),
+            (&caar, vec![caa("iodef", "mailto:x@y")], "missing"),
+            // Addresses: the expected one among others; any when unknown.
+            (&a, vec![ip("203.0.114.7")], "ok"),
+            (&a, vec![ip("198.51.100.1"), ip("203.0.114.7")], "ok"),
+            (&a, vec![ip("198.51.100.1")], "wrong"),
+            (&a, vec![ip("2a01:4f8::1")], "missing"),
+            (&a, vec![], "missing"),
+            (&a_any, vec![ip("198.51.100.1")], "ok"),
+        ];
+        for (record, found, want) in cases {
+            let v = judge(record, &found);
+            let got = match &v {
+                Verdict::Match(_) => "ok",
+                Verdict::Wrong(_) => "wrong",
+                Verdict::Missing => "missing",
+            };
+            assert_eq!(got, want, "{} with {found:?}: {v:?}", record.id);
+        }
+        // The remark says which address the unknown-address record found.
+        assert_eq!(
+            judge(&a_any, &[ip("198.51.100.1")]),
+            Verdict::Match(Some(
+                "points to 198.51.100.1; this box cannot tell whether that is its public \
+                 address"
+                    .into()
+            ))
+        );
+        assert!(ok(&judge(&mxr, &[mx(10, "chat.example.org")])));
+        assert!(wrong(&judge(&mxr, &[mx(10, "x.")])));
+    }
+
+    #[test]
+    fn odd_data_does_not_panic() {
+        let odd = [
+            rec("x", "", "MX", "", true),
+            rec("x", ".", "SRV", "0", false),
+            rec("x", "a..b", "CAA", "", false),
+            rec("x", "a.", "TXT", "\"unterminated", false),
+            rec("x", "a.", "HINFO", "x", false),
+        ];
+        let found = [
+            mx(0, ""),
+            txt(""),
+            txt(";;=;="),
+            srv(0, ""),
+            caa("", ""),
+            Found::Other("?".into()),
+        ];
+        for r in &odd {
+            let _ = verdict_check(r, &found, judge(r, &found));
+        }
+        assert_eq!(parse_txt("\"a\\\"b\" \"c\""), "a\"bc");
+        assert_eq!(parse_txt("\"unterminated"), "unterminated");
+    }
+
+    #[test]
+    fn statuses_follow_required_and_address_rule() {
+        let req = rec("dns.mx", "d.", "MX", "10 d.", true);
+        let opt = rec("dns.spf", "d.", "TXT", "\"v=spf1 a ~all\"", false);
+        assert_eq!(
+            verdict_check(&req, &[], Verdict::Missing).status,
+            CheckStatus::Error
+        );
+        assert_eq!(
+            verdict_check(&opt, &[], Verdict::Missing).status,
+            CheckStatus::Warning
+        );
+        let w = verdict_check(&req, &[], Verdict::Wrong(vec![mx(10, "x.")]));
+        assert_eq!(
+            (w.status, w.found.as_deref()),
+            (CheckStatus::Error, Some("10 x."))
+        );
+        assert_eq!(w.expected.as_deref(), Some("10 d."));
+        // Neither A nor AAAA: error; A missing beside an AAAA: warning (DNS-1).
+        let a = rec("dns.a", "d.", "A", crate::zone::PLACEHOLDER_V4, true);
+        let aaaa = rec("dns.aaaa", "d.", "AAAA", "2a01:4f8::1", false);
+        let v6 = Found::Addr("2a01:4f8::1".parse().expect("ip"));
+        let mut checks = vec![
+            verdict_check(&a, &[], Verdict::Missing),
+            verdict_check(&aaaa, &[], Verdict::Missing),
+        ];
+        adjust_address_checks(&mut checks);
+        assert_eq!(checks[0].status, CheckStatus::Error);
+        let mut checks = vec![
+            verdict_check(&a, &[], Verdict::Missing),
+            verdict_check(
+                &aaaa,
+                std::slice::from_ref(&v6),
+                judge(&aaaa, std::slice::from_ref(&v6)),
+            ),
+        ];
+        adjust_address_checks(&mut checks);
+        assert_eq!(checks[0].status, CheckStatus::Warning);
+        assert_eq!(checks[1].status, CheckStatus::Ok);
+        // An AAAA placeholder with no record: fine.
+        let placeholder = rec("dns.aaaa", "d.", "AAAA", crate::zone::PLACEHOLDER_V6, false);
+        assert_eq!(
+            verdict_check(&placeholder, &[], Verdict::Missing).status,
+            CheckStatus::Ok
+        );
+    }
+
+    // ---- against real DNS servers on loopback ------------------------------------------
+
+    const DOMAIN: &str = "relay.test";
+    const PUBLIC_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 114, 7);
+
+    fn signer(config: &Config, dir: &Path) -> Signer {
+        let store = Store::open(&dir.join("store.redb")).expect("store");
+        Signer::load_or_create(config, &store)
+            .expect("key")
+            .expect("signs")
+    }
+
+    /// dnsmasq options serving `records` (the expected ones, as the operator would
+    /// create them). On the command line dnsmasq keeps quotes; TXT character-strings
+    /// are separated by commas.
+    fn serve(records: &[DnsRecord]) -> Vec<String> {
+        let bare = |n: &str| n.trim_end_matches('.').to_string();
+        let mut args = Vec::new();
+        for r in records {
+            let name = bare(&r.name);
+            match r.kind.as_str() {
+                "A" | "AAAA" if !crate::zone::is_placeholder(&r.value) => {
+                    args.push(format!("--host-record={name},{}", r.value))
+                }
+                "MX" => {
+                    let mut it = r.value.split_whitespace();
+                    let pref = it.next().unwrap_or("10");
+                    let host = bare(it.next().unwrap_or(""));
+                    args.push(format!("--mx-host={name},{host},{pref}"));
+                }
+                "CNAME" => args.push(format!("--cname={name},{}", bare(&r.value))),
+                "TXT" => {
+                    let text = parse_txt(&r.value);
+                    let chunks: Vec<String> = text
+                        .as_bytes()
+                        .chunks(255)
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect();
+                    args.push(format!("--txt-record={name},{}", chunks.join(",")));
+                }
+                "SRV" => {
+                    let f: Vec<&str> = r.value.split_whitespace().collect();
+                    args.push(format!(
+                        "--srv-host={name},{},{},{},{}",
+                        bare(f[3]),
+                        f[2],
+                        f[0],
+                        f[1]
+                    ));
+                }
+                "CAA" => {
+                    let hex: String = b"letsencrypt.org"
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    args.push(format!("--dns-rr={name},257,0005{}{hex}", hex_of("issue")));
+                }
+                _ => {}
+            }
+        }
+        args
+    }
+
+    fn hex_of(s: &str) -> String {
+        s.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A resolver on `127.a.b.1:53` that knows `NS ns.relay.test` with its address
+    /// `ns_ip`, and a stale MX (to show the checks do not take its word for records).
+    fn resolver_for(net: (u8, u8), ns_ip: Ipv4Addr) -> Dnsmasq {
+        let args = vec![
+            format!(
+                "--dns-rr={DOMAIN},2,{}",
+                wire_name_hex(&format!("ns.{DOMAIN}"))
+            ),
+            format!("--host-record=ns.{DOMAIN},{ns_ip}"),
+            format!("--mx-host={DOMAIN},stale.example.test,10"),
+        ];
+        Dnsmasq::start(Ipv4Addr::new(127, net.0, net.1, 1), 53, true, &args)
+    }
+
+    struct Scene {
+        config: Config,
+        records: Vec<DnsRecord>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn scene(resolver: &Dnsmasq) -> Scene {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = testing::config(dir.path(), DOMAIN);
+        config.dns_resolver = vec![resolver.addr];
+        let s = signer(&config, dir.path());
+        let records = expected_records(
+            &config,
+            Some(&s),
+            Addresses {
+                v4: Some(PUBLIC_V4),
+                v6: None,
+            },
+        );
+        Scene {
+            config,
+            records,
+            _dir: dir,
+        }
+    }
+
+    fn status_of<'a>(checks: &'a [Check], id: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no check {id} in {checks:#?}"))
+    }
+
+    #[tokio::test]
+    async fn all_records_correct_at_the_authoritative_server() {
+        let net = fresh_net();
+        let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+        let resolver = resolver_for(net, ns_ip);
+        let s = scene(&resolver);
+        let _auth = Dnsmasq::start(ns_ip, 53, true, &serve(&s.records));
+        let checks = check_dns(&s.config, &s.records).await;
+        let ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
+        let want: Vec<&str> = s.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, want);
+        for c in &checks {
+            assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
+        }
+        // The DKIM key (two character-strings) was found and joined.
+        assert!(
+            status_of(&checks, "dns.dkim")
+                .found
+                .as_deref()
+                .unwrap_or("")
+                .contains("p=")
+        );
+        assert_eq!(
+            status_of(&checks, "dns.mx").found.as_deref(),
+            Some("10 relay.test.")
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_missing_and_recommended_missing() {
+        let net = fresh_net();
+        let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+        let resolver = resolver_for(net, ns_ip);
+        let s = scene(&resolver);
+        // The operator made the MX point elsewhere, forgot the DKIM key and the SRV
+        // records, and has an extra TXT record at the domain.
+        let mut served: Vec<DnsRecord> = s
+            .records
+            .iter()
+            .filter(|r| r.id != "dns.dkim" && !r.id.starts_with("dns.srv."))
+            .cloned()
+            .collect();
+        for r in &mut served {
+            if r.id == "dns.mx" {
+                r.value = "10 mail.elsewhere.test.".into();
+            }
+        }
+        let mut args = serve(&served);
+        args.push(format!(
+            "--txt-record={DOMAIN},google-site-verification=abc"
+        ));
+        let _auth = Dnsmasq::start(ns_ip, 53, true, &args);
+        let checks = check_dns(&s.config, &s.records).await;
+        let mx = status_of(&checks, "dns.mx");
+        assert_eq!(mx.status, CheckStatus::Error, "{mx:#?}");
+        assert_eq!(mx.expected.as_deref(), Some("10 relay.test."));
+        assert_eq!(mx.found.as_deref(), Some("10 mail.elsewhere.test."));
+        let dkim = status_of(&checks, "dns.dkim");
+        assert_eq!(dkim.status, CheckStatus::Error, "{dkim:#?}");
+        assert_eq!(dkim.found, None);
+        assert!(dkim.expected.as_deref().unwrap_or("").contains("v=DKIM1"));
+        for id in [
+            "dns.srv.submission",
+            "dns.srv.submissions",
+            "dns.srv.imap",
+            "dns.srv.imaps",
+        ] {
+            assert_eq!(status_of(&checks, id).status, CheckStatus::Warning, "{id}");
+        }
+        // Everything else still checked in the same pass, extra TXT tolerated.
+        for id in [
+            "dns.a",
+            "dns.www",
+            "dns.mta-sts",
+            "dns.mta-sts-txt",
+            "dns.spf",
+            "dns.dmarc",
+            "dns.caa",
+            "dns.adsp",
+        ] {
+            assert_eq!(
+                status_of(&checks, id).status,
+                CheckStatus::Ok,
+                "{id}: {checks:#?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_authoritative_server_is_could_not_check_in_time() {
+        let net = fresh_net();
+        let ns_ip = Ipv4Addr::new(127, net.0, net.1, 3);
+        let resolver = resolver_for(net, ns_ip);
+        let s = scene(&resolver);
+        // Port 53 there takes queries and never answers.
+        let _silent = tokio::net::UdpSocket::bind(SocketAddr::from((ns_ip, 53)))
+            .await
+            .expect("bind silent server");
+        let started = Instant::now();
+        let checks = check_dns(&s.config, &s.records).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(16), "took {took:?}");
+        assert_eq!(checks.len(), s.records.len());
+        for c in &checks {
+            assert_eq!(c.status, CheckStatus::Unknown, "{c:#?}");
+            assert!(
+                c.details.as_deref().unwrap_or("").contains("no answer"),
+                "{c:#?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn refusing_server_and_unknown_domain_are_could_not_check() {
+        let net = fresh_net();
+        let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+        let resolver = resolver_for(net, ns_ip);
+        let s = scene(&resolver);
+        // A server that holds no zone and forwards nothing: REFUSED.
+        let _auth = Dnsmasq::start(ns_ip, 53, false, &[]);
+        let checks = check_dns(&s.config, &s.records).await;
+        for c in &checks {
+            assert_eq!(c.status, CheckStatus::Unknown, "{c:#?}");
+        }
+        // A domain the resolver knows no name servers for.
+        let mut other = s.config.clone();
+        other.mail_domain = "unregistered.test".into();
+        let checks = check_dns(&other, &s.records).await;
+        for c in &checks {
+            assert_eq!(c.status, CheckStatus::Unknown, "{c:#?}");
+            assert!(
+                c.details
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("no name servers"),
+                "{c:#?}"
+            );
+        }
+    }
+}
