@@ -10,6 +10,7 @@ use std::io::BufRead;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RELAYBOX_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
