@@ -79,9 +79,14 @@ pub async fn serve_router(router: Router, conn: Conn) {
 /// and tell them who the client is.
 pub fn with_admin(router: Router, admin: Option<Router>, peer: SocketAddr, https: bool) -> Router {
     let router = match admin {
-        Some(admin) => router
-            .route_service("/admin", admin.clone())
-            .route_service("/admin/{*rest}", admin),
+        // Both routers have fallbacks, so they cannot merge: `/admin` paths go to the
+        // admin router as a service (paths unchanged).
+        Some(admin) => {
+            let admin = admin.into_service::<axum::body::Body>();
+            router
+                .route_service("/admin", admin.clone())
+                .route_service("/admin/{*rest}", admin)
+        }
         None => router,
     };
     router.layer(axum::Extension(relaybox_webui::Client {

@@ -78,7 +78,8 @@ fn main() -> ExitCode {
             Ok(c) => {
                 // LOG-1: from here on logs reach stderr only when configured.
                 relaybox::logs::set_stderr(c.log_stderr);
-                (c, Some(path))
+                // The wizard rewrites this file; keep it findable whatever the cwd.
+                (c, Some(std::path::absolute(&path).unwrap_or(path)))
             }
             Err(code) => return code,
         },

@@ -52,10 +52,7 @@ pub fn setup_code(path: &Path) -> std::io::Result<String> {
 /// The wizard alone, for setup mode: the admin pages plus a redirect of every other
 /// path to `/admin/`.
 pub fn router(appliance: Arc<Appliance>) -> Router {
-    Router::new()
-        .route_service("/admin", relaybox_webui::router(appliance.clone()))
-        .route_service("/admin/{*rest}", relaybox_webui::router(appliance))
-        .fallback(to_wizard)
+    relaybox_webui::router(appliance).fallback(to_wizard)
 }
 
 async fn to_wizard() -> Response {

@@ -65,7 +65,10 @@ pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), State
         path: path.to_path_buf(),
         err,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
