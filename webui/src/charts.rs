@@ -12,6 +12,10 @@ const WIDTH: u64 = 300;
 const HEIGHT: u64 = 100;
 /// Room under the bars for the first/last day labels.
 const LABELS: u64 = 14;
+/// Room above the bars for the maximum's label.
+const TOP: u64 = 13;
+/// Widest slot of one bar (few points do not make huge blocks).
+const MAX_SLOT: u64 = 25;
 
 /// Escape text for SVG/HTML content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -38,10 +42,12 @@ pub fn bar_chart(series: &DailySeries) -> String {
     }
     let max = points.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
     let n = points.len() as u64;
-    let slot = WIDTH / n.max(1);
+    let slot = (WIDTH / n.max(1)).min(MAX_SLOT);
     let bar = slot.saturating_sub(1).max(1);
     let plot = HEIGHT - LABELS;
+    let tallest = plot - TOP;
     let unit = escape(&series.unit);
+    let last_x = (n * slot).max(WIDTH / 2);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -51,7 +57,7 @@ pub fn bar_chart(series: &DailySeries) -> String {
     );
     for (i, (day, value)) in points.iter().enumerate() {
         // u128 keeps value × height from overflowing on huge values.
-        let h = ((u128::from(*value) * u128::from(plot)) / u128::from(max)) as u64;
+        let h = ((u128::from(*value) * u128::from(tallest)) / u128::from(max)) as u64;
         let h = if *value > 0 { h.max(1) } else { 0 };
         let x = i as u64 * slot;
         let _ = write!(
@@ -66,8 +72,8 @@ pub fn bar_chart(series: &DailySeries) -> String {
         svg,
         "<line class=\"axis\" x1=\"0\" y1=\"{plot}\" x2=\"{WIDTH}\" y2=\"{plot}\"/>\
          <text class=\"label\" x=\"0\" y=\"{HEIGHT}\">{}</text>\
-         <text class=\"label\" x=\"{WIDTH}\" y=\"{HEIGHT}\" text-anchor=\"end\">{}</text>\
-         <text class=\"label\" x=\"{WIDTH}\" y=\"10\" text-anchor=\"end\">max {max} {unit}</text>\
+         <text class=\"label\" x=\"{last_x}\" y=\"{HEIGHT}\" text-anchor=\"end\">{}</text>\
+         <text class=\"label\" x=\"0\" y=\"9\">max {max} {unit}</text>\
          </svg>",
         escape(&points[0].0),
         escape(&points[points.len() - 1].0),

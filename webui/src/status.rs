@@ -101,7 +101,7 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
             .map(|h| ServiceView {
                 name: h.name.clone(),
                 status: h.status.as_str(),
-                label: view::status_label(h.status),
+                label: view::service_label(h.status),
                 detail: h.detail.clone(),
             })
             .collect(),

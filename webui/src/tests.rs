@@ -1126,3 +1126,75 @@ async fn unknown_checks_render_neutral() {
     let start = p.body.find("data-check-id=\"dns.dkim\"").unwrap();
     assert!(p.body[start..start + 200].contains("wrong"));
 }
+
+/// Preview: writes every page as HTML (stylesheet linked relatively) into the directory
+/// named by `WEBUI_PREVIEW_DIR`, for looking at them in a browser.
+/// `WEBUI_PREVIEW_DIR=/tmp/p cargo test -p relaybox-webui dump_pages -- --ignored`
+#[tokio::test]
+#[ignore = "writes files; run by hand"]
+async fn dump_pages() {
+    let Some(dir) = std::env::var_os("WEBUI_PREVIEW_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let save = |name: &str, body: &str| {
+        let body = body.replace("/admin/static/style.css", "style.css");
+        std::fs::write(dir.join(format!("{name}.html")), body).unwrap();
+    };
+    std::fs::write(
+        dir.join("style.css"),
+        include_str!("../templates/style.css"),
+    )
+    .unwrap();
+    let fake = Arc::new(Fake::new(Phase::Unclaimed));
+    let mut b = Browser::new(&fake);
+    save("01-claim", &b.get("/admin/claim").await.body);
+    b.submit("/admin/claim", "/admin/claim/button", &[]).await;
+    save("02-claim-waiting", &b.get("/admin/claim").await.body);
+    let p = b
+        .submit("/admin/claim", "/admin/claim/code", &[("code", CODE)])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    save("03-password", &b.get("/admin/password").await.body);
+    b.submit(
+        "/admin/password",
+        "/admin/password",
+        &[("password", PASSWORD), ("confirm", PASSWORD)],
+    )
+    .await;
+    save("04-domain", &b.get("/admin/setup/domain").await.body);
+    let p = b
+        .submit(
+            "/admin/setup/domain",
+            "/admin/setup/domain",
+            &[("mode", "domain"), ("domain", "bad name")],
+        )
+        .await;
+    save("05-domain-error", &p.body);
+    b.submit(
+        "/admin/setup/domain",
+        "/admin/setup/domain",
+        &[("mode", "domain"), ("domain", "chat.example.org")],
+    )
+    .await;
+    save("06-dns", &b.get("/admin/setup/dns").await.body);
+    save("07-ports", &b.get("/admin/setup/ports").await.body);
+    save(
+        "08-certificate",
+        &b.get("/admin/setup/certificate").await.body,
+    );
+    fake.cert.lock().unwrap().progress = AcmeProgress::Failed {
+        reason: "The certificate authority could not reach port 80 of chat.example.org. \
+                 Check the port forwarding."
+            .into(),
+    };
+    save(
+        "09-certificate-failed",
+        &b.get("/admin/setup/certificate").await.body,
+    );
+    save("10-done", &b.get("/admin/setup/done").await.body);
+    save("11-status", &b.get("/admin/status").await.body);
+    b.jar.remove("rb_session");
+    save("12-login", &b.get("/admin/login").await.body);
+}

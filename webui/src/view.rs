@@ -40,6 +40,16 @@ pub fn status_label(s: CheckStatus) -> &'static str {
     }
 }
 
+/// Label of a service's health on the status page.
+pub fn service_label(s: CheckStatus) -> &'static str {
+    match s {
+        CheckStatus::Ok => "running",
+        CheckStatus::Warning => "degraded",
+        CheckStatus::Error => "not working",
+        CheckStatus::Unknown => "could not check",
+    }
+}
+
 impl From<&Check> for CheckView {
     fn from(c: &Check) -> Self {
         CheckView {
