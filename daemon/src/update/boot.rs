@@ -350,6 +350,58 @@ impl BootControl for PiBoot {
     }
 }
 
+/// Mounts the `autoboot` FAT partition read-write at `dir` unless something is mounted
+/// there already (`/proc/mounts`). Needs root (busybox / util-linux `mount`).
+pub fn mount_autoboot(dir: &Path) -> Result<(), UpdateError> {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let target = dir.to_string_lossy();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(target.as_ref()))
+    {
+        return Ok(());
+    }
+    let dev = partition_device(Path::new("/sys/class/block"), Path::new("/dev"), "autoboot")?;
+    fs::create_dir_all(dir).map_err(|e| UpdateError::io("cannot create", dir, e))?;
+    let st = std::process::Command::new("mount")
+        .args(["-t", "vfat", "-o", "rw,noatime"])
+        .arg(&dev)
+        .arg(dir)
+        .status()
+        .map_err(|e| UpdateError::Boot(format!("cannot run mount: {e}")))?;
+    if !st.success() {
+        return Err(UpdateError::Boot(format!(
+            "mounting {} on {} failed",
+            dev.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The device of the partition with GPT name `name`.
+pub fn partition_device(
+    sys_class_block: &Path,
+    dev_dir: &Path,
+    name: &str,
+) -> Result<PathBuf, UpdateError> {
+    let dir = fs::read_dir(sys_class_block)
+        .map_err(|e| UpdateError::io("cannot list", sys_class_block, e))?;
+    for ent in dir.flatten() {
+        let Ok(text) = fs::read_to_string(ent.path().join("uevent")) else {
+            continue;
+        };
+        if text
+            .lines()
+            .any(|l| l.strip_prefix("PARTNAME=") == Some(name))
+            && let Some(dev) = text.lines().find_map(|l| l.strip_prefix("DEVNAME="))
+        {
+            return Ok(dev_dir.join(dev));
+        }
+    }
+    Err(UpdateError::Boot(format!("no partition named {name}")))
+}
+
 /// The backend for this machine: the Pi when the firmware left its device-tree node, QEMU
 /// when the kernel command line names a root slot, otherwise `None` (no A/B updates here).
 pub fn detect() -> Option<Box<dyn BootControl>> {
@@ -539,6 +591,10 @@ mod tests {
         assert_eq!(p[0].root, Path::new("/dev/vda4"));
         assert_eq!(p[1].boot, Path::new("/dev/vda3"));
         assert_eq!(p[1].root, Path::new("/dev/vda5"));
+        assert_eq!(
+            partition_device(&sys, Path::new("/dev"), "autoboot").unwrap(),
+            Path::new("/dev/vda1")
+        );
         fs::remove_dir_all(sys.join("vda5")).unwrap();
         let err = find_partitions(&sys, Path::new("/dev")).unwrap_err();
         assert!(err.to_string().contains("root-b"), "{err}");

@@ -3,7 +3,7 @@
 //! Owns the bundle format and its verification ([`bundle`], [`manifest`]: OTA-1..3), writing a
 //! verified bundle into the inactive slot ([`install`]: OTA-4, OTA-7), the boot-slot control
 //! backends ([`boot`]: BOOT-1..3, BOOT-7), the resumable size-capped HTTPS download
-//! ([`download`]: OTA-4) and the `relaybox update verify` command
+//! ([`download`]: OTA-4), the pending / committed state on /data ([`state`]) and the `relaybox update verify` command
 //! ([`verify_command`]).
 //!
 //! Bundle = an uncompressed ustar archive: `manifest.json`, `manifest.json.minisig` (minisign
@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod download;
 pub mod install;
 pub mod manifest;
+pub mod state;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ pub use bundle::{PublicKey, verify};
 pub use download::{Downloaded, Downloader, download};
 pub use install::install;
 pub use manifest::{Expect, ImageEntry, ImageKind, Manifest};
+pub use state::{State, commit_command, install_command};
 
 /// Public key baked into the root filesystem by image/build (OTA-2).
 pub const DEFAULT_PUBKEY: &str = "/etc/relaybox/update.pub";
