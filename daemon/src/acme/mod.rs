@@ -414,8 +414,12 @@ async fn order(
     }
     acme.step(match kind {
         ChallengeType::Http01 => format!(
-            "the certificate authority is checking http://{}/ on port 80",
-            names.join(", http://")
+            "the certificate authority is checking {} on port 80",
+            names
+                .iter()
+                .map(|n| format!("http://{n}/"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         _ => format!(
             "port 80 did not work; the certificate authority is checking port 443 of {}",
