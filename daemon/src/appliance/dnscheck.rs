@@ -938,14 +938,6 @@ pub(crate) mod testdns {
         panic!("no loopback network 127.{a}.x.0 with port 53 free");
     }
 
-    /// A free UDP port on 127.0.0.1.
-    pub fn free_port() -> u16 {
-        UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    }
-
     /// `name` in DNS wire format (RFC 1035 §3.1) as hex, for `--dns-rr`.
     pub fn wire_name_hex(name: &str) -> String {
         let mut out = String::new();

@@ -302,3 +302,232 @@ fn inbound(config: &Config) -> Check {
         found: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::net::TcpListener;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::appliance::dnscheck::testdns::{Dnsmasq, fresh_net, wire_name_hex};
+    use crate::testing;
+
+    const WAIT: Duration = Duration::from_secs(2);
+
+    fn probe_config(probe: &str) -> (Config, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = testing::config(dir.path(), "relay.test");
+        config.appliance.outbound_probe = probe.to_string();
+        (config, dir)
+    }
+
+    /// A fake mail server on loopback: greets with `greeting` (or never), then waits
+    /// for QUIT. Runs until the test ends.
+    async fn fake_smtp(greeting: Option<&'static str>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                if let Some(g) = greeting {
+                    let _ = s.write_all(g.as_bytes()).await;
+                }
+                let mut buf = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn outbound_probe_greeted_is_ok() {
+        let addr = fake_smtp(Some("220 mx.example ESMTP\r\n")).await;
+        let (config, _dir) = probe_config(&addr.to_string());
+        let c = check_outbound_with(&config, WAIT).await;
+        assert_eq!(c.id, "port.25.outbound");
+        assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
+        assert_eq!(c.found.as_deref(), Some("220 mx.example ESMTP"));
+    }
+
+    #[tokio::test]
+    async fn outbound_probe_refused_or_silent_is_a_warning() {
+        // A port nobody listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let (config, _dir) = probe_config(&format!("127.0.0.1:{port}"));
+        let c = check_outbound_with(&config, WAIT).await;
+        assert_eq!(c.status, CheckStatus::Warning, "{c:#?}");
+        assert!(c.summary.contains("blocks outgoing port 25"), "{c:#?}");
+        // Accepts but never greets (an intercepting middlebox): a warning in time.
+        let addr = fake_smtp(None).await;
+        let (config, _dir) = probe_config(&addr.to_string());
+        let started = Instant::now();
+        let c = check_outbound_with(&config, WAIT).await;
+        assert!(started.elapsed() < WAIT * 3, "{:?}", started.elapsed());
+        assert_eq!(c.status, CheckStatus::Warning, "{c:#?}");
+        // Something else answering: a warning with what it said.
+        let addr = fake_smtp(Some("HTTP/1.1 400 Bad Request\r\n")).await;
+        let (config, _dir) = probe_config(&addr.to_string());
+        let c = check_outbound_with(&config, WAIT).await;
+        assert_eq!(c.status, CheckStatus::Warning, "{c:#?}");
+        assert_eq!(c.found.as_deref(), Some("HTTP/1.1 400 Bad Request"));
+    }
+
+    #[tokio::test]
+    async fn unresolvable_probe_host_is_could_not_check() {
+        let net = fresh_net();
+        let dns = Dnsmasq::start(Ipv4Addr::new(127, net.0, net.1, 1), 53, true, &[]);
+        let (mut config, _dir) = probe_config("nowhere.test:25");
+        config.dns_resolver = vec![dns.addr];
+        let c = check_outbound_with(&config, WAIT).await;
+        assert_eq!(c.status, CheckStatus::Unknown, "{c:#?}");
+        assert!(
+            c.details.as_deref().unwrap_or("").contains("nowhere.test"),
+            "{c:#?}"
+        );
+        // A resolver that never answers: also could not check, in time.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        config.dns_resolver = vec![silent.local_addr().expect("addr")];
+        let started = Instant::now();
+        let c = check_outbound_with(&config, WAIT).await;
+        assert!(started.elapsed() < WAIT * 3, "{:?}", started.elapsed());
+        assert_eq!(c.status, CheckStatus::Unknown, "{c:#?}");
+    }
+
+    #[test]
+    fn public_address_table() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let lan = Some(ip("192.168.1.20"));
+        let on_host = |a: IpAddr| a == ip("203.0.114.7");
+        let cases: Vec<(Vec<IpAddr>, CheckStatus, &str)> = vec![
+            (vec![], CheckStatus::Error, "no address record"),
+            (
+                vec![ip("192.168.1.20")],
+                CheckStatus::Error,
+                "private address",
+            ),
+            (
+                vec![ip("10.0.0.1"), ip("203.0.114.7")],
+                CheckStatus::Error,
+                "private address",
+            ),
+            (vec![ip("fd00::1")], CheckStatus::Error, "private address"),
+            (
+                vec![ip("203.0.114.7")],
+                CheckStatus::Ok,
+                "points to this box",
+            ),
+            (
+                vec![ip("198.51.200.1")],
+                CheckStatus::Ok,
+                "a public address",
+            ),
+        ];
+        for (addrs, status, words) in cases {
+            let c = classify_public("relay.test", &addrs, on_host, lan);
+            assert_eq!(c.id, "port.public-address");
+            assert_eq!(c.status, status, "{addrs:?}: {c:#?}");
+            assert!(c.summary.contains(words), "{addrs:?}: {c:#?}");
+        }
+        // Behind a router: forward the ports to this box's LAN address.
+        let c = classify_public("relay.test", &[ip("198.51.200.1")], on_host, lan);
+        assert!(
+            c.details.as_deref().unwrap_or("").contains("192.168.1.20"),
+            "{c:#?}"
+        );
+        assert!(
+            c.details.as_deref().unwrap_or("").contains("forward"),
+            "{c:#?}"
+        );
+        // A loopback address is on every host, but nobody outside reaches it.
+        assert!(is_local_address(ip("127.0.0.1")));
+        assert!(!is_local_address(ip("192.0.2.200")));
+    }
+
+    #[tokio::test]
+    async fn public_address_from_the_authoritative_server() {
+        let net = fresh_net();
+        let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+        let resolver = Dnsmasq::start(
+            Ipv4Addr::new(127, net.0, net.1, 1),
+            53,
+            true,
+            &[
+                format!("--dns-rr=relay.test,2,{}", wire_name_hex("ns.relay.test")),
+                format!("--host-record=ns.relay.test,{ns_ip}"),
+                // What a cache might still say: not asked.
+                "--host-record=relay.test,198.51.200.9".into(),
+            ],
+        );
+        let (mut config, _dir) = probe_config("127.0.0.1:25");
+        config.dns_resolver = vec![resolver.addr];
+        {
+            let _auth = Dnsmasq::start(
+                ns_ip,
+                53,
+                true,
+                &["--host-record=relay.test,192.168.1.20".into()],
+            );
+            let c = check_public_address(&config).await;
+            assert_eq!(c.status, CheckStatus::Error, "{c:#?}");
+            assert_eq!(c.found.as_deref(), Some("192.168.1.20"));
+        }
+        // The authoritative server gone: could not check (not "wrong", WIZ-2).
+        let c = check_public_address(&config).await;
+        assert_eq!(c.status, CheckStatus::Unknown, "{c:#?}");
+        // IP-only mode: the configured address, no DNS.
+        let (ip_only, _dir2) = {
+            let dir = tempfile::tempdir().expect("tempdir");
+            (testing::config(dir.path(), "10.1.2.3"), dir)
+        };
+        let c = check_public_address(&ip_only).await;
+        assert_eq!(c.status, CheckStatus::Error, "{c:#?}");
+        assert_eq!(c.found.as_deref(), Some("10.1.2.3"));
+    }
+
+    #[tokio::test]
+    async fn all_port_checks_with_inbound_explained() {
+        let addr = fake_smtp(Some("220 ok\r\n")).await;
+        let (mut config, _dir) = probe_config(&addr.to_string());
+        // No DNS at all here: the public address could not be checked.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        config.dns_resolver = vec![silent.local_addr().expect("addr")];
+        let checks = check_ports(&config).await;
+        let ids: Vec<(&str, CheckStatus)> =
+            checks.iter().map(|c| (c.id.as_str(), c.status)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("port.25.outbound", CheckStatus::Ok),
+                ("port.public-address", CheckStatus::Unknown),
+                ("port.inbound", CheckStatus::Unknown),
+            ]
+        );
+        let inbound = &checks[2];
+        assert!(
+            inbound
+                .details
+                .as_deref()
+                .unwrap_or("")
+                .contains("https://relay.test/"),
+            "{inbound:#?}"
+        );
+        assert!(
+            inbound
+                .details
+                .as_deref()
+                .unwrap_or("")
+                .contains("mobile data")
+        );
+    }
+}
