@@ -217,11 +217,13 @@ async function run() {
     const err = await page.locator('#domain-error, #mode-error').allTextContents();
     if (err.length) throw new Error(`domain refused: ${err.join(' ')}`);
   }
-  // 5. DNS page: retried until the relay answers and the page is no longer "pending".
+  // 5. DNS page: reloaded until the relay answers, the page is no longer "pending" and
+  // the records are listed (the relay may still be starting with its new name).
   const dnsLoads = await reloadUntil(`${base}/admin/setup/dns`, SWITCH_MS, async () => {
     if (pathOf(page.url()) !== '/admin/setup/dns') return false;
-    return (await page.locator('#dns-pending').count()) === 0;
-  }, 'DNS page after the domain step');
+    if ((await page.locator('#dns-pending').count()) > 0) return false;
+    return (await page.locator('tr[data-record-id]').count()) > 0;
+  }, 'DNS records after the domain step');
   step('domain', t, { post_error: postError, dns_page_loads: dnsLoads });
 
   t = Date.now();

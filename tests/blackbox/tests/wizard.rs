@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use relaybox_blackbox::conn::LineConn;
-use relaybox_blackbox::dns::{Dns, Zone};
+use relaybox_blackbox::dns::{self, DNSMASQ};
 use relaybox_blackbox::federation::Net;
 use relaybox_blackbox::http;
 use relaybox_blackbox::pebble::{Pebble, PebbleOptions};
@@ -96,7 +96,8 @@ impl Drop for Daemon {
 struct Setup {
     daemon: Daemon,
     pebble: Pebble,
-    _dns: Dns,
+    dns: AuthDns,
+    _dns_dir: tempfile::TempDir,
     dir: tempfile::TempDir,
     ip: Ipv4Addr,
 }
@@ -113,20 +114,118 @@ impl Setup {
     fn sock(&self, port: u16) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(self.ip), port)
     }
+
+    /// The daemon's, pebble's and dnsmasq's logs next to the screenshots (artifacts).
+    fn save_logs(&self, out: &Path) {
+        for (name, text) in [
+            ("relaybox.log", self.daemon.log()),
+            ("pebble.log", self.pebble.log()),
+            ("dnsmasq.log", self.dns.log()),
+        ] {
+            let _ = std::fs::write(out.join(name), text);
+        }
+    }
 }
 
-/// dnsmasq with the test domain, its `www.` and `mta-sts.` names (the certificate's
-/// names) and its MX; pebble resolving through it; the daemon in setup mode.
+/// The test's DNS: dnsmasq on `<ns_ip>:53`, both the resolver the daemon and pebble ask
+/// and the domain's authoritative server (`NS ns.<domain>` → `<ns_ip>`), so the wizard's
+/// live checks (which ask the authoritative servers on port 53, WIZ-4) find real
+/// answers: the A, MX and the `www.`/`mta-sts.` CNAMEs as the wizard lists them; the
+/// DKIM key (made when the domain is chosen) is not published, so its check must say
+/// so. Killed on drop.
+struct AuthDns {
+    child: Option<Child>,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl AuthDns {
+    fn start(ns_ip: Ipv4Addr, relay_ip: Ipv4Addr, dir: &Path) -> AuthDns {
+        let log = dir.join("dnsmasq.log");
+        let file = File::create(&log).expect("create dnsmasq log");
+        // RFC 1035 §3.1: the NS target in wire format for `--dns-rr` (type 2).
+        let mut ns_wire = String::new();
+        for label in format!("ns.{DOMAIN}").split('.') {
+            ns_wire += &format!("{:02x}", label.len());
+            for b in label.bytes() {
+                ns_wire += &format!("{b:02x}");
+            }
+        }
+        ns_wire += "00";
+        let child = Command::new(DNSMASQ)
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--user=root",
+                "--local-ttl=0",
+                "--log-queries",
+                "--log-facility=-",
+                // Nothing leaves the machine; other names under .test are NXDOMAIN.
+                "--local=/test/",
+                "--port=53",
+            ])
+            .arg(format!("--listen-address={ns_ip}"))
+            .arg(format!("--host-record={DOMAIN},{relay_ip}"))
+            .arg(format!("--cname=www.{DOMAIN},{DOMAIN}"))
+            .arg(format!("--cname=mta-sts.{DOMAIN},{DOMAIN}"))
+            .arg(format!("--mx-host={DOMAIN},{DOMAIN},10"))
+            .arg(format!("--host-record=ns.{DOMAIN},{ns_ip}"))
+            .arg(format!("--dns-rr={DOMAIN},2,{ns_wire}"))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {DNSMASQ}: {e}"));
+        let mut d = AuthDns {
+            child: Some(child),
+            addr: SocketAddr::from((ns_ip, 53)),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = d.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("dnsmasq exited with {status}; log:\n{}", d.log());
+            }
+            if dns::query(d.addr, DOMAIN, 1, Duration::from_millis(200)).is_some() {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dnsmasq did not answer on {}; log:\n{}",
+                d.addr,
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AuthDns {
+    fn drop(&mut self) {
+        relay::kill9_child(&mut self.child);
+    }
+}
+
+/// The DNS, pebble resolving through it, and the daemon in setup mode.
 async fn start() -> Setup {
     let net = Net::fresh();
     let ip = net.host(2);
-    let mut zone = Zone::default();
-    zone.add_mail_domain(DOMAIN, ip);
-    for prefix in ["www", "mta-sts"] {
-        zone.a.push((format!("{prefix}.{DOMAIN}"), ip));
-    }
-    let dns = Dns::start(zone);
-    let pebble = Pebble::start(PebbleOptions::new(dns.addr()));
+    let dns_dir = tempfile::Builder::new()
+        .prefix("relaybox-wizard-dns-")
+        .tempdir()
+        .expect("create temp dir");
+    let dns = AuthDns::start(net.host(3), ip, dns_dir.path());
+    let pebble = Pebble::start(PebbleOptions::new(dns.addr));
     let dir = tempfile::Builder::new()
         .prefix("relaybox-wizard-")
         .tempdir()
@@ -140,7 +239,7 @@ async fn start() -> Setup {
         dir.path().join("setup-code").display()
     );
     ini += "mdns_name =\n";
-    ini += &format!("dns_resolver = {}\n", dns.resolver());
+    ini += &format!("dns_resolver = {}\n", dns.addr);
     ini += &format!("acme_directory = {}\n", pebble.directory());
     ini += &format!(
         "tls_extra_roots = {}\n",
@@ -183,7 +282,8 @@ async fn start() -> Setup {
             stderr,
         },
         pebble,
-        _dns: dns,
+        dns,
+        _dns_dir: dns_dir,
         dir,
         ip,
     };
@@ -360,6 +460,7 @@ async fn setup_wizard_in_a_real_browser() {
     std::fs::create_dir_all(&out).expect("create tests/out/wizard");
 
     let run = run_browser(&setup, &out).await;
+    setup.save_logs(&out);
     let j = &run.json;
     eprintln!(
         "browser script ({:.1} s): {}",
@@ -437,6 +538,26 @@ async fn setup_wizard_in_a_real_browser() {
             ))
             .collect::<Vec<_>>()
             .join(" ")
+    );
+    // WIZ-1/WIZ-4: checked live at the authoritative server: what the test's DNS
+    // publishes is ok, the unpublished DKIM key is shown as wrong (not "could not check").
+    let status_of = |id: &str| {
+        checks
+            .iter()
+            .find(|c| c.str_at("id") == Some(id))
+            .and_then(|c| c.str_at("status"))
+    };
+    for id in ["dns.a", "dns.mx", "dns.www", "dns.mta-sts"] {
+        assert_eq!(
+            status_of(id),
+            Some("ok"),
+            "check {id} (published by the test's DNS)"
+        );
+    }
+    assert_eq!(
+        status_of("dns.dkim"),
+        Some("error"),
+        "check dns.dkim (not published)"
     );
     assert_eq!(
         j.get("zone_status").and_then(|v| v.as_f64()),
