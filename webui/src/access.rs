@@ -292,6 +292,8 @@ pub async fn password_post<B: Backend>(
 pub struct LoginPage {
     pub l: Layout,
     pub error: Option<String>,
+    /// Whether the reset by button can be offered for a forgotten password.
+    pub has_button: bool,
 }
 
 /// `GET /admin/login`.
@@ -305,6 +307,7 @@ pub async fn login_page(mut v: Visitor) -> Response {
     let page = LoginPage {
         l: v.layout("Log in"),
         error: None,
+        has_button: v.overview.has_button,
     };
     v.page(StatusCode::OK, &page)
 }
@@ -347,6 +350,7 @@ pub async fn login_post<B: Backend>(
         error: Some(
             "Wrong password. After a few wrong tries, each answer takes a little longer.".into(),
         ),
+        has_button: v.overview.has_button,
     };
     v.page(StatusCode::UNAUTHORIZED, &page)
 }
