@@ -78,6 +78,9 @@ pub struct Appliance {
     chosen: watch::Sender<Option<Config>>,
     stats: Mutex<stats::Daily>,
     dns_cache: Mutex<Option<(Instant, Vec<Check>)>>,
+    /// The admin pages, built once: setup mode and the relay serve the same router, so
+    /// its login slowdown and logged-out sessions carry over the switch.
+    router: OnceLock<axum::Router>,
 }
 
 impl Appliance {
@@ -122,6 +125,7 @@ impl Appliance {
             chosen: watch::Sender::new(None),
             stats: Mutex::new(stats::Daily::default()),
             dns_cache: Mutex::new(None),
+            router: OnceLock::new(),
         }))
     }
 
@@ -151,6 +155,13 @@ impl Appliance {
         let _ = relay.admin.set(relaybox_webui::router(self.clone()));
         let _ = self.relay.set(relay);
         self.refresh_led();
+    }
+
+    /// The admin pages (one router for the life of the process).
+    pub fn admin_router(self: &Arc<Self>) -> axum::Router {
+        self.router
+            .get_or_init(|| relaybox_webui::router(self.clone()))
+            .clone()
     }
 
     fn relay(&self) -> Option<&Arc<Relay>> {

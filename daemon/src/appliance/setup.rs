@@ -52,7 +52,7 @@ pub fn setup_code(path: &Path) -> std::io::Result<String> {
 /// The wizard alone, for setup mode: the admin pages plus a redirect of every other
 /// path to `/admin/`.
 pub fn router(appliance: Arc<Appliance>) -> Router {
-    relaybox_webui::router(appliance).fallback(to_wizard)
+    appliance.admin_router().fallback(to_wizard)
 }
 
 async fn to_wizard() -> Response {
