@@ -43,13 +43,24 @@ impl Drop for Setup {
 /// (`http`: whether port 80 listens), its names in dnsmasq, pebble validating against
 /// `options` (standard ports unless changed).
 async fn setup(http: bool, change: impl FnOnce(&mut PebbleOptions)) -> Setup {
+    setup_with(http, true, change).await
+}
+
+/// As [`setup`]; without `www_in_dns` the zone lacks `www.<domain>`.
+async fn setup_with(
+    http: bool,
+    www_in_dns: bool,
+    change: impl FnOnce(&mut PebbleOptions),
+) -> Setup {
     let net = Net::fresh();
     let ip = net.host(2);
     let domain = format!("acme-{}.test", net.tag());
     let mut zone = Zone::default();
     zone.add_mail_domain(&domain, ip);
     for name in &cert::wanted_names(&domain)[1..] {
-        zone.a.push((name.clone(), ip));
+        if www_in_dns || !name.starts_with("www.") {
+            zone.a.push((name.clone(), ip));
+        }
     }
     let dns = Dns::start(zone);
     let mut options = PebbleOptions::new(dns.addr());
@@ -340,6 +351,28 @@ async fn both_challenges_failing_gives_a_plain_reason() {
     assert_eq!(s.relay.acme.info(&s.relay).source, "self-signed");
     // And a new request may start.
     s.relay.acme.request(s.relay.clone()).expect("again");
+}
+
+#[tokio::test]
+async fn missing_dns_record_is_named_and_not_retried_on_443() {
+    let s = setup_with(true, false, |_| {}).await;
+    s.relay
+        .acme
+        .request(s.relay.clone())
+        .expect("request starts");
+    let AcmeProgress::Failed { reason } = s.finished().await else {
+        panic!("expected a failure")
+    };
+    assert!(
+        reason.starts_with(&format!(
+            "the certificate authority could not look up www.{} in DNS",
+            s.domain
+        )),
+        "{reason}"
+    );
+    // A DNS problem is not retried with TLS-ALPN-01 (the CA's failure limit).
+    assert!(!reason.contains("port 443"), "{reason}");
+    assert_eq!(s.relay.acme.info(&s.relay).source, "self-signed");
 }
 
 #[tokio::test]

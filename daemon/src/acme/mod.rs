@@ -284,7 +284,19 @@ async fn obtain(relay: &Arc<Relay>) -> Result<(), String> {
                         .map(|p| p.to_string())
                         .unwrap_or_default()
                 );
+                // Another challenge type cannot help when DNS, CAA or the CA's
+                // policy is the problem (and would spend the CA's failure limit).
+                let final_problem = f.problem.as_ref().is_some_and(|p| {
+                    let kind = p.r#type.as_deref().unwrap_or("");
+                    is_dns_problem(p)
+                        || ["caa", "rejectedIdentifier", "rateLimited"]
+                            .iter()
+                            .any(|k| kind.ends_with(&format!(":{k}")))
+                });
                 failures.push((kind, f));
+                if final_problem {
+                    break;
+                }
             }
         }
     }
@@ -546,6 +558,23 @@ fn explain(e: &instant_acme::Error, directory: &str) -> String {
     }
 }
 
+/// RFC 8555 §6.7 `dns`, or a validation failure whose detail says the name did not
+/// resolve (pebble reports those as `connection`; Let's Encrypt says "DNS problem").
+fn is_dns_problem(p: &Problem) -> bool {
+    if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:dns") {
+        return true;
+    }
+    let detail = p.detail.as_deref().unwrap_or("").to_ascii_lowercase();
+    [
+        "dns problem",
+        "could not resolve",
+        "nxdomain",
+        "no valid a records",
+    ]
+    .iter()
+    .any(|w| detail.contains(w))
+}
+
 /// RFC 8555 §6.7 problem types in plain language; `during` is the challenge being
 /// validated when the problem came from a validation.
 fn explain_problem(p: &Problem, during: Option<(&ChallengeType, &str)>) -> String {
@@ -555,6 +584,7 @@ fn explain_problem(p: &Problem, during: Option<(&ChallengeType, &str)>) -> Strin
         .unwrap_or("")
         .trim_start_matches("urn:ietf:params:acme:error:");
     let detail = p.detail.clone().unwrap_or_else(|| kind.to_string());
+    let kind = if is_dns_problem(p) { "dns" } else { kind };
     match (kind, during) {
         ("dns", Some((_, name))) => format!(
             "the certificate authority could not look up {name} in DNS ({detail}): create \
