@@ -64,6 +64,24 @@ enum UpdateAction {
         /// The bundle file.
         bundle: PathBuf,
     },
+    /// Verify a bundle and write it into the inactive slot, then arm a one-time trial
+    /// boot of that slot (needs root: it writes the slot's partitions).
+    Install {
+        /// The minisign public key file.
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// The bundle file.
+        bundle: PathBuf,
+        /// Where the update state is kept (default /var/lib/relaybox/update).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// On a trial boot: make the running slot the default (after its health check).
+    Commit {
+        /// Where the update state is kept (default /var/lib/relaybox/update).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
 }
 
 /// Exit code for a configuration error.
@@ -94,6 +112,17 @@ fn main() -> ExitCode {
         Command::Update {
             action: UpdateAction::Verify { pubkey, bundle },
         } => return relaybox::update::verify_command(&pubkey, &bundle),
+        Command::Update {
+            action:
+                UpdateAction::Install {
+                    pubkey,
+                    bundle,
+                    state_dir,
+                },
+        } => return relaybox::update::install_command(&pubkey, &bundle, state_dir.as_deref()),
+        Command::Update {
+            action: UpdateAction::Commit { state_dir },
+        } => return relaybox::update::commit_command(state_dir.as_deref()),
         Command::Dev { data_dir } => (Config::dev(data_dir), None),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
