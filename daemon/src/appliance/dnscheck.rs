@@ -1517,4 +1517,33 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn truncated_answer_is_asked_again_over_tcp() {
+        let net = fresh_net();
+        let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+        let resolver = resolver_for(net, ns_ip);
+        let s = scene(&resolver);
+        // Twenty 200-byte TXT records beside the SPF record: more than a UDP answer
+        // holds (EDNS 1232 bytes), so the server sets TC and only TCP has them all.
+        let mut args = serve(&s.records);
+        for i in 0..20 {
+            args.push(format!("--txt-record={DOMAIN},x{i:02}={}", "y".repeat(200)));
+        }
+        let _auth = Dnsmasq::start(ns_ip, 53, true, &args);
+        let name = absolute_name(DOMAIN).expect("name");
+        let server = SocketAddr::from((ns_ip, 53));
+        let Ok(Reply::Records(found)) =
+            query(server, &name, RecordType::TXT, Duration::from_secs(3)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(found.len(), 21, "{found:?}");
+        let checks = check_dns(&s.config, &s.records).await;
+        assert_eq!(
+            status_of(&checks, "dns.spf").status,
+            CheckStatus::Ok,
+            "{checks:#?}"
+        );
+    }
 }
