@@ -234,7 +234,11 @@ async function run() {
       cells: Array.from(r.querySelectorAll('td')).map((c) => c.textContent.trim()),
     })));
   result.dns_checks = await page.$$eval('#dns-checks [data-check-id][data-status]', (els) =>
-    els.map((e) => ({ id: e.dataset.checkId, status: e.dataset.status })));
+    els.map((e) => ({
+      id: e.dataset.checkId,
+      status: e.dataset.status,
+      text: e.textContent.replace(/\s+/g, ' ').trim().slice(0, 300),
+    })));
   const zoneHref = await page.getAttribute('a#zone-download', 'href');
   result.zone_href = zoneHref;
   const zoneResp = await page.request.get(new URL(zoneHref || '/admin/setup/dns/zone', base).toString(), { timeout: ACTION_MS });
@@ -251,7 +255,11 @@ async function run() {
   await gotoRetrying(`${base}/admin/setup/ports`, ACTION_MS);
   expectPath('/admin/setup/ports', 'ports page');
   result.port_checks = await page.$$eval('#port-checks [data-check-id][data-status]', (els) =>
-    els.map((e) => ({ id: e.dataset.checkId, status: e.dataset.status })));
+    els.map((e) => ({
+      id: e.dataset.checkId,
+      status: e.dataset.status,
+      text: e.textContent.replace(/\s+/g, ' ').trim().slice(0, 300),
+    })));
   result.port_forwards = await page.$$eval('#forwards tr[data-port]', (rows) =>
     rows.map((r) => `${r.dataset.port}/${r.dataset.proto}`));
   await shot('ports');

@@ -547,11 +547,19 @@ async fn setup_wizard_in_a_real_browser() {
             .find(|c| c.str_at("id") == Some(id))
             .and_then(|c| c.str_at("status"))
     };
+    let text_of = |id: &str| {
+        checks
+            .iter()
+            .find(|c| c.str_at("id") == Some(id))
+            .and_then(|c| c.str_at("text"))
+            .unwrap_or("")
+    };
     for id in ["dns.a", "dns.mx", "dns.www", "dns.mta-sts"] {
         assert_eq!(
             status_of(id),
             Some("ok"),
-            "check {id} (published by the test's DNS)"
+            "check {id} (published by the test's DNS): {}",
+            text_of(id)
         );
     }
     assert_eq!(
@@ -665,6 +673,25 @@ async fn setup_wizard_in_a_real_browser() {
         "chatmail.ini has mail_domain = {DOMAIN}:\n{ini}"
     );
     assert!(!ini.contains("forged"), "forged domain not applied:\n{ini}");
+    // No part of the daemon panicked on the way (a panicking connection task shows up
+    // only as a reset connection, e.g. a failed HTTP-01 validation).
+    let log = setup.daemon.log();
+    let panics: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
+    assert!(
+        panics.is_empty(),
+        "the daemon panicked:\n{}",
+        panics.join("\n")
+    );
+    let http01_failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("HTTP-01 failed"))
+        .collect();
+    if !http01_failures.is_empty() {
+        eprintln!(
+            "note: HTTP-01 fell back to TLS-ALPN-01:\n{}",
+            http01_failures.join("\n")
+        );
+    }
     let acme_dir = setup.dir.path().join("data/acme");
     assert!(acme_dir.is_dir(), "{} exists", acme_dir.display());
     assert!(
