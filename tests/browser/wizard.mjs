@@ -171,10 +171,25 @@ async function run() {
   await shot('claim');
   step('start', t, { redirects: chain });
 
-  // 2. Claim with the setup code the daemon wrote to setup_code_file.
+  // Before the claim nothing can be changed: a wizard step sends back to the claim.
+  await page.goto(`${base}/admin/setup/domain`, { waitUntil: 'load' });
+  result.unclaimed_domain_step_lands_on = pathOf(page.url());
+
+  // 2. Claim with the setup code the daemon wrote to setup_code_file; first a wrong
+  // code (refused with a message), then the right one.
   t = Date.now();
   const code = fs.readFileSync(args.codeFile, 'utf8').trim();
   if (!code) throw new Error(`setup code file ${args.codeFile} is empty`);
+  const wrongCode = code.startsWith('AAAA') ? 'BBBB-BBBB-BBBB' : 'AAAA-AAAA-AAAA';
+  await page.fill('input#setup-code', wrongCode);
+  const [wrongResp] = await Promise.all([
+    page.waitForResponse((r) => pathOf(r.url()) === '/admin/claim/code'),
+    page.click('form[action="/admin/claim/code"] button[type=submit]'),
+  ]);
+  await page.waitForLoadState('load');
+  result.wrong_code_status = wrongResp.status();
+  result.wrong_code_message = (await page.textContent('#code-error').catch(() => null));
+  await shot('claim-wrong-code');
   await page.fill('input#setup-code', code);
   await shot('claim-code-typed');
   await Promise.all([
@@ -331,6 +346,33 @@ async function run() {
   });
   result.csrf_wrong_status = wrong.status();
   step('csrf', t);
+
+  // The password works later: log out, a wrong password is refused, the right one
+  // leads to the status page.
+  t = Date.now();
+  await Promise.all([
+    page.waitForURL((u) => pathOf(u.toString()) === '/admin/login'),
+    page.click('button#logout'),
+  ]);
+  await page.goto(`${base}/admin/status`, { waitUntil: 'load' });
+  result.logged_out_status_lands_on = pathOf(page.url());
+  await page.fill('input#password', args.password + 'x');
+  const [badLogin] = await Promise.all([
+    page.waitForResponse((r) => pathOf(r.url()) === '/admin/login' && r.request().method() === 'POST'),
+    page.click('form[action="/admin/login"] button[type=submit]'),
+  ]);
+  await page.waitForLoadState('load');
+  result.wrong_password_status = badLogin.status();
+  result.wrong_password_message = await page.textContent('#login-error').catch(() => null);
+  await shot('login-wrong-password');
+  await page.fill('input#password', args.password);
+  await Promise.all([
+    page.waitForURL((u) => pathOf(u.toString()) === '/admin/status'),
+    page.click('form[action="/admin/login"] button[type=submit]'),
+  ]);
+  result.login_lands_on = pathOf(page.url());
+  await shot('logged-in');
+  step('login', t);
 
   result.ok = true;
 }

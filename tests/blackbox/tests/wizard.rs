@@ -453,6 +453,15 @@ async fn setup_wizard_in_a_real_browser() {
     let mut setup = start().await;
     let started_in = t0.elapsed();
     let pid = setup.daemon.pid();
+    // Setup mode serves only the wizard (issue #6 item 2): no mail, no HTTPS yet.
+    for port in [25, 443, 993] {
+        assert!(
+            tokio::net::TcpStream::connect(setup.sock(port))
+                .await
+                .is_err(),
+            "port {port} is closed in setup mode"
+        );
+    }
 
     let out = workspace().join("tests/out/wizard");
     // Screenshots of this run only.
@@ -506,6 +515,24 @@ async fn setup_wizard_in_a_real_browser() {
         redirects.last(),
         Some(&"/admin/claim"),
         "start: {redirects:?}"
+    );
+
+    // Before the claim, a wizard step leads back to the claim; a wrong setup code is
+    // refused with a message.
+    assert_eq!(
+        j.str_at("unclaimed_domain_step_lands_on"),
+        Some("/admin/claim"),
+        "domain step before the claim"
+    );
+    assert_eq!(
+        j.get("wrong_code_status").and_then(|v| v.as_f64()),
+        Some(401.0),
+        "wrong setup code"
+    );
+    assert!(
+        j.str_at("wrong_code_message")
+            .is_some_and(|m| !m.trim().is_empty()),
+        "wrong setup code: a message is shown"
     );
 
     // 5. The DNS step: records with their check ids, checks with a status, a zone file.
@@ -662,6 +689,21 @@ async fn setup_wizard_in_a_real_browser() {
     )
     .await;
     assert_eq!(status, 403, "POST without cookies and token: {body}");
+
+    // Logged out, the status page asks for the password; a wrong one is refused, the
+    // one set in the wizard logs in.
+    assert_eq!(
+        j.str_at("logged_out_status_lands_on"),
+        Some("/admin/login"),
+        "status page after logout"
+    );
+    assert_eq!(
+        j.get("wrong_password_status").and_then(|v| v.as_f64()),
+        Some(401.0),
+        "wrong password: {:?}",
+        j.str_at("wrong_password_message")
+    );
+    assert_eq!(j.str_at("login_lands_on"), Some("/admin/status"), "login");
 
     // The daemon's state: the config names the domain (written by the wizard), not the
     // forged one; the ACME certificate is stored.
