@@ -168,7 +168,7 @@ fn main() -> ExitCode {
             let relay = Relay::open(next.clone());
             server.stop().await;
             match relay {
-                Ok(r) => return run_relay(r, appliance, dev).await,
+                Ok(r) => return run_relay(r, appliance, dev, true).await,
                 Err(e) => {
                     eprintln!("relaybox: {e}");
                     return ExitCode::FAILURE;
@@ -184,7 +184,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        run_relay(relay, appliance, dev).await
+        run_relay(relay, appliance, dev, false).await
     })
 }
 
@@ -193,6 +193,7 @@ async fn run_relay(
     relay: std::sync::Arc<Relay>,
     appliance: relaybox::appliance::Running,
     dev: bool,
+    from_wizard: bool,
 ) -> ExitCode {
     {
         appliance.appliance.attach(relay.clone());
@@ -209,8 +210,19 @@ async fn run_relay(
         // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.
         let turn = tokio::spawn(relaybox::turn::run(relay.clone()));
         let metrics = tokio::spawn(relaybox::metrics::serve(relay.clone()));
-        // ACME-3: renewal at two thirds of the certificate's lifetime.
-        let acme = tokio::spawn(relaybox::acme::run(relay.clone()));
+        // ACME-3: a certificate at start, renewal at two thirds of its lifetime. Right
+        // after the wizard's domain step the DNS records do not exist yet: the wizard's
+        // certificate step asks first, the automatic attempts (and their back-off, which
+        // counts against the CA's failure limits) start once a certificate exists.
+        let acme = {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                while from_wizard && relay.acme.info(&relay).source != "acme" {
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                }
+                relaybox::acme::run(relay).await
+            })
+        };
         let code = tokio::select! {
             r = server::serve(relay) => match r {
                 Ok(()) => ExitCode::SUCCESS,
