@@ -143,7 +143,13 @@ async function run() {
     result.error = `overall limit of ${args.limitMs} ms ran out`;
     result.url = page ? page.url() : null;
     finish(2);
-    process.exit(2);
+    // Close the browser (bounded), then end.
+    Promise.race([context ? context.close() : null, sleep(3000)])
+      .catch(() => {})
+      .finally(() => {
+        if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+        process.exit(2);
+      });
   }, args.limitMs);
   overall.unref();
 

@@ -370,6 +370,15 @@ async fn run_browser(setup: &Setup, out: &Path) -> ScriptRun {
             panic!("the browser script did not end within {NODE_LIMIT:?}");
         }
     };
+    if !output.status.success()
+        && let Some(pgid) = pgid
+    {
+        // A failed run may leave Chromium behind (the group is ours: node led it).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status();
+    }
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let line = stdout
