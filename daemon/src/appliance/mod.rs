@@ -711,9 +711,9 @@ impl Backend for Appliance {
         let storage_bytes = std::fs::metadata(data_dir.join(crate::server::STORE_FILE))
             .map(|m| m.len())
             .unwrap_or(0);
-        let storage_free_bytes = nix::sys::statvfs::statvfs(&data_dir).ok().map(|st| {
-            u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()))
-        });
+        let storage_free_bytes = nix::sys::statvfs::statvfs(&data_dir)
+            .ok()
+            .map(|st| st.blocks_available().saturating_mul(st.fragment_size()));
         Status {
             services,
             certificate,
@@ -781,9 +781,8 @@ impl Running {
         }
         if let Some(a) = self.mdns.take() {
             // Sends the goodbye packets; blocks up to 2 s.
-            match tokio::task::spawn_blocking(move || a.shutdown()).await {
-                Ok(Err(e)) => tracing::debug!("mdns: {e}"),
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.shutdown()).await {
+                tracing::debug!("mdns: {e}");
             }
         }
     }
