@@ -14,6 +14,7 @@
 pub mod boot;
 pub mod bundle;
 pub mod download;
+pub mod health;
 pub mod install;
 pub mod manifest;
 pub mod state;
