@@ -11,7 +11,10 @@
 //
 // Usage:
 //   node wizard.mjs --base http://127.1.2.2 --code-file /tmp/x/setup-code \
-//       --domain relay.wizard.test --password '…' --out tests/out/wizard [--limit-ms 240000]
+//       --domain relay.wizard.test --password '…' --out tests/out/wizard \
+//       [--mode domain|ip] [--limit-ms 240000]
+// With `--mode ip`, `--domain` is the IPv4 address for IP-only mode (no DNS records, no
+// certificate request; the invitation is a `dclogin:` link).
 //
 // Prints exactly one JSON line on stdout (the results; `ok` false with `error`, `url` and
 // `page_text` when a step failed) and exits 0 when every step ran, 1 when one failed,
@@ -44,7 +47,7 @@ const CERTIFICATE_MS = 90_000;
 const INVITE_MS = 30_000;
 
 function parseArgs(argv) {
-  const args = { limitMs: 240_000 };
+  const args = { limitMs: 240_000, mode: 'domain' };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i];
     const value = argv[i + 1];
@@ -56,6 +59,10 @@ function parseArgs(argv) {
       case '--password': args.password = value; break;
       case '--out': args.out = value; break;
       case '--limit-ms': args.limitMs = Number(value); break;
+      case '--mode':
+        if (value !== 'domain' && value !== 'ip') throw new Error('--mode is domain or ip');
+        args.mode = value;
+        break;
       default: throw new Error(`unknown argument ${key}`);
     }
   }
@@ -218,37 +225,43 @@ async function run() {
   await shot('domain');
   step('password', t);
 
-  // 4. The domain: the daemon leaves setup mode and starts the relay in-process.
+  // 4. The name: a domain (or, with --mode ip, an IPv4 address for IP-only mode); the
+  // daemon leaves setup mode and starts the relay in-process.
   t = Date.now();
-  await page.check('input[name=mode][value=domain]');
-  await page.fill('input#domain', args.domain);
+  const ipOnly = args.mode === 'ip';
+  await page.check(`input[name=mode][value=${ipOnly ? 'ip' : 'domain'}]`);
+  await page.fill(ipOnly ? 'input#ip' : 'input#domain', args.domain);
   await shot('domain-typed');
+  const after = ipOnly ? '/admin/setup/ports' : '/admin/setup/dns';
   let postError = null;
   try {
     await Promise.all([
-      page.waitForURL((u) => pathOf(u.toString()) === '/admin/setup/dns', { timeout: ACTION_MS }),
+      page.waitForURL((u) => pathOf(u.toString()) === after, { timeout: ACTION_MS }),
       page.click('form[action="/admin/setup/domain"] button[type=submit]', { timeout: ACTION_MS }),
     ]);
   } catch (e) {
     // The switch may cut the answer or the redirected GET; retried below.
     postError = String(e.message || e).split('\n')[0];
   }
-  if (pathOf(page.url()) === '/admin/setup/domain') {
-    // Still (or again) on the form: the daemon refused the domain.
-    const err = await page.locator('#domain-error, #mode-error').allTextContents();
-    if (err.length) throw new Error(`domain refused: ${err.join(' ')}`);
+  result.after_domain_path = pathOf(page.url());
+  if (result.after_domain_path === '/admin/setup/domain') {
+    // Still (or again) on the form: the daemon refused the name.
+    const err = await page.locator('#domain-error, #ip-error, #mode-error').allTextContents();
+    if (err.length) throw new Error(`name refused: ${err.join(' ')}`);
   }
   // 5. DNS page: reloaded until the relay answers, the page is no longer "pending" and
-  // the records are listed (the relay may still be starting with its new name).
+  // the records are listed (the relay may still be starting with its new name); in
+  // IP-only mode until it says there are no records.
   const dnsLoads = await reloadUntil(`${base}/admin/setup/dns`, SWITCH_MS, async () => {
     if (pathOf(page.url()) !== '/admin/setup/dns') return false;
     if ((await page.locator('#dns-pending').count()) > 0) return false;
-    return (await page.locator('tr[data-record-id]').count()) > 0;
-  }, 'DNS records after the domain step');
+    const ready = ipOnly ? '#dns-ip-only' : 'tr[data-record-id]';
+    return (await page.locator(ready).count()) > 0;
+  }, 'DNS page after the name step');
   step('domain', t, { post_error: postError, dns_page_loads: dnsLoads });
 
   t = Date.now();
-  await page.waitForSelector('tr[data-record-id]');
+  result.dns_ip_only = (await page.locator('#dns-ip-only').count()) > 0;
   result.dns_records = await page.$$eval('tr[data-record-id]', (rows) =>
     rows.map((r) => ({
       id: r.dataset.recordId,
@@ -260,14 +273,16 @@ async function run() {
       status: e.dataset.status,
       text: e.textContent.replace(/\s+/g, ' ').trim().slice(0, 300),
     })));
-  const zoneHref = await page.getAttribute('a#zone-download', 'href');
-  result.zone_href = zoneHref;
-  const zoneResp = await page.request.get(new URL(zoneHref || '/admin/setup/dns/zone', base).toString(), { timeout: ACTION_MS });
-  const zoneText = await zoneResp.text();
-  result.zone_status = zoneResp.status();
-  result.zone_content_type = zoneResp.headers()['content-type'] || null;
-  result.zone_has_mx = /\bIN\s+MX\b/.test(zoneText);
-  result.zone_excerpt = zoneText.slice(0, 400);
+  if (!ipOnly) {
+    const zoneHref = await page.getAttribute('a#zone-download', 'href');
+    result.zone_href = zoneHref;
+    const zoneResp = await page.request.get(new URL(zoneHref || '/admin/setup/dns/zone', base).toString(), { timeout: ACTION_MS });
+    const zoneText = await zoneResp.text();
+    result.zone_status = zoneResp.status();
+    result.zone_content_type = zoneResp.headers()['content-type'] || null;
+    result.zone_has_mx = /\bIN\s+MX\b/.test(zoneText);
+    result.zone_excerpt = zoneText.slice(0, 400);
+  }
   await shot('dns');
   step('dns', t);
 
@@ -286,34 +301,42 @@ async function run() {
   await shot('ports');
   step('ports', t);
 
-  // 7. Certificate: submit, then wait (bounded) until done or failed.
+  // 7. Certificate: submit, then wait (bounded) until done or failed. In IP-only mode
+  // the page explains why there is none and offers no request.
   t = Date.now();
   await gotoRetrying(`${base}/admin/setup/certificate`, ACTION_MS);
   expectPath('/admin/setup/certificate', 'certificate page');
   result.certificate_state_before = await page.getAttribute('#certificate-state', 'data-state');
   await shot('certificate');
-  await Promise.all([
-    page.waitForNavigation({ waitUntil: 'load' }),
-    page.click('form[action="/admin/setup/certificate"] button[type=submit]'),
-  ]);
-  result.certificate_state_after_post = await page.getAttribute('#certificate-state', 'data-state').catch(() => null);
-  if (result.certificate_state_after_post === 'running') await shot('certificate-running');
-  const seen = new Set();
-  await reloadUntil(`${base}/admin/setup/certificate`, CERTIFICATE_MS, async () => {
-    const state = await page.getAttribute('#certificate-state', 'data-state').catch(() => null);
-    seen.add(state);
-    return state === 'done' || state === 'failed';
-  }, 'certificate request');
-  result.certificate_states_seen = Array.from(seen);
-  result.certificate_state = await page.getAttribute('#certificate-state', 'data-state');
-  if (result.certificate_state === 'failed') {
-    result.certificate_reason = (await page.textContent('#certificate-state')).trim();
-  }
-  result.certificate_facts = (await page.textContent('dl.facts').catch(() => '')).replace(/\s+/g, ' ').trim();
-  await shot('certificate-' + result.certificate_state);
-  step('certificate', t, { state: result.certificate_state });
-  if (result.certificate_state !== 'done') {
-    throw new Error(`certificate failed: ${result.certificate_reason || 'no reason shown'}`);
+  if (ipOnly) {
+    result.certificate_not_possible = await page.textContent('#certificate-not-possible').catch(() => null);
+    result.certificate_form = (await page.locator('form[action="/admin/setup/certificate"]').count()) > 0;
+    result.certificate_facts = (await page.textContent('dl.facts').catch(() => '')).replace(/\s+/g, ' ').trim();
+    step('certificate', t);
+  } else {
+    await Promise.all([
+      page.waitForNavigation({ waitUntil: 'load' }),
+      page.click('form[action="/admin/setup/certificate"] button[type=submit]'),
+    ]);
+    result.certificate_state_after_post = await page.getAttribute('#certificate-state', 'data-state').catch(() => null);
+    if (result.certificate_state_after_post === 'running') await shot('certificate-running');
+    const seen = new Set();
+    await reloadUntil(`${base}/admin/setup/certificate`, CERTIFICATE_MS, async () => {
+      const state = await page.getAttribute('#certificate-state', 'data-state').catch(() => null);
+      seen.add(state);
+      return state === 'done' || state === 'failed';
+    }, 'certificate request');
+    result.certificate_states_seen = Array.from(seen);
+    result.certificate_state = await page.getAttribute('#certificate-state', 'data-state');
+    if (result.certificate_state === 'failed') {
+      result.certificate_reason = (await page.textContent('#certificate-state')).trim();
+    }
+    result.certificate_facts = (await page.textContent('dl.facts').catch(() => '')).replace(/\s+/g, ' ').trim();
+    await shot('certificate-' + result.certificate_state);
+    step('certificate', t, { state: result.certificate_state });
+    if (result.certificate_state !== 'done') {
+      throw new Error(`certificate failed: ${result.certificate_reason || 'no reason shown'}`);
+    }
   }
 
   // 8. The first account's invitation.
