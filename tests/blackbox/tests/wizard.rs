@@ -345,6 +345,23 @@ async fn run_browser(setup: &Setup, out: &Path, mode: &str, name: &str) -> Scrip
         "{}/node_modules/playwright-core missing: run `npm ci` in tests/browser (tests/run does)",
         browser.display()
     );
+    // playwright-core 1.61 (the last release for Node.js 18, Debian 12's version) exits
+    // at once on an older node.
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| panic!("node not found ({e}): install nodejs (tests/run does)"));
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 18,
+        "node {version:?}: the browser script needs Node.js 18 or newer"
+    );
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(browser.join("wizard.mjs"))
