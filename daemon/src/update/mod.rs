@@ -11,6 +11,7 @@
 //! The public key is baked into the root at [`DEFAULT_PUBKEY`]; the board name and build number
 //! of the running image at [`DEFAULT_RELEASE`].
 
+pub mod agent;
 pub mod boot;
 pub mod bundle;
 pub mod download;
