@@ -467,6 +467,21 @@ async fn served_leaf(addr: SocketAddr, root_pem: &str) -> Result<Vec<u8>, String
     Ok(leaf.as_ref().to_vec())
 }
 
+/// A plain-HTTP GET of `path` on port 80 without cookies: (status, `Location`).
+async fn get_plain(setup: &Setup, path: &str) -> (u16, Option<String>) {
+    let addr = setup.sock(80);
+    let mut conn = tokio::time::timeout(IO_LIMIT, LineConn::connect(addr))
+        .await
+        .expect("connect in time")
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let head = format!("GET {path} HTTP/1.1\nHost: {}", setup.ip);
+    let resp = tokio::time::timeout(IO_LIMIT, http::request(&mut conn, &head, b""))
+        .await
+        .expect("answer in time")
+        .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+    (resp.status, resp.header("Location").map(str::to_string))
+}
+
 /// A plain-HTTP POST to port 80 without cookies: (status, body).
 async fn post_plain(setup: &Setup, path: &str, form: &str) -> (u16, String) {
     let addr = setup.sock(80);
@@ -636,6 +651,19 @@ async fn walk(acme: bool, mode: &str, name: Option<&str>, out_name: &str) -> Wal
     )
     .await;
     assert_eq!(status, 403, "POST without cookies and token: {body}");
+
+    // The running relay's port 80 serves every admin path itself, `/admin/` included
+    // (where the pages send a visitor after login): the wizard is plain HTTP on the
+    // LAN, and an HTTPS redirect ends in a certificate warning in IP-only mode.
+    for path in ["/admin", "/admin/", "/admin/login"] {
+        let (status, location) = get_plain(&setup, path).await;
+        assert!(
+            status == 303 && location.as_deref().is_some_and(|l| l.starts_with("/admin")),
+            "GET http://{}{path} on the relay's port 80: {status}, Location {location:?} \
+             (expected 303 to an /admin page)",
+            setup.ip
+        );
+    }
 
     // Logged out, the status page asks for the password; a wrong one is refused, the
     // one set in the wizard logs in.
