@@ -652,19 +652,6 @@ async fn walk(acme: bool, mode: &str, name: Option<&str>, out_name: &str) -> Wal
     .await;
     assert_eq!(status, 403, "POST without cookies and token: {body}");
 
-    // The running relay's port 80 serves every admin path itself, `/admin/` included
-    // (where the pages send a visitor after login): the wizard is plain HTTP on the
-    // LAN, and an HTTPS redirect ends in a certificate warning in IP-only mode.
-    for path in ["/admin", "/admin/", "/admin/login"] {
-        let (status, location) = get_plain(&setup, path).await;
-        assert!(
-            status == 303 && location.as_deref().is_some_and(|l| l.starts_with("/admin")),
-            "GET http://{}{path} on the relay's port 80: {status}, Location {location:?} \
-             (expected 303 to an /admin page)",
-            setup.ip
-        );
-    }
-
     // Logged out, the status page asks for the password; a wrong one is refused, the
     // one set in the wizard logs in.
     assert_eq!(
@@ -737,8 +724,22 @@ async fn walk(acme: bool, mode: &str, name: Option<&str>, out_name: &str) -> Wal
 }
 
 impl Walk {
-    /// Timings for the output, then a graceful stop of the daemon.
+    /// The last check (last, so that a failure here hides none of the others), timings
+    /// for the output, then a graceful stop of the daemon.
     async fn finish(mut self, mode: &str) {
+        // The running relay's port 80 serves every admin path itself, `/admin/` included
+        // (where the pages send a visitor after login): the wizard is plain HTTP on the
+        // LAN, and an HTTPS redirect ends in a certificate warning in IP-only mode.
+        for path in ["/admin", "/admin/", "/admin/login"] {
+            let (status, location) = get_plain(&self.setup, path).await;
+            assert!(
+                status == 303 && location.as_deref().is_some_and(|l| l.starts_with("/admin")),
+                "GET http://{}{path} on the relay's port 80: {status}, Location {location:?} \
+             (expected 303 to an /admin page)",
+                self.setup.ip
+            );
+        }
+
         eprintln!(
             "wizard ({mode} mode): daemon up in {:.1} s, browser {:.1} s, total {:.1} s; \
              {} screenshots in {}",
