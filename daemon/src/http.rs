@@ -83,8 +83,10 @@ pub fn with_admin(router: Router, admin: Option<Router>, peer: SocketAddr, https
         // admin router as a service (paths unchanged).
         Some(admin) => {
             let admin = admin.into_service::<axum::body::Body>();
+            // `{*rest}` does not match an empty rest: `/admin/` needs its own route.
             router
                 .route_service("/admin", admin.clone())
+                .route_service("/admin/", admin.clone())
                 .route_service("/admin/{*rest}", admin)
         }
         None => router,
