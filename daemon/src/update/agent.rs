@@ -401,7 +401,6 @@ fn up_to_date(release: &Release, state: &State) -> String {
 /// Records a failure on /data (OTA-6: shown after a reboot too) and in the status.
 fn record_failure(cfg: &AgentConfig, status: &UpdateStatus, build: Option<u64>, reason: &str) {
     tracing::warn!("update failed: {reason}");
-    status.fail(reason);
     let r = State::load(&cfg.state_dir).and_then(|mut s| {
         s.last = Some(Outcome {
             at: now(),
@@ -414,6 +413,8 @@ fn record_failure(cfg: &AgentConfig, status: &UpdateStatus, build: Option<u64>, 
     if let Err(e) = r {
         tracing::warn!("cannot record the update failure: {e}");
     }
+    // After the state file, so whoever sees the status sees the record too.
+    status.fail(reason);
 }
 
 /// The agent: see the module documentation. Returns when there is nothing more to do
@@ -789,4 +790,675 @@ pub async fn install_uploaded(
         record_failure(cfg, status, None, &e.to_string());
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::Slot;
+    use crate::update::boot::{Autoboot, QemuBoot, TRYBOOT_FLAG, fake_qemu};
+    use crate::update::bundle::{MANIFEST, SIGNATURE, fixture, sha256_hex, write_tar};
+    use crate::update::manifest::{ImageEntry, ImageKind, Manifest};
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::fs;
+
+    const PART: usize = 80_000;
+
+    #[test]
+    fn window_parse_and_contains() {
+        assert_eq!(Window::parse("").unwrap(), None);
+        let w = Window::parse("03:00-05:00").unwrap().unwrap();
+        assert_eq!((w.start, w.end), (180, 300));
+        assert_eq!(w.to_string(), "03:00-05:00");
+        assert!(w.contains(180) && w.contains(299));
+        assert!(!w.contains(300) && !w.contains(179));
+        assert_eq!(w.until_open(170), 10);
+        assert_eq!(w.until_open(300), 1440 - 120);
+        let night = Window::parse("23:30-01:00").unwrap().unwrap();
+        assert!(night.contains(1430) && night.contains(30) && !night.contains(60));
+        assert_eq!(night.until_open(60), 1410 - 60);
+        for bad in [
+            "3-5",
+            "03:00",
+            "25:00-01:00",
+            "03:60-04:00",
+            "03:00-03:00",
+            "x",
+        ] {
+            assert!(Window::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(minute_of_day(86_400 * 3 + 3 * 3600 + 61), 181);
+    }
+
+    #[test]
+    fn decide_table() {
+        let w = Window::parse("03:00-05:00").unwrap();
+        let url = "https://u.example/latest.json";
+        // (url, offered, installed, window, minute, now) → decision
+        let cases = [
+            ("", 9, 5, w, 200, true, Decision::Disabled),
+            ("  ", 9, 5, None, 200, false, Decision::Disabled),
+            (url, 5, 5, None, 200, true, Decision::UpToDate),
+            (url, 4, 5, w, 200, true, Decision::UpToDate),
+            (url, 6, 5, None, 700, false, Decision::Install),
+            (url, 6, 5, w, 200, false, Decision::Install),
+            (url, 6, 5, w, 170, false, Decision::Wait(10)),
+            (url, 6, 5, w, 700, false, Decision::Wait(920)),
+            (url, 6, 5, w, 700, true, Decision::Install),
+        ];
+        for (u, offered, installed, win, minute, now, want) in cases {
+            assert_eq!(
+                decide(u, offered, installed, win, minute, now),
+                want,
+                "{u:?} {offered} {installed} {win:?} {minute} {now}"
+            );
+        }
+    }
+
+    #[test]
+    fn bundle_url_resolution() {
+        let l = |u: &str| Latest {
+            build: 1,
+            version: "1".into(),
+            bundle_url: u.into(),
+            size: 1,
+        };
+        let base = "https://h.example:8443/rb/rpi4/latest.json?x=1";
+        assert_eq!(
+            l("b.tar").resolve(base),
+            "https://h.example:8443/rb/rpi4/b.tar"
+        );
+        assert_eq!(l("/b.tar").resolve(base), "https://h.example:8443/b.tar");
+        assert_eq!(
+            l("https://o.example/b").resolve(base),
+            "https://o.example/b"
+        );
+        assert_eq!(l("b").resolve("https://h.example"), "https://h.example/b");
+    }
+
+    /// HTTPS on 127.0.0.1 serving fixed paths (no ranges).
+    struct Server {
+        base: String,
+        roots: rustls::RootCertStore,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn serve(dir: &Path, files: HashMap<String, Vec<u8>>) -> Server {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let (cert, key) = crate::tls::generate_self_signed("127.0.0.1").unwrap();
+        let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
+        fs::write(&cp, &cert).unwrap();
+        fs::write(&kp, key).unwrap();
+        let tls = crate::tls::Tls::new(crate::tls::load_certified_key(&cp, &kp).unwrap()).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls12.clone());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(cert.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let files = Arc::new(files);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, files) = (acceptor.clone(), files.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let resp = match files.get(req.uri().path()) {
+                            Some(b) => hyper::Response::new(Full::new(Bytes::from(b.clone()))),
+                            None => hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        };
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Server {
+            base: format!("https://127.0.0.1:{port}"),
+            roots,
+            task,
+        }
+    }
+
+    fn image(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+            .collect()
+    }
+
+    /// A bundle of build `build` signed with a key made here by Debian's minisign
+    /// (`minisign -G -W`); returns (bundle, public key file, root image).
+    fn signed_bundle(dir: &Path, build: u64) -> (Vec<u8>, PathBuf, Vec<u8>) {
+        let keys = dir.join("keys");
+        fs::create_dir_all(&keys).unwrap();
+        let (pk, sk) = (keys.join("test.pub"), keys.join("test.key"));
+        let st = std::process::Command::new("minisign")
+            .args(["-G", "-W", "-f", "-p"])
+            .arg(&pk)
+            .arg("-s")
+            .arg(&sk)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("minisign must be installed");
+        assert!(st.success());
+        let (boot, root) = (image(3, 2000), image(7, 60_000));
+        let m = Manifest {
+            format: 1,
+            compatible: "relaybox-test".into(),
+            version: format!("2.{build}"),
+            build,
+            images: vec![
+                ImageEntry {
+                    name: ImageKind::Boot,
+                    slot: None,
+                    file: "boot.vfat".into(),
+                    size: boot.len() as u64,
+                    sha256: sha256_hex(&boot),
+                },
+                ImageEntry {
+                    name: ImageKind::Root,
+                    slot: None,
+                    file: "root.squashfs".into(),
+                    size: root.len() as u64,
+                    sha256: sha256_hex(&root),
+                },
+            ],
+        };
+        let mp = keys.join(MANIFEST);
+        fs::write(&mp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        let st = std::process::Command::new("minisign")
+            .args(["-S", "-s"])
+            .arg(&sk)
+            .arg("-m")
+            .arg(&mp)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let sig = fs::read(keys.join(SIGNATURE)).unwrap();
+        let json = fs::read(&mp).unwrap();
+        let tar = write_tar(&[
+            (MANIFEST, &json),
+            (SIGNATURE, &sig),
+            ("boot.vfat", &boot),
+            ("root.squashfs", &root),
+        ]);
+        (tar, pk, root)
+    }
+
+    #[derive(Default)]
+    struct FakeReboot(Mutex<Vec<Option<String>>>);
+
+    impl Rebooter for FakeReboot {
+        fn reboot(&self, argument: Option<&str>) -> Result<(), UpdateError> {
+            self.0.lock().unwrap().push(argument.map(str::to_string));
+            Ok(())
+        }
+    }
+
+    impl FakeReboot {
+        fn calls(&self) -> Vec<Option<String>> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    fn release(dir: &Path, build: u64) -> PathBuf {
+        let p = dir.join("release.json");
+        fs::write(
+            &p,
+            format!(r#"{{"compatible":"relaybox-test","version":"1.{build}","build":{build}}}"#),
+        )
+        .unwrap();
+        p
+    }
+
+    fn agent_config(
+        dir: &Path,
+        boot: QemuBoot,
+        pubkey: PathBuf,
+        roots: rustls::RootCertStore,
+        url: String,
+        reboot: Arc<FakeReboot>,
+    ) -> AgentConfig {
+        AgentConfig {
+            update_url: url,
+            check_interval: Duration::from_secs(3600),
+            window: None,
+            first_check_delay: Duration::ZERO,
+            pubkey,
+            release: dir.join("release.json"),
+            state_dir: dir.join("data").join("update"),
+            health_window: Duration::from_secs(30),
+            health_attempts: 2,
+            health_retry_delay: Duration::from_millis(20),
+            max_bundle_size: 1 << 20,
+            roots,
+            boot: Some(Arc::new(boot)),
+            rebooter: reboot,
+        }
+    }
+
+    fn slots(boot: &QemuBoot) -> Vec<Vec<u8>> {
+        [Slot::A, Slot::B]
+            .iter()
+            .flat_map(|s| {
+                let p = boot.partitions(*s).unwrap();
+                [fs::read(p.boot).unwrap(), fs::read(p.root).unwrap()]
+            })
+            .collect()
+    }
+
+    /// Bounded wait for a condition checked every 20 ms.
+    async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        for _ in 0..secs * 50 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn offline_relay(dir: &Path) -> Arc<Relay> {
+        Relay::open(crate::testing::config(&dir.join("relay"), "example.org")).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn update_now_installs_reboots_then_trial_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (tar, pk, root) = signed_bundle(d, 43);
+        let latest = format!(
+            r#"{{"build":43,"version":"2.43","bundle_url":"bundles/b43.tar","size":{}}}"#,
+            tar.len()
+        );
+        let files = HashMap::from([
+            ("/rb/latest.json".to_string(), latest.into_bytes()),
+            ("/rb/bundles/b43.tar".to_string(), tar),
+        ]);
+        let server = serve(d, files).await;
+        release(d, 41);
+        let boot = fake_qemu(d, Slot::A, PART);
+        let before = slots(&boot);
+        let reboot = Arc::new(FakeReboot::default());
+        let mut cfg = agent_config(
+            d,
+            fake_qemu_view(&boot),
+            pk.clone(),
+            server.roots.clone(),
+            format!("{}/rb/latest.json", server.base),
+            reboot.clone(),
+        );
+        // A window that is closed now and a late first check: only "update now" installs.
+        let m = minute_of_day(now());
+        cfg.window = Some(Window {
+            start: (m + 120) % 1440,
+            end: (m + 180) % 1440,
+        });
+        cfg.first_check_delay = Duration::from_secs(3600);
+        let state_dir = cfg.state_dir.clone();
+        let status = UpdateStatus::new();
+        let mut busy = status.busy_watch();
+        let relay = offline_relay(d);
+        status.request_now();
+        let task = tokio::spawn(run(relay, cfg, status.clone()));
+        tokio::time::timeout(Duration::from_secs(30), busy.wait_for(|b| *b))
+            .await
+            .expect("busy (LED updating) while working")
+            .unwrap();
+        wait_for("the reboot", 30, || !reboot.calls().is_empty()).await;
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("run returns after requesting the reboot")
+            .unwrap();
+        assert_eq!(reboot.calls(), vec![None], "QEMU: arm_trial did it all");
+        let snap = status.snapshot();
+        assert_eq!(snap.state, "rebooting into the new version");
+        assert!(!snap.busy);
+        assert!(snap.last_check.is_some());
+        assert_eq!(snap.last_error, None);
+        // OTA-7: slot A untouched; B has the new root; trial armed.
+        let after = slots(&boot);
+        assert_eq!(after[..2], before[..2]);
+        assert_eq!(&after[3][..root.len()], root.as_slice());
+        assert!(boot.autoboot_dir.join(TRYBOOT_FLAG).exists());
+        let ab = Autoboot::load(&boot.autoboot_dir).unwrap();
+        assert_eq!((ab.default, ab.tryboot), (Slot::A, Slot::B));
+        let st = State::load(&state_dir).unwrap();
+        assert_eq!(
+            st.pending.as_ref().map(|p| (p.slot, p.build)),
+            Some((Slot::B, 43))
+        );
+        assert!(
+            !fs::read_dir(&state_dir).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("bundle-")),
+            "the bundle is removed after installing"
+        );
+
+        // The trial boot: image/qemu consumed the flag and booted B, whose release is 43.
+        fs::remove_file(boot.autoboot_dir.join(TRYBOOT_FLAG)).unwrap();
+        fs::write(&boot.cmdline, "relaybox.root=root-b\n").unwrap();
+        release(d, 43);
+        let (relay, serving) = crate::update::health::tests::running_relay(&d.join("relay2")).await;
+        let cfg = agent_config(
+            d,
+            fake_qemu_view(&boot),
+            pk,
+            server.roots.clone(),
+            String::new(),
+            reboot.clone(),
+        );
+        let status = UpdateStatus::new();
+        let task = tokio::spawn(run(relay, cfg, status.clone()));
+        wait_for("the commit", 60, || {
+            State::load(&state_dir).unwrap().committed_build == Some(43)
+        })
+        .await;
+        wait_for("the status", 10, || {
+            status.snapshot().state.starts_with("up to date")
+        })
+        .await;
+        assert_eq!(
+            status.snapshot().state,
+            "up to date (version 1.43, build 43)"
+        );
+        let st = State::load(&state_dir).unwrap();
+        assert_eq!(st.pending, None);
+        assert!(st.last.as_ref().unwrap().ok);
+        assert_eq!(Autoboot::load(&boot.autoboot_dir).unwrap().default, Slot::B);
+        assert_eq!(
+            reboot.calls().len(),
+            1,
+            "no reboot after a passed health check"
+        );
+        task.abort();
+        serving.abort();
+    }
+
+    /// A second handle on the same fake partitions.
+    fn fake_qemu_view(b: &QemuBoot) -> QemuBoot {
+        QemuBoot {
+            autoboot_dir: b.autoboot_dir.clone(),
+            cmdline: b.cmdline.clone(),
+            slots: b.slots.clone(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_bundle_is_reported_and_no_slot_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // The signed fixture (build 42) with one byte of its root image flipped.
+        let mut bad_root = fixture::root();
+        bad_root[100] ^= 1;
+        let tar = write_tar(&[
+            (MANIFEST, fixture::MANIFEST.as_bytes()),
+            (SIGNATURE, fixture::SIG.as_bytes()),
+            ("boot.vfat", &fixture::boot()),
+            ("root.squashfs", &bad_root),
+        ]);
+        let latest = format!(
+            r#"{{"build":42,"version":"1.2.3","bundle_url":"/b.tar","size":{}}}"#,
+            tar.len()
+        );
+        let files = HashMap::from([
+            ("/latest.json".to_string(), latest.into_bytes()),
+            ("/b.tar".to_string(), tar),
+        ]);
+        let server = serve(d, files).await;
+        let pk = d.join("test.pub");
+        fs::write(&pk, fixture::PUB).unwrap();
+        release(d, 41);
+        let boot = fake_qemu(d, Slot::A, PART);
+        let before = slots(&boot);
+        let reboot = Arc::new(FakeReboot::default());
+        let cfg = agent_config(
+            d,
+            fake_qemu_view(&boot),
+            pk,
+            server.roots.clone(),
+            format!("{}/latest.json", server.base),
+            reboot.clone(),
+        );
+        let state_dir = cfg.state_dir.clone();
+        let status = UpdateStatus::new();
+        let task = tokio::spawn(run(offline_relay(d), cfg, status.clone()));
+        wait_for("the failure", 30, || status.snapshot().last_error.is_some()).await;
+        let snap = status.snapshot();
+        assert_eq!(
+            snap.last_error.as_deref(),
+            Some("image root: hash mismatch")
+        );
+        assert_eq!(snap.state, "update failed: image root: hash mismatch");
+        assert!(!snap.busy);
+        assert_eq!(slots(&boot), before, "no slot touched");
+        assert!(!boot.autoboot_dir.join(TRYBOOT_FLAG).exists());
+        assert!(reboot.calls().is_empty());
+        let st = State::load(&state_dir).unwrap();
+        assert_eq!(st.pending, None);
+        let last = st.last.unwrap();
+        assert!(
+            !last.ok && last.message.contains("hash mismatch"),
+            "{last:?}"
+        );
+        task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn newer_build_waits_for_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let files = HashMap::from([(
+            "/latest.json".to_string(),
+            br#"{"build":50,"version":"5.0","bundle_url":"b.tar","size":10}"#.to_vec(),
+        )]);
+        let server = serve(d, files).await;
+        release(d, 41);
+        let boot = fake_qemu(d, Slot::A, 16);
+        let reboot = Arc::new(FakeReboot::default());
+        let mut cfg = agent_config(
+            d,
+            fake_qemu_view(&boot),
+            d.join("none.pub"),
+            server.roots.clone(),
+            format!("{}/latest.json", server.base),
+            reboot.clone(),
+        );
+        let m = minute_of_day(now());
+        let w = Window {
+            start: (m + 120) % 1440,
+            end: (m + 180) % 1440,
+        };
+        cfg.window = Some(w);
+        let status = UpdateStatus::new();
+        let task = tokio::spawn(run(offline_relay(d), cfg, status.clone()));
+        wait_for("the check", 30, || status.snapshot().last_check.is_some()).await;
+        wait_for("the state", 10, || {
+            status.snapshot().state.contains("available")
+        })
+        .await;
+        assert_eq!(
+            status.snapshot().state,
+            format!("version 5.0 (build 50) available; installs between {w} UTC")
+        );
+        assert_eq!(status.snapshot().last_error, None);
+        assert!(reboot.calls().is_empty());
+        task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_health_check_records_and_reboots_to_the_old_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        release(d, 43);
+        let boot = fake_qemu(d, Slot::A, 16);
+        // Trial boot of B (default still A).
+        fs::write(&boot.cmdline, "relaybox.root=root-b\n").unwrap();
+        let reboot = Arc::new(FakeReboot::default());
+        let cfg = agent_config(
+            d,
+            fake_qemu_view(&boot),
+            d.join("none.pub"),
+            rustls::RootCertStore::empty(),
+            String::new(),
+            reboot.clone(),
+        );
+        State {
+            committed_build: Some(41),
+            pending: Some(Pending {
+                slot: Slot::B,
+                build: 43,
+                version: "2.43".into(),
+                armed_at: 1,
+            }),
+            last: None,
+        }
+        .store(&cfg.state_dir)
+        .unwrap();
+        let state_dir = cfg.state_dir.clone();
+        // A relay whose SMTP listener is configured but not bound.
+        let mut rc = crate::testing::config(&d.join("relay"), "example.org");
+        // Bound (so no other test gets the port) but not listening: connections are refused.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let dead = reserved.local_addr().unwrap();
+        rc.listen = crate::config::Listeners {
+            smtp: vec![dead],
+            submission: vec![],
+            submissions: vec![],
+            imap: vec![],
+            imaps: vec![],
+            https: vec![],
+            http: vec![],
+        };
+        let relay = Relay::open(rc).unwrap();
+        let status = UpdateStatus::new();
+        tokio::time::timeout(Duration::from_secs(60), run(relay, cfg, status.clone()))
+            .await
+            .expect("run returns after a failed health window");
+        assert_eq!(
+            reboot.calls(),
+            vec![None],
+            "plain reboot: the firmware falls back"
+        );
+        let st = State::load(&state_dir).unwrap();
+        assert_eq!(st.pending, None);
+        assert_eq!(st.committed_build, Some(41));
+        let last = st.last.unwrap();
+        assert!(!last.ok);
+        assert_eq!(
+            last.message,
+            format!(
+                "version 2.43 (build 43) failed its health check (SMTP is not answering on {dead}); going back to slot a"
+            )
+        );
+        assert_eq!(
+            status.snapshot().last_error.as_deref(),
+            Some(last.message.as_str())
+        );
+        assert_eq!(Autoboot::load(&boot.autoboot_dir).unwrap().default, Slot::A);
+
+        // The next boot is the old slot: nothing pending, the reason stays visible.
+        fs::write(&boot.cmdline, "relaybox.root=root-a\n").unwrap();
+        release(d, 41);
+        let cfg = agent_config(
+            d,
+            fake_qemu_view(&boot),
+            d.join("none.pub"),
+            rustls::RootCertStore::empty(),
+            String::new(),
+            reboot.clone(),
+        );
+        let status = UpdateStatus::new();
+        let task = tokio::spawn(run(
+            offline_relay(&d.join("next-boot")),
+            cfg,
+            status.clone(),
+        ));
+        wait_for("the state", 10, || {
+            status.snapshot().state.starts_with("up to date")
+        })
+        .await;
+        assert_eq!(
+            status.snapshot().last_error.as_deref(),
+            Some(last.message.as_str())
+        );
+        task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fallback_boot_is_shown_and_update_now_without_url_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        release(d, 41);
+        let boot = fake_qemu(d, Slot::A, 16);
+        let reboot = Arc::new(FakeReboot::default());
+        let cfg = agent_config(
+            d,
+            fake_qemu_view(&boot),
+            d.join("none.pub"),
+            rustls::RootCertStore::empty(),
+            String::new(),
+            reboot.clone(),
+        );
+        // B was armed, but this is a normal boot of A: the trial hung or panicked (BOOT-4).
+        State {
+            committed_build: None,
+            pending: Some(Pending {
+                slot: Slot::B,
+                build: 43,
+                version: "2.43".into(),
+                armed_at: 1,
+            }),
+            last: None,
+        }
+        .store(&cfg.state_dir)
+        .unwrap();
+        let status = UpdateStatus::new();
+        let task = tokio::spawn(run(offline_relay(d), cfg, status.clone()));
+        wait_for("the state", 10, || {
+            status.snapshot().state.starts_with("up to date")
+        })
+        .await;
+        assert_eq!(
+            status.snapshot().last_error.as_deref(),
+            Some("version 2.43 (build 43) did not pass its trial boot; back on slot a")
+        );
+        status.request_now();
+        wait_for("the refusal", 10, || {
+            status.snapshot().state.starts_with("update failed")
+        })
+        .await;
+        assert_eq!(
+            status.snapshot().state,
+            "update failed: refused: no update URL is configured"
+        );
+        assert!(reboot.calls().is_empty());
+        task.abort();
+    }
 }

@@ -478,31 +478,41 @@ pub(crate) mod tests {
     pub(crate) async fn running_relay(
         dir: &std::path::Path,
     ) -> (Arc<Relay>, tokio::task::JoinHandle<()>) {
-        let mut cfg = crate::testing::config(dir, "example.org");
-        let free = || {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            vec![l.local_addr().unwrap()]
-        };
-        cfg.listen.smtp = free();
-        cfg.listen.submission = free();
-        cfg.listen.submissions = free();
-        cfg.listen.imap = free();
-        cfg.listen.imaps = free();
-        cfg.listen.https = free();
-        cfg.listen.http = free();
-        let relay = Relay::open(cfg).unwrap();
-        let r = relay.clone();
-        let task = tokio::spawn(async move {
-            let _ = crate::server::serve(r).await;
-        });
-        // Bounded wait until the listeners answer.
-        for _ in 0..100 {
-            if listeners(&relay).await.is_ok() {
-                break;
+        // Another test may take a released port before the relay binds it: a few tries,
+        // each in its own directory (the store stays locked until the relay is gone).
+        for attempt in 0..5 {
+            let mut cfg = crate::testing::config(&dir.join(format!("try{attempt}")), "example.org");
+            let held: Vec<std::net::TcpListener> = (0..7)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            let mut addrs = held.iter().map(|l| vec![l.local_addr().unwrap()]);
+            let mut next = || addrs.next().unwrap();
+            cfg.listen.smtp = next();
+            cfg.listen.submission = next();
+            cfg.listen.submissions = next();
+            cfg.listen.imap = next();
+            cfg.listen.imaps = next();
+            cfg.listen.https = next();
+            cfg.listen.http = next();
+            drop(held);
+            let relay = Relay::open(cfg).unwrap();
+            let r = relay.clone();
+            let task = tokio::spawn(async move {
+                let _ = crate::server::serve(r).await;
+            });
+            // Bounded wait until the listeners answer.
+            for _ in 0..100 {
+                if task.is_finished() {
+                    break;
+                }
+                if listeners(&relay).await.is_ok() {
+                    return (relay, task);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            task.abort();
         }
-        (relay, task)
+        panic!("the relay's listeners did not come up");
     }
 
     #[test]
