@@ -36,6 +36,8 @@ use crate::server::Relay;
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for one TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for the removal of the test account.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest protocol line read from the relay.
 const MAX_LINE: u64 = 64 * 1024;
 /// Most protocol lines read for one command.
@@ -66,21 +68,23 @@ pub async fn check(relay: &Arc<Relay>) -> Result<(), HealthError> {
 
 /// [`check`] with another time limit.
 pub async fn check_within(relay: &Arc<Relay>, limit: Duration) -> Result<(), HealthError> {
-    tokio::time::timeout(limit, check_inner(relay))
-        .await
-        .map_err(|_| HealthError::Timeout(limit.as_secs()))?
-}
-
-async fn check_inner(relay: &Arc<Relay>) -> Result<(), HealthError> {
-    // OTA-5 "redb opens".
-    relay
-        .store
-        .account_count()
-        .map_err(|e| HealthError::Store(e.to_string()))?;
-    // OTA-5 "ports bound, web UI answering".
-    listeners(relay).await?;
+    let deadline = tokio::time::Instant::now() + limit;
+    let timeout = || HealthError::Timeout(limit.as_secs());
+    tokio::time::timeout_at(deadline, async {
+        // OTA-5 "redb opens".
+        relay
+            .store
+            .account_count()
+            .map_err(|e| HealthError::Store(e.to_string()))?;
+        // OTA-5 "ports bound, web UI answering".
+        listeners(relay).await
+    })
+    .await
+    .map_err(|_| timeout())??;
     // Issue 7: "a loopback SMTP-to-IMAP delivery works".
-    round_trip(relay).await
+    round_trip(relay, deadline)
+        .await
+        .map_err(|e| e.unwrap_or_else(timeout))
 }
 
 async fn listeners(relay: &Relay) -> Result<(), HealthError> {
@@ -129,7 +133,13 @@ fn random_hex(bytes: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-async fn round_trip(relay: &Arc<Relay>) -> Result<(), HealthError> {
+/// The delivery, bounded by `deadline`; the test account is removed afterwards even when
+/// the deadline cut the delivery short (the removal has [`CLEANUP_TIMEOUT`] of its own).
+/// `Err(None)`: the deadline passed.
+async fn round_trip(
+    relay: &Arc<Relay>,
+    deadline: tokio::time::Instant,
+) -> Result<(), Option<HealthError>> {
     let domain = relay.config.address_domain();
     let address = format!(
         "healthcheck-{}@{}",
@@ -146,13 +156,24 @@ async fn round_trip(relay: &Arc<Relay>) -> Result<(), HealthError> {
         .create_account(&address, &hash, relay.clock.unix_now())
         .await
         .map_err(|e| HealthError::Store(format!("cannot create the test account: {e}")))?;
-    let result = deliver_and_read(relay, &address, &password, &domain).await;
-    // Always remove the test account, also after a failure.
+    let result = tokio::time::timeout_at(
+        deadline,
+        deliver_and_read(relay, &address, &password, &domain),
+    )
+    .await;
+    // Always remove the test account, also after a failure or the deadline.
     relay.auth.forget(&address);
-    let removed = relay.store.delete_account(&address).await;
-    result?;
-    removed.map_err(|e| HealthError::Store(format!("cannot delete the test account: {e}")))?;
-    Ok(())
+    let removed = tokio::time::timeout(CLEANUP_TIMEOUT, relay.store.delete_account(&address)).await;
+    result.map_err(|_| None)??;
+    match removed {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Some(HealthError::Store(format!(
+            "cannot delete the test account: {e}"
+        )))),
+        Err(_) => Err(Some(HealthError::Store(
+            "cannot delete the test account: no answer from the store".into(),
+        ))),
+    }
 }
 
 async fn deliver_and_read(
@@ -537,6 +558,61 @@ pub(crate) mod tests {
             0,
             "test account deleted"
         );
+        task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_message_and_wrong_password_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (relay, task) = running_relay(dir.path()).await;
+        let address = "healthcheck-x@example.org";
+        let hash = crate::auth::hash_password("secret-password-1");
+        relay.store.create_account(address, &hash, 0).await.unwrap();
+        let tls = pinned_connector(&relay).unwrap();
+        let imaps = loopback(relay.config.listen.imaps[0]);
+        let err = imap_fetch(&tls, imaps, address, "secret-password-1", "<nothing@x>")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "test delivery (IMAP): the test message is not in the INBOX"
+        );
+        let err = imap_fetch(&tls, imaps, address, "wrong-password-1", "<nothing@x>")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test delivery (IMAP): LOGIN: a1 NO"),
+            "{err}"
+        );
+        // A plain message is refused by the encryption gate (SUB-6..9) at the end of data.
+        let subs = loopback(relay.config.listen.submissions[0]);
+        let plain = format!("From: <{address}>\r\nTo: <{address}>\r\nSubject: hi\r\n\r\nhello\r\n");
+        let err = smtp_submit(&tls, subs, address, "secret-password-1", plain.as_bytes())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test delivery (SMTP): end of data: 523"),
+            "{err}"
+        );
+        task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deadline_is_kept_and_the_account_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (relay, task) = running_relay(dir.path()).await;
+        let err = check_within(&relay, Duration::from_millis(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HealthError::Timeout(_)), "{err}");
+        // Past the store and listener part, the delivery is cut short: still cleaned up.
+        for ms in [40, 80, 160, 320] {
+            let _ = check_within(&relay, Duration::from_millis(ms)).await;
+            assert_eq!(relay.store.account_count().unwrap(), 0, "{ms} ms");
+        }
         task.abort();
     }
 

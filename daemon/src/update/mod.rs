@@ -3,7 +3,9 @@
 //! Owns the bundle format and its verification ([`bundle`], [`manifest`]: OTA-1..3), writing a
 //! verified bundle into the inactive slot ([`install`]: OTA-4, OTA-7), the boot-slot control
 //! backends ([`boot`]: BOOT-1..3, BOOT-7), the resumable size-capped HTTPS download
-//! ([`download`]: OTA-4), the pending / committed state on /data ([`state`]) and the `relaybox update verify` command
+//! ([`download`]: OTA-4), the pending / committed state on /data ([`state`]), the
+//! trial-boot health check ([`health`]: OTA-5), the background update agent and the status
+//! it reports ([`agent`]: OTA-3..6) and the `relaybox update verify` command
 //! ([`verify_command`]).
 //!
 //! Bundle = an uncompressed ustar archive: `manifest.json`, `manifest.json.minisig` (minisign
