@@ -495,6 +495,8 @@ async fn health_window(
     status.set_state("checking the new version (trial boot)");
     let deadline = Instant::now() + cfg.health_window;
     let mut reason = String::from("no health check could run within the window");
+    // The listeners are bound by `server::serve`, which starts next to this task.
+    tokio::time::sleep(cfg.health_retry_delay.min(Duration::from_secs(5))).await;
     for attempt in 1..=cfg.health_attempts.max(1) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
