@@ -319,7 +319,9 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
-/// Everything the agent needs besides the relay; the lead fills it from `Config`.
+/// Everything the agent needs besides the relay, filled from `Config` (cloned for
+/// [`install_uploaded`]).
+#[derive(Clone)]
 pub struct AgentConfig {
     /// `update_url`: the `latest.json` URL; empty = no automatic checks.
     pub update_url: String,
