@@ -1465,4 +1465,60 @@ mod tests {
         assert!(reboot.calls().is_empty());
         task.abort();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploaded_bundle_installs_or_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let tar = write_tar(&[
+            (MANIFEST, fixture::MANIFEST.as_bytes()),
+            (SIGNATURE, fixture::SIG.as_bytes()),
+            ("boot.vfat", &fixture::boot()),
+            ("root.squashfs", &fixture::root()),
+        ]);
+        let pk = d.join("test.pub");
+        fs::write(&pk, fixture::PUB).unwrap();
+        let boot = fake_qemu(d, Slot::A, PART);
+        let before = slots(&boot);
+        let reboot = Arc::new(FakeReboot::default());
+        let cfg = agent_config(
+            d,
+            fake_qemu_view(&boot),
+            pk,
+            rustls::RootCertStore::empty(),
+            String::new(),
+            reboot.clone(),
+        );
+        let status = UpdateStatus::new();
+        let upload = d.join("upload.tar");
+
+        // Build 42 on a system already at 42: refused before any slot is touched (OTA-3).
+        release(d, 42);
+        fs::write(&upload, &tar).unwrap();
+        let err = install_uploaded(&cfg, &status, &upload)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("older build 42 <= 42"), "{err}");
+        assert_eq!(status.snapshot().last_error.as_deref(), Some(err.as_str()));
+        assert_eq!(slots(&boot), before);
+        assert!(reboot.calls().is_empty());
+        assert!(!upload.exists(), "the upload is removed");
+
+        release(d, 41);
+        fs::write(&upload, &tar).unwrap();
+        install_uploaded(&cfg, &status, &upload)
+            .await
+            .expect("install");
+        assert_eq!(reboot.calls(), vec![None]);
+        assert_eq!(status.snapshot().state, "rebooting into the new version");
+        assert!(!status.snapshot().busy);
+        let p = State::load(&cfg.state_dir).unwrap().pending.unwrap();
+        assert_eq!(
+            (p.slot, p.build, p.version.as_str()),
+            (Slot::B, 42, "1.2.3")
+        );
+        assert_eq!(&slots(&boot)[3][..70_000], fixture::root().as_slice());
+        assert_eq!(slots(&boot)[..2], before[..2]);
+    }
 }
