@@ -806,18 +806,22 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, Ap
     };
     let appliance = Appliance::new(config.clone(), config_path, button.is_some())?;
     if let Some(code) = appliance.setup_code() {
-        // Printed, not only logged: the console is where the owner of a box without a
-        // button finds it (besides the file).
-        eprintln!(
-            "relaybox: setup: open http://{}.local/ or this machine's address in a browser; \
+        let name = if config.appliance.mdns_name.is_empty() {
+            "relaybox"
+        } else {
+            &config.appliance.mdns_name
+        };
+        let banner = format!(
+            "setup: open http://{name}.local/admin/ or this machine's address in a browser; \
              setup code {code} (also in {})",
-            if config.appliance.mdns_name.is_empty() {
-                "relaybox"
-            } else {
-                &config.appliance.mdns_name
-            },
             config.appliance.setup_code_file.display()
         );
+        // In setup mode the console is where the owner of a box without a button finds
+        // the code; a configured relay keeps stderr quiet (LOG-1) and logs it.
+        if config.setup && !config.log_stderr {
+            eprintln!("relaybox: {banner}");
+        }
+        tracing::info!("{banner}");
     }
     let mut tasks = Vec::new();
     if let Some(led) = led {
