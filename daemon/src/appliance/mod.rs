@@ -265,13 +265,6 @@ impl Appliance {
 
 /// A listener list is healthy when something is bound: connect to it on loopback.
 fn listener_health(name: &str, addrs: &[std::net::SocketAddr]) -> ServiceHealth {
-    if addrs.is_empty() {
-        return ServiceHealth {
-            name: name.into(),
-            status: CheckStatus::Ok,
-            detail: "off in the config".into(),
-        };
-    }
     let reachable = addrs.iter().any(|a| {
         let mut target = *a;
         if target.ip().is_unspecified() {
@@ -731,7 +724,8 @@ impl Backend for Appliance {
     }
 }
 
-/// Health of every service of `relay` (blocking: probes the listeners on loopback).
+/// Health of every service of `relay` that the config turns on (blocking: probes the
+/// listeners on loopback). Services switched off in the config are left out.
 pub fn services_health(relay: &Relay) -> Vec<ServiceHealth> {
     let l = &relay.config.listen;
     let mut out = Vec::new();
@@ -744,22 +738,25 @@ pub fn services_health(relay: &Relay) -> Vec<ServiceHealth> {
         ("HTTPS (443)", &l.https),
         ("HTTP (80)", &l.http),
     ] {
-        out.push(listener_health(name, addrs));
+        if !addrs.is_empty() {
+            out.push(listener_health(name, addrs));
+        }
     }
-    let turn_port = relay.turn.port();
-    out.push(ServiceHealth {
-        name: "TURN (3478/udp)".into(),
-        status: if turn_port.is_some() || relay.config.turn_listen.is_empty() {
-            CheckStatus::Ok
-        } else {
-            CheckStatus::Warning
-        },
-        detail: match turn_port {
-            Some(p) => format!("running on port {p}"),
-            None if relay.config.turn_listen.is_empty() => "off in the config".into(),
-            None => "not running (see recent errors)".into(),
-        },
-    });
+    if !relay.config.turn_listen.is_empty() {
+        let turn_port = relay.turn.port();
+        out.push(ServiceHealth {
+            name: "TURN (3478/udp)".into(),
+            status: if turn_port.is_some() {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Error
+            },
+            detail: match turn_port {
+                Some(p) => format!("answering on UDP port {p}"),
+                None => "not running (see recent problems)".into(),
+            },
+        });
+    }
     out
 }
 
