@@ -5,10 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::CertificateDer;
 
 use crate::config::Config;
 
@@ -28,54 +25,6 @@ pub fn config(dir: &Path, mail_domain: &str) -> Config {
     c
 }
 
-/// Accepts any certificate, or only `pinned` when given; signatures are still checked.
-#[derive(Debug)]
-struct TestVerifier {
-    pinned: Option<CertificateDer<'static>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for TestVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match &self.pinned {
-            Some(cert) if cert.as_ref() != end_entity.as_ref() => {
-                Err(rustls::Error::General("unexpected certificate".into()))
-            }
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// A TLS client limited to `versions` that trusts any certificate (or only `pinned`).
 pub fn tls_connector(
     versions: &[&'static rustls::SupportedProtocolVersion],
@@ -86,7 +35,9 @@ pub fn tls_connector(
         .with_protocol_versions(versions)
         .expect("protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(TestVerifier { pinned, provider }))
+        .with_custom_certificate_verifier(Arc::new(crate::tls::AcceptCertificate::pinned(
+            pinned, provider,
+        )))
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }

@@ -208,6 +208,83 @@ impl Tls {
     }
 }
 
+/// A client-side certificate check for the places where the web PKI does not apply:
+/// OUT-4's exceptions (IP literal and `_` domains: any certificate), and a relay talking
+/// to itself (the update health check, tests: exactly the certificate it serves). The
+/// handshake signatures are always verified with ring's algorithms, so the session is
+/// bound to the key of the certificate the server sent.
+#[derive(Debug)]
+pub struct AcceptCertificate {
+    /// `None`: any certificate; `Some`: only this one.
+    pinned: Option<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl AcceptCertificate {
+    /// Any certificate (signatures still checked).
+    pub fn any(provider: Arc<rustls::crypto::CryptoProvider>) -> AcceptCertificate {
+        AcceptCertificate {
+            pinned: None,
+            provider,
+        }
+    }
+
+    /// Only `cert` (or any when `None`).
+    pub fn pinned(
+        cert: Option<CertificateDer<'static>>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> AcceptCertificate {
+        AcceptCertificate {
+            pinned: cert,
+            provider,
+        }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for AcceptCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match &self.pinned {
+            Some(cert) if cert.as_ref() != end_entity.as_ref() => Err(rustls::Error::General(
+                "not the expected certificate".into(),
+            )),
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,10 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::https::{self, Answer};
@@ -596,9 +593,11 @@ impl TlsConnectors {
                 } else {
                     builder
                         .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(AnyCertificate {
-                            provider: provider.clone(),
-                        }))
+                        // OUT-4 exceptions (IP literal, `_` domain): any
+                        // certificate, handshake signatures still checked.
+                        .with_custom_certificate_verifier(Arc::new(
+                            crate::tls::AcceptCertificate::any(provider.clone()),
+                        ))
                         .with_no_client_auth()
                 };
                 if alpn {
@@ -641,61 +640,6 @@ fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), T
         return Err(err("no certificate found".into()));
     }
     Ok(())
-}
-
-/// OUT-4 exceptions (IP literal, `_` domain): any certificate is accepted, but the
-/// handshake signatures are still verified with ring's algorithms, so the TLS session
-/// is bound to the key of the certificate the server sent.
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
