@@ -88,3 +88,49 @@ impl AsyncWrite for Conn {
         }
     }
 }
+
+/// An `https://` URL taken apart for a hand-made HTTP/1.1 client (push notifications,
+/// update downloads): where to connect, the TLS name, the `Host` header and the
+/// origin-form request target (RFC 9112 §3.2).
+#[derive(Debug, Clone)]
+pub struct HttpsUrl {
+    /// Host without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value.
+    pub authority: String,
+    /// Path and query, `/` when empty.
+    pub path: String,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl HttpsUrl {
+    /// `None` unless `url` is an `https://` URL with a valid host.
+    pub fn parse(url: &str) -> Option<HttpsUrl> {
+        let uri: hyper::Uri = url.parse().ok()?;
+        if uri.scheme_str() != Some("https") {
+            return None;
+        }
+        let authority = uri.authority()?.clone();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let server_name = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
+            Err(_) => rustls_pki_types::ServerName::try_from(host.clone()).ok()?,
+        };
+        Some(HttpsUrl {
+            port: authority.port_u16().unwrap_or(443),
+            authority: authority.as_str().to_string(),
+            path: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            host,
+            server_name,
+        })
+    }
+}

@@ -32,7 +32,6 @@
 //! only, never a token or an address.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,26 +159,7 @@ impl Client {
     /// certificates of `tls_extra_roots`.
     pub fn new(config: &Config, timeout: Duration) -> Result<Client, PushError> {
         let url = &config.push_url;
-        let bad = || PushError::Url(url.clone());
-        let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("https") {
-            return Err(bad());
-        }
-        let authority = uri.authority().ok_or_else(bad)?.clone();
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let server_name = match host.parse::<IpAddr>() {
-            Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(host.clone()).map_err(|_| bad())?,
-        };
-        let target = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".to_string());
+        let parsed = crate::net::HttpsUrl::parse(url).ok_or_else(|| PushError::Url(url.clone()))?;
         // PUSH-3: the same roots as every outbound connection (OUT-4).
         let roots = crate::outbound::transport::client_roots(config)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -189,11 +169,11 @@ impl Client {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Client {
-            host,
-            port: authority.port_u16().unwrap_or(443),
-            target,
-            authority: authority.as_str().to_string(),
-            server_name,
+            host: parsed.host,
+            port: parsed.port,
+            target: parsed.path,
+            authority: parsed.authority,
+            server_name: parsed.server_name,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             timeout,
             idle: Mutex::new(Vec::new()),

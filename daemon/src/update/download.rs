@@ -3,7 +3,6 @@
 //! with ring, like the push notifier (`push.rs`); the roots are the caller's (normally
 //! `outbound::transport::client_roots`, so `tls_extra_roots` works for test servers).
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,6 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::UpdateError;
@@ -57,7 +55,7 @@ pub async fn download(
     max_size: u64,
     client: &Downloader,
 ) -> Result<Downloaded, UpdateError> {
-    let target = Target::parse(url)?;
+    let target = parse_target(url)?;
     let mut have = match tokio::fs::metadata(dest).await {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -254,43 +252,11 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     Some((first, total))
 }
 
-struct Target {
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-    server_name: ServerName<'static>,
-}
+/// Where a download goes: the one https URL parser of the crate.
+type Target = crate::net::HttpsUrl;
 
-impl Target {
-    fn parse(url: &str) -> Result<Target, UpdateError> {
-        let bad = || UpdateError::Download(format!("{url:?} is not an https URL"));
-        let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("https") {
-            return Err(bad());
-        }
-        let authority = uri.authority().ok_or_else(bad)?.clone();
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let server_name = match host.parse::<IpAddr>() {
-            Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(host.clone()).map_err(|_| bad())?,
-        };
-        Ok(Target {
-            port: authority.port_u16().unwrap_or(443),
-            authority: authority.as_str().to_string(),
-            path: uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| "/".into()),
-            host,
-            server_name,
-        })
-    }
+fn parse_target(url: &str) -> Result<Target, UpdateError> {
+    Target::parse(url).ok_or_else(|| UpdateError::Download(format!("{url:?} is not an https URL")))
 }
 
 #[cfg(test)]
@@ -310,8 +276,8 @@ mod tests {
         assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
         assert_eq!(parse_content_range("bytes 9-3/100"), None);
         assert_eq!(parse_content_range("items 1-2/3"), None);
-        assert!(Target::parse("http://example.org/b").is_err());
-        assert!(Target::parse("https://127.0.0.1:8443/b.tar").is_ok());
+        assert!(parse_target("http://example.org/b").is_err());
+        assert!(parse_target("https://127.0.0.1:8443/b.tar").is_ok());
     }
 
     /// HTTPS on 127.0.0.1 serving `body` at any path, honouring `Range: bytes=N-` unless
