@@ -171,8 +171,17 @@ pub struct DailySeries {
 /// then).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateInfo {
+    /// "up to date (version 1.2, build 43)", "downloading 45 %", "installing 10 %", …
     pub state: String,
+    /// The last failure with its reason (OTA-6), also from earlier boots.
     pub last_error: Option<String>,
+    /// Unix seconds of the last look at the update server.
+    pub last_check: Option<u64>,
+    /// Downloading or installing right now (the page refreshes itself while true).
+    pub busy: bool,
+    /// Updates can be installed on this machine (an A/B image); without it the page shows
+    /// the state only, without the "update now" and upload forms.
+    pub available: bool,
 }
 
 /// Everything on the status page.
@@ -249,4 +258,16 @@ pub trait Backend: Send + Sync + 'static {
     fn invite(&self) -> Option<Invite>;
 
     fn status(&self) -> impl Future<Output = Status> + Send;
+
+    /// "Update now" on the status page: look at the update server at once and install a
+    /// newer version even outside the maintenance window. `Err` with a plain-language
+    /// reason when it cannot start (no A/B slots, no update URL, an update already running).
+    fn update_now(&self) -> Result<(), String>;
+    /// Where an uploaded bundle is to be written (a fresh path on the data partition, its
+    /// directory exists) and the largest size accepted in bytes.
+    fn upload_target(&self) -> Result<(std::path::PathBuf, u64), String>;
+    /// Verify and install the bundle the pages saved at `path`, in the background (progress
+    /// and failures in `status().update`; the machine reboots into the new version when it
+    /// installed). The file is removed afterwards in every case. `Err` when it cannot start.
+    fn install_upload(&self, path: std::path::PathBuf) -> Result<(), String>;
 }

@@ -5,8 +5,8 @@
 //! Modules: [`router`] (routes, LAN gate, security headers, the per-request visitor),
 //! `session` (signed cookies, CSRF tokens), `limiter` (password and code guessing
 //! slowdown), `access` (claim, password, login), `wizard` (setup steps), `status`
-//! (status page), `charts` (inline SVG bar charts), `view` (shared layout and
-//! formatting).
+//! (status page), `update` (update now, bundle upload), `charts` (inline SVG bar
+//! charts), `view` (shared layout and formatting).
 
 mod access;
 mod backend;
@@ -15,6 +15,7 @@ mod limiter;
 mod router;
 mod session;
 mod status;
+mod update;
 mod view;
 mod wizard;
 

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use crate::limiter::Limiter;
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
-use crate::{Backend, Client, Overview, Phase, access, status, wizard};
+use crate::{Backend, Client, Overview, Phase, access, status, update, wizard};
 
 /// Largest form body accepted.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -103,6 +103,13 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         )
         .route("/admin/setup/done", get(wizard::done_page::<B>))
         .route("/admin/status", get(status::status_page::<B>))
+        .route("/admin/update/now", post(update::update_now::<B>))
+        // Bundles are far over BODY_LIMIT: no limit here, `update::upload` enforces the
+        // backend's cap while streaming.
+        .route(
+            "/admin/update/upload",
+            post(update::upload::<B>).layer(DefaultBodyLimit::disable()),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(app.clone(), gate::<B>))

@@ -1,6 +1,7 @@
 //! The status page (issue #6 item 5): services, certificate expiry, DNS checks, queue,
-//! accounts, storage and SD-card writes, version and update state, recent errors, and
-//! small charts drawn on the server ([`crate::charts`]). Needs a session.
+//! accounts, storage and SD-card writes, version and update state (with the "update
+//! now" and upload forms of [`crate::update`], issue #7), recent errors, and small
+//! charts drawn on the server ([`crate::charts`]). Needs a session.
 
 use askama::Template;
 use axum::extract::State;
@@ -14,6 +15,8 @@ use crate::{AcmeProgress, Backend, charts};
 
 /// Most recent-error lines shown (the newest).
 const MAX_ERRORS: usize = 50;
+/// Seconds between reloads of the page while an update downloads or installs.
+const UPDATE_REFRESH: &str = "5";
 
 /// One service row.
 pub struct ServiceView {
@@ -49,7 +52,14 @@ pub struct StatusPage {
     pub written_per_day: Option<String>,
     pub version: String,
     pub update_state: String,
+    /// The last update failure with its reason (OTA-6).
     pub update_error: Option<String>,
+    /// The last look at the update server (`YYYY-MM-DD HH:MM UTC`).
+    pub update_check: Option<String>,
+    /// An update runs: progress shown, no forms, the page reloads itself.
+    pub update_busy: bool,
+    /// "Update now" and the upload form are offered (an A/B image, nothing running).
+    pub update_forms: bool,
     pub errors: Vec<String>,
     pub charts: Vec<ChartView>,
 }
@@ -92,8 +102,13 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
         AcmeProgress::Done => String::new(),
     };
     let skip = s.recent_errors.len().saturating_sub(MAX_ERRORS);
+    let mut l = v.layout("Status");
+    if s.update.busy {
+        // Progress without JavaScript: the page reloads itself.
+        l.refresh = Some(UPDATE_REFRESH.into());
+    }
     let page = StatusPage {
-        l: v.layout("Status"),
+        l,
         domain: v.overview.domain.clone().unwrap_or_default(),
         services: s
             .services
@@ -119,6 +134,9 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
         version: s.version.clone(),
         update_state: s.update.state.clone(),
         update_error: s.update.last_error.clone(),
+        update_check: s.update.last_check.map(view::date_time),
+        update_busy: s.update.busy,
+        update_forms: s.update.available && !s.update.busy,
         errors: s.recent_errors[skip..].to_vec(),
         charts: s
             .charts

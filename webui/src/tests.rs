@@ -1,9 +1,11 @@
 //! Router tests with a fake [`Backend`]: phase redirects, claim by code and by button,
 //! password and session cookies, CSRF, the LAN gate, the guessing slowdown (paused
-//! tokio time) and rendering of odd data (WIZ-2, WIZ-3).
+//! tokio time), rendering of odd data (WIZ-2, WIZ-3), and updates by hand: "update
+//! now" and the streamed bundle upload with its CSRF, size cap and clean-up (issue #7).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -39,6 +42,16 @@ struct Fake {
     cert: Mutex<CertificateInfo>,
     cert_request: Mutex<Result<(), String>>,
     qr_svg: Mutex<String>,
+    /// What `status().update` says.
+    update: Mutex<UpdateInfo>,
+    /// Refusals of `update_now`, `upload_target` and `install_upload` by method name.
+    refusals: Mutex<HashMap<&'static str, String>>,
+    /// Where `upload_target` puts uploads.
+    upload_dir: tempfile::TempDir,
+    /// The cap `upload_target` returns.
+    upload_cap: Mutex<u64>,
+    /// Paths given to `install_upload`, with the bytes in the file at that moment.
+    installed: Mutex<Vec<(PathBuf, Vec<u8>)>>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -75,6 +88,34 @@ impl Fake {
                  role=\"img\" aria-label=\"QR code\"><path d=\"M0 0h1v1H0z\"/></svg>"
                     .into(),
             ),
+            update: Mutex::new(UpdateInfo {
+                state: "not configured".into(),
+                last_error: Some("e".into()),
+                last_check: None,
+                busy: false,
+                available: false,
+            }),
+            refusals: Mutex::default(),
+            upload_dir: tempfile::tempdir().unwrap(),
+            upload_cap: Mutex::new(10_000_000),
+            installed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Files in the upload directory.
+    fn uploads(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.upload_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    /// Record a call of `method`; `Err` with its refusal when one is set.
+    fn refusal(&self, method: &'static str) -> Result<(), String> {
+        self.call(method);
+        match self.refusals.lock().unwrap().get(method) {
+            Some(r) => Err(r.clone()),
+            None => Ok(()),
         }
     }
 
@@ -273,9 +314,18 @@ impl Backend for Fake {
             storage_free_bytes: (!self.empty).then_some(0),
             bytes_written_per_day: (!self.empty).then_some(123_456),
             version: self.text("1.2.3"),
-            update: UpdateInfo {
-                state: self.text("not configured"),
-                last_error: (!self.empty).then(|| self.text("e")),
+            update: {
+                let u = self.update.lock().unwrap().clone();
+                UpdateInfo {
+                    state: self.text(&u.state),
+                    last_error: u.last_error.filter(|_| !self.empty).map(|e| self.text(&e)),
+                    last_check: if self.odd {
+                        Some(u64::MAX)
+                    } else {
+                        u.last_check
+                    },
+                    ..u
+                }
             },
             recent_errors: (0..n * 40)
                 .map(|i| self.text(&format!("err {i}")))
@@ -294,6 +344,23 @@ impl Backend for Fake {
                 }]
             },
         }
+    }
+
+    fn update_now(&self) -> Result<(), String> {
+        self.refusal("update_now")
+    }
+
+    fn upload_target(&self) -> Result<(PathBuf, u64), String> {
+        self.refusal("upload_target")?;
+        let n = self.calls().len();
+        let path = self.upload_dir.path().join(format!("upload-{n}.bundle"));
+        Ok((path, *self.upload_cap.lock().unwrap()))
+    }
+
+    fn install_upload(&self, path: PathBuf) -> Result<(), String> {
+        let bytes = std::fs::read(&path).unwrap();
+        self.installed.lock().unwrap().push((path, bytes));
+        self.refusal("install_upload")
     }
 }
 
@@ -335,6 +402,63 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// Boundary of the test uploads.
+const BOUNDARY: &str = "----relayboxTestBoundary7MA4";
+
+/// A `multipart/form-data` body of `fields` in order: name, file name (for a file
+/// field), content.
+fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, file, data) in fields {
+        let head = match file {
+            Some(f) => format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; \
+                 filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ),
+            None => {
+                format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+            }
+        };
+        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// `len` bytes that look like a bundle: every byte value, line breaks and pieces of the
+/// boundary included.
+fn bundle_bytes(len: usize) -> Vec<u8> {
+    let mut x: u32 = 12345;
+    let mut out: Vec<u8> = (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) as u8
+        })
+        .collect();
+    let tricky = format!("\r\n--{}", &BOUNDARY[..20]);
+    for at in [0, len / 3, len / 2] {
+        if at + tricky.len() <= len {
+            out[at..at + tricky.len()].copy_from_slice(tricky.as_bytes());
+        }
+    }
+    out
+}
+
+/// A multipart upload request to `/admin/update/upload` (with a `Content-Length` when
+/// `length` is true, as browsers send).
+fn upload_request(body: Body, length: Option<usize>) -> Request<Body> {
+    let mut req = Request::post("/admin/update/upload").header(
+        header::CONTENT_TYPE,
+        format!("multipart/form-data; boundary={BOUNDARY}"),
+    );
+    if let Some(n) = length {
+        req = req.header(header::CONTENT_LENGTH, n);
+    }
+    req.body(body).unwrap()
+}
+
 impl Browser {
     fn new(fake: &Arc<Fake>) -> Self {
         Self::at(fake, "192.168.1.20:50000", false)
@@ -361,7 +485,8 @@ impl Browser {
         }
     }
 
-    async fn send(&mut self, mut req: Request<Body>) -> Page {
+    /// `req` as this browser sends it: from its address, with its cookies.
+    fn prepare(&self, mut req: Request<Body>) -> Request<Body> {
         req.extensions_mut().insert(Client {
             addr: self.addr,
             https: self.https,
@@ -376,6 +501,11 @@ impl Browser {
             req.headers_mut()
                 .insert(header::COOKIE, cookie.parse().unwrap());
         }
+        req
+    }
+
+    async fn send(&mut self, req: Request<Body>) -> Page {
+        let req = self.prepare(req);
         let resp: Response = self.app.clone().oneshot(req).await.unwrap();
         self.last_set.clear();
         for v in resp.headers().get_all(header::SET_COOKIE) {
@@ -420,6 +550,13 @@ impl Browser {
             .body(Body::from(body))
             .unwrap();
         self.send(req).await
+    }
+
+    /// POST a multipart upload of `fields` to `/admin/update/upload`.
+    async fn upload(&mut self, fields: &[(&str, Option<&str>, &[u8])], length: bool) -> Page {
+        let body = multipart(fields);
+        let len = length.then_some(body.len());
+        self.send(upload_request(Body::from(body), len)).await
     }
 
     /// GET `page`, then POST its form to `action` with its CSRF token.
@@ -1125,6 +1262,289 @@ async fn unknown_checks_render_neutral() {
     assert!(!block.contains("wrong"), "{block}");
     let start = p.body.find("data-check-id=\"dns.dkim\"").unwrap();
     assert!(p.body[start..start + 200].contains("wrong"));
+}
+
+/// A fake whose status page offers the update forms, and a browser logged in to it.
+async fn update_setup() -> (Arc<Fake>, Browser) {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    fake.update.lock().unwrap().available = true;
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    fake.calls.lock().unwrap().clear();
+    (fake, b)
+}
+
+#[tokio::test]
+async fn status_page_shows_the_update_state() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    *fake.update.lock().unwrap() = UpdateInfo {
+        state: "up to date (version 1.2, build 43)".into(),
+        last_error: Some("The signature of the bundle <is> wrong.".into()),
+        last_check: Some(1_798_675_200 + 3_600 * 13 + 60 * 7),
+        busy: false,
+        available: false,
+    };
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    // Not available (no A/B image): state, error and check time, no forms.
+    let p = b.get("/admin/status").await;
+    assert!(
+        p.body.contains(
+            "id=\"update-state\" data-busy=\"false\">up to date (version 1.2, build 43)<"
+        )
+    );
+    assert!(
+        p.body.contains(
+            "id=\"update-error\" class=\"error\">The signature of the bundle &#60;is&#62; wrong.<"
+        ),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("2026-12-31 13:07 UTC"));
+    assert!(!p.body.contains("/admin/update/"));
+    assert!(!p.body.contains("http-equiv=\"refresh\""));
+    // Available: both forms, the token first, the upload as multipart.
+    fake.update.lock().unwrap().available = true;
+    fake.update.lock().unwrap().last_error = None;
+    fake.update.lock().unwrap().last_check = None;
+    let p = b.get("/admin/status").await;
+    assert!(!p.body.contains("id=\"update-error\""));
+    assert!(p.body.contains("id=\"update-check\">not yet<"));
+    let csrf = p.csrf();
+    let now = p
+        .body
+        .find("action=\"/admin/update/now\"")
+        .expect("update now form");
+    assert!(p.body[now..].contains(&format!("name=\"csrf\" value=\"{csrf}\"")));
+    let up = p
+        .body
+        .find(
+            "<form method=\"post\" action=\"/admin/update/upload\" enctype=\"multipart/form-data\"",
+        )
+        .expect("upload form");
+    let form = &p.body[up..up + p.body[up..].find("</form>").unwrap()];
+    let token = form.find("name=\"csrf\"").expect("csrf field");
+    let file = form
+        .find("type=\"file\" id=\"bundle\" name=\"bundle\"")
+        .expect("file field");
+    assert!(token < file, "the token must come before the file");
+    assert!(!p.body.contains("http-equiv=\"refresh\""));
+    // Busy: progress, the page reloads itself, no forms while it runs.
+    {
+        let mut u = fake.update.lock().unwrap();
+        u.busy = true;
+        u.state = "downloading 45 %".into();
+    }
+    let p = b.get("/admin/status").await;
+    assert!(p.body.contains("http-equiv=\"refresh\" content=\"5\""));
+    assert!(
+        p.body
+            .contains("id=\"update-state\" data-busy=\"true\">downloading 45 %<")
+    );
+    assert!(p.body.contains("id=\"update-running\""));
+    assert!(!p.body.contains("/admin/update/"));
+}
+
+#[tokio::test]
+async fn update_now_needs_login_and_csrf() {
+    let (fake, mut b) = update_setup().await;
+    // Without a token, or with a forged one: 403, nothing started.
+    assert_eq!(
+        b.post("/admin/update/now", &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let p = b.post("/admin/update/now", &[("csrf", "forged")]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    // Not logged in (a valid pre-session token): to the login, nothing started.
+    let mut stranger = b.sibling("192.168.1.50:1");
+    let csrf = stranger.get("/admin/login").await.csrf();
+    let p = stranger.post("/admin/update/now", &[("csrf", &csrf)]).await;
+    assert_eq!(p.location.as_deref(), Some("/admin/login"));
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    // From the status page: started, back to the status page.
+    let p = b.submit("/admin/status", "/admin/update/now", &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location.as_deref(), Some("/admin/status"));
+    assert_eq!(fake.calls(), ["update_now"]);
+    // OTA-6: a refusal is shown with its reason (escaped).
+    fake.refusals
+        .lock()
+        .unwrap()
+        .insert("update_now", "An update is already running <now>.".into());
+    let p = b.submit("/admin/status", "/admin/update/now", &[]).await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p.body
+            .contains("An update is already running &#60;now&#62;.")
+    );
+    assert!(p.body.contains("href=\"/admin/status\""));
+}
+
+#[tokio::test]
+async fn upload_saves_exactly_the_bundle_and_installs_it() {
+    let (fake, mut b) = update_setup().await;
+    let csrf = b.get("/admin/status").await.csrf();
+    // Over axum's default 2 MB limit and the pages' form limit.
+    let bundle = bundle_bytes(3_000_000);
+    for length in [true, false] {
+        fake.installed.lock().unwrap().clear();
+        let p = b
+            .upload(
+                &[
+                    ("csrf", None, csrf.as_bytes()),
+                    ("bundle", Some("relaybox-1.3.bundle"), &bundle),
+                ],
+                length,
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+        assert_eq!(p.location.as_deref(), Some("/admin/status"));
+        let installed = fake.installed.lock().unwrap().clone();
+        assert_eq!(installed.len(), 1);
+        let (path, bytes) = &installed[0];
+        assert!(path.starts_with(fake.upload_dir.path()));
+        assert!(bytes == &bundle, "the saved file differs from the upload");
+        // Exactly the cap is accepted.
+        *fake.upload_cap.lock().unwrap() = bundle.len() as u64;
+    }
+}
+
+#[tokio::test]
+async fn upload_without_the_right_token_first_is_refused() {
+    let (fake, mut b) = update_setup().await;
+    let csrf = b.get("/admin/status").await.csrf();
+    let bundle = bundle_bytes(50_000);
+    let file = ("bundle", Some("x.bundle"), bundle.as_slice());
+    for fields in [
+        vec![file],
+        vec![("csrf", None, b"forged".as_slice()), file],
+        vec![("csrf", None, b"".as_slice()), file],
+        // The right token after the file is too late.
+        vec![file, ("csrf", None, csrf.as_bytes())],
+        vec![("other", None, csrf.as_bytes()), file],
+    ] {
+        let p = b.upload(&fields, true).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    }
+    // Not logged in: to the login, nothing read.
+    let mut stranger = b.sibling("192.168.1.50:1");
+    let theirs = stranger.get("/admin/login").await.csrf();
+    let p = stranger
+        .upload(&[("csrf", None, theirs.as_bytes()), file], true)
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/admin/login"));
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    assert!(fake.uploads().is_empty());
+    // Not a multipart body at all.
+    let p = b.post("/admin/update/upload", &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(fake.calls().is_empty());
+}
+
+#[tokio::test]
+async fn upload_over_the_cap_gets_413_and_leaves_no_file() {
+    let (fake, mut b) = update_setup().await;
+    *fake.upload_cap.lock().unwrap() = 100_000;
+    let csrf = b.get("/admin/status").await.csrf();
+    // With a Content-Length far over the cap it is refused before reading; without one,
+    // or one just over (within the room for the form around the file), while streaming.
+    for (size, length) in [(400_000, true), (100_001, false), (100_001, true)] {
+        let p = b
+            .upload(
+                &[
+                    ("csrf", None, csrf.as_bytes()),
+                    ("bundle", Some("big.bundle"), &bundle_bytes(size)),
+                ],
+                length,
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::PAYLOAD_TOO_LARGE, "{size} {length}");
+        assert!(p.body.contains("larger than the 100 kB"), "{}", p.body);
+        assert!(fake.uploads().is_empty());
+    }
+    assert!(!fake.calls().contains(&"install_upload".to_string()));
+}
+
+#[tokio::test]
+async fn failed_uploads_leave_no_file() {
+    let (fake, mut b) = update_setup().await;
+    let csrf = b.get("/admin/status").await.csrf();
+    let token = ("csrf", None, csrf.as_bytes());
+    let bundle = bundle_bytes(10_000);
+    let file = ("bundle", Some("x.bundle"), bundle.as_slice());
+    // No file chosen; a field after the file; a body cut off in the middle.
+    let p = b.upload(&[token, ("bundle", Some(""), b"")], true).await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("No bundle file was chosen"));
+    let p = b.upload(&[token], true).await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let p = b.upload(&[token, file, ("extra", None, b"x")], true).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    let mut cut = multipart(&[token, file]);
+    cut.truncate(cut.len() - 5_000);
+    let p = b.send(upload_request(Body::from(cut), None)).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    assert!(p.body.contains("broke off"));
+    assert!(fake.uploads().is_empty());
+    assert!(fake.installed.lock().unwrap().is_empty());
+    // OTA-6: the daemon refuses to take it: the reason is shown, the file removed.
+    fake.refusals.lock().unwrap().insert(
+        "install_upload",
+        "Another update is being installed.".into(),
+    );
+    let p = b.upload(&[token, file], true).await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("Another update is being installed."));
+    assert_eq!(fake.installed.lock().unwrap().len(), 1);
+    assert!(fake.uploads().is_empty());
+    // No place to put it: the reason, nothing written.
+    fake.refusals
+        .lock()
+        .unwrap()
+        .insert("upload_target", "The data partition is full.".into());
+    let p = b.upload(&[token, file], true).await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("The data partition is full."));
+    assert!(fake.uploads().is_empty());
+}
+
+/// The start of an upload (token, the file's head and some data) that then sends
+/// nothing more.
+fn stalled_upload(csrf: &str) -> Body {
+    let full = multipart(&[
+        ("csrf", None, csrf.as_bytes()),
+        ("bundle", Some("x.bundle"), &bundle_bytes(20_000)),
+    ]);
+    let start = full[..10_000].to_vec();
+    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(start)])
+        .chain(futures_util::stream::pending());
+    Body::from_stream(stream)
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_or_abandoned_uploads_leave_no_file() {
+    let (fake, mut b) = update_setup().await;
+    let csrf = b.get("/admin/status").await.csrf();
+    // Stalled: given up after the idle time.
+    let start = Instant::now();
+    let p = b.send(upload_request(stalled_upload(&csrf), None)).await;
+    assert_eq!(p.status, StatusCode::REQUEST_TIMEOUT);
+    assert!(start.elapsed() >= crate::update::UPLOAD_IDLE);
+    assert!(fake.uploads().is_empty());
+    // The visitor goes away mid-upload (the request is dropped): the file goes too.
+    let req = b.prepare(upload_request(stalled_upload(&csrf), None));
+    let task = tokio::spawn(b.app.clone().oneshot(req));
+    for _ in 0..100 {
+        if !fake.uploads().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fake.uploads().len(), 1, "the upload started");
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(fake.uploads().is_empty());
+    assert!(fake.installed.lock().unwrap().is_empty());
 }
 
 /// Preview: writes every page as HTML (stylesheet linked relatively) into the directory

@@ -97,6 +97,17 @@ pub fn date(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time.
+pub fn date_time(unix: u64) -> String {
+    let secs = unix % 86_400;
+    format!(
+        "{} {:02}:{:02} UTC",
+        date(unix),
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
 /// Whole days from `now` until `later` (negative when past).
 pub fn days_left(later: u64, now: u64) -> i64 {
     (i128::from(later) - i128::from(now)).div_euclid(86_400) as i64
@@ -134,6 +145,8 @@ mod tests {
         assert_eq!(date(951_782_400), "2000-02-29");
         assert_eq!(date(1_798_675_200), "2026-12-31");
         assert!(date(u64::MAX).len() >= 10);
+        assert_eq!(date_time(1_798_675_200 + 86_399), "2026-12-31 23:59 UTC");
+        assert_eq!(date_time(0), "1970-01-01 00:00 UTC");
         assert_eq!(days_left(86_400 * 3 + 5, 0), 3);
         assert_eq!(days_left(0, 10), -1);
         assert_eq!(bytes(0), "0 B");
