@@ -109,6 +109,17 @@ pub struct Config {
     /// Relaybox: a PEM file of extra CA roots trusted by outbound HTTPS besides the
     /// web-PKI roots (`None` = none; a test notification server, a private proxy).
     pub tls_extra_roots: Option<PathBuf>,
+    /// Relaybox (issue 7): the `latest.json` URL of the update server; empty = no automatic
+    /// update checks (default set at build time by `RELAYBOX_UPDATE_URL`).
+    pub update_url: String,
+    /// Relaybox: how often the update URL is asked (at least 10 minutes).
+    pub update_check_interval: Duration,
+    /// Relaybox: the daily maintenance window (UTC) in which updates install by themselves;
+    /// `None` = any time.
+    pub update_window: Option<crate::update::agent::Window>,
+    /// Relaybox (BOOT-4): the hardware watchdog the daemon pets; `None` = none. Default
+    /// `auto`: `/dev/watchdog` on a Relaybox A/B image, none elsewhere.
+    pub watchdog: Option<PathBuf>,
     /// Relaybox: DNS servers for MX, address and DKIM key lookups (OUT-2, IN-5); empty =
     /// the system's resolver (`/etc/resolv.conf`). Tests point it at their own server.
     pub dns_resolver: Vec<SocketAddr>,
@@ -198,6 +209,12 @@ pub struct Loaded {
 
 /// Default notification endpoint (PUSH-3).
 pub const DEFAULT_PUSH_URL: &str = "https://notifications.delta.chat/notify";
+/// Default `update_url`, set at build time (`RELAYBOX_UPDATE_URL`); empty = no automatic
+/// update checks.
+pub const DEFAULT_UPDATE_URL: &str = match option_env!("RELAYBOX_UPDATE_URL") {
+    Some(u) => u,
+    None => "",
+};
 
 /// Default data directory of an installed relay.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/relaybox";
@@ -407,6 +424,33 @@ impl Params {
                 format!("expected a time like 300s, 30m, 5h or 2d, got {v:?}"),
             )
         })
+    }
+
+    /// An `https://` URL (anything else is refused: what it fetches or sends must not travel
+    /// in clear text); `allow_empty`: an empty value switches the feature off.
+    fn https_url(
+        &mut self,
+        key: &str,
+        default: &str,
+        allow_empty: bool,
+    ) -> Result<String, ConfigError> {
+        let v = self
+            .take(key)
+            .unwrap_or_else(|| default.to_string())
+            .trim()
+            .to_string();
+        if (allow_empty && v.is_empty())
+            || (!v.contains(char::is_whitespace) && crate::net::HttpsUrl::parse(&v).is_some())
+        {
+            return Ok(v);
+        }
+        Err(value_error(
+            key,
+            format!(
+                "expected an https:// URL{}, got {v:?}",
+                if allow_empty { " (or nothing)" } else { "" }
+            ),
+        ))
     }
 
     fn path(&mut self, key: &str) -> Option<PathBuf> {
@@ -704,22 +748,34 @@ impl Config {
         let data_dir = p
             .path("data_dir")
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let push_url = match p.take("push_url") {
-            None => DEFAULT_PUSH_URL.to_string(),
-            Some(v) => {
-                let v = v.trim().to_string();
-                // PUSH-3: tokens leave the relay only over HTTPS.
-                let host = v.strip_prefix("https://").unwrap_or("");
-                if host.is_empty() || host.starts_with('/') || v.contains(char::is_whitespace) {
-                    return Err(value_error(
-                        "push_url",
-                        format!("expected an https:// URL like {DEFAULT_PUSH_URL}, got {v:?}"),
-                    ));
-                }
-                v
-            }
-        };
+        // PUSH-3: tokens leave the relay only over HTTPS.
+        let push_url = p.https_url("push_url", DEFAULT_PUSH_URL, false)?;
         let tls_extra_roots = p.path("tls_extra_roots");
+        // OTA-2: bundles come only over HTTPS (and are signed besides).
+        let update_url = p.https_url("update_url", DEFAULT_UPDATE_URL, true)?;
+        let update_check_interval = p.duration("update_check_interval", "6h")?;
+        if update_check_interval < Duration::from_secs(600) {
+            return Err(value_error(
+                "update_check_interval",
+                format!(
+                    "must be at least 10m (ten minutes), got {}s",
+                    update_check_interval.as_secs()
+                ),
+            ));
+        }
+        let window_text = p
+            .take("update_window")
+            .unwrap_or_else(|| crate::update::agent::DEFAULT_WINDOW.to_string());
+        let update_window = crate::update::agent::Window::parse(&window_text)
+            .map_err(|e| value_error("update_window", e))?;
+        let watchdog = match p.take("watchdog").as_deref().map(str::trim) {
+            None | Some("auto") => crate::update::boot::detect()
+                .is_some()
+                .then(|| PathBuf::from(crate::watchdog::DEFAULT_DEVICE))
+                .filter(|d| d.exists()),
+            Some("" | "off" | "none") => None,
+            Some(path) => Some(PathBuf::from(path)),
+        };
         let dns_resolver = match p.take("dns_resolver") {
             None => Vec::new(),
             Some(v) => parse_resolvers(&v).ok_or_else(|| {
@@ -887,6 +943,10 @@ impl Config {
                 listen,
                 push_url,
                 tls_extra_roots,
+                update_url,
+                update_check_interval,
+                update_window,
+                watchdog,
                 dns_resolver,
                 dkim_selector,
                 maximal_queue_lifetime,
@@ -1418,6 +1478,56 @@ http_listen = 0.0.0.0:8080,",
             error("max_mailbox_size = lots").to_string(),
             "max_mailbox_size: expected a size like 500M or 2G, got \"lots\""
         );
+    }
+
+    #[test]
+    fn update_keys() {
+        let c = with("");
+        assert_eq!(c.update_url, DEFAULT_UPDATE_URL);
+        assert_eq!(c.update_check_interval, Duration::from_secs(6 * 3600));
+        assert_eq!(
+            c.update_window.map(|w| w.to_string()).as_deref(),
+            Some("03:00-05:00")
+        );
+        // Not a Relaybox A/B image: no watchdog unless named.
+        assert_eq!(c.watchdog, None);
+        let c = with(
+            "update_url = https://10.0.2.100/rb/latest.json\nupdate_check_interval = 10m\n\
+             update_window =\nwatchdog = /dev/watchdog1",
+        );
+        assert_eq!(c.update_url, "https://10.0.2.100/rb/latest.json");
+        assert_eq!(c.update_check_interval, Duration::from_secs(600));
+        assert_eq!(c.update_window, None, "empty = any time");
+        assert_eq!(c.watchdog, Some(PathBuf::from("/dev/watchdog1")));
+        assert_eq!(with("update_url =").update_url, "", "empty = no checks");
+        assert_eq!(with("watchdog = off").watchdog, None);
+        for (bad, key, says) in [
+            (
+                "update_url = http://example.org/latest.json",
+                "update_url",
+                "https://",
+            ),
+            ("update_url = example.org", "update_url", "https://"),
+            (
+                "update_check_interval = 5m",
+                "update_check_interval",
+                "at least 10m",
+            ),
+            (
+                "update_check_interval = soon",
+                "update_check_interval",
+                "expected a time",
+            ),
+            ("update_window = 3-5", "update_window", ""),
+        ] {
+            match error(bad) {
+                ConfigError::Value { key: k, msg } => {
+                    assert_eq!(k, key, "{bad}");
+                    assert!(msg.contains(says), "{bad}: {msg}");
+                }
+                other => panic!("{bad}: expected a value error, got {other}"),
+            }
+        }
     }
 
     #[test]

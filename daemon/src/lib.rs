@@ -31,6 +31,7 @@ pub mod store;
 pub mod tls;
 pub mod turn;
 pub mod update;
+pub mod watchdog;
 pub mod web;
 pub mod zone;
 

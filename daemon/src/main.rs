@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         action: UpdateAction,
     },
+    /// Reboot the machine now (root only; the image's init runs it at the end of an orderly
+    /// reboot). ARG is reboot(2)'s RESTART2 argument: `0 tryboot` boots the Raspberry Pi's
+    /// trial partition once.
+    #[command(hide = true)]
+    SystemReboot { argument: Option<String> },
     /// Run an IP-only relay on 127.0.0.1 with unprivileged ports, for development.
     Dev {
         /// Data directory (created if missing).
@@ -123,6 +128,11 @@ fn main() -> ExitCode {
         Command::Update {
             action: UpdateAction::Commit { state_dir },
         } => return relaybox::update::commit_command(state_dir.as_deref()),
+        Command::SystemReboot { argument } => {
+            let e = relaybox::update::boot::system_reboot(argument.as_deref());
+            eprintln!("relaybox: reboot failed: {e}");
+            return ExitCode::FAILURE;
+        }
         Command::Dev { data_dir } => (Config::dev(data_dir), None),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -136,6 +146,25 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // BOOT-4: petted for the whole life of the process, setup mode included.
+        let (dog_stop, dog_stopped) = tokio::sync::oneshot::channel::<()>();
+        let dog = config.watchdog.clone().map(|path| {
+            tokio::spawn(relaybox::watchdog::run(path, async {
+                let _ = dog_stopped.await;
+            }))
+        });
+        let code = serve(config, config_path, dev).await;
+        let _ = dog_stop.send(());
+        if let Some(dog) = dog {
+            let _ = dog.await;
+        }
+        code
+    })
+}
+
+/// `serve` and `dev`: setup mode until a domain is chosen, then the relay.
+async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> ExitCode {
+    {
         let appliance = match relaybox::appliance::start(config.clone(), config_path) {
             Ok(a) => a,
             Err(e) => {
@@ -185,7 +214,7 @@ fn main() -> ExitCode {
             }
         };
         run_relay(relay, appliance, dev, false).await
-    })
+    }
 }
 
 /// Serve the relay with its services until a signal, then flush the store.
@@ -210,6 +239,8 @@ async fn run_relay(
         // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.
         let turn = tokio::spawn(relaybox::turn::run(relay.clone()));
         let metrics = tokio::spawn(relaybox::metrics::serve(relay.clone()));
+        // OTA-3..6 (issue 7): update checks, installs, the trial boot's health window.
+        let updater = appliance.appliance.spawn_update_agent(relay.clone());
         // ACME-3: a certificate at start, renewal at two thirds of its lifetime. Right
         // after the wizard's domain step the DNS records do not exist yet: the wizard's
         // certificate step asks first, the automatic attempts (and their back-off, which
@@ -241,6 +272,7 @@ async fn run_relay(
         outbound.abort();
         turn.abort();
         metrics.abort();
+        updater.abort();
         acme.abort();
         appliance.stop().await;
         if let Err(e) = store.flush().await {

@@ -1,5 +1,6 @@
 //! The appliance: setup state (claim, admin password, domain), the pages' backend
-//! ([`relaybox_webui::Backend`]), the LED and button, mDNS, factory reset.
+//! ([`relaybox_webui::Backend`]), the LED and button, mDNS, factory reset, and the
+//! pages' side of over-the-air updates ([`updates`]).
 //!
 //! One [`Appliance`] lives for the whole process. In setup mode (no `mail_domain`) it
 //! serves the wizard alone ([`setup`]); once the operator picked a domain the relay
@@ -17,6 +18,7 @@ pub mod reset;
 pub mod setup;
 pub mod state;
 pub mod stats;
+pub mod updates;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -26,7 +28,6 @@ use std::time::Duration;
 use relaybox_webui::{
     AcmeProgress, Backend, CertificateInfo, Check, CheckStatus, ClaimWindow, DailySeries,
     DnsRecord, DomainChoice, InputError, Invite, Overview, Phase, ServiceHealth, Status,
-    UpdateInfo,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -81,6 +82,10 @@ pub struct Appliance {
     /// The admin pages, built once: setup mode and the relay serve the same router, so
     /// its login slowdown and logged-out sessions carry over the switch.
     router: OnceLock<axum::Router>,
+    /// What the update agent reports (OTA-6; the LED shows "updating" while busy).
+    update: Arc<crate::update::agent::UpdateStatus>,
+    /// The agent's settings, once the relay runs and the agent started.
+    update_agent: OnceLock<crate::update::agent::AgentConfig>,
 }
 
 impl Appliance {
@@ -126,6 +131,8 @@ impl Appliance {
             stats: Mutex::new(stats::Daily::default()),
             dns_cache: Mutex::new(None),
             router: OnceLock::new(),
+            update: crate::update::agent::UpdateStatus::new(),
+            update_agent: OnceLock::new(),
         }))
     }
 
@@ -187,6 +194,8 @@ impl Appliance {
             .is_some_and(|w| w.pressed_at.is_none() && w.deadline > Instant::now());
         let pattern = if open {
             LedPattern::ClaimWindow
+        } else if self.update.snapshot().busy {
+            LedPattern::Updating
         } else if !self.claimed() || self.relay().is_none() {
             LedPattern::WaitingForSetup
         } else if self.degraded() {
@@ -648,15 +657,24 @@ impl Backend for Appliance {
         Some(Invite { url, qr_svg })
     }
 
+    fn update_now(&self) -> Result<(), String> {
+        self.request_update_now()
+    }
+
+    fn upload_target(&self) -> Result<(PathBuf, u64), String> {
+        self.update_upload_target()
+    }
+
+    fn install_upload(&self, path: PathBuf) -> Result<(), String> {
+        self.install_uploaded_bundle(path)
+    }
+
     async fn status(&self) -> Status {
         let certificate = self.certificate();
         let dns = self.checked_dns(false).await;
         let version = env!("CARGO_PKG_VERSION").to_string();
         let recent_errors = crate::logs::recent_problems(20);
-        let update = UpdateInfo {
-            state: "automatic updates are not set up on this installation".into(),
-            last_error: None,
-        };
+        let update = self.update_info();
         let (messages, written, written_per_day) = {
             let s = self.stats.lock().expect("stats lock");
             (s.messages(), s.written(), s.written_per_day())
@@ -824,13 +842,28 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, Ap
     if let Some(led) = led {
         tasks.push(tokio::spawn(led::run(led, appliance.led_patterns())));
     }
-    if let Some(button) = button {
+    if let Some(mut button) = button {
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        tasks.push(tokio::spawn(button::watch(button, tx)));
+        let state_dir = config.data_dir.join("update");
+        tasks.push(tokio::spawn(async move {
+            // BOOT-6: held at power-on → the other slot (when good), before anything else.
+            updates::recover_if_held(button.as_mut(), &state_dir).await;
+            button::watch(button, tx).await
+        }));
         let a = appliance.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
                 a.on_button(event);
+            }
+        }));
+    }
+    {
+        // The LED follows the update agent's busy flag.
+        let a = appliance.clone();
+        let mut busy = appliance.update.busy_watch();
+        tasks.push(tokio::spawn(async move {
+            while busy.changed().await.is_ok() {
+                a.refresh_led();
             }
         }));
     }

@@ -187,3 +187,37 @@ fn setup_codes_compare_loosely_but_fully() {
     assert!(!same_code("ABCD-EFGH-JKM", "ABCD-EFGH-JKMN"));
     assert!(!same_code("", ""));
 }
+
+/// Issue 7 on the status page: before the relay runs nothing can be installed; on a
+/// machine without A/B slots the agent says so and "update now" and uploads are refused
+/// with the reason, the upload leaving no file behind.
+#[tokio::test]
+async fn updates_say_why_they_cannot_run_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = appliance(dir.path(), false);
+    let info = a.status().await.update;
+    assert_eq!(info.state, "updates start once the relay runs");
+    assert!(!info.available && !info.busy);
+    let err = a.update_now().unwrap_err();
+    assert!(err.contains("finish the setup"), "{err}");
+
+    let relay = Relay::open(crate::testing::config(
+        &dir.path().join("relay"),
+        "example.org",
+    ))
+    .unwrap();
+    let agent = a.spawn_update_agent(relay);
+    tokio::time::timeout(std::time::Duration::from_secs(10), agent)
+        .await
+        .expect("the agent stops at once without A/B slots")
+        .unwrap();
+    let info = a.status().await.update;
+    assert!(info.state.contains("no A/B boot slots"), "{}", info.state);
+    assert!(!info.available);
+    assert!(a.update_now().unwrap_err().contains("no A/B boot slots"));
+    assert!(a.upload_target().unwrap_err().contains("no A/B boot slots"));
+    let upload = dir.path().join("upload-x.tar");
+    std::fs::write(&upload, b"bundle").unwrap();
+    assert!(a.install_upload(upload.clone()).is_err());
+    assert!(!upload.exists(), "a refused upload is removed");
+}

@@ -10,6 +10,8 @@
 //! 2. On a trial boot: [`health::check`] up to `health_attempts` times within
 //!    `health_window` (OTA-5, ≤ 5 min). Pass → `State::commit` (BOOT-3). Fail → the reason
 //!    is recorded on /data and the system is rebooted plainly, which boots the old slot.
+//!    On a normal boot the same check runs once in the background; passing it marks the
+//!    slot good and resets the init's boot counter ([`super::bootcount`], BOOT-6).
 //! 3. Otherwise, when `update_url` is set: every `check_interval` (and at once on
 //!    [`UpdateStatus::request_now`]) fetch `latest.json` and decide ([`decide`]).
 //!
@@ -26,17 +28,15 @@
 //! (OTA-3 is checked again by `verify`).
 //!
 //! What the system must provide (the daemon runs as user `relaybox`; the image's
-//! `buildroot/rootfs-overlay/sbin/init` does not provide these yet):
-//! - the `autoboot` FAT partition mounted read-write at `/run/autoboot` and writable by
-//!   `relaybox` (the init mounts it read-only, reads chatmail.ini and unmounts it);
-//! - write access for `relaybox` to the four slot partitions (`boot-a`, `boot-b`,
-//!   `root-a`, `root-b` block devices; e.g. a `disk` group and udev-less `chgrp` in init).
-//!   The installer refuses to write the running slot (OTA-7) but cannot be prevented by
-//!   permissions from doing so: ideally only the inactive slot's devices are writable;
+//! `buildroot/rootfs-overlay/sbin/init` does):
+//! - the `autoboot` FAT partition mounted read-write at `/run/autoboot`, writable by
+//!   `relaybox`;
+//! - write access for `relaybox` to the inactive slot's partitions (`boot-X`, `root-X`
+//!   block devices). The installer refuses to write the running slot (OTA-7) and the init
+//!   leaves the running slot's devices root-only besides;
 //! - a way to reboot: [`CommandRebooter`] runs [`DEFAULT_REBOOT_HELPER`] (with the
-//!   argument `0 tryboot` on the Pi, BOOT-1), which must be a small root-owned helper
-//!   (setuid, or a request to the init) that does `sync` and `reboot(2)` RESTART2 with the
-//!   argument; the init has none today;
+//!   argument `0 tryboot` on the Pi, BOOT-1), which asks the init for an orderly reboot
+//!   that ends in `relaybox system-reboot [ARG]` (reboot(2) RESTART2) as root;
 //! - the QEMU backend reads `/proc/cmdline`, the Pi backend `/proc/device-tree` (readable).
 //!
 //! Reboot and partition writing stay behind [`BootControl`] and [`Rebooter`] so tests use
@@ -53,7 +53,7 @@ use tokio::time::Instant;
 use super::boot::BootControl;
 use super::install::{Progress, install_with_progress};
 use super::state::{Outcome, Pending, State};
-use super::{Downloader, PublicKey, Release, UpdateError, health};
+use super::{Downloader, PublicKey, Release, UpdateError, bootcount, health};
 use crate::server::Relay;
 
 /// The privileged reboot helper [`CommandRebooter`] runs by default.
@@ -461,6 +461,9 @@ pub async fn run(relay: Arc<Relay>, cfg: AgentConfig, status: Arc<UpdateStatus>)
     if trial && !health_window(&relay, &cfg, boot.as_ref(), &status).await {
         return;
     }
+    if !trial {
+        tokio::spawn(boot_health(relay.clone(), cfg.clone(), active));
+    }
     let state = State::load(&cfg.state_dir).unwrap_or(state);
     status.set_state(up_to_date(&release, &state));
     if cfg.update_url.trim().is_empty() {
@@ -486,15 +489,9 @@ pub async fn run(relay: Arc<Relay>, cfg: AgentConfig, status: Arc<UpdateStatus>)
     }
 }
 
-/// OTA-5 on a trial boot. True when committed (the agent goes on), false after a failure
-/// (a reboot into the old slot was requested).
-async fn health_window(
-    relay: &Arc<Relay>,
-    cfg: &AgentConfig,
-    boot: &dyn BootControl,
-    status: &UpdateStatus,
-) -> bool {
-    status.set_state("checking the new version (trial boot)");
+/// The health check (OTA-5) up to `health_attempts` times within `health_window`: `Ok` at
+/// the first pass, else the last failure's reason.
+async fn check_in_window(relay: &Arc<Relay>, cfg: &AgentConfig) -> Result<(), String> {
     let deadline = Instant::now() + cfg.health_window;
     let mut reason = String::from("no health check could run within the window");
     // The listeners are bound by `server::serve`, which starts next to this task.
@@ -505,26 +502,7 @@ async fn health_window(
             break;
         }
         match health::check_within(relay, left.min(health::TIMEOUT)).await {
-            Ok(()) => {
-                let committed = State::load(&cfg.state_dir).and_then(|mut s| {
-                    let p = s.commit(boot, now())?;
-                    s.store(&cfg.state_dir)?;
-                    Ok(p)
-                });
-                match committed {
-                    Ok(p) => {
-                        tracing::info!(
-                            "update: health check passed, slot committed ({})",
-                            p.map_or("by hand".into(), |p| format!("build {}", p.build))
-                        );
-                        return true;
-                    }
-                    Err(e) => {
-                        reason = format!("cannot commit the new slot: {e}");
-                        break;
-                    }
-                }
-            }
+            Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!("update: health check {attempt} failed: {e}");
                 reason = e.to_string();
@@ -533,6 +511,58 @@ async fn health_window(
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(cfg.health_retry_delay.min(left)).await;
     }
+    Err(reason)
+}
+
+/// BOOT-6 on a normal boot: a passing health check marks the running slot good and resets
+/// the init's boot counter; a failing one leaves the counter to the init.
+async fn boot_health(relay: Arc<Relay>, cfg: AgentConfig, active: super::Slot) {
+    match check_in_window(&relay, &cfg).await {
+        Ok(()) => match bootcount::boot_passed(&cfg.state_dir, active) {
+            Ok(()) => tracing::info!("boot health check passed: slot {} is good", active.as_str()),
+            Err(e) => tracing::warn!("cannot record the boot health check: {e}"),
+        },
+        Err(reason) => tracing::warn!(
+            "boot health check failed ({reason}); boot counter at {}",
+            bootcount::boot_count(&cfg.state_dir)
+        ),
+    }
+}
+
+/// OTA-5 on a trial boot. True when committed (the agent goes on), false after a failure
+/// (a reboot into the old slot was requested).
+async fn health_window(
+    relay: &Arc<Relay>,
+    cfg: &AgentConfig,
+    boot: &dyn BootControl,
+    status: &UpdateStatus,
+) -> bool {
+    status.set_state("checking the new version (trial boot)");
+    let reason = match check_in_window(relay, cfg).await {
+        Err(reason) => reason,
+        Ok(()) => {
+            let committed = State::load(&cfg.state_dir).and_then(|mut s| {
+                let p = s.commit(boot, now())?;
+                s.store(&cfg.state_dir)?;
+                Ok(p)
+            });
+            match committed {
+                Ok(p) => {
+                    tracing::info!(
+                        "update: health check passed, slot committed ({})",
+                        p.map_or("by hand".into(), |p| format!("build {}", p.build))
+                    );
+                    if let Ok(active) = boot.active_slot()
+                        && let Err(e) = bootcount::boot_passed(&cfg.state_dir, active)
+                    {
+                        tracing::warn!("cannot record the boot health check: {e}");
+                    }
+                    return true;
+                }
+                Err(e) => format!("cannot commit the new slot: {e}"),
+            }
+        }
+    };
     // OTA-5 fail: record why, forget the pending update, plain reboot → the old slot.
     let state = State::load(&cfg.state_dir).unwrap_or_default();
     let (build, what) = match &state.pending {
@@ -737,6 +767,8 @@ async fn install_bundle(
         .await
         .map_err(|e| UpdateError::Refused(format!("verify task: {e}")))??;
     status.set_state("installing 0 %");
+    // BOOT-6: the slot about to be written is no longer a fallback.
+    bootcount::forget_good(&cfg.state_dir, boot.active_slot()?.other())?;
     let (path, m2) = (bundle.to_path_buf(), m.clone());
     // The status is shared; the blocking writer reports through a channel.
     let (tx, mut rx) = watch::channel(Progress { done: 0, total: 0 });
@@ -1123,6 +1155,10 @@ mod tests {
         });
         cfg.first_check_delay = Duration::from_secs(3600);
         let state_dir = cfg.state_dir.clone();
+        // BOOT-6: slot B ran well once; the init counted two boots since a health check.
+        fs::create_dir_all(&state_dir).unwrap();
+        fs::write(state_dir.join("good-b"), "1\n").unwrap();
+        fs::write(state_dir.join(bootcount::BOOT_COUNT), "2\n").unwrap();
         let status = UpdateStatus::new();
         let mut busy = status.busy_watch();
         let relay = offline_relay(d);
@@ -1150,6 +1186,10 @@ mod tests {
         assert!(boot.autoboot_dir.join(TRYBOOT_FLAG).exists());
         let ab = Autoboot::load(&boot.autoboot_dir).unwrap();
         assert_eq!((ab.default, ab.tryboot), (Slot::A, Slot::B));
+        assert!(
+            !bootcount::is_good(&state_dir, Slot::B),
+            "a slot being written is no fallback"
+        );
         let st = State::load(&state_dir).unwrap();
         assert_eq!(
             st.pending.as_ref().map(|p| (p.slot, p.build)),
@@ -1195,6 +1235,8 @@ mod tests {
         assert_eq!(st.pending, None);
         assert!(st.last.as_ref().unwrap().ok);
         assert_eq!(Autoboot::load(&boot.autoboot_dir).unwrap().default, Slot::B);
+        assert!(bootcount::is_good(&state_dir, Slot::B));
+        assert_eq!(bootcount::boot_count(&state_dir), 0);
         assert_eq!(
             reboot.calls().len(),
             1,

@@ -135,7 +135,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), UpdateEr
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| UpdateError::io("cannot sync directory", dir, e))
@@ -400,6 +400,41 @@ pub fn partition_device(
         }
     }
     Err(UpdateError::Boot(format!("no partition named {name}")))
+}
+
+/// `relaybox system-reboot [ARG]`, run by the image's init (as root) at the very end of an
+/// orderly reboot: `sync`, then reboot(2). With an argument it is `LINUX_REBOOT_CMD_RESTART2`
+/// with that argument — `"0 tryboot"` makes the Pi firmware boot the `[tryboot]` partition
+/// once (BOOT-1); without one a plain restart. Returns only on failure.
+pub fn system_reboot(argument: Option<&str>) -> std::io::Error {
+    use nix::libc;
+    // SAFETY: sync(2) has no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let rc = match argument {
+        Some(arg) => {
+            let Ok(arg) = std::ffi::CString::new(arg) else {
+                return std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in argument");
+            };
+            // SAFETY: the raw reboot syscall with its magic numbers and a NUL-terminated
+            // argument that outlives the call (reboot(2), LINUX_REBOOT_CMD_RESTART2).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_reboot,
+                    libc::LINUX_REBOOT_MAGIC1,
+                    libc::LINUX_REBOOT_MAGIC2,
+                    libc::LINUX_REBOOT_CMD_RESTART2,
+                    arg.as_ptr(),
+                )
+            }
+        }
+        // SAFETY: reboot(2) with a constant command.
+        None => i64::from(unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_RESTART) }),
+    };
+    if rc == 0 {
+        std::io::Error::other("reboot(2) returned")
+    } else {
+        std::io::Error::last_os_error()
+    }
 }
 
 /// The backend for this machine: the Pi when the firmware left its device-tree node, QEMU

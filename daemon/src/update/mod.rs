@@ -2,7 +2,8 @@
 //!
 //! Owns the bundle format and its verification ([`bundle`], [`manifest`]: OTA-1..3), writing a
 //! verified bundle into the inactive slot ([`install`]: OTA-4, OTA-7), the boot-slot control
-//! backends ([`boot`]: BOOT-1..3, BOOT-7), the resumable size-capped HTTPS download
+//! backends ([`boot`]: BOOT-1..3, BOOT-7), the boot counter and good-slot marks with the
+//! button recovery ([`bootcount`]: BOOT-6), the resumable size-capped HTTPS download
 //! ([`download`]: OTA-4), the pending / committed state on /data ([`state`]), the
 //! trial-boot health check ([`health`]: OTA-5), the background update agent and the status
 //! it reports ([`agent`]: OTA-3..6) and the `relaybox update verify` command
@@ -15,6 +16,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod bootcount;
 pub mod bundle;
 pub mod download;
 pub mod health;

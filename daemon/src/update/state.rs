@@ -153,6 +153,8 @@ pub fn install_command(pubkey: &Path, bundle: &Path, state_dir: Option<&Path>) -
         let expect: Expect = release.expect(state.committed_build);
         let pk = PublicKey::from_file(pubkey)?;
         let m = super::verify(&pk, bundle, &expect)?;
+        // BOOT-6: the slot about to be written is no longer a fallback.
+        super::bootcount::forget_good(&dir, boot.active_slot()?.other())?;
         let slot = super::install(bundle, &m, boot.as_ref())?;
         state.pending = Some(Pending {
             slot,
