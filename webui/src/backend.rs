@@ -264,10 +264,14 @@ pub trait Backend: Send + Sync + 'static {
     /// reason when it cannot start (no A/B slots, no update URL, an update already running).
     fn update_now(&self) -> Result<(), String>;
     /// Where an uploaded bundle is to be written (a fresh path on the data partition, its
-    /// directory exists) and the largest size accepted in bytes.
+    /// directory exists) and the largest size accepted in bytes. The pages create the
+    /// file (refusing to overwrite one that exists), stream the upload into it with the
+    /// cap enforced, and remove it on any failure. `Err` with a plain-language reason when
+    /// no upload can be taken now.
     fn upload_target(&self) -> Result<(std::path::PathBuf, u64), String>;
     /// Verify and install the bundle the pages saved at `path`, in the background (progress
     /// and failures in `status().update`; the machine reboots into the new version when it
-    /// installed). The file is removed afterwards in every case. `Err` when it cannot start.
+    /// installed). With `Ok` the file is the backend's, removed afterwards in every case;
+    /// with `Err` (it cannot start, plain-language reason) the pages remove it.
     fn install_upload(&self, path: std::path::PathBuf) -> Result<(), String>;
 }

@@ -1531,6 +1531,14 @@ async fn stalled_or_abandoned_uploads_leave_no_file() {
     assert_eq!(p.status, StatusCode::REQUEST_TIMEOUT);
     assert!(start.elapsed() >= crate::update::UPLOAD_IDLE);
     assert!(fake.uploads().is_empty());
+    // Nothing at all arrives.
+    fake.calls.lock().unwrap().clear();
+    let nothing = Body::from_stream(futures_util::stream::pending::<
+        Result<Vec<u8>, std::io::Error>,
+    >());
+    let p = b.send(upload_request(nothing, None)).await;
+    assert_eq!(p.status, StatusCode::REQUEST_TIMEOUT);
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
     // The visitor goes away mid-upload (the request is dropped): the file goes too.
     let req = b.prepare(upload_request(stalled_upload(&csrf), None));
     let task = tokio::spawn(b.app.clone().oneshot(req));
@@ -1615,6 +1623,24 @@ async fn dump_pages() {
     );
     save("10-done", &b.get("/admin/setup/done").await.body);
     save("11-status", &b.get("/admin/status").await.body);
+    *fake.update.lock().unwrap() = UpdateInfo {
+        state: "up to date (version 1.2.3, build 41)".into(),
+        last_error: Some(
+            "The bundle's signature does not match the key of this box (downloaded from \
+             https://updates.example.org)."
+                .into(),
+        ),
+        last_check: Some(session::now_unix()),
+        busy: false,
+        available: true,
+    };
+    save("11-status-update", &b.get("/admin/status").await.body);
+    {
+        let mut u = fake.update.lock().unwrap();
+        u.busy = true;
+        u.state = "downloading version 1.3.0: 45 %".into();
+    }
+    save("11-status-updating", &b.get("/admin/status").await.body);
     b.jar.remove("rb_session");
     save("12-login", &b.get("/admin/login").await.body);
 }

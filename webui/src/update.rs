@@ -175,6 +175,14 @@ impl From<axum::extract::multipart::MultipartError> for UploadError {
     }
 }
 
+/// The next field of the form, waiting at most [`UPLOAD_IDLE`] for its start.
+async fn next_field(form: &mut Multipart) -> Result<Option<Field<'_>>, UploadError> {
+    match tokio::time::timeout(UPLOAD_IDLE, form.next_field()).await {
+        Ok(f) => Ok(f?),
+        Err(_) => Err(UploadError::Stalled),
+    }
+}
+
 /// The next piece of a field, waiting at most [`UPLOAD_IDLE`].
 async fn chunk(field: &mut Field<'_>) -> Result<Option<axum::body::Bytes>, UploadError> {
     match tokio::time::timeout(UPLOAD_IDLE, field.chunk()).await {
@@ -185,7 +193,7 @@ async fn chunk(field: &mut Field<'_>) -> Result<Option<axum::body::Bytes>, Uploa
 
 /// The first field, which must be `csrf` (at most [`MAX_CSRF`] bytes of text).
 async fn csrf_field(form: &mut Multipart) -> Result<String, UploadError> {
-    let mut field = form.next_field().await?.ok_or(UploadError::Broken)?;
+    let mut field = next_field(form).await?.ok_or(UploadError::Broken)?;
     if field.name() != Some("csrf") {
         return Err(UploadError::Broken);
     }
@@ -206,7 +214,7 @@ async fn save_bundle(
     path: &Path,
     cap: u64,
 ) -> Result<PartialFile, UploadError> {
-    let mut field = form.next_field().await?.ok_or(UploadError::Empty)?;
+    let mut field = next_field(form).await?.ok_or(UploadError::Empty)?;
     if field.name() != Some("bundle") {
         return Err(UploadError::Fields);
     }
@@ -238,7 +246,7 @@ async fn save_bundle(
     }
     drop(field);
     // Only the closing boundary may follow: a complete upload, nothing else in it.
-    if form.next_field().await?.is_some() {
+    if next_field(form).await?.is_some() {
         return Err(UploadError::Fields);
     }
     Ok(file)
