@@ -164,57 +164,54 @@ fn main() -> ExitCode {
 
 /// `serve` and `dev`: setup mode until a domain is chosen, then the relay.
 async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> ExitCode {
-    {
-        let appliance = match relaybox::appliance::start(config.clone(), config_path) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("relaybox: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let config = if config.setup {
-            // Setup mode: the wizard alone until the operator chose a domain.
-            let server =
-                match relaybox::appliance::setup::start(appliance.appliance.clone(), &config).await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("relaybox: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-            let mut chosen = appliance.appliance.chosen_config();
-            let next = tokio::select! {
-                c = chosen.wait_for(|c| c.is_some()) => c.ok().and_then(|c| c.clone()),
-                _ = shutdown_signal() => None,
-            };
-            let Some(next) = next else {
-                server.stop().await;
-                tracing::info!("shutting down");
-                return ExitCode::SUCCESS;
-            };
-            // Open the relay while the wizard still answers, then hand the port over.
-            let relay = Relay::open(next.clone());
-            server.stop().await;
-            match relay {
-                Ok(r) => return run_relay(r, appliance, dev, true).await,
+    let appliance = match relaybox::appliance::start(config.clone(), config_path) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("relaybox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = if config.setup {
+        // Setup mode: the wizard alone until the operator chose a domain.
+        let server =
+            match relaybox::appliance::setup::start(appliance.appliance.clone(), &config).await {
+                Ok(s) => s,
                 Err(e) => {
                     eprintln!("relaybox: {e}");
                     return ExitCode::FAILURE;
                 }
-            }
-        } else {
-            config
+            };
+        let mut chosen = appliance.appliance.chosen_config();
+        let next = tokio::select! {
+            c = chosen.wait_for(|c| c.is_some()) => c.ok().and_then(|c| c.clone()),
+            _ = shutdown_signal() => None,
         };
-        let relay = match Relay::open(config) {
-            Ok(r) => r,
+        let Some(next) = next else {
+            server.stop().await;
+            tracing::info!("shutting down");
+            return ExitCode::SUCCESS;
+        };
+        // Open the relay while the wizard still answers, then hand the port over.
+        let relay = Relay::open(next.clone());
+        server.stop().await;
+        match relay {
+            Ok(r) => return run_relay(r, appliance, dev, true).await,
             Err(e) => {
                 eprintln!("relaybox: {e}");
                 return ExitCode::FAILURE;
             }
-        };
-        run_relay(relay, appliance, dev, false).await
-    }
+        }
+    } else {
+        config
+    };
+    let relay = match Relay::open(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relaybox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    run_relay(relay, appliance, dev, false).await
 }
 
 /// Serve the relay with its services until a signal, then flush the store.
