@@ -27,6 +27,8 @@
 # Every wait is bounded; QEMU and the update server are always stopped.
 
 OTA=$OUT/ota
+PY=${PY:-$REPO/.venv/bin/python}
+[ -x "$PY" ] || PY=python3
 USRV=
 ota_cleanup() {
 	cleanup_qemu
