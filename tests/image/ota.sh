@@ -251,7 +251,8 @@ ota_session() {
 	fi
 	if ui_claim >"$OUT/ota-ui-claim.log" 2>&1; then pass ota-status-page-claimed; else fail ota-status-page-claimed "see $OUT/ota-ui-claim.log"; fi
 	s=$(guest_value perms "stat -c '%U %a' /dev/vda3 /dev/vda5 /dev/vda2 /dev/vda4 /dev/watchdog | tr '\\n' ' '; grep -c ' /run/autoboot vfat rw' /proc/mounts" 20)
-	if [ "$s" = "relaybox 660 relaybox 660 root 600 root 600 relaybox 600 1" ]; then
+	if [ "$s" = "relaybox 660 relaybox 660 root 600 root 600 relaybox 600 1" ] &&
+		grep -q ' /run/autoboot vfat rw,.*sync' <<<"$(guest_value abmount "grep ' /run/autoboot ' /proc/mounts" 20)"; then
 		pass ota-init-grants-inactive-slot-watchdog-autoboot
 	else
 		fail ota-init-grants-inactive-slot-watchdog-autoboot "got '$s'"
@@ -337,7 +338,7 @@ ota_session() {
 		done
 		if [ -n "$committed" ]; then
 			pass ota-update-committed
-			figure "trial boot to commit (boot, health check with SMTP 465 → IMAP 993, autoboot.txt): $(($(date +%s) - t0)) s"
+			figure "trial boot to commit on the card (boot, health check with SMTP 465 → IMAP 993, autoboot.txt): $(($(date +%s) - t0)) s"
 		else
 			fail ota-update-committed "autoboot.txt still boots partition $(autoboot_all "$sd") after 400 s"
 		fi
