@@ -251,6 +251,10 @@ ota_session() {
 	fi
 	if ui_claim >"$OUT/ota-ui-claim.log" 2>&1; then pass ota-status-page-claimed; else fail ota-status-page-claimed "see $OUT/ota-ui-claim.log"; fi
 	s=$(guest_value perms "stat -c '%U %a' /dev/vda3 /dev/vda5 /dev/vda2 /dev/vda4 /dev/watchdog | tr '\\n' ' '; grep -c ' /run/autoboot vfat rw' /proc/mounts" 20)
+	# BOOT-4: the daemon opened the watchdog (QEMU's i6300esb) and pets it.
+	local dog
+	dog=$(guest_value dog 'cat /sys/class/watchdog/watchdog0/state' 20)
+	if [ "$dog" = active ]; then pass ota-daemon-arms-watchdog; else fail ota-daemon-arms-watchdog "watchdog0 state '$dog'"; fi
 	if [ "$s" = "relaybox 660 relaybox 660 root 600 root 600 relaybox 600 1" ] &&
 		grep -q ' /run/autoboot vfat rw,.*sync' <<<"$(guest_value abmount "grep ' /run/autoboot ' /proc/mounts" 20)"; then
 		pass ota-init-grants-inactive-slot-watchdog-autoboot
@@ -276,6 +280,25 @@ ota_session() {
 			fail "ota-refuses-$bad-bundle" "expected '$expect_re', got '$out'"
 		fi
 	done
+	# The same refusal through the status page's upload form (multipart: csrf, then bundle).
+	local token where
+	ui_login >/dev/null 2>&1
+	token=$(ui "$UI/admin/status" | csrf_of)
+	t0=$(date +%s)
+	where=$(ui -o "$OTA/upload.html" -w '%{http_code} %{redirect_url}' -F "csrf=$token" \
+		-F "bundle=@$OTA/disk/badsig.tar;type=application/x-tar" "$UI/admin/update/upload")
+	s=
+	if [[ "$where" == *" "*/admin/status ]]; then
+		figure "upload of a $(stat -c %s "$OTA/disk/badsig.tar") byte bundle through the status page: $(($(date +%s) - t0)) s"
+		for _ in $(seq 1 60); do
+			s=$(ui_status_field update-error)
+			[[ "$s" == *"bad signature"* ]] && break
+			sleep 2
+		done
+	else
+		s="upload answered '$where': $(sed 's/<[^>]*>//g' "$OTA/upload.html" | tr -s ' \n' ' ' | head -c 300)"
+	fi
+	if [[ "$s" == *"bad signature"* ]]; then pass ota-upload-refuses-bad-signature; else fail ota-upload-refuses-bad-signature "update-error: '$s'"; fi
 	guest sync
 	sleep 1
 	after=$(slot_b_hash "$sd")
