@@ -455,6 +455,8 @@ if [ -n "$bin" ] && [ -x "$bin" ]; then
 		cp "$OTA/server.log" "$OUT/ota-server.log" 2>/dev/null
 		ota_cleanup
 		rm -rf "$QDIR"
+		# Logs, keys and certificates stay; the images and bundles (~1 GB on disk) go.
+		rm -rf "$OTA/base" "$OTA/good" "$OTA/fail" "$OTA/disk" "$OTA/srv" "$OTA/overlay" "$OTA/bundles.ext4"
 	else
 		fail ota-test-images-and-bundles "see $OUT/ota-prepare.log"
 		tail -n 20 "$OUT/ota-prepare.log"
