@@ -351,7 +351,9 @@ impl BootControl for PiBoot {
 }
 
 /// Mounts the `autoboot` FAT partition read-write at `dir` unless something is mounted
-/// there already (`/proc/mounts`). Needs root (busybox / util-linux `mount`).
+/// there already (`/proc/mounts`). Needs root (busybox / util-linux `mount`). `sync`: on
+/// vfat, fsync and a directory fsync leave the FAT table in the page cache, so a commit
+/// (BOOT-3) would not be on the card for up to a writeback interval (measured in QEMU).
 pub fn mount_autoboot(dir: &Path) -> Result<(), UpdateError> {
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
     let target = dir.to_string_lossy();
@@ -364,7 +366,7 @@ pub fn mount_autoboot(dir: &Path) -> Result<(), UpdateError> {
     let dev = partition_device(Path::new("/sys/class/block"), Path::new("/dev"), "autoboot")?;
     fs::create_dir_all(dir).map_err(|e| UpdateError::io("cannot create", dir, e))?;
     let st = std::process::Command::new("mount")
-        .args(["-t", "vfat", "-o", "rw,noatime"])
+        .args(["-t", "vfat", "-o", "rw,noatime,sync"])
         .arg(&dev)
         .arg(dir)
         .status()
