@@ -255,6 +255,16 @@ ota_session() {
 	local dog
 	dog=$(guest_value dog 'cat /sys/class/watchdog/watchdog0/state' 20)
 	if [ "$dog" = active ]; then pass ota-daemon-arms-watchdog; else fail ota-daemon-arms-watchdog "watchdog0 state '$dog'"; fi
+	# BOOT-6: the health check after a normal start marks the running slot good and resets the
+	# init's boot counter (it counted this boot: 1).
+	local marks=
+	for _ in $(seq 1 15); do
+		# shellcheck disable=SC2016 # expanded by the guest's shell
+		marks=$(guest_value marks 'echo $(ls /data/relaybox/update | grep -x good-a) $(cat /data/relaybox/update/boot-count)' 20)
+		[ "$marks" = "good-a 0" ] && break
+		sleep 4
+	done
+	if [ "$marks" = "good-a 0" ]; then pass ota-normal-boot-marks-slot-good; else fail ota-normal-boot-marks-slot-good "got '$marks'"; fi
 	if [ "$s" = "relaybox 660 relaybox 660 root 600 root 600 relaybox 600 1" ] &&
 		grep -q ' /run/autoboot vfat rw,.*sync' <<<"$(guest_value abmount "grep ' /run/autoboot ' /proc/mounts" 20)"; then
 		pass ota-init-grants-inactive-slot-watchdog-autoboot
