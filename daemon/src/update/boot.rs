@@ -135,7 +135,18 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), UpdateEr
     sync_dir(dir)
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
+/// Removes `dir/name` if it exists and fsyncs the directory (the counterpart of
+/// [`write_atomic`]).
+pub fn remove_durably(dir: &Path, name: &str) -> Result<(), UpdateError> {
+    let p = dir.join(name);
+    match fs::remove_file(&p) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(UpdateError::io("cannot remove", &p, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| UpdateError::io("cannot sync directory", dir, e))
@@ -279,12 +290,7 @@ impl BootControl for QemuBoot {
 
     fn commit(&self, slot: Slot) -> Result<(), UpdateError> {
         commit_autoboot(&self.autoboot_dir, slot)?;
-        let flag = self.autoboot_dir.join(TRYBOOT_FLAG);
-        match fs::remove_file(&flag) {
-            Ok(()) => sync_dir(&self.autoboot_dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(UpdateError::io("cannot remove", &flag, e)),
-        }
+        remove_durably(&self.autoboot_dir, TRYBOOT_FLAG)
     }
 
     fn reboot_argument(&self) -> Option<&'static str> {

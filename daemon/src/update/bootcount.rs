@@ -36,12 +36,7 @@ pub fn boot_passed(dir: &Path, slot: Slot) -> Result<(), UpdateError> {
 
 /// Before `slot` is written: it is no longer good.
 pub fn forget_good(dir: &Path, slot: Slot) -> Result<(), UpdateError> {
-    let p = dir.join(good_mark(slot));
-    match fs::remove_file(&p) {
-        Ok(()) => boot::sync_dir(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(UpdateError::io("cannot remove", &p, e)),
-    }
+    boot::remove_durably(dir, &good_mark(slot))
 }
 
 /// The boot counter as the init left it (0 when missing or unreadable).
