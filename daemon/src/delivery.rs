@@ -6,8 +6,9 @@
 
 use std::net::IpAddr;
 
+use crate::message::Parsed;
 use crate::metrics::Rejection;
-use crate::policy::{SmtpReply, headers, inbound, submission};
+use crate::policy::{SmtpReply, headers, inbound, submission, unparsable};
 use crate::server::Relay;
 use crate::store::{Delivery, PushRequest};
 
@@ -74,6 +75,16 @@ pub fn relay_denied(rcpt: &str) -> SmtpReply {
     SmtpReply::new(554, format!("5.7.1 <{rcpt}>: Relay access denied"))
 }
 
+/// SUB-6 / IN-4a: the one parse of a message that arrived. Everything after it (the
+/// rules, the cleanup, DKIM, push, the store, IMAP) reads this result.
+fn parse(raw: Vec<u8>) -> Result<Parsed, SmtpReply> {
+    Parsed::parse(raw).map_err(|why| {
+        crate::metrics::rejected(Rejection::Policy);
+        tracing::info!("message refused: {why}");
+        unparsable(&why)
+    })
+}
+
 /// SUB-6..12, then the commit. `all` is every recipient as the policy sees them.
 pub async fn submission(
     relay: &Relay,
@@ -83,21 +94,24 @@ pub async fn submission(
     all: &[String],
     raw: Vec<u8>,
 ) -> SmtpReply {
-    if let Err(r) = submission::judge(&raw, &mail_from, all) {
+    let msg = match parse(raw) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if let Err(r) = submission::judge(msg.view(), &mail_from, all) {
         crate::metrics::rejected(rejection(&r));
         return r;
     }
     // SUB-10, SUB-11: cleanup; no Received header is ever added.
-    let mut body = headers::cleanup_submission(&raw);
-    drop(raw);
+    let mut msg = headers::cleanup_submission(msg);
     // SUB-12: sign once, after cleanup, when the message leaves this relay (local copies
     // share the same bytes).
     if !remote.is_empty()
         && let Some(signer) = &relay.dkim
     {
-        body = signer.sign(&body);
+        msg = signer.sign(msg);
     }
-    store(relay, mail_from, local, remote, body).await
+    store(relay, mail_from, local, remote, msg).await
 }
 
 /// IN-4 (a–e) then IN-7 and the commit, for port 25 and `/mxdeliv` alike. `client` is
@@ -109,15 +123,22 @@ pub async fn inbound(
     rcpts: InboundRecipients,
     raw: Vec<u8>,
 ) -> SmtpReply {
-    let verdict = match inbound::judge(&raw, &mail_from, rcpts.enforce_e2ee) {
+    let msg = match parse(raw) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let verdict = match inbound::judge(msg.view(), &mail_from, rcpts.enforce_e2ee) {
         Ok(v) => v,
         Err(r) => {
             crate::metrics::rejected(rejection(&r));
             return r;
         }
     };
-    // IN-4e: origin.
-    let Some(domain) = from_domain(&raw) else {
+    // IN-4e: origin, from the From address the rules above checked.
+    let Some(domain) = headers::from_address(msg.view())
+        .ok()
+        .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_string()))
+    else {
         return SmtpReply::new(500, "Failed to parse message headers");
     };
     match address_literal(&domain) {
@@ -134,22 +155,21 @@ pub async fn inbound(
             }
         }
         None => {
-            if let Err(r) = relay.dkim_verifier.verify(&raw, &domain).await {
+            if let Err(r) = relay.dkim_verifier.verify(msg.bytes(), &domain).await {
                 crate::metrics::rejected(Rejection::Origin);
                 return r;
             }
         }
     }
     // IN-7.
-    let body = headers::strip_inbound(&raw);
-    drop(raw);
+    let msg = headers::strip_inbound(msg);
     // IN-4b: a From that differs from MAIL FROM makes the envelope sender `<>`.
     let sender = if verdict.reset_sender {
         String::new()
     } else {
         mail_from
     };
-    store(relay, sender, rcpts.local, Vec::new(), body).await
+    store(relay, sender, rcpts.local, Vec::new(), msg).await
 }
 
 /// One durable `Store::deliver_with_push` for every recipient; `250` only after it
@@ -160,12 +180,12 @@ pub async fn store(
     sender: String,
     local: Vec<String>,
     remote: Vec<String>,
-    body: Vec<u8>,
+    body: Parsed,
 ) -> SmtpReply {
     let now = relay.clock.unix_now();
     // PUSH-1: no push for a message whose From is the recipient account itself
     // (self-sent and multi-device copies).
-    let from = header_from(&body);
+    let from = headers::from_address(body.view()).ok();
     let push = PushRequest {
         accounts: local
             .iter()
@@ -179,7 +199,7 @@ pub async fn store(
         sender,
         local,
         remote,
-        body: body.into(),
+        body,
         received: now,
     };
     let remote_recipients = !delivery.remote.is_empty();
@@ -266,23 +286,6 @@ pub fn quota_exceeded(rcpt: &str) -> SmtpReply {
             "5.2.2 <{rcpt}>: Recipient address rejected: Quota exceeded (mailbox for user is full)"
         ),
     )
-}
-
-/// The domain of the From address, as the policy reads it (SUB-6 / IN-4a).
-fn from_domain(raw: &[u8]) -> Option<String> {
-    let msg = mail_parser::MessageParser::default().parse(raw)?;
-    let addr = headers::from_address(&msg).ok()?;
-    Some(addr.rsplit_once('@')?.1.to_string())
-}
-
-/// PUSH-1: the From address of a stored message, read from its header section only.
-fn header_from(body: &[u8]) -> Option<String> {
-    let end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(body.len(), |i| i + 4);
-    let msg = mail_parser::MessageParser::default().parse_headers(&body[..end])?;
-    headers::from_address(&msg).ok()
 }
 
 /// `[192.0.2.1]` → `192.0.2.1`; `[IPv6:2001:db8::1]` → `IPv6:2001:db8::1`.

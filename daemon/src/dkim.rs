@@ -165,7 +165,20 @@ impl Signer {
     }
 
     /// `message` with a `DKIM-Signature` header field prepended (SUB-12).
-    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+    /// [`Signer::sign_bytes`] for a parsed message: the signature goes in front of the
+    /// header section and the structure moves with it.
+    pub fn sign(&self, message: crate::message::Parsed) -> crate::message::Parsed {
+        let signed = self.sign_bytes(message.bytes());
+        let added = signed.len() - message.len();
+        message.rewrite_header(|h| {
+            let mut out = signed[..added].to_vec();
+            out.extend_from_slice(h);
+            out
+        })
+    }
+
+    /// The message with a `DKIM-Signature` field in front (SUB-12).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
         // SUB-12: d=<domain>, s=<selector>, a=rsa-sha256, c=relaxed/simple.
         let signer = DkimSigner::from_key(SharedKey(self.key.clone()))
             .domain(self.domain.as_str())
@@ -858,7 +871,7 @@ mod tests {
     #[tokio::test]
     async fn sign_then_verify_roundtrip_sub_12() {
         let s = signer();
-        let signed = s.sign(&message("alice@example.org"));
+        let signed = s.sign_bytes(&message("alice@example.org"));
         let text = String::from_utf8_lossy(&signed);
         assert!(
             text.starts_with(
@@ -877,7 +890,7 @@ mod tests {
 
     #[test]
     fn header_list_signs_and_oversigns_sub_12() {
-        let h = signed_names(&signer().sign(&message("alice@example.org")));
+        let h = signed_names(&signer().sign_bytes(&message("alice@example.org")));
         let count = |n: &str| h.iter().filter(|x| *x == n).count();
         // Present once, oversigned: listed twice.
         for name in ["from", "to", "subject", "date", "autocrypt", "content-type"] {
@@ -905,7 +918,7 @@ mod tests {
         // A present List-* / Resent-* field is oversigned by prefix; two To fields → 3.
         let mut m = b"List-Foo: x\r\nTo: <c@other.org>\r\n".to_vec();
         m.extend_from_slice(&message("alice@example.org"));
-        let h = signed_names(&signer().sign(&m));
+        let h = signed_names(&signer().sign_bytes(&m));
         assert_eq!(h.iter().filter(|x| *x == "list-foo").count(), 2, "{h:?}");
         assert_eq!(h.iter().filter(|x| *x == "to").count(), 3, "{h:?}");
     }
@@ -913,7 +926,7 @@ mod tests {
     #[tokio::test]
     async fn tampered_body_fails() {
         let s = signer();
-        let mut signed = s.sign(&message("alice@example.org"));
+        let mut signed = s.sign_bytes(&message("alice@example.org"));
         let at = signed.len() - 40;
         signed[at] ^= 0x01;
         let (v, _dns, _dir) = cached_verifier(&s).await;
@@ -927,7 +940,7 @@ mod tests {
     async fn signature_of_another_domain_is_not_aligned_in_4e() {
         let s = signer();
         // Valid signature with d=example.org, but the From domain is other.org.
-        let signed = s.sign(&message("mallory@other.org"));
+        let signed = s.sign_bytes(&message("mallory@other.org"));
         let (v, dns, _dir) = cached_verifier(&s).await;
         assert_eq!(
             reply(v.verify(&signed, "other.org").await),
@@ -966,7 +979,7 @@ mod tests {
     #[tokio::test]
     async fn oversigned_header_added_after_signing_fails() {
         let s = signer();
-        let signed = s.sign(&message("alice@example.org"));
+        let signed = s.sign_bytes(&message("alice@example.org"));
         let (v, _dns, _dir) = cached_verifier(&s).await;
         // A header that is not signed may be added: still valid (so the failures below
         // come from oversigning, not from any change).
@@ -1070,7 +1083,7 @@ mod tests {
             .expect("underscore")
             .expect("underscore mode signs (MODE-2)");
         assert_eq!(s.dns_record().0, "sel1._domainkey._relay.test");
-        let signed = String::from_utf8(s.sign(&message("a@_relay.test"))).expect("utf8");
+        let signed = String::from_utf8(s.sign_bytes(&message("a@_relay.test"))).expect("utf8");
         assert!(signed.contains("s=sel1; d=_relay.test;"), "{signed}");
     }
 
@@ -1110,7 +1123,7 @@ mod tests {
         dns.publish(&name, &[a, b]);
         let dir = tempfile::tempdir().expect("tempdir");
         let v = verifier(dir.path(), &dns);
-        let signed = s.sign(&message("alice@example.org"));
+        let signed = s.sign_bytes(&message("alice@example.org"));
         assert_eq!(reply(v.verify(&signed, "example.org").await), "ok");
         assert!(v.has_key(&name));
         let after_first = dns.queries();
@@ -1152,8 +1165,11 @@ mod tests {
         // looked up again; the fresh key verifies.
         assert_eq!(
             reply(
-                v.verify(&new.sign(&message("alice@example.org")), "example.org")
-                    .await
+                v.verify(
+                    &new.sign_bytes(&message("alice@example.org")),
+                    "example.org"
+                )
+                .await
             ),
             "ok"
         );
@@ -1164,8 +1180,11 @@ mod tests {
         let before = dns.queries();
         assert_eq!(
             reply(
-                v.verify(&old.sign(&message("alice@example.org")), "example.org")
-                    .await
+                v.verify(
+                    &old.sign_bytes(&message("alice@example.org")),
+                    "example.org"
+                )
+                .await
             ),
             "554 5.7.1 No valid DKIM signature found"
         );
@@ -1180,7 +1199,7 @@ mod tests {
         let dns = FakeDns::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let v = verifier(dir.path(), &dns);
-        let signed = s.sign(&message("alice@example.org"));
+        let signed = s.sign_bytes(&message("alice@example.org"));
         // NXDOMAIN: permanent.
         assert_eq!(
             reply(v.verify(&signed, "example.org").await),
@@ -1288,7 +1307,7 @@ mod tests {
         };
         let s = signer();
         let (name, record) = s.dns_record();
-        let signed = s.sign(&message("alice@example.org"));
+        let signed = s.sign_bytes(&message("alice@example.org"));
         assert!(dkimpy_verify(&python, &signed, &name, &record));
         let mut tampered = signed.clone();
         let at = tampered.len() - 40;

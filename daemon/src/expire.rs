@@ -689,7 +689,7 @@ mod tests {
                     sender: "someone@other".into(),
                     local: vec![to.into()],
                     remote: vec![],
-                    body: vec![b'x'; size].into(),
+                    body: crate::message::Parsed::legacy(vec![b'x'; size]),
                     received: self.clock.unix_now(),
                 })
                 .await

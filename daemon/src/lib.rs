@@ -18,6 +18,7 @@ pub mod http;
 pub mod imap;
 pub mod iroh;
 pub mod logs;
+pub mod message;
 pub mod metrics;
 pub mod mxdeliv;
 pub mod net;

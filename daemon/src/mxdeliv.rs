@@ -30,7 +30,8 @@ pub async fn handle(
     let relay = &web.relay;
     let max = usize::try_from(relay.config.max_message_size).unwrap_or(usize::MAX);
     let raw = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
+        // As over SMTP: lines that end in a bare LF get their CR.
+        Ok(collected) => crate::message::normalize_line_endings(collected.to_bytes().to_vec()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -1034,7 +1034,7 @@ mod tests {
             sender: from.to_string(),
             local: vec![to.to_string()],
             remote: Vec::new(),
-            body: Arc::from(&b"m"[..]),
+            body: crate::message::Parsed::legacy(b"m".to_vec()),
             received: first,
         };
         let push = PushRequest {

@@ -8,8 +8,9 @@ use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItemName, Part, Section,
 };
 
-use super::mime::{self, Node};
+use super::mime;
 use super::response::{Lit, astring, flag_list, internal_date, literal};
+use crate::message::{Node, View};
 use crate::store::MessageMeta;
 
 /// A checked FETCH request.
@@ -124,7 +125,8 @@ fn write_section(out: &mut Vec<u8>, section: Option<&Section<'_>>) {
 }
 
 /// The bytes a section names (RFC 9051 §6.4.5); a part that does not exist is empty.
-pub fn section_bytes(raw: &[u8], root: &Node, section: Option<&Section<'_>>) -> Vec<u8> {
+pub fn section_bytes(msg: View<'_>, section: Option<&Section<'_>>) -> Vec<u8> {
+    let (raw, root) = (msg.raw, msg.root);
     // The message a HEADER/TEXT section applies to: the root, or a message/rfc822 part.
     let msg_at = |p: &Option<Part>| -> Option<&Node> {
         match p {
@@ -162,13 +164,13 @@ pub fn partial(data: &[u8], origin: u32, len: u32) -> &[u8] {
     &data[start..end]
 }
 
-/// Write `* seq FETCH (...)` for one message. `raw`/`root` are present when the plan
-/// needs the body; `add_flags` adds FLAGS when this fetch set \Seen (RFC 9051 §6.4.5).
+/// Write `* seq FETCH (...)` for one message. `body` is present when the plan needs the
+/// message; `add_flags` adds FLAGS when this fetch set \Seen (RFC 9051 §6.4.5).
 pub fn write_message(
     out: &mut Vec<u8>,
     seq: u32,
     meta: &MessageMeta,
-    body: Option<(&[u8], &Node)>,
+    body: Option<View<'_>>,
     items: &[MessageDataItemName<'_>],
     add_flags: bool,
 ) {
@@ -203,14 +205,14 @@ pub fn write_message(
                 internal_date(out, meta.internal_date);
             }
             MessageDataItemName::Envelope => {
-                if let Some((raw, root)) = body {
+                if let Some(View { raw, root }) = body {
                     sep(out);
                     out.extend_from_slice(b"ENVELOPE ");
                     mime::envelope(out, &raw[root.header.clone()]);
                 }
             }
             MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
-                if let Some((raw, root)) = body {
+                if let Some(View { raw, root }) = body {
                     sep(out);
                     let ext = matches!(item, MessageDataItemName::BodyStructure);
                     out.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
@@ -222,12 +224,12 @@ pub fn write_message(
                 partial: part,
                 ..
             } => {
-                if let Some((raw, root)) = body {
+                if let Some(View { raw, root }) = body {
                     sep(out);
                     out.extend_from_slice(b"BODY[");
                     write_section(out, section.as_ref());
                     out.push(b']');
-                    let data = section_bytes(raw, root, section.as_ref());
+                    let data = section_bytes(View { raw, root }, section.as_ref());
                     match part {
                         Some((origin, len)) => {
                             let _ = write!(Lit(out), "<{origin}> ");
@@ -241,21 +243,21 @@ pub fn write_message(
                 }
             }
             MessageDataItemName::Rfc822 => {
-                if let Some((raw, _)) = body {
+                if let Some(View { raw, .. }) = body {
                     sep(out);
                     out.extend_from_slice(b"RFC822 ");
                     literal(out, raw);
                 }
             }
             MessageDataItemName::Rfc822Header => {
-                if let Some((raw, root)) = body {
+                if let Some(View { raw, root }) = body {
                     sep(out);
                     out.extend_from_slice(b"RFC822.HEADER ");
                     literal(out, &raw[root.header.clone()]);
                 }
             }
             MessageDataItemName::Rfc822Text => {
-                if let Some((raw, root)) = body {
+                if let Some(View { raw, root }) = body {
                     sep(out);
                     out.extend_from_slice(b"RFC822.TEXT ");
                     literal(out, &raw[root.body.clone()]);
@@ -280,7 +282,7 @@ mod tests {
     use imap_codec::decode::Decoder;
     use imap_codec::imap_types::command::CommandBody;
 
-    const MSG: &[u8] = b"From: a@b.c\r\nSubject: hi\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b--\r\n";
+    const MSG: &[u8] = b"From: a@b.c\r\nSubject: hi\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b--\r\n";
 
     /// Parse `a FETCH 1 (<items>)` and render it against MSG.
     fn render(items: &str, uid: bool) -> String {
@@ -303,9 +305,13 @@ mod tests {
             size: MSG.len() as u64,
             internal_date: 0,
         };
-        let root = mime::parse(MSG);
+        let root = crate::message::structure::parse(MSG, &crate::message::LIMITS).unwrap();
         let mut out = Vec::new();
-        write_message(&mut out, 1, &meta, Some((MSG, &root)), &p.items, false);
+        let view = View {
+            raw: MSG,
+            root: &root,
+        };
+        write_message(&mut out, 1, &meta, Some(view), &p.items, false);
         String::from_utf8(out).unwrap()
     }
 

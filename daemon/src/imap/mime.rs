@@ -1,235 +1,22 @@
-//! MIME structure of a stored message for FETCH (RFC 9051 §6.4.5, §7.5.2): byte ranges
-//! of headers and bodies of every part, section extraction (`HEADER`, `TEXT`, `MIME`,
-//! part numbers, `HEADER.FIELDS[.NOT]`), BODY/BODYSTRUCTURE and ENVELOPE. Works on the
-//! stored bytes unchanged; nothing is decoded.
+//! How IMAP shows a stored message's MIME structure (RFC 9051 §6.4.5, §7.5.2): section
+//! resolution (`HEADER`, `TEXT`, `MIME`, part numbers, `HEADER.FIELDS[.NOT]`),
+//! BODY/BODYSTRUCTURE and ENVELOPE. The structure itself comes from the store, as the
+//! message parser found it on arrival (`crate::message`); nothing here splits MIME again,
+//! and nothing is decoded.
 
-use std::ops::Range;
+use crate::message::fields::{self, param};
+use crate::message::header;
+use crate::message::{Kind, Node};
 
 use super::response::{nstring, string};
 
-/// (type, subtype, parameters) of a Content-Type.
-type ContentType = (String, String, Vec<(String, String)>);
-
-/// Nesting limit for multiparts and message/rfc822 parts.
-const MAX_DEPTH: usize = 32;
-
-/// One entity: a message or a body part.
-#[derive(Debug, Clone)]
-pub struct Node {
-    /// The header, including the blank line that ends it.
-    pub header: Range<usize>,
-    pub body: Range<usize>,
-    /// Lower-case media type and subtype.
-    pub mtype: String,
-    pub subtype: String,
-    /// Content-Type parameters (lower-case names).
-    pub params: Vec<(String, String)>,
-    pub kind: Kind,
+/// The first field called `name` in a header section, unfolded.
+fn field(section: &[u8], name: &str) -> Option<Vec<u8>> {
+    header::first(section, name).map(|f| f.unfolded(section))
 }
 
-#[derive(Debug, Clone)]
-pub enum Kind {
-    Leaf,
-    Multipart(Vec<Node>),
-    /// message/rfc822: the encapsulated message.
-    Message(Box<Node>),
-}
-
-/// Parse a whole message.
-pub fn parse(raw: &[u8]) -> Node {
-    parse_entity(raw, 0..raw.len(), ("text", "plain"), 0)
-}
-
-fn parse_entity(raw: &[u8], range: Range<usize>, default: (&str, &str), depth: usize) -> Node {
-    let body_start = header_end(raw, range.clone());
-    let header = range.start..body_start;
-    let body = body_start..range.end;
-    let fields = header_fields(&raw[header.clone()]);
-    let (mtype, subtype, mut params) = match field(&fields, "content-type") {
-        Some(v) => parse_content_type(&v).unwrap_or_else(|| default_type(default)),
-        None => default_type(default),
-    };
-    // RFC 2045 §5.2: text without a charset is US-ASCII (reported as Dovecot does).
-    if mtype == "text" && param(&params, "charset").is_none() {
-        params.push(("charset".to_string(), "us-ascii".to_string()));
-    }
-    let kind = if depth >= MAX_DEPTH {
-        Kind::Leaf
-    } else if mtype == "multipart" {
-        match param(&params, "boundary") {
-            Some(b) if !b.is_empty() => {
-                let child_default = if subtype == "digest" {
-                    ("message", "rfc822")
-                } else {
-                    ("text", "plain")
-                };
-                let children = split_multipart(raw, body.clone(), b.as_bytes())
-                    .into_iter()
-                    .map(|r| parse_entity(raw, r, child_default, depth + 1))
-                    .collect();
-                Kind::Multipart(children)
-            }
-            _ => Kind::Leaf,
-        }
-    } else if mtype == "message" && (subtype == "rfc822" || subtype == "global") {
-        Kind::Message(Box::new(parse_entity(
-            raw,
-            body.clone(),
-            ("text", "plain"),
-            depth + 1,
-        )))
-    } else {
-        Kind::Leaf
-    };
-    Node {
-        header,
-        body,
-        mtype,
-        subtype,
-        params,
-        kind,
-    }
-}
-
-fn default_type(d: (&str, &str)) -> ContentType {
-    let params = if d.0 == "text" {
-        vec![("charset".to_string(), "us-ascii".to_string())]
-    } else {
-        Vec::new()
-    };
-    (d.0.to_string(), d.1.to_string(), params)
-}
-
-/// Index just after the blank line ending the header in `range` (or the range end).
-fn header_end(raw: &[u8], range: Range<usize>) -> usize {
-    let mut pos = range.start;
-    while pos < range.end {
-        let line_end = raw[pos..range.end]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|i| pos + i + 1)
-            .unwrap_or(range.end);
-        let line = &raw[pos..line_end];
-        if line == b"\r\n" || line == b"\n" {
-            return line_end;
-        }
-        pos = line_end;
-    }
-    range.end
-}
-
-/// The ranges of the body parts between the boundary delimiters (RFC 2046 §5.1.1): the
-/// line break before a delimiter belongs to the delimiter.
-fn split_multipart(raw: &[u8], body: Range<usize>, boundary: &[u8]) -> Vec<Range<usize>> {
-    let mut parts = Vec::new();
-    let mut current: Option<usize> = None;
-    let mut pos = body.start;
-    while pos < body.end {
-        let nl = raw[pos..body.end].iter().position(|&b| b == b'\n');
-        let next = nl.map(|i| pos + i + 1).unwrap_or(body.end);
-        let line = &raw[pos..nl.map(|i| pos + i).unwrap_or(body.end)];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line
-            .strip_prefix(b"--")
-            .and_then(|l| l.strip_prefix(boundary))
-        {
-            let close = rest.starts_with(b"--");
-            let tail = if close { &rest[2..] } else { rest };
-            if tail.iter().all(|b| *b == b' ' || *b == b'\t') {
-                if let Some(start) = current.take() {
-                    // Drop the CRLF (or LF) before the delimiter.
-                    let mut end = pos;
-                    if end > start && raw[end - 1] == b'\n' {
-                        end -= 1;
-                        if end > start && raw[end - 1] == b'\r' {
-                            end -= 1;
-                        }
-                    }
-                    parts.push(start..end.max(start));
-                }
-                if close {
-                    return parts;
-                }
-                current = Some(next);
-            }
-        }
-        pos = next;
-    }
-    // No close delimiter: the last part runs to the end.
-    if let Some(start) = current {
-        parts.push(start..body.end);
-    }
-    parts
-}
-
-/// Header fields as (lower-case name, raw field bytes including folding and line end).
-fn header_lines(header: &[u8]) -> Vec<(String, Range<usize>)> {
-    let mut out: Vec<(String, Range<usize>)> = Vec::new();
-    let mut pos = 0;
-    while pos < header.len() {
-        let next = header[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|i| pos + i + 1)
-            .unwrap_or(header.len());
-        let line = &header[pos..next];
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            if let Some(last) = out.last_mut() {
-                last.1.end = next;
-            }
-        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
-            let name = String::from_utf8_lossy(&line[..colon])
-                .trim()
-                .to_ascii_lowercase();
-            out.push((name, pos..next));
-        }
-        pos = next;
-    }
-    out
-}
-
-/// Header fields as (lower-case name, unfolded trimmed value).
-pub fn header_fields(header: &[u8]) -> Vec<(String, Vec<u8>)> {
-    header_lines(header)
-        .into_iter()
-        .map(|(name, r)| {
-            let line = &header[r];
-            let colon = line.iter().position(|&b| b == b':').unwrap_or(0);
-            let mut v: Vec<u8> = line[colon + 1..]
-                .iter()
-                .copied()
-                .filter(|&b| b != b'\r' && b != b'\n')
-                .collect();
-            while v.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-                v.remove(0);
-            }
-            while v.last().is_some_and(|b| *b == b' ' || *b == b'\t') {
-                v.pop();
-            }
-            (name, v)
-        })
-        .collect()
-}
-
-/// The first field called `name` (lower-case).
-pub fn field(fields: &[(String, Vec<u8>)], name: &str) -> Option<Vec<u8>> {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.clone())
-}
-
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// Remove RFC 5322 comments outside quoted strings.
+/// Remove RFC 5322 comments outside quoted strings (for the free-form fields shown in
+/// ENVELOPE and Content-Language; structural fields never carry comments).
 fn strip_comments(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let (mut depth, mut quoted, mut escaped) = (0u32, false, false);
@@ -259,87 +46,6 @@ fn strip_comments(v: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Split on `;` outside quotes.
-fn split_params(v: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = vec![Vec::new()];
-    let (mut quoted, mut escaped) = (false, false);
-    for &b in v {
-        if escaped {
-            escaped = false;
-        } else if b == b'\\' && quoted {
-            escaped = true;
-        } else if b == b'"' {
-            quoted = !quoted;
-        } else if b == b';' && !quoted {
-            out.push(Vec::new());
-            continue;
-        }
-        if let Some(last) = out.last_mut() {
-            last.push(b);
-        }
-    }
-    out
-}
-
-fn unquote(v: &str) -> String {
-    let v = v.trim();
-    if let Some(inner) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        let mut out = String::new();
-        let mut esc = false;
-        for c in inner.chars() {
-            if esc {
-                out.push(c);
-                esc = false;
-            } else if c == '\\' {
-                esc = true;
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    } else {
-        v.to_string()
-    }
-}
-
-/// `type/subtype; a=b; c="d"` → (type, subtype, params); `None` when malformed.
-fn parse_content_type(v: &[u8]) -> Option<ContentType> {
-    let v = strip_comments(v);
-    let pieces = split_params(&v);
-    let first = String::from_utf8_lossy(pieces.first()?)
-        .trim()
-        .to_ascii_lowercase();
-    let (t, s) = first.split_once('/')?;
-    let (t, s) = (t.trim(), s.trim());
-    if t.is_empty() || s.is_empty() {
-        return None;
-    }
-    Some((t.to_string(), s.to_string(), parse_params(&pieces[1..])))
-}
-
-fn parse_params(pieces: &[Vec<u8>]) -> Vec<(String, String)> {
-    pieces
-        .iter()
-        .filter_map(|p| {
-            let p = String::from_utf8_lossy(p);
-            let (k, v) = p.split_once('=')?;
-            let k = k.trim().to_ascii_lowercase();
-            (!k.is_empty()).then(|| (k, unquote(v)))
-        })
-        .collect()
-}
-
-/// `attachment; filename="x"` → (disposition, params).
-fn parse_disposition(v: &[u8]) -> Option<(String, Vec<(String, String)>)> {
-    let v = strip_comments(v);
-    let pieces = split_params(&v);
-    let d = String::from_utf8_lossy(pieces.first()?).trim().to_string();
-    if d.is_empty() {
-        return None;
-    }
-    Some((d, parse_params(&pieces[1..])))
 }
 
 // ---- sections -----------------------------------------------------------------------
@@ -376,14 +82,13 @@ pub fn message_of(node: &Node, is_root: bool) -> Option<&Node> {
 }
 
 /// `HEADER.FIELDS (names)` / `.NOT`: the selected fields as stored, then a blank line.
-pub fn header_subset(header: &[u8], names: &[Vec<u8>], not: bool) -> Vec<u8> {
+pub fn header_subset(section: &[u8], names: &[Vec<u8>], not: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    for (name, r) in header_lines(header) {
-        let listed = names
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
+    for f in header::fields(section) {
+        let name = &section[f.name.clone()];
+        let listed = names.iter().any(|n| n.eq_ignore_ascii_case(name));
         if listed != not {
-            out.extend_from_slice(&header[r]);
+            out.extend_from_slice(&section[f.range]);
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -421,47 +126,41 @@ fn params_list(out: &mut Vec<u8>, params: &[(String, String)]) {
 
 /// `body` (RFC 9051 §9); `extended` adds the BODYSTRUCTURE extension data.
 pub fn body_structure(out: &mut Vec<u8>, raw: &[u8], node: &Node, extended: bool) {
-    let fields = header_fields(&raw[node.header.clone()]);
+    let section = &raw[node.header.clone()];
+    let ct = &node.content_type;
     out.push(b'(');
     if let Kind::Multipart(children) = &node.kind {
-        if children.is_empty() {
-            // RFC 9051 §9 needs at least one part: describe an empty text part.
-            out.extend_from_slice(
-                b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)",
-            );
-        }
         for c in children {
             body_structure(out, raw, c, extended);
         }
         out.push(b' ');
-        string(out, node.subtype.as_bytes());
+        string(out, ct.subtype.as_bytes());
         if extended {
             out.push(b' ');
-            params_list(out, &node.params);
-            extension_tail(out, &fields);
+            params_list(out, &ct.params);
+            extension_tail(out, section);
         }
         out.push(b')');
         return;
     }
-    string(out, node.mtype.as_bytes());
+    string(out, ct.mtype.as_bytes());
     out.push(b' ');
-    string(out, node.subtype.as_bytes());
+    string(out, ct.subtype.as_bytes());
     out.push(b' ');
-    params_list(out, &node.params);
+    // RFC 2045 §5.2: text without a charset is US-ASCII (reported as Dovecot does).
+    if ct.mtype == "text" && param(&ct.params, "charset").is_none() {
+        let mut params = ct.params.clone();
+        params.push(("charset".to_string(), "us-ascii".to_string()));
+        params_list(out, &params);
+    } else {
+        params_list(out, &ct.params);
+    }
     out.push(b' ');
-    nstring(out, field(&fields, "content-id").as_deref());
+    nstring(out, field(section, "content-id").as_deref());
     out.push(b' ');
-    nstring(out, field(&fields, "content-description").as_deref());
+    nstring(out, field(section, "content-description").as_deref());
     out.push(b' ');
-    let enc = field(&fields, "content-transfer-encoding")
-        .map(|e| {
-            String::from_utf8_lossy(&strip_comments(&e))
-                .trim()
-                .to_string()
-        })
-        .filter(|e| !e.is_empty())
-        .unwrap_or_else(|| "7bit".to_string());
-    string(out, enc.as_bytes());
+    string(out, node.encoding.name().as_bytes());
     let body = &raw[node.body.clone()];
     out.extend_from_slice(format!(" {}", body.len()).as_bytes());
     match &node.kind {
@@ -472,23 +171,23 @@ pub fn body_structure(out: &mut Vec<u8>, raw: &[u8], node: &Node, extended: bool
             body_structure(out, raw, inner, extended);
             out.extend_from_slice(format!(" {}", line_count(body)).as_bytes());
         }
-        _ if node.mtype == "text" => {
+        _ if ct.mtype == "text" => {
             out.extend_from_slice(format!(" {}", line_count(body)).as_bytes());
         }
         _ => {}
     }
     if extended {
         out.push(b' ');
-        nstring(out, field(&fields, "content-md5").as_deref());
-        extension_tail(out, &fields);
+        nstring(out, field(section, "content-md5").as_deref());
+        extension_tail(out, section);
     }
     out.push(b')');
 }
 
 /// ` disposition language location`.
-fn extension_tail(out: &mut Vec<u8>, fields: &[(String, Vec<u8>)]) {
+fn extension_tail(out: &mut Vec<u8>, section: &[u8]) {
     out.push(b' ');
-    match field(fields, "content-disposition").and_then(|d| parse_disposition(&d)) {
+    match field(section, "content-disposition").and_then(|d| fields::disposition(&d).ok()) {
         Some((d, params)) => {
             out.push(b'(');
             string(out, d.as_bytes());
@@ -499,7 +198,7 @@ fn extension_tail(out: &mut Vec<u8>, fields: &[(String, Vec<u8>)]) {
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    match field(fields, "content-language") {
+    match field(section, "content-language") {
         Some(l) => {
             let l = String::from_utf8_lossy(&strip_comments(&l)).to_string();
             let langs: Vec<&str> = l
@@ -523,7 +222,7 @@ fn extension_tail(out: &mut Vec<u8>, fields: &[(String, Vec<u8>)]) {
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    nstring(out, field(fields, "content-location").as_deref());
+    nstring(out, field(section, "content-location").as_deref());
 }
 
 // ---- ENVELOPE -----------------------------------------------------------------------
@@ -692,29 +391,29 @@ fn address_list(out: &mut Vec<u8>, v: Option<&[u8]>) {
 
 /// `envelope` (RFC 9051 §7.5.2) of a message header. Sender and Reply-To default to From.
 pub fn envelope(out: &mut Vec<u8>, header: &[u8]) {
-    let f = header_fields(header);
-    let from = field(&f, "from");
+    let f = header;
+    let from = field(f, "from");
     out.push(b'(');
-    nstring(out, field(&f, "date").as_deref());
+    nstring(out, field(f, "date").as_deref());
     out.push(b' ');
-    nstring(out, field(&f, "subject").as_deref());
+    nstring(out, field(f, "subject").as_deref());
     out.push(b' ');
     address_list(out, from.as_deref());
     out.push(b' ');
-    address_list(out, field(&f, "sender").or_else(|| from.clone()).as_deref());
+    address_list(out, field(f, "sender").or_else(|| from.clone()).as_deref());
     out.push(b' ');
     address_list(
         out,
-        field(&f, "reply-to").or_else(|| from.clone()).as_deref(),
+        field(f, "reply-to").or_else(|| from.clone()).as_deref(),
     );
     for name in ["to", "cc", "bcc"] {
         out.push(b' ');
-        address_list(out, field(&f, name).as_deref());
+        address_list(out, field(f, name).as_deref());
     }
     out.push(b' ');
-    nstring(out, field(&f, "in-reply-to").as_deref());
+    nstring(out, field(f, "in-reply-to").as_deref());
     out.push(b' ');
-    nstring(out, field(&f, "message-id").as_deref());
+    nstring(out, field(f, "message-id").as_deref());
     out.push(b')');
 }
 
@@ -722,11 +421,16 @@ pub fn envelope(out: &mut Vec<u8>, header: &[u8]) {
 mod tests {
     use super::*;
 
+    fn parse(raw: &[u8]) -> Node {
+        crate::message::structure::parse(raw, &crate::message::LIMITS).expect("parses")
+    }
+
     const MULTI: &[u8] = b"From: \"Alice A.\" <alice@example.org>\r\n\
 To: bob@example.org, Carol <carol@x.test>\r\n\
 Subject: hello\r\n\
 Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\
 Message-ID: <m1@example.org>\r\n\
+MIME-Version: 1.0\r\n\
 Content-Type: multipart/mixed; boundary=\"XX\"\r\n\
 \r\n\
 preamble\r\n\
@@ -748,8 +452,7 @@ Content-Disposition: attachment; filename=\"a.bin\"\r\n\
 Content-Transfer-Encoding: base64\r\n\
 \r\n\
 AAAA\r\n\
---XX--\r\n\
-epilogue\r\n";
+--XX--\r\n";
 
     fn sec(node: &Node, raw: &[u8]) -> String {
         String::from_utf8(raw[node.body.clone()].to_vec()).unwrap()
@@ -866,7 +569,7 @@ NIL NIL NIL \"<m1@example.org>\")"
             "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1)"
         );
         // A text type without charset reports US-ASCII.
-        let html = b"Content-Type: text/html\r\n\r\n<p>\r\n";
+        let html = b"MIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n<p>\r\n";
         let mut out = Vec::new();
         body_structure(&mut out, html, &parse(html), false);
         assert_eq!(

@@ -1,12 +1,13 @@
 //! SEARCH evaluation (RFC 9051 §6.4.4) over the session's view of a mailbox. Flag,
 //! size, date and set keys use the message metadata; header and text keys read the
-//! stored bytes (case-insensitive substring match, no decoding).
+//! stored bytes through the structure stored with them (case-insensitive substring
+//! match, no decoding).
 
 use imap_codec::imap_types::search::SearchKey;
 
-use super::mime;
 use super::response::{days_from_civil, month_number};
 use super::sequence;
+use crate::message::{View, header};
 use crate::store::{Flags, MessageMeta};
 
 /// What a key is evaluated against.
@@ -14,8 +15,8 @@ pub struct Candidate<'a> {
     /// 1-based sequence number.
     pub seq: u32,
     pub meta: &'a MessageMeta,
-    /// The stored bytes, when a key needs them.
-    pub body: Option<&'a [u8]>,
+    /// The stored message, when a key needs it.
+    pub body: Option<View<'a>>,
 }
 
 /// The mailbox-wide values `*` stands for.
@@ -78,19 +79,14 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn header_has(c: &Candidate<'_>, name: &str, needle: &[u8]) -> bool {
-    let Some(raw) = c.body else { return false };
-    let root = mime::parse(raw);
-    let fields = mime::header_fields(&raw[root.header]);
-    fields
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case(name) && contains_ci(v, needle))
+    let Some(msg) = c.body else { return false };
+    let h = msg.header();
+    header::fields(h).any(|f| f.is(h, name) && contains_ci(&f.unfolded(h), needle))
 }
 
 fn sent_days(c: &Candidate<'_>) -> Option<i64> {
-    let raw = c.body?;
-    let root = mime::parse(raw);
-    let fields = mime::header_fields(&raw[root.header]);
-    header_date_days(&mime::field(&fields, "date")?)
+    let h = c.body?.header();
+    header_date_days(&header::first(h, "date")?.unfolded(h))
 }
 
 /// Evaluate one key (RFC 9051 §6.4.4). \Recent is never set (RFC 9051 removed it).
@@ -136,11 +132,10 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, b: &Bounds) -> bool {
             let name = String::from_utf8_lossy(name.as_ref()).to_string();
             header_has(c, &name, s.as_ref())
         }
-        Body(s) => c.body.is_some_and(|raw| {
-            let root = mime::parse(raw);
-            contains_ci(&raw[root.body], s.as_ref())
-        }),
-        Text(s) => c.body.is_some_and(|raw| contains_ci(raw, s.as_ref())),
+        Body(s) => c
+            .body
+            .is_some_and(|m| contains_ci(&m.raw[m.root.body.clone()], s.as_ref())),
+        Text(s) => c.body.is_some_and(|m| contains_ci(m.raw, s.as_ref())),
         #[allow(unreachable_patterns)]
         _ => false,
     }
@@ -185,10 +180,13 @@ mod tests {
     }
 
     fn hits(criteria: &str, msgs: &[MessageMeta], body: Option<&[u8]>) -> Vec<u32> {
-        with_key(criteria, |k| hits_key(k, msgs, body))
+        let parsed = body.map(|b| crate::message::Parsed::parse(b.to_vec()).expect("parses"));
+        with_key(criteria, |k| {
+            hits_key(k, msgs, parsed.as_ref().map(|p| p.view()))
+        })
     }
 
-    fn hits_key(k: &SearchKey<'_>, msgs: &[MessageMeta], body: Option<&[u8]>) -> Vec<u32> {
+    fn hits_key(k: &SearchKey<'_>, msgs: &[MessageMeta], body: Option<View<'_>>) -> Vec<u32> {
         let b = Bounds {
             count: msgs.len() as u32,
             max_uid: msgs.last().map(|m| m.uid).unwrap_or(0),

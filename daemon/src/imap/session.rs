@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use super::response::{Reply, astring, flag_list, literal, mailbox as mailbox_out, uid_set};
 use super::wire::{self, Frame, InBuf, WireError};
-use super::{capabilities, fetch, metadata, mime, search, sequence};
+use super::{capabilities, fetch, metadata, search, sequence};
 use crate::auth::AuthError;
 use crate::server::Relay;
 use crate::store::{FlagOp, Flags, MessageMeta, StoreError};
@@ -1088,12 +1088,16 @@ impl Session {
             Err(r) => return Ok(r),
         };
         let date = date.unwrap_or_else(|| self.relay.clock.unix_now());
-        match self
-            .relay
-            .store
-            .append(user, &name, flags, date, data.to_vec())
-            .await
-        {
+        if self.relay.store.mailbox(user, &name)?.is_none() {
+            return Ok(no("Mailbox doesn't exist").code("TRYCREATE"));
+        }
+        // The same one parse as every message that arrives (DESIGN.md principle 7).
+        let bytes = crate::message::normalize_line_endings(data.to_vec());
+        let msg = match crate::message::Parsed::parse(bytes) {
+            Ok(m) => m,
+            Err(why) => return Ok(no(&format!("Message refused: {why}")).code("PARSE")),
+        };
+        match self.relay.store.append(user, &name, flags, date, msg).await {
             Ok((validity, uid)) => {
                 self.changed();
                 // RFC 4315 APPENDUID.
@@ -1235,22 +1239,20 @@ impl Session {
             let Some(meta) = self.selected.as_ref().map(|s| s.msgs[i].clone()) else {
                 break;
             };
-            let raw = if plan.needs_body {
-                match self.relay.store.body(user, &name, meta.uid)? {
-                    Some(b) => Some(b),
+            let msg = if plan.needs_body {
+                match self.relay.store.message(user, &name, meta.uid)? {
+                    Some(m) => Some(m),
                     // Expunged by another session, not yet reported: nothing to send.
                     None => continue,
                 }
             } else {
                 None
             };
-            let root = raw.as_deref().map(mime::parse);
-            let body = raw.as_deref().zip(root.as_ref());
             fetch::write_message(
                 &mut self.out,
                 i as u32 + 1,
                 &meta,
-                body,
+                msg.as_ref().map(|m| m.view()),
                 &plan.items,
                 seen_now.contains(&meta.uid),
             );
@@ -1436,17 +1438,23 @@ impl Session {
         let needs_body = criteria.iter().any(search::needs_body);
         let mut hits = Vec::new();
         for (i, meta) in sel.msgs.iter().enumerate() {
-            let raw = if needs_body {
-                self.relay.store.body(user, &sel.name, meta.uid)?
+            let test = |body: Option<crate::message::View<'_>>| {
+                let c = search::Candidate {
+                    seq: i as u32 + 1,
+                    meta,
+                    body,
+                };
+                criteria.iter().all(|k| search::matches(k, &c, &bounds))
+            };
+            let hit = if needs_body {
+                self.relay
+                    .store
+                    .with_message(user, &sel.name, meta.uid, |m| test(Some(m)))?
+                    .unwrap_or_else(|| test(None))
             } else {
-                None
+                test(None)
             };
-            let c = search::Candidate {
-                seq: i as u32 + 1,
-                meta,
-                body: raw.as_deref(),
-            };
-            if criteria.iter().all(|k| search::matches(k, &c, &bounds)) {
+            if hit {
                 hits.push(if uid { meta.uid } else { i as u32 + 1 });
             }
         }

@@ -498,7 +498,7 @@ async fn idle_sees_delivery() {
             sender: "x@elsewhere.test".into(),
             local: vec![addr.clone()],
             remote: vec![],
-            body: Arc::from(&b"Subject: hi\r\n\r\nyo\r\n"[..]),
+            body: crate::message::Parsed::parse(b"Subject: hi\r\n\r\nyo\r\n".to_vec()).unwrap(),
             received: h.relay.clock.unix_now(),
         })
         .await
@@ -525,7 +525,9 @@ async fn idle_sees_delivery() {
     assert!(r.contains("* 1 EXPUNGE"), "{r}");
     // APPEND to the selected mailbox: EXISTS before the tagged OK, and the other
     // session hears of it too.
-    let r = c.cmd("e", "APPEND INBOX {3+}\r\nabc").await;
+    let r = c
+        .cmd("e", "APPEND INBOX {17+}\r\nSubject: a\r\n\r\nabc")
+        .await;
     assert!(r.starts_with("* 1 EXISTS\r\ne OK [APPENDUID "), "{r}");
     let r = c2.cmd("e", "NOOP").await;
     assert_eq!(r, "* 1 EXISTS\r\ne OK NOOP completed\r\n");
@@ -535,7 +537,14 @@ async fn idle_sees_delivery() {
 async fn quota() {
     let h = harness();
     let mut c = login(&h, "grace").await;
-    append(&mut c, "a", "INBOX", &"x".repeat(3000)).await;
+    // 3000 bytes in all.
+    append(
+        &mut c,
+        "a",
+        "INBOX",
+        &format!("Subject: q\r\n\r\n{}", "x".repeat(2986)),
+    )
+    .await;
     let r = c.cmd("b", "GETQUOTAROOT INBOX").await;
     assert_eq!(
         r,
@@ -652,7 +661,13 @@ async fn compress_deflate_when_configured() {
     let mut c = login(&h, "judy").await;
     let r = c.cmd("a", "CAPABILITY").await;
     assert!(r.contains(" COMPRESS=DEFLATE"), "{r}");
-    append(&mut c, "b", "INBOX", &"compressible text ".repeat(500)).await;
+    append(
+        &mut c,
+        "b",
+        "INBOX",
+        &format!("Subject: z\r\n\r\n{}", "compressible text ".repeat(500)),
+    )
+    .await;
     // The command after COMPRESS is already compressed: send it in the same write.
     c.send(b"c COMPRESS DEFLATE\r\n").await;
     let r = c.until("c").await;

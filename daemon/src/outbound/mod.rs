@@ -195,9 +195,17 @@ async fn send_bounce(
         return true;
     }
     let now = relay.clock.unix_now();
-    let mut bounce = bounce::build(&relay.config, &row.sender, body, failures, row.created, now);
+    let bounce = bounce::build(&relay.config, &row.sender, body, failures, row.created, now);
+    // Our own report goes through the same parser as every message that is stored.
+    let mut bounce = match crate::message::Parsed::parse(bounce) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("outbound: queue {}: bounce not built: {e}", row.id);
+            return true;
+        }
+    };
     if let Some(signer) = &relay.dkim {
-        bounce = signer.sign(&bounce);
+        bounce = signer.sign(bounce);
     }
     let own = relay.config.address_domain();
     let local = row

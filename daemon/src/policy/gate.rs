@@ -6,10 +6,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
-use mail_parser::{Message, MessagePart, MimeHeaders};
 
+use crate::message::{Kind, Node, View};
 use crate::policy::SmtpReply;
-use crate::policy::headers::first_header_value;
 
 /// Which side of the relay a message is crossing. Only GATE-6 differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,68 +24,47 @@ pub(crate) fn encryption_needed() -> SmtpReply {
     SmtpReply::new(523, "Encryption Needed: Invalid Unencrypted Mail")
 }
 
-/// The content type of a part, lower-cased `(type, subtype)`; RFC 2045 §5.2: a part
-/// without a Content-Type field is `text/plain`.
-fn content_type(part: &MessagePart<'_>) -> (String, String) {
-    match part.content_type() {
-        Some(ct) => (
-            ct.ctype().to_ascii_lowercase(),
-            ct.subtype().unwrap_or_default().to_ascii_lowercase(),
-        ),
-        None => ("text".to_string(), "plain".to_string()),
-    }
+/// A leaf part of the given type (compared lower-case; RFC 2045 §5.2: a part without a
+/// Content-Type is `text/plain`, which the structure records).
+fn is_leaf(part: &Node, ctype: &str, subtype: &str) -> bool {
+    matches!(part.kind, Kind::Leaf) && part.content_type.is(ctype, subtype)
 }
 
-fn has_type(part: &MessagePart<'_>, ctype: &str, subtype: &str) -> bool {
-    let (t, s) = content_type(part);
-    t == ctype && s == subtype
-}
-
-/// A part counts as multipart when it was parsed as one or declares a `multipart/*` type.
-fn is_multipart(part: &MessagePart<'_>) -> bool {
-    part.is_multipart() || content_type(part).0 == "multipart"
-}
-
-/// The direct subparts of the top-level part, or `None` when it is not multipart.
-fn top_level_subparts<'a, 'x>(msg: &'a Message<'x>) -> Option<Vec<&'a MessagePart<'x>>> {
-    let ids = msg.root_part().sub_parts()?;
-    ids.iter()
-        .map(|&id| msg.parts.get(id as usize))
-        .collect::<Option<Vec<_>>>()
-}
-
-/// GATE-1..8: is this an OpenPGP/MIME encrypted message that the relay may carry?
-pub fn is_encrypted(msg: &Message<'_>, dir: Direction) -> bool {
-    let root = msg.root_part();
+/// GATE-1..8: is this an OpenPGP/MIME encrypted message that the relay may carry? The
+/// structure was read strictly when the message arrived, so every reader sees these
+/// same parts.
+pub fn is_encrypted(msg: View<'_>, dir: Direction) -> bool {
+    let root = msg.root;
     // GATE-1: top level is multipart/encrypted (type compared case-insensitively).
-    if !root.is_multipart() || !has_type(root, "multipart", "encrypted") {
+    if !root.content_type.is("multipart", "encrypted") {
         return false;
     }
-    let Some(parts) = top_level_subparts(msg) else {
+    let Some(parts) = root.children() else {
         return false;
     };
     // GATE-4: exactly two parts (upstream passes a lone part 1; we do not).
-    let [version_part, payload_part] = parts.as_slice() else {
+    // GATE-2: neither is multipart (nor an encapsulated message).
+    let [version_part, payload_part] = parts else {
         return false;
     };
-    // GATE-2: no subpart is multipart.
-    if is_multipart(version_part) || is_multipart(payload_part) {
-        return false;
-    }
+    // A preamble is allowed (RFC 2046 §5.1.1: readers ignore it; Thunderbird writes one);
+    // the parser refused text after the closing delimiter.
     // GATE-3: part 1 is the PGP/MIME version identification (RFC 3156 §4).
-    if !has_type(version_part, "application", "pgp-encrypted") {
+    if !is_leaf(version_part, "application", "pgp-encrypted") {
         return false;
     }
-    let version_ok =
-        std::str::from_utf8(version_part.contents()).is_ok_and(|body| body.trim() == "Version: 1");
+    let version_ok = msg.content(version_part).is_some_and(|body| {
+        std::str::from_utf8(&body).is_ok_and(|body| body.trim() == "Version: 1")
+    });
     if !version_ok {
         return false;
     }
     // GATE-4: part 2 carries the armored payload.
-    if !has_type(payload_part, "application", "octet-stream") {
+    if !is_leaf(payload_part, "application", "octet-stream") {
         return false;
     }
-    check_armored_payload(payload_part.contents(), dir)
+    msg.content(payload_part)
+        .is_some_and(|body| check_armored_payload(&body, dir))
 }
 
 const ARMOR_BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----\r\n";
@@ -237,27 +215,21 @@ fn walk_packets(data: &[u8]) -> Option<bool> {
 
 /// GATE-9: a cleartext Secure-Join request (`vc-request` / `vg-request`), which the
 /// relay lets through because the peers do not have each other's keys yet.
-pub fn is_securejoin_request(msg: &Message<'_>) -> bool {
-    let header_ok = first_header_value(msg, "Secure-Join")
+pub fn is_securejoin_request(msg: View<'_>) -> bool {
+    let header_ok = msg
+        .header_text("Secure-Join")
         .is_some_and(|v| v == "vc-request" || v == "vg-request");
     if !header_ok {
         return false;
     }
-    let root = msg.root_part();
-    if !root.is_multipart() {
-        return false;
-    }
-    let Some(parts) = top_level_subparts(msg) else {
+    let Some([part]) = msg.root.children() else {
         return false;
     };
-    let [part] = parts.as_slice() else {
-        return false;
-    };
-    if is_multipart(part) || !has_type(part, "text", "plain") {
+    if !is_leaf(part, "text", "plain") {
         return false;
     }
-    part.text_contents().is_some_and(|body| {
-        let body = body.trim().to_lowercase();
+    msg.content(part).is_some_and(|body| {
+        let body = String::from_utf8_lossy(&body).trim().to_lowercase();
         body == "secure-join: vc-request" || body == "secure-join: vg-request"
     })
 }
@@ -273,20 +245,21 @@ mod tests {
         self as support, ArmorSpec, Esk, FIXTURES, FOLDER_CONCRETE, FOLDER_TEMPLATES,
     };
     use super::*;
-    use mail_parser::MessageParser;
+    use crate::message::Parsed;
 
-    fn parse(raw: &[u8]) -> Message<'_> {
-        MessageParser::default()
-            .parse(raw)
-            .expect("test message parses")
+    fn parse(raw: &[u8]) -> Parsed {
+        Parsed::parse(raw.to_vec()).expect("test message parses")
     }
 
-    /// Gate verdicts `(outgoing, incoming)` of a raw message.
+    /// Gate verdicts `(outgoing, incoming)` of a raw message; `(false, false)` for one
+    /// the structure parser refuses.
     fn gate(raw: &[u8]) -> (bool, bool) {
-        let msg = parse(raw);
+        let Ok(msg) = Parsed::parse(raw.to_vec()) else {
+            return (false, false);
+        };
         (
-            is_encrypted(&msg, Direction::Outgoing),
-            is_encrypted(&msg, Direction::Incoming),
+            is_encrypted(msg.view(), Direction::Outgoing),
+            is_encrypted(msg.view(), Direction::Incoming),
         )
     }
 
@@ -310,7 +283,7 @@ mod tests {
                 );
                 let msg = parse(&loaded.raw);
                 assert_eq!(
-                    is_securejoin_request(&msg),
+                    is_securejoin_request(msg.view()),
                     fx.securejoin,
                     "{folder}/{} secure-join",
                     fx.name
@@ -944,6 +917,11 @@ mod tests {
         }
     }
 
+    /// GATE-9 verdict of a raw message; `false` for one the structure parser refuses.
+    fn sj(raw: &[u8]) -> bool {
+        Parsed::parse(raw.to_vec()).is_ok_and(|m| is_securejoin_request(m.view()))
+    }
+
     fn securejoin(header: Option<&str>, ctype: &str, parts: &[(&str, &str)]) -> Vec<u8> {
         let header = header
             .map(|h| format!("Secure-Join: {h}\r\n"))
@@ -1136,15 +1114,15 @@ mod tests {
             ),
         ];
         for (name, raw, want) in cases {
-            assert_eq!(is_securejoin_request(&parse(&raw)), want, "{name}");
+            assert_eq!(sj(&raw), want, "{name}");
         }
         // Not multipart at all.
         let single = format!(
             "From: {}\r\nSecure-Join: vc-request\r\nContent-Type: text/plain\r\n\r\nSecure-Join: vc-request\r\n",
             support::FROM
         );
-        assert!(!is_securejoin_request(&parse(single.as_bytes())));
-        // Header name case-insensitive, first value counts.
+        assert!(!sj(single.as_bytes()));
+        // Header name case-insensitive.
         let raw = String::from_utf8(securejoin(
             Some("vc-request"),
             "multipart/mixed",
@@ -1155,12 +1133,13 @@ mod tests {
             "Secure-Join: vc-request\r\nSecure-Join-Invitenumber",
             "secure-join: vc-request\r\nSecure-Join-Invitenumber",
         );
-        assert!(is_securejoin_request(&parse(lower.as_bytes())));
+        assert!(sj(lower.as_bytes()));
         let second = raw.replace(
             "Chat-Version: 1.0\r\n",
             "Chat-Version: 1.0\r\nSecure-Join: vc-auth-required\r\n",
         );
-        assert!(!is_securejoin_request(&parse(second.as_bytes())));
+        // A second Secure-Join field: refused before the gate (readers could take either).
+        assert!(Parsed::parse(second.into_bytes()).is_err());
     }
 
     #[test]
@@ -1182,16 +1161,17 @@ mod tests {
         }
         let rcpts = vec![support::TO.to_string()];
         let run = |raw: &[u8]| {
-            if let Some(msg) = MessageParser::default().parse(raw) {
-                let _ = is_encrypted(&msg, Direction::Outgoing);
-                let _ = is_encrypted(&msg, Direction::Incoming);
-                let _ = is_securejoin_request(&msg);
-                let _ = crate::policy::headers::from_address(&msg);
+            if let Ok(msg) = Parsed::parse(raw.to_vec()) {
+                let v = msg.view();
+                let _ = is_encrypted(v, Direction::Outgoing);
+                let _ = is_encrypted(v, Direction::Incoming);
+                let _ = is_securejoin_request(v);
+                let _ = crate::policy::headers::from_address(v);
+                let _ = crate::policy::submission::judge(v, support::FROM, &rcpts);
+                let _ = crate::policy::inbound::judge(v, support::FROM, true);
+                let _ = crate::policy::headers::cleanup_submission(msg.clone());
+                let _ = crate::policy::headers::strip_inbound(msg);
             }
-            let _ = crate::policy::submission::judge(raw, support::FROM, &rcpts);
-            let _ = crate::policy::inbound::judge(raw, support::FROM, true);
-            let _ = crate::policy::headers::cleanup_submission(raw);
-            let _ = crate::policy::headers::strip_inbound(raw);
             let _ = check_packets(raw);
             let _ = check_armored_payload(raw, Direction::Incoming);
         };

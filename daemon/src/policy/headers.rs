@@ -2,16 +2,12 @@
 //! stripping of trace and authentication headers before an inbound message is stored
 //! (IN-7), and the From address rule shared by SUB-6 and IN-4a.
 //!
-//! The cleanup functions work on the raw bytes, not on a parsed message: only whole
-//! header fields of the top-level header block (up to the first empty line) are removed
-//! or replaced; every other byte, including the body and the line-ending style, stays
-//! exactly as it was. Field names compare ASCII case-insensitively (RFC 5322 §1.2.2),
-//! folded fields (RFC 5322 §2.2.3) are handled as one field, and both CRLF and bare-LF
-//! line endings are understood.
+//! The cleanup works on the parsed message (`message::Parsed`): only whole fields of the
+//! top-level header section, as `message::header` splits them, are removed or replaced;
+//! every other byte stays exactly as it was, and the stored structure moves with the
+//! header's new length. Field names compare ASCII case-insensitively (RFC 5322 §1.2.2).
 
-use std::ops::Range;
-
-use mail_parser::Message;
+use crate::message::{Parsed, View, header};
 
 /// Fields deleted from every accepted submission (SUB-10; SUB-11: none of them may carry
 /// the client's IP address or host name onwards).
@@ -20,145 +16,46 @@ const SUBMISSION_DELETE: &[&str] = &["Received", "X-Originating-IP", "X-Mailer",
 /// Fields deleted before an inbound message is stored (IN-7).
 const INBOUND_DELETE: &[&str] = &["DKIM-Signature", "Authentication-Results", "Received"];
 
-/// The replacement of every `Subject` field of a submission (SUB-10).
-const SUBJECT_PLACEHOLDER: &[u8] = b"Subject: [...]";
+/// The replacement of the `Subject` field of a submission (SUB-10).
+const SUBJECT_PLACEHOLDER: &[u8] = b"Subject: [...]\r\n";
 
 /// Longest header value quoted back in an SMTP reply. RFC 5321 §4.5.3.1.5 limits a reply
 /// line to 512 octets including the code and CRLF; longer values are cut.
 const MAX_REPLY_VALUE: usize = 400;
 
-/// One header field of the top-level header block, as a byte range of the raw message
-/// (first line plus its continuation lines, including the final line ending).
-struct Field {
-    range: Range<usize>,
-    /// The field name (before the colon, trailing blanks removed); `None` when the first
-    /// line has no colon.
-    name: Option<Range<usize>>,
-}
-
-impl Field {
-    fn name_is(&self, raw: &[u8], wanted: &str) -> bool {
-        self.name
-            .as_ref()
-            .and_then(|r| raw.get(r.clone()))
-            .is_some_and(|n| n.eq_ignore_ascii_case(wanted.as_bytes()))
-    }
-
-    fn name_in(&self, raw: &[u8], set: &[&str]) -> bool {
-        set.iter().any(|wanted| self.name_is(raw, wanted))
-    }
-
-    /// The line ending of the field's last line (`\r\n`, `\n` or nothing at end of data).
-    fn line_ending<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
-        let bytes = &raw[self.range.clone()];
-        if bytes.ends_with(b"\r\n") {
-            b"\r\n"
-        } else if bytes.ends_with(b"\n") {
-            b"\n"
-        } else {
-            b""
+/// Rewrites the top-level header section: fields named in `delete` are dropped, the
+/// `Subject` field is replaced when `blank_subject` is set; everything else is copied
+/// unchanged.
+fn rewrite(msg: Parsed, delete: &[&str], blank_subject: bool) -> Parsed {
+    msg.rewrite_header(|h| {
+        let mut out = Vec::with_capacity(h.len());
+        let mut it = header::fields(h);
+        for field in it.by_ref() {
+            if field.is_any(h, delete) {
+                continue;
+            }
+            if blank_subject && field.is(h, "Subject") {
+                out.extend_from_slice(SUBJECT_PLACEHOLDER);
+                continue;
+            }
+            out.extend_from_slice(&h[field.range]);
         }
-    }
-}
-
-/// Index just past the end of the line starting at `pos` (after its LF), or the end of data.
-fn end_of_line(raw: &[u8], pos: usize) -> usize {
-    match raw
-        .get(pos..)
-        .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
-    {
-        Some(i) => pos + i + 1,
-        None => raw.len(),
-    }
-}
-
-/// Splits the top-level header block into fields. Returns the fields and the offset where
-/// the header block ends (the start of the empty separator line, or the end of data).
-fn header_fields(raw: &[u8]) -> (Vec<Field>, usize) {
-    let mut fields = Vec::new();
-    let mut pos = 0;
-    while pos < raw.len() {
-        let rest = &raw[pos..];
-        // RFC 5322 §2.1: the header section ends at the first empty line.
-        if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
-            break;
-        }
-        let start = pos;
-        let first_line_end = end_of_line(raw, pos);
-        pos = first_line_end;
-        // RFC 5322 §2.2.3: a line starting with WSP continues the previous field.
-        while pos < raw.len() && (raw[pos] == b' ' || raw[pos] == b'\t') {
-            pos = end_of_line(raw, pos);
-        }
-        let name = raw[start..first_line_end]
-            .iter()
-            .position(|&b| b == b':')
-            .map(|colon| {
-                let mut end = start + colon;
-                while end > start && (raw[end - 1] == b' ' || raw[end - 1] == b'\t') {
-                    end -= 1;
-                }
-                start..end
-            });
-        fields.push(Field {
-            range: start..pos,
-            name,
-        });
-    }
-    (fields, pos)
-}
-
-/// Rewrites the top-level header block: fields named in `delete` are dropped, `Subject`
-/// fields are replaced when `blank_subject` is set; everything else is copied unchanged.
-fn rewrite(raw: &[u8], delete: &[&str], blank_subject: bool) -> Vec<u8> {
-    let (fields, header_end) = header_fields(raw);
-    let mut out = Vec::with_capacity(raw.len());
-    for field in &fields {
-        if field.name_in(raw, delete) {
-            continue;
-        }
-        if blank_subject && field.name_is(raw, "Subject") {
-            out.extend_from_slice(SUBJECT_PLACEHOLDER);
-            out.extend_from_slice(field.line_ending(raw));
-            continue;
-        }
-        out.extend_from_slice(&raw[field.range.clone()]);
-    }
-    out.extend_from_slice(&raw[header_end..]);
-    out
+        // The empty line (if any) that ends the section.
+        out.extend_from_slice(&h[it.position()..]);
+        out
+    })
 }
 
 /// SUB-10: deletes every top-level `Received`, `X-Originating-IP`, `X-Mailer` and
-/// `User-Agent` field and replaces each `Subject` field by `Subject: [...]`.
-pub fn cleanup_submission(raw: &[u8]) -> Vec<u8> {
-    rewrite(raw, SUBMISSION_DELETE, true)
+/// `User-Agent` field and replaces the `Subject` field by `Subject: [...]`.
+pub fn cleanup_submission(msg: Parsed) -> Parsed {
+    rewrite(msg, SUBMISSION_DELETE, true)
 }
 
 /// IN-7: deletes every top-level `DKIM-Signature`, `Authentication-Results` and
 /// `Received` field.
-pub fn strip_inbound(raw: &[u8]) -> Vec<u8> {
-    rewrite(raw, INBOUND_DELETE, false)
-}
-
-/// The value of the first top-level field named `name` (case-insensitive), unfolded
-/// (line breaks removed, RFC 5322 §2.2.3), control characters turned into spaces, trimmed;
-/// invalid UTF-8 replaced. `None` when there is no such field.
-pub(crate) fn first_header_value(msg: &Message<'_>, name: &str) -> Option<String> {
-    let header = msg
-        .headers()
-        .iter()
-        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
-    let bytes = msg
-        .raw_message
-        .get(header.offset_start as usize..header.offset_end as usize)
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(bytes);
-    let unfolded: String = text
-        .chars()
-        .filter(|&c| c != '\r' && c != '\n')
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    Some(unfolded.trim().to_string())
+pub fn strip_inbound(msg: Parsed) -> Parsed {
+    rewrite(msg, INBOUND_DELETE, false)
 }
 
 /// A value made safe to quote in a one-line SMTP reply: no control characters, at most
@@ -181,11 +78,12 @@ pub(crate) fn reply_value(value: &str) -> String {
 /// The bare address of the From header (angle-addr or bare, display name allowed), or the
 /// raw header value for the error.
 ///
-/// SUB-6 / IN-4a: the first `From` field is used; it must hold exactly one mailbox. Group
-/// syntax, several mailboxes, an empty or missing field and anything that is not
-/// `local@domain` give `Err` with the unfolded, trimmed field value (empty when missing).
-pub fn from_address(msg: &Message<'_>) -> Result<String, String> {
-    let value = first_header_value(msg, "From").unwrap_or_default();
+/// SUB-6 / IN-4a: the `From` field (the structure parser refuses a second one) must hold
+/// exactly one mailbox. Group syntax, several mailboxes, an empty or missing field and
+/// anything that is not `local@domain` give `Err` with the unfolded, trimmed field value
+/// (empty when missing).
+pub fn from_address(msg: View<'_>) -> Result<String, String> {
+    let value = msg.header_text("From").unwrap_or_default();
     match parse_mailbox(&value) {
         Some(addr) => Ok(addr),
         None => Err(value),
@@ -314,13 +212,23 @@ fn valid_addr_spec(addr: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mail_parser::MessageParser;
+    use crate::message::normalize_line_endings;
+
+    fn parsed(raw: &str) -> Parsed {
+        Parsed::parse(normalize_line_endings(raw.as_bytes().to_vec()))
+            .unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+    }
 
     fn from_of(raw: &str) -> Result<String, String> {
-        let msg = MessageParser::default()
-            .parse(raw.as_bytes())
-            .expect("test message parses");
-        from_address(&msg)
+        from_address(parsed(raw).view())
+    }
+
+    fn cleaned(raw: &str, f: fn(Parsed) -> Parsed) -> String {
+        let out = f(parsed(raw));
+        // The structure still describes the bytes, as a fresh parse finds it.
+        let fresh = Parsed::parse(out.bytes().to_vec()).expect("still parses");
+        assert_eq!(out.root(), fresh.root(), "{raw:?}");
+        String::from_utf8_lossy(out.bytes()).into_owned()
     }
 
     #[test]
@@ -357,7 +265,10 @@ mod tests {
                 "From: One\r\n <one@example.org>\r\n\r\nx",
                 "one@example.org",
             ),
-            ("from:   One <One@Example.ORG>  \n\nx", "One@Example.ORG"),
+            (
+                "from:   One <One@Example.ORG>  \r\n\r\nx",
+                "One@Example.ORG",
+            ),
             ("FROM:< one@example.org >\r\n\r\nx", "one@example.org"),
             (
                 "From: Mail Delivery Subsystem <MAILER-DAEMON@example.org>\n\nx",
@@ -377,11 +288,6 @@ mod tests {
                 "bot@[IPv6:2001:db8::1]",
             ),
             ("From: Bot <bot@[192.0.2.1]>\r\n\r\nx", "bot@[192.0.2.1]"),
-            // The first From field counts (mailparse get_first_value upstream).
-            (
-                "From: a@example.org\r\nFrom: b@example.org\r\n\r\nx",
-                "a@example.org",
-            ),
             // Group syntax in To is not our business.
             (
                 "From: a@example.org\r\nTo: \"hidden-recipients\": ;\r\n\r\nx",
@@ -468,20 +374,19 @@ mod tests {
                 "X-Mailer: Foo 1.0\r\nx-originating-ip: [10.0.0.1]\r\nUSER-AGENT: Bar\r\n  continued\r\nFrom: a@b.c\r\n\r\nb",
                 "From: a@b.c\r\n\r\nb",
             ),
-            // Folded Subject, two Subjects, encoded Subject.
+            // Folded Subject, encoded Subject.
             (
-                "Subject: a very\r\n long\r\n\tsubject\r\nFrom: a@b.c\r\nsubject: =?utf-8?q?x?=\r\n\r\nb",
-                "Subject: [...]\r\nFrom: a@b.c\r\nSubject: [...]\r\n\r\nb",
+                "Subject: a very\r\n long\r\n\tsubject\r\nFrom: a@b.c\r\n\r\nb",
+                "Subject: [...]\r\nFrom: a@b.c\r\n\r\nb",
             ),
-            // Blank before the colon (obsolete syntax) still names the field.
             (
-                "Subject : x\r\nX-Mailer\t: y\r\n\r\nb",
-                "Subject: [...]\r\n\r\nb",
+                "From: a@b.c\r\nsubject: =?utf-8?q?x?=\r\n\r\nb",
+                "From: a@b.c\r\nSubject: [...]\r\n\r\nb",
             ),
-            // Bare LF stays bare LF.
+            // Bare LF arrives as CRLF (SMTP DATA and `normalize_line_endings`).
             (
                 "Received: x\nSubject: hi\nFrom: a@b.c\n\nSubject: body text\nReceived: body\n",
-                "Subject: [...]\nFrom: a@b.c\n\nSubject: body text\nReceived: body\n",
+                "Subject: [...]\r\nFrom: a@b.c\r\n\r\nSubject: body text\r\nReceived: body\r\n",
             ),
             // Similar names are not touched.
             (
@@ -490,32 +395,37 @@ mod tests {
             ),
             // Header-like text in the body and in MIME part headers is unchanged.
             (
-                "Content-Type: multipart/mixed; boundary=\"b\"\r\nSubject: s\r\n\r\n--b\r\nSubject: inner\r\nReceived: inner\r\nUser-Agent: inner\r\n\r\nx\r\n--b--\r\n",
-                "Content-Type: multipart/mixed; boundary=\"b\"\r\nSubject: [...]\r\n\r\n--b\r\nSubject: inner\r\nReceived: inner\r\nUser-Agent: inner\r\n\r\nx\r\n--b--\r\n",
+                "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\nSubject: s\r\n\r\n--b\r\nSubject: inner\r\nReceived: inner\r\nUser-Agent: inner\r\n\r\nx\r\n--b--\r\n",
+                "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\nSubject: [...]\r\n\r\n--b\r\nSubject: inner\r\nReceived: inner\r\nUser-Agent: inner\r\n\r\nx\r\n--b--\r\n",
             ),
             // Header-only message, last field without line ending.
-            ("From: a@b.c\r\nSubject: x", "From: a@b.c\r\nSubject: [...]"),
+            (
+                "From: a@b.c\r\nSubject: x",
+                "From: a@b.c\r\nSubject: [...]\r\n",
+            ),
             ("Received: x", ""),
             ("", ""),
             // Empty header block: everything is body.
             ("\r\nReceived: x\r\n", "\r\nReceived: x\r\n"),
         ];
         for (input, want) in cases {
-            let got = cleanup_submission(input.as_bytes());
-            assert_eq!(String::from_utf8_lossy(&got), *want, "input {input:?}");
+            assert_eq!(cleaned(input, cleanup_submission), *want, "input {input:?}");
         }
+        // Obsolete white space before the colon is refused before any rule runs.
+        assert!(Parsed::parse(b"Subject : x\r\n\r\nb".to_vec()).is_err());
     }
 
     #[test]
     fn cleanup_keeps_body_bytes_exact() {
-        // Arbitrary (non-UTF-8, NUL, lone CR) body bytes survive unchanged.
+        // Arbitrary 8-bit body bytes (all but NUL and lone CR/LF) survive unchanged.
         let mut raw = b"Received: from host\r\nSubject: s\r\nFrom: a@b.c\r\n\r\n".to_vec();
-        let body: Vec<u8> = (0u8..=255).chain([b'\r', b'\r', b'\n', b'\n']).collect();
+        let mut body: Vec<u8> = (1u8..=255).filter(|b| *b != b'\r' && *b != b'\n').collect();
+        body.extend_from_slice(b"\r\n\r\n");
         raw.extend_from_slice(&body);
-        let out = cleanup_submission(&raw);
+        let out = cleanup_submission(Parsed::parse(raw).expect("parses"));
         let mut want = b"Subject: [...]\r\nFrom: a@b.c\r\n\r\n".to_vec();
         want.extend_from_slice(&body);
-        assert_eq!(out, want);
+        assert_eq!(out.bytes(), &want[..]);
     }
 
     #[test]
@@ -527,7 +437,7 @@ mod tests {
             ),
             (
                 "dkim-signature: x\nAUTHENTICATION-RESULTS: y\nreceived: z\nFrom: a@b.c\n\nb",
-                "From: a@b.c\n\nb",
+                "From: a@b.c\r\n\r\nb",
             ),
             (
                 "ARC-Seal: kept\r\nX-Google-DKIM-Signature: kept\r\n\r\n",
@@ -535,8 +445,7 @@ mod tests {
             ),
         ];
         for (input, want) in cases {
-            let got = strip_inbound(input.as_bytes());
-            assert_eq!(String::from_utf8_lossy(&got), *want, "input {input:?}");
+            assert_eq!(cleaned(input, strip_inbound), *want, "input {input:?}");
         }
     }
 

@@ -3,11 +3,10 @@
 //! runs afterwards, elsewhere; the header stripping before storing (IN-7) is in
 //! `policy::headers`.
 
-use mail_parser::{Message, MessageParser, MimeHeaders};
-
+use crate::message::View;
 use crate::policy::SmtpReply;
 use crate::policy::gate::{self, Direction, encryption_needed};
-use crate::policy::headers::{first_header_value, from_address, reply_value};
+use crate::policy::headers::{from_address, reply_value};
 
 /// What the session must do with an accepted inbound message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,22 +16,16 @@ pub struct InboundVerdict {
     pub reset_sender: bool,
 }
 
-/// IN-4 a–d, in order: parse and From address (a), sender reset (b), encrypted or
-/// Secure-Join (c), cleartext exceptions (d). `any_rcpt_enforces_e2ee` is true when at
-/// least one recipient has the enforce-E2EE flag.
+/// IN-4 a–d, in order, for a message the structure parser accepted (IN-4a's parse): From
+/// address (a), sender reset (b), encrypted or Secure-Join (c), cleartext exceptions (d).
+/// `any_rcpt_enforces_e2ee` is true when at least one recipient has the enforce-E2EE flag.
 pub fn judge(
-    raw: &[u8],
+    msg: View<'_>,
     mail_from: &str,
     any_rcpt_enforces_e2ee: bool,
 ) -> Result<InboundVerdict, SmtpReply> {
-    // IN-4a: parse; no From address → 500.
-    let Some(msg) = MessageParser::default().parse(raw) else {
-        return Err(SmtpReply::new(
-            500,
-            "Failed to parse message: no header fields found",
-        ));
-    };
-    let from = from_address(&msg).map_err(|value| {
+    // IN-4a: no From address → 500.
+    let from = from_address(msg).map_err(|value| {
         SmtpReply::new(500, format!("Invalid FROM header: {}", reply_value(&value)))
     })?;
     // IN-4b: not rejected, the envelope sender is reset.
@@ -40,13 +33,13 @@ pub fn judge(
         reset_sender: !mail_from.eq_ignore_ascii_case(&from),
     };
     // IN-4c: encrypted (incoming variant) or a Secure-Join request.
-    if gate::is_encrypted(&msg, Direction::Incoming) || gate::is_securejoin_request(&msg) {
+    if gate::is_encrypted(msg, Direction::Incoming) || gate::is_securejoin_request(msg) {
         tracing::info!("Incoming: Filtering encrypted mail.");
         return Ok(verdict);
     }
     tracing::info!("Incoming: Filtering unencrypted mail.");
     // IN-4d(i): a delivery report from a mailer daemon.
-    if is_mailer_daemon_report(&msg, &from) {
+    if is_mailer_daemon_report(msg, &from) {
         tracing::debug!("accepting cleartext delivery report");
         return Ok(verdict);
     }
@@ -60,21 +53,27 @@ pub fn judge(
 
 /// IN-4d(i): `Auto-Submitted` present and non-empty, From address (lower-cased) starting
 /// with `mailer-daemon@`, top-level type `multipart/report`.
-fn is_mailer_daemon_report(msg: &Message<'_>, from: &str) -> bool {
-    let auto_submitted = first_header_value(msg, "Auto-Submitted").is_some_and(|v| !v.is_empty());
+fn is_mailer_daemon_report(msg: View<'_>, from: &str) -> bool {
+    let auto_submitted = msg
+        .header_text("Auto-Submitted")
+        .is_some_and(|v| !v.is_empty());
     let daemon = from.to_lowercase().starts_with("mailer-daemon@");
-    let report = msg.root_part().content_type().is_some_and(|ct| {
-        ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct
-                .subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
-    });
+    let report = msg.root.content_type.is("multipart", "report");
     auto_submitted && daemon && report
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Parsed, normalize_line_endings};
+    use crate::policy::unparsable;
+
+    /// Parse (as SMTP delivers it) and judge.
+    fn judge(raw: &[u8], mail_from: &str, enforce: bool) -> Result<InboundVerdict, SmtpReply> {
+        let msg =
+            Parsed::parse(normalize_line_endings(raw.to_vec())).map_err(|r| unparsable(&r))?;
+        super::judge(msg.view(), mail_from, enforce)
+    }
     use crate::policy::gate::test_support::{
         self as support, ArmorSpec, FIXTURES, FOLDER_CONCRETE, FOLDER_TEMPLATES, Verdict,
     };
@@ -92,7 +91,7 @@ mod tests {
     fn reply_strings_exact() {
         assert_eq!(
             judge(b"", "a@b.c", true).unwrap_err().to_string(),
-            "500 Failed to parse message: no header fields found"
+            "500 Invalid FROM header: "
         );
         assert_eq!(
             judge(b"Subject: x\r\n\r\nhi\r\n", "a@b.c", true)

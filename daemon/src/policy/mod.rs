@@ -28,6 +28,11 @@ impl SmtpReply {
     }
 }
 
+/// SUB-6 / IN-4a: a message the structure parser refuses (spec §10 "unparsable").
+pub fn unparsable(why: &crate::message::Refusal) -> SmtpReply {
+    SmtpReply::new(500, format!("Failed to parse message: {why}"))
+}
+
 impl fmt::Display for SmtpReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.code, self.text)

@@ -3,8 +3,7 @@
 //! the exact reply of the spec's §10 table. The rate limit (SUB-4) lives in
 //! `policy::ratelimit`, the header cleanup (SUB-10) in `policy::headers`.
 
-use mail_parser::{MessageParser, MimeHeaders};
-
+use crate::message::View;
 use crate::policy::SmtpReply;
 use crate::policy::gate::{self, Direction, encryption_needed};
 use crate::policy::headers::{from_address, reply_value};
@@ -41,19 +40,12 @@ pub fn check_sender(mail_from: &str, login: &str) -> Result<(), SmtpReply> {
     }
 }
 
-/// SUB-6..9, in the spec's order: the message must parse, carry a From address equal to
-/// MAIL FROM, and be encrypted (outgoing gate), a Secure-Join request, or a self-sent
-/// Autocrypt Setup Message; otherwise 523.
-pub fn judge(raw: &[u8], mail_from: &str, rcpts: &[String]) -> Result<(), SmtpReply> {
-    // SUB-6: parse.
-    let Some(msg) = MessageParser::default().parse(raw) else {
-        return Err(SmtpReply::new(
-            500,
-            "Failed to parse message: no header fields found",
-        ));
-    };
+/// SUB-6..9, in the spec's order, for a message the structure parser accepted (SUB-6's
+/// "must parse"): a From address equal to MAIL FROM, and encrypted (outgoing gate), a
+/// Secure-Join request, or a self-sent Autocrypt Setup Message; otherwise 523.
+pub fn judge(msg: View<'_>, mail_from: &str, rcpts: &[String]) -> Result<(), SmtpReply> {
     // SUB-6: From address.
-    let from = from_address(&msg).map_err(|value| {
+    let from = from_address(msg).map_err(|value| {
         SmtpReply::new(500, format!("Invalid FROM header: {}", reply_value(&value)))
     })?;
     // SUB-6: From = MAIL FROM (ASCII case-insensitive).
@@ -68,13 +60,13 @@ pub fn judge(raw: &[u8], mail_from: &str, rcpts: &[String]) -> Result<(), SmtpRe
         ));
     }
     // SUB-7: encrypted (outgoing variant) or a Secure-Join request.
-    if gate::is_encrypted(&msg, Direction::Outgoing) || gate::is_securejoin_request(&msg) {
+    if gate::is_encrypted(msg, Direction::Outgoing) || gate::is_securejoin_request(msg) {
         tracing::info!("Outgoing: Filtering encrypted mail.");
         return Ok(());
     }
     tracing::info!("Outgoing: Filtering unencrypted mail.");
     // SUB-8: self-sent Autocrypt Setup Message.
-    if is_self_sent_setup_message(&msg, mail_from, rcpts) {
+    if is_self_sent_setup_message(msg, mail_from, rcpts) {
         tracing::debug!("accepting self-sent Autocrypt Setup Message");
         return Ok(());
     }
@@ -83,38 +75,44 @@ pub fn judge(raw: &[u8], mail_from: &str, rcpts: &[String]) -> Result<(), SmtpRe
     Err(encryption_needed())
 }
 
-/// SUB-8: exactly one RCPT, equal to MAIL FROM; first `Subject` (RFC 2047-decoded)
-/// exactly `Autocrypt Setup Message`; top-level type `multipart/mixed`.
-fn is_self_sent_setup_message(
-    msg: &mail_parser::Message<'_>,
-    mail_from: &str,
-    rcpts: &[String],
-) -> bool {
+/// The `Subject` with RFC 2047 encoded words decoded (mail-parser reads the one field the
+/// structure parser found; it does not see the rest of the message).
+fn decoded_subject(msg: View<'_>) -> Option<String> {
+    let mut field = msg.header_field("Subject")?.to_vec();
+    if !field.ends_with(b"\r\n") {
+        field.extend_from_slice(b"\r\n");
+    }
+    let parsed = mail_parser::MessageParser::default().parse_headers(&field[..])?;
+    parsed.subject().map(str::to_string)
+}
+
+/// SUB-8: exactly one RCPT, equal to MAIL FROM; `Subject` (RFC 2047-decoded) exactly
+/// `Autocrypt Setup Message`; top-level type `multipart/mixed`.
+fn is_self_sent_setup_message(msg: View<'_>, mail_from: &str, rcpts: &[String]) -> bool {
     let [rcpt] = rcpts else {
         return false;
     };
     if !rcpt.eq_ignore_ascii_case(mail_from) {
         return false;
     }
-    let subject = msg
-        .headers()
-        .iter()
-        .find(|h| h.name.as_str().eq_ignore_ascii_case("Subject"))
-        .and_then(|h| h.value.as_text());
-    if subject != Some("Autocrypt Setup Message") {
+    if decoded_subject(msg).as_deref() != Some("Autocrypt Setup Message") {
         return false;
     }
-    msg.root_part().content_type().is_some_and(|ct| {
-        ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct
-                .subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("mixed"))
-    })
+    msg.root.content_type.is("multipart", "mixed")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Parsed, normalize_line_endings};
+    use crate::policy::unparsable;
+
+    /// Parse (as SMTP delivers it) and judge.
+    fn judge(raw: &[u8], mail_from: &str, rcpts: &[String]) -> Result<(), SmtpReply> {
+        let msg =
+            Parsed::parse(normalize_line_endings(raw.to_vec())).map_err(|r| unparsable(&r))?;
+        super::judge(msg.view(), mail_from, rcpts)
+    }
     use crate::policy::gate::test_support::{
         self as support, ArmorSpec, FIXTURES, FOLDER_CONCRETE, FOLDER_TEMPLATES, Verdict,
     };
@@ -156,7 +154,7 @@ mod tests {
             judge(b"", "a@b.c", &rcpts(&["d@e.f"]))
                 .unwrap_err()
                 .to_string(),
-            "500 Failed to parse message: no header fields found"
+            "500 Invalid FROM header: "
         );
         assert_eq!(
             judge(b"To: x@y.z\r\n\r\nhi\r\n", "a@b.c", &rcpts(&["d@e.f"]))

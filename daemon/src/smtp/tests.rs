@@ -300,6 +300,18 @@ fn inline_encrypted() -> String {
     )
 }
 
+/// The start of a self-sent Autocrypt Setup Message (SUB-8: cleartext the relay takes):
+/// DATA framing tests put their lines into its text part, then [`SETUP_END`].
+fn setup_message_start(me: &str) -> Vec<u8> {
+    format!(
+        "From: {me}\r\nTo: {me}\r\nSubject: Autocrypt Setup Message\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"asm\"\r\n\r\n--asm\r\nContent-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+const SETUP_END: &[u8] = b"\r\n--asm--\r\n";
+
 fn plain_message(from: &str, to: &str) -> Vec<u8> {
     format!("From: {from}\r\nTo: {to}\r\nSubject: hello\r\nMessage-ID: <m1@x>\r\n\r\nHi there.\r\n")
         .into_bytes()
@@ -593,13 +605,18 @@ async fn data_verdicts() {
     // SUB-6: no From.
     let r = send_mail(&mut c, &alice, &[&bob], b"Subject: x\r\n\r\nbody\r\n").await;
     assert!(r.text().starts_with("500 Invalid FROM header:"), "{r:?}");
-    // SUB-6: unparsable (no header at all).
-    c.expect(&format!("MAIL FROM:<{alice}>"), 250).await;
-    c.expect(&format!("RCPT TO:<{bob}>"), 250).await;
-    c.expect("DATA", 354).await;
-    let r = c.cmd(".").await;
-    assert!(
-        r.text().starts_with("500 Failed to parse message:"),
+    // SUB-6: unparsable: two Content-Type fields (readers would split it differently).
+    let text = String::from_utf8(encrypted(&alice, &bob))
+        .unwrap()
+        .replacen(
+            "MIME-Version: 1.0\r\n",
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n",
+            1,
+        );
+    let r = send_mail(&mut c, &alice, &[&bob], text.as_bytes()).await;
+    assert_eq!(
+        r.text(),
+        "500 Failed to parse message: duplicate Content-Type header",
         "{r:?}"
     );
     assert!(h.inbox(&bob).is_empty());
@@ -704,13 +721,15 @@ async fn dot_stuffing_round_trips() {
     let h = start(Setup::default()).await;
     let bob = h.account("bob").await;
     let (mut c, alice) = logged_in(&h, "alice").await;
-    let mut msg = encrypted(&alice, &bob);
-    msg.extend_from_slice(b".leading dot\r\n..two dots\r\n.\r\n");
-    let r = send_mail(&mut c, &alice, &[&bob], &msg).await;
+    let _ = bob;
+    let mut msg = setup_message_start(&alice);
+    msg.extend_from_slice(b".leading dot\r\n..two dots\r\n.");
+    msg.extend_from_slice(SETUP_END);
+    let r = send_mail(&mut c, &alice, &[&alice], &msg).await;
     assert_eq!(r.code, 250, "{r:?}");
-    let stored = &h.inbox(&bob)[0];
+    let stored = &h.inbox(&alice)[0];
     assert!(
-        stored.ends_with(b".leading dot\r\n..two dots\r\n.\r\n"),
+        stored.ends_with(b"\r\n.leading dot\r\n..two dots\r\n.\r\n--asm--\r\n"),
         "{}",
         String::from_utf8_lossy(stored)
     );
@@ -721,18 +740,21 @@ async fn only_crlf_dot_crlf_ends_data() {
     let h = start(Setup::default()).await;
     let bob = h.account("bob").await;
     let (mut c, alice) = logged_in(&h, "alice").await;
+    let _ = bob;
     c.expect(&format!("MAIL FROM:<{alice}>"), 250).await;
-    c.expect(&format!("RCPT TO:<{bob}>"), 250).await;
+    c.expect(&format!("RCPT TO:<{alice}>"), 250).await;
     c.expect("DATA", 354).await;
-    let mut data = encrypted(&alice, &bob);
+    let mut data = setup_message_start(&alice);
     // Smuggling attempts: `<LF>.<CR><LF>` and `.<LF>` are content, not the end.
-    data.extend_from_slice(b"x\n.\r\nRSET\r\n.\nNOOP\r\n.\r\n");
+    data.extend_from_slice(b"x\n.\r\nRSET\r\n.\nNOOP");
+    data.extend_from_slice(SETUP_END);
+    data.extend_from_slice(b".\r\n");
     c.send(&data).await;
     let r = c.reply().await;
     assert_eq!(r.text(), "250 2.0.0 Ok: queued");
-    let stored = &h.inbox(&bob)[0];
+    let stored = &h.inbox(&alice)[0];
     assert!(
-        stored.ends_with(b"x\r\n\r\nRSET\r\n\r\nNOOP\r\n"),
+        stored.ends_with(b"x\r\n\r\nRSET\r\n\r\nNOOP\r\n--asm--\r\n"),
         "{:?}",
         String::from_utf8_lossy(&stored[stored.len() - 40..])
     );
@@ -744,17 +766,19 @@ async fn long_data_lines_keep_their_bytes() {
     let h = start(Setup::default()).await;
     let bob = h.account("bob").await;
     let (mut c, alice) = logged_in(&h, "alice").await;
-    let mut msg = encrypted(&alice, &bob);
+    let _ = bob;
+    let mut msg = setup_message_start(&alice);
     // The CR of this line is the last byte of a 64 KiB read segment, its LF the first
     // of the next: still one CRLF, and the following stuffed line is unstuffed.
     let long = vec![b'x'; 64 * 1024 - 1];
     msg.extend_from_slice(&long);
-    msg.extend_from_slice(b"\r\n.dot\r\n");
-    let r = send_mail(&mut c, &alice, &[&bob], &msg).await;
+    msg.extend_from_slice(b"\r\n.dot");
+    msg.extend_from_slice(SETUP_END);
+    let r = send_mail(&mut c, &alice, &[&alice], &msg).await;
     assert_eq!(r.code, 250, "{r:?}");
-    let stored = &h.inbox(&bob)[0];
+    let stored = &h.inbox(&alice)[0];
     let mut tail = long.clone();
-    tail.extend_from_slice(b"\r\n.dot\r\n");
+    tail.extend_from_slice(b"\r\n.dot\r\n--asm--\r\n");
     assert!(stored.ends_with(&tail), "long line changed");
 }
 
@@ -1022,7 +1046,7 @@ impl Harness {
                 sender: String::new(),
                 local: vec![account.to_string()],
                 remote: vec![],
-                body: vec![b'x'; size as usize].into(),
+                body: crate::message::Parsed::legacy(vec![b'x'; size as usize]),
                 received,
             })
             .await
@@ -1152,8 +1176,6 @@ fn inline_fallback_message_is_encrypted() {
         .replace("{from_addr}", "a@example.org")
         .replace("{to_addr}", "b@example.org")
         .replace("{subject}", "s");
-    let msg = mail_parser::MessageParser::default()
-        .parse(text.as_bytes())
-        .expect("parses");
-    assert!(gate::is_encrypted(&msg, Direction::Outgoing));
+    let msg = crate::message::Parsed::parse(text.into_bytes()).expect("parses");
+    assert!(gate::is_encrypted(msg.view(), Direction::Outgoing));
 }

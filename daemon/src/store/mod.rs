@@ -21,11 +21,14 @@ use redb::{
 };
 
 use codec::{Dec, Enc};
+
+use crate::message::{Parsed, View};
 use usage::UsageCache;
 use writer::Writer;
 
-/// Version of the table layout below; recorded in `meta` at creation.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version of the table layout below; recorded in `meta` at creation. 2: every body
+/// carries its MIME structure (`message::Node::encode`) in front of the bytes.
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// address → account row.
@@ -34,7 +37,8 @@ const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const MAILBOXES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("mailboxes");
 /// (mailbox id, uid) → message row (flags, size, date, body id).
 const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
-/// body id → the stored bytes, shared by every copy of one delivery.
+/// body id → varint length of the structure, the structure, the message bytes; shared by
+/// every copy of one delivery (see [`encode_body`]).
 const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 /// body id → number of message and queue rows that point at it.
 const BODY_REFS: TableDefinition<u64, u32> = TableDefinition::new("body_refs");
@@ -127,8 +131,8 @@ pub struct Delivery {
     pub local: Vec<String>,
     /// Remote recipients, for the outbound queue.
     pub remote: Vec<String>,
-    /// The bytes to store (after header cleanup).
-    pub body: Arc<[u8]>,
+    /// The message to store (after header cleanup) with its structure.
+    pub body: Parsed,
     /// Arrival time, Unix seconds.
     pub received: u64,
 }
@@ -446,11 +450,71 @@ fn unref_body(tx: &WriteTransaction, body_id: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn store_body(tx: &WriteTransaction, body: &[u8], refs: u32) -> Result<u64, StoreError> {
+fn store_body(tx: &WriteTransaction, body: &Parsed, refs: u32) -> Result<u64, StoreError> {
     let id = next_id(tx)?;
-    tx.open_table(BODIES)?.insert(id, body)?;
+    tx.open_table(BODIES)?
+        .insert(id, encode_body(body).as_slice())?;
     tx.open_table(BODY_REFS)?.insert(id, refs)?;
     Ok(id)
+}
+
+/// A `BODIES` value: the structure's length (LEB128), the structure, the bytes.
+fn encode_body(body: &Parsed) -> Vec<u8> {
+    let structure = body.encoded_structure();
+    let mut out = Vec::with_capacity(10 + structure.len() + body.len());
+    let mut n = structure.len() as u64;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(&structure);
+    out.extend_from_slice(body.bytes());
+    out
+}
+
+/// (structure, message bytes) of a `BODIES` value.
+fn split_body(value: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+    let mut n: u64 = 0;
+    for (i, &b) in value.iter().enumerate().take(10) {
+        n |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let start = i + 1;
+            let end = usize::try_from(n)
+                .ok()
+                .and_then(|n| start.checked_add(n))
+                .filter(|&e| e <= value.len())
+                .ok_or_else(|| StoreError::Db("damaged body row".into()))?;
+            return Ok((&value[start..end], &value[end..]));
+        }
+    }
+    Err(StoreError::Db("damaged body row".into()))
+}
+
+/// A stored message with its structure.
+fn decode_body(value: &[u8]) -> Result<Parsed, StoreError> {
+    let (structure, bytes) = split_body(value)?;
+    Parsed::from_stored(bytes.to_vec(), structure)
+        .ok_or_else(|| StoreError::Db("damaged message structure".into()))
+}
+
+/// Schema 1 → 2: parse every stored body once and store its structure with it. A body the
+/// parser refuses (stored before it existed) is kept as one text part
+/// (`Parsed::legacy`). Returns the number of bodies.
+fn migrate_bodies_to_v2(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut bodies = tx.open_table(BODIES)?;
+    let ids: Vec<u64> = bodies
+        .iter()?
+        .map(|row| row.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()?;
+    for &id in &ids {
+        let Some(bytes) = bodies.get(id)?.map(|v| v.value().to_vec()) else {
+            continue;
+        };
+        let parsed = Parsed::parse(bytes.clone()).unwrap_or_else(|_| Parsed::legacy(bytes));
+        bodies.insert(id, encode_body(&parsed).as_slice())?;
+    }
+    Ok(ids.len() as u64)
 }
 
 /// Append a message row to a mailbox, taking its next UID.
@@ -483,6 +547,23 @@ fn read_mailbox(
     row.map(|v| MailboxRow::decode(v.value())).transpose()
 }
 
+/// The body id of message `uid` in a mailbox, if both exist.
+fn message_body_id(
+    rx: &ReadTransaction,
+    account: &str,
+    name: &str,
+    uid: u32,
+) -> Result<Option<u64>, StoreError> {
+    let Some(mb) = read_mailbox(rx, account, name)? else {
+        return Ok(None);
+    };
+    let msgs = rx.open_table(MESSAGES)?;
+    let Some(row) = msgs.get((mb.id, uid))? else {
+        return Ok(None);
+    };
+    Ok(Some(MessageRow::decode(row.value())?.body_id))
+}
+
 /// The handle every session shares. Cloning is cheap.
 #[derive(Clone)]
 pub struct Store {
@@ -510,6 +591,11 @@ impl Store {
                         found: v,
                         supported: SCHEMA_VERSION,
                     });
+                }
+                Some(1) => {
+                    let n = migrate_bodies_to_v2(&tx)?;
+                    tracing::info!("store: schema 1 → 2, structures added to {n} messages");
+                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
                 }
                 Some(_) => {}
             }
@@ -1152,7 +1238,10 @@ impl Store {
         };
         let (_, body_id) = decode_queue(id, row.value())?;
         let bodies = rx.open_table(BODIES)?;
-        Ok(bodies.get(body_id)?.map(|v| v.value().to_vec()))
+        bodies
+            .get(body_id)?
+            .map(|v| split_body(v.value()).map(|(_, bytes)| bytes.to_vec()))
+            .transpose()
     }
 
     // ---- mailboxes ------------------------------------------------------------------
@@ -1197,17 +1286,51 @@ impl Store {
 
     /// The stored bytes of one message, unchanged (IMAP-6).
     pub fn body(&self, account: &str, name: &str, uid: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_message(account, name, uid, |m| m.raw.to_vec())
+    }
+
+    /// One message with its structure, copied out of the store.
+    pub fn message(
+        &self,
+        account: &str,
+        name: &str,
+        uid: u32,
+    ) -> Result<Option<Parsed>, StoreError> {
         let rx = self.read()?;
-        let Some(mb) = read_mailbox(&rx, account, name)? else {
+        let Some(body_id) = message_body_id(&rx, account, name, uid)? else {
             return Ok(None);
         };
-        let msgs = rx.open_table(MESSAGES)?;
-        let Some(row) = msgs.get((mb.id, uid))? else {
-            return Ok(None);
-        };
-        let row = MessageRow::decode(row.value())?;
         let bodies = rx.open_table(BODIES)?;
-        Ok(bodies.get(row.body_id)?.map(|v| v.value().to_vec()))
+        bodies
+            .get(body_id)?
+            .map(|v| decode_body(v.value()))
+            .transpose()
+    }
+
+    /// Run `f` on one message and its structure where the store keeps them (no copy of
+    /// the bytes); `None` when the message is gone.
+    pub fn with_message<R>(
+        &self,
+        account: &str,
+        name: &str,
+        uid: u32,
+        f: impl FnOnce(View<'_>) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let rx = self.read()?;
+        let Some(body_id) = message_body_id(&rx, account, name, uid)? else {
+            return Ok(None);
+        };
+        let bodies = rx.open_table(BODIES)?;
+        let Some(value) = bodies.get(body_id)? else {
+            return Ok(None);
+        };
+        let (structure, bytes) = split_body(value.value())?;
+        let root = crate::message::Node::decode(structure, bytes.len(), &crate::message::LIMITS)
+            .ok_or_else(|| StoreError::Db("damaged message structure".into()))?;
+        Ok(Some(f(View {
+            raw: bytes,
+            root: &root,
+        })))
     }
 
     /// Sum of stored message sizes over all mailboxes (QUOTA-1); from memory, or from
@@ -1307,7 +1430,7 @@ impl Store {
         name: &str,
         flags: Flags,
         internal_date: u64,
-        body: Vec<u8>,
+        body: Parsed,
     ) -> Result<(u32, u32), StoreError> {
         let (account, name) = (account.to_string(), name.to_string());
         let usage = self.usage.clone();

@@ -1,7 +1,5 @@
 //! Store tests: deliveries, mailbox operations, shared bodies, group commit, reopen.
 
-use std::sync::Arc;
-
 use super::*;
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -15,7 +13,7 @@ fn delivery(local: &[&str], remote: &[&str], body: &[u8]) -> Delivery {
         sender: "a@x".into(),
         local: local.iter().map(|s| s.to_string()).collect(),
         remote: remote.iter().map(|s| s.to_string()).collect(),
-        body: Arc::from(body),
+        body: Parsed::legacy(body.to_vec()),
         received: 1_700_000_000,
     }
 }
@@ -208,13 +206,20 @@ async fn append_returns_uids_and_is_durable_across_reopen() {
         let s = Store::open(&path).unwrap();
         s.create_account("a@x", "h", 0).await.unwrap();
         let (v, uid) = s
-            .append("a@x", "INBOX", Flags::default(), 5, b"appended".to_vec())
+            .append(
+                "a@x",
+                "INBOX",
+                Flags::default(),
+                5,
+                Parsed::legacy(b"appended".to_vec()),
+            )
             .await
             .unwrap();
         assert_eq!(uid, 1);
         assert_eq!(v, s.mailbox("a@x", "INBOX").unwrap().unwrap().uid_validity);
         assert!(matches!(
-            s.append("a@x", "Nope", Flags::default(), 5, vec![]).await,
+            s.append("a@x", "Nope", Flags::default(), 5, Parsed::legacy(vec![]))
+                .await,
             Err(StoreError::NoMailbox)
         ));
         s.set_device_token("a@x", "tok2", 10).await.unwrap();
@@ -347,9 +352,15 @@ async fn delete_account_removes_every_row_and_frees_only_its_bodies() {
         .await
         .unwrap();
     s.deliver(delivery(&["a@x"], &[], b"own")).await.unwrap();
-    s.append("a@x", "Sent", Flags::default(), 5, b"sent".to_vec())
-        .await
-        .unwrap();
+    s.append(
+        "a@x",
+        "Sent",
+        Flags::default(),
+        5,
+        Parsed::legacy(b"sent".to_vec()),
+    )
+    .await
+    .unwrap();
     s.copy("a@x", "Sent", "INBOX", vec![1], false)
         .await
         .unwrap();
@@ -469,7 +480,7 @@ async fn account_messages_and_remove_messages() {
             keywords: vec![],
         },
         7,
-        b"three".to_vec(),
+        Parsed::legacy(b"three".to_vec()),
     )
     .await
     .unwrap();

@@ -489,9 +489,9 @@ pub(crate) mod tests {
     #[test]
     fn test_message_passes_the_gate() {
         let m = test_message("healthcheck-1@example.org", "<h@example.org>");
-        let parsed = mail_parser::MessageParser::default().parse(&m).unwrap();
+        let parsed = crate::message::Parsed::parse(m).unwrap();
         assert!(crate::policy::gate::is_encrypted(
-            &parsed,
+            parsed.view(),
             crate::policy::gate::Direction::Outgoing
         ));
     }

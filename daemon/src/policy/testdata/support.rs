@@ -152,6 +152,8 @@ pub fn load_fixture(dir: &std::path::Path, folder: &str, name: &str) -> Loaded {
     } else {
         (bytes, "one@example.org".to_string())
     };
+    // As SMTP delivers it: two fixtures use bare LF line endings.
+    let raw = crate::message::normalize_line_endings(raw);
     if name == "mailer-daemon.eml" {
         // Identical in both folders, fixed addresses.
         return Loaded {
