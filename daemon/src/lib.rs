@@ -34,6 +34,7 @@ pub mod turn;
 pub mod update;
 pub mod watchdog;
 pub mod web;
+pub mod work;
 pub mod zone;
 
 #[cfg(test)]

@@ -1,14 +1,23 @@
 //! SEARCH evaluation (RFC 9051 §6.4.4) over the session's view of a mailbox. Flag,
 //! size, date and set keys use the message metadata; header and text keys read the
 //! stored bytes through the structure stored with them (case-insensitive substring
-//! match, no decoding).
+//! match, no decoding). A search runs as a heavy job (`crate::work`) with a budget of
+//! work units — one per key evaluated plus one per byte compared — and a bounded number
+//! of keys, so that one client cannot hold a core for long or the relay at all.
 
 use imap_codec::imap_types::search::SearchKey;
 
 use super::response::{days_from_civil, month_number};
 use super::sequence;
 use crate::message::{View, header};
-use crate::store::{Flags, MessageMeta};
+use crate::store::{Flags, MessageMeta, Store, StoreError};
+use crate::work::{Budget, OverBudget};
+
+/// Most keys (counting every key inside NOT, OR and parentheses) in one SEARCH.
+pub const MAX_KEYS: usize = 256;
+/// Work units one SEARCH may spend (a key evaluated, a byte compared): a few hundred
+/// milliseconds of one core.
+pub const WORK_UNITS: u64 = 64 * 1024 * 1024;
 
 /// What a key is evaluated against.
 pub struct Candidate<'a> {
@@ -16,7 +25,93 @@ pub struct Candidate<'a> {
     pub seq: u32,
     pub meta: &'a MessageMeta,
     /// The stored message, when a key needs it.
-    pub body: Option<View<'a>>,
+    pub body: Option<Prepared<'a>>,
+}
+
+/// A stored message with its top-level header fields unfolded once for all keys.
+pub struct Prepared<'a> {
+    pub msg: View<'a>,
+    fields: Vec<(&'a [u8], Vec<u8>)>,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(msg: View<'a>) -> Prepared<'a> {
+        let h = msg.header();
+        let fields = header::fields(h)
+            .map(|f| (&h[f.name.clone()], f.unfolded(h)))
+            .collect();
+        Prepared { msg, fields }
+    }
+
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Number of keys in `keys`, counting nested ones; stops counting past `MAX_KEYS`.
+pub fn count_keys(keys: &[SearchKey<'_>]) -> usize {
+    fn count(k: &SearchKey<'_>, n: &mut usize) {
+        *n += 1;
+        if *n > MAX_KEYS {
+            return;
+        }
+        match k {
+            SearchKey::And(v) => v.as_ref().iter().for_each(|k| count(k, n)),
+            SearchKey::Not(k) => count(k, n),
+            SearchKey::Or(a, b) => {
+                count(a, n);
+                count(b, n);
+            }
+            _ => {}
+        }
+    }
+    let mut n = 0;
+    keys.iter().for_each(|k| count(k, &mut n));
+    n
+}
+
+/// Evaluate `criteria` over `msgs` (a mailbox of `account` in UID order), reading
+/// stored messages only when a key needs them. Returns the hits (UIDs or sequence
+/// numbers), or [`OverBudget`] when the work units ran out.
+pub fn run(
+    store: &Store,
+    account: &str,
+    mailbox: &str,
+    msgs: &[MessageMeta],
+    criteria: &[SearchKey<'_>],
+    uid: bool,
+    budget: &mut Budget,
+) -> Result<Result<Vec<u32>, OverBudget>, StoreError> {
+    let bounds = Bounds {
+        count: msgs.len() as u32,
+        max_uid: msgs.last().map(|m| m.uid).unwrap_or(0),
+    };
+    let needs_body = criteria.iter().any(needs_body);
+    let mut hits = Vec::new();
+    for (i, meta) in msgs.iter().enumerate() {
+        let seq = i as u32 + 1;
+        let mut test = |body: Option<Prepared<'_>>| {
+            let c = Candidate { seq, meta, body };
+            criteria.iter().all(|k| matches(k, &c, &bounds, budget))
+        };
+        let hit = if needs_body {
+            store
+                .with_message(account, mailbox, meta.uid, |m| test(Some(Prepared::new(m))))?
+                .unwrap_or(false)
+        } else {
+            test(None)
+        };
+        if budget.is_exhausted() {
+            return Ok(Err(OverBudget));
+        }
+        if hit {
+            hits.push(if uid { meta.uid } else { seq });
+        }
+    }
+    Ok(Ok(hits))
 }
 
 /// The mailbox-wide values `*` stands for.
@@ -71,31 +166,40 @@ pub fn header_date_days(v: &[u8]) -> Option<i64> {
     Some(days_from_civil(y, m, d))
 }
 
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+/// Case-insensitive substring test; spends one unit per byte of `hay` looked at.
+fn contains_ci(hay: &[u8], needle: &[u8], budget: &mut Budget) -> bool {
+    if !budget.spend(hay.len() as u64) {
+        return false;
+    }
     needle.is_empty()
         || hay
             .windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-fn header_has(c: &Candidate<'_>, name: &str, needle: &[u8]) -> bool {
-    let Some(msg) = c.body else { return false };
-    let h = msg.header();
-    header::fields(h).any(|f| f.is(h, name) && contains_ci(&f.unfolded(h), needle))
+fn header_has(c: &Candidate<'_>, name: &str, needle: &[u8], budget: &mut Budget) -> bool {
+    let Some(p) = &c.body else { return false };
+    p.fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .any(|(_, v)| contains_ci(v, needle, budget))
 }
 
 fn sent_days(c: &Candidate<'_>) -> Option<i64> {
-    let h = c.body?.header();
-    header_date_days(&header::first(h, "date")?.unfolded(h))
+    header_date_days(c.body.as_ref()?.field("date")?)
 }
 
-/// Evaluate one key (RFC 9051 §6.4.4). \Recent is never set (RFC 9051 removed it).
-pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, b: &Bounds) -> bool {
+/// Evaluate one key (RFC 9051 §6.4.4), spending one unit of `budget` and one per byte
+/// compared. \Recent is never set (RFC 9051 removed it).
+pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, b: &Bounds, budget: &mut Budget) -> bool {
     use SearchKey::*;
+    if !budget.spend(1) {
+        return false;
+    }
     let f = &c.meta.flags;
     let day = (c.meta.internal_date / 86_400) as i64;
     match key {
-        And(keys) => keys.as_ref().iter().all(|k| matches(k, c, b)),
+        And(keys) => keys.as_ref().iter().all(|k| matches(k, c, b, budget)),
         SequenceSet(set) => sequence::contains(set, c.seq, b.count),
         Uid(set) => sequence::contains(set, c.meta.uid, b.max_uid),
         All | Old => true,
@@ -121,21 +225,25 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, b: &Bounds) -> bool {
         SentBefore(d) => sent_days(c).is_some_and(|s| s < date_days(d)),
         SentOn(d) => sent_days(c).is_some_and(|s| s == date_days(d)),
         SentSince(d) => sent_days(c).is_some_and(|s| s >= date_days(d)),
-        Not(k) => !matches(k, c, b),
-        Or(x, y) => matches(x, c, b) || matches(y, c, b),
-        Bcc(s) => header_has(c, "bcc", s.as_ref()),
-        Cc(s) => header_has(c, "cc", s.as_ref()),
-        From(s) => header_has(c, "from", s.as_ref()),
-        To(s) => header_has(c, "to", s.as_ref()),
-        Subject(s) => header_has(c, "subject", s.as_ref()),
+        Not(k) => !matches(k, c, b, budget),
+        Or(x, y) => matches(x, c, b, budget) || matches(y, c, b, budget),
+        Bcc(s) => header_has(c, "bcc", s.as_ref(), budget),
+        Cc(s) => header_has(c, "cc", s.as_ref(), budget),
+        From(s) => header_has(c, "from", s.as_ref(), budget),
+        To(s) => header_has(c, "to", s.as_ref(), budget),
+        Subject(s) => header_has(c, "subject", s.as_ref(), budget),
         Header(name, s) => {
             let name = String::from_utf8_lossy(name.as_ref()).to_string();
-            header_has(c, &name, s.as_ref())
+            header_has(c, &name, s.as_ref(), budget)
         }
         Body(s) => c
             .body
-            .is_some_and(|m| contains_ci(&m.raw[m.root.body.clone()], s.as_ref())),
-        Text(s) => c.body.is_some_and(|m| contains_ci(m.raw, s.as_ref())),
+            .as_ref()
+            .is_some_and(|p| contains_ci(&p.msg.raw[p.msg.root.body.clone()], s.as_ref(), budget)),
+        Text(s) => c
+            .body
+            .as_ref()
+            .is_some_and(|p| contains_ci(p.msg.raw, s.as_ref(), budget)),
         #[allow(unreachable_patterns)]
         _ => false,
     }
@@ -187,6 +295,7 @@ mod tests {
     }
 
     fn hits_key(k: &SearchKey<'_>, msgs: &[MessageMeta], body: Option<View<'_>>) -> Vec<u32> {
+        let mut budget = Budget::new(WORK_UNITS);
         let b = Bounds {
             count: msgs.len() as u32,
             max_uid: msgs.last().map(|m| m.uid).unwrap_or(0),
@@ -199,9 +308,10 @@ mod tests {
                     &Candidate {
                         seq: *i as u32 + 1,
                         meta: m,
-                        body,
+                        body: body.map(Prepared::new),
                     },
                     &b,
+                    &mut budget,
                 )
             })
             .map(|(_, m)| m.uid)

@@ -729,7 +729,13 @@ impl Session {
                         ));
                     }
                 }
-                self.search(user, criteria.as_ref(), uid)?
+                let criteria: Vec<SearchKey<'static>> = criteria
+                    .as_ref()
+                    .iter()
+                    .cloned()
+                    .map(imap_codec::imap_types::IntoStatic::into_static)
+                    .collect();
+                self.search(user, criteria, uid).await?
             }
             C::Fetch {
                 sequence_set,
@@ -1427,37 +1433,46 @@ impl Session {
         Ok(ok("Expunge completed"))
     }
 
-    fn search(&mut self, user: &str, criteria: &[SearchKey<'_>], uid: bool) -> Result<Reply, Fail> {
+    /// SEARCH (RFC 9051 §6.4.4) as a heavy job with a work budget (`search::run`).
+    async fn search(
+        &mut self,
+        user: &str,
+        criteria: Vec<SearchKey<'static>>,
+        uid: bool,
+    ) -> Result<Reply, Fail> {
         let Some(sel) = &self.selected else {
             return Ok(bad("No mailbox selected"));
         };
-        let bounds = search::Bounds {
-            count: sel.msgs.len() as u32,
-            max_uid: sel.msgs.last().map(|m| m.uid).unwrap_or(0),
-        };
-        let needs_body = criteria.iter().any(search::needs_body);
-        let mut hits = Vec::new();
-        for (i, meta) in sel.msgs.iter().enumerate() {
-            let test = |body: Option<crate::message::View<'_>>| {
-                let c = search::Candidate {
-                    seq: i as u32 + 1,
-                    meta,
-                    body,
-                };
-                criteria.iter().all(|k| search::matches(k, &c, &bounds))
-            };
-            let hit = if needs_body {
-                self.relay
-                    .store
-                    .with_message(user, &sel.name, meta.uid, |m| test(Some(m)))?
-                    .unwrap_or_else(|| test(None))
-            } else {
-                test(None)
-            };
-            if hit {
-                hits.push(if uid { meta.uid } else { i as u32 + 1 });
-            }
+        // RFC 5530 LIMIT: a bounded number of keys, whatever the command size allows.
+        if search::count_keys(&criteria) > search::MAX_KEYS {
+            return Ok(no("Too many search keys").code("LIMIT"));
         }
+        let store = self.relay.store.clone();
+        let (account, mailbox, msgs) = (user.to_string(), sel.name.clone(), sel.msgs.clone());
+        let outcome = crate::work::run(move || {
+            let mut budget = crate::work::Budget::new(search::WORK_UNITS);
+            search::run(
+                &store,
+                &account,
+                &mailbox,
+                &msgs,
+                &criteria,
+                uid,
+                &mut budget,
+            )
+        })
+        .await;
+        let hits = match outcome {
+            None => {
+                return Ok(no("Internal error occurred. Try again later.").code("UNAVAILABLE"));
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Err(crate::work::OverBudget))) => {
+                tracing::info!("search stopped: over the work limit");
+                return Ok(no("Search too expensive, narrow it down").code("LIMIT"));
+            }
+            Some(Ok(Ok(hits))) => hits,
+        };
         let mut line = String::from("SEARCH");
         for h in hits {
             line.push_str(&format!(" {h}"));

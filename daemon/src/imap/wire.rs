@@ -8,6 +8,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest line outside literals (RFC 9051 §4: servers may limit line length).
 pub const MAX_LINE: usize = 64 * 1024;
+/// Longest command other than APPEND, literals included: the limits a caller gives are
+/// for a message; a SEARCH or STORE has no business being megabytes long.
+pub const MAX_OTHER_COMMAND: u64 = 256 * 1024;
 /// How much of an over-long line is discarded before the connection is closed.
 const MAX_DISCARD_LINE: usize = 16 * 1024 * 1024;
 
@@ -201,12 +204,21 @@ pub fn tag_of(msg: &[u8]) -> Option<String> {
     ok.then(|| String::from_utf8_lossy(tag).into_owned())
 }
 
-/// Read one command. `max_literal` bounds each literal, `max_total` the whole command.
+/// `tag APPEND …`: the one command that carries a message.
+fn is_append(first_line: &[u8]) -> bool {
+    first_line
+        .split(|&b| b == b' ')
+        .nth(1)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"APPEND"))
+}
+
+/// Read one command. `max_literal` bounds each literal, `max_total` the whole command;
+/// commands other than APPEND are bounded by [`MAX_OTHER_COMMAND`] as well.
 pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
     inbuf: &mut InBuf,
     io: &mut S,
-    max_literal: u64,
-    max_total: u64,
+    mut max_literal: u64,
+    mut max_total: u64,
 ) -> Result<Frame, WireError> {
     let mut msg = Vec::new();
     loop {
@@ -222,6 +234,10 @@ pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
             let tag = tag_of(if msg.is_empty() { &line } else { &msg });
             skip_rest(inbuf, io, &line).await?;
             return Ok(Frame::Nul { tag });
+        }
+        if msg.is_empty() && !is_append(&line) {
+            max_literal = max_literal.min(MAX_OTHER_COMMAND);
+            max_total = max_total.min(MAX_OTHER_COMMAND);
         }
         msg.extend_from_slice(&line);
         let Some((n, sync)) = literal_announcement(&line) else {
@@ -300,6 +316,44 @@ mod tests {
         assert_eq!(tag_of(b"a1 NOOP\r\n").as_deref(), Some("a1"));
         assert_eq!(tag_of(b"* NOOP\r\n"), None);
         assert_eq!(tag_of(b"\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn only_append_may_carry_big_literals() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let big = MAX_OTHER_COMMAND + 1;
+        let mut inbuf = InBuf::default();
+        // A SEARCH with a literal over the cap is refused unread (synchronizing)...
+        client
+            .write_all(format!("s SEARCH TEXT {{{big}}}\r\n").as_bytes())
+            .await
+            .unwrap();
+        match read_command(&mut inbuf, &mut server, 1 << 30, 1 << 30)
+            .await
+            .unwrap()
+        {
+            Frame::LiteralTooBig { tag, sync } => {
+                assert_eq!(tag.as_deref(), Some("s"));
+                assert!(sync);
+            }
+            other => panic!("{other:?}"),
+        }
+        // ...while APPEND gets the caller's limits.
+        let head = format!("a append INBOX {{{big}+}}\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        let writer = tokio::spawn(async move {
+            client.write_all(&vec![b'x'; big as usize]).await.unwrap();
+            client.write_all(b"\r\n").await.unwrap();
+            client
+        });
+        match read_command(&mut inbuf, &mut server, 1 << 30, 1 << 30)
+            .await
+            .unwrap()
+        {
+            Frame::Command(m) => assert_eq!(m.len() as u64, head.len() as u64 + big + 2),
+            other => panic!("{other:?}"),
+        }
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]

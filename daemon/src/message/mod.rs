@@ -181,4 +181,6 @@ pub fn normalize_line_endings(bytes: Vec<u8>) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod differential;
+#[cfg(test)]
 mod tests;

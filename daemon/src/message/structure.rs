@@ -80,11 +80,19 @@ pub enum Refusal {
     },
     #[error("{0} encoding on a multipart or message part")]
     EncodedContainer(&'static str),
+    #[error("{0} header folded where readers disagree")]
+    FoldedField(&'static str),
+    #[error("header of a body part without the empty line that ends it")]
+    PartHeaderUnended,
+    #[error("part of a multipart/digest without Content-Type")]
+    UntypedDigestPart,
     #[error("multipart without a boundary")]
     NoBoundary,
     #[error("boundary of a multipart reused by a part inside it")]
     NestedBoundary,
-    #[error("line starting with the boundary that is not a delimiter")]
+    #[error("delimiter line directly after a delimiter line")]
+    NoLineBeforeDelimiter,
+    #[error("line starting with the boundary that is not exactly a delimiter")]
     BoundaryPrefix,
     #[error("multipart without a closing boundary")]
     Unclosed,
@@ -217,6 +225,9 @@ impl Parser<'_> {
                 field: "Content-Type",
                 why,
             })?,
+            // RFC 2046 §5.1.5 makes message/rfc822 the default in a digest; many
+            // readers use text/plain there. A digest part must say what it is.
+            None if ctx.default.is("message", "rfc822") => return Err(Refusal::UntypedDigestPart),
             None => ctx.default.clone(),
         };
         let encoding = match &s.encoding {
@@ -332,6 +343,14 @@ impl Parser<'_> {
                     if slot.is_some() {
                         return Err(Refusal::Duplicate(name));
                     }
+                    // A value that starts on a continuation line, or a folded one-token
+                    // field, is read as empty by some readers (mailparse).
+                    let raw_value = &data[f.value.clone()];
+                    let first_line = raw_value.split(|&b| b == b'\r').next().unwrap_or_default();
+                    let folded = raw_value.contains(&b'\n');
+                    if first_line.iter().all(|&b| is_wsp(b)) || (folded && i != 0 && i != 3) {
+                        return Err(Refusal::FoldedField(name));
+                    }
                     *slot = Some(f.unfolded(data));
                 }
             }
@@ -348,6 +367,11 @@ impl Parser<'_> {
         }
         let len = match it.stop() {
             Stop::Blank { body } => body,
+            // A body part whose fields run into the next delimiter: some readers drop
+            // the part, some take the fields as its content.
+            Stop::End | Stop::Running if count > 0 && !ctx.top && !ctx.encapsulated => {
+                return Err(Refusal::PartHeaderUnended);
+            }
             Stop::End | Stop::Running => data.len(),
             Stop::NotAField { at, .. } if ctx.encapsulated => at,
             Stop::NotAField { why, .. } => {
@@ -395,12 +419,18 @@ fn split_parts(
         {
             let close = rest.starts_with(b"--");
             let tail = if close { &rest[2..] } else { rest };
-            // Transport padding (RFC 2046 §5.1.1) may follow; nothing else.
-            if !tail.iter().all(|&b| is_wsp(b)) {
+            // RFC 2046 §5.1.1 allows transport padding after a delimiter, but readers
+            // differ on it (mail-parser takes such a line as content): nothing may follow.
+            if !tail.is_empty() {
                 return Err(Refusal::BoundaryPrefix);
             }
             if let Some(start) = current.take() {
-                let part_end = if pos >= start + 2 { pos - 2 } else { start };
+                // A delimiter right after a delimiter line has no CRLF of its own:
+                // readers disagree whether a part lies between them.
+                if pos < start + 2 {
+                    return Err(Refusal::NoLineBeforeDelimiter);
+                }
+                let part_end = pos - 2;
                 if parts.len() == max {
                     return Err(Refusal::TooManyParts(max));
                 }

@@ -93,18 +93,18 @@ fn accepts_what_readers_agree_on() {
             "Content-type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
             &["multipart/mixed", "text/plain"],
         ),
-        // A preamble and an empty epilogue line; transport padding after delimiters.
+        // A preamble and an empty epilogue line.
         (
             "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
-             This is a multi-part message.\r\n--b  \r\n\r\none\r\n--b\r\nContent-Type: \
-             text/html\r\n\r\n<p>two</p>\r\n--b--\t\r\n\r\n",
+             This is a multi-part message.\r\n--b\r\n\r\none\r\n--b\r\nContent-Type: \
+             text/html\r\n\r\n<p>two</p>\r\n--b--\r\n\r\n",
             &["multipart/mixed", "text/plain", "text/html"],
         ),
-        // Nested multipart with a different boundary; digest default type.
+        // Nested multipart with a different boundary; a typed digest part.
         (
             "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=outer\r\n\r\n\
-             --outer\r\nContent-Type: multipart/digest; boundary=in\r\n\r\n--in\r\n\r\n\
-             Subject: x\r\n\r\nbody\r\n--in--\r\n--outer--\r\n",
+             --outer\r\nContent-Type: multipart/digest; boundary=in\r\n\r\n--in\r\n\
+             Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\nbody\r\n--in--\r\n--outer--\r\n",
             &[
                 "multipart/mixed",
                 "multipart/digest",
@@ -194,6 +194,28 @@ fn refusal_table() {
         ),
         (mp("multipart/mixed", "x\r\n"), Refusal::NoBoundary),
         (
+            b"From: a@b.c\r\nContent-Transfer-Encoding:\r\n base64\r\n\r\naGk=\r\n".to_vec(),
+            Refusal::FoldedField("Content-Transfer-Encoding"),
+        ),
+        (
+            b"Content-Type:\r\n text/plain\r\n\r\nhi\r\n".to_vec(),
+            Refusal::FoldedField("Content-Type"),
+        ),
+        (
+            mp(
+                "multipart/mixed; boundary=b",
+                "--b\r\nContent-Type: text/plain\r\n--b--\r\n",
+            ),
+            Refusal::PartHeaderUnended,
+        ),
+        (
+            mp(
+                "multipart/digest; boundary=d",
+                "--d\r\n\r\nSubject: x\r\n\r\nin\r\n--d--\r\n",
+            ),
+            Refusal::UntypedDigestPart,
+        ),
+        (
             mp("multipart/mixed; boundary=b", "--b\r\n\r\nx\r\n"),
             Refusal::Unclosed,
         ),
@@ -214,6 +236,18 @@ fn refusal_table() {
                 "--b\r\n\r\nx\r\n--bb\r\n\r\ny\r\n--b--\r\n",
             ),
             Refusal::BoundaryPrefix,
+        ),
+        // Transport padding: mail-parser reads the line as content.
+        (
+            mp("multipart/mixed; boundary=b", "--b \r\n\r\nx\r\n--b--\r\n"),
+            Refusal::BoundaryPrefix,
+        ),
+        (
+            mp(
+                "multipart/mixed; boundary=b",
+                "--b\r\n--b\r\n\r\nx\r\n--b--\r\n",
+            ),
+            Refusal::NoLineBeforeDelimiter,
         ),
         (
             mp(
