@@ -73,6 +73,9 @@ pub struct Config {
     pub max_mailbox_size: u64,
     /// Bytes.
     pub max_message_size: u64,
+    /// Memory for messages in transit, all connections together (bytes; `memory`):
+    /// at least twice `max_message_size`.
+    pub max_message_memory: u64,
     pub delete_mails_after: u32,
     pub delete_large_after: u32,
     pub delete_inactive_users_after: u32,
@@ -669,6 +672,21 @@ impl Config {
                 )
             })?,
         };
+        // Default: 64M (a Raspberry Pi with 1 GB), or room for one message of the
+        // largest size when that is bigger.
+        let max_message_memory = p.size(
+            "max_message_memory",
+            (64 * MIB).max(max_message_size.saturating_mul(crate::memory::BYTES_PER_BYTE)),
+        )?;
+        if max_message_memory < max_message_size.saturating_mul(crate::memory::BYTES_PER_BYTE) {
+            return Err(value_error(
+                "max_message_memory",
+                format!(
+                    "expected at least twice max_message_size ({max_message_size} bytes), \
+                     got {max_message_memory}"
+                ),
+            ));
+        }
         let delete_mails_after = p.number("delete_mails_after", 20u32, "20")?;
         let delete_large_after = p.number("delete_large_after", 7u32, "7")?;
         let delete_inactive_users_after = p.number("delete_inactive_users_after", 90u32, "90")?;
@@ -916,6 +934,7 @@ impl Config {
                 max_user_send_burst_size,
                 max_mailbox_size,
                 max_message_size,
+                max_message_memory,
                 delete_mails_after,
                 delete_large_after,
                 delete_inactive_users_after,

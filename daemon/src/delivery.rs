@@ -79,7 +79,7 @@ pub fn relay_denied(rcpt: &str) -> SmtpReply {
 /// rules, the cleanup, DKIM, push, the store, IMAP) reads this result.
 fn parse(raw: Vec<u8>) -> Result<Parsed, SmtpReply> {
     Parsed::parse(raw).map_err(|why| {
-        crate::metrics::rejected(Rejection::Policy);
+        crate::metrics::rejected(Rejection::Malformed);
         tracing::info!("message refused: {why}");
         unparsable(&why)
     })

@@ -18,6 +18,7 @@ pub mod http;
 pub mod imap;
 pub mod iroh;
 pub mod logs;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod mxdeliv;

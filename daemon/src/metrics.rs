@@ -56,17 +56,23 @@ pub enum Rejection {
     Quota,
     /// SUB-4.
     RateLimit,
-    /// Anything else refused after DATA (parse errors, From mismatch, size).
+    /// Anything else refused after DATA (From mismatch, size).
     Policy,
+    /// Refused by the message parser: ambiguous or over its limits (issue 13).
+    Malformed,
+    /// Refused for now: no room in the memory budget for messages in transit.
+    Busy,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 5] = [
+    const ALL: [Rejection; 7] = [
         Rejection::Unencrypted,
         Rejection::Origin,
         Rejection::Quota,
         Rejection::RateLimit,
         Rejection::Policy,
+        Rejection::Malformed,
+        Rejection::Busy,
     ];
 
     /// The label value.
@@ -77,6 +83,8 @@ impl Rejection {
             Rejection::Quota => "quota",
             Rejection::RateLimit => "rate_limit",
             Rejection::Policy => "policy",
+            Rejection::Malformed => "malformed",
+            Rejection::Busy => "busy",
         }
     }
 
@@ -137,7 +145,7 @@ pub struct Registry {
     delivered_local: AtomicU64,
     /// Remote domains a message was queued for.
     delivered_remote: AtomicU64,
-    rejected: [AtomicU64; 5],
+    rejected: [AtomicU64; Rejection::ALL.len()],
     accounts_created: AtomicU64,
     registrations_refused: AtomicU64,
     quota_trimmed: AtomicU64,
@@ -163,7 +171,7 @@ impl Registry {
             accepted: ZERO,
             delivered_local: ZERO,
             delivered_remote: ZERO,
-            rejected: [ZERO; 5],
+            rejected: [ZERO; Rejection::ALL.len()],
             accounts_created: ZERO,
             registrations_refused: ZERO,
             quota_trimmed: ZERO,

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 use crate::delivery::{self, InboundRecipients};
 use crate::http::Web;
@@ -16,6 +16,47 @@ use crate::policy::SmtpReply;
 
 /// Envelope recipients per request, as SMTP allows per transaction (SUB-5).
 const MAX_RECIPIENTS: usize = 1000;
+/// How long a body waits for room in the memory budget (`crate::memory`).
+const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Reservations grow in steps of this many bytes.
+const RESERVE_STEP: u64 = 256 * 1024;
+
+/// Why a body was not read.
+enum BodyError {
+    TooBig,
+    NoMemory,
+    Read(String),
+}
+
+/// Read the body into memory, reserving it in the relay's memory budget as it arrives
+/// (`memory` stays reserved until the delivery is done).
+async fn read_body(
+    body: Body,
+    max: u64,
+    memory: &mut crate::memory::Reservation,
+) -> Result<Vec<u8>, BodyError> {
+    let mut body = body;
+    let mut raw = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let size = (raw.len() + data.len()) as u64;
+        if size > max {
+            return Err(BodyError::TooBig);
+        }
+        if size > memory.bytes()
+            && !memory
+                .grow_to((size + RESERVE_STEP).min(max), MEMORY_WAIT)
+                .await
+        {
+            return Err(BodyError::NoMemory);
+        }
+        raw.extend_from_slice(&data);
+    }
+    Ok(raw)
+}
 
 /// `/mxdeliv`, any method (IN-6).
 pub async fn handle(
@@ -28,17 +69,37 @@ pub async fn handle(
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     }
     let relay = &web.relay;
-    let max = usize::try_from(relay.config.max_message_size).unwrap_or(usize::MAX);
-    let raw = match Limited::new(body, max).collect().await {
+    let max = relay.config.max_message_size;
+    let too_big = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "552 Message exceeds maximum size",
+        )
+    };
+    // A declared length over the limit is refused before anything is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return too_big();
+    }
+    let mut memory = relay.memory.empty();
+    let raw = match read_body(body, max, &mut memory).await {
         // As over SMTP: lines that end in a bare LF get their CR.
-        Ok(collected) => crate::message::normalize_line_endings(collected.to_bytes().to_vec()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "552 Message exceeds maximum size",
-            );
+        Ok(raw) => crate::message::normalize_line_endings(raw),
+        Err(BodyError::TooBig) => return too_big(),
+        Err(BodyError::NoMemory) => {
+            crate::metrics::rejected(crate::metrics::Rejection::Busy);
+            tracing::info!("/mxdeliv: refused for now: no memory left for messages in transit");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "60")],
+                "451 4.3.1 Insufficient system storage, try again later\r\n",
+            )
+                .into_response();
         }
-        Err(e) => {
+        Err(BodyError::Read(e)) => {
             tracing::debug!("/mxdeliv: body not read: {e}");
             return text(
                 StatusCode::BAD_REQUEST,

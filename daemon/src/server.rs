@@ -53,6 +53,8 @@ pub struct Relay {
     /// The admin pages (setup wizard, status), mounted at `/admin` on 80 and 443 once
     /// the appliance is attached (`crate::appliance`).
     pub admin: std::sync::OnceLock<axum::Router>,
+    /// Memory for messages in transit (`max_message_memory`).
+    pub memory: crate::memory::Budget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,7 @@ impl Relay {
             turn: crate::turn::Status::default(),
             acme: crate::acme::Acme::new(&config),
             admin: std::sync::OnceLock::new(),
+            memory: crate::memory::Budget::new(config.max_message_memory),
             config,
             clock,
             store,

@@ -45,6 +45,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const MAX_FAILED_LOGINS: u32 = 3;
 /// Literals before login (LOGIN/AUTHENTICATE arguments) are small.
 const PREAUTH_MAX_LITERAL: u64 = 8 * 1024;
+/// How long a literal waits for room in the memory budget (`crate::memory`).
+const MEMORY_WAIT: Duration = Duration::from_secs(20);
 /// Buffered output is written out when it grows past this during a command.
 const FLUSH_AT: usize = 1 << 20;
 
@@ -337,7 +339,16 @@ impl Session {
             } else {
                 (PREAUTH_TIMEOUT, PREAUTH_MAX_LITERAL, 64 * 1024)
             };
-            let read = wire::read_command(&mut self.inbuf, io, max_literal, max_total);
+            // Literals are reserved in the memory budget until the command is done.
+            let mut memory = self.relay.memory.empty();
+            let read = wire::read_command(
+                &mut self.inbuf,
+                io,
+                max_literal,
+                max_total,
+                &mut memory,
+                MEMORY_WAIT,
+            );
             let frame = match tokio::time::timeout(timeout, read).await {
                 Err(_) => {
                     self.untagged("BYE Autologout; idle for too long");
@@ -371,6 +382,12 @@ impl Session {
                 }
                 Frame::Nul { tag } => {
                     bad("NUL byte in command").write(&tag_or_star(tag), &mut self.out)
+                }
+                Frame::NoMemory { tag } => {
+                    crate::metrics::rejected(crate::metrics::Rejection::Busy);
+                    no("Not enough memory for this literal right now, try again later")
+                        .code("LIMIT")
+                        .write(&tag_or_star(tag), &mut self.out)
                 }
                 Frame::Command(bytes) => match self.command(io, &bytes).await {
                     Flow::Continue => {}

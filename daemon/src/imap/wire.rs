@@ -31,6 +31,9 @@ pub enum Frame {
     LiteralTooBig { tag: Option<String>, sync: bool },
     /// NUL outside a literal.
     Nul { tag: Option<String> },
+    /// No room in the memory budget for a literal in time (`crate::memory`); a
+    /// non-synchronizing one was read and dropped.
+    NoMemory { tag: Option<String> },
     /// The client closed the connection.
     Eof,
 }
@@ -213,12 +216,16 @@ fn is_append(first_line: &[u8]) -> bool {
 }
 
 /// Read one command. `max_literal` bounds each literal, `max_total` the whole command;
-/// commands other than APPEND are bounded by [`MAX_OTHER_COMMAND`] as well.
+/// commands other than APPEND are bounded by [`MAX_OTHER_COMMAND`] as well. Literals are
+/// reserved in `memory` (waiting at most `memory_wait`) before they are read; the caller
+/// keeps the reservation until the command is done.
 pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
     inbuf: &mut InBuf,
     io: &mut S,
     mut max_literal: u64,
     mut max_total: u64,
+    memory: &mut crate::memory::Reservation,
+    memory_wait: std::time::Duration,
 ) -> Result<Frame, WireError> {
     let mut msg = Vec::new();
     loop {
@@ -251,6 +258,14 @@ pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
                 skip_rest_after_literal(inbuf, io).await?;
             }
             return Ok(Frame::LiteralTooBig { tag, sync });
+        }
+        if !memory.grow_to(msg.len() as u64 + n, memory_wait).await {
+            let tag = tag_of(&msg);
+            if !sync {
+                inbuf.discard(io, n).await?;
+                skip_rest_after_literal(inbuf, io).await?;
+            }
+            return Ok(Frame::NoMemory { tag });
         }
         if sync {
             io.write_all(b"+ Ready for literal data\r\n").await?;
@@ -295,6 +310,12 @@ async fn skip_rest_after_literal<S: AsyncRead + Unpin>(
 mod tests {
     use super::*;
 
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+    fn mem() -> crate::memory::Reservation {
+        crate::memory::Budget::new(1 << 30).empty()
+    }
+
     #[test]
     fn literal_announcements() {
         assert_eq!(
@@ -328,7 +349,7 @@ mod tests {
             .write_all(format!("s SEARCH TEXT {{{big}}}\r\n").as_bytes())
             .await
             .unwrap();
-        match read_command(&mut inbuf, &mut server, 1 << 30, 1 << 30)
+        match read_command(&mut inbuf, &mut server, 1 << 30, 1 << 30, &mut mem(), WAIT)
             .await
             .unwrap()
         {
@@ -346,7 +367,7 @@ mod tests {
             client.write_all(b"\r\n").await.unwrap();
             client
         });
-        match read_command(&mut inbuf, &mut server, 1 << 30, 1 << 30)
+        match read_command(&mut inbuf, &mut server, 1 << 30, 1 << 30, &mut mem(), WAIT)
             .await
             .unwrap()
         {
@@ -364,7 +385,7 @@ mod tests {
             .await
             .unwrap();
         let mut inbuf = InBuf::default();
-        let f = read_command(&mut inbuf, &mut server, 100, 1000)
+        let f = read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT)
             .await
             .unwrap();
         match f {
@@ -374,7 +395,7 @@ mod tests {
         let mut cont = [0u8; 26];
         client.read_exact(&mut cont).await.unwrap();
         assert_eq!(&cont, b"+ Ready for literal data\r\n");
-        match read_command(&mut inbuf, &mut server, 100, 1000)
+        match read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT)
             .await
             .unwrap()
         {
@@ -385,7 +406,7 @@ mod tests {
         client.write_all(b"c APPEND x {200+}\r\n").await.unwrap();
         client.write_all(&[b'x'; 200]).await.unwrap();
         client.write_all(b"\r\nd NOOP\r\n").await.unwrap();
-        match read_command(&mut inbuf, &mut server, 100, 1000)
+        match read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT)
             .await
             .unwrap()
         {
@@ -395,7 +416,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match read_command(&mut inbuf, &mut server, 100, 1000)
+        match read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT)
             .await
             .unwrap()
         {
@@ -405,10 +426,10 @@ mod tests {
         // NUL in a line.
         client.write_all(b"e NO\0OP\r\nf NOOP\r\n").await.unwrap();
         assert!(matches!(
-            read_command(&mut inbuf, &mut server, 100, 1000).await.unwrap(),
+            read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT).await.unwrap(),
             Frame::Nul { tag: Some(t) } if t == "e"
         ));
-        match read_command(&mut inbuf, &mut server, 100, 1000)
+        match read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT)
             .await
             .unwrap()
         {
@@ -417,7 +438,7 @@ mod tests {
         }
         drop(client);
         assert!(matches!(
-            read_command(&mut inbuf, &mut server, 100, 1000)
+            read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT)
                 .await
                 .unwrap(),
             Frame::Eof

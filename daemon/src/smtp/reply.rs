@@ -159,3 +159,8 @@ pub fn too_many_recipients() -> SmtpReply {
 pub fn too_big() -> SmtpReply {
     r(552, "5.3.4 Message size exceeds fixed limit")
 }
+
+/// RFC 3463 4.3.1, RFC 1870 §6.1: no room for the message right now; try again later.
+pub fn insufficient_storage() -> SmtpReply {
+    r(452, "4.3.1 Insufficient system storage, try again later")
+}

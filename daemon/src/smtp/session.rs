@@ -25,6 +25,9 @@ pub const MAX_RECIPIENTS: usize = 1000;
 const MAX_ERRORS: u32 = 20;
 /// Failed AUTH attempts on one connection before it is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
+/// How long DATA waits for room in the memory budget before the message is refused
+/// for now (while the client waits, it is not read: TCP holds it back).
+const MEMORY_WAIT: Duration = Duration::from_secs(20);
 /// Time allowed for the STARTTLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -496,13 +499,22 @@ impl Session {
             Some(_) => {}
         }
         self.send(wire, &reply::start_data());
-        let data = wire.read_data(self.relay.config.max_message_size).await?;
+        // The message's bytes are reserved as they arrive and until the commit is done.
+        let mut memory = self.relay.memory.empty();
+        let data = wire
+            .read_data(self.relay.config.max_message_size, &mut memory, MEMORY_WAIT)
+            .await?;
         // RFC 5321 §4.1.1.4: the transaction ends with the data, whatever the verdict.
         let Some(tx) = self.tx.take() else {
             return Ok(Flow::Continue);
         };
         let r = match data {
             Data::TooBig => reply::too_big(),
+            Data::NoMemory => {
+                crate::metrics::rejected(crate::metrics::Rejection::Busy);
+                tracing::info!("message refused for now: no memory left for messages in transit");
+                reply::insufficient_storage()
+            }
             Data::Message(raw) => match self.mode {
                 Mode::Submission => self.accept_submission(tx, raw).await,
                 Mode::Mx => self.accept_inbound(tx, raw).await,

@@ -46,7 +46,13 @@ pub enum Data {
     Message(Vec<u8>),
     /// The message was larger than the limit; it was read to its end and discarded.
     TooBig,
+    /// The relay's memory budget for messages in transit had no room for it in time;
+    /// it was read to its end and discarded.
+    NoMemory,
 }
+
+/// Reservations grow in steps of this many bytes.
+const RESERVE_STEP: u64 = 256 * 1024;
 
 /// A connection with its read buffer and pending replies.
 pub struct Wire {
@@ -176,9 +182,15 @@ impl Wire {
     /// `<LF>.<CR><LF>` or `.<LF>` variants: SMTP smuggling); a line ending in a bare LF
     /// is stored with CRLF. At most `limit` bytes are kept: a larger message is read to
     /// its end and discarded.
-    pub async fn read_data(&mut self, limit: u64) -> Result<Data, WireError> {
+    pub async fn read_data(
+        &mut self,
+        limit: u64,
+        memory: &mut crate::memory::Reservation,
+        memory_wait: Duration,
+    ) -> Result<Data, WireError> {
         let mut body: Vec<u8> = Vec::new();
         let mut too_big = false;
+        let mut no_memory = false;
         let mut size: u64 = 0;
         // At the start of a line (the 354 reply counts as the CRLF before the first).
         let mut bol = true;
@@ -215,11 +227,24 @@ impl Wire {
                 };
             let add = content.len() as u64 + u64::from(bare_lf);
             size = size.saturating_add(add);
+            if !too_big
+                && !no_memory
+                && size <= limit
+                && size > memory.bytes()
+                && !memory
+                    .grow_to((size + RESERVE_STEP).min(limit), memory_wait)
+                    .await
+            {
+                no_memory = true;
+                body = Vec::new();
+            }
             if size > limit {
                 if !too_big {
                     too_big = true;
                     body = Vec::new();
                 }
+            } else if no_memory {
+                // Read to the end, keep nothing.
             } else if bare_lf {
                 body.extend_from_slice(&content[..content.len() - 1]);
                 body.extend_from_slice(b"\r\n");
@@ -233,6 +258,8 @@ impl Wire {
         }
         Ok(if too_big {
             Data::TooBig
+        } else if no_memory {
+            Data::NoMemory
         } else {
             Data::Message(body)
         })
