@@ -146,10 +146,14 @@ pub struct Registry {
     outbound: [AtomicU64; 3],
     /// By listener name; a handful of entries, looked up once per connection.
     connections: Mutex<Vec<(&'static str, Arc<ServiceCounts>)>>,
+    /// Connections refused or cut, by [`KNOWN_SERVICES`] index and reason.
+    refused: [[AtomicU64; 4]; KNOWN_SERVICES.len()],
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO_REASONS: [AtomicU64; 4] = [ZERO; 4];
 
 impl Default for Registry {
     fn default() -> Self {
@@ -170,6 +174,7 @@ impl Registry {
             push: [ZERO; 3],
             outbound: [ZERO; 3],
             connections: Mutex::new(Vec::new()),
+            refused: [ZERO_REASONS; KNOWN_SERVICES.len()],
         }
     }
 
@@ -215,6 +220,13 @@ impl Registry {
         counts.total.fetch_add(1, Ordering::Relaxed);
         counts.open.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard { counts }
+    }
+
+    /// A connection to `service` was refused or cut for `reason` (issue 13).
+    pub fn connection_refused(&self, service: &str, reason: crate::admission::Reason) {
+        if let Some(i) = KNOWN_SERVICES.iter().position(|s| *s == service) {
+            self.refused[i][reason as usize].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn service(&self, service: &'static str) -> Arc<ServiceCounts> {
@@ -357,6 +369,20 @@ impl Registry {
         for (name, _, open) in &services {
             w.sample("relaybox_connections_open", &[("service", name)], *open);
         }
+        w.family(
+            "relaybox_connections_refused",
+            Kind::Counter,
+            "Connections refused (limit: service full, per_ip: too many from one address, rate: too many new ones from one address) or cut at a deadline, by service and reason.",
+        );
+        for (i, name) in KNOWN_SERVICES.iter().enumerate() {
+            for reason in crate::admission::Reason::ALL {
+                w.sample(
+                    "relaybox_connections_refused",
+                    &[("service", name), ("reason", reason.label())],
+                    load(&self.refused[i][reason as usize]),
+                );
+            }
+        }
 
         w.finish()
     }
@@ -451,6 +477,11 @@ pub fn outbound(accepted: usize, temporary: usize, permanent: usize) {
 /// was accepted; the guard counts it as open until dropped.
 pub fn connection(service: &'static str) -> ConnectionGuard {
     GLOBAL.connection(service)
+}
+
+/// A connection to `service` was refused or cut (`crate::admission::refused`).
+pub fn connection_refused(service: &str, reason: crate::admission::Reason) {
+    GLOBAL.connection_refused(service, reason);
 }
 
 /// Counts one open connection until dropped.

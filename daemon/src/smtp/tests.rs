@@ -99,7 +99,11 @@ async fn start(setup: Setup) -> Harness {
                 } else {
                     Conn::Plain(stream)
                 };
-                serve_with(relay, conn, peer, mode, Limits { idle }).await;
+                let limits = Limits {
+                    idle,
+                    ..Limits::default()
+                };
+                serve_with(relay, conn, peer, mode, limits).await;
             });
         }
     });
