@@ -421,9 +421,18 @@ mod tests {
         t.release(v4(1), now);
         // The rate cell is still pending: the entry stays.
         assert_eq!(t.len(), 1);
-        t.admit(v4(1), now + Duration::from_secs(10)).unwrap();
+        t.admit(v4(1), now).unwrap();
         t.release(v4(1), now + Duration::from_secs(10));
         assert!(t.is_empty(), "released after its rate state ran out");
+        // Idle entries with a pending rate state go when room is needed.
+        let mut t = AddrTable::new(LIMITS, 2);
+        t.admit(v4(1), now).unwrap();
+        t.release(v4(1), now);
+        t.admit(v4(2), now).unwrap();
+        let later = now + Duration::from_secs(10);
+        t.admit(v4(3), later).unwrap();
+        assert_eq!(t.len(), 2, "v4(1) expired, v4(2) still open");
+        assert_eq!((t.open(v4(2)), t.open(v4(3))), (1, 1));
     }
 
     #[test]

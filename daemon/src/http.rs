@@ -1112,4 +1112,176 @@ mod tests {
             .expect("server ends")
             .expect("server task");
     }
+
+    /// Issue 13: short limits for the deadline tests.
+    const SHORT: Timeouts = Timeouts {
+        header: Duration::from_millis(300),
+        body: Duration::from_millis(300),
+        body_min_rate: 500,
+        lifetime: Duration::from_secs(60),
+    };
+    /// Far more than any bound under test, far less than `SHORT.lifetime`.
+    const WAIT: Duration = Duration::from_secs(15);
+
+    fn echo_router() -> Router {
+        Router::new().route("/", get(|| async { "ok" })).route(
+            "/echo",
+            axum::routing::post(|b: axum::body::Bytes| async move { b.len().to_string() }),
+        )
+    }
+
+    /// Read until the server closes (bounded by [`WAIT`]).
+    async fn read_until_closed(tcp: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(WAIT, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "server did not close; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn idle_keep_alive_connection_is_closed() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, server) = loopback(|tcp, peer| async move {
+            let client = Some(("http", peer.ip()));
+            serve(Conn::Plain(tcp), echo_router(), client, SHORT).await;
+        })
+        .await;
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The answer, then nothing: the connection idles until the server closes it.
+        let got = read_until_closed(&mut tcp).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn trickled_headers_are_cut() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, server) = loopback(|tcp, peer| async move {
+            serve(
+                Conn::Plain(tcp),
+                echo_router(),
+                Some(("http", peer.ip())),
+                SHORT,
+            )
+            .await;
+        })
+        .await;
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        for b in head.iter() {
+            if tcp.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if server.is_finished() {
+                break;
+            }
+        }
+        let got = read_until_closed(&mut tcp).await;
+        assert!(!got.contains("200 OK"), "{got}");
+        tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn trickled_body_is_cut() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, server) = loopback(|tcp, peer| async move {
+            serve(
+                Conn::Plain(tcp),
+                echo_router(),
+                Some(("http", peer.ip())),
+                SHORT,
+            )
+            .await;
+        })
+        .await;
+        tcp.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .unwrap();
+        // A byte every 50 ms (20 bytes/s, far below 500): at most 1000 bytes in 50 s, but
+        // the body deadline ends it long before the connection's lifetime.
+        let trickle = async {
+            for _ in 0..1000 {
+                if tcp.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let ended = tokio::time::timeout(WAIT, async {
+            tokio::select! {
+                _ = trickle => {}
+                _ = server => {}
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the slow body was not cut");
+    }
+
+    #[tokio::test]
+    async fn a_body_at_a_good_rate_is_read() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, _server) = loopback(|tcp, peer| async move {
+            serve(
+                Conn::Plain(tcp),
+                echo_router(),
+                Some(("http", peer.ip())),
+                SHORT,
+            )
+            .await;
+        })
+        .await;
+        tcp.write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // 1000 bytes every 100 ms = 10 000 bytes/s, above the minimum rate; 2 s in all,
+        // longer than the 300 ms budget.
+        for _ in 0..20 {
+            tcp.write_all(&[b'x'; 1000]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let got = read_until_closed(&mut tcp).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.ends_with("20000"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn refusal_is_503_with_retry_after() {
+        use crate::admission::Reason;
+        for (why, retry) in [(Reason::PerAddress, "60"), (Reason::Rate, "5")] {
+            let (tcp, server) = loopback(move |tcp, _| async move {
+                refuse(Conn::Plain(tcp), why).await;
+            })
+            .await;
+            let (head, body) = raw_exchange(tcp, "GET /new HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            assert!(
+                head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+                "{head}"
+            );
+            let lower = head.to_ascii_lowercase();
+            assert!(
+                lower.contains(&format!("\r\nretry-after: {retry}")),
+                "{head}"
+            );
+            assert_eq!(body.trim(), why.text());
+            tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+        }
+    }
 }

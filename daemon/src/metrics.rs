@@ -1011,6 +1011,33 @@ mod tests {
     }
 
     #[test]
+    fn refusals_by_service_and_reason() {
+        use crate::admission::Reason;
+        let r = Registry::new();
+        r.connection_refused("imaps", Reason::Busy);
+        r.connection_refused("imaps", Reason::Busy);
+        r.connection_refused("smtp", Reason::PerAddress);
+        r.connection_refused("http", Reason::Deadline);
+        r.connection_refused("not-a-listener", Reason::Rate);
+        let text = r.render(Format::Prometheus, None);
+        assert!(text.contains("# TYPE relaybox_connections_refused counter\n"));
+        let v = |service: &str, reason: &str| {
+            value(
+                &text,
+                &format!(
+                    "relaybox_connections_refused_total{{service=\"{service}\",reason=\"{reason}\"}}"
+                ),
+            )
+        };
+        assert_eq!(v("imaps", "limit"), Some(2));
+        assert_eq!(v("smtp", "per_ip"), Some(1));
+        assert_eq!(v("http", "deadline"), Some(1));
+        // Every known service and reason is listed from the start.
+        assert_eq!(v("submission", "rate"), Some(0));
+        assert_eq!(v("not-a-listener", "rate"), None);
+    }
+
+    #[test]
     fn accept_negotiation() {
         assert_eq!(Format::from_accept(None), Format::Prometheus);
         assert_eq!(Format::from_accept(Some("*/*")), Format::Prometheus);
