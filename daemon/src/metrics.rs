@@ -1020,7 +1020,7 @@ mod tests {
         r.connection_refused("http", Reason::Deadline);
         r.connection_refused("not-a-listener", Reason::Rate);
         let text = r.render(Format::Prometheus, None);
-        assert!(text.contains("# TYPE relaybox_connections_refused counter\n"));
+        assert!(text.contains("# TYPE relaybox_connections_refused_total counter\n"));
         let v = |service: &str, reason: &str| {
             value(
                 &text,
