@@ -632,6 +632,21 @@ mod tests {
     }
 
     #[test]
+    fn failed_accepts_back_off_and_recover() {
+        // EMFILE and friends: no spinning, growing pauses up to a second.
+        let mut t = AcceptTrouble::default();
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<u64> = (0..10)
+            .map(|_| t.failed(Service::Imap, &emfile).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(t.failures, 10);
+        t.recovered(Service::Imap);
+        assert_eq!(t.failures, 0);
+        assert_eq!(t.failed(Service::Imap, &emfile), Duration::from_millis(10));
+    }
+
+    #[test]
     fn smtp_is_tested_before_imap() {
         // PORT-2
         let route = |list: &[&[u8]]| route_443(Some(list.iter().copied()));
