@@ -134,13 +134,14 @@ async fn per_address_cap_on_every_listener() {
     for door in Door::all(&relay) {
         // Three connections from one address are held open (HTTP ones idle before
         // their first request).
+        // (143 and 993 share the IMAP slots: those of the previous round may take a
+        // moment to be given back.)
         let mut held = Vec::new();
         for _ in 0..3 {
-            let mut conn = door.open(crowded).await;
-            if door.proto != Proto::Http {
-                let a = door.answer(&mut conn).await.expect("greeting");
-                assert!(door.served(&a), "{}: held connection: {a}", door.name);
-            }
+            let conn = match door.proto {
+                Proto::Http => door.open(crowded).await,
+                _ => served_eventually(&door, crowded).await,
+            };
             held.push(conn);
         }
         // The fourth from that address is refused in the protocol's words and closed.
@@ -432,8 +433,11 @@ async fn the_open_file_limit_is_raised_at_start() {
         log.contains("open files: soft limit raised from 512 to 4096"),
         "{log}"
     );
-    // 4096 fits the caps of the harness's config (no TURN): nothing is lowered.
-    assert!(!log.contains("lowered max_imap_connections"), "{log}");
+    // The caps are fitted to the raised limit, not to the 512 the process started with.
+    assert!(
+        log.contains("lowered max_imap_connections 10000 → 2275,"),
+        "{log}"
+    );
     let door = Door::all(&relay)[3];
     let (_, a) = door.try_once(ip(1)).await;
     assert!(door.served(&a), "{a}");
