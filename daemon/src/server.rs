@@ -339,20 +339,21 @@ fn refuse(relay: &Arc<Relay>, service: Service, stream: TcpStream, peer: SocketA
     tokio::spawn(async move {
         let _permit = permit;
         let answer = async {
-            let conn = match service {
+            let (service, conn) = match service {
                 Service::Mx | Service::Submission | Service::Imap | Service::Http => {
-                    Conn::Plain(stream)
+                    (service, Conn::Plain(stream))
                 }
                 Service::Submissions | Service::Imaps => {
                     let accept = TlsAcceptor::from(relay.tls.tls13.clone()).accept(stream);
-                    Conn::Tls(Box::new(accept.await.ok()?))
+                    let Ok(tls) = accept.await else { return };
+                    (service, Conn::Tls(Box::new(tls)))
                 }
-                Service::Https => {
-                    let (route, conn) = handshake_443(&relay, stream).await.ok()?;
-                    return Some(refusal(&relay, route.service(), conn, why).await);
-                }
+                Service::Https => match handshake_443(&relay, stream).await {
+                    Ok((route, conn)) => (route.service(), conn),
+                    Err(_) => return,
+                },
             };
-            Some(refusal(&relay, service, conn, why).await)
+            refusal(&relay, service, conn, why).await
         };
         let _ = tokio::time::timeout(REFUSAL_TIME, answer).await;
     });
