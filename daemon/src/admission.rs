@@ -328,7 +328,10 @@ pub fn refused(service: &'static str, reason: Reason, ip: IpAddr) {
         } else {
             String::new()
         };
+        // Outside any session span: the address is never tied to a session's other
+        // lines (LOG-2).
         tracing::info!(
+            parent: None,
             "{service}: connection from {key} refused: {}; refusals of this address are \
              not logged again for {}s{more}",
             reason.label(),

@@ -252,7 +252,9 @@ async fn trickle(conn: &mut LineConn, bytes: &[u8], every: Duration) -> Option<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_at_their_deadlines() {
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let relay = Relay::start(&[
+        &format!("mtail_address = {metrics}"),
         "smtpd_timeout = 2s",
         "smtpd_session_deadline = 6s",
         "imap_login_timeout = 3s",
@@ -319,6 +321,29 @@ async fn slow_clients_are_cut_at_their_deadlines() {
 
     // The relay serves everyone else meanwhile.
     relaybox_blackbox::assert_serving(&relay).await;
+
+    // Counted by service, logged once for the address, outside any session's span.
+    let text = scrape(metrics).await;
+    let deadline = |service: &str| {
+        let name = format!(
+            "relaybox_connections_refused_total{{service=\"{service}\",reason=\"deadline\"}}"
+        );
+        sample(&text, &name)
+    };
+    assert_eq!(deadline("smtp"), Some(2), "{text}");
+    assert_eq!(deadline("imap"), Some(1), "{text}");
+    let log = relay.stderr();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connection from 127.0.0.1 refused"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains(" smtp: connection from 127.0.0.1 refused: deadline"),
+        "{}",
+        lines[0]
+    );
+    assert!(!lines[0].contains("conn="), "{}", lines[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
