@@ -89,6 +89,8 @@ pub struct Config {
     pub min_free_disk_space: u64,
     pub max_imap_connections: usize,
     pub max_smtp_connections: usize,
+    /// Relaybox (issue 13): per-address connection limits and session deadlines.
+    pub connections: ConnectionLimits,
     /// (certificate chain PEM, private key PEM).
     pub tls_external_cert_and_key: Option<(PathBuf, PathBuf)>,
     pub www_folder: Option<PathBuf>,
@@ -142,6 +144,46 @@ pub struct Config {
     pub setup: bool,
     /// Relaybox: the appliance side (web UI, LED and button, mDNS, ACME).
     pub appliance: ApplianceConfig,
+}
+
+/// Relaybox keys of fair connections (issue 13): limits per client address (an IPv4
+/// address or an IPv6 /64) on every listener, and deadlines for clients that have not
+/// logged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `max_connections_per_ip` (50), `max_connection_rate_per_ip` (10 per second),
+    /// `max_connection_burst_per_ip` (50): per service (SMTP 25; submission per port;
+    /// IMAP; HTTPS; HTTP).
+    pub per_address: crate::admission::PerAddress,
+    /// `smtpd_timeout` (Postfix name and default, 300s): a whole SMTP command line must
+    /// arrive within this (a deadline per line, not per read).
+    pub smtpd_timeout: Duration,
+    /// `smtpd_min_data_rate` (Postfix name and default, 500 bytes/s): DATA may take
+    /// `smtpd_timeout` plus one second per this many bytes received, never running more
+    /// than `smtpd_timeout` behind.
+    pub smtpd_min_data_rate: u32,
+    /// `smtpd_session_deadline` (30m): an SMTP session without AUTH (port 25, submission
+    /// before AUTH) ends after this long, whatever it does.
+    pub smtpd_session_deadline: Duration,
+    /// `imap_login_timeout` (60s): an IMAP client must log in within this.
+    pub imap_login_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    fn parse(p: &mut Params) -> Result<ConnectionLimits, ConfigError> {
+        let limits = ConnectionLimits {
+            per_address: crate::admission::PerAddress {
+                connections: p.positive("max_connections_per_ip", 50u32, "50")?,
+                rate: p.positive("max_connection_rate_per_ip", 10u32, "10")?,
+                burst: p.positive("max_connection_burst_per_ip", 50u32, "50")?,
+            },
+            smtpd_timeout: p.positive_duration("smtpd_timeout", "300s")?,
+            smtpd_min_data_rate: p.positive("smtpd_min_data_rate", 500u32, "500")?,
+            smtpd_session_deadline: p.positive_duration("smtpd_session_deadline", "30m")?,
+            imap_login_timeout: p.positive_duration("imap_login_timeout", "60s")?,
+        };
+        Ok(limits)
+    }
 }
 
 /// Relaybox keys of the appliance (setup wizard, status page, LED, button, ACME).
@@ -427,6 +469,18 @@ impl Params {
                 format!("expected a time like 300s, 30m, 5h or 2d, got {v:?}"),
             )
         })
+    }
+
+    /// A [`Params::duration`] of at least one second.
+    fn positive_duration(&mut self, key: &str, default: &str) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, default)?;
+        if d < Duration::from_secs(1) {
+            return Err(value_error(
+                key,
+                format!("expected a time of at least 1s like {default}, got 0s"),
+            ));
+        }
+        Ok(d)
     }
 
     /// An `https://` URL (anything else is refused: what it fetches or sends must not travel
@@ -719,6 +773,7 @@ impl Config {
         let min_free_disk_space = p.size("min_free_disk_space", 1024 * MIB)?;
         let max_imap_connections = p.positive("max_imap_connections", 10_000usize, "10000")?;
         let max_smtp_connections = p.positive("max_smtp_connections", 1_000usize, "1000")?;
+        let connections = ConnectionLimits::parse(&mut p)?;
 
         let tls_external_cert_and_key = match p.take("tls_external_cert_and_key") {
             None => None,
@@ -946,6 +1001,7 @@ impl Config {
                 min_free_disk_space,
                 max_imap_connections,
                 max_smtp_connections,
+                connections,
                 tls_external_cert_and_key,
                 www_folder,
                 disable_ipv6,
@@ -1005,6 +1061,12 @@ impl Config {
         // A developer watches the terminal; TURN is of no use on loopback.
         config.log_stderr = true;
         config.turn_listen = Vec::new();
+        // Every client of a developer comes from 127.0.0.1.
+        config.connections.per_address = crate::admission::PerAddress {
+            connections: 10_000,
+            rate: 10_000,
+            burst: 10_000,
+        };
         config
     }
 }
@@ -1086,6 +1148,42 @@ mod tests {
             assert_eq!(list, &vec![sa(&format!("[::]:{port}"))]);
         }
         assert!(!c.self_signed());
+    }
+
+    #[test]
+    fn connection_limits() {
+        // Issue 13: defaults, then every key.
+        let c = with("").connections;
+        let per = crate::admission::PerAddress {
+            connections: 50,
+            rate: 10,
+            burst: 50,
+        };
+        assert_eq!(c.per_address, per);
+        assert_eq!(c.smtpd_timeout, Duration::from_secs(300));
+        assert_eq!(c.smtpd_min_data_rate, 500);
+        assert_eq!(c.smtpd_session_deadline, Duration::from_secs(1800));
+        assert_eq!(c.imap_login_timeout, Duration::from_secs(60));
+        let c = with(
+            "max_connections_per_ip = 7
+max_connection_rate_per_ip = 3
+max_connection_burst_per_ip = 4
+smtpd_timeout = 2s
+smtpd_min_data_rate = 100
+smtpd_session_deadline = 1h
+imap_login_timeout = 5",
+        )
+        .connections;
+        let per = crate::admission::PerAddress {
+            connections: 7,
+            rate: 3,
+            burst: 4,
+        };
+        assert_eq!(c.per_address, per);
+        assert_eq!(c.smtpd_timeout, Duration::from_secs(2));
+        assert_eq!(c.smtpd_min_data_rate, 100);
+        assert_eq!(c.smtpd_session_deadline, Duration::from_secs(3600));
+        assert_eq!(c.imap_login_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -1436,6 +1534,22 @@ http_listen = 0.0.0.0:8080,",
                 "max_smtp_connections = 0",
                 "max_smtp_connections",
                 "at least 1",
+            ),
+            (
+                "max_connections_per_ip = 0",
+                "max_connections_per_ip",
+                "at least 1",
+            ),
+            (
+                "max_connection_rate_per_ip = fast",
+                "max_connection_rate_per_ip",
+                "expected a whole number like 10",
+            ),
+            ("smtpd_timeout = 0", "smtpd_timeout", "at least 1s"),
+            (
+                "imap_login_timeout = soon",
+                "imap_login_timeout",
+                "expected a time like",
             ),
             (
                 "tls_external_cert_and_key = /only/one.pem",

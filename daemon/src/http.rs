@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
@@ -26,10 +27,32 @@ use crate::onboarding;
 use crate::policy::ratelimit::{Quota, RateLimiter};
 use crate::server::Relay;
 
-/// How long a client may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Upper bound on one connection's life, keep-alive included.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
+/// Time limits of an HTTP connection (issue 13).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A request's headers must arrive within this; also how long an idle keep-alive
+    /// connection waits for its next request (hyper's `header_read_timeout` runs from the
+    /// moment the connection waits for a request head).
+    pub header: Duration,
+    /// A request body must arrive at [`Timeouts::body_min_rate`] bytes per second,
+    /// never more than this behind (`crate::deadline::Budget`).
+    pub body: Duration,
+    pub body_min_rate: u32,
+    /// Upper bound on one connection's life, keep-alive included.
+    pub lifetime: Duration,
+}
+
+/// The relay's HTTP time limits: 30 s for headers and keep-alive idle, request bodies at
+/// 500 bytes per second or faster (Postfix's `smtpd_min_data_rate` default), at most 10
+/// minutes per connection (a 30 MiB `/mxdeliv` body then needs 50 KiB/s).
+pub const TIMEOUTS: Timeouts = Timeouts {
+    header: Duration::from_secs(30),
+    body: Duration::from_secs(30),
+    body_min_rate: 500,
+    lifetime: Duration::from_secs(600),
+};
+/// A refused connection gets this long to send its request head.
+const REFUSAL_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Paths of the account endpoint (NEW-1).
 const NEW_PATHS: [&str; 2] = ["/new", "/cgi-bin/newemail.py"];
 /// Mozilla autoconfig location (§17).
@@ -59,7 +82,7 @@ pub async fn serve_https(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
         peer: peer.ip().to_canonical(),
     };
     let router = with_admin(https_router(web), admin, peer, true);
-    serve(conn, router).await;
+    serve(conn, router, Some(("https", peer.ip())), TIMEOUTS).await;
 }
 
 /// Serve plain HTTP (80): ACME HTTP-01 answers, the admin pages, and a redirect to
@@ -67,12 +90,41 @@ pub async fn serve_https(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
 pub async fn serve_http(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
     let admin = relay.admin.get().cloned();
     let router = with_admin(http_router(relay), admin, peer, false);
-    serve(conn, router).await;
+    serve(conn, router, Some(("http", peer.ip())), TIMEOUTS).await;
 }
 
 /// Serve one plain-HTTP connection with `router` (setup mode: the wizard alone).
 pub async fn serve_router(router: Router, conn: Conn) {
-    serve(conn, router).await;
+    serve(conn, router, None, TIMEOUTS).await;
+}
+
+/// Issue 13: a refused connection (`crate::server`) gets `503 Service Unavailable` with
+/// `Retry-After` (RFC 9110 §15.6.4, §10.2.3) to its first request, then is closed.
+pub async fn refuse(conn: Conn, why: crate::admission::Reason) {
+    use crate::admission::Reason;
+    let retry_after = match why {
+        Reason::Rate => "5",
+        _ => "60",
+    };
+    let service = hyper::service::service_fn(move |_request| async move {
+        let body = http_body_util::Full::new(bytes::Bytes::from(format!("{}\n", why.text())));
+        let mut response = hyper::Response::new(body);
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_HEADER_TIMEOUT)
+        .keep_alive(false);
+    let _ = builder.serve_connection(TokioIo::new(conn), service).await;
 }
 
 /// Mount the admin pages (`/admin`, `/admin/…`, paths unchanged) in front of `router`
@@ -97,19 +149,114 @@ pub fn with_admin(router: Router, admin: Option<Router>, peer: SocketAddr, https
     }))
 }
 
-/// Run HTTP/1.1 on one connection until the client closes it or a bound is hit.
-async fn serve(conn: Conn, router: Router) {
+/// Run HTTP/1.1 on one connection until the client closes it or a bound is hit
+/// (`timeouts`). `client`: the listener's name and the client's address, for counting
+/// and logging a cut (issue 13; `None` in setup mode).
+async fn serve(
+    conn: Conn,
+    router: Router,
+    client: Option<(&'static str, IpAddr)>,
+    timeouts: Timeouts,
+) {
+    let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = requests.clone();
+    let service = tower::ServiceExt::map_request(router, move |request: Request<Incoming>| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        request.map(|body| axum::body::Body::new(DeadlineBody::new(body, timeouts, client)))
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(timeouts.header);
     let connection = builder
-        .serve_connection(TokioIo::new(conn), TowerToHyperService::new(router))
+        .serve_connection(TokioIo::new(conn), TowerToHyperService::new(service))
         .with_upgrades();
-    match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!("http connection ended: {e}"),
-        Err(_) => tracing::debug!("http connection closed after {CONNECTION_LIFETIME:?}"),
+    let cut = match tokio::time::timeout(timeouts.lifetime, connection).await {
+        Ok(Ok(())) => false,
+        // Headers too slow; an idle keep-alive connection after a request ends the same
+        // way and is not counted.
+        Ok(Err(e)) if e.is_timeout() => requests.load(std::sync::atomic::Ordering::Relaxed) == 0,
+        Ok(Err(e)) => {
+            tracing::debug!("http connection ended: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::debug!("http connection closed after {:?}", timeouts.lifetime);
+            true
+        }
+    };
+    if cut && let Some((service, ip)) = client {
+        crate::admission::refused(service, crate::admission::Reason::Deadline, ip);
+    }
+}
+
+/// A request body with a deadline (issue 13): it must arrive at `body_min_rate` bytes per
+/// second, never more than `timeouts.body` behind; past the deadline reading it fails
+/// (and the cut is counted once).
+struct DeadlineBody {
+    inner: Incoming,
+    budget: crate::deadline::Budget,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    client: Option<(&'static str, IpAddr)>,
+    expired: bool,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, t: Timeouts, client: Option<(&'static str, IpAddr)>) -> Self {
+        let now = tokio::time::Instant::now();
+        let budget = crate::deadline::Budget::with_rate(now, t.body, t.body_min_rate);
+        DeadlineBody {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(budget.deadline())),
+            budget,
+            client,
+            expired: false,
+        }
+    }
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Some(Err("request body deadline exceeded".into())));
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let now = tokio::time::Instant::now();
+                    this.budget.received(data.len(), now);
+                    this.sleep.as_mut().reset(this.budget.deadline());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            Poll::Pending => {
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.expired = true;
+                if let Some((service, ip)) = this.client {
+                    crate::admission::refused(service, crate::admission::Reason::Deadline, ip);
+                }
+                Poll::Ready(Some(Err("request body deadline exceeded".into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -964,5 +1111,177 @@ mod tests {
             .await
             .expect("server ends")
             .expect("server task");
+    }
+
+    /// Issue 13: short limits for the deadline tests.
+    const SHORT: Timeouts = Timeouts {
+        header: Duration::from_millis(300),
+        body: Duration::from_millis(300),
+        body_min_rate: 500,
+        lifetime: Duration::from_secs(60),
+    };
+    /// Far more than any bound under test, far less than `SHORT.lifetime`.
+    const WAIT: Duration = Duration::from_secs(15);
+
+    fn echo_router() -> Router {
+        Router::new().route("/", get(|| async { "ok" })).route(
+            "/echo",
+            axum::routing::post(|b: axum::body::Bytes| async move { b.len().to_string() }),
+        )
+    }
+
+    /// Read until the server closes (bounded by [`WAIT`]).
+    async fn read_until_closed(tcp: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(WAIT, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "server did not close; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn idle_keep_alive_connection_is_closed() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, server) = loopback(|tcp, peer| async move {
+            let client = Some(("http", peer.ip()));
+            serve(Conn::Plain(tcp), echo_router(), client, SHORT).await;
+        })
+        .await;
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The answer, then nothing: the connection idles until the server closes it.
+        let got = read_until_closed(&mut tcp).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn trickled_headers_are_cut() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, server) = loopback(|tcp, peer| async move {
+            serve(
+                Conn::Plain(tcp),
+                echo_router(),
+                Some(("http", peer.ip())),
+                SHORT,
+            )
+            .await;
+        })
+        .await;
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        for b in head.iter() {
+            if tcp.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if server.is_finished() {
+                break;
+            }
+        }
+        let got = read_until_closed(&mut tcp).await;
+        assert!(!got.contains("200 OK"), "{got}");
+        tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn trickled_body_is_cut() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, server) = loopback(|tcp, peer| async move {
+            serve(
+                Conn::Plain(tcp),
+                echo_router(),
+                Some(("http", peer.ip())),
+                SHORT,
+            )
+            .await;
+        })
+        .await;
+        tcp.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .unwrap();
+        // A byte every 50 ms (20 bytes/s, far below 500): at most 1000 bytes in 50 s, but
+        // the body deadline ends it long before the connection's lifetime.
+        let trickle = async {
+            for _ in 0..1000 {
+                if tcp.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let ended = tokio::time::timeout(WAIT, async {
+            tokio::select! {
+                _ = trickle => {}
+                _ = server => {}
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the slow body was not cut");
+    }
+
+    #[tokio::test]
+    async fn a_body_at_a_good_rate_is_read() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, _server) = loopback(|tcp, peer| async move {
+            serve(
+                Conn::Plain(tcp),
+                echo_router(),
+                Some(("http", peer.ip())),
+                SHORT,
+            )
+            .await;
+        })
+        .await;
+        tcp.write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // 1000 bytes every 100 ms = 10 000 bytes/s, above the minimum rate; 2 s in all,
+        // longer than the 300 ms budget.
+        for _ in 0..20 {
+            tcp.write_all(&[b'x'; 1000]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let got = read_until_closed(&mut tcp).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.ends_with("20000"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn refusal_is_503_with_retry_after() {
+        use crate::admission::Reason;
+        for (why, retry) in [(Reason::PerAddress, "60"), (Reason::Rate, "5")] {
+            let (tcp, server) = loopback(move |tcp, _| async move {
+                refuse(Conn::Plain(tcp), why).await;
+            })
+            .await;
+            let (head, body) = raw_exchange(tcp, "GET /new HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            assert!(
+                head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+                "{head}"
+            );
+            let lower = head.to_ascii_lowercase();
+            assert!(
+                lower.contains(&format!("\r\nretry-after: {retry}")),
+                "{head}"
+            );
+            assert_eq!(body.trim(), why.text());
+            tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+        }
     }
 }

@@ -5,15 +5,18 @@
 //! the store. Nothing takes a second path around the store.
 
 pub mod acme;
+pub mod admission;
 pub mod appliance;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;
 pub mod events;
 pub mod expire;
+pub mod fdlimit;
 pub mod http;
 pub mod imap;
 pub mod iroh;

@@ -135,6 +135,8 @@ fn main() -> ExitCode {
         }
         Command::Dev { data_dir } => (Config::dev(data_dir), None),
     };
+    // Issue 13: every connection is a descriptor; the caps are fitted to this later.
+    relaybox::fdlimit::raise();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

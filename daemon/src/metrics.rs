@@ -154,10 +154,14 @@ pub struct Registry {
     outbound: [AtomicU64; 3],
     /// By listener name; a handful of entries, looked up once per connection.
     connections: Mutex<Vec<(&'static str, Arc<ServiceCounts>)>>,
+    /// Connections refused or cut, by [`KNOWN_SERVICES`] index and reason.
+    refused: [[AtomicU64; 4]; KNOWN_SERVICES.len()],
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO_REASONS: [AtomicU64; 4] = [ZERO; 4];
 
 impl Default for Registry {
     fn default() -> Self {
@@ -178,6 +182,7 @@ impl Registry {
             push: [ZERO; 3],
             outbound: [ZERO; 3],
             connections: Mutex::new(Vec::new()),
+            refused: [ZERO_REASONS; KNOWN_SERVICES.len()],
         }
     }
 
@@ -223,6 +228,13 @@ impl Registry {
         counts.total.fetch_add(1, Ordering::Relaxed);
         counts.open.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard { counts }
+    }
+
+    /// A connection to `service` was refused or cut for `reason` (issue 13).
+    pub fn connection_refused(&self, service: &str, reason: crate::admission::Reason) {
+        if let Some(i) = KNOWN_SERVICES.iter().position(|s| *s == service) {
+            self.refused[i][reason as usize].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn service(&self, service: &'static str) -> Arc<ServiceCounts> {
@@ -365,6 +377,20 @@ impl Registry {
         for (name, _, open) in &services {
             w.sample("relaybox_connections_open", &[("service", name)], *open);
         }
+        w.family(
+            "relaybox_connections_refused",
+            Kind::Counter,
+            "Connections refused (limit: service full, per_ip: too many from one address, rate: too many new ones from one address) or cut at a deadline, by service and reason.",
+        );
+        for (i, name) in KNOWN_SERVICES.iter().enumerate() {
+            for reason in crate::admission::Reason::ALL {
+                w.sample(
+                    "relaybox_connections_refused",
+                    &[("service", name), ("reason", reason.label())],
+                    load(&self.refused[i][reason as usize]),
+                );
+            }
+        }
 
         w.finish()
     }
@@ -459,6 +485,11 @@ pub fn outbound(accepted: usize, temporary: usize, permanent: usize) {
 /// was accepted; the guard counts it as open until dropped.
 pub fn connection(service: &'static str) -> ConnectionGuard {
     GLOBAL.connection(service)
+}
+
+/// A connection to `service` was refused or cut (`crate::admission::refused`).
+pub fn connection_refused(service: &str, reason: crate::admission::Reason) {
+    GLOBAL.connection_refused(service, reason);
 }
 
 /// Counts one open connection until dropped.
@@ -985,6 +1016,33 @@ mod tests {
             text.contains("relaybox_connections_total{service=\"odd\\\"name\\n\"} 1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn refusals_by_service_and_reason() {
+        use crate::admission::Reason;
+        let r = Registry::new();
+        r.connection_refused("imaps", Reason::Busy);
+        r.connection_refused("imaps", Reason::Busy);
+        r.connection_refused("smtp", Reason::PerAddress);
+        r.connection_refused("http", Reason::Deadline);
+        r.connection_refused("not-a-listener", Reason::Rate);
+        let text = r.render(Format::Prometheus, None);
+        assert!(text.contains("# TYPE relaybox_connections_refused_total counter\n"));
+        let v = |service: &str, reason: &str| {
+            value(
+                &text,
+                &format!(
+                    "relaybox_connections_refused_total{{service=\"{service}\",reason=\"{reason}\"}}"
+                ),
+            )
+        };
+        assert_eq!(v("imaps", "limit"), Some(2));
+        assert_eq!(v("smtp", "per_ip"), Some(1));
+        assert_eq!(v("http", "deadline"), Some(1));
+        // Every known service and reason is listed from the start.
+        assert_eq!(v("submission", "rate"), Some(0));
+        assert_eq!(v("not-a-listener", "rate"), None);
     }
 
     #[test]

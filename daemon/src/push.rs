@@ -805,7 +805,10 @@ mod tests {
             let (stream, peer) = listener.accept().await.unwrap();
             let acceptor = tokio_rustls::TlsAcceptor::from(r.tls.tls13.clone());
             let tls = acceptor.accept(stream).await.unwrap();
-            let limits = crate::smtp::Limits { idle: STEP };
+            let limits = crate::smtp::Limits {
+                idle: STEP,
+                ..Default::default()
+            };
             crate::smtp::serve_with(
                 r,
                 Conn::Tls(Box::new(tls)),

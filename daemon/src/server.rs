@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Pool, Reason, Ticket};
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -164,28 +166,26 @@ impl Service {
     }
 }
 
+/// Connection cap of the HTTPS listeners (443) and of the HTTP listeners (80).
+pub const WEB_CONNECTIONS: usize = 1000;
+
 /// Bind every configured listener (failing start-up with the address when one cannot
 /// be bound), then serve until the process ends.
 pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
     let l = &relay.config.listen;
-    let imap_slots = Arc::new(Semaphore::new(relay.config.max_imap_connections));
-    let smtp = relay.config.max_smtp_connections;
-    let plan: Vec<(Service, &Vec<SocketAddr>, Arc<Semaphore>)> = vec![
-        (Service::Mx, &l.smtp, Arc::new(Semaphore::new(smtp))),
-        (
-            Service::Submission,
-            &l.submission,
-            Arc::new(Semaphore::new(smtp)),
-        ),
-        (
-            Service::Submissions,
-            &l.submissions,
-            Arc::new(Semaphore::new(smtp)),
-        ),
-        (Service::Imap, &l.imap, imap_slots.clone()),
-        (Service::Imaps, &l.imaps, imap_slots.clone()),
-        (Service::Https, &l.https, Arc::new(Semaphore::new(1000))),
-        (Service::Http, &l.http, Arc::new(Semaphore::new(1000))),
+    // Issue 13: the caps must fit the open-file limit.
+    let caps = crate::fdlimit::fit_caps(&relay.config, crate::fdlimit::soft_limit());
+    let per_address = relay.config.connections.per_address;
+    let pool = |cap: usize| Pool::new(cap, per_address);
+    let imap = pool(caps.imap);
+    let plan: Vec<(Service, &Vec<SocketAddr>, Arc<Pool>)> = vec![
+        (Service::Mx, &l.smtp, pool(caps.smtp)),
+        (Service::Submission, &l.submission, pool(caps.smtp)),
+        (Service::Submissions, &l.submissions, pool(caps.smtp)),
+        (Service::Imap, &l.imap, imap.clone()),
+        (Service::Imaps, &l.imaps, imap.clone()),
+        (Service::Https, &l.https, pool(caps.https)),
+        (Service::Http, &l.http, pool(caps.http)),
     ];
     let mut listeners = Vec::new();
     for (service, addrs, slots) in plan {
@@ -202,8 +202,8 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
     // PORT-2: sessions the 443 multiplexer hands to IMAP share the IMAP limit; its
     // submission sessions get a limit of their own, like each submission port.
     let mux = Arc::new(MuxSlots {
-        imap: imap_slots.clone(),
-        submission: Arc::new(Semaphore::new(smtp)),
+        imap: imap.clone(),
+        submission: pool(caps.smtp),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(flush_periodically(relay.clone()));
@@ -252,43 +252,128 @@ async fn accept_loop(
     relay: Arc<Relay>,
     service: Service,
     listener: TcpListener,
-    slots: Arc<Semaphore>,
+    pool: Arc<Pool>,
     mux: Arc<MuxSlots>,
 ) {
+    let mut trouble = AcceptTrouble::default();
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
+            Ok(x) => {
+                trouble.recovered(service);
+                x
+            }
             Err(e) => {
-                tracing::warn!("{}: accept failed: {e}", service.name());
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let pause = trouble.failed(service, &e);
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_busy(service, stream));
-            continue;
-        };
-        let relay = relay.clone();
-        let mux = mux.clone();
-        tokio::spawn(async move {
-            handle(relay, service, stream, peer, &mux, permit).await;
-        });
+        match pool.admit(peer.ip()) {
+            Ok(ticket) => {
+                let relay = relay.clone();
+                let mux = mux.clone();
+                tokio::spawn(async move {
+                    handle(relay, service, stream, peer, &mux, ticket).await;
+                });
+            }
+            Err(reason) => refuse(&relay, service, stream, peer, reason),
+        }
     }
 }
 
-/// Over the connection limit: say so in the protocol's words and close.
-async fn refuse_busy(service: Service, mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let line: &[u8] = match service {
-        Service::Mx | Service::Submission => b"421 4.7.0 Too many connections, try again later\r\n",
-        Service::Imap => b"* BYE Too many connections, try again later\r\n",
-        _ => b"",
-    };
-    if !line.is_empty() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(line)).await;
+/// Failed `accept()`s of one listener (EMFILE, ENFILE, ENOBUFS, …): the listener backs
+/// off (10 ms doubling to 1 s) instead of spinning, and logs the first failure and the
+/// recovery, not every attempt.
+#[derive(Default)]
+pub(crate) struct AcceptTrouble {
+    failures: u64,
+    pause: Duration,
+}
+
+impl AcceptTrouble {
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+    /// An accept failed: how long to wait before the next.
+    pub(crate) fn failed(&mut self, service: Service, e: &std::io::Error) -> Duration {
+        if self.failures == 0 {
+            tracing::warn!(
+                "{}: accept failed: {e}; retrying with back-off (not logged again until it \
+                 works)",
+                service.name()
+            );
+        }
+        self.failures += 1;
+        self.pause = (self.pause * 2).clamp(Self::FIRST_PAUSE, Self::MAX_PAUSE);
+        self.pause
     }
-    tracing::info!("{}: connection refused, limit reached", service.name());
+
+    /// An accept worked.
+    pub(crate) fn recovered(&mut self, service: Service) {
+        if self.failures > 0 {
+            tracing::warn!(
+                "{}: accepting again after {} failed attempts",
+                service.name(),
+                self.failures
+            );
+            *self = AcceptTrouble::default();
+        }
+    }
+}
+
+/// Refusals being answered at once; beyond, a refused connection is closed without a
+/// word (each one holds a socket and may cost a TLS handshake).
+pub const MAX_REFUSING: usize = 64;
+/// How long answering one refusal may take, TLS handshake included.
+const REFUSAL_TIME: Duration = Duration::from_secs(10);
+static REFUSING: Semaphore = Semaphore::const_new(MAX_REFUSING);
+
+/// Turn a connection away: counted and logged sparingly (`crate::admission::refused`),
+/// then told why in its protocol's words, bounded in time and in number: SMTP `421`,
+/// IMAP `* BYE [UNAVAILABLE]` (RFC 9051 §7.1.5), HTTP `503` with `Retry-After`; on
+/// implicit TLS ports after the handshake, on 443 by the client's ALPN (PORT-2).
+fn refuse(relay: &Arc<Relay>, service: Service, stream: TcpStream, peer: SocketAddr, why: Reason) {
+    crate::admission::refused(service.name(), why, peer.ip());
+    let Ok(permit) = REFUSING.try_acquire() else {
+        return;
+    };
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let answer = async {
+            let (service, conn) = match service {
+                Service::Mx | Service::Submission | Service::Imap | Service::Http => {
+                    (service, Conn::Plain(stream))
+                }
+                Service::Submissions | Service::Imaps => {
+                    let accept = TlsAcceptor::from(relay.tls.tls13.clone()).accept(stream);
+                    let Ok(tls) = accept.await else { return };
+                    (service, Conn::Tls(Box::new(tls)))
+                }
+                Service::Https => match handshake_443(&relay, stream).await {
+                    Ok((route, conn)) => (route.service(), conn),
+                    Err(_) => return,
+                },
+            };
+            refusal(&relay, service, conn, why).await
+        };
+        let _ = tokio::time::timeout(REFUSAL_TIME, answer).await;
+    });
+}
+
+/// Say `why` on an established connection to `service` and close it.
+async fn refusal(relay: &Relay, service: Service, mut conn: Conn, why: Reason) {
+    use tokio::io::AsyncWriteExt;
+    let line = match service {
+        Service::Imap | Service::Imaps => format!("* BYE [UNAVAILABLE] {}\r\n", why.text()),
+        Service::Mx | Service::Submission | Service::Submissions => {
+            format!("421 4.7.0 {} {}\r\n", relay.config.host_name(), why.text())
+        }
+        Service::Https | Service::Http => return crate::http::refuse(conn, why).await,
+    };
+    let _ = conn.write_all(line.as_bytes()).await;
+    let _ = conn.shutdown().await;
 }
 
 async fn handle(
@@ -297,11 +382,11 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     mux: &MuxSlots,
-    permit: OwnedSemaphorePermit,
+    ticket: Ticket,
 ) {
     // The listener's slot is held for the whole session, except that the 443
     // multiplexer trades it for an IMAP or submission slot.
-    let mut permit = Some(permit);
+    let mut ticket = Some(ticket);
     let _open = crate::metrics::connection(service.name());
     match service {
         Service::Mx => {
@@ -327,7 +412,7 @@ async fn handle(
                 crate::imap::serve(relay, conn, peer).await
             }
         }
-        Service::Https => serve_443(relay, stream, peer, mux, permit.take()).await,
+        Service::Https => serve_443(relay, stream, peer, mux, ticket.take()).await,
         Service::Http => crate::http::serve_http(relay, Conn::Plain(stream), peer).await,
     }
 }
@@ -344,9 +429,9 @@ async fn implicit_tls(config: Arc<rustls::ServerConfig>, stream: TcpStream) -> O
 /// Connection limits of the sessions the 443 multiplexer starts besides HTTPS.
 pub struct MuxSlots {
     /// Shared with 143 and 993.
-    pub imap: Arc<Semaphore>,
+    pub imap: Arc<Pool>,
     /// Submission over 443, `max_smtp_connections` like each submission port.
-    pub submission: Arc<Semaphore>,
+    pub submission: Arc<Pool>,
 }
 
 /// Where the 443 multiplexer sends a connection (PORT-2).
@@ -358,6 +443,17 @@ pub enum Route443 {
     Imap,
     /// Anything else or no ALPN.
     Https,
+}
+
+impl Route443 {
+    /// The service the route is counted as (metrics, refusals).
+    pub fn service(self) -> Service {
+        match self {
+            Route443::Submission => Service::Submissions,
+            Route443::Imap => Service::Imaps,
+            Route443::Https => Service::Https,
+        }
+    }
 }
 
 /// PORT-2: `smtp` is tested first, then `imap`; other protocols or none → HTTPS.
@@ -377,7 +473,36 @@ pub fn route_443<'a>(alpn: Option<impl Iterator<Item = &'a [u8]>>) -> Route443 {
 /// submission, 1.2 and up for HTTPS). The configurations select no ALPN protocol, as
 /// upstream's backends behind nginx's `ssl_preread` do, so no ALPN offer can fail a
 /// handshake, and IMAP/submission sessions resume with the same tickets as on 993/465.
-/// Hello and handshake together are bounded by `HANDSHAKE_TIMEOUT`.
+/// The caller bounds it in time. An ACME TLS-ALPN-01 validation is answered here and
+/// ends in an error.
+async fn handshake_443(relay: &Relay, stream: TcpStream) -> std::io::Result<(Route443, Conn)> {
+    let acceptor = rustls::server::Acceptor::default();
+    let start = tokio_rustls::LazyConfigAcceptor::new(acceptor, stream).await?;
+    // RFC 8737 §3: a TLS-ALPN-01 validation offers only `acme-tls/1`; answer it with
+    // the challenge certificate and close.
+    let hello = start.client_hello();
+    if hello
+        .alpn()
+        .is_some_and(|mut list| list.any(|p| p == crate::acme::ACME_TLS_ALPN))
+    {
+        let name = hello.server_name().map(str::to_string);
+        if let Some(config) = relay.acme.tls_alpn01(name.as_deref()) {
+            let mut tls = start.into_stream(config).await?;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        }
+        return Err(std::io::Error::other("acme-tls/1 validation answered"));
+    }
+    let route = route_443(start.client_hello().alpn());
+    let config = match route {
+        Route443::Https => relay.tls.tls12.clone(),
+        Route443::Submission | Route443::Imap => relay.tls.tls13.clone(),
+    };
+    let tls = start.into_stream(config).await?;
+    Ok((route, Conn::Tls(Box::new(tls))))
+}
+
+/// Serve a 443 connection: the handshake ([`handshake_443`], bounded by
+/// `HANDSHAKE_TIMEOUT`), then HTTPS, submission or IMAP.
 ///
 /// `https_slot` (the 443 listener's connection slot) is released when the connection
 /// becomes an IMAP or submission session, which hold a slot of their own limit instead:
@@ -387,79 +512,42 @@ pub async fn serve_443(
     stream: TcpStream,
     peer: SocketAddr,
     mux: &MuxSlots,
-    https_slot: Option<OwnedSemaphorePermit>,
+    https_slot: Option<Ticket>,
 ) {
-    let handshake = async {
-        let acceptor = rustls::server::Acceptor::default();
-        let start = tokio_rustls::LazyConfigAcceptor::new(acceptor, stream).await?;
-        // RFC 8737 §3: a TLS-ALPN-01 validation offers only `acme-tls/1`; answer it with
-        // the challenge certificate and close.
-        let hello = start.client_hello();
-        if hello
-            .alpn()
-            .is_some_and(|mut list| list.any(|p| p == crate::acme::ACME_TLS_ALPN))
-        {
-            let name = hello.server_name().map(str::to_string);
-            if let Some(config) = relay.acme.tls_alpn01(name.as_deref()) {
-                let mut tls = start.into_stream(config).await?;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+    let (route, conn) =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_443(&relay, stream)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                tracing::debug!("https: handshake failed: {e}");
+                return;
             }
-            return Err(std::io::Error::other("acme-tls/1 validation answered"));
-        }
-        let route = route_443(start.client_hello().alpn());
-        let config = match route {
-            Route443::Https => relay.tls.tls12.clone(),
-            Route443::Submission | Route443::Imap => relay.tls.tls13.clone(),
+            Err(_) => {
+                tracing::debug!("https: handshake timed out");
+                return;
+            }
         };
-        let tls = start.into_stream(config).await?;
-        Ok::<_, std::io::Error>((route, Conn::Tls(Box::new(tls))))
+    let pool = match route {
+        Route443::Https => return crate::http::serve_https(relay, conn, peer).await,
+        Route443::Submission => &mux.submission,
+        Route443::Imap => &mux.imap,
     };
-    let (route, conn) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(done)) => done,
-        Ok(Err(e)) => {
-            tracing::debug!("https: handshake failed: {e}");
+    let service = route.service();
+    let _ticket = match pool.admit(peer.ip()) {
+        Ok(t) => t,
+        Err(why) => {
+            crate::admission::refused(service.name(), why, peer.ip());
+            let answer = refusal(&relay, service, conn, why);
+            let _ = tokio::time::timeout(REFUSAL_TIME, answer).await;
             return;
         }
-        Err(_) => {
-            tracing::debug!("https: handshake timed out");
-            return;
-        }
     };
+    drop(https_slot);
     match route {
-        Route443::Https => crate::http::serve_https(relay, conn, peer).await,
         Route443::Submission => {
-            let Ok(_permit) = mux.submission.clone().try_acquire_owned() else {
-                return refuse_busy_tls(Service::Submissions, conn).await;
-            };
-            drop(https_slot);
             crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
         }
-        Route443::Imap => {
-            let Ok(_permit) = mux.imap.clone().try_acquire_owned() else {
-                return refuse_busy_tls(Service::Imaps, conn).await;
-            };
-            drop(https_slot);
-            crate::imap::serve(relay, conn, peer).await
-        }
+        _ => crate::imap::serve(relay, conn, peer).await,
     }
-}
-
-/// Over the connection limit after the 443 handshake: say so and close.
-async fn refuse_busy_tls(service: Service, mut conn: Conn) {
-    use tokio::io::AsyncWriteExt;
-    let line: &[u8] = match service {
-        Service::Imaps => b"* BYE Too many connections, try again later\r\n",
-        _ => b"421 4.7.0 Too many connections, try again later\r\n",
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        conn.write_all(line).await?;
-        conn.shutdown().await
-    })
-    .await;
-    tracing::info!(
-        "{} via 443: connection refused, limit reached",
-        service.name()
-    );
 }
 
 #[cfg(test)]
@@ -474,6 +562,12 @@ mod tests {
     use super::*;
 
     const LIMIT: Duration = Duration::from_secs(10);
+    /// Per-address limits these tests never reach.
+    const ANY: crate::admission::PerAddress = crate::admission::PerAddress {
+        connections: 1000,
+        rate: 1000,
+        burst: 1000,
+    };
 
     struct Mux {
         _dir: tempfile::TempDir,
@@ -487,8 +581,8 @@ mod tests {
             let relay =
                 Relay::open(crate::testing::config(dir.path(), "127.0.0.1")).expect("relay");
             let slots = Arc::new(MuxSlots {
-                imap: Arc::new(Semaphore::new(imap_slots)),
-                submission: Arc::new(Semaphore::new(4)),
+                imap: Pool::new(imap_slots, ANY),
+                submission: Pool::new(4, ANY),
             });
             Mux {
                 _dir: dir,
@@ -539,6 +633,21 @@ mod tests {
             .await
             .expect("greeting in time");
         String::from_utf8(line).expect("utf-8")
+    }
+
+    #[test]
+    fn failed_accepts_back_off_and_recover() {
+        // EMFILE and friends: no spinning, growing pauses up to a second.
+        let mut t = AcceptTrouble::default();
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<u64> = (0..10)
+            .map(|_| t.failed(Service::Imap, &emfile).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(t.failures, 10);
+        t.recovered(Service::Imap);
+        assert_eq!(t.failures, 0);
+        assert_eq!(t.failed(Service::Imap, &emfile), Duration::from_millis(10));
     }
 
     #[test]
@@ -617,17 +726,20 @@ mod tests {
         let mux = Mux::new(0);
         let mut tls = mux.connect(&["imap"], &[&TLS13]).await.expect("handshake");
         let line = first_line(&mut tls).await;
-        assert!(line.starts_with("* BYE Too many connections"), "{line}");
+        assert!(
+            line.starts_with("* BYE [UNAVAILABLE] Too many connections"),
+            "{line}"
+        );
     }
 
     #[tokio::test]
     async fn imap_via_443_gives_back_the_https_slot() {
         let mux = Mux::new(4);
-        let https = Arc::new(Semaphore::new(1));
+        let https = Pool::new(1, ANY);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (relay, slots) = (mux.relay.clone(), mux.slots.clone());
-        let slot = https.clone().try_acquire_owned().expect("slot");
+        let slot = https.admit(addr.ip()).expect("slot");
         tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.expect("accept");
             serve_443(relay, tcp, peer, &slots, Some(slot)).await;
@@ -642,8 +754,8 @@ mod tests {
         let greeting = first_line(&mut tls).await;
         assert!(greeting.starts_with("* OK"), "{greeting}");
         // The IDLE-able session holds an IMAP slot, not the HTTPS one.
-        assert_eq!(https.available_permits(), 1);
-        assert_eq!(mux.slots.imap.available_permits(), 3);
+        assert_eq!(https.available(), 1);
+        assert_eq!(mux.slots.imap.available(), 3);
     }
 
     #[tokio::test]

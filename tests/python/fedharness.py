@@ -278,6 +278,10 @@ class FedRelay:
             "min_free_disk_space": 1,
             "log_stderr": "true",
             "turn_listen": "",
+            # Issue 13: every test client comes from loopback.
+            "max_connections_per_ip": 100000,
+            "max_connection_rate_per_ip": 100000,
+            "max_connection_burst_per_ip": 100000,
             "minimal_backoff_time": "1s",
             "maximal_backoff_time": "2s",
             **params,

@@ -155,6 +155,10 @@ class RelayProcess:
             # port shared between relays running at once.
             "log_stderr": "true",
             "turn_listen": "",
+            # Issue 13: every test client comes from loopback.
+            "max_connections_per_ip": 100000,
+            "max_connection_rate_per_ip": 100000,
+            "max_connection_burst_per_ip": 100000,
             **(params or {}),
         }
         self.proc: Optional[subprocess.Popen] = None

@@ -89,12 +89,17 @@ pub async fn start(appliance: Arc<Appliance>, config: &Config) -> Result<SetupSe
         tracing::info!("setup wizard on http://{addr}/");
         let router = router.clone();
         tasks.push(tokio::spawn(async move {
+            // Issue 13: failed accepts (EMFILE, …) back off and are logged once.
+            let mut trouble = crate::server::AcceptTrouble::default();
+            let service = crate::server::Service::Http;
             loop {
                 let (stream, peer) = match listener.accept().await {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        trouble.recovered(service);
+                        x
+                    }
                     Err(e) => {
-                        tracing::warn!("setup wizard: accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(trouble.failed(service, &e)).await;
                         continue;
                     }
                 };

@@ -66,17 +66,23 @@ pub fn capabilities(tls: bool, authenticated: bool, offer_compress: bool) -> Str
 
 /// Run one IMAP session on `conn` (plain on 143 until STARTTLS; already TLS on 993).
 pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
-    // LOG-2: the peer address is not logged, so no log line ties it to an account.
-    let _ = peer;
+    // LOG-2: the peer address is not logged, so no log line ties it to an account (the
+    // login deadline's refusal is logged outside the session's span, before any login).
     let span = tracing::info_span!("imap", conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed));
     async move {
         let tls = conn.is_tls();
+        let service = if tls { "imaps" } else { "imap" };
         let mut session = Session::new(relay.clone(), tls, !tls);
         session.greet();
         let mut conn = conn;
         loop {
             match Box::pin(session.run(&mut conn)).await {
                 Exit::Close => break,
+                Exit::LoginDeadline => {
+                    let reason = crate::admission::Reason::Deadline;
+                    crate::admission::refused(service, reason, peer.ip());
+                    break;
+                }
                 Exit::Compress => {
                     let received = session.compress_started();
                     let mut z = compress::Deflate::new(conn, received);

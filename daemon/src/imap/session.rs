@@ -57,6 +57,8 @@ pub enum Exit {
     StartTls,
     /// COMPRESS DEFLATE accepted (RFC 4978): wrap the connection, run the loop again.
     Compress,
+    /// No login within `imap_login_timeout` (issue 13): closed after `* BYE`.
+    LoginDeadline,
 }
 
 enum Flow {
@@ -105,6 +107,8 @@ impl Selected {
 
 pub struct Session {
     relay: Arc<Relay>,
+    /// Issue 13: the client must be logged in by then (`imap_login_timeout`).
+    login_deadline: tokio::time::Instant,
     pub tls: bool,
     /// STARTTLS can be offered (a plain `Conn` that can be upgraded).
     pub can_starttls: bool,
@@ -260,8 +264,11 @@ fn special_use(name: &str) -> Option<&'static str> {
 
 impl Session {
     pub fn new(relay: Arc<Relay>, tls: bool, can_starttls: bool) -> Session {
+        let login_deadline =
+            tokio::time::Instant::now() + relay.config.connections.imap_login_timeout;
         Session {
             relay,
+            login_deadline,
             tls,
             can_starttls,
             user: None,
@@ -337,7 +344,11 @@ impl Session {
             let (timeout, max_literal, max_total) = if self.user.is_some() {
                 (AUTOLOGOUT, max_msg, max_msg.saturating_add(1 << 20))
             } else {
-                (PREAUTH_TIMEOUT, PREAUTH_MAX_LITERAL, 64 * 1024)
+                // Issue 13: a deadline for the login, not only for each command.
+                let left = self
+                    .login_deadline
+                    .saturating_duration_since(tokio::time::Instant::now());
+                (PREAUTH_TIMEOUT.min(left), PREAUTH_MAX_LITERAL, 64 * 1024)
             };
             // Literals are reserved in the memory budget until the command is done.
             let mut memory = self.relay.memory.empty();
@@ -350,6 +361,11 @@ impl Session {
                 MEMORY_WAIT,
             );
             let frame = match tokio::time::timeout(timeout, read).await {
+                Err(_) if self.user.is_none() => {
+                    self.untagged("BYE Autologout; no login in time");
+                    let _ = self.flush(io).await;
+                    return Exit::LoginDeadline;
+                }
                 Err(_) => {
                     self.untagged("BYE Autologout; idle for too long");
                     let _ = self.flush(io).await;

@@ -884,6 +884,7 @@ mod tests {
                     let relay = r.clone();
                     let limits = Limits {
                         idle: Duration::from_secs(20),
+                        ..Limits::default()
                     };
                     tokio::spawn(serve_with(
                         relay,

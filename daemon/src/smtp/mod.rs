@@ -49,10 +49,11 @@ static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Run one SMTP session on `conn` (plain for 587/25 until STARTTLS; already TLS for 465).
 pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr, mode: Mode) {
-    serve_with(relay, conn, peer, mode, Limits::default()).await
+    let limits = Limits::from_config(&relay.config.connections);
+    serve_with(relay, conn, peer, mode, limits).await
 }
 
-/// [`serve`] with explicit limits (tests shorten the idle timeout).
+/// [`serve`] with explicit limits (tests shorten the timeouts).
 pub async fn serve_with(
     relay: Arc<Relay>,
     conn: Conn,

@@ -34,14 +34,32 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tunables a test may shorten.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Longest wait for the client (RFC 5321 §4.5.3.2.7 suggests 5 minutes).
+    /// Longest wait for the client, and the deadline of one command line (RFC 5321
+    /// §4.5.3.2.7 suggests 5 minutes; `smtpd_timeout`).
     pub idle: Duration,
+    /// DATA must arrive at this many bytes per second (`smtpd_min_data_rate`, issue 13).
+    pub min_data_rate: u32,
+    /// A session without AUTH ends after this long (`smtpd_session_deadline`).
+    pub unauthenticated: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             idle: Duration::from_secs(300),
+            min_data_rate: 500,
+            unauthenticated: Duration::from_secs(1800),
+        }
+    }
+}
+
+impl Limits {
+    /// The configured values (issue 13 keys).
+    pub fn from_config(c: &crate::config::ConnectionLimits) -> Limits {
+        Limits {
+            idle: c.smtpd_timeout,
+            min_data_rate: c.smtpd_min_data_rate,
+            unauthenticated: c.smtpd_session_deadline,
         }
     }
 }
@@ -99,7 +117,14 @@ pub async fn run(
     limits: Limits,
 ) {
     let host = relay.config.host_name();
-    let mut wire = Wire::new(conn, limits.idle);
+    // Issue 13: the listener's name for refusal counts (465 and 443 start in TLS).
+    let service = match (mode, conn.is_tls()) {
+        (Mode::Mx, _) => "smtp",
+        (Mode::Submission, false) => "submission",
+        (Mode::Submission, true) => "submissions",
+    };
+    let mut wire = Wire::new(conn, limits.idle).with_min_data_rate(limits.min_data_rate);
+    wire.set_session_deadline(Some(tokio::time::Instant::now() + limits.unauthenticated));
     let mut s = Session {
         relay,
         peer,
@@ -119,6 +144,8 @@ pub async fn run(
             Err(e) => Err(e),
         };
         match flow {
+            // Issue 13: the session deadline is for clients without AUTH.
+            Ok(Flow::Continue) if s.login.is_some() => wire.set_session_deadline(None),
             Ok(Flow::Continue) => {}
             Ok(Flow::Close) => {
                 wire.shutdown().await;
@@ -145,7 +172,11 @@ pub async fn run(
             Err(WireError::Timeout) => {
                 wire.queue(&reply::timeout(&s.host).to_string());
                 wire.shutdown().await;
-                tracing::debug!("idle timeout");
+                tracing::debug!("deadline exceeded");
+                if s.login.is_none() {
+                    let reason = crate::admission::Reason::Deadline;
+                    crate::admission::refused(service, reason, s.peer.ip());
+                }
                 return;
             }
             Err(e) => {

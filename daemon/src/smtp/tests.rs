@@ -53,7 +53,7 @@ struct Setup {
     mode: Mode,
     implicit_tls: bool,
     burst: u32,
-    idle: Duration,
+    limits: Limits,
     /// QUOTA-1 in bytes; `None` keeps the config default.
     max_mailbox_size: Option<u64>,
 }
@@ -65,7 +65,10 @@ impl Default for Setup {
             mode: Mode::Submission,
             implicit_tls: false,
             burst: 100,
-            idle: Duration::from_secs(60),
+            limits: Limits {
+                idle: Duration::from_secs(60),
+                ..Limits::default()
+            },
             max_mailbox_size: None,
         }
     }
@@ -88,7 +91,7 @@ async fn start(setup: Setup) -> Harness {
                 return;
             };
             let relay = r.clone();
-            let (mode, implicit, idle) = (setup.mode, setup.implicit_tls, setup.idle);
+            let (mode, implicit, limits) = (setup.mode, setup.implicit_tls, setup.limits);
             tokio::spawn(async move {
                 let conn = if implicit {
                     let acceptor = tokio_rustls::TlsAcceptor::from(relay.tls.tls13.clone());
@@ -99,7 +102,7 @@ async fn start(setup: Setup) -> Harness {
                 } else {
                     Conn::Plain(stream)
                 };
-                serve_with(relay, conn, peer, mode, Limits { idle }).await;
+                serve_with(relay, conn, peer, mode, limits).await;
             });
         }
     });
@@ -844,7 +847,10 @@ async fn out_of_order_and_too_many_errors() {
 #[tokio::test]
 async fn idle_timeout_closes() {
     let h = start(Setup {
-        idle: Duration::from_millis(300),
+        limits: Limits {
+            idle: Duration::from_millis(300),
+            ..Limits::default()
+        },
         ..Setup::default()
     })
     .await;
@@ -1178,4 +1184,126 @@ fn inline_fallback_message_is_encrypted() {
         .replace("{subject}", "s");
     let msg = crate::message::Parsed::parse(text.into_bytes()).expect("parses");
     assert!(gate::is_encrypted(msg.view(), Direction::Outgoing));
+}
+
+// ---- deadlines (issue 13) -----------------------------------------------------------
+
+/// Send `bytes` one at a time, `every` apart, until the server answers; the reply, or
+/// `None` when all were sent without one.
+async fn trickle(c: &mut Client, bytes: &[u8], every: Duration) -> Option<Reply> {
+    for b in bytes {
+        if c.io.get_mut().write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(every).await;
+        if !c.io.buffer().is_empty()
+            || tokio::time::timeout(Duration::ZERO, c.io.fill_buf())
+                .await
+                .is_ok_and(|r| r.is_ok_and(|b| !b.is_empty()))
+        {
+            return Some(c.reply().await);
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_trickled_command_line_is_cut_at_its_deadline() {
+    // A byte every 100 ms keeps a per-read timeout of 500 ms happy forever; the line
+    // deadline ends it (and 20 s of trickle, 200 bytes, would be far beyond it).
+    let h = start(Setup {
+        limits: Limits {
+            idle: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let (mut c, _) = Client::connect(h.addr).await;
+    let r = trickle(&mut c, &[b'x'; 200], Duration::from_millis(100)).await;
+    let r = r.expect("cut before the trickle ended");
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn an_unauthenticated_session_has_a_deadline() {
+    let h = start(Setup {
+        limits: Limits {
+            idle: Duration::from_secs(10),
+            unauthenticated: Duration::from_secs(1),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    // Whole commands, answered at once, for longer than the session deadline.
+    let (mut c, _) = Client::connect(h.addr).await;
+    let mut cut = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = c.cmd("NOOP").await;
+        if r.code != 250 {
+            cut = Some(r);
+            break;
+        }
+    }
+    let r = cut.expect("cut within 100 NOOPs (10 s)");
+    assert_eq!(r.code, 421, "{r:?}");
+    // After AUTH the session deadline no longer applies.
+    let (mut c, _) = logged_in(&h, "alice").await;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.expect("NOOP", 250).await;
+    }
+}
+
+#[tokio::test]
+async fn data_below_the_minimum_rate_is_cut_and_above_it_is_read() {
+    let h = start(Setup {
+        limits: Limits {
+            idle: Duration::from_millis(500),
+            min_data_rate: 500,
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let (mut c, address) = logged_in(&h, "bob").await;
+    c.expect(&format!("MAIL FROM:<{address}>"), 250).await;
+    c.expect(&format!("RCPT TO:<{address}>"), 250).await;
+    c.expect("DATA", 354).await;
+    // 10 bytes per 100 ms = 100 bytes/s, a fifth of the minimum.
+    let slow = [b"0123456789".as_slice(); 300].concat();
+    let mut cut = None;
+    for chunk in slow.chunks(10) {
+        c.send(chunk).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tokio::time::timeout(Duration::ZERO, c.io.fill_buf())
+            .await
+            .is_ok_and(|r| r.is_ok_and(|b| !b.is_empty()))
+        {
+            cut = Some(c.reply().await);
+            break;
+        }
+    }
+    let r = cut.expect("cut before 3000 bytes at 100 bytes/s (30 s)");
+    assert_eq!(r.code, 421, "{r:?}");
+    // 2000 bytes per 100 ms (20 000 bytes/s) for 2 s, four times the 500 ms budget.
+    let (mut c, address) = logged_in(&h, "carol").await;
+    c.expect(&format!("MAIL FROM:<{address}>"), 250).await;
+    c.expect(&format!("RCPT TO:<{address}>"), 250).await;
+    c.expect("DATA", 354).await;
+    // A plain message with a long body, sent in pieces; the verdict after its end (the
+    // gate refuses cleartext) shows that all of it was read.
+    let head = format!("From: {address}\r\nTo: {address}\r\nSubject: big\r\n\r\n");
+    c.send(head.as_bytes()).await;
+    let line = format!("{}\r\n", "b".repeat(98));
+    for _ in 0..20 {
+        c.send(line.repeat(20).as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.send(b".\r\n").await;
+    let r = c.reply().await;
+    assert_ne!(r.code / 100, 4, "{r:?}");
 }

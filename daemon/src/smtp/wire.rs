@@ -2,13 +2,19 @@
 //! reader, the DATA reader (RFC 5321 §4.5.2 dot-unstuffing, bounded in memory), reply
 //! batching for PIPELINING (RFC 2920 §3.2: replies are flushed only when the client has
 //! nothing more buffered), and the STARTTLS upgrade that drops pipelined plaintext.
+//!
+//! Deadlines (issue 13, `crate::deadline`): a command line must arrive whole within the
+//! idle time (`smtpd_timeout`), DATA within it plus its minimum rate's credit
+//! (`smtpd_min_data_rate`), and every read also stops at the session deadline, if any.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
+use crate::deadline::Budget;
 use crate::net::Conn;
 
 /// RFC 5321 §4.5.3.1.4 allows 512; we take up to this many bytes including CRLF.
@@ -23,7 +29,7 @@ const READ_CHUNK: usize = 16 * 1024;
 pub enum WireError {
     #[error("connection closed by client")]
     Closed,
-    #[error("idle timeout")]
+    #[error("deadline exceeded")]
     Timeout,
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
@@ -62,6 +68,12 @@ pub struct Wire {
     pos: usize,
     out: Vec<u8>,
     idle: Duration,
+    /// DATA's minimum rate in bytes per second (`smtpd_min_data_rate`).
+    min_data_rate: u32,
+    /// The deadline of the line or DATA being read.
+    request: Budget,
+    /// The whole session ends then (unauthenticated sessions).
+    session_deadline: Option<Instant>,
 }
 
 impl Wire {
@@ -72,7 +84,27 @@ impl Wire {
             pos: 0,
             out: Vec::with_capacity(1024),
             idle,
+            min_data_rate: 0,
+            request: Budget::fixed(Instant::now(), idle),
+            session_deadline: None,
         }
+    }
+
+    /// DATA must arrive at `bytes_per_second` at least (0: within the idle time).
+    pub fn with_min_data_rate(mut self, bytes_per_second: u32) -> Self {
+        self.min_data_rate = bytes_per_second;
+        self
+    }
+
+    /// Every read ends at `deadline` (`None`: no session deadline).
+    pub fn set_session_deadline(&mut self, deadline: Option<Instant>) {
+        self.session_deadline = deadline;
+    }
+
+    /// The earlier of the request's deadline and the session's.
+    fn deadline(&self) -> Instant {
+        let request = self.request.deadline();
+        self.session_deadline.map_or(request, |s| s.min(request))
     }
 
     pub fn is_tls(&self) -> bool {
@@ -95,7 +127,9 @@ impl Wire {
             self.conn.write_all(&out).await?;
             self.conn.flush().await
         };
-        match tokio::time::timeout(self.idle, write).await {
+        let until = Instant::now() + self.idle;
+        let until = self.session_deadline.map_or(until, |s| s.min(until));
+        match tokio::time::timeout_at(until, write).await {
             Ok(r) => r.map_err(WireError::from),
             Err(_) => Err(WireError::Timeout),
         }
@@ -123,7 +157,8 @@ impl Wire {
         }
         let start = self.rbuf.len();
         self.rbuf.resize(start + READ_CHUNK, 0);
-        let read = tokio::time::timeout(self.idle, self.conn.read(&mut self.rbuf[start..])).await;
+        let until = self.deadline();
+        let read = tokio::time::timeout_at(until, self.conn.read(&mut self.rbuf[start..])).await;
         let n = match read {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
@@ -139,11 +174,14 @@ impl Wire {
         if n == 0 {
             return Err(WireError::Closed);
         }
+        self.request.received(n, Instant::now());
         Ok(())
     }
 
     /// Read one line of at most `max` bytes including its terminator.
     pub async fn read_line(&mut self, max: usize) -> Result<Line, WireError> {
+        // Issue 13: the whole line within the idle time, however it trickles in.
+        self.request = Budget::fixed(Instant::now(), self.idle);
         loop {
             let unread = self.unread();
             let window = &unread[..unread.len().min(max)];
@@ -188,6 +226,8 @@ impl Wire {
         memory: &mut crate::memory::Reservation,
         memory_wait: Duration,
     ) -> Result<Data, WireError> {
+        // Issue 13: the data at `smtpd_min_data_rate`, else cut.
+        self.request = Budget::with_rate(Instant::now(), self.idle, self.min_data_rate);
         let mut body: Vec<u8> = Vec::new();
         let mut too_big = false;
         let mut no_memory = false;
@@ -279,7 +319,9 @@ impl Wire {
             Ok(r) => r?,
             Err(_) => return Err(WireError::Timeout),
         };
-        Ok(Wire::new(conn, self.idle))
+        let mut wire = Wire::new(conn, self.idle).with_min_data_rate(self.min_data_rate);
+        wire.set_session_deadline(self.session_deadline);
+        Ok(wire)
     }
 
     /// Best-effort close after a final reply.

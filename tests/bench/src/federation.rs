@@ -89,6 +89,10 @@ fn peer_config(ip: Ipv4Addr, data_dir: &Path, https: bool) -> String {
     // OUT-6: a deferred delivery is retried within seconds, not minutes.
     ini += "minimal_backoff_time = 1s\n";
     ini += "maximal_backoff_time = 2s\n";
+    // Issue 13: the bench's clients all come from loopback.
+    ini += "max_connections_per_ip = 100000\n";
+    ini += "max_connection_rate_per_ip = 100000\n";
+    ini += "max_connection_burst_per_ip = 100000\n";
     ini
 }
 

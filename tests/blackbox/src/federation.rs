@@ -190,6 +190,10 @@ impl FedRelay {
             ("turn_listen", ""),
             ("max_user_send_per_minute", "600"),
             ("max_user_send_burst_size", "100"),
+            // Every client and peer comes from loopback.
+            ("max_connections_per_ip", "100000"),
+            ("max_connection_rate_per_ip", "100000"),
+            ("max_connection_burst_per_ip", "100000"),
         ] {
             defaults.push((k.into(), v.into()));
         }

@@ -92,6 +92,8 @@ pub struct Relay {
     extra: Vec<String>,
     /// Extra environment for the process (e.g. `RELAYBOX_LOG=debug`).
     env: Vec<(String, String)>,
+    /// A command the binary is run under (e.g. `prlimit --nofile=600:600 --`).
+    wrapper: Vec<String>,
     child: Option<Child>,
     /// Number of processes spawned so far (names the log files).
     runs: u32,
@@ -110,6 +112,20 @@ impl Relay {
 
     /// Like [`Relay::start`], with extra environment variables for the process.
     pub async fn start_with_env(extra_ini_lines: &[&str], env: &[(&str, &str)]) -> Relay {
+        Self::start_wrapped(extra_ini_lines, env, &[]).await
+    }
+
+    /// Like [`Relay::start`], with the open-file limit set to `soft:hard` (`prlimit`).
+    pub async fn start_with_nofile(extra_ini_lines: &[&str], soft: u64, hard: u64) -> Relay {
+        let limit = format!("--nofile={soft}:{hard}");
+        Self::start_wrapped(extra_ini_lines, &[], &["prlimit", &limit, "--"]).await
+    }
+
+    async fn start_wrapped(
+        extra_ini_lines: &[&str],
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Relay {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::Builder::new()
@@ -124,6 +140,7 @@ impl Relay {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
                 child: None,
                 runs: 0,
             };
@@ -154,6 +171,7 @@ impl Relay {
             ports: Ports::pick(),
             extra: extra_ini_lines.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            wrapper: Vec::new(),
             child: None,
             runs: 0,
         };
@@ -190,11 +208,22 @@ impl Relay {
         ini += &format!("http_listen = 127.0.0.1:{}\n", p.http);
         // Defaults a test may override with its own line for the key:
         // ACC-5.6: a busy test machine must not make account creation fail; logs go to
-        // stderr (the tests read them); no TURN port shared between parallel relays.
+        // stderr (the tests read them); no TURN port shared between parallel relays; every
+        // test client comes from loopback, so the per-address limits are out of the way
+        // (tests/connections.rs sets its own).
         for (key, line) in [
             ("max_load_1m", "max_load_1m = 10000"),
             ("log_stderr", "log_stderr = true"),
             ("turn_listen", "turn_listen ="),
+            ("max_connections_per_ip", "max_connections_per_ip = 100000"),
+            (
+                "max_connection_rate_per_ip",
+                "max_connection_rate_per_ip = 100000",
+            ),
+            (
+                "max_connection_burst_per_ip",
+                "max_connection_burst_per_ip = 100000",
+            ),
         ] {
             let overridden = self
                 .extra
@@ -243,7 +272,14 @@ impl Relay {
         self.runs += 1;
         let stderr = File::create(self.stderr_path(self.runs))?;
         let stdout = File::create(self.dir.path().join(format!("stdout-{}.log", self.runs)))?;
-        let mut cmd = Command::new(binary());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary());
+                cmd
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(self.config_path())
