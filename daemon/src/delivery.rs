@@ -75,6 +75,10 @@ pub fn relay_denied(rcpt: &str) -> SmtpReply {
     SmtpReply::new(554, format!("5.7.1 <{rcpt}>: Relay access denied"))
 }
 
+/// Messages at least this big are parsed and judged on the heavy-work pool
+/// (`crate::work`), not on the async workers that serve every other session.
+const OFFLOAD_AT: usize = 256 * 1024;
+
 /// SUB-6 / IN-4a: the one parse of a message that arrived. Everything after it (the
 /// rules, the cleanup, DKIM, push, the store, IMAP) reads this result.
 fn parse(raw: Vec<u8>) -> Result<Parsed, SmtpReply> {
@@ -83,6 +87,20 @@ fn parse(raw: Vec<u8>) -> Result<Parsed, SmtpReply> {
         tracing::info!("message refused: {why}");
         unparsable(&why)
     })
+}
+
+/// Run `check` (the parse and the rules, pure and linear in the message size) here for
+/// a small message, on the heavy-work pool for a big one.
+async fn checked<T: Send + 'static>(
+    size: usize,
+    check: impl FnOnce() -> Result<T, SmtpReply> + Send + 'static,
+) -> Result<T, SmtpReply> {
+    if size < OFFLOAD_AT {
+        return check();
+    }
+    crate::work::run(check)
+        .await
+        .unwrap_or_else(|| Err(SmtpReply::new(451, "4.3.0 Local error")))
 }
 
 /// SUB-6..12, then the commit. `all` is every recipient as the policy sees them.
@@ -94,14 +112,19 @@ pub async fn submission(
     all: &[String],
     raw: Vec<u8>,
 ) -> SmtpReply {
-    let msg = match parse(raw) {
+    let (from, rcpts) = (mail_from.clone(), all.to_vec());
+    let msg = match checked(raw.len(), move || {
+        let msg = parse(raw)?;
+        submission::judge(msg.view(), &from, &rcpts).inspect_err(|r| {
+            crate::metrics::rejected(rejection(r));
+        })?;
+        Ok(msg)
+    })
+    .await
+    {
         Ok(m) => m,
         Err(r) => return r,
     };
-    if let Err(r) = submission::judge(msg.view(), &mail_from, all) {
-        crate::metrics::rejected(rejection(&r));
-        return r;
-    }
     // SUB-10, SUB-11: cleanup; no Received header is ever added.
     let mut msg = headers::cleanup_submission(msg);
     // SUB-12: sign once, after cleanup, when the message leaves this relay (local copies
@@ -123,16 +146,18 @@ pub async fn inbound(
     rcpts: InboundRecipients,
     raw: Vec<u8>,
 ) -> SmtpReply {
-    let msg = match parse(raw) {
-        Ok(m) => m,
+    let (from, enforce) = (mail_from.clone(), rcpts.enforce_e2ee);
+    let (msg, verdict) = match checked(raw.len(), move || {
+        let msg = parse(raw)?;
+        let verdict = inbound::judge(msg.view(), &from, enforce).inspect_err(|r| {
+            crate::metrics::rejected(rejection(r));
+        })?;
+        Ok((msg, verdict))
+    })
+    .await
+    {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let verdict = match inbound::judge(msg.view(), &mail_from, rcpts.enforce_e2ee) {
-        Ok(v) => v,
-        Err(r) => {
-            crate::metrics::rejected(rejection(&r));
-            return r;
-        }
     };
     // IN-4e: origin, from the From address the rules above checked.
     let Some(domain) = headers::from_address(msg.view())

@@ -168,10 +168,11 @@ impl Signer {
     /// [`Signer::sign_bytes`] for a parsed message: the signature goes in front of the
     /// header section and the structure moves with it.
     pub fn sign(&self, message: crate::message::Parsed) -> crate::message::Parsed {
-        let signed = self.sign_bytes(message.bytes());
-        let added = signed.len() - message.len();
+        let Some(field) = self.signature_field(message.bytes()) else {
+            return message;
+        };
         message.rewrite_header(|h| {
-            let mut out = signed[..added].to_vec();
+            let mut out = field.into_bytes();
             out.extend_from_slice(h);
             out
         })
@@ -179,6 +180,16 @@ impl Signer {
 
     /// The message with a `DKIM-Signature` field in front (SUB-12).
     pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        let mut out = self
+            .signature_field(message)
+            .unwrap_or_default()
+            .into_bytes();
+        out.extend_from_slice(message);
+        out
+    }
+
+    /// The `DKIM-Signature` field (with its CRLF) for `message`; `None` if signing failed.
+    fn signature_field(&self, message: &[u8]) -> Option<String> {
         // SUB-12: d=<domain>, s=<selector>, a=rsa-sha256, c=relaxed/simple.
         let signer = DkimSigner::from_key(SharedKey(self.key.clone()))
             .domain(self.domain.as_str())
@@ -187,19 +198,13 @@ impl Signer {
             .header_canonicalization(Canonicalization::Relaxed)
             .body_canonicalization(Canonicalization::Simple);
         match signer.sign(message) {
-            Ok(signature) => {
-                let header = signature.to_header();
-                let mut out = Vec::with_capacity(header.len() + message.len());
-                out.extend_from_slice(header.as_bytes());
-                out.extend_from_slice(message);
-                out
-            }
+            Ok(signature) => Some(signature.to_header()),
             Err(e) => {
                 // Cannot happen with a valid key and a non-empty `h=` (always: the
                 // oversigned names are listed even when absent). The message leaves
                 // unsigned and the peer refuses it (IN-4e).
                 tracing::error!("DKIM signing failed: {e}");
-                message.to_vec()
+                None
             }
         }
     }

@@ -13,6 +13,37 @@ use super::response::{Lit, astring, flag_list, internal_date, literal};
 use crate::message::{Node, View};
 use crate::store::MessageMeta;
 
+/// Literals of at least this many bytes are not copied into the response buffer: the
+/// session writes them to the connection straight from the message (see [`Response`]).
+pub const STREAM_AT: usize = 64 * 1024;
+
+/// The `* n FETCH` text of one message, and the places where a literal of the message's
+/// own bytes goes (offset in `text`, range of the message), so that a big body is sent
+/// from the one copy the session holds instead of being copied again.
+#[derive(Debug, Default)]
+pub struct Response {
+    pub text: Vec<u8>,
+    pub refs: Vec<(usize, std::ops::Range<usize>)>,
+}
+
+impl Response {
+    /// A literal of `msg[range]`: copied when small, referenced when big.
+    fn message_literal(&mut self, msg: &[u8], range: std::ops::Range<usize>) {
+        let _ = write!(Lit(&mut self.text), "{{{}}}\r\n", range.len());
+        if range.len() >= STREAM_AT {
+            self.refs.push((self.text.len(), range));
+        } else {
+            self.text.extend_from_slice(&msg[range]);
+        }
+    }
+}
+
+/// What a section names: a range of the message, or bytes made for the answer.
+pub enum SectionBytes {
+    Range(std::ops::Range<usize>),
+    Made(Vec<u8>),
+}
+
 /// A checked FETCH request.
 pub struct Plan<'a> {
     pub items: Vec<MessageDataItemName<'a>>,
@@ -125,8 +156,8 @@ fn write_section(out: &mut Vec<u8>, section: Option<&Section<'_>>) {
 }
 
 /// The bytes a section names (RFC 9051 §6.4.5); a part that does not exist is empty.
-pub fn section_bytes(msg: View<'_>, section: Option<&Section<'_>>) -> Vec<u8> {
-    let (raw, root) = (msg.raw, msg.root);
+pub fn section_bytes(msg: View<'_>, section: Option<&Section<'_>>) -> SectionBytes {
+    let root = msg.root;
     // The message a HEADER/TEXT section applies to: the root, or a message/rfc822 part.
     let msg_at = |p: &Option<Part>| -> Option<&Node> {
         match p {
@@ -134,27 +165,32 @@ pub fn section_bytes(msg: View<'_>, section: Option<&Section<'_>>) -> Vec<u8> {
             Some(p) => mime::message_of(mime::resolve(root, &part_path(p))?, false),
         }
     };
-    let slice = |r: std::ops::Range<usize>| raw.get(r).unwrap_or_default().to_vec();
+    let range = |r: Option<std::ops::Range<usize>>| SectionBytes::Range(r.unwrap_or(0..0));
     match section {
-        None => raw.to_vec(),
-        Some(Section::Part(p)) => mime::resolve(root, &part_path(p))
-            .map(|n| slice(n.body.clone()))
-            .unwrap_or_default(),
-        Some(Section::Mime(p)) => mime::resolve(root, &part_path(p))
-            .map(|n| slice(n.header.clone()))
-            .unwrap_or_default(),
-        Some(Section::Header(p)) => msg_at(p)
-            .map(|n| slice(n.header.clone()))
-            .unwrap_or_default(),
-        Some(Section::Text(p)) => msg_at(p).map(|n| slice(n.body.clone())).unwrap_or_default(),
+        None => SectionBytes::Range(0..msg.raw.len()),
+        Some(Section::Part(p)) => range(mime::resolve(root, &part_path(p)).map(|n| n.body.clone())),
+        Some(Section::Mime(p)) => {
+            range(mime::resolve(root, &part_path(p)).map(|n| n.header.clone()))
+        }
+        Some(Section::Header(p)) => range(msg_at(p).map(|n| n.header.clone())),
+        Some(Section::Text(p)) => range(msg_at(p).map(|n| n.body.clone())),
         Some(Section::HeaderFields(p, names)) | Some(Section::HeaderFieldsNot(p, names)) => {
             let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
             let names: Vec<Vec<u8>> = names.as_ref().iter().map(|n| n.as_ref().to_vec()).collect();
-            msg_at(p)
-                .map(|n| mime::header_subset(&raw[n.header.clone()], &names, not))
-                .unwrap_or_default()
+            SectionBytes::Made(
+                msg_at(p)
+                    .map(|n| mime::header_subset(&msg.raw[n.header.clone()], &names, not))
+                    .unwrap_or_default(),
+            )
         }
     }
+}
+
+/// `<a.b>` of a range: `b` octets from `a`; an origin past the end gives the empty range.
+fn partial_range(r: std::ops::Range<usize>, origin: u32, len: u32) -> std::ops::Range<usize> {
+    let start = r.start.saturating_add(origin as usize).min(r.end);
+    let end = start.saturating_add(len as usize).min(r.end);
+    start..end
 }
 
 /// `<a.b>`: `b` octets from `a`; an origin past the end gives the empty string.
@@ -167,14 +203,14 @@ pub fn partial(data: &[u8], origin: u32, len: u32) -> &[u8] {
 /// Write `* seq FETCH (...)` for one message. `body` is present when the plan needs the
 /// message; `add_flags` adds FLAGS when this fetch set \Seen (RFC 9051 §6.4.5).
 pub fn write_message(
-    out: &mut Vec<u8>,
+    resp: &mut Response,
     seq: u32,
     meta: &MessageMeta,
     body: Option<View<'_>>,
     items: &[MessageDataItemName<'_>],
     add_flags: bool,
 ) {
-    let _ = write!(Lit(out), "* {seq} FETCH (");
+    let _ = write!(Lit(&mut resp.text), "* {seq} FETCH (");
     let mut first = true;
     let mut sep = |out: &mut Vec<u8>| {
         if !first {
@@ -186,37 +222,38 @@ pub fn write_message(
     for item in items {
         match item {
             MessageDataItemName::Uid => {
-                sep(out);
-                let _ = write!(Lit(out), "UID {}", meta.uid);
+                sep(&mut resp.text);
+                let _ = write!(Lit(&mut resp.text), "UID {}", meta.uid);
             }
             MessageDataItemName::Flags => {
-                sep(out);
-                out.extend_from_slice(b"FLAGS ");
-                flag_list(out, &meta.flags);
+                sep(&mut resp.text);
+                resp.text.extend_from_slice(b"FLAGS ");
+                flag_list(&mut resp.text, &meta.flags);
                 flags_written = true;
             }
             MessageDataItemName::Rfc822Size => {
-                sep(out);
-                let _ = write!(Lit(out), "RFC822.SIZE {}", meta.size);
+                sep(&mut resp.text);
+                let _ = write!(Lit(&mut resp.text), "RFC822.SIZE {}", meta.size);
             }
             MessageDataItemName::InternalDate => {
-                sep(out);
-                out.extend_from_slice(b"INTERNALDATE ");
-                internal_date(out, meta.internal_date);
+                sep(&mut resp.text);
+                resp.text.extend_from_slice(b"INTERNALDATE ");
+                internal_date(&mut resp.text, meta.internal_date);
             }
             MessageDataItemName::Envelope => {
                 if let Some(View { raw, root }) = body {
-                    sep(out);
-                    out.extend_from_slice(b"ENVELOPE ");
-                    mime::envelope(out, &raw[root.header.clone()]);
+                    sep(&mut resp.text);
+                    resp.text.extend_from_slice(b"ENVELOPE ");
+                    mime::envelope(&mut resp.text, &raw[root.header.clone()]);
                 }
             }
             MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
                 if let Some(View { raw, root }) = body {
-                    sep(out);
+                    sep(&mut resp.text);
                     let ext = matches!(item, MessageDataItemName::BodyStructure);
-                    out.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
-                    mime::body_structure(out, raw, root, ext);
+                    resp.text
+                        .extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
+                    mime::body_structure(&mut resp.text, raw, root, ext);
                 }
             }
             MessageDataItemName::BodyExt {
@@ -224,54 +261,57 @@ pub fn write_message(
                 partial: part,
                 ..
             } => {
-                if let Some(View { raw, root }) = body {
-                    sep(out);
-                    out.extend_from_slice(b"BODY[");
-                    write_section(out, section.as_ref());
-                    out.push(b']');
-                    let data = section_bytes(View { raw, root }, section.as_ref());
-                    match part {
-                        Some((origin, len)) => {
-                            let _ = write!(Lit(out), "<{origin}> ");
-                            literal(out, partial(&data, *origin, len.get()));
+                if let Some(msg) = body {
+                    sep(&mut resp.text);
+                    resp.text.extend_from_slice(b"BODY[");
+                    write_section(&mut resp.text, section.as_ref());
+                    resp.text.push(b']');
+                    if let Some((origin, _)) = part {
+                        let _ = write!(Lit(&mut resp.text), "<{origin}>");
+                    }
+                    resp.text.push(b' ');
+                    match (section_bytes(msg, section.as_ref()), part) {
+                        (SectionBytes::Range(r), Some((origin, len))) => {
+                            resp.message_literal(msg.raw, partial_range(r, *origin, len.get()))
                         }
-                        None => {
-                            out.push(b' ');
-                            literal(out, &data);
+                        (SectionBytes::Range(r), None) => resp.message_literal(msg.raw, r),
+                        (SectionBytes::Made(data), Some((origin, len))) => {
+                            literal(&mut resp.text, partial(&data, *origin, len.get()))
                         }
+                        (SectionBytes::Made(data), None) => literal(&mut resp.text, &data),
                     }
                 }
             }
             MessageDataItemName::Rfc822 => {
                 if let Some(View { raw, .. }) = body {
-                    sep(out);
-                    out.extend_from_slice(b"RFC822 ");
-                    literal(out, raw);
+                    sep(&mut resp.text);
+                    resp.text.extend_from_slice(b"RFC822 ");
+                    resp.message_literal(raw, 0..raw.len());
                 }
             }
             MessageDataItemName::Rfc822Header => {
                 if let Some(View { raw, root }) = body {
-                    sep(out);
-                    out.extend_from_slice(b"RFC822.HEADER ");
-                    literal(out, &raw[root.header.clone()]);
+                    sep(&mut resp.text);
+                    resp.text.extend_from_slice(b"RFC822.HEADER ");
+                    resp.message_literal(raw, root.header.clone());
                 }
             }
             MessageDataItemName::Rfc822Text => {
                 if let Some(View { raw, root }) = body {
-                    sep(out);
-                    out.extend_from_slice(b"RFC822.TEXT ");
-                    literal(out, &raw[root.body.clone()]);
+                    sep(&mut resp.text);
+                    resp.text.extend_from_slice(b"RFC822.TEXT ");
+                    resp.message_literal(raw, root.body.clone());
                 }
             }
             _ => {}
         }
     }
     if add_flags && !flags_written {
-        sep(out);
-        out.extend_from_slice(b"FLAGS ");
-        flag_list(out, &meta.flags);
+        sep(&mut resp.text);
+        resp.text.extend_from_slice(b"FLAGS ");
+        flag_list(&mut resp.text, &meta.flags);
     }
-    out.extend_from_slice(b")\r\n");
+    resp.text.extend_from_slice(b")\r\n");
 }
 
 #[cfg(test)]
@@ -306,13 +346,60 @@ mod tests {
             internal_date: 0,
         };
         let root = crate::message::structure::parse(MSG, &crate::message::LIMITS).unwrap();
-        let mut out = Vec::new();
+        let mut resp = Response::default();
         let view = View {
             raw: MSG,
             root: &root,
         };
-        write_message(&mut out, 1, &meta, Some(view), &p.items, false);
-        String::from_utf8(out).unwrap()
+        write_message(&mut resp, 1, &meta, Some(view), &p.items, false);
+        assert!(resp.refs.is_empty(), "small literals are copied");
+        String::from_utf8(resp.text).unwrap()
+    }
+
+    #[test]
+    fn big_literals_refer_to_the_message() {
+        let body = "x".repeat(STREAM_AT);
+        let raw = format!("Subject: big\r\n\r\n{body}");
+        let root =
+            crate::message::structure::parse(raw.as_bytes(), &crate::message::LIMITS).unwrap();
+        let line = b"a FETCH 1 (BODY.PEEK[TEXT] BODY.PEEK[TEXT]<10.20> RFC822.SIZE)\r\n";
+        let (_, cmd) = CommandCodec::default().decode(line.as_ref()).unwrap();
+        let CommandBody::Fetch {
+            macro_or_item_names,
+            ..
+        } = cmd.body
+        else {
+            panic!()
+        };
+        let p = plan(&macro_or_item_names, false).unwrap();
+        let meta = MessageMeta {
+            uid: 1,
+            flags: Flags::default(),
+            size: raw.len() as u64,
+            internal_date: 0,
+        };
+        let mut resp = Response::default();
+        let view = View {
+            raw: raw.as_bytes(),
+            root: &root,
+        };
+        write_message(&mut resp, 1, &meta, Some(view), &p.items, false);
+        // The big TEXT is a reference, the 20-byte partial is copied.
+        assert_eq!(resp.refs, vec![(resp.refs[0].0, 16..16 + STREAM_AT)]);
+        let text = String::from_utf8(resp.text.clone()).unwrap();
+        assert!(
+            text.starts_with(&format!("* 1 FETCH (BODY[TEXT] {{{}}}\r\n", STREAM_AT)),
+            "{text}"
+        );
+        assert_eq!(&text[resp.refs[0].0..][..22], " BODY[TEXT]<10> {20}\r\n");
+        // Put together as the session sends it: the same bytes as a full copy.
+        let mut sent = resp.text[..resp.refs[0].0].to_vec();
+        sent.extend_from_slice(&raw.as_bytes()[16..]);
+        sent.extend_from_slice(&resp.text[resp.refs[0].0..]);
+        let sent = String::from_utf8(sent).unwrap();
+        assert!(sent.contains(&format!(
+            "}}\r\n{body} BODY[TEXT]<10> {{20}}\r\nxxxxxxxxxxxxxxxxxxxx RFC822.SIZE"
+        )));
     }
 
     #[test]

@@ -307,6 +307,18 @@ impl Session {
         self.can_starttls = false;
     }
 
+    /// Write `data` to the connection as it is (after [`Session::flush`]).
+    async fn write_direct<S: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+        data: &[u8],
+    ) -> Result<(), Fail> {
+        match tokio::time::timeout(WRITE_TIMEOUT, io.write_all(data)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(std::io::Error::other("write timeout").into()),
+        }
+    }
+
     async fn flush<S: AsyncWrite + Unpin>(&mut self, io: &mut S) -> Result<(), Fail> {
         if self.out.is_empty() {
             return Ok(());
@@ -1278,6 +1290,15 @@ impl Session {
             let Some(meta) = self.selected.as_ref().map(|s| s.msgs[i].clone()) else {
                 break;
             };
+            // A big message is held once while it is sent: reserved in the memory budget.
+            let mut memory = self.relay.memory.empty();
+            if plan.needs_body
+                && meta.size >= fetch::STREAM_AT as u64
+                && !memory.grow_to(meta.size, MEMORY_WAIT).await
+            {
+                crate::metrics::rejected(crate::metrics::Rejection::Busy);
+                return Ok(no("Not enough memory right now, try again later").code("LIMIT"));
+            }
             let msg = if plan.needs_body {
                 match self.relay.store.message(user, &name, meta.uid)? {
                     Some(m) => Some(m),
@@ -1287,14 +1308,32 @@ impl Session {
             } else {
                 None
             };
+            let mut resp = fetch::Response {
+                text: std::mem::take(&mut self.out),
+                refs: Vec::new(),
+            };
             fetch::write_message(
-                &mut self.out,
+                &mut resp,
                 i as u32 + 1,
                 &meta,
                 msg.as_ref().map(|m| m.view()),
                 &plan.items,
                 seen_now.contains(&meta.uid),
             );
+            self.out = resp.text;
+            if let Some(msg) = &msg {
+                // Big literals go to the connection from the message itself.
+                let mut rest = std::mem::take(&mut self.out);
+                let mut done = 0;
+                for (at, range) in resp.refs {
+                    self.out.extend_from_slice(&rest[done..at]);
+                    self.flush(io).await?;
+                    self.write_direct(io, &msg.bytes()[range]).await?;
+                    done = at;
+                }
+                rest.drain(..done);
+                self.out.extend_from_slice(&rest);
+            }
             if self.out.len() > FLUSH_AT {
                 self.flush(io).await?;
             }

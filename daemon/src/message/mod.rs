@@ -103,12 +103,13 @@ impl Parsed {
     /// their offsets move with the header's length, so the structure stays valid without
     /// a second parse.
     pub fn rewrite_header(self, rewrite: impl FnOnce(&[u8]) -> Vec<u8>) -> Parsed {
-        let old_end = self.root.header.end;
-        let mut new_header = rewrite(&self.bytes[..old_end]);
+        let Parsed { mut bytes, root } = self;
+        let old_end = root.header.end;
+        let new_header = rewrite(&bytes[..old_end]);
         let delta = new_header.len() as isize - old_end as isize;
-        let mut bytes = std::mem::take(&mut new_header);
-        bytes.extend_from_slice(&self.bytes[old_end..]);
-        let mut root = self.root.shifted(old_end, delta);
+        // In place: the body moves within the buffer, it is not copied to a new one.
+        bytes.splice(..old_end, new_header);
+        let mut root = root.shifted(old_end, delta);
         root.header.start = 0;
         Parsed { bytes, root }
     }

@@ -109,16 +109,40 @@ fn check_armored_payload(body: &[u8], dir: Direction) -> bool {
     if let Some(pos) = payload.iter().rposition(|&b| b == b'=') {
         payload = &payload[..pos];
     }
-    let base64_text: Vec<u8> = payload
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
-        .collect();
-    let Ok(packets) = BASE64_STANDARD.decode(&base64_text) else {
+    let Some(packets) = decode_base64_lines(payload) else {
         tracing::debug!("encryption gate: armored payload is not valid base64");
         return false;
     };
     check_packets(&packets)
+}
+
+/// Padded standard base64 with every CR and LF ignored, decoded in chunks so that a big
+/// payload is not copied first (the same verdict as decoding the joined text at once:
+/// padding is only allowed in the last chunk).
+fn decode_base64_lines(text: &[u8]) -> Option<Vec<u8>> {
+    const CHUNK: usize = 4096;
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 3);
+    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut bytes = text
+        .iter()
+        .copied()
+        .filter(|&b| b != b'\r' && b != b'\n')
+        .peekable();
+    loop {
+        chunk.clear();
+        chunk.extend(bytes.by_ref().take(CHUNK));
+        let last = bytes.peek().is_none();
+        if !last && chunk.contains(&b'=') {
+            return None;
+        }
+        if chunk.is_empty() && !out.is_empty() {
+            return Some(out);
+        }
+        BASE64_STANDARD.decode_vec(&chunk, &mut out).ok()?;
+        if last {
+            return Some(out);
+        }
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -1140,6 +1164,46 @@ mod tests {
         );
         // A second Secure-Join field: refused before the gate (readers could take either).
         assert!(Parsed::parse(second.into_bytes()).is_err());
+    }
+
+    /// The chunked decoder gives the verdict of decoding the joined text at once.
+    #[test]
+    fn chunked_base64_matches_whole_decoding() {
+        use rand_chacha::ChaCha8Rng;
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let mut rng = ChaCha8Rng::seed_from_u64(0xb64);
+        let whole = |t: &[u8]| {
+            let joined: Vec<u8> = t
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n')
+                .collect();
+            BASE64_STANDARD.decode(joined).ok()
+        };
+        for len in [0usize, 1, 3, 4, 100, 3000, 4096, 5000, 12_000] {
+            for _ in 0..20 {
+                let mut data = vec![0u8; len];
+                rng.fill_bytes(&mut data);
+                let mut text = support::base64_lines(&data).into_bytes();
+                // Sometimes damage it: padding inside, a bad byte, a lone CR.
+                match rng.next_u32() % 4 {
+                    0 if !text.is_empty() => {
+                        let i = rng.next_u32() as usize % text.len();
+                        text[i] = b'=';
+                    }
+                    1 if !text.is_empty() => {
+                        let i = rng.next_u32() as usize % text.len();
+                        text[i] = b'!';
+                    }
+                    2 if !text.is_empty() => {
+                        let i = rng.next_u32() as usize % text.len();
+                        text.insert(i, b'\r');
+                    }
+                    _ => {}
+                }
+                assert_eq!(decode_base64_lines(&text), whole(&text), "len {len}");
+            }
+        }
     }
 
     #[test]

@@ -26,6 +26,10 @@ use crate::message::{Parsed, View};
 use usage::UsageCache;
 use writer::Writer;
 
+/// redb's page cache (its default is 1 GiB, more than a Raspberry Pi 3 has): messages are
+/// read once or twice each, so a small cache costs little.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Version of the table layout below; recorded in `meta` at creation. 2: every body
 /// carries its MIME structure (`message::Node::encode`) in front of the bytes.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -452,16 +456,24 @@ fn unref_body(tx: &WriteTransaction, body_id: u64) -> Result<(), StoreError> {
 
 fn store_body(tx: &WriteTransaction, body: &Parsed, refs: u32) -> Result<u64, StoreError> {
     let id = next_id(tx)?;
-    tx.open_table(BODIES)?
-        .insert(id, encode_body(body).as_slice())?;
+    let prefix = body_prefix(body);
+    {
+        // Written straight into the store's page: no second copy of a big message.
+        let mut bodies = tx.open_table(BODIES)?;
+        let mut value = bodies.insert_reserve(id, prefix.len() + body.len())?;
+        let buf = value.as_mut();
+        buf[..prefix.len()].copy_from_slice(&prefix);
+        buf[prefix.len()..].copy_from_slice(body.bytes());
+    }
     tx.open_table(BODY_REFS)?.insert(id, refs)?;
     Ok(id)
 }
 
-/// A `BODIES` value: the structure's length (LEB128), the structure, the bytes.
-fn encode_body(body: &Parsed) -> Vec<u8> {
+/// The start of a `BODIES` value: the structure's length (LEB128), the structure. The
+/// message bytes follow.
+fn body_prefix(body: &Parsed) -> Vec<u8> {
     let structure = body.encoded_structure();
-    let mut out = Vec::with_capacity(10 + structure.len() + body.len());
+    let mut out = Vec::with_capacity(10 + structure.len());
     let mut n = structure.len() as u64;
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
@@ -469,7 +481,6 @@ fn encode_body(body: &Parsed) -> Vec<u8> {
     }
     out.push(n as u8);
     out.extend_from_slice(&structure);
-    out.extend_from_slice(body.bytes());
     out
 }
 
@@ -512,7 +523,8 @@ fn migrate_bodies_to_v2(tx: &WriteTransaction) -> Result<u64, StoreError> {
             continue;
         };
         let parsed = Parsed::parse(bytes.clone()).unwrap_or_else(|_| Parsed::legacy(bytes));
-        bodies.insert(id, encode_body(&parsed).as_slice())?;
+        let value = [body_prefix(&parsed).as_slice(), parsed.bytes()].concat();
+        bodies.insert(id, value.as_slice())?;
     }
     Ok(ids.len() as u64)
 }
@@ -575,7 +587,11 @@ pub struct Store {
 impl Store {
     /// Open (or create) the store file, check the schema version and start the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)?,
+        );
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;

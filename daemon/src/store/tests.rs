@@ -413,6 +413,17 @@ async fn delete_account_removes_every_row_and_frees_only_its_bodies() {
 }
 
 /// Reopen a store file once the old writer thread has let go of it.
+/// The redb file itself, once the writer thread of a dropped store let go of it.
+async fn open_raw(path: &std::path::Path) -> Database {
+    for _ in 0..200 {
+        if let Ok(db) = Database::create(path) {
+            return db;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("store file not released within 2 s");
+}
+
 async fn reopen(path: &std::path::Path) -> Store {
     for _ in 0..100 {
         match Store::open(path) {
@@ -796,4 +807,62 @@ async fn push_jobs_due_by_level_with_a_limit() {
     assert!(s.push_jobs_due(u64::MAX).unwrap().is_empty());
     let rx = s.read().unwrap();
     assert_eq!(rx.open_table(PUSH_DUE).unwrap().len().unwrap(), 0);
+}
+
+/// Schema 1 kept bare message bytes in `bodies`; opening such a store adds the structure
+/// to every body once (with the strict parser, or as one text part when it refuses).
+#[tokio::test]
+async fn schema_1_bodies_get_their_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let mime =
+        b"From: a@x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+        --b\r\n\r\none\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>two</p>\r\n--b--\r\n";
+    let refused = b"From: a@x\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\n\r\nx\r\n";
+    {
+        let s = Store::open(&path).unwrap();
+        s.create_account("a@x", "h", 0).await.unwrap();
+        let parsed = Parsed::parse(mime.to_vec()).unwrap();
+        let mut d = delivery(&["a@x"], &[], b"");
+        d.body = parsed;
+        s.deliver(d).await.unwrap();
+        s.deliver(delivery(&["a@x"], &[], refused)).await.unwrap();
+    }
+    // Turn it back into a schema 1 store: bare bytes, version 1.
+    {
+        drop(reopen(&path).await);
+        let db = open_raw(&path).await;
+        let tx = db.begin_write().unwrap();
+        {
+            let mut bodies = tx.open_table(BODIES).unwrap();
+            let rows: Vec<(u64, Vec<u8>)> = bodies
+                .iter()
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value(), split_body(v.value()).unwrap().1.to_vec())
+                })
+                .collect();
+            assert_eq!(rows.len(), 2);
+            for (id, bytes) in rows {
+                bodies.insert(id, bytes.as_slice()).unwrap();
+            }
+            let mut meta = tx.open_table(META).unwrap();
+            meta.insert("schema_version", 1u64.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = reopen(&path).await;
+    let m1 = s.message("a@x", "INBOX", 1).unwrap().unwrap();
+    assert_eq!(m1.bytes(), &mime[..]);
+    assert_eq!(m1.root(), Parsed::parse(mime.to_vec()).unwrap().root());
+    let m2 = s.message("a@x", "INBOX", 2).unwrap().unwrap();
+    assert_eq!(m2.bytes(), &refused[..]);
+    assert!(matches!(m2.root().kind, crate::message::Kind::Leaf));
+    assert!(m2.root().content_type.is("text", "plain"));
+    // The version is 2 now: opening again changes nothing.
+    drop(s);
+    let s = reopen(&path).await;
+    assert_eq!(s.body("a@x", "INBOX", 1).unwrap().unwrap(), &mime[..]);
 }
