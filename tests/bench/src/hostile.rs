@@ -61,6 +61,8 @@ pub struct Args {
     pub commit: Option<String>,
     /// Only these cases (for development; the run's table then holds only them).
     pub cases: Option<Vec<String>>,
+    /// Notes to add to the run's block (`--note`, repeatable).
+    pub notes: Vec<String>,
 }
 
 /// Sizes of one run.
@@ -78,6 +80,8 @@ struct Plan {
     /// literal path is used too).
     search_line_budget: usize,
     search_keys: usize,
+    /// How often the single-connection SEARCH is repeated.
+    search_reps: usize,
     search_heavy_keys: usize,
     /// Size of each big DATA / `/mxdeliv` body, and of each APPEND.
     transfer_bytes: usize,
@@ -110,6 +114,7 @@ impl Plan {
                 search_msgs: 205,
                 search_line_budget: 8 * 1024,
                 search_keys: 500,
+                search_reps: 1,
                 search_heavy_keys: 3_000,
                 transfer_bytes: 4 * MIB,
                 append_bytes: 4 * MIB,
@@ -133,6 +138,7 @@ impl Plan {
                 search_msgs: 205,
                 search_line_budget: 60_000,
                 search_keys: 4_500,
+                search_reps: 3,
                 search_heavy_keys: 60_000,
                 transfer_bytes: 29 * MIB,
                 // Just under max_message_size (30 MiB), which bounds an APPEND literal.
@@ -271,6 +277,46 @@ fn probe_row(out: &mut Out, case: &str, s: &Result<ProbeSummary>) {
         Ok(s) => out.row(case, s.text(), target, Some(s.meets(UNRELATED_P99))),
         Err(e) => out.failed(case, target, e),
     }
+}
+
+/// A probe row over several runs of the same attack: the worst run's p99 first, then
+/// each run's figures.
+fn repeated_probe_row(out: &mut Out, case: &str, runs: &[&Result<ProbeSummary>]) {
+    if let [one] = runs {
+        return probe_row(out, case, one);
+    }
+    let target = "p99 ≤ 100 ms";
+    let mut worst: Option<&ProbeSummary> = None;
+    let mut parts = Vec::new();
+    let mut meets = true;
+    for (i, r) in runs.iter().enumerate() {
+        match r {
+            Ok(s) => {
+                meets &= s.meets(UNRELATED_P99);
+                if worst.is_none_or(|w| s.p99 > w.p99) {
+                    worst = Some(s);
+                }
+                parts.push(format!("run {}: {}", i + 1, s.text()));
+            }
+            Err(e) => {
+                meets = false;
+                parts.push(format!("run {}: failed: {e:#}", i + 1));
+            }
+        }
+    }
+    let head = match worst {
+        Some(w) if w.p99 >= w.deadline => {
+            format!("worst run p99 ≥ {:.0} s", w.deadline.as_secs_f64())
+        }
+        Some(w) => format!("worst run p99 {}", report::ms(w.p99)),
+        None => "no figures".to_string(),
+    };
+    out.row(
+        case,
+        format!("{head} ({})", parts.join("; ")),
+        target,
+        Some(meets),
+    );
 }
 
 /// The relay of every case: the defaults, loopback listeners (relay.rs), the log on
@@ -422,6 +468,9 @@ pub async fn run(args: Args, bin: PathBuf, root: &Path) -> Result<()> {
         println!("  ({name}: {:.1} s)", t.elapsed().as_secs_f64());
     }
     let total = started.elapsed();
+    for n in &args.notes {
+        out.note(n.clone());
+    }
 
     let facts = facts(&args, &ctx, &bin, root, &load, total);
     let block = run_block(&args.label, &facts, &out);
@@ -631,7 +680,7 @@ fn section_body(old_section: &str, label: &str, block: &str) -> String {
         None => blocks.push((label.to_string(), block.to_string())),
     }
     let mut s = String::from("## Hostile input (issue 13)\n\n");
-    s += "Written by `cargo run --release -p relaybox-bench -- --hostile [--quick] [--label NAME] [--commit TEXT]` (tests/bench/src/hostile.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary). Each run label has its own table below; a run replaces only the table of its label. Targets are issue 13's: RSS ≤ 128 MiB + 16 KiB per open session, an unrelated client's p99 ≤ 100 ms, ≤ 1 password guess per second per address.\n\n";
+    s += "Written by `cargo run --release -p relaybox-bench -- --hostile [--quick] [--label NAME] [--commit TEXT] [--note TEXT]` (tests/bench/src/hostile.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary). Each run label has its own table below; a run replaces only the table of its label; with more than one label a comparison table (headline figure and verdict per label) comes first. Targets are issue 13's: RSS ≤ 128 MiB + 16 KiB per open session, an unrelated client's p99 ≤ 100 ms, ≤ 1 password guess per second per address.\n\n";
     // Comparison: one column per label, the headline figure and the verdict.
     let parsed: Vec<(String, Vec<[String; 4]>)> = blocks
         .iter()
@@ -1051,30 +1100,57 @@ async fn case_search(ctx: &Ctx, out: &mut Out) -> Result<()> {
         }
     }
 
-    // 4 500 keys on one connection; an unrelated SMTPS greeting and IMAPS login.
-    let smtps_probe = Probe::start(
-        ctx.tls.clone(),
-        relay.ports.submissions_addr(),
-        UNRELATED,
-        ProbeKind::SmtpsGreeting,
-        PROBE_INTERVAL,
-        p.probe_deadline,
-    );
-    let login = login_probe(ctx, &relay);
-    let (took, r) = timed_search(ctx, imaps, &user, p.search_keys, p.command_deadline).await;
-    let s1 = smtps_probe.finish().await;
-    let s2 = login.finish().await;
+    // 4 500 keys on one connection, a few times over (whether one blocked runtime
+    // worker stalls the others varies from run to run); an unrelated SMTPS greeting
+    // and IMAPS login meanwhile.
+    let mut runs = Vec::new();
+    for _ in 0..p.search_reps {
+        let smtps_probe = Probe::start(
+            ctx.tls.clone(),
+            relay.ports.submissions_addr(),
+            UNRELATED,
+            ProbeKind::SmtpsGreeting,
+            PROBE_INTERVAL,
+            p.probe_deadline,
+        );
+        let login = login_probe(ctx, &relay);
+        let (took, r) = timed_search(ctx, imaps, &user, p.search_keys, p.command_deadline).await;
+        let s1 = smtps_probe.finish().await;
+        let s2 = login.finish().await;
+        runs.push((took, r, s1, s2));
+    }
     let what = format!(
         "SEARCH of {} NOT FROM keys over {} messages",
         p.search_keys, p.search_msgs
     );
-    let v = match &r {
-        Ok(_) => format!("{} ({})", secs(took), imap_outcome(&r, took)),
-        Err(_) => format!("> {} ({})", secs(took), imap_outcome(&r, took)),
+    let v = runs
+        .iter()
+        .map(|(took, r, _, _)| match r {
+            Ok(_) => secs(*took),
+            Err(_) => format!("> {}", secs(*took)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let outcomes = runs
+        .iter()
+        .map(|(took, r, _, _)| imap_outcome(r, *took))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reps = if runs.len() > 1 {
+        format!("{} runs one after another: ", runs.len())
+    } else {
+        String::new()
     };
-    out.row(&format!("{what} — duration"), v, "–", None);
-    probe_row(out, &format!("{what}: unrelated SMTPS greeting"), &s1);
-    probe_row(out, &format!("{what}: unrelated IMAPS login"), &s2);
+    out.row(
+        &format!("{what} — duration"),
+        format!("{v} ({reps}{outcomes})"),
+        "–",
+        None,
+    );
+    let smtps: Vec<_> = runs.iter().map(|r| &r.2).collect();
+    let logins: Vec<_> = runs.iter().map(|r| &r.3).collect();
+    repeated_probe_row(out, &format!("{what}: unrelated SMTPS greeting"), &smtps);
+    repeated_probe_row(out, &format!("{what}: unrelated IMAPS login"), &logins);
 
     // Two connections with the heavy key count at once.
     let login = login_probe(ctx, &relay);

@@ -4,7 +4,7 @@
 //! message and CPU time per message, prints a summary and writes the `main` section of
 //! `tests/bench/results.md` with each figure beside the target.
 //!
-//! `-- --hostile [--quick] [--label NAME] [--commit TEXT] [--cases a,b]` runs the
+//! `-- --hostile [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]` runs the
 //! hostile-input phase instead (module [`hostile`]) and writes the `hostile` section.
 //! `RELAYBOX_BENCH_BIN` (or `RELAYBOX_BIN`) names the relay binary to measure.
 //!
@@ -146,6 +146,7 @@ struct Cli {
     label: Option<String>,
     commit: Option<String>,
     cases: Option<Vec<String>>,
+    notes: Vec<String>,
 }
 
 fn parse_cli() -> Result<Cli> {
@@ -155,6 +156,7 @@ fn parse_cli() -> Result<Cli> {
         label: None,
         commit: None,
         cases: None,
+        notes: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     // Bounded by the argument count.
@@ -175,6 +177,7 @@ fn parse_cli() -> Result<Cli> {
                 cli.label = Some(v);
             }
             "--commit" => cli.commit = Some(value("--commit")?),
+            "--note" => cli.notes.push(value("--note")?),
             "--cases" => {
                 cli.cases = Some(
                     value("--cases")?
@@ -184,12 +187,17 @@ fn parse_cli() -> Result<Cli> {
                 )
             }
             other => bail!(
-                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile [--label NAME] [--commit TEXT] [--cases a,b]]"
+                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]]"
             ),
         }
     }
-    if !cli.hostile && (cli.label.is_some() || cli.commit.is_some() || cli.cases.is_some()) {
-        bail!("--label, --commit and --cases belong to --hostile");
+    if !cli.hostile
+        && (cli.label.is_some()
+            || cli.commit.is_some()
+            || cli.cases.is_some()
+            || !cli.notes.is_empty())
+    {
+        bail!("--label, --commit, --note and --cases belong to --hostile");
     }
     Ok(cli)
 }
@@ -252,6 +260,7 @@ async fn run_hostile(cli: Cli) -> Result<()> {
             label,
             commit: cli.commit,
             cases: cli.cases,
+            notes: cli.notes,
         },
         bin,
         &root,
