@@ -63,27 +63,40 @@ pub fn armored(key: &SignedPublicKey, plaintext_len: usize) -> Result<String> {
     Ok(text.replace("\r\n", "\n").replace('\n', "\r\n"))
 }
 
-/// The whole RFC 5322 message: `From` is the sender (SUB-6: must equal the login and
-/// MAIL FROM), body a PGP/MIME `multipart/encrypted` (GATE-1..GATE-5). CRLF line ends.
-pub fn pgp_mime(from: &str, to: &str, armored: &str) -> Vec<u8> {
+/// A random lowercase token of `n` letters.
+fn token(n: usize) -> String {
     let mut rng = rand::thread_rng();
-    let boundary: String = (0..30)
+    (0..n)
         .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
-        .collect();
-    let msgid: String = (0..24)
-        .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
-        .collect();
-    let mut m = String::with_capacity(armored.len() + 1024);
+        .collect()
+}
+
+/// The header fields before the MIME ones: From, To, Subject, Date, Message-ID,
+/// Chat-Version, MIME-Version. CRLF line ends.
+fn top_headers(from: &str, to: &str) -> String {
+    let mut m = String::new();
     m += &format!("From: <{from}>\r\n");
     m += &format!("To: <{to}>\r\n");
     m += "Subject: [...]\r\n";
     m += "Date: Sat, 28 Nov 2026 12:00:00 +0000\r\n";
-    m += &format!("Message-ID: <Mr.{msgid}@localhost>\r\n");
+    m += &format!("Message-ID: <Mr.{}@localhost>\r\n", token(24));
     m += "Chat-Version: 1.0\r\n";
     m += "MIME-Version: 1.0\r\n";
-    m += "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n";
-    m += &format!("\tboundary=\"{boundary}\"\r\n");
-    m += "\r\n\r\n";
+    m
+}
+
+/// The `multipart/encrypted` Content-Type field for `boundary`.
+fn encrypted_content_type(boundary: &str) -> String {
+    format!(
+        "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\tboundary=\"{boundary}\"\r\n"
+    )
+}
+
+/// The PGP/MIME body (RFC 3156 §4) for `boundary`, up to and including the closing
+/// delimiter line.
+fn encrypted_body(boundary: &str, armored: &str) -> String {
+    let mut m = String::with_capacity(armored.len() + 512);
+    m += "\r\n";
     m += &format!("--{boundary}\r\n");
     m += "Content-Description: PGP/MIME version identification\r\n";
     m += "Content-Type: application/pgp-encrypted\r\n";
@@ -101,7 +114,90 @@ pub fn pgp_mime(from: &str, to: &str, armored: &str) -> Vec<u8> {
     }
     m += "\r\n\r\n";
     m += &format!("--{boundary}--\r\n");
+    m
+}
+
+/// The whole RFC 5322 message: `From` is the sender (SUB-6: must equal the login and
+/// MAIL FROM), body a PGP/MIME `multipart/encrypted` (GATE-1..GATE-5). CRLF line ends.
+pub fn pgp_mime(from: &str, to: &str, armored: &str) -> Vec<u8> {
+    let boundary = token(30);
+    let mut m = top_headers(from, to);
+    m += &encrypted_content_type(&boundary);
+    m += "\r\n";
+    m += &encrypted_body(&boundary, armored);
     m.into_bytes()
+}
+
+/// A cleartext `text/plain` message (what the encryption gate must refuse).
+pub fn cleartext(from: &str, to: &str, text: &str) -> Vec<u8> {
+    let mut m = top_headers(from, to);
+    m += "Content-Type: text/plain; charset=utf-8\r\n\r\n";
+    m += text;
+    m += "\r\n";
+    m.into_bytes()
+}
+
+/// Issue 13's gate trick: a `multipart/mixed` Content-Type field above the real
+/// `multipart/encrypted` one, a valid PGP/MIME body, and after its closing delimiter
+/// parts of the outer boundary: one `text/plain` part with `cleartext` (if given), then
+/// `empty_parts` parts of 15 bytes each (`--bnd01`, no header, body `ab`). A parser that
+/// takes the first Content-Type sees the outer parts; one that takes the last sees
+/// PGP/MIME with an epilogue.
+pub fn gate_trick(
+    from: &str,
+    to: &str,
+    armored: &str,
+    cleartext: Option<&str>,
+    empty_parts: usize,
+) -> Vec<u8> {
+    const OUTER: &str = "bnd01";
+    let inner = token(30);
+    let mut m = top_headers(from, to);
+    m += &format!("Content-Type: multipart/mixed; boundary=\"{OUTER}\"\r\n");
+    m += &encrypted_content_type(&inner);
+    m += "\r\n";
+    m += &encrypted_body(&inner, armored);
+    let mut out = m.into_bytes();
+    if let Some(text) = cleartext {
+        out.extend_from_slice(
+            format!("--{OUTER}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n")
+                .as_bytes(),
+        );
+    }
+    let part = format!("--{OUTER}\r\n\r\nab\r\n");
+    out.reserve(part.len() * empty_parts + 16);
+    for _ in 0..empty_parts {
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(format!("--{OUTER}--\r\n").as_bytes());
+    out
+}
+
+/// A `multipart/mixed` message of `parts` empty parts (`--b`, an empty header, an
+/// empty body: 7 bytes each), as in issue 13 point 2.
+pub fn many_empty_parts(from: &str, to: &str, parts: usize) -> Vec<u8> {
+    let mut m = top_headers(from, to);
+    m += "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n";
+    let mut out = m.into_bytes();
+    out.reserve(parts * 7 + 16);
+    for _ in 0..parts {
+        out.extend_from_slice(b"--b\r\n\r\n");
+    }
+    out.extend_from_slice(b"--b--\r\n");
+    out
+}
+
+/// A valid PGP/MIME message of about `target` bytes (armored random plaintext).
+pub fn pgp_mime_of_size(
+    key: &SignedPublicKey,
+    from: &str,
+    to: &str,
+    target: usize,
+) -> Result<Vec<u8>> {
+    // Armor: 4/3 of the binary, 64 characters + CRLF per line; ~1 KiB of headers.
+    let plaintext = (target.saturating_sub(1200) as f64 * 0.75 * 64.0 / 66.0) as usize;
+    let a = armored(key, plaintext.max(256))?;
+    Ok(pgp_mime(from, to, &a))
 }
 
 #[cfg(test)]
@@ -120,5 +216,28 @@ mod tests {
         assert!(text.contains("multipart/encrypted"));
         assert!(text.contains("\r\nVersion: 1\r\n"));
         assert!(!text.replace("\r\n", "").contains('\n'));
+    }
+
+    #[test]
+    fn hostile_shapes() {
+        let m = many_empty_parts("a@[127.0.0.2]", "b@[127.0.0.1]", 1000);
+        let text = String::from_utf8(m).expect("ascii");
+        assert_eq!(text.matches("\r\n--b\r\n").count(), 1000);
+        assert!(text.ends_with("--b\r\n\r\n--b--\r\n"));
+        let key = recipient_key("bob@[127.0.0.1]").expect("key");
+        let a = armored(&key, 500).expect("armor");
+        let t = gate_trick("a@x", "b@y", &a, Some("SECRET"), 10);
+        let t = String::from_utf8(t).expect("ascii");
+        let mixed = t.find("multipart/mixed").expect("mixed");
+        let enc = t.find("multipart/encrypted").expect("encrypted");
+        let closing = t
+            .find("--\r\n--bnd01\r\nContent-Type: text/plain")
+            .expect("close");
+        assert!(mixed < enc && enc < closing);
+        assert!(t.contains("\r\n\r\nSECRET\r\n"));
+        assert_eq!(t.matches("--bnd01\r\n\r\nab\r\n").count(), 10);
+        assert!(t.ends_with("--bnd01--\r\n"));
+        let big = pgp_mime_of_size(&key, "a@x", "b@y", 200_000).expect("big");
+        assert!((190_000..210_000).contains(&big.len()), "{}", big.len());
     }
 }

@@ -1,14 +1,20 @@
 //! `cargo run --release -p relaybox-bench [-- --quick]`: benchmark of the release
 //! `relaybox` binary on loopback. It measures submit-to-IDLE latency, submission
 //! throughput, memory per idle TLS IMAP session, bytes written and sync calls per
-//! message and CPU time per message, prints a summary and writes
+//! message and CPU time per message, prints a summary and writes the `main` section of
 //! `tests/bench/results.md` with each figure beside the target.
+//!
+//! `-- --hostile [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]` runs the
+//! hostile-input phase instead (module [`hostile`]) and writes the `hostile` section.
+//! `RELAYBOX_BENCH_BIN` (or `RELAYBOX_BIN`) names the relay binary to measure.
 //!
 //! Sender accounts send at most 10 messages each, the default burst of the send rate
 //! limit (SUB-4), so the limiter is never what is measured.
 
 mod client;
 mod federation;
+mod hostile;
+mod hostile_net;
 mod mail;
 mod relay;
 mod report;
@@ -133,8 +139,78 @@ impl Figures {
     }
 }
 
+/// Command-line flags.
+struct Cli {
+    quick: bool,
+    hostile: bool,
+    label: Option<String>,
+    commit: Option<String>,
+    cases: Option<Vec<String>>,
+    notes: Vec<String>,
+}
+
+fn parse_cli() -> Result<Cli> {
+    let mut cli = Cli {
+        quick: false,
+        hostile: false,
+        label: None,
+        commit: None,
+        cases: None,
+        notes: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    // Bounded by the argument count.
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        match a.as_str() {
+            "--quick" => cli.quick = true,
+            "--hostile" => cli.hostile = true,
+            "--label" => {
+                let v = value("--label")?;
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    bail!("--label: letters, digits, '-', '_' or '.' only, got {v:?}");
+                }
+                cli.label = Some(v);
+            }
+            "--commit" => cli.commit = Some(value("--commit")?),
+            "--note" => cli.notes.push(value("--note")?),
+            "--cases" => {
+                cli.cases = Some(
+                    value("--cases")?
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect(),
+                )
+            }
+            other => bail!(
+                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]]"
+            ),
+        }
+    }
+    if !cli.hostile
+        && (cli.label.is_some()
+            || cli.commit.is_some()
+            || cli.cases.is_some()
+            || !cli.notes.is_empty())
+    {
+        bail!("--label, --commit, --note and --cases belong to --hostile");
+    }
+    Ok(cli)
+}
+
 fn main() -> std::process::ExitCode {
-    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let cli = match parse_cli() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let quick = cli.quick;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -145,7 +221,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(Plan::new(quick))) {
+    let result = if cli.hostile {
+        runtime.block_on(run_hostile(cli))
+    } else {
+        runtime.block_on(run(Plan::new(quick)))
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e:#}");
@@ -159,10 +240,45 @@ fn workspace_root() -> PathBuf {
     p.canonicalize().unwrap_or(p)
 }
 
-/// `target/release/relaybox` (or `RELAYBOX_BIN`); built with cargo if missing.
+/// The hostile-input phase with the relay binary and a raised open-file limit for
+/// the bench's own sockets (the relay is started with its own limit).
+async fn run_hostile(cli: Cli) -> Result<()> {
+    let root = workspace_root();
+    let bin = relay_binary(&root)?;
+    let nofile = raise_nofile();
+    println!("bench RLIMIT_NOFILE {nofile}");
+    let label = cli.label.unwrap_or_else(|| {
+        if cli.quick {
+            "quick".into()
+        } else {
+            "latest".into()
+        }
+    });
+    hostile::run(
+        hostile::Args {
+            quick: cli.quick,
+            label,
+            commit: cli.commit,
+            cases: cli.cases,
+            notes: cli.notes,
+        },
+        bin,
+        &root,
+    )
+    .await
+}
+
+/// `RELAYBOX_BENCH_BIN` or `RELAYBOX_BIN` if set, else `target/release/relaybox`, built
+/// with cargo if missing.
 fn relay_binary(root: &Path) -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("RELAYBOX_BIN") {
-        return Ok(PathBuf::from(p));
+    for var in ["RELAYBOX_BENCH_BIN", "RELAYBOX_BIN"] {
+        if let Some(p) = std::env::var_os(var) {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                bail!("{var}={} is not a file", p.display());
+            }
+            return Ok(p);
+        }
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -365,7 +481,7 @@ async fn run(plan: Plan) -> Result<()> {
     }
     let md = report::markdown(&facts, &fig.rows, &fig.notes);
     let out = root.join("tests/bench/results.md");
-    std::fs::write(&out, md).with_context(|| format!("write {}", out.display()))?;
+    report::write_section(&out, "main", &md).with_context(|| format!("write {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())
 }
@@ -385,7 +501,7 @@ fn binary_age(bin: &Path) -> String {
             )
         })
         .unwrap_or_else(|| "unknown".into());
-    format!("`target/release/relaybox`, built {built}")
+    format!("`{}`, built {built}", bin.display())
 }
 
 /// The plaintext length that makes the whole message about MESSAGE_TARGET_BYTES.

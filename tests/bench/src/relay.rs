@@ -1,12 +1,15 @@
 //! The relay under test: `target/release/relaybox serve` on loopback ports with a temp
-//! data dir, optionally under `strace` counting sync calls; its /proc figures (VmRSS,
-//! write_bytes, utime+stime); and killing it on drop, so an error or a panic in the
-//! benchmark never leaves it running.
+//! data dir, optionally under `strace` counting sync calls or with a given open-file
+//! limit; its /proc figures (VmRSS, a sampled RSS peak, write_bytes, utime+stime, open
+//! files); and killing it on drop, so an error or a panic in the benchmark never leaves
+//! it running.
 
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -60,6 +63,29 @@ impl Ports {
     pub fn imaps_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.imaps))
     }
+
+    pub fn smtp_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.smtp))
+    }
+
+    pub fn imap_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.imap))
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.https))
+    }
+}
+
+/// How to start a relay beyond the defaults.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Run it under strace counting sync calls.
+    pub strace: Option<&'a Path>,
+    /// Lines appended to the `[params]` section of chatmail.ini.
+    pub extra_ini: &'a str,
+    /// RLIMIT_NOFILE soft limit the relay starts with (the hard limit is inherited).
+    pub nofile_soft: Option<u64>,
 }
 
 /// A running relay; dropping it kills it.
@@ -78,6 +104,19 @@ impl Relay {
     /// Start `bin serve` with a fresh data dir under `parent` (a real disk, so
     /// write_bytes is meaningful) and wait until both TLS ports accept connections.
     pub fn start(bin: &Path, parent: &Path, strace: Option<&Path>) -> Result<Relay> {
+        Relay::start_with(
+            bin,
+            parent,
+            &Options {
+                strace,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// [`Relay::start`] with [`Options`].
+    pub fn start_with(bin: &Path, parent: &Path, opts: &Options<'_>) -> Result<Relay> {
+        let strace = opts.strace;
         std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
         let dir = tempfile::Builder::new()
             .prefix("relaybox-bench-")
@@ -86,7 +125,8 @@ impl Relay {
         let ports = Ports::pick()?;
         let data_dir = dir.path().join("data");
         let ini = dir.path().join("chatmail.ini");
-        std::fs::write(&ini, config_text(&ports, &data_dir)).context("write chatmail.ini")?;
+        let text = config_text(&ports, &data_dir) + opts.extra_ini;
+        std::fs::write(&ini, text).context("write chatmail.ini")?;
         let stderr_log = dir.path().join("relay-stderr.log");
         let strace_out = strace.map(|_| dir.path().join("strace.out"));
 
@@ -108,6 +148,27 @@ impl Relay {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(soft) = opts.nofile_soft {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // getrlimit/setrlimit, which are async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    lim.rlim_cur = (soft as libc::rlim_t).min(lim.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         // The relay's log goes through a pipe and is written by this process, so its
         // lines do not count in the relay's write_bytes.
         let mut child = cmd
@@ -174,6 +235,11 @@ impl Relay {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// The whole log the relay wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
     /// Whether the relay is still running (a crash mid-run is reported as such).
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -203,12 +269,28 @@ impl Relay {
     }
 
     pub fn rss_kib(&self) -> Result<u64> {
-        let status = read_proc(self.pid, "status")?;
-        status
+        status_kib(self.pid, "VmRSS")
+    }
+
+    /// Open file descriptors of the relay (entries of /proc/<pid>/fd).
+    pub fn open_fds(&self) -> Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .with_context(|| format!("read /proc/{}/fd", self.pid))?
+            .count())
+    }
+
+    /// The "Max open files" line of /proc/<pid>/limits: (soft, hard) as text.
+    pub fn nofile_limits(&self) -> Result<(String, String)> {
+        let limits = read_proc(self.pid, "limits")?;
+        let line = limits
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid))
+            .find(|l| l.starts_with("Max open files"))
+            .ok_or_else(|| anyhow!("no Max open files in /proc/{}/limits", self.pid))?;
+        let mut f = line["Max open files".len()..].split_whitespace();
+        Ok((
+            f.next().unwrap_or("?").to_string(),
+            f.next().unwrap_or("?").to_string(),
+        ))
     }
 
     /// `write_bytes` of /proc/<pid>/io: bytes the process caused to be sent to storage.
@@ -258,6 +340,93 @@ fn signal(pid: u32, sig: libc::c_int) {
         unsafe {
             libc::kill(pid, sig);
         }
+    }
+}
+
+/// A `kB` field of /proc/<pid>/status (VmRSS, VmHWM), in KiB.
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = read_proc(pid, "status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))
+}
+
+/// The highest RSS of a process over a span of time: VmHWM reset at the start (`5` to
+/// /proc/<pid>/clear_refs) and read at the end, and VmRSS sampled every
+/// [`RssPeak::PERIOD`] by a thread of its own (independent of the async runtime, and
+/// still a figure if the process dies before the end).
+pub struct RssPeak {
+    pid: u32,
+    /// RSS when the span started, KiB.
+    pub base_kib: u64,
+    hwm_reset: bool,
+    stop: Arc<AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<u64>>,
+}
+
+/// What [`RssPeak::finish`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Peak {
+    /// RSS at the start, KiB.
+    pub base_kib: u64,
+    /// The highest RSS seen (sampled or VmHWM), KiB.
+    pub peak_kib: u64,
+    /// Whether the process still existed at the end.
+    pub alive: bool,
+}
+
+impl RssPeak {
+    pub const PERIOD: Duration = Duration::from_millis(5);
+
+    pub fn start(pid: u32) -> RssPeak {
+        let base_kib = status_kib(pid, "VmRSS").unwrap_or(0);
+        // Resets VmHWM to the current RSS (proc(5), clear_refs).
+        let hwm_reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut max = 0;
+            // Bounded by the stop flag and by the process's existence.
+            while !flag.load(Ordering::Relaxed) {
+                match status_kib(pid, "VmRSS") {
+                    Ok(kib) => max = max.max(kib),
+                    Err(_) => break,
+                }
+                std::thread::sleep(RssPeak::PERIOD);
+            }
+            max
+        });
+        RssPeak {
+            pid,
+            base_kib,
+            hwm_reset,
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    pub fn finish(mut self) -> Peak {
+        let hwm = if self.hwm_reset {
+            status_kib(self.pid, "VmHWM").ok()
+        } else {
+            None
+        };
+        let alive = status_kib(self.pid, "VmRSS").is_ok();
+        self.stop.store(true, Ordering::Relaxed);
+        let sampled = self.sampler.take().and_then(|h| h.join().ok()).unwrap_or(0);
+        Peak {
+            base_kib: self.base_kib,
+            peak_kib: sampled.max(hwm.unwrap_or(0)).max(self.base_kib),
+            alive,
+        }
+    }
+}
+
+impl Drop for RssPeak {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
