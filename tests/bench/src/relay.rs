@@ -86,6 +86,10 @@ pub struct Options<'a> {
     pub extra_ini: &'a str,
     /// RLIMIT_NOFILE soft limit the relay starts with (the hard limit is inherited).
     pub nofile_soft: Option<u64>,
+    /// Keep the relay's per-address connection limits at their defaults (the hostile
+    /// phase measures them); otherwise they are raised so that the load phases, which
+    /// open thousands of connections from 127.0.0.1, measure the relay and not the limit.
+    pub default_connection_limits: bool,
 }
 
 /// A running relay; dropping it kills it.
@@ -125,7 +129,7 @@ impl Relay {
         let ports = Ports::pick()?;
         let data_dir = dir.path().join("data");
         let ini = dir.path().join("chatmail.ini");
-        let text = config_text(&ports, &data_dir) + opts.extra_ini;
+        let text = config_text(&ports, &data_dir, !opts.default_connection_limits) + opts.extra_ini;
         std::fs::write(&ini, text).context("write chatmail.ini")?;
         let stderr_log = dir.path().join("relay-stderr.log");
         let strace_out = strace.map(|_| dir.path().join("strace.out"));
@@ -447,7 +451,7 @@ fn traced_child(strace_pid: u32) -> Result<u32> {
 
 /// chatmail.ini for the bench relay: IP-only mode on 127.0.0.1, every listener on a
 /// loopback port, the send rate limit at its defaults (SUB-4).
-fn config_text(p: &Ports, data_dir: &Path) -> String {
+fn config_text(p: &Ports, data_dir: &Path, raise_connection_limits: bool) -> String {
     let mut ini = String::from("[params]\n");
     ini += "mail_domain = 127.0.0.1\n";
     ini += &format!("data_dir = {}\n", data_dir.display());
@@ -463,9 +467,11 @@ fn config_text(p: &Ports, data_dir: &Path) -> String {
     ini += "max_load_1m = 10000\n";
     ini += "turn_listen =\n";
     // Issue 13: the bench's hundreds of connections all come from 127.0.0.1.
-    ini += "max_connections_per_ip = 100000\n";
-    ini += "max_connection_rate_per_ip = 100000\n";
-    ini += "max_connection_burst_per_ip = 100000\n";
+    if raise_connection_limits {
+        ini += "max_connections_per_ip = 100000\n";
+        ini += "max_connection_rate_per_ip = 100000\n";
+        ini += "max_connection_burst_per_ip = 100000\n";
+    }
     ini
 }
 
