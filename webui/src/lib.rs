@@ -3,15 +3,15 @@
 //! through the [`Backend`] trait.
 //!
 //! Modules: [`router`] (routes, LAN gate, security headers, the per-request visitor),
-//! `session` (signed cookies, CSRF tokens), `limiter` (password and code guessing
-//! slowdown), `access` (claim, password, login), `wizard` (setup steps), `status`
+//! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
+//! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
 //! (status page), `update` (update now, bundle upload), `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
 mod backend;
 mod charts;
-mod limiter;
+pub mod limiter;
 mod router;
 mod session;
 mod status;

@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
 use crate::{Backend, Client, Overview, Phase, access, status, update, wizard};
@@ -71,7 +71,7 @@ impl<B> App<B> {
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
     let app = App {
         backend,
-        limiter: Arc::new(Limiter::new()),
+        limiter: Arc::new(Limiter::new(Policy::ADMIN)),
         revoked: Arc::default(),
     };
     Router::new()
