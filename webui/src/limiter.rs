@@ -13,10 +13,12 @@
 //!
 //! The delay is served *before* the check, for right and wrong secrets alike: delaying
 //! only wrong answers would let a guesser give up after a moment and read "wrong" from
-//! the silence. Parallel attempts queue behind each other instead of bypassing the
-//! delay, and an attempt abandoned by its client still takes its turn and is counted.
-//! An attempt that would queue longer than [`Policy::max_queue`] is refused at once
-//! (not checked, not counted), so a flood cannot hold connections for long.
+//! the silence. Parallel attempts queue behind each other (first come, first served)
+//! instead of bypassing the delay, and an attempt abandoned by its client still takes
+//! its turn and is counted. An attempt that would queue longer than
+//! [`Policy::max_queue`] is refused without being checked or counted — at once, or, when
+//! that depends on attempts being checked right now, as soon as they are settled — so
+//! a flood cannot hold connections for long.
 //!
 //! A person who mistyped and then waits the delay out (or simply takes that long to
 //! type) is not delayed at all. Attempts that succeed make room at once, so a burst of
@@ -28,7 +30,7 @@
 //! addresses with recent failures or attempts in progress are remembered; the map is
 //! bounded by [`Policy::max_entries`] (the quietest idle entry goes first).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -105,8 +107,9 @@ struct Entry {
     decayed_at: Instant,
     /// Attempts past the gate, not settled yet.
     checking: u32,
-    /// Attempts waiting at the gate.
-    waiting: u32,
+    /// Attempts waiting at the gate, first in line first (ids).
+    queue: VecDeque<u64>,
+    next_id: u64,
     /// When the latest attempt passed the gate.
     last_pass: Option<Instant>,
     /// Wakes waiters when an attempt succeeded (the queue may move sooner).
@@ -119,7 +122,8 @@ impl Entry {
             failures: 0,
             decayed_at: now,
             checking: 0,
-            waiting: 0,
+            queue: VecDeque::new(),
+            next_id: 0,
             last_pass: None,
             wake: Arc::new(Notify::new()),
         }
@@ -144,7 +148,18 @@ impl Entry {
 
     /// Nothing to remember: the next attempt would pass at once anyway.
     fn idle(&self) -> bool {
-        self.failures == 0 && self.checking == 0 && self.waiting == 0
+        self.failures == 0 && self.checking == 0 && self.queue.is_empty()
+    }
+
+    /// When the attempt at `place` in the queue (0: first) would pass, counting
+    /// `counted` earlier attempts (the first in line is attempt `counted + 1`).
+    fn turn(&self, policy: &Policy, counted: u32, place: usize, now: Instant) -> Instant {
+        let n = counted + 1;
+        let mut at = self.last_pass.map_or(now, |t| t + policy.delay(n)).max(now);
+        for k in 1..=place as u32 {
+            at += policy.delay(n.saturating_add(k));
+        }
+        at
     }
 }
 
@@ -212,10 +227,11 @@ enum Outcome {
     Void,
 }
 
-/// Takes a waiting attempt off the count if its future is dropped while it waits.
+/// Takes a waiting attempt out of the queue if its future is dropped while it waits.
 struct Waiting<'a> {
     limiter: &'a Limiter,
     key: IpAddr,
+    id: u64,
     active: bool,
 }
 
@@ -224,7 +240,8 @@ impl Drop for Waiting<'_> {
         if self.active {
             let mut map = self.limiter.lock();
             if let Some(e) = map.get_mut(&self.key) {
-                e.waiting = e.waiting.saturating_sub(1);
+                e.queue.retain(|q| *q != self.id);
+                e.wake.notify_waiters();
                 if e.idle() {
                     map.remove(&self.key);
                 }
@@ -264,7 +281,7 @@ impl Limiter {
             if map.len() >= self.policy.max_entries
                 && let Some(quietest) = map
                     .iter()
-                    .filter(|(_, e)| e.checking == 0 && e.waiting == 0)
+                    .filter(|(_, e)| e.checking == 0 && e.queue.is_empty())
                     .min_by_key(|(_, e)| e.last_pass)
                     .map(|(k, _)| *k)
             {
@@ -277,59 +294,68 @@ impl Limiter {
     }
 
     /// Wait for the turn of an attempt from `ip` (see the module doc), then check the
-    /// secret and settle the returned [`Attempt`]. `Err` (at once) with about how long the
-    /// queue is when it is longer than [`Policy::max_queue`]: refuse without checking.
+    /// secret and settle the returned [`Attempt`]. `Err` with about how long the queue
+    /// is when this attempt would wait longer than [`Policy::max_queue`]: refuse it
+    /// without checking. That is known at once when the queue is too long even if every
+    /// attempt being checked right now succeeds, else as soon as those are settled
+    /// (a password check: milliseconds).
     pub async fn wait_turn(&self, ip: IpAddr) -> Result<Attempt<'_>, Duration> {
         let key = key(ip);
-        let mut waiting = Waiting {
-            limiter: self,
-            key,
-            active: false,
-        };
-        let wake = {
+        let p = self.policy;
+        let (id, wake) = {
             let mut map = self.lock();
             let now = Instant::now();
-            let p = self.policy;
             let e = self.entry(&mut map, key, now);
-            let n = e.failures + e.checking + 1;
-            // This attempt's place: behind everyone waiting already.
-            let mut at = e.last_pass.map_or(now, |t| t + p.delay(n)).max(now);
-            for k in 1..=e.waiting {
-                at += p.delay(n + k);
-            }
-            let queue = at.saturating_duration_since(now);
-            if queue > p.max_queue {
+            let best = e.turn(&p, e.failures, e.queue.len(), now) - now;
+            if best > p.max_queue {
                 if e.idle() {
                     map.remove(&key);
                 }
-                return Err(queue);
+                return Err(best);
             }
-            e.waiting += 1;
-            waiting.active = true;
-            e.wake.clone()
+            let id = e.next_id;
+            e.next_id += 1;
+            e.queue.push_back(id);
+            (id, e.wake.clone())
+        };
+        let mut waiting = Waiting {
+            limiter: self,
+            key,
+            id,
+            active: true,
         };
         loop {
             let notified = wake.notified();
             tokio::pin!(notified);
-            // Registered before the state is read: a success after this wakes us.
+            // Registered before the state is read: any change after this wakes us.
             notified.as_mut().enable();
             let until = {
                 let mut map = self.lock();
                 let now = Instant::now();
-                let p = self.policy;
                 let e = self.entry(&mut map, key, now);
-                let n = e.failures + e.checking + 1;
-                let at = e.last_pass.map_or(now, |t| t + p.delay(n));
-                if at <= now {
-                    e.waiting = e.waiting.saturating_sub(1);
+                let place = e.queue.iter().position(|q| *q == id).unwrap_or(0);
+                let at = e.turn(&p, e.failures + e.checking, place, now);
+                if place == 0 && at <= now {
+                    e.queue.pop_front();
                     e.checking += 1;
                     e.last_pass = Some(now);
+                    e.wake.notify_waiters();
                     waiting.active = false;
                     return Ok(Attempt {
                         limiter: self,
                         key,
                         settled: false,
                     });
+                }
+                if e.checking == 0 && at - now > p.max_queue {
+                    // Exact now that nothing is being checked: too far away.
+                    e.queue.retain(|q| *q != id);
+                    e.wake.notify_waiters();
+                    waiting.active = false;
+                    if e.idle() {
+                        map.remove(&key);
+                    }
+                    return Err(at - now);
                 }
                 at
             };
@@ -352,10 +378,9 @@ impl Limiter {
             Outcome::Success if p.on_success == OnSuccess::Reset => e.failures = 0,
             Outcome::Success | Outcome::Void => {}
         }
-        if outcome != Outcome::Failure {
-            // Fewer attempts count now: a waiter may pass sooner.
-            e.wake.notify_waiters();
-        }
+        // A success or void counts no more: a waiter may pass sooner; a failure makes
+        // the queue's times exact: a waiter may learn that it is too far away.
+        e.wake.notify_waiters();
         if e.idle() {
             map.remove(&key);
         }
@@ -517,6 +542,27 @@ mod tests {
         // The same burst all wrong: the 4th and later wait their turn.
         let got = burst(&l, a, 5, Duration::from_millis(50), false).await;
         assert_eq!(got, [Some(0), Some(0), Some(0), Some(1), Some(3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_bound_waits_for_the_checks_in_progress() {
+        let p = Policy {
+            free: 5,
+            max_queue: Duration::from_secs(30),
+            ..P
+        };
+        let l = Arc::new(Limiter::new(p));
+        // 10 right attempts at once (parallel first logins of one account): if the 5
+        // being checked failed, the 10th would wait 31 s; they succeed, nobody waits.
+        let got = burst(&l, ip("10.0.0.2"), 10, Duration::from_millis(50), true).await;
+        assert!(got.iter().all(|w| *w == Some(0)), "{got:?}");
+        // 20 wrong at once: 5 checked at once; 10 more queue while that is unknown;
+        // once the 5 failed, those at 1, 3, 7 and 15 s stay, the rest are refused.
+        let got = burst(&l, ip("10.0.0.3"), 20, Duration::from_millis(50), false).await;
+        let mut expect = vec![Some(0); 5];
+        expect.extend([Some(1), Some(3), Some(7), Some(15)]);
+        expect.extend([None; 11]);
+        assert_eq!(got, expect);
     }
 
     #[tokio::test(start_paused = true)]
