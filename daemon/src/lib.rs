@@ -24,6 +24,7 @@ pub mod net;
 pub mod onboarding;
 pub mod outbound;
 pub mod policy;
+pub mod private;
 pub mod push;
 pub mod server;
 pub mod smtp;

@@ -85,7 +85,7 @@ impl Relay {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Relay>, StartError> {
-        std::fs::create_dir_all(&config.data_dir)
+        crate::private::dir(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         let store = Store::open(&config.data_dir.join(STORE_FILE))?;
         let tls = Tls::new(crate::tls::initial_certificate(&config)?)?;

@@ -96,7 +96,7 @@ impl Appliance {
         config_path: Option<PathBuf>,
         has_button: bool,
     ) -> Result<Arc<Appliance>, ApplianceError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|err| state::StateError::Io {
+        crate::private::dir(&config.data_dir).map_err(|err| state::StateError::Io {
             path: config.data_dir.clone(),
             err,
         })?;
