@@ -50,8 +50,8 @@ pub struct Relay {
     pub turn: crate::turn::Status,
     /// ACME: pending challenges and certificate requests.
     pub acme: crate::acme::Acme,
-    /// The admin pages (setup wizard, status), mounted at `/admin` on 80 and 443 once
-    /// the appliance is attached (`crate::appliance`).
+    /// The admin pages (setup wizard, status), mounted at `/admin` on 443 once the
+    /// appliance is attached (`crate::appliance`); port 80 redirects them to HTTPS.
     pub admin: std::sync::OnceLock<axum::Router>,
 }
 

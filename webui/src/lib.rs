@@ -2,7 +2,8 @@
 //! JavaScript at all) the daemon mounts under `/admin`. Talks to the daemon only
 //! through the [`Backend`] trait.
 //!
-//! Modules: [`router`] (routes, LAN gate, security headers, the per-request visitor),
+//! Modules: [`router`] (routes, LAN and `Host:` gate, security headers, the per-request
+//! visitor), [`host`] (which `Host:` values name the box),
 //! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
 //! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
 //! (status page), `update` (update now, bundle upload), `charts` (inline SVG bar
@@ -11,6 +12,7 @@
 mod access;
 mod backend;
 mod charts;
+pub mod host;
 pub mod limiter;
 mod router;
 mod session;

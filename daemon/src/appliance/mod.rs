@@ -156,10 +156,10 @@ impl Appliance {
     }
 
     /// Attach the running relay: the wizard's later steps and the status page use it,
-    /// and its port 80/443 listeners serve the admin pages.
+    /// and its HTTPS listener serves the admin pages (the same router as setup mode).
     pub fn attach(self: &Arc<Self>, relay: Arc<Relay>) {
         *self.config.write().expect("config lock") = relay.config.clone();
-        let _ = relay.admin.set(relaybox_webui::router(self.clone()));
+        let _ = relay.admin.set(self.admin_router());
         let _ = self.relay.set(relay);
         self.refresh_led();
     }
@@ -403,6 +403,10 @@ impl Backend for Appliance {
             .session_key
             .as_bytes()
             .to_vec()
+    }
+
+    fn box_names(&self) -> Vec<String> {
+        crate::http::box_names(&self.config.read().expect("config lock"))
     }
 
     fn admin_client_allowed(&self, ip: IpAddr) -> bool {
