@@ -5,6 +5,7 @@
 //! the store. Nothing takes a second path around the store.
 
 pub mod acme;
+pub mod alloc;
 pub mod appliance;
 pub mod auth;
 pub mod clock;
