@@ -10,7 +10,10 @@
 //! create, and logging in to one's own between guesses must erase nothing. There is
 //! deliberately no per-account brake: one that slows only wrong passwords answers right
 //! ones faster (the bypass this replaces), and one that slows every login of an account
-//! lets anyone lock its owner out.
+//! lets anyone lock its owner out. (This departs from spec/relay.md ACC-11, "MUST NOT
+//! slow correct logins nor key on IP alone": a brake that lets correct logins through at
+//! once tells a guesser which guess was right, so a correct login from an address with
+//! recent failures waits its turn like any other; other addresses are not slowed.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
