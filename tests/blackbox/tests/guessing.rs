@@ -185,8 +185,9 @@ async fn parallel_guessers_that_give_up_early_get_at_most_one_answer_a_second() 
          login from {OTHER} took {other_took:?}",
         s.wrong, s.right, s.right_sent, s.refused, s.abandoned, s.no_session
     );
+    // (Connections a per-address connection limit refused count as tries too.)
     assert!(
-        s.wrong + s.abandoned + s.refused > 100,
+        s.wrong + s.right + s.abandoned + s.refused + s.no_session > 100,
         "the guessers ran: {s:?}"
     );
     assert!(
