@@ -679,7 +679,11 @@ mod tests {
         async fn account(&self, local: &str) -> String {
             let domain = self.relay.config.address_domain();
             let login = format!("{local}@{domain}");
-            self.relay.auth.login(&login, PASSWORD).await.unwrap()
+            self.relay
+                .auth
+                .login(&login, PASSWORD, std::net::Ipv4Addr::LOCALHOST.into())
+                .await
+                .unwrap()
         }
 
         async fn deliver(&self, to: &str, size: usize) -> u32 {

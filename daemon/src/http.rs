@@ -85,12 +85,28 @@ pub async fn serve_https(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
     serve(conn, router, Some(("https", peer.ip())), TIMEOUTS).await;
 }
 
-/// Serve plain HTTP (80): ACME HTTP-01 answers, the admin pages, and a redirect to
-/// HTTPS for everything else (PORT-4).
+/// Serve plain HTTP (80): ACME HTTP-01 answers and a redirect to HTTPS for everything
+/// else (PORT-4), the admin pages included: a running relay has a certificate, and
+/// their password forms go over TLS only (issue 13; setup mode serves the wizard on
+/// port 80 itself, `crate::appliance::setup`).
 pub async fn serve_http(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
-    let admin = relay.admin.get().cloned();
-    let router = with_admin(http_router(relay), admin, peer, false);
-    serve(conn, router, Some(("http", peer.ip())), TIMEOUTS).await;
+    let local = local_ip(&conn);
+    serve(
+        conn,
+        http_router(relay, local),
+        Some(("http", peer.ip())),
+        TIMEOUTS,
+    )
+    .await;
+}
+
+/// The address a connection came in on.
+fn local_ip(conn: &Conn) -> Option<IpAddr> {
+    let tcp = match conn {
+        Conn::Plain(tcp) => tcp,
+        Conn::Tls(tls) => tls.get_ref().0,
+    };
+    tcp.local_addr().ok().map(|a| a.ip().to_canonical())
 }
 
 /// Serve one plain-HTTP connection with `router` (setup mode: the wizard alone).
@@ -277,18 +293,26 @@ pub fn https_router(web: Web) -> Router {
         .with_state(web)
 }
 
-/// The port-80 routes: ACME HTTP-01 challenges, every other request is redirected
-/// (PORT-4).
-pub fn http_router(relay: Arc<Relay>) -> Router {
+/// What the port-80 handlers of one connection share.
+#[derive(Clone)]
+struct Plain {
+    relay: Arc<Relay>,
+    /// The address the connection came in on.
+    local: Option<IpAddr>,
+}
+
+/// The port-80 routes of a connection that came in on `local`: ACME HTTP-01 challenges,
+/// every other request is redirected (PORT-4).
+pub fn http_router(relay: Arc<Relay>, local: Option<IpAddr>) -> Router {
     Router::new()
         .route("/.well-known/acme-challenge/{token}", get(acme_http01))
         .fallback(to_https)
-        .with_state(relay)
+        .with_state(Plain { relay, local })
 }
 
 /// RFC 8555 §8.3: the key authorization for a pending token, as text; 404 otherwise.
 async fn acme_http01(
-    State(relay): State<Arc<Relay>>,
+    State(Plain { relay, .. }): State<Plain>,
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
     match relay.acme.http01(&token) {
@@ -508,13 +532,46 @@ fn https_port_suffix(config: &Config) -> String {
     }
 }
 
-/// PORT-4: every plain-HTTP request → 301 `https://<Host><path>`. Without a usable
-/// `Host`, the relay's own name is used. (The ACME HTTP-01 exception comes with ACME.)
-async fn to_https(State(relay): State<Arc<Relay>>, headers: HeaderMap, uri: Uri) -> Response {
-    let host = host_without_port(&headers).unwrap_or_else(|| relay.config.mail_domain.clone());
+/// The names of this box a `Host:` header may carry besides IP literals and
+/// `localhost` (`relaybox_webui::host`): the mDNS name and, once configured,
+/// `mail_domain`.
+pub fn box_names(config: &Config) -> Vec<String> {
+    let mut names = Vec::new();
+    if !config.appliance.mdns_name.is_empty() {
+        names.push(format!("{}.local", config.appliance.mdns_name));
+    }
+    if !config.setup {
+        names.push(config.mail_domain.clone());
+    }
+    names
+}
+
+/// The host of an HTTPS URL for a request with the `Host:` value `host` that came in on
+/// `local` (issue 13): the box's own name that `host` names, the address the
+/// connection came in on when `host` is that address, else `mail_domain` — never the
+/// header's own bytes.
+pub fn https_host(config: &Config, local: Option<IpAddr>, host: Option<&str>) -> String {
+    use relaybox_webui::host::{Named, named};
+    let names = box_names(config);
+    match host.and_then(|h| named(h, &names)) {
+        Some(Named::Name(name)) => name.to_string(),
+        Some(Named::Ip(ip)) if Some(ip) == local => match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        },
+        _ => config.mail_domain.clone(),
+    }
+}
+
+/// PORT-4: every plain-HTTP request → 301 to the same path over HTTPS, at the host
+/// [`https_host`] picks.
+async fn to_https(State(plain): State<Plain>, headers: HeaderMap, uri: Uri) -> Response {
+    let config = &plain.relay.config;
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let target = format!(
-        "https://{host}{}{}",
-        https_port_suffix(&relay.config),
+        "https://{}{}{}",
+        https_host(config, plain.local, host),
+        https_port_suffix(config),
         path_and_query(&uri)
     );
     redirect(&target)
@@ -956,7 +1013,7 @@ mod tests {
         if let Some(h) = host {
             req = req.header(header::HOST, h);
         }
-        http_router(relay.clone())
+        http_router(relay.clone(), Some("192.0.2.7".parse().expect("ip")))
             .oneshot(req.body(Body::empty()).expect("request"))
             .await
             .expect("infallible")
@@ -973,14 +1030,25 @@ mod tests {
                 Some("chat.example.org:80"),
                 "https://chat.example.org/new?a=b",
             ),
+            // Issue 13: the Location names the box whatever the Host says: one of its
+            // names, the address the connection came in on, else mail_domain.
             (
                 "/x/y.html",
                 Some("WWW.Chat.Example.org"),
-                "https://www.chat.example.org/x/y.html",
+                "https://chat.example.org/x/y.html",
             ),
-            ("/p", Some("[2001:db8::1]:80"), "https://[2001:db8::1]/p"),
+            ("/p", Some("attacker.example"), "https://chat.example.org/p"),
+            ("/p", Some("[2001:db8::1]:80"), "https://chat.example.org/p"),
+            ("/p", Some("192.0.2.7:80"), "https://192.0.2.7/p"),
+            ("/p", Some("192.0.2.8"), "https://chat.example.org/p"),
             ("/p", None, "https://chat.example.org/p"),
             ("/p", Some("evil\"host"), "https://chat.example.org/p"),
+            // The admin pages too (issue 13: never over plain HTTP on a running relay).
+            (
+                "/admin/login",
+                Some("relaybox.local"),
+                "https://relaybox.local/admin/login",
+            ),
         ] {
             let resp = http_call(&f.relay, path, host).await;
             assert_eq!(resp.status(), StatusCode::MOVED_PERMANENTLY, "{path}");

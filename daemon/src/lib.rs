@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod admission;
+pub mod alloc;
 pub mod appliance;
 pub mod auth;
 pub mod clock;
@@ -29,6 +30,7 @@ pub mod net;
 pub mod onboarding;
 pub mod outbound;
 pub mod policy;
+pub mod private;
 pub mod push;
 pub mod server;
 pub mod smtp;

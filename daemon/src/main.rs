@@ -93,6 +93,7 @@ enum UpdateAction {
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    relaybox::alloc::configure();
     init_logging();
     let cli = Cli::parse();
     let dev = matches!(cli.command, Command::Dev { .. });
@@ -238,6 +239,8 @@ async fn run_relay(
         // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.
         let turn = tokio::spawn(relaybox::turn::run(relay.clone()));
         let metrics = tokio::spawn(relaybox::metrics::serve(relay.clone()));
+        // Issue 13: memory freed by closed sessions goes back to the system.
+        let trim = tokio::spawn(relaybox::alloc::trim_periodically());
         // OTA-3..6 (issue 7): update checks, installs, the trial boot's health window.
         let updater = appliance.appliance.spawn_update_agent(relay.clone());
         // ACME-3: a certificate at start, renewal at two thirds of its lifetime. Right
@@ -271,6 +274,7 @@ async fn run_relay(
         outbound.abort();
         turn.abort();
         metrics.abort();
+        trim.abort();
         updater.abort();
         acme.abort();
         appliance.stop().await;

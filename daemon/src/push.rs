@@ -728,7 +728,11 @@ mod tests {
     async fn account(relay: &Relay, local: &str) -> String {
         relay
             .auth
-            .login(&format!("{local}@example.org"), PASSWORD)
+            .login(
+                &format!("{local}@example.org"),
+                PASSWORD,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            )
             .await
             .unwrap()
     }

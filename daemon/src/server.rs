@@ -52,8 +52,8 @@ pub struct Relay {
     pub turn: crate::turn::Status,
     /// ACME: pending challenges and certificate requests.
     pub acme: crate::acme::Acme,
-    /// The admin pages (setup wizard, status), mounted at `/admin` on 80 and 443 once
-    /// the appliance is attached (`crate::appliance`).
+    /// The admin pages (setup wizard, status), mounted at `/admin` on 443 once the
+    /// appliance is attached (`crate::appliance`); port 80 redirects them to HTTPS.
     pub admin: std::sync::OnceLock<axum::Router>,
     /// Memory for messages in transit (`max_message_memory`).
     pub memory: crate::memory::Budget,
@@ -89,7 +89,7 @@ impl Relay {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Relay>, StartError> {
-        std::fs::create_dir_all(&config.data_dir)
+        crate::private::dir(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         let store = Store::open(&config.data_dir.join(STORE_FILE))?;
         let tls = Tls::new(crate::tls::initial_certificate(&config)?)?;

@@ -30,7 +30,7 @@ pub fn command(config: &Config) -> ExitCode {
         print!("{}", ip_only_text(ip));
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+    if let Err(e) = crate::private::dir(&config.data_dir) {
         eprintln!(
             "relaybox dns: cannot create the data directory {}: {e}",
             config.data_dir.display()

@@ -144,7 +144,7 @@ async function reloadUntil(url, ms, ready, what) {
 
 async function run() {
   args = parseArgs(process.argv.slice(2));
-  const base = args.base;
+  let base = args.base;
   fs.mkdirSync(args.out, { recursive: true });
   const overall = setTimeout(() => {
     result.error = `overall limit of ${args.limitMs} ms ran out`;
@@ -167,6 +167,9 @@ async function run() {
     args: CHROMIUM_ARGS,
     viewport: { width: 1000, height: 800 },
     timeout: 30_000,
+    // After the name step the pages are HTTPS only, with the relay's self-signed
+    // certificate until pebble's arrives (whose root Chromium does not know).
+    ignoreHTTPSErrors: true,
   });
   page = context.pages()[0] || (await context.newPage());
   page.setDefaultTimeout(ACTION_MS);
@@ -249,16 +252,23 @@ async function run() {
     const err = await page.locator('#domain-error, #ip-error, #mode-error').allTextContents();
     if (err.length) throw new Error(`name refused: ${err.join(' ')}`);
   }
+  // From here on the relay runs: its port 80 sends the admin pages to HTTPS (issue 13),
+  // at the address the browser used.
+  const plain = base;
+  base = base.replace(/^http:/, 'https:');
   // 5. DNS page: reloaded until the relay answers, the page is no longer "pending" and
   // the records are listed (the relay may still be starting with its new name); in
   // IP-only mode until it says there are no records.
-  const dnsLoads = await reloadUntil(`${base}/admin/setup/dns`, SWITCH_MS, async () => {
+  const dnsLoads = await reloadUntil(`${plain}/admin/setup/dns`, SWITCH_MS, async () => {
     if (pathOf(page.url()) !== '/admin/setup/dns') return false;
     if ((await page.locator('#dns-pending').count()) > 0) return false;
     const ready = ipOnly ? '#dns-ip-only' : 'tr[data-record-id]';
     return (await page.locator(ready).count()) > 0;
   }, 'DNS page after the name step');
   step('domain', t, { post_error: postError, dns_page_loads: dnsLoads });
+  const plainAdmin = await page.request.get(`${plain}/admin/status`, { maxRedirects: 0, timeout: ACTION_MS });
+  result.plain_admin_status = plainAdmin.status();
+  result.plain_admin_location = plainAdmin.headers()['location'] || null;
 
   t = Date.now();
   result.dns_ip_only = (await page.locator('#dns-ip-only').count()) > 0;
@@ -276,7 +286,7 @@ async function run() {
   if (!ipOnly) {
     const zoneHref = await page.getAttribute('a#zone-download', 'href');
     result.zone_href = zoneHref;
-    const zoneResp = await page.request.get(new URL(zoneHref || '/admin/setup/dns/zone', base).toString(), { timeout: ACTION_MS });
+    const zoneResp = await page.request.get(new URL(zoneHref || '/admin/setup/dns/zone', page.url()).toString(), { timeout: ACTION_MS });
     const zoneText = await zoneResp.text();
     result.zone_status = zoneResp.status();
     result.zone_content_type = zoneResp.headers()['content-type'] || null;
@@ -290,6 +300,7 @@ async function run() {
   t = Date.now();
   await gotoRetrying(`${base}/admin/setup/ports`, ACTION_MS);
   expectPath('/admin/setup/ports', 'ports page');
+  result.ports_page_url = page.url();
   result.port_checks = await page.$$eval('#port-checks [data-check-id][data-status]', (els) =>
     els.map((e) => ({
       id: e.dataset.checkId,

@@ -163,15 +163,16 @@ pub async fn claim_code<B: Backend>(
     if v.overview.phase != Phase::Unclaimed {
         return v.redirect("/admin/");
     }
-    let ip = v.client.addr.ip();
-    if let Err(wait) = app.limiter.wait_turn(ip).await {
-        return too_many(wait);
-    }
+    let attempt = match app.limiter.wait_turn(v.client.addr.ip()).await {
+        Ok(t) => t,
+        Err(wait) => return too_many(wait),
+    };
     let code = form.code.trim();
     if !code.is_empty() && code.len() <= MAX_SECRET && app.backend.check_setup_code(code) {
-        app.limiter.success(ip);
+        attempt.succeeded();
         return claimed(v);
     }
+    attempt.failed();
     let msg = if code.is_empty() {
         "Type the setup code first."
     } else {
@@ -331,20 +332,21 @@ pub async fn login_post<B: Backend>(
     if v.overview.phase == Phase::Unclaimed {
         return v.redirect("/admin/claim");
     }
-    let ip = v.client.addr.ip();
-    if let Err(wait) = app.limiter.wait_turn(ip).await {
-        return too_many(wait);
-    }
+    let attempt = match app.limiter.wait_turn(v.client.addr.ip()).await {
+        Ok(t) => t,
+        Err(wait) => return too_many(wait),
+    };
     if !form.password.is_empty()
         && form.password.len() <= MAX_SECRET
         && app.backend.check_admin_password(&form.password).await
     {
-        app.limiter.success(ip);
+        attempt.succeeded();
         let key = app.backend.session_key();
         v.start_session(key);
         v.clear(session::PRE_COOKIE);
         return v.redirect("/admin/");
     }
+    attempt.failed();
     let page = LoginPage {
         l: v.layout("Log in"),
         error: Some(

@@ -211,6 +211,14 @@ pub trait Backend: Send + Sync + 'static {
     /// the daemon; changes when the admin password changes, which ends every session).
     fn session_key(&self) -> Vec<u8>;
 
+    /// The names of this box a `Host:` header may carry for the admin pages besides IP
+    /// literals and `localhost` ([`crate::host`]): its mDNS name and `mail_domain`.
+    fn box_names(&self) -> Vec<String> {
+        let mut names = vec!["relaybox.local".to_string()];
+        names.extend(self.overview().domain);
+        names
+    }
+
     /// Whether admin pages answer this client (default: LAN and loopback only,
     /// see [`crate::is_lan`]).
     fn admin_client_allowed(&self, ip: IpAddr) -> bool {

@@ -2,16 +2,18 @@
 //! JavaScript at all) the daemon mounts under `/admin`. Talks to the daemon only
 //! through the [`Backend`] trait.
 //!
-//! Modules: [`router`] (routes, LAN gate, security headers, the per-request visitor),
-//! `session` (signed cookies, CSRF tokens), `limiter` (password and code guessing
-//! slowdown), `access` (claim, password, login), `wizard` (setup steps), `status`
+//! Modules: [`router`] (routes, LAN and `Host:` gate, security headers, the per-request
+//! visitor), [`host`] (which `Host:` values name the box),
+//! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
+//! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
 //! (status page), `update` (update now, bundle upload), `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
 mod backend;
 mod charts;
-mod limiter;
+pub mod host;
+pub mod limiter;
 mod router;
 mod session;
 mod status;

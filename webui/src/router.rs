@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
 use crate::{Backend, Client, Overview, Phase, access, status, update, wizard};
@@ -71,7 +71,7 @@ impl<B> App<B> {
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
     let app = App {
         backend,
-        limiter: Arc::new(Limiter::new()),
+        limiter: Arc::new(Limiter::new(Policy::ADMIN)),
         revoked: Arc::default(),
     };
     Router::new()
@@ -117,16 +117,22 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
 }
 
 /// Issue #6 item 6: only allowed clients (default: LAN and loopback) get pages; a
-/// request without the daemon's [`Client`] extension is refused too. Every response gets
-/// the security headers.
+/// request without the daemon's [`Client`] extension is refused too. Issue 13: only
+/// requests for one of the box's names ([`crate::host`]) get pages; others (DNS
+/// rebinding) get 421. Every response gets the security headers.
 async fn gate<B: Backend>(State(app): State<App<B>>, req: Request, next: Next) -> Response {
     let allowed = req
         .extensions()
         .get::<Client>()
         .is_some_and(|c| app.backend.admin_client_allowed(c.addr.ip().to_canonical()));
-    let mut resp = if allowed {
-        next.run(req).await
-    } else {
+    let names = app.backend.box_names();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let ours = host.is_some_and(|h| crate::host::named(h, &names).is_some());
+    let mut resp = if !allowed {
         message(
             StatusCode::FORBIDDEN,
             "Not from here",
@@ -134,6 +140,25 @@ async fn gate<B: Backend>(State(app): State<App<B>>, req: Request, next: Next) -
              Open them from a phone or computer at home.",
             None,
         )
+    } else if !ours {
+        let names: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+            .collect();
+        // RFC 9110 §15.5.20: this server does not answer for that name.
+        message(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Wrong address",
+            &format!(
+                "The admin pages of this Relaybox answer only at its own addresses: its IP \
+                 address or {}. Open one of those in the address bar.",
+                names.join(" or ")
+            ),
+            None,
+        )
+    } else {
+        next.run(req).await
     };
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

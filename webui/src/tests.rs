@@ -369,6 +369,8 @@ struct Browser {
     app: Router,
     addr: SocketAddr,
     https: bool,
+    /// The `Host:` it sends (the box's mDNS name unless a test changes it).
+    host: String,
     jar: HashMap<String, String>,
     /// The `Set-Cookie` values of the last response.
     last_set: Vec<String>,
@@ -469,6 +471,7 @@ impl Browser {
             app: router(fake.clone()),
             addr: addr.parse().unwrap(),
             https,
+            host: "relaybox.local".into(),
             jar: HashMap::new(),
             last_set: Vec::new(),
         }
@@ -480,6 +483,7 @@ impl Browser {
             app: self.app.clone(),
             addr: addr.parse().unwrap(),
             https: self.https,
+            host: self.host.clone(),
             jar: HashMap::new(),
             last_set: Vec::new(),
         }
@@ -491,6 +495,10 @@ impl Browser {
             addr: self.addr,
             https: self.https,
         });
+        if !self.host.is_empty() && !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, self.host.parse().unwrap());
+        }
         if !self.jar.is_empty() {
             let cookie = self
                 .jar
@@ -867,6 +875,47 @@ async fn non_lan_client_is_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn pages_answer_only_the_names_of_the_box() {
+    // DNS rebinding: a page from attacker.example, whose name now points at the box,
+    // in a browser on the LAN.
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.host = "attacker.example".into();
+    for path in ["/admin/", "/admin/login", "/admin/status"] {
+        let p = b.get(path).await;
+        assert_eq!(p.status, StatusCode::MISDIRECTED_REQUEST, "{path}");
+        assert!(
+            p.body.contains("relaybox.local") && p.body.contains("chat.example.org"),
+            "{}",
+            p.body
+        );
+        assert_eq!(p.resp_headers[header::X_FRAME_OPTIONS], "DENY");
+    }
+    let p = b.post("/admin/login", &[("password", PASSWORD)]).await;
+    assert_eq!(p.status, StatusCode::MISDIRECTED_REQUEST);
+    // No Host at all: refused too.
+    b.host.clear();
+    assert_eq!(
+        b.get("/admin/login").await.status,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    // The box's own names, with or without a port, and any address literal.
+    for host in [
+        "relaybox.local",
+        "RELAYBOX.local:80",
+        "chat.example.org",
+        "chat.example.org:443",
+        "localhost:8080",
+        "192.168.1.5",
+        "[fd00::1]:80",
+    ] {
+        b.host = host.into();
+        assert_eq!(b.get("/admin/login").await.status, StatusCode::OK, "{host}");
+    }
 }
 
 #[tokio::test]

@@ -96,7 +96,7 @@ impl Appliance {
         config_path: Option<PathBuf>,
         has_button: bool,
     ) -> Result<Arc<Appliance>, ApplianceError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|err| state::StateError::Io {
+        crate::private::dir(&config.data_dir).map_err(|err| state::StateError::Io {
             path: config.data_dir.clone(),
             err,
         })?;
@@ -156,10 +156,10 @@ impl Appliance {
     }
 
     /// Attach the running relay: the wizard's later steps and the status page use it,
-    /// and its port 80/443 listeners serve the admin pages.
+    /// and its HTTPS listener serves the admin pages (the same router as setup mode).
     pub fn attach(self: &Arc<Self>, relay: Arc<Relay>) {
         *self.config.write().expect("config lock") = relay.config.clone();
-        let _ = relay.admin.set(relaybox_webui::router(self.clone()));
+        let _ = relay.admin.set(self.admin_router());
         let _ = self.relay.set(relay);
         self.refresh_led();
     }
@@ -389,7 +389,7 @@ impl Backend for Appliance {
             ip_only: !config.setup && matches!(config.mode, Mode::IpOnly(_)),
             has_button: self.has_button,
             setup_code_location: format!(
-                "the file {} (also printed on the console when the box starts)",
+                "the file {} (also printed on the console when the box starts in setup mode)",
                 config.appliance.setup_code_file.display()
             ),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -403,6 +403,10 @@ impl Backend for Appliance {
             .session_key
             .as_bytes()
             .to_vec()
+    }
+
+    fn box_names(&self) -> Vec<String> {
+        crate::http::box_names(&self.config.read().expect("config lock"))
     }
 
     fn admin_client_allowed(&self, ip: IpAddr) -> bool {
@@ -803,6 +807,30 @@ impl Running {
     }
 }
 
+/// The start-up line about claiming the box while it is unclaimed (`code`: its setup
+/// code). The code itself only in setup mode (issue 13): a configured relay's log is
+/// kept (and may be shipped elsewhere), so there it says only where the code is.
+pub fn setup_banner(config: &Config, code: Option<&str>) -> Option<String> {
+    let code = code?;
+    let file = config.appliance.setup_code_file.display();
+    if !config.setup {
+        return Some(format!(
+            "admin pages not claimed yet: open https://{}/admin/ from the local network \
+             and give the setup code from {file}",
+            config.mail_domain
+        ));
+    }
+    let name = if config.appliance.mdns_name.is_empty() {
+        "relaybox"
+    } else {
+        &config.appliance.mdns_name
+    };
+    Some(format!(
+        "setup: open http://{name}.local/admin/ or this machine's address in a browser; \
+         setup code {code} (also in {file})"
+    ))
+}
+
 /// How often the chart totals are sampled.
 const STATS_EVERY: Duration = Duration::from_secs(600);
 
@@ -820,19 +848,9 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, Ap
         }
     };
     let appliance = Appliance::new(config.clone(), config_path, button.is_some())?;
-    if let Some(code) = appliance.setup_code() {
-        let name = if config.appliance.mdns_name.is_empty() {
-            "relaybox"
-        } else {
-            &config.appliance.mdns_name
-        };
-        let banner = format!(
-            "setup: open http://{name}.local/admin/ or this machine's address in a browser; \
-             setup code {code} (also in {})",
-            config.appliance.setup_code_file.display()
-        );
+    if let Some(banner) = setup_banner(&config, appliance.setup_code().as_deref()) {
         // In setup mode the console is where the owner of a box without a button finds
-        // the code; a configured relay keeps stderr quiet (LOG-1) and logs it.
+        // the code; a configured relay keeps stderr quiet (LOG-1).
         if config.setup && !config.log_stderr {
             eprintln!("relaybox: {banner}");
         }

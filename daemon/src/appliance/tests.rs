@@ -112,10 +112,32 @@ async fn setup_code_claims_once_then_password_login() {
 
     // Kept across a restart.
     let (config, ini) = setup_config(dir.path());
-    let again = Appliance::new(config, Some(ini), false).unwrap();
+    let again = Appliance::new(config.clone(), Some(ini), false).unwrap();
     assert_eq!(again.overview().phase, Phase::NeedDomain);
     assert!(again.setup_code().is_none());
     assert!(again.check_admin_password("correct horse battery").await);
+    // Claimed: nothing about a setup code at start.
+    assert_eq!(setup_banner(&config, again.setup_code().as_deref()), None);
+}
+
+#[test]
+fn the_setup_code_is_shown_only_in_setup_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _) = setup_config(dir.path());
+    let code = "ABCD-EFGH-JKMN";
+    let line = setup_banner(&config, Some(code)).unwrap();
+    assert!(line.contains(code), "{line}");
+    // A configured relay nobody claimed yet: where the code is, never the code (its
+    // log is kept, and may be shipped elsewhere).
+    config.setup = false;
+    config.mail_domain = "chat.example.org".into();
+    let line = setup_banner(&config, Some(code)).unwrap();
+    assert!(!line.contains(code), "{line}");
+    assert!(
+        line.contains(&config.appliance.setup_code_file.display().to_string()),
+        "{line}"
+    );
+    assert_eq!(setup_banner(&config, None), None);
 }
 
 #[tokio::test]

@@ -67,12 +67,13 @@ pub fn capabilities(tls: bool, authenticated: bool, offer_compress: bool) -> Str
 /// Run one IMAP session on `conn` (plain on 143 until STARTTLS; already TLS on 993).
 pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
     // LOG-2: the peer address is not logged, so no log line ties it to an account (the
-    // login deadline's refusal is logged outside the session's span, before any login).
+    // login deadline's refusal is logged outside the session's span, before any login);
+    // it only keys the login brake (`crate::auth`).
     let span = tracing::info_span!("imap", conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed));
     async move {
         let tls = conn.is_tls();
         let service = if tls { "imaps" } else { "imap" };
-        let mut session = Session::new(relay.clone(), tls, !tls);
+        let mut session = Session::new(relay.clone(), tls, !tls, peer.ip());
         session.greet();
         let mut conn = conn;
         loop {
@@ -123,7 +124,7 @@ pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     is_tls: bool,
 ) {
-    let mut session = Session::new(relay, is_tls, false);
+    let mut session = Session::new(relay, is_tls, false, std::net::Ipv4Addr::LOCALHOST.into());
     session.greet();
     if let Exit::Compress = Box::pin(session.run(&mut stream)).await {
         let received = session.compress_started();

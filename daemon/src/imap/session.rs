@@ -4,6 +4,7 @@
 //! handler except FETCH item rendering (fetch.rs) and SEARCH evaluation (search.rs).
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +113,8 @@ pub struct Session {
     pub tls: bool,
     /// STARTTLS can be offered (a plain `Conn` that can be upgraded).
     pub can_starttls: bool,
+    /// The client's address: keys the login brake only, never logged (LOG-2).
+    client: IpAddr,
     user: Option<String>,
     events: Option<watch::Receiver<u64>>,
     selected: Option<Selected>,
@@ -263,7 +266,7 @@ fn special_use(name: &str) -> Option<&'static str> {
 }
 
 impl Session {
-    pub fn new(relay: Arc<Relay>, tls: bool, can_starttls: bool) -> Session {
+    pub fn new(relay: Arc<Relay>, tls: bool, can_starttls: bool, client: IpAddr) -> Session {
         let login_deadline =
             tokio::time::Instant::now() + relay.config.connections.imap_login_timeout;
         Session {
@@ -271,6 +274,7 @@ impl Session {
             login_deadline,
             tls,
             can_starttls,
+            client,
             user: None,
             events: None,
             selected: None,
@@ -830,7 +834,7 @@ impl Session {
         let (Ok(user), Ok(pass)) = (std::str::from_utf8(user), std::str::from_utf8(pass)) else {
             return Ok(self.login_failed());
         };
-        match self.relay.auth.login(user, pass).await {
+        match self.relay.auth.login(user, pass, self.client).await {
             Ok(address) => {
                 self.logged_in(address).await;
                 Ok(ok("Logged in").code(format!("CAPABILITY {}", self.caps())))
@@ -840,6 +844,11 @@ impl Session {
                 tracing::warn!("login: {e}");
                 Ok(no("Temporary authentication failure").code("UNAVAILABLE"))
             }
+            // RFC 5530 §3: UNAVAILABLE, a temporary refusal; the password was not checked.
+            Err(AuthError::TooMany(_)) => Ok(no(
+                "Too many login attempts from your address, try again later",
+            )
+            .code("UNAVAILABLE")),
         }
     }
 

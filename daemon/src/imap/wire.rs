@@ -14,6 +14,27 @@ pub const MAX_OTHER_COMMAND: u64 = 256 * 1024;
 /// How much of an over-long line is discarded before the connection is closed.
 const MAX_DISCARD_LINE: usize = 16 * 1024 * 1024;
 
+/// Bytes of an over-long line kept to answer it: its start (the tag, RFC 9051 §2.2.1)
+/// and its end (a literal announcement, RFC 7888).
+const KEEP_HEAD: usize = 160;
+const KEEP_TAIL: usize = 32;
+
+/// One line read by [`InBuf::read_line_or_ends`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// The whole line, LF included.
+    Full(Vec<u8>),
+    /// Longer than the limit and discarded up to its end: its first and last bytes.
+    TooLong { head: Vec<u8>, tail: Vec<u8> },
+}
+
+/// The last `KEEP_TAIL` bytes of `before` followed by `more`.
+fn keep_tail(before: &[u8], more: &[u8]) -> Vec<u8> {
+    let mut t = before.to_vec();
+    t.extend_from_slice(&more[more.len().saturating_sub(KEEP_TAIL)..]);
+    t.split_off(t.len().saturating_sub(KEEP_TAIL))
+}
+
 /// Bytes received but not yet consumed.
 #[derive(Default)]
 pub struct InBuf {
@@ -98,24 +119,43 @@ impl InBuf {
         io: &mut S,
         limit: usize,
     ) -> Result<Option<Vec<u8>>, WireError> {
+        Ok(match self.read_line_or_ends(io, limit).await? {
+            Line::Full(line) => Some(line),
+            Line::TooLong { .. } => None,
+        })
+    }
+
+    /// One line including its LF; a line longer than `limit` is discarded up to its
+    /// end, keeping only its first and last bytes.
+    pub async fn read_line_or_ends<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        limit: usize,
+    ) -> Result<Line, WireError> {
         loop {
             if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
                 if nl + 1 > limit {
+                    let head = self.buf[..KEEP_HEAD.min(nl + 1)].to_vec();
+                    let tail = keep_tail(&[], &self.buf[..nl + 1]);
                     self.buf.drain(..nl + 1);
-                    return Ok(None);
+                    return Ok(Line::TooLong { head, tail });
                 }
-                return Ok(self.take_line());
+                return Ok(Line::Full(self.take_line().unwrap_or_default()));
             }
             if self.buf.len() > limit {
                 // Discard to the end of the line.
+                let head = self.buf[..KEEP_HEAD].to_vec();
+                let mut tail = keep_tail(&[], &self.buf);
                 let mut discarded = self.buf.len();
                 self.buf.clear();
                 loop {
                     self.fill(io).await?;
                     if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                        tail = keep_tail(&tail, &self.buf[..nl + 1]);
                         self.buf.drain(..nl + 1);
-                        return Ok(None);
+                        return Ok(Line::TooLong { head, tail });
                     }
+                    tail = keep_tail(&tail, &self.buf);
                     discarded += self.buf.len();
                     self.buf.clear();
                     if discarded > MAX_DISCARD_LINE {
@@ -229,10 +269,13 @@ pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Frame, WireError> {
     let mut msg = Vec::new();
     loop {
-        let line = match inbuf.read_line(io, MAX_LINE).await {
-            Ok(Some(line)) => line,
-            Ok(None) => {
-                return Ok(Frame::LineTooLong { tag: tag_of(&msg) });
+        let line = match inbuf.read_line_or_ends(io, MAX_LINE).await {
+            Ok(Line::Full(line)) => line,
+            Ok(Line::TooLong { head, tail }) => {
+                // The tag from the line's start, so the client gets a tagged answer.
+                let tag = tag_of(if msg.is_empty() { &head } else { &msg });
+                skip_rest(inbuf, io, &tail).await?;
+                return Ok(Frame::LineTooLong { tag });
             }
             Err(WireError::Eof) if msg.is_empty() && inbuf.is_empty() => return Ok(Frame::Eof),
             Err(e) => return Err(e),
@@ -275,8 +318,8 @@ pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// After a refused line: if it announced a non-synchronizing literal, drop that and
-/// the rest of the command too.
+/// After a refused line (or the end of one): if it announced a non-synchronizing
+/// literal, drop that and the rest of the command too.
 async fn skip_rest<S: AsyncRead + Unpin>(
     inbuf: &mut InBuf,
     io: &mut S,
@@ -372,6 +415,55 @@ mod tests {
             .unwrap()
         {
             Frame::Command(m) => assert_eq!(m.len() as u64, head.len() as u64 + big + 2),
+            other => panic!("{other:?}"),
+        }
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_keeps_its_tag() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let mut inbuf = InBuf::default();
+        let long = |start: &str, end: &str| {
+            let mut l = start.as_bytes().to_vec();
+            l.resize(MAX_LINE + 1000, b'x');
+            l.extend_from_slice(end.as_bytes());
+            l
+        };
+        let writer = tokio::spawn(async move {
+            // Whole in the buffer at once, then arriving in pieces after the limit.
+            client.write_all(&long("t1 NOOP ", "\r\n")).await.unwrap();
+            client.write_all(&long("t2 LOGIN ", "")).await.unwrap();
+            client.write_all(&[b'y'; 100_000]).await.unwrap();
+            client.write_all(b"\r\n").await.unwrap();
+            // A non-synchronizing literal announced at the end: dropped with the line.
+            client
+                .write_all(&long("t3 APPEND x ", " {6+}\r\n"))
+                .await
+                .unwrap();
+            client.write_all(b"t9 X\r\n\r\n").await.unwrap();
+            // A tag too long to be one: untagged.
+            client
+                .write_all(&long(&"T".repeat(200), "\r\n"))
+                .await
+                .unwrap();
+            client.write_all(b"t4 NOOP\r\n").await.unwrap();
+            client
+        });
+        for want in [Some("t1"), Some("t2"), Some("t3"), None] {
+            match read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT)
+                .await
+                .unwrap()
+            {
+                Frame::LineTooLong { tag } => assert_eq!(tag.as_deref(), want),
+                other => panic!("{other:?}"),
+            }
+        }
+        match read_command(&mut inbuf, &mut server, 100, 1000, &mut mem(), WAIT)
+            .await
+            .unwrap()
+        {
+            Frame::Command(m) => assert_eq!(m, b"t4 NOOP\r\n"),
             other => panic!("{other:?}"),
         }
         drop(writer.await.unwrap());

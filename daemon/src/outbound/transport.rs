@@ -912,7 +912,11 @@ mod tests {
             let domain = self.relay.config.address_domain();
             self.relay
                 .auth
-                .login(&format!("{local}@{domain}"), PASSWORD)
+                .login(
+                    &format!("{local}@{domain}"),
+                    PASSWORD,
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                )
                 .await
                 .unwrap()
         }

@@ -137,6 +137,13 @@ pub fn auth_failed() -> SmtpReply {
 pub fn auth_temporary() -> SmtpReply {
     r(454, "4.7.0 Temporary authentication failure")
 }
+/// RFC 4954 §6: 454, a temporary failure; the password was not checked.
+pub fn auth_too_many_attempts() -> SmtpReply {
+    r(
+        454,
+        "4.7.0 Too many authentication attempts from your address, try again later",
+    )
+}
 pub fn auth_too_many() -> SmtpReply {
     r(421, "4.7.0 Error: too many failed authentication attempts")
 }

@@ -364,7 +364,12 @@ impl Session {
             return Ok(self.error(wire, reply::auth_bad_base64()));
         };
         match plain_credentials(&decoded) {
-            Some((authcid, password)) => match self.relay.auth.login(&authcid, &password).await {
+            Some((authcid, password)) => match self
+                .relay
+                .auth
+                .login(&authcid, &password, self.peer.ip())
+                .await
+            {
                 Ok(address) => {
                     tracing::info!("authenticated");
                     self.login = Some(address);
@@ -375,6 +380,10 @@ impl Session {
                 Err(AuthError::Temporary(e)) => {
                     tracing::warn!("authentication: {e}");
                     self.send(wire, &reply::auth_temporary());
+                    Ok(Flow::Continue)
+                }
+                Err(AuthError::TooMany(_)) => {
+                    self.send(wire, &reply::auth_too_many_attempts());
                     Ok(Flow::Continue)
                 }
             },

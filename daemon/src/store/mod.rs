@@ -585,8 +585,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create) the store file, check the schema version and start the writer.
+    /// Open (or create) the store file (private, `crate::private`), check the schema
+    /// version and start the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        crate::private::file(path)
+            .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
         let db = Arc::new(
             redb::Builder::new()
                 .set_cache_size(CACHE_BYTES)

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use relaybox_blackbox::conn::LineConn;
 use relaybox_blackbox::mail::stored_message_id;
 use relaybox_blackbox::{Account, Imap, Relay, Smtp, create_account, encrypted_mail};
 
@@ -243,7 +244,6 @@ async fn restart_keeps_uids_uidvalidity_and_flags() {
 /// password — a lost one would be re-created by the next login with any password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_keeps_acknowledged_account_creations() {
-    use relaybox_blackbox::conn::LineConn;
     let mut relay = Relay::start(&[]).await;
     let created: Arc<Mutex<Vec<Account>>> = Arc::new(Mutex::new(Vec::new()));
     let addr = relay.imaps_addr();
@@ -293,8 +293,14 @@ async fn kill9_keeps_acknowledged_account_creations() {
     eprintln!("{} accounts acknowledged before kill -9", created.len());
     relay.restart().await;
     let mut lost = Vec::new();
-    for a in &created {
-        let mut c = Imap::connect_tls(relay.imaps_addr()).await;
+    for (i, a) in created.iter().enumerate() {
+        // Each account's wrong try from an address of its own: the per-address login
+        // brake would otherwise make the later ones wait (issue 13).
+        let from = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+        let conn = LineConn::connect_tls_from(from.into(), relay.imaps_addr(), &[])
+            .await
+            .expect("connect");
+        let mut c = Imap::from_conn(conn, relay.imaps_addr());
         c.greeting().await;
         let wrong = c.login(&a.addr, "a-wrong-password-9").await;
         let right = c.login(&a.addr, &a.password).await;

@@ -644,13 +644,34 @@ async fn walk(acme: bool, mode: &str, name: Option<&str>, out_name: &str) -> Wal
     // refused; from here without any cookie too; nothing changed.
     assert_eq!(num(j, "csrf_missing_status"), Some(403.0), "no CSRF token");
     assert_eq!(num(j, "csrf_wrong_status"), Some(403.0), "wrong CSRF token");
+    // Over plain HTTP the running relay answers no admin form at all (issue 13).
     let (status, body) = post_plain(
         &setup,
         "/admin/setup/domain",
         "mode=domain&domain=forged.wizard.test",
     )
     .await;
-    assert_eq!(status, 403, "POST without cookies and token: {body}");
+    assert_eq!(
+        status, 301,
+        "POST to port 80 without cookies and token: {body}"
+    );
+    // Once the relay ran, the browser went on over HTTPS at the address it used.
+    let ip = setup.ip;
+    assert_eq!(
+        j.str_at("ports_page_url"),
+        Some(format!("https://{ip}/admin/setup/ports").as_str()),
+        "ports page over HTTPS"
+    );
+    assert_eq!(
+        num(j, "plain_admin_status"),
+        Some(301.0),
+        "port 80 admin page"
+    );
+    assert_eq!(
+        j.str_at("plain_admin_location"),
+        Some(format!("https://{ip}/admin/status").as_str()),
+        "port 80 admin page: Location"
+    );
 
     // Logged out, the status page asks for the password; a wrong one is refused, the
     // one set in the wizard logs in.
@@ -727,22 +748,16 @@ impl Walk {
     /// The last check (last, so that a failure here hides none of the others), timings
     /// for the output, then a graceful stop of the daemon.
     async fn finish(mut self, mode: &str) {
-        // The running relay's port 80 serves every admin path itself, `/admin/` included
-        // (where the pages send a visitor after login): the wizard is plain HTTP on the
-        // LAN, and an HTTPS redirect ends in a certificate warning in IP-only mode.
+        // The running relay's port 80 sends every admin path to HTTPS at the address
+        // asked for (issue 13: the password form never goes over plain HTTP once the
+        // relay has a certificate; only setup mode serves the wizard on port 80).
         for path in ["/admin", "/admin/", "/admin/login"] {
             let (status, location) = get_plain(&self.setup, path).await;
-            // `/admin/login` is the login page itself (200); the others send a visitor
-            // without a session there.
-            let served = if path == "/admin/login" {
-                status == 200
-            } else {
-                status == 303 && location.as_deref().is_some_and(|l| l.starts_with("/admin"))
-            };
+            let want = format!("https://{}{path}", self.setup.ip);
             assert!(
-                served,
+                status == 301 && location.as_deref() == Some(want.as_str()),
                 "GET http://{}{path} on the relay's port 80: {status}, Location {location:?} \
-             (expected the page, or 303 to an /admin page)",
+                 (expected 301 to {want})",
                 self.setup.ip
             );
         }
