@@ -33,10 +33,18 @@ enum BodyError {
 async fn read_body(
     body: Body,
     max: u64,
+    declared: Option<u64>,
     memory: &mut crate::memory::Reservation,
 ) -> Result<Vec<u8>, BodyError> {
     let mut body = body;
     let mut raw = Vec::new();
+    if let Some(n) = declared {
+        // The declared size is within `max`: room for all of it once it is reserved.
+        if !memory.grow_to(n, MEMORY_WAIT).await {
+            return Err(BodyError::NoMemory);
+        }
+        raw.reserve_exact(n as usize);
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
@@ -85,7 +93,7 @@ pub async fn handle(
         return too_big();
     }
     let mut memory = relay.memory.empty();
-    let raw = match read_body(body, max, &mut memory).await {
+    let raw = match read_body(body, max, declared, &mut memory).await {
         // As over SMTP: lines that end in a bare LF get their CR.
         Ok(raw) => crate::message::normalize_line_endings(raw),
         Err(BodyError::TooBig) => return too_big(),

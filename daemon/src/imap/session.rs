@@ -177,6 +177,41 @@ const KNOWN: &[&str] = &[
     "UID",
 ];
 
+/// An APPEND whose message literal lies in `frame` (the command's buffer): its mailbox
+/// name, flags, date and the literal's range in the buffer; `Err` with the reply for a
+/// bad name or flag. `None` when it is not an APPEND or the literal is elsewhere.
+#[allow(clippy::type_complexity)]
+fn append_in_place(
+    body: &CommandBody<'_>,
+    frame: &[u8],
+) -> Option<Result<(String, Flags, Option<u64>, std::ops::Range<usize>), Reply>> {
+    let CommandBody::Append {
+        mailbox,
+        flags,
+        date,
+        message,
+    } = body
+    else {
+        return None;
+    };
+    let data: &[u8] = match message {
+        LiteralOrLiteral8::Literal(l) => l.data(),
+        LiteralOrLiteral8::Literal8(l) => &l.data,
+    };
+    // Where the literal's bytes are, if they are the frame's own.
+    let start = (data.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+    let end = start.checked_add(data.len())?;
+    if end > frame.len() {
+        return None;
+    }
+    let parsed = mailbox_name(mailbox).and_then(|name| {
+        let flags = to_flags(flags)?;
+        let date = date.as_ref().map(|d| d.as_ref().timestamp().max(0) as u64);
+        Ok((name, flags, date, start..end))
+    });
+    Some(parsed)
+}
+
 fn mailbox_name(m: &Mailbox<'_>) -> Result<String, Reply> {
     match m {
         Mailbox::Inbox => Ok("INBOX".to_string()),
@@ -421,7 +456,7 @@ impl Session {
                         .code("LIMIT")
                         .write(&tag_or_star(tag), &mut self.out)
                 }
-                Frame::Command(bytes) => match self.command(io, &bytes).await {
+                Frame::Command(bytes) => match self.command(io, bytes).await {
                     Flow::Continue => {}
                     Flow::Close => {
                         let _ = self.flush(io).await;
@@ -448,12 +483,12 @@ impl Session {
     async fn command<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Flow {
-        let cmd = match CommandCodec::default().decode(bytes) {
+        let cmd = match CommandCodec::default().decode(&bytes) {
             Ok((_, cmd)) => cmd,
             Err(_) => {
-                let tag = wire::tag_of(bytes).unwrap_or_else(|| "*".to_string());
+                let tag = wire::tag_of(&bytes).unwrap_or_else(|| "*".to_string());
                 let word = bytes
                     .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
                     .nth(1)
@@ -479,7 +514,23 @@ impl Session {
                 | CommandBody::Search { uid: false, .. }
         );
         let always_sync = matches!(&cmd.body, CommandBody::Noop | CommandBody::Check);
-        let (reply, flow) = match Box::pin(self.dispatch(io, cmd.body)).await {
+        let result = match (&self.user, append_in_place(&cmd.body, &bytes)) {
+            // APPEND of a logged-in user: the message is taken out of the command's own
+            // buffer, not copied (it may be as big as max_message_size).
+            (Some(user), Some(Ok((name, flags, date, range)))) => {
+                let user = user.clone();
+                drop(cmd);
+                let mut message = bytes;
+                message.truncate(range.end);
+                message.drain(..range.start);
+                self.append(&user, name, flags, date, message)
+                    .await
+                    .map(|r| (r, Flow::Continue))
+            }
+            (Some(_), Some(Err(r))) => Ok((r, Flow::Continue)),
+            _ => Box::pin(self.dispatch(io, cmd.body)).await,
+        };
+        let (reply, flow) = match result {
             Ok(x) => x,
             Err(Fail::Store(e)) => {
                 tracing::warn!("store error: {e}");
@@ -673,12 +724,17 @@ impl Session {
                 date,
                 message,
             } => {
+                // A literal imap-codec did not leave in the command buffer: copied.
+                let (name, flags) = match (mailbox_name(&mailbox), to_flags(&flags)) {
+                    (Ok(n), Ok(f)) => (n, f),
+                    (Err(r), _) | (_, Err(r)) => return cont(r),
+                };
                 let data: &[u8] = match &message {
                     LiteralOrLiteral8::Literal(l) => l.data(),
                     LiteralOrLiteral8::Literal8(l) => &l.data,
                 };
                 let date = date.map(|d| d.as_ref().timestamp().max(0) as u64);
-                cont(self.append(&user, &mailbox, &flags, date, data).await?)
+                cont(self.append(&user, name, flags, date, data.to_vec()).await?)
             }
             C::Select { mailbox, .. } => cont(self.select(&user, &mailbox, false)?),
             C::Examine { mailbox, .. } => cont(self.select(&user, &mailbox, true)?),
@@ -1126,15 +1182,11 @@ impl Session {
     async fn append(
         &mut self,
         user: &str,
-        mailbox: &Mailbox<'_>,
-        flags: &[Flag<'_>],
+        name: String,
+        flags: Flags,
         date: Option<u64>,
-        data: &[u8],
+        data: Vec<u8>,
     ) -> Result<Reply, Fail> {
-        let name = match mailbox_name(mailbox) {
-            Ok(n) => n,
-            Err(r) => return Ok(r),
-        };
         let config = &self.relay.config;
         if data.len() as u64 > config.max_message_size {
             return Ok(no("Message too large").code("TOOBIG"));
@@ -1143,16 +1195,12 @@ impl Session {
         if self.relay.store.usage(user)? + data.len() as u64 > config.max_mailbox_size {
             return Ok(no("Quota exceeded (mailbox for user is full)").code("OVERQUOTA"));
         }
-        let flags = match to_flags(flags) {
-            Ok(f) => f,
-            Err(r) => return Ok(r),
-        };
         let date = date.unwrap_or_else(|| self.relay.clock.unix_now());
         if self.relay.store.mailbox(user, &name)?.is_none() {
             return Ok(no("Mailbox doesn't exist").code("TRYCREATE"));
         }
         // The same one parse as every message that arrives (DESIGN.md principle 7).
-        let bytes = crate::message::normalize_line_endings(data.to_vec());
+        let bytes = crate::message::normalize_line_endings(data);
         let msg = match crate::message::Parsed::parse(bytes) {
             Ok(m) => m,
             Err(why) => return Ok(no(&format!("Message refused: {why}")).code("PARSE")),

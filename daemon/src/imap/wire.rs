@@ -174,6 +174,8 @@ impl InBuf {
         n: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), WireError> {
+        // Room for the whole literal at once: no doubling (and copying) as it grows.
+        out.reserve_exact(n);
         let from_buf = n.min(self.buf.len());
         out.extend(self.buf.drain(..from_buf));
         let mut left = n - from_buf;

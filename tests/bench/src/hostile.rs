@@ -1652,6 +1652,9 @@ async fn case_idle_https(ctx: &Ctx, out: &mut Out) -> Result<()> {
 struct Guesses {
     attempts: usize,
     wrong_answered: usize,
+    /// Answered, but without a verdict: the relay refused to check the password now
+    /// (`NO [UNAVAILABLE]` of the login brake), for the right password as for a wrong one.
+    unchecked: usize,
     right_tried: usize,
     right_answered: usize,
     timeouts: usize,
@@ -1714,6 +1717,7 @@ async fn case_passwords(ctx: &Ctx, out: &mut Out) -> Result<()> {
                 .await;
                 match answer {
                     Ok(r) if r.ok() && right => g.right_answered += 1,
+                    Ok(r) if r.status.contains("[UNAVAILABLE]") => g.unchecked += 1,
                     Ok(_) => g.wrong_answered += 1,
                     Err(_) => g.timeouts += 1,
                 }
@@ -1726,6 +1730,7 @@ async fn case_passwords(ctx: &Ctx, out: &mut Out) -> Result<()> {
         if let Ok(g) = r {
             all.attempts += g.attempts;
             all.wrong_answered += g.wrong_answered;
+            all.unchecked += g.unchecked;
             all.right_tried += g.right_tried;
             all.right_answered += g.right_answered;
             all.timeouts += g.timeouts;
@@ -1749,9 +1754,10 @@ async fn case_passwords(ctx: &Ctx, out: &mut Out) -> Result<()> {
             p.guess_conns
         ),
         format!(
-            "{rate:.1}/s ({} attempts in {took:.1} s: {} answered wrong, right password answered within 0.3 s {} of {} times, {} given up{}; {} connections failed; answered {:.1}/s)",
+            "{rate:.1}/s ({} attempts in {took:.1} s: {} answered wrong, {} refused unchecked, right password answered within 0.3 s {} of {} times, {} given up{}; {} connections failed; answered {:.1}/s)",
             all.attempts,
             all.wrong_answered,
+            all.unchecked,
             all.right_answered,
             all.right_tried,
             all.timeouts,
