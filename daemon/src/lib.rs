@@ -14,6 +14,9 @@ pub mod dkim;
 pub mod dns;
 pub mod events;
 pub mod expire;
+/// Entry points of the fuzz targets (`fuzz/`) and their replay test; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod imap;
 pub mod iroh;
