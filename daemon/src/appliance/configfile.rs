@@ -104,14 +104,14 @@ mod tests {
         let domain = |t: &str| Config::parse(t).map(|l| l.config.mail_domain);
         // A section header with a comment: the reset must remove the domain...
         let commented = "[params]  # the only section\nmail_domain: chat.example.org\n";
-        assert_eq!(setup(&remove_mail_domain(commented)).unwrap(), true);
+        assert!(setup(&remove_mail_domain(commented)).unwrap());
         // ... and the wizard must not add a second [params].
         let fresh = "[params] ; set by the wizard\ndata_dir = /data\n";
         assert_eq!(domain(&set_mail_domain(fresh, "a.org")).unwrap(), "a.org");
         // The value on a continuation line goes with its key.
         let continued = "[params]\nmail_domain =\n  old.org\n\n  # c\ndata_dir = /data\n";
         assert_eq!(domain(continued).unwrap(), "old.org");
-        assert_eq!(setup(&remove_mail_domain(continued)).unwrap(), true);
+        assert!(setup(&remove_mail_domain(continued)).unwrap());
         assert_eq!(
             domain(&set_mail_domain(continued, "a.org")).unwrap(),
             "a.org"
