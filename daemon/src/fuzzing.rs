@@ -125,11 +125,11 @@ impl<'a> Input<'a> {
     }
 
     /// The rest with one run of a repeated byte inserted (a run byte, a length in units of
-    /// three bytes up to 196 605, a position): long lines and segments without making the
-    /// fuzzer grow inputs byte by byte.
-    fn rest_with_run(mut self) -> Vec<u8> {
+    /// three bytes, at most `max`, and a position): long lines and segments without making
+    /// the fuzzer grow inputs byte by byte.
+    fn rest_with_run(mut self, max: usize) -> Vec<u8> {
         let byte = self.u8();
-        let len = usize::from(self.u16()) * 3;
+        let len = usize::from(self.u16()) * 3 % (max + 1);
         let at = usize::from(self.u16());
         let rest = self.data;
         let at = at % (rest.len() + 1);
@@ -250,7 +250,8 @@ fn assert_one_line(r: &SmtpReply, context: &dyn std::fmt::Debug) {
 
 /// SMTP command framing and parsing (smtp/wire.rs `read_line`, smtp/command.rs `parse`).
 ///
-/// Input: three read sizes, a run (see [`Input::rest_with_run`]), the client's bytes.
+/// Input: three read sizes, a run of up to 12 KiB (see [`Input::rest_with_run`]), the
+/// client's bytes.
 /// Properties: the framed lines agree with a reference splitter (LF ends a line, CR
 /// before it dropped, CRLF appended, a line over the limit reported once and skipped);
 /// no parsed string contains CR or LF; refusals are one-line replies; a parsed command
@@ -260,7 +261,9 @@ pub fn smtp_command(data: &[u8]) {
 
     let mut input = Input::new(data);
     let chunks = input.chunks();
-    let stream = input.rest_with_run();
+    // Three longest lines at most: a run of 200 000 line ends is 200 000 commands, which
+    // measures throughput (about 1 µs each), not the line limit.
+    let stream = input.rest_with_run(3 * MAX_COMMAND_LINE);
     let expected = reference_lines(&stream, MAX_COMMAND_LINE);
     let (mem, _) = MemStream::new(stream, chunks);
     let mut wire = Wire::new(mem, IDLE);
@@ -440,7 +443,7 @@ pub fn smtp_data(data: &[u8]) {
         n => u64::from(n),
     };
     let chunks = input.chunks();
-    let stream = input.rest_with_run();
+    let stream = input.rest_with_run(3 * DATA_SEGMENT);
     let expected = reference_data(&stream, limit);
 
     // The same bytes once more as a message for the round trip below.
@@ -565,7 +568,7 @@ pub fn imap_frame(data: &[u8]) {
         n => u64::from(n) * 256,
     };
     let chunks = input.chunks();
-    let stream = input.rest_with_run();
+    let stream = input.rest_with_run(3 * crate::imap::wire::MAX_LINE);
 
     let a = frame_all(&stream, chunks, max_literal, max_total);
     let b = frame_all(&stream, vec![usize::MAX], max_literal, max_total);
@@ -686,7 +689,7 @@ fn literals_of(msg: &[u8]) -> Vec<(u64, bool)> {
 /// framed command).
 ///
 /// Properties: a decoded command's tag is what the session's error path would name
-/// (`tag_of`); the command's encoding decodes completely and encodes to itself; the
+/// (`tag_of`, which stops at 128 bytes); the command's encoding decodes completely and encodes to itself; the
 /// encoding frames as exactly one command.
 pub fn imap_command(data: &[u8]) {
     use imap_codec::CommandCodec;
@@ -696,9 +699,12 @@ pub fn imap_command(data: &[u8]) {
     let Ok((_, cmd)) = CommandCodec::default().decode(data) else {
         return;
     };
+    // `tag_of` names tags of up to 128 bytes (longer ones get an untagged BAD); the
+    // parser takes any length.
+    let tag = cmd.tag.inner();
     assert_eq!(
         crate::imap::wire::tag_of(data).as_deref(),
-        Some(cmd.tag.inner()),
+        (tag.len() <= 128).then_some(tag),
         "tag_of disagrees with the parser"
     );
     // The encoder normalizes (`1:*,7` is written `1:*`), so the round trip is checked
@@ -1601,6 +1607,38 @@ mod seeds {
         write("mxdeliv", "request", &cat(&[&[255, 0, 3], head, msg]));
         let literal: &[u8] = b"F:\nT: <bob@[127.0.0.1]>\nT: x\n\nsmall body";
         write("mxdeliv", "literal", &cat(&[&[1, 1, 2], literal]));
+    }
+
+    /// Finding of the `header_cleanup` target (fuzz/findings/header_cleanup/): mail-parser
+    /// 0.11 reads a `Date` value with a sign followed by a letter (`Date: a-b`) past the
+    /// end of its line and over the empty line that ends the header block, so the body's
+    /// first lines become top-level header fields for the gate — while RFC 5322 readers
+    /// (IMAP's mime.rs, mail clients) see a text/plain message. Here that lets cleartext
+    /// through the encryption gate: a PGP/MIME structure in the body of a text/plain
+    /// message, with cleartext in its preamble. For the one-parse work (issue 13 point 1).
+    #[test]
+    #[ignore = "open finding: the gate's parser crosses the header/body boundary (issue 13 point 1)"]
+    fn date_with_a_sign_and_a_letter_hides_the_header_end() {
+        let armored = support::pgp_armored(ArmorSpec::default(), 7);
+        let body = String::from_utf8(support::pgp_mime(support::FROM, support::TO, &armored))
+            .expect("ascii");
+        // The generated message's own header block, minus its first line, becomes body.
+        let structure = body.split_once("MIME-Version: 1.0\r\n").expect("header").1;
+        let raw = format!(
+            "From: {}\r\nTo: {}\r\nDate: a-b\r\n\r\n\
+             Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; \
+             boundary=\"XYZboundary42\"\r\n\r\nThis cleartext is what a mail client shows.\r\n{}",
+            support::FROM,
+            support::TO,
+            structure.split_once("\r\n\r\n").expect("blank line").1
+        );
+        let verdict =
+            super::message_api::submission(raw.as_bytes(), support::FROM, &[support::TO.into()]);
+        assert_eq!(
+            verdict.map_err(|r| r.code),
+            Err(523),
+            "a text/plain message (RFC 5322: the header ends at the first empty line) passed the gate"
+        );
     }
 
     #[test]
