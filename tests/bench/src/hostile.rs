@@ -1335,7 +1335,7 @@ async fn case_search_budget(ctx: &Ctx, out: &mut Out) -> Result<()> {
     create_accounts(ctx, &relay, std::slice::from_ref(&user)).await?;
     let imaps = relay.ports.imaps_addr();
     let msgs = if p.quick { 2 } else { 6 };
-    let size = 4 * MIB as usize;
+    let size = 4 * MIB;
     let d = Instant::now() + Duration::from_secs(300);
     let mut c = Conn::imaps_login(&ctx.tls, SETUP, imaps, &user, PASSWORD, d).await?;
     for i in 0..msgs {
@@ -1364,7 +1364,7 @@ async fn case_search_budget(ctx: &Ctx, out: &mut Out) -> Result<()> {
         let s = probe.finish().await;
         let what = format!(
             "SEARCH of {keys} NOT TEXT keys over {msgs} × {} MiB messages ({label})",
-            size / MIB as usize
+            size / MIB
         );
         out.row(
             &format!("{what} — answer"),
