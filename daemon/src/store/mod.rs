@@ -658,14 +658,11 @@ fn compact_if_sparse(db: &mut Database, path: &Path, min_bytes: u64) {
     if len < min_bytes {
         return;
     }
-    let used = match db.begin_write().and_then(|tx| {
-        let stats = tx.stats().map_err(redb::TransactionError::from);
-        let _ = tx.abort();
-        Ok(stats)
-    }) {
-        Ok(Ok(s)) => s.allocated_pages() * s.page_size() as u64,
-        _ => return,
-    };
+    let Ok(tx) = db.begin_write() else { return };
+    let stats = tx.stats();
+    let _ = tx.abort();
+    let Ok(stats) = stats else { return };
+    let used = stats.allocated_pages() * stats.page_size() as u64;
     if used.saturating_mul(2) >= len {
         return;
     }
