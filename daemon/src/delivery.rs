@@ -218,7 +218,8 @@ pub async fn store(
             .cloned()
             .collect(),
         now,
-        token_valid: crate::push::token_valid,
+        tokens_set_from: crate::push::token_set_window(now).0,
+        tokens_set_until: crate::push::token_set_window(now).1,
     };
     let delivery = Delivery {
         sender,

@@ -53,8 +53,16 @@ pub const TOKEN_MAX_FUTURE: u64 = 60;
 /// MD-1: is a token whose last SET was at `last_set` still valid at `now`? Invalid
 /// tokens are neither served by GETMETADATA nor pushed to.
 pub fn token_valid(last_set: u64, now: u64) -> bool {
-    last_set <= now.saturating_add(TOKEN_MAX_FUTURE)
-        && last_set.saturating_add(TOKEN_MAX_AGE) >= now
+    let (from, until) = token_set_window(now);
+    (from..=until).contains(&last_set)
+}
+
+/// MD-1: the last-SET times of the tokens valid at `now`, inclusive.
+pub fn token_set_window(now: u64) -> (u64, u64) {
+    (
+        now.saturating_sub(TOKEN_MAX_AGE),
+        now.saturating_add(TOKEN_MAX_FUTURE),
+    )
 }
 
 /// PUSH-5: attempts before a job is dropped.
@@ -1047,7 +1055,8 @@ mod tests {
         let push = PushRequest {
             accounts: vec![to.to_string()],
             now: first,
-            token_valid: |_, _| true,
+            tokens_set_from: 0,
+            tokens_set_until: u64::MAX,
         };
         let (_, n) = relay
             .store

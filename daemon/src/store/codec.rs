@@ -24,6 +24,18 @@ impl Enc {
         self.0.extend_from_slice(v.as_bytes());
         self
     }
+    pub fn bytes(mut self, v: &[u8]) -> Self {
+        self.0.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(v);
+        self
+    }
+    pub fn u32s(mut self, v: &[u32]) -> Self {
+        self = self.u32(v.len() as u32);
+        for &n in v {
+            self = self.u32(n);
+        }
+        self
+    }
     pub fn strs(mut self, v: &[String]) -> Self {
         self = self.u32(v.len() as u32);
         for s in v {
@@ -64,6 +76,17 @@ impl<'a> Dec<'a> {
     pub fn str(&mut self) -> Result<String, StoreError> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| StoreError::Db("bad utf-8".into()))
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    pub fn u32s(&mut self) -> Result<Vec<u32>, StoreError> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() / 4 {
+            return Err(short());
+        }
+        (0..n).map(|_| self.u32()).collect()
     }
     pub fn strs(&mut self) -> Result<Vec<String>, StoreError> {
         let n = self.u32()? as usize;

@@ -3,13 +3,18 @@
 //! group-commit writer (DESIGN.md principle 2).
 //!
 //! Reads run directly on a read transaction (microseconds). Writes go to one writer
-//! thread that gathers every pending job into one transaction: durable jobs
-//! (deliveries, APPEND, account creation) make that commit `Durability::Immediate`,
-//! so concurrent deliveries share one fsync; flag changes and last-login updates ride
-//! along or go out non-durably.
+//! thread that gathers every pending job into one transaction. Deliveries, APPEND, flag
+//! changes and expunges are records of a write-ahead log next to the store file
+//! (`<store>.wal`, `wal.rs`): their answer waits for one `fdatasync` of the log shared by
+//! every job of the batch, and redb commits them without syncing; a checkpoint (a durable
+//! redb commit) covers them later, so a message fetched and expunged within a minute
+//! never reaches the B-tree file on the card (issue 14). Account and mailbox changes and
+//! the outbound queue commit durably (`Durability::Immediate`) as before.
 
 mod codec;
+mod op;
 mod usage;
+mod wal;
 mod writer;
 
 use std::path::Path;
@@ -28,7 +33,14 @@ use writer::Writer;
 
 /// redb's page cache (its default is 1 GiB, more than a Raspberry Pi 3 has): messages are
 /// read once or twice each, so a small cache costs little.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A store file at least this big, more than half of it free pages, is compacted when it
+/// is opened (a quiet moment: nothing else uses it yet).
+const COMPACT_MIN_BYTES: u64 = 64 << 20;
+
+/// Size of the write-ahead log file (preallocated once, reused after every checkpoint).
+const LOG_BYTES: u64 = 8 << 20;
 
 /// Version of the table layout below; recorded in `meta` at creation. 2: every body
 /// carries its MIME structure (`message::Node::encode`) in front of the bytes.
@@ -203,8 +215,10 @@ pub struct PushRequest {
     pub accounts: Vec<String>,
     /// Job creation time, Unix seconds.
     pub now: u64,
-    /// MD-1: `token_valid(last_set, now)`; invalid tokens get no job.
-    pub token_valid: fn(u64, u64) -> bool,
+    /// MD-1: only tokens last set within `tokens_set_from..=tokens_set_until` (Unix
+    /// seconds) get a job; older ones expired, later ones are dated in the future.
+    pub tokens_set_from: u64,
+    pub tokens_set_until: u64,
 }
 
 fn encode_push(j: &PushJob) -> Vec<u8> {
@@ -576,6 +590,96 @@ fn message_body_id(
     Ok(Some(MessageRow::decode(row.value())?.body_id))
 }
 
+/// Open the write-ahead log next to the store file and apply every record after the last
+/// checkpoint, in one durable commit. Returns the log (to be written from its start) and
+/// the last sequence number. A torn tail (a write a crash cut short, never acknowledged)
+/// ends the replay and is reported; a record that cannot be applied is reported and
+/// skipped, never silently.
+fn replay_log(
+    db: &Database,
+    path: &Path,
+    usage: &UsageCache,
+) -> Result<(wal::Log, u64), StoreError> {
+    let mut log_path = path.as_os_str().to_owned();
+    log_path.push(".wal");
+    let log_path = std::path::PathBuf::from(log_path);
+    let mut log = wal::Log::open(&log_path, LOG_BYTES)
+        .map_err(|e| StoreError::Db(format!("{}: {e}", log_path.display())))?;
+    let checkpoint = {
+        let rx = db.begin_read()?;
+        let meta = rx.open_table(META)?;
+        meta.get("log_seq")?
+            .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0)
+    };
+    let (records, tail) = log
+        .read_after(checkpoint)
+        .map_err(|e| StoreError::Db(format!("{}: {e}", log_path.display())))?;
+    if let wal::Tail::Torn { offset } = tail {
+        tracing::warn!(
+            "store: the write-ahead log ends in a torn or damaged record at byte {offset} \
+             (a write cut short by a crash is never acknowledged); replaying what precedes it"
+        );
+    }
+    let Some(&(last, _)) = records.last() else {
+        log.reset();
+        return Ok((log, checkpoint));
+    };
+    let tx = db.begin_write()?;
+    let mut failed = 0;
+    for (seq, record) in &records {
+        if let Err(e) = op::replay(&tx, usage, record) {
+            failed += 1;
+            tracing::error!("store: log record {seq} could not be applied: {e}");
+        }
+    }
+    writer::put_seq(&tx, last)?;
+    tx.commit()?;
+    usage.forget_all();
+    tracing::info!(
+        "store: replayed {} log records ({} to {last}){}",
+        records.len(),
+        checkpoint + 1,
+        if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        }
+    );
+    log.reset();
+    Ok((log, last))
+}
+
+/// Give free pages back to the file system when the file is at least `min_bytes` and
+/// more than half of it is unused (a burst of mail that was fetched and expired leaves
+/// the file at its peak size). Failure is reported and harmless: the file stays as it was.
+fn compact_if_sparse(db: &mut Database, path: &Path, min_bytes: u64) {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len < min_bytes {
+        return;
+    }
+    let Ok(tx) = db.begin_write() else { return };
+    let stats = tx.stats();
+    let _ = tx.abort();
+    let Ok(stats) = stats else { return };
+    let used = stats.allocated_pages() * stats.page_size() as u64;
+    if used.saturating_mul(2) >= len {
+        return;
+    }
+    let start = std::time::Instant::now();
+    match db.compact() {
+        Ok(_) => {
+            let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            tracing::info!(
+                "store: compacted {} from {len} to {after} bytes in {:.1} s",
+                path.display(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => tracing::warn!("store: compaction of {} failed: {e}", path.display()),
+    }
+}
+
 /// The handle every session shares. Cloning is cheap.
 #[derive(Clone)]
 pub struct Store {
@@ -588,13 +692,17 @@ impl Store {
     /// Open (or create) the store file (private, `crate::private`), check the schema
     /// version and start the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with `cache_bytes` of redb page cache (`store_cache_size`).
+    /// Replays the write-ahead log into the store before anything else can write.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         crate::private::file(path)
             .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
-        let db = Arc::new(
-            redb::Builder::new()
-                .set_cache_size(CACHE_BYTES)
-                .create(path)?,
-        );
+        let mut db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
@@ -631,18 +739,32 @@ impl Store {
         }
         tx.commit()?;
         let usage = Arc::new(UsageCache::default());
-        let on_failure = usage.clone();
-        let writer = Writer::start(db.clone(), Box::new(move || on_failure.forget_all()));
+        let (log, seq) = replay_log(&db, path, &usage)?;
+        compact_if_sparse(&mut db, path, COMPACT_MIN_BYTES);
+        let db = Arc::new(db);
+        let writer = Writer::start(db.clone(), log, seq, usage.clone());
         Ok(Store { db, writer, usage })
     }
 
-    /// Number of commits and of durable (fsynced) commits so far, for benchmarks.
+    /// Number of commits and of durable commits (checkpoints) so far, for benchmarks.
     pub fn commit_counts(&self) -> (u64, u64) {
-        self.writer.counts()
+        let (commits, durable, _) = self.writer.counts();
+        (commits, durable)
     }
 
-    /// Make non-durable changes (flags, last-login days, expunges) durable with one
-    /// empty durable commit, if there are any (LW-5: every few minutes and at shutdown).
+    /// Bytes of the write-ahead log written since the last checkpoint.
+    pub fn log_bytes(&self) -> u64 {
+        self.writer.log_used()
+    }
+
+    /// Number of `fdatasync`s of the write-ahead log so far, for benchmarks.
+    pub fn log_syncs(&self) -> u64 {
+        self.writer.counts().2
+    }
+
+    /// Checkpoint: make every change durable in the store file (logged ones and lazy
+    /// last-login days), if there is any, so the log starts over (LW-5: every few
+    /// minutes and at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         if self.writer.has_pending() {
             self.writer.run(true, |_| Ok(())).await?;
@@ -850,21 +972,11 @@ impl Store {
         max_mailbox_size: u64,
         push: Option<PushRequest>,
     ) -> Result<(Delivered, usize), StoreError> {
-        let usage = self.usage.clone();
         self.writer
-            .run(true, move |tx| {
-                let delivered = deliver_in(tx, &usage, &d, max_mailbox_size)?;
-                let mut jobs = 0;
-                if let Some(push) = push {
-                    for account in delivered
-                        .stored
-                        .iter()
-                        .filter(|a| push.accounts.contains(a))
-                    {
-                        jobs += add_push_jobs(tx, account, &push)?;
-                    }
-                }
-                Ok((delivered, jobs))
+            .logged(op::Deliver {
+                delivery: d,
+                max_mailbox_size,
+                push,
             })
             .await
     }
@@ -962,13 +1074,10 @@ impl Store {
         next_attempt: u64,
     ) -> Result<(), StoreError> {
         self.writer
-            .run(false, move |tx| {
-                if let Some(mut job) = remove_push(tx, id)? {
-                    job.attempts = attempts;
-                    job.next_attempt = next_attempt;
-                    put_push(tx, &job)?;
-                }
-                Ok(())
+            .logged(op::ReschedulePush {
+                id,
+                attempts,
+                next_attempt,
             })
             .await
     }
@@ -976,12 +1085,7 @@ impl Store {
     /// Remove a finished or dropped push job. Not durable on its own: after a crash
     /// the notification may be sent once more.
     pub async fn delete_push_job(&self, id: u64) -> Result<(), StoreError> {
-        self.writer
-            .run(false, move |tx| {
-                remove_push(tx, id)?;
-                Ok(())
-            })
-            .await
+        self.writer.logged(op::DeletePush { id }).await
     }
 }
 
@@ -1099,7 +1203,7 @@ fn add_push_jobs(
                 break;
             }
             // MD-1: expired or future-dated tokens are not used.
-            if (push.token_valid)(val.value().1, push.now) {
+            if (push.tokens_set_from..=push.tokens_set_until).contains(&val.value().1) {
                 v.push(token.to_string());
             }
         }
@@ -1451,22 +1555,13 @@ impl Store {
         internal_date: u64,
         body: Parsed,
     ) -> Result<(u32, u32), StoreError> {
-        let (account, name) = (account.to_string(), name.to_string());
-        let usage = self.usage.clone();
         self.writer
-            .run(true, move |tx| {
-                usage.forget(&account);
-                if get_mailbox(tx, &account, &name)?.is_none() {
-                    return Err(StoreError::NoMailbox);
-                }
-                let body_id = store_body(tx, &body, 1)?;
-                let row = MessageRow {
-                    body_id,
-                    size: body.len() as u64,
-                    internal_date,
-                    flags,
-                };
-                add_message(tx, &account, &name, &row)
+            .logged(op::Append {
+                account: account.to_string(),
+                mailbox: name.to_string(),
+                flags,
+                internal_date,
+                body,
             })
             .await
     }
@@ -1481,21 +1576,13 @@ impl Store {
         op: FlagOp,
         flags: Flags,
     ) -> Result<Vec<MessageMeta>, StoreError> {
-        let (account, name) = (account.to_string(), name.to_string());
         self.writer
-            .run(false, move |tx| {
-                let mb = get_mailbox(tx, &account, &name)?.ok_or(StoreError::NoMailbox)?;
-                let mut t = tx.open_table(MESSAGES)?;
-                let mut out = Vec::new();
-                for uid in uids {
-                    let row = t.get((mb.id, uid))?.map(|v| MessageRow::decode(v.value()));
-                    let Some(row) = row else { continue };
-                    let mut row = row?;
-                    apply_flags(&mut row.flags, op, &flags);
-                    t.insert((mb.id, uid), row.encode().as_slice())?;
-                    out.push(row.meta(uid));
-                }
-                Ok(out)
+            .logged(op::StoreFlags {
+                account: account.to_string(),
+                mailbox: name.to_string(),
+                uids,
+                op,
+                flags,
             })
             .await
     }
@@ -1508,22 +1595,11 @@ impl Store {
         name: &str,
         only: Option<Vec<u32>>,
     ) -> Result<Vec<u32>, StoreError> {
-        let (account, name) = (account.to_string(), name.to_string());
-        let usage = self.usage.clone();
         self.writer
-            .run(false, move |tx| {
-                usage.forget(&account);
-                let mb = get_mailbox(tx, &account, &name)?.ok_or(StoreError::NoMailbox)?;
-                let rows = take_messages(tx, mb.id, |uid, row| {
-                    row.flags.has(Flags::DELETED)
-                        && only.as_ref().is_none_or(|o| o.binary_search(&uid).is_ok())
-                })?;
-                let mut uids = Vec::new();
-                for (uid, row) in rows {
-                    unref_body(tx, row.body_id)?;
-                    uids.push(uid);
-                }
-                Ok(uids)
+            .logged(op::Expunge {
+                account: account.to_string(),
+                mailbox: name.to_string(),
+                only,
             })
             .await
     }
@@ -1562,31 +1638,10 @@ impl Store {
         account: &str,
         which: Vec<(String, u32)>,
     ) -> Result<usize, StoreError> {
-        let account = account.to_string();
-        let usage = self.usage.clone();
         self.writer
-            .run(false, move |tx| {
-                usage.forget(&account);
-                let mut removed = 0;
-                let mut ids = std::collections::HashMap::new();
-                for (name, uid) in &which {
-                    if !ids.contains_key(name) {
-                        let id = get_mailbox(tx, &account, name)?.map(|mb| mb.id);
-                        ids.insert(name.clone(), id);
-                    }
-                    let Some(Some(mailbox_id)) = ids.get(name) else {
-                        continue;
-                    };
-                    let row = tx
-                        .open_table(MESSAGES)?
-                        .remove((*mailbox_id, *uid))?
-                        .map(|v| MessageRow::decode(v.value()));
-                    if let Some(row) = row {
-                        unref_body(tx, row?.body_id)?;
-                        removed += 1;
-                    }
-                }
-                Ok(removed)
+            .logged(op::RemoveMessages {
+                account: account.to_string(),
+                which,
             })
             .await
     }
@@ -1601,32 +1656,13 @@ impl Store {
         uids: Vec<u32>,
         remove_source: bool,
     ) -> Result<(u32, Vec<(u32, u32)>), StoreError> {
-        let (account, from, to) = (account.to_string(), from.to_string(), to.to_string());
-        let usage = self.usage.clone();
         self.writer
-            .run(true, move |tx| {
-                usage.forget(&account);
-                let src = get_mailbox(tx, &account, &from)?.ok_or(StoreError::NoMailbox)?;
-                let mut dst = get_mailbox(tx, &account, &to)?.ok_or(StoreError::NoMailbox)?;
-                let mut pairs = Vec::new();
-                let mut t = tx.open_table(MESSAGES)?;
-                for uid in uids {
-                    let row = t.get((src.id, uid))?.map(|v| MessageRow::decode(v.value()));
-                    let Some(row) = row else { continue };
-                    let row = row?;
-                    let new_uid = dst.uid_next;
-                    dst.uid_next += 1;
-                    t.insert((dst.id, new_uid), row.encode().as_slice())?;
-                    if remove_source {
-                        t.remove((src.id, uid))?;
-                    } else {
-                        ref_body(tx, row.body_id, 1)?;
-                    }
-                    pairs.push((uid, new_uid));
-                }
-                drop(t);
-                put_mailbox(tx, &account, &to, &dst)?;
-                Ok((dst.uid_validity, pairs))
+            .logged(op::Copy {
+                account: account.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+                uids,
+                remove_source,
             })
             .await
     }
@@ -1763,5 +1799,7 @@ fn take_messages(
     Ok(chosen)
 }
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;

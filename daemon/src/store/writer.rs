@@ -1,27 +1,71 @@
-//! The group-commit writer: one thread owns every write transaction. It takes all jobs
-//! waiting in its queue, runs them in one transaction, commits once (durably if any job
-//! asked for it), and only then answers each job (DESIGN.md principle 2).
+//! The group-commit writer: one thread owns every write transaction and the write-ahead
+//! log. It takes all jobs waiting in its queue, runs them in one transaction, and answers
+//! each job only once its change is durable (DESIGN.md principle 2):
+//!
+//! - a logged job (a delivery, APPEND, STORE, EXPUNGE, …; `store::op`) is durable when
+//!   its record is in the log: the batch's records go out in one write and one
+//!   `fdatasync`, and the redb commit is not durable;
+//! - a durable job (account and mailbox changes, the outbound queue) makes the commit
+//!   `Durability::Immediate`: a checkpoint;
+//! - a lazy job (a last-login day) commits without either and is made durable by the next
+//!   checkpoint.
+//!
+//! A checkpoint — a durable redb commit recording the last logged sequence number in
+//! `meta` — runs when a batch would take the log past [`CHECKPOINT_BYTES`], a minute after
+//! the first change it has not covered, when asked ([`Writer::run`] with a durable job),
+//! and when the store is dropped; never when nothing changed. After it, the log is written
+//! from its start again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use super::op::Logged;
+use super::usage::UsageCache;
+use super::wal::Log;
+use super::{META, StoreError};
 
 /// Most jobs folded into one commit.
 const MAX_BATCH: usize = 512;
+/// A checkpoint before the log holds more than this.
+pub(super) const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// A checkpoint at most this long after the first change it has not covered.
+const CHECKPOINT_AFTER: Duration = Duration::from_secs(60);
+/// Records bigger than this skip the log: their batch is a checkpoint instead (one copy
+/// of a big message less, and the log stays small).
+pub(super) const MAX_RECORD: usize = 1 << 20;
 
 type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = (bool, Box<dyn FnOnce(&WriteTransaction) -> Finish + Send>);
+/// Runs a job's change; says whether it succeeded (a failed change logs nothing).
+type Apply = Box<dyn FnOnce(&WriteTransaction) -> (bool, Finish) + Send>;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Durable,
+    Logged,
+    Lazy,
+}
+
+struct Job {
+    kind: Kind,
+    /// The log record of a logged job.
+    record: Vec<u8>,
+    op: Apply,
+}
+
+/// What the writer thread has done, for benchmarks and the status page.
 #[derive(Default)]
 struct Counters {
     commits: AtomicU64,
     durable: AtomicU64,
-    /// Non-durable commits since the last durable one (LW-5).
+    log_syncs: AtomicU64,
+    /// Bytes of the log written since the last checkpoint.
+    log_used: AtomicU64,
+    /// Commits since the last checkpoint (LW-5).
     pending: AtomicU64,
 }
 
@@ -29,34 +73,66 @@ struct Counters {
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
     counters: Arc<Counters>,
+    usage: Arc<UsageCache>,
+}
+
+/// The writer thread's state.
+struct Thread {
+    db: Arc<Database>,
+    log: Log,
+    /// Sequence number of the last record written.
+    seq: u64,
+    /// When the first change not covered by a checkpoint was committed.
+    dirty_since: Option<Instant>,
+    counters: Arc<Counters>,
+    usage: Arc<UsageCache>,
 }
 
 impl Writer {
-    /// Start the writer thread; `on_failure` runs after a commit failed.
-    pub fn start(db: Arc<Database>, on_failure: Box<dyn Fn() + Send>) -> Writer {
+    /// Start the writer thread over `db` and its log (already replayed up to `seq`).
+    pub fn start(db: Arc<Database>, log: Log, seq: u64, usage: Arc<UsageCache>) -> Writer {
         let (tx, rx) = mpsc::channel::<Job>();
         let counters = Arc::new(Counters::default());
-        let c = counters.clone();
+        let mut thread = Thread {
+            db,
+            log,
+            seq,
+            dirty_since: None,
+            counters: counters.clone(),
+            usage: usage.clone(),
+        };
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(db, rx, c, on_failure))
+            .spawn(move || thread.serve(rx))
             .expect("spawn store writer");
-        Writer { jobs: tx, counters }
+        Writer {
+            jobs: tx,
+            counters,
+            usage,
+        }
     }
 
-    pub fn counts(&self) -> (u64, u64) {
+    /// Commits, durable commits (checkpoints) and log syncs so far, for benchmarks.
+    pub fn counts(&self) -> (u64, u64, u64) {
         (
             self.counters.commits.load(Ordering::Relaxed),
             self.counters.durable.load(Ordering::Relaxed),
+            self.counters.log_syncs.load(Ordering::Relaxed),
         )
     }
 
-    /// Whether non-durable commits wait for a durable one.
+    /// Bytes of the log written since the last checkpoint.
+    pub fn log_used(&self) -> u64 {
+        self.counters.log_used.load(Ordering::Relaxed)
+    }
+
+    /// Whether changes wait for a checkpoint.
     pub fn has_pending(&self) -> bool {
         self.counters.pending.load(Ordering::Relaxed) > 0
     }
 
-    /// Run `op` inside the next shared transaction; resolve after its commit.
+    /// Run `op` inside the next shared transaction; resolve after its commit, which is a
+    /// checkpoint if `durable`, else not durable at all (a lazy change).
     ///
     /// `op` must check its preconditions before it changes anything: an `Err` from it is
     /// returned to its caller, while the changes of the other jobs still commit.
@@ -65,66 +141,135 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
+        let kind = if durable { Kind::Durable } else { Kind::Lazy };
+        self.submit(kind, Vec::new(), op).await
+    }
+
+    /// Make a logged change; resolve once it is durable (its record synced to the log, or
+    /// its commit a checkpoint).
+    pub async fn logged<O: Logged>(&self, op: O) -> Result<O::Out, StoreError> {
+        let record = op.record();
+        let usage = self.usage.clone();
+        let apply = move |tx: &WriteTransaction| op.apply(tx, &usage);
+        if record.len() > MAX_RECORD {
+            drop(record);
+            return self.submit(Kind::Durable, Vec::new(), apply).await;
+        }
+        self.submit(Kind::Logged, record, apply).await
+    }
+
+    async fn submit<T, F>(&self, kind: Kind, record: Vec<u8>, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: Job = (
-            durable,
-            Box::new(move |wtx: &WriteTransaction| {
+        let job = Job {
+            kind,
+            record,
+            op: Box::new(move |wtx: &WriteTransaction| {
                 let result = op(wtx);
-                Box::new(move |commit: Result<(), StoreError>| {
+                let ok = result.is_ok();
+                let finish = Box::new(move |commit: Result<(), StoreError>| {
                     let _ = tx.send(commit.and(result));
-                }) as Finish
+                }) as Finish;
+                (ok, finish)
             }),
-        );
+        };
         self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
-fn run(
-    db: Arc<Database>,
-    rx: mpsc::Receiver<Job>,
-    counters: Arc<Counters>,
-    on_failure: Box<dyn Fn() + Send>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+impl Thread {
+    fn serve(&mut self, rx: mpsc::Receiver<Job>) {
+        loop {
+            let first = match self.dirty_since {
+                Some(since) => {
+                    let wait = CHECKPOINT_AFTER.saturating_sub(since.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.checkpoint();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
+            self.commit(batch);
         }
-        let durable = batch.iter().any(|(d, _)| *d);
-        let mut wtx = match db.begin_write() {
+        // Every handle is gone (shutdown): leave nothing for the log to replay.
+        if self.dirty_since.is_some() {
+            self.checkpoint();
+        }
+    }
+
+    /// An empty durable commit that covers everything committed so far.
+    fn checkpoint(&mut self) {
+        self.commit(Vec::new());
+    }
+
+    fn commit(&mut self, batch: Vec<Job>) {
+        let mut durable = batch.is_empty() || batch.iter().any(|j| j.kind == Kind::Durable);
+        let wtx = match self.db.begin_write() {
             Ok(t) => t,
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!("store: cannot begin write: {msg}");
-                // Nothing ran: report the failure to every job by running none of them.
-                drop(batch);
-                continue;
+                // Nothing ran: every job's answer channel closes (WriterGone).
+                return;
             }
         };
-        let _ = wtx.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        });
-        let finishers: Vec<Finish> = batch.into_iter().map(|(_, op)| op(&wtx)).collect();
-        let result = wtx.commit().map_err(|e| StoreError::Db(e.to_string()));
-        counters.commits.fetch_add(1, Ordering::Relaxed);
-        if durable {
-            counters.durable.fetch_add(1, Ordering::Relaxed);
-            if result.is_ok() {
-                counters.pending.store(0, Ordering::Relaxed);
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut finishers: Vec<Finish> = Vec::with_capacity(batch.len());
+        for job in batch {
+            let (ok, finish) = (job.op)(&wtx);
+            if ok && job.kind == Kind::Logged {
+                records.push(job.record);
             }
-        } else {
-            counters.pending.fetch_add(1, Ordering::Relaxed);
+            finishers.push(finish);
         }
-        if let Err(e) = &result {
-            tracing::error!("store: commit failed: {e}");
-            on_failure();
+        let payloads: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+        let len = self.log.batch_len(&payloads);
+        if !payloads.is_empty() && (!self.log.fits(len) || self.log.used() + len > CHECKPOINT_BYTES)
+        {
+            // This batch is the checkpoint instead.
+            durable = true;
         }
+        let result = self.finish_commit(wtx, durable, &payloads);
+        drop(payloads);
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(()) if durable => {
+                self.counters.durable.fetch_add(1, Ordering::Relaxed);
+                self.counters.pending.store(0, Ordering::Relaxed);
+                self.log.reset();
+                self.dirty_since = None;
+            }
+            Ok(()) => {
+                self.counters.pending.fetch_add(1, Ordering::Relaxed);
+                self.dirty_since.get_or_insert_with(Instant::now);
+            }
+            Err(e) => {
+                tracing::error!("store: commit failed: {e}");
+                self.usage.forget_all();
+            }
+        }
+        self.counters
+            .log_used
+            .store(self.log.used(), Ordering::Relaxed);
         for finish in finishers {
             finish(match &result {
                 Ok(()) => Ok(()),
@@ -132,4 +277,45 @@ fn run(
             });
         }
     }
+
+    /// Log the records (unless the commit is durable), record the sequence number, commit.
+    fn finish_commit(
+        &mut self,
+        mut wtx: WriteTransaction,
+        durable: bool,
+        records: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        let mut seq = self.seq;
+        if !durable && !records.is_empty() {
+            seq += records.len() as u64;
+        }
+        put_seq(&wtx, seq)?;
+        if durable {
+            let _ = wtx.set_durability(Durability::Immediate);
+        } else {
+            let _ = wtx.set_durability(Durability::None);
+            if !records.is_empty() {
+                // The answer waits for this sync; the commit below only makes the change
+                // visible. A failed write leaves the transaction uncommitted.
+                if let Err(e) = self.log.append(self.seq + 1, records, true) {
+                    let _ = wtx.abort();
+                    return Err(StoreError::Db(format!(
+                        "write-ahead log {}: {e}",
+                        self.log.path().display()
+                    )));
+                }
+                self.counters.log_syncs.fetch_add(1, Ordering::Relaxed);
+                self.seq = seq;
+            }
+        }
+        wtx.commit()?;
+        Ok(())
+    }
+}
+
+/// Record in `meta` the last log record whose change the transaction holds.
+pub(super) fn put_seq(tx: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
+    tx.open_table(META)?
+        .insert("log_seq", seq.to_le_bytes().as_slice())?;
+    Ok(())
 }

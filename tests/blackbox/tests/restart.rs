@@ -367,3 +367,38 @@ async fn kill9_loses_no_acknowledged_append() {
     relay.restart().await;
     assert_all_acked_stored(&relay, &accounts, &acked).await;
 }
+
+/// Issue 14: an `OK` after STORE and EXPUNGE is durable like a `250`: right after it,
+/// `kill -9` brings no expunged message back and forgets no flag (the Delta Chat cycle:
+/// fetch, `\Deleted`, expunge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_keeps_acknowledged_expunges_and_flags() {
+    let mut relay = Relay::start(&[]).await;
+    let a = Account::random();
+    create_account(&relay, &a).await;
+    for _ in 0..6 {
+        let m = encrypted_mail(&a.addr, &[&a.addr]);
+        let r = Smtp::submit(&relay, &a, &[&a.addr], &m.bytes).await;
+        assert_eq!(r.code, 250, "{r}");
+    }
+    let mut c = Imap::login_tls(&relay, &a).await;
+    assert_eq!(c.select("INBOX").await, 6);
+    let r = c.cmd("UID STORE 1:3 +FLAGS.SILENT (\\Deleted)").await;
+    assert!(r.is_ok(), "{r}");
+    let r = c.cmd("UID EXPUNGE 1:2").await;
+    assert!(r.is_ok(), "{r}");
+    let r = c.cmd("UID STORE 4 +FLAGS.SILENT (\\Seen $Kept)").await;
+    assert!(r.is_ok(), "{r}");
+    let before = uid_state(&mut c).await;
+    assert_eq!(before.1.len(), 4, "{before:?}");
+    relay.kill9();
+    relay.restart().await;
+    let mut c = Imap::login_tls(&relay, &a).await;
+    let after = uid_state(&mut c).await;
+    assert_eq!(
+        after, before,
+        "after kill -9 (left) vs acknowledged (right): expunged UIDs 1 and 2 stay gone, \
+         UID 3 keeps \\Deleted, UID 4 keeps its flags"
+    );
+    c.logout().await;
+}
