@@ -5,11 +5,20 @@
 //! [`BYTES_PER_BYTE`]. A transfer that cannot get its reservation in time is refused
 //! with a temporary error and read to its end without keeping it, so the sender tries
 //! again later and the relay's memory stays bounded whatever the number of clients.
+//!
+//! Transfers grow their reservations as bytes arrive, so several big ones can each hold a
+//! part of the budget while every one of them waits for more: a deadlock until they all
+//! time out. Waits are therefore ordered by age ("wait-die"): only the oldest waiting
+//! transfer waits; a younger one that would wait, or that is waiting when an older one
+//! starts to, gives up at once and frees what it holds, so the oldest always gets its
+//! room and the others are told to try again.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// Reserved bytes per byte of message held.
 pub const BYTES_PER_BYTE: u64 = 2;
@@ -21,6 +30,40 @@ const UNIT: u64 = 1024;
 pub struct Budget {
     sem: Arc<Semaphore>,
     units: u64,
+    waits: Arc<Waits>,
+}
+
+/// The transfers waiting for room, by age.
+#[derive(Debug)]
+struct Waits {
+    next_ticket: AtomicU64,
+    waiting: Mutex<BTreeSet<u64>>,
+    /// The oldest waiting ticket (`u64::MAX`: none); younger waiters watch it.
+    oldest: watch::Sender<u64>,
+}
+
+impl Waits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start waiting: false if an older transfer waits already (this one must give up).
+    fn enter(&self, ticket: u64) -> bool {
+        let mut w = self.lock();
+        if w.first().is_some_and(|&t| t < ticket) {
+            return false;
+        }
+        w.insert(ticket);
+        self.oldest.send_replace(ticket);
+        true
+    }
+
+    fn leave(&self, ticket: u64) {
+        let mut w = self.lock();
+        w.remove(&ticket);
+        self.oldest
+            .send_replace(w.first().copied().unwrap_or(u64::MAX));
+    }
 }
 
 /// Bytes reserved by one transfer; given back when dropped.
@@ -30,6 +73,9 @@ pub struct Reservation {
     permits: Option<OwnedSemaphorePermit>,
     /// Message bytes covered (before [`BYTES_PER_BYTE`]).
     bytes: u64,
+    waits: Arc<Waits>,
+    /// Age: lower is older.
+    ticket: u64,
 }
 
 fn units_for(message_bytes: u64) -> u64 {
@@ -43,6 +89,11 @@ impl Budget {
         Budget {
             sem: Arc::new(Semaphore::new(units as usize)),
             units,
+            waits: Arc::new(Waits {
+                next_ticket: AtomicU64::new(0),
+                waiting: Mutex::new(BTreeSet::new()),
+                oldest: watch::channel(u64::MAX).0,
+            }),
         }
     }
 
@@ -62,6 +113,8 @@ impl Budget {
             sem: self.sem.clone(),
             permits: None,
             bytes: 0,
+            waits: self.waits.clone(),
+            ticket: self.waits.next_ticket.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -94,16 +147,42 @@ impl Reservation {
         let Ok(need32) = u32::try_from(need) else {
             return false;
         };
+        if let Ok(more) = self.sem.clone().try_acquire_many_owned(need32) {
+            self.add(more, bytes);
+            return true;
+        }
+        // Wait-die: only the oldest waiting transfer waits (see the module comment).
+        if !self.waits.enter(self.ticket) {
+            return false;
+        }
+        let mut oldest = self.waits.oldest.subscribe();
+        let ticket = self.ticket;
         let acquire = self.sem.clone().acquire_many_owned(need32);
-        let Ok(Ok(more)) = tokio::time::timeout(wait, acquire).await else {
+        let overtaken = async move {
+            // Resolves when an older transfer starts waiting.
+            let _ = oldest.wait_for(|&t| t < ticket).await;
+        };
+        let got = tokio::time::timeout(wait, async {
+            tokio::select! {
+                more = acquire => more.ok(),
+                _ = overtaken => None,
+            }
+        })
+        .await;
+        self.waits.leave(self.ticket);
+        let Ok(Some(more)) = got else {
             return false;
         };
+        self.add(more, bytes);
+        true
+    }
+
+    fn add(&mut self, more: OwnedSemaphorePermit, bytes: u64) {
         match &mut self.permits {
             Some(p) => p.merge(more),
             None => self.permits = Some(more),
         }
         self.bytes = bytes;
-        true
     }
 
     /// [`Reservation::grow_to`] without waiting.
@@ -158,6 +237,46 @@ mod tests {
             assert!(r.try_grow_to(kib * 1024));
         }
         assert_eq!(b.available(), 64 * MIB - 200 * 1024);
+    }
+
+    /// Two transfers that each hold part of the budget and both need more: the younger
+    /// gives up at once (whether it started waiting first or second), the older gets its
+    /// room when the younger's is given back — no deadlock until both time out.
+    #[tokio::test(start_paused = true)]
+    async fn growing_transfers_do_not_deadlock_the_younger_gives_way() {
+        let wait = Duration::from_secs(20);
+        for younger_waits_first in [false, true] {
+            let b = Budget::new(4 * MIB);
+            let mut older = b.reserve(800 * 1024, wait).await.expect("fits");
+            let mut younger = b.reserve(800 * 1024, wait).await.expect("fits");
+            let start = tokio::time::Instant::now();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let young = tokio::spawn(async move {
+                if younger_waits_first {
+                    let _ = tx.send(());
+                }
+                let grown = younger.grow_to(1536 * 1024, wait).await;
+                (grown, tokio::time::Instant::now(), younger)
+            });
+            if younger_waits_first {
+                rx.await.unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let old = tokio::spawn(async move {
+                let grown = older.grow_to(1536 * 1024, wait).await;
+                (grown, tokio::time::Instant::now())
+            });
+            let (young_grown, young_done, younger) = young.await.unwrap();
+            assert!(!young_grown, "the younger gives way");
+            assert!(
+                young_done - start < Duration::from_secs(2),
+                "at once, not after the timeout"
+            );
+            drop(younger); // refused: its transfer ends and frees its part
+            let (old_grown, old_done) = old.await.unwrap();
+            assert!(old_grown, "the older gets its room");
+            assert!(old_done - start < Duration::from_secs(2));
+        }
     }
 
     #[tokio::test(start_paused = true)]
