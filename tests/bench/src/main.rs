@@ -33,7 +33,7 @@ use tokio_rustls::TlsConnector;
 
 use client::{Imap, Smtp, dot_stuff, exists_count};
 use relay::Relay;
-use report::{Row, ms, percentile};
+use report::{Row, command_output, ms, percentile};
 
 /// Messages per sender account: the default `max_user_send_burst_size` (SUB-4).
 const PER_SENDER: usize = 10;
@@ -322,17 +322,6 @@ fn raise_nofile() -> u64 {
         }
     }
     lim.rlim_cur
-}
-
-fn command_output(cmd: &str, args: &[&str], dir: &Path) -> Option<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn cpu_model() -> String {
