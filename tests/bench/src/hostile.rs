@@ -282,6 +282,7 @@ fn relay_options(nofile_soft: u64) -> Options<'static> {
         extra_ini: "log_stderr = true\n",
         nofile_soft: Some(nofile_soft),
         default_connection_limits: true,
+        data_dir: None,
     }
 }
 
