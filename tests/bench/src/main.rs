@@ -414,7 +414,7 @@ async fn run(plan: Plan) -> Result<()> {
         .iter()
         .map(|a| mail::recipient_key(a))
         .collect::<Result<Vec<_>>>()?;
-    let plaintext_len = plaintext_for_target(&keys[0])?;
+    let plaintext_len = plaintext_for_target(&keys[0], MESSAGE_TARGET_BYTES)?;
     println!(
         "OpenPGP keys: {} recipients; plaintext {plaintext_len} B per message",
         keys.len()
@@ -535,13 +535,13 @@ fn binary_age(bin: &Path) -> String {
     format!("`{}`, built {built}", bin.display())
 }
 
-/// The plaintext length that makes the whole message about MESSAGE_TARGET_BYTES.
-fn plaintext_for_target(key: &pgp::composed::SignedPublicKey) -> Result<usize> {
+/// The plaintext length that makes the whole message about `target` bytes.
+fn plaintext_for_target(key: &pgp::composed::SignedPublicKey, target: usize) -> Result<usize> {
     let probe = 2400;
     let a = mail::armored(key, probe)?;
     let size = mail::pgp_mime("aaaaaaaaa@[127.0.0.1]", "bbbbbbbbb@[127.0.0.1]", &a).len();
     // Armor adds 4/3 plus line ends; solve for the target.
-    let diff = MESSAGE_TARGET_BYTES as i64 - size as i64;
+    let diff = target as i64 - size as i64;
     Ok((probe as i64 + diff * 3 / 4).clamp(256, 8192) as usize)
 }
 

@@ -34,10 +34,12 @@ use crate::report::{self, RunOut as Out, cell};
 
 /// Name of the results-file section.
 pub const SECTION: &str = "sdcard";
-/// Password of every account (≥ 12 characters).
-const PASSWORD: &str = "sdcardPassword2026";
+/// Password of every account (ACC-8 allows sharing one).
+const PASSWORD: &str = crate::PASSWORD;
 /// Recipient keys (and recipient accounts of the multi-recipient workloads).
 const KEYS: usize = 10;
+/// Size of a message on the wire: issue 14's 3.8 KB encrypted message.
+const MESSAGE_BYTES: usize = 3800;
 /// The rate of workloads (a) and (b): the issue measured at two messages per second.
 const RATE_PER_SEC: u64 = 2;
 /// Submitters of the idle workload's burst.
@@ -102,8 +104,8 @@ impl Plan {
                 idle: Duration::from_secs(60),
                 control: Duration::from_secs(5),
                 fill_msgs: 5_000,
-                fs_bytes: GIB,
-                fill_fs_bytes: GIB,
+                fs_bytes: 4 * GIB,
+                fill_fs_bytes: 4 * GIB,
                 case_deadline: Duration::from_secs(120),
             }
         } else {
@@ -115,8 +117,8 @@ impl Plan {
                 idle: Duration::from_secs(600),
                 control: Duration::from_secs(30),
                 fill_msgs: 200_000,
-                fs_bytes: GIB,
-                fill_fs_bytes: 4 * GIB,
+                fs_bytes: 4 * GIB,
+                fill_fs_bytes: 8 * GIB,
                 case_deadline: Duration::from_secs(600),
             }
         }
@@ -306,7 +308,7 @@ async fn run_inner(args: Args, bin: PathBuf, root: &Path) -> Result<()> {
     let keys = (0..KEYS)
         .map(|i| mail::recipient_key(&format!("r{tag}{i:05}@[127.0.0.1]")))
         .collect::<Result<Vec<_>>>()?;
-    let plaintext_len = crate::plaintext_for_target(&keys[0])?;
+    let plaintext_len = crate::plaintext_for_target(&keys[0], MESSAGE_BYTES)?;
     let strace = crate::strace_path();
     let ctx = Ctx {
         plan,
@@ -464,8 +466,9 @@ fn facts(
         (
             "File system".into(),
             format!(
-                "a fresh one per workload, made like the image's data partition: a sparse {} GiB file (4 GiB for the memory workload's store) on the machine's disk, `mkfs.ext4 -L data -E {}` at {} (e2fsprogs of the machine, `/etc/mke2fs.conf`), grown with `resize2fs` to the whole file, attached with `losetup -f`, mounted `-o {}`{}",
+                "a fresh one per workload, made like the image's data partition: a sparse {} GiB file ({} GiB for the memory workload's store; the relay refuses new accounts below `min_free_disk_space` = 1 GiB free) on the machine's disk, `mkfs.ext4 -L data -E {}` at {} (e2fsprogs of the machine, `/etc/mke2fs.conf`), grown with `resize2fs` to the whole file, attached with `losetup -f`, mounted `-o {}`{}",
                 p.fs_bytes / GIB,
+                p.fill_fs_bytes / GIB,
                 loopfs::MKFS_EXTENDED,
                 loopfs::MKFS_SIZE,
                 loopfs::MOUNT_OPTIONS,
@@ -475,7 +478,7 @@ fn facts(
         (
             "Counting".into(),
             format!(
-                "`/sys/block/<loop>/stat` fields 5 (write requests), 7 (sectors written × 512) and 16 (flushes); `syncfs` of the mount (what `sync -f` does) right before and at the end of each window, so writes the kernel deferred are counted; jbd2 commits from `/proc/fs/jbd2/<loop>-8/info`; the relay's `/proc/<pid>/io` `write_bytes`; sync calls from `strace -f --seccomp-bpf -e trace={}` in the window's time span. The machine's `vm.dirty_expire_centisecs` = {}, `vm.dirty_writeback_centisecs` = {} (the image sets both to 6000; with a sync at both ends of a window this moves writes within the window, not out of it)",
+                "`/sys/block/<loop>/stat` fields 5 (write requests), 7 (sectors written × 512) and 16 (flushes); `syncfs` of the mount (what `sync -f` does) right before and at the end of each window, so writes the kernel deferred are counted; jbd2 commits from `/proc/fs/jbd2/<loop>-8/info`; the relay's `/proc/<pid>/io` `write_bytes`; sync calls from `strace -f --seccomp-bpf -e trace={}` in the window's time span. The machine's `vm.dirty_expire_centisecs` = {}, `vm.dirty_writeback_centisecs` = {} (the image sets both to 6000; with a sync at both ends of a window this moves writes within the window, not out of it). A sync with nothing to write still costs one empty write request and one flush (the control note). The loop device reports a write-back cache without FUA (`queue/write_cache`, `queue/fua`), so each flush the file system asks for is counted, and a jbd2 commit (its commit block is PREFLUSH + FUA) counts as two; how many of them a card honours depends on its cache",
                 relay::SYNC_CALLS.join(","),
                 sysctl("dirty_expire_centisecs"),
                 sysctl("dirty_writeback_centisecs")
@@ -488,7 +491,7 @@ fn facts(
         (
             "Messages".into(),
             format!(
-                "PGP/MIME made with the `pgp` crate (the bench's message builder), {} B random plaintext, about 3.9 KB on the wire (the mean of each workload is in the detail table)",
+                "PGP/MIME made with the `pgp` crate (the bench's message builder), {} B random plaintext, about 3.8 KB on the wire as in issue 14 (each row gives its workload's mean)",
                 ctx.plaintext_len
             ),
         ),
@@ -502,7 +505,7 @@ fn facts(
 
 /// The whole section: intro, a comparison table of every run label, each run's block.
 fn section_body(old_section: &str, label: &str, block: &str) -> String {
-    let intro = "## SD-card writes and store memory (issue 14)\n\nWritten by `cargo run --release -p relaybox-bench -- --sdcard [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]` as root (tests/bench/src/sdcard.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary). Figures are what the block device under the data directory wrote, per delivered message, with ~3.9 KB PGP/MIME messages. Each run label has its own table; a run replaces only the table of its label; with more than one label a comparison table comes first. Targets and the \"now\" figures quoted beside them are issue 14's (\"Figures to reach\").";
+    let intro = "## SD-card writes and store memory (issue 14)\n\nWritten by `cargo run --release -p relaybox-bench -- --sdcard [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]` as root (tests/bench/src/sdcard.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary). Figures are what the block device under the data directory wrote, per delivered message, with ~3.8 KB PGP/MIME messages. Each run label has its own table; a run replaces only the table of its label; with more than one label a comparison table comes first. Targets and the \"now\" figures quoted beside them are issue 14's (\"Figures to reach\").";
     report::labelled_section_body(SECTION, intro, "Figure", old_section, label, block)
 }
 
@@ -647,11 +650,11 @@ async fn case_control(ctx: &Ctx, out: &mut Out, fs_facts: &mut Option<String>) -
 async fn case_rate(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>, fetch: bool) -> Result<()> {
     let fs = ctx.new_fs(ctx.plan.fs_bytes)?;
     let mut relay = ctx.start_relay(&fs, true, "")?;
-    let (subs, imaps) = (relay.ports.submissions_addr(), relay.ports.imaps_addr());
+    let subs = relay.ports.submissions_addr();
     let role = if fetch { 'a' } else { 'b' };
     let sender = ctx.user(role, 0);
     let rcpt = ctx.user('r', 0);
-    crate::create_accounts(&ctx.tls, imaps, &[sender.clone(), rcpt.clone()]).await?;
+    create_accounts(ctx, &relay, &[sender.clone(), rcpt.clone()]).await?;
     let n = ctx.plan.rate_msgs();
     let msgs = (0..n)
         .map(|_| ctx.message(&sender, &rcpt, 0))
@@ -660,7 +663,7 @@ async fn case_rate(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>, fetch: bool)
     let mut smtp = Smtp::login(&ctx.tls, subs, &sender, PASSWORD).await?;
     let run_deadline = Instant::now() + Duration::from_secs(ctx.plan.rate_secs + 60);
     let receiver = if fetch {
-        let mut imap = Imap::login(&ctx.tls, imaps, &rcpt, PASSWORD).await?;
+        let mut imap = Imap::login(&ctx.tls, relay.ports.imaps_addr(), &rcpt, PASSWORD).await?;
         Some(tokio::spawn(async move {
             let r = dc_receive(&mut imap, n, run_deadline).await;
             let _ = imap.command("LOGOUT").await;
@@ -790,13 +793,13 @@ async fn case_load(
 ) -> Result<()> {
     let fs = ctx.new_fs(ctx.plan.fs_bytes)?;
     let mut relay = ctx.start_relay(&fs, true, "")?;
-    let (subs, imaps) = (relay.ports.submissions_addr(), relay.ports.imaps_addr());
+    let subs = relay.ports.submissions_addr();
     let role = if submitters == 10 { 'c' } else { 'h' };
     let senders = ctx.users(role, submitters);
     let rcpts = ctx.users('r', KEYS);
     let mut all = senders.clone();
     all.extend(rcpts.iter().cloned());
-    crate::create_accounts(&ctx.tls, imaps, &all).await?;
+    create_accounts(ctx, &relay, &all).await?;
     let n = ctx.plan.load_msgs;
     let (jobs, size) = jobs(ctx, &senders, &rcpts, n)?;
     let sessions = open_submitters(ctx, subs, jobs).await?;
@@ -851,12 +854,12 @@ async fn case_load(
 async fn case_idle(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>) -> Result<()> {
     let fs = ctx.new_fs(ctx.plan.fs_bytes)?;
     let mut relay = ctx.start_relay(&fs, true, "")?;
-    let (subs, imaps) = (relay.ports.submissions_addr(), relay.ports.imaps_addr());
+    let subs = relay.ports.submissions_addr();
     let senders = ctx.users('d', BURST_SUBMITTERS);
     let rcpts = ctx.users('r', KEYS);
     let mut all = senders.clone();
     all.extend(rcpts.iter().cloned());
-    crate::create_accounts(&ctx.tls, imaps, &all).await?;
+    create_accounts(ctx, &relay, &all).await?;
     let n = ctx.plan.burst_msgs;
     let (jobs, size) = jobs(ctx, &senders, &rcpts, n)?;
     let per_rcpt = per_recipient(&jobs, &rcpts);
@@ -864,7 +867,7 @@ async fn case_idle(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>) -> Result<()
     let deadline = Instant::now() + ctx.plan.case_deadline;
     let mut receivers = Vec::new();
     for (r, want) in rcpts.iter().zip(per_rcpt) {
-        let mut imap = Imap::login(&ctx.tls, imaps, r, PASSWORD).await?;
+        let mut imap = Imap::login(&ctx.tls, relay.ports.imaps_addr(), r, PASSWORD).await?;
         receivers.push(tokio::spawn(async move {
             let got = dc_receive(&mut imap, want, deadline).await?;
             // Back to idling, as the app does between messages.
@@ -971,12 +974,12 @@ async fn case_memory(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>) -> Result<
     let n = ctx.plan.fill_msgs;
     let fs = ctx.new_fs(ctx.plan.fill_fs_bytes)?;
     let mut relay = ctx.start_relay(&fs, false, FILL_INI)?;
-    let (subs, imaps) = (relay.ports.submissions_addr(), relay.ports.imaps_addr());
+    let subs = relay.ports.submissions_addr();
     let senders = ctx.users('f', FILL_SUBMITTERS);
     let rcpt = ctx.user('m', 0);
     let mut all = senders.clone();
     all.push(rcpt.clone());
-    crate::create_accounts(&ctx.tls, imaps, &all).await?;
+    create_accounts(ctx, &relay, &all).await?;
     // Each submitter sends its few distinct messages over and over.
     let mut jobs = Vec::new();
     let mut sizes = Vec::new();
@@ -1038,8 +1041,7 @@ async fn case_memory(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>) -> Result<
         "≤ 64 MiB",
         Some(rss_start <= RSS_TARGET_KIB),
     );
-    let imaps = relay.ports.imaps_addr();
-    let mut imap = Imap::login(&ctx.tls, imaps, &rcpt, PASSWORD).await?;
+    let mut imap = Imap::login(&ctx.tls, relay.ports.imaps_addr(), &rcpt, PASSWORD).await?;
     let exists = imap.select_inbox().await?;
     if exists as usize != n {
         bail!("SELECT INBOX shows {exists} messages, {n} were accepted");
@@ -1091,6 +1093,28 @@ async fn case_memory(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>) -> Result<
     Ok(())
 }
 
+/// Create accounts by a first IMAP login, one after another: the relay's per-address
+/// login brake counts logins still being checked, so concurrent ones from the bench's
+/// one address would be refused. A failure carries the relay's last log lines.
+async fn create_accounts(ctx: &Ctx, relay: &Relay, logins: &[String]) -> Result<()> {
+    let imaps = relay.ports.imaps_addr();
+    for login in logins {
+        let r = async {
+            let mut imap = Imap::login(&ctx.tls, imaps, login, PASSWORD).await?;
+            imap.command("LOGOUT").await.ok();
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        r.map_err(|e| {
+            e.context(format!(
+                "create account {login}; relay log: {}",
+                relay.log_tail(8).replace('\n', " / ")
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 // ---- clients --------------------------------------------------------------------------
 
 /// Messages of one submitter: its login and (recipient, dot-stuffed message) pairs.
@@ -1126,19 +1150,13 @@ fn per_recipient(jobs: &[Job], rcpts: &[String]) -> Vec<usize> {
         .collect()
 }
 
-/// Log every submitter in (TLS, AUTH) before a window starts.
+/// Log every submitter in (TLS, AUTH) before a window starts, one after another (the
+/// login brake, see [`create_accounts`]).
 async fn open_submitters(ctx: &Ctx, subs: SocketAddr, jobs: Vec<Job>) -> Result<Vec<Submitter>> {
-    let mut set = tokio::task::JoinSet::new();
+    let mut out = Vec::with_capacity(jobs.len());
     for (login, msgs) in jobs {
-        let tls = ctx.tls.clone();
-        set.spawn(async move {
-            let s = Smtp::login(&tls, subs, &login, PASSWORD).await?;
-            Ok::<_, anyhow::Error>((s, VecDeque::from(msgs)))
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        out.push(r??);
+        let s = Smtp::login(&ctx.tls, subs, &login, PASSWORD).await?;
+        out.push((s, VecDeque::from(msgs)));
     }
     Ok(out)
 }
