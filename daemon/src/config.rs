@@ -293,10 +293,50 @@ struct Entry {
     value: String,
 }
 
-/// Split chatmail.ini text into entries (iniconfig's rules, which upstream uses): lines
-/// whose first non-blank character is `#` or `;` are comments; `[name]` opens a section;
-/// `key = value` (or `key: value`) sets a key, both sides trimmed, no inline comments;
-/// an indented line continues the previous value on a new line.
+/// One line of chatmail.ini as the parser reads it (iniconfig's rules, which upstream
+/// uses). `appliance::configfile` goes by the same reading when it edits the file, so that
+/// an edit changes exactly the key it means to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IniLine<'a> {
+    /// Empty, blank, or a comment: the first non-blank character is `#` or `;`.
+    Blank,
+    /// `[name]`, optionally followed by a comment; `None` when the closing `]` is missing.
+    Section(Option<&'a str>),
+    /// An indented line: it continues the previous value (trimmed).
+    Continuation(&'a str),
+    /// `key = value` or `key: value`, both sides trimmed (no inline comments); `None`
+    /// without a separator.
+    Key(Option<(&'a str, &'a str)>),
+}
+
+/// Classifies one line (without its line ending).
+pub fn ini_line(raw: &str) -> IniLine<'_> {
+    let trimmed_start = raw.trim_start();
+    if trimmed_start.starts_with('#') || trimmed_start.starts_with(';') {
+        return IniLine::Blank;
+    }
+    let line = raw.trim_end();
+    if line.is_empty() {
+        return IniLine::Blank;
+    }
+    if let Some(rest) = line.strip_prefix('[') {
+        // A section line may carry a trailing comment.
+        let head = rest.split(['#', ';']).next().unwrap_or("").trim_end();
+        return IniLine::Section(head.strip_suffix(']'));
+    }
+    if line.starts_with(char::is_whitespace) {
+        return IniLine::Continuation(line.trim());
+    }
+    let kv = match line.split_once('=') {
+        Some((k, v)) if !k.contains(':') => Some((k, v)),
+        _ => line.split_once(':'),
+    };
+    IniLine::Key(kv.map(|(k, v)| (k.trim(), v.trim())))
+}
+
+/// Split chatmail.ini text into entries ([`ini_line`]): comments and blank lines are
+/// skipped; `[name]` opens a section; `key = value` sets a key; an indented line continues
+/// the previous value on a new line.
 fn split_ini(text: &str) -> Result<Vec<Entry>, ConfigError> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut section: Option<String> = None;
@@ -306,35 +346,24 @@ fn split_ini(text: &str) -> Result<Vec<Entry>, ConfigError> {
     for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
         let syntax = |msg: String| ConfigError::Syntax { line: line_no, msg };
-        let trimmed_start = raw.trim_start();
-        if trimmed_start.starts_with('#') || trimmed_start.starts_with(';') {
-            continue;
-        }
         let line = raw.trim_end();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix('[') {
-            // A section line may carry a trailing comment.
-            let head = rest.split(['#', ';']).next().unwrap_or("").trim_end();
-            let Some(name) = head.strip_suffix(']') else {
+        match ini_line(raw) {
+            IniLine::Blank => {}
+            IniLine::Section(None) => {
                 return Err(syntax(format!(
                     "expected a section header like [params], got {line:?}"
                 )));
-            };
-            let name = name.to_string();
-            if seen_sections.contains(&name) {
-                return Err(syntax(format!("duplicate section [{name}]")));
             }
-            seen_sections.push(name.clone());
-            section = Some(name);
-            last_is_key = false;
-            continue;
-        }
-        if line.starts_with(char::is_whitespace) {
-            // Continuation of the previous value.
-            let data = line.trim();
-            match entries.last_mut() {
+            IniLine::Section(Some(name)) => {
+                let name = name.to_string();
+                if seen_sections.contains(&name) {
+                    return Err(syntax(format!("duplicate section [{name}]")));
+                }
+                seen_sections.push(name.clone());
+                section = Some(name);
+                last_is_key = false;
+            }
+            IniLine::Continuation(data) => match entries.last_mut() {
                 Some(entry) if last_is_key => {
                     if entry.value.is_empty() {
                         entry.value = data.to_string();
@@ -344,38 +373,32 @@ fn split_ini(text: &str) -> Result<Vec<Entry>, ConfigError> {
                     }
                 }
                 _ => return Err(syntax(format!("unexpected indented line {:?}", data))),
-            }
-            continue;
-        }
-        let (key, value) = match line.split_once('=') {
-            Some((k, v)) if !k.contains(':') => (k, v),
-            _ => match line.split_once(':') {
-                Some(kv) => kv,
-                None => {
-                    return Err(syntax(format!(
-                        "expected `key = value`, a [section] or a # comment, got {line:?}"
-                    )));
-                }
             },
-        };
-        let key = key.trim().to_string();
-        if key.is_empty() {
-            return Err(syntax(format!("expected a key before `=`, got {line:?}")));
+            IniLine::Key(None) => {
+                return Err(syntax(format!(
+                    "expected `key = value`, a [section] or a # comment, got {line:?}"
+                )));
+            }
+            IniLine::Key(Some((key, value))) => {
+                if key.is_empty() {
+                    return Err(syntax(format!("expected a key before `=`, got {line:?}")));
+                }
+                let Some(section) = section.clone() else {
+                    return Err(syntax(format!(
+                        "{key} appears before any section; put it under [params]"
+                    )));
+                };
+                if entries.iter().any(|e| e.section == section && e.key == key) {
+                    return Err(syntax(format!("{key} is set twice in [{section}]")));
+                }
+                entries.push(Entry {
+                    section,
+                    key: key.to_string(),
+                    value: value.to_string(),
+                });
+                last_is_key = true;
+            }
         }
-        let Some(section) = section.clone() else {
-            return Err(syntax(format!(
-                "{key} appears before any section; put it under [params]"
-            )));
-        };
-        if entries.iter().any(|e| e.section == section && e.key == key) {
-            return Err(syntax(format!("{key} is set twice in [{section}]")));
-        }
-        entries.push(Entry {
-            section,
-            key,
-            value: value.trim().to_string(),
-        });
-        last_is_key = true;
     }
     Ok(entries)
 }

@@ -18,6 +18,9 @@ pub mod dns;
 pub mod events;
 pub mod expire;
 pub mod fdlimit;
+/// Entry points of the fuzz targets (`fuzz/`) and their replay test; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod imap;
 pub mod iroh;

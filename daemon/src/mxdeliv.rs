@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
@@ -22,48 +22,11 @@ const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 const RESERVE_STEP: u64 = 256 * 1024;
 
 /// Why a body was not read.
-enum BodyError {
+#[derive(Debug)]
+pub(crate) enum BodyError {
     TooBig,
     NoMemory,
     Read(String),
-}
-
-/// Read the body into memory, reserving it in the relay's memory budget as it arrives
-/// (`memory` stays reserved until the delivery is done).
-async fn read_body(
-    body: Body,
-    max: u64,
-    declared: Option<u64>,
-    memory: &mut crate::memory::Reservation,
-) -> Result<Vec<u8>, BodyError> {
-    let mut body = body;
-    let mut raw = Vec::new();
-    if let Some(n) = declared {
-        // The declared size is within `max`: room for all of it once it is reserved.
-        if !memory.grow_to(n, MEMORY_WAIT).await {
-            return Err(BodyError::NoMemory);
-        }
-        raw.reserve_exact(n as usize);
-    }
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let size = (raw.len() + data.len()) as u64;
-        if size > max {
-            return Err(BodyError::TooBig);
-        }
-        if size > memory.bytes()
-            && !memory
-                .grow_to((size + RESERVE_STEP).min(max), MEMORY_WAIT)
-                .await
-        {
-            return Err(BodyError::NoMemory);
-        }
-        raw.extend_from_slice(&data);
-    }
-    Ok(raw)
 }
 
 /// `/mxdeliv`, any method (IN-6).
@@ -115,27 +78,20 @@ pub async fn handle(
             );
         }
     };
-    let mail_from = match headers.get("x-mail-from").map(|v| v.to_str()) {
-        None => String::new(),
-        Some(Ok(v)) => bare(v),
-        Some(Err(_)) => return refused(&SmtpReply::new(501, "5.1.7 Bad sender address syntax")),
+    let mail_from = match mail_from(&headers) {
+        Ok(from) => from,
+        Err(r) => return refused(&r),
     };
     let mut rcpts = InboundRecipients::default();
     let own = relay.config.address_domain();
     for value in headers.get_all("x-mail-to") {
-        let Ok(to) = value.to_str().map(bare) else {
-            return refused(&SmtpReply::new(501, "5.1.3 Bad recipient address syntax"));
-        };
         if rcpts.local.len() >= MAX_RECIPIENTS {
             return refused(&SmtpReply::new(452, "4.5.3 Error: too many recipients"));
         }
-        let Some((_, domain)) = to.rsplit_once('@') else {
-            return refused(&SmtpReply::new(501, "5.1.3 Bad recipient address syntax"));
+        let to = match recipient(value, &own) {
+            Ok(to) => to,
+            Err(r) => return refused(&r),
         };
-        // IN-2.
-        if !domain.eq_ignore_ascii_case(&own) {
-            return refused(&delivery::relay_denied(&to));
-        }
         match delivery::local_recipient(relay, &to, raw.len() as u64) {
             Ok(local) => {
                 rcpts.enforce_e2ee |= local.enforce_e2ee;
@@ -157,13 +113,85 @@ pub async fn handle(
     }
 }
 
-/// `<a@b>` or `a@b` → `a@b`.
-fn bare(v: &str) -> String {
+/// Read the body into memory, reserving it in the relay's memory budget as it arrives
+/// (`memory` stays reserved until the delivery is done).
+pub(crate) async fn read_body<B>(
+    body: B,
+    max: u64,
+    declared: Option<u64>,
+    memory: &mut crate::memory::Reservation,
+) -> Result<Vec<u8>, BodyError>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut body = body;
+    let mut raw = Vec::new();
+    if let Some(n) = declared {
+        // The declared size is within `max`: room for all of it once it is reserved.
+        if !memory.grow_to(n, MEMORY_WAIT).await {
+            return Err(BodyError::NoMemory);
+        }
+        raw.reserve_exact(n as usize);
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let size = (raw.len() + data.len()) as u64;
+        if size > max {
+            return Err(BodyError::TooBig);
+        }
+        if size > memory.bytes()
+            && !memory
+                .grow_to((size + RESERVE_STEP).min(max), MEMORY_WAIT)
+                .await
+        {
+            return Err(BodyError::NoMemory);
+        }
+        raw.extend_from_slice(&data);
+    }
+    Ok(raw)
+}
+
+/// The envelope sender: `X-MAIL-FROM`, absent = `<>` (the empty string).
+pub(crate) fn mail_from(headers: &HeaderMap) -> Result<String, SmtpReply> {
+    let bad = || SmtpReply::new(501, "5.1.7 Bad sender address syntax");
+    match headers.get("x-mail-from") {
+        None => Ok(String::new()),
+        Some(v) => v.to_str().ok().and_then(bare).ok_or_else(bad),
+    }
+}
+
+/// One `X-MAIL-TO` value: the bare address, if it has the syntax of one and is in this
+/// relay's domain `own` (IN-2). Whether the account exists is the caller's question.
+pub(crate) fn recipient(value: &HeaderValue, own: &str) -> Result<String, SmtpReply> {
+    let bad = || SmtpReply::new(501, "5.1.3 Bad recipient address syntax");
+    let to = value.to_str().ok().and_then(bare).ok_or_else(bad)?;
+    let Some((_, domain)) = to.rsplit_once('@') else {
+        return Err(bad());
+    };
+    // IN-2.
+    if !domain.eq_ignore_ascii_case(own) {
+        return Err(delivery::relay_denied(&to));
+    }
+    Ok(to)
+}
+
+/// `<a@b>` or `a@b` → `a@b`; `<>` → the empty (null) path. `None` when what is left is
+/// not one address: whitespace, angle brackets or control characters inside (found by
+/// the `mxdeliv` fuzz target: `< <bob@[127.0.0.1]>` passed as ` <bob@[127.0.0.1]`).
+fn bare(v: &str) -> Option<String> {
     let v = v.trim();
-    v.strip_prefix('<')
+    let inner = v
+        .strip_prefix('<')
         .and_then(|x| x.strip_suffix('>'))
-        .unwrap_or(v)
-        .to_string()
+        .unwrap_or(v);
+    let clean = !inner
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+    clean.then(|| inner.to_string())
 }
 
 fn refused(reply: &SmtpReply) -> Response {
@@ -178,4 +206,42 @@ fn text(status: StatusCode, body: &str) -> Response {
         format!("{body}\r\n"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(v: &'static str) -> Result<String, SmtpReply> {
+        let mut h = HeaderMap::new();
+        h.insert("x-mail-from", HeaderValue::from_static(v));
+        mail_from(&h)
+    }
+
+    fn to(v: &'static str) -> Result<String, u16> {
+        recipient(&HeaderValue::from_static(v), "[127.0.0.1]").map_err(|r| r.code)
+    }
+
+    #[test]
+    fn envelope_addresses_are_bare_and_whole() {
+        assert_eq!(mail_from(&HeaderMap::new()).unwrap(), "");
+        assert_eq!(from("<>").unwrap(), "");
+        assert_eq!(from(" <a@b.example> ").unwrap(), "a@b.example");
+        assert_eq!(from("a@b.example").unwrap(), "a@b.example");
+        assert_eq!(to("<bob@[127.0.0.1]>"), Ok("bob@[127.0.0.1]".to_string()));
+        assert_eq!(to("bob@other.example"), Err(554));
+        assert_eq!(to("bob"), Err(501));
+    }
+
+    /// Found by the `mxdeliv` fuzz target (fuzz/regressions/mxdeliv/): a second pair of
+    /// angle brackets or blanks inside them passed as part of the address.
+    #[test]
+    fn nested_brackets_and_blanks_are_refused() {
+        assert_eq!(to("< <bob@[127.0.0.1]>"), Err(501));
+        assert_eq!(to("<bob@[127.0.0.1]"), Err(501));
+        assert_eq!(to("<b ob@[127.0.0.1]>"), Err(501));
+        assert_eq!(to("<bob@[127.0.0.1]\t>"), Err(501));
+        assert_eq!(from("<<a@b.example>>").map_err(|r| r.code), Err(501));
+        assert_eq!(from("< a@b.example>").map_err(|r| r.code), Err(501));
+    }
 }

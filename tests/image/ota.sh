@@ -231,7 +231,11 @@ ota_session() {
 	: >"$QDIR/console.log"
 	UI=https://127.0.0.1:$((UOFF + 443))
 	JAR=$QDIR/cookies
+	# Boot 1's card writes are throttled to 4 MiB/s: the install of good.tar (about 48 MB of
+	# slots) then takes more than 10 s, so the power cut below lands inside the write however
+	# fast the host is (unthrottled it can finish in under 2 s, between two polls).
 	setsid image/qemu --port-offset "$UOFF" --debug-shell --max-boots 8 --update-server "$port" \
+		--slow-first-boot $((4 * 1024 * 1024)) \
 		--disk "$OTA/bundles.ext4" --append relaybox.trial_timeout=420 "$sd" \
 		<"$QDIR/console.in" >"$QDIR/console.log" 2>&1 &
 	QPID=$!
@@ -336,6 +340,11 @@ ota_session() {
 		figure "power cut after $(((cut - w0) / 2048)) MiB written to the inactive slot"
 	else
 		fail ota-power-cut-during-write "no write to the inactive slot seen, or the install finished first"
+	fi
+	# The cut must have come before the install armed its trial (that would make boot 2 a
+	# trial of slot B and every later step meaningless).
+	if grep -aq 'installed version' "$QDIR/console.log"; then
+		fail ota-power-cut-before-install-end "the install finished before the power cut"
 	fi
 
 	# --- boot 2: the old slot, no trial armed ---

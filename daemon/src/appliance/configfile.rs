@@ -2,20 +2,7 @@
 //! set or remove `mail_domain` in `[params]`, keeping every other line, comment and
 //! the order as they are. Validation and the atomic write are the caller's.
 
-/// Split `key = value` / `key: value`; `None` for other lines.
-fn key_of(line: &str) -> Option<&str> {
-    let t = line.trim_start();
-    if t.starts_with(['#', ';', '[']) {
-        return None;
-    }
-    let end = t.find(['=', ':'])?;
-    Some(t[..end].trim())
-}
-
-fn section_of(line: &str) -> Option<&str> {
-    let t = line.trim();
-    t.strip_prefix('[')?.strip_suffix(']').map(str::trim)
-}
+use crate::config::{IniLine, ini_line};
 
 /// `text` with `mail_domain = value` in `[params]`: the existing line replaced (every
 /// duplicate dropped), or a new line right after the `[params]` header, or a new
@@ -29,28 +16,43 @@ pub fn remove_mail_domain(text: &str) -> String {
     edit(text, None)
 }
 
+/// Lines are read as the config parser reads them ([`ini_line`]): a section header may
+/// carry a comment, an indented line continues the previous value (so the continuation
+/// lines of a removed `mail_domain` go with it).
 fn edit(text: &str, value: Option<&str>) -> String {
     let mut out = String::with_capacity(text.len() + 40);
-    let mut section: Option<String> = None;
+    let mut section: Option<&str> = None;
     let mut placed = false;
     let mut has_params = false;
+    // Inside a removed `mail_domain` (its continuation lines are dropped too).
+    let mut dropping = false;
     for line in text.split_inclusive('\n') {
-        if let Some(name) = section_of(line) {
-            section = Some(name.to_string());
-            out.push_str(line);
-            if !line.ends_with('\n') {
-                out.push('\n');
-            }
-            if name == "params" {
-                has_params = true;
-                if let (Some(v), false) = (value, placed) {
-                    out.push_str(&format!("mail_domain = {v}\n"));
-                    placed = true;
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        let bare = bare.strip_suffix('\r').unwrap_or(bare);
+        match ini_line(bare) {
+            IniLine::Section(Some(name)) => {
+                dropping = false;
+                section = Some(name);
+                out.push_str(line);
+                if !line.ends_with('\n') {
+                    out.push('\n');
                 }
+                if name == "params" {
+                    has_params = true;
+                    if let (Some(v), false) = (value, placed) {
+                        out.push_str(&format!("mail_domain = {v}\n"));
+                        placed = true;
+                    }
+                }
+                continue;
             }
-            continue;
+            IniLine::Key(Some((key, _))) => {
+                dropping = section == Some("params") && key == "mail_domain";
+            }
+            IniLine::Key(None) | IniLine::Section(None) => dropping = false,
+            IniLine::Continuation(_) | IniLine::Blank => {}
         }
-        if section.as_deref() == Some("params") && key_of(line) == Some("mail_domain") {
+        if dropping && !matches!(ini_line(bare), IniLine::Blank) {
             continue;
         }
         out.push_str(line);
@@ -90,6 +92,37 @@ mod tests {
         assert_eq!(
             set_mail_domain("[params]", "a.org"),
             "[params]\nmail_domain = a.org\n"
+        );
+    }
+
+    /// Found by the `config` fuzz target (fuzz/seeds/config/syntax, fuzz/regressions/config/):
+    /// the edits read the file differently from the parser.
+    #[test]
+    fn edits_read_the_file_as_the_parser_does() {
+        use crate::config::Config;
+        let setup = |t: &str| Config::parse_for_serve(t).map(|l| l.config.setup);
+        let domain = |t: &str| Config::parse(t).map(|l| l.config.mail_domain);
+        // A section header with a comment: the reset must remove the domain...
+        let commented = "[params]  # the only section\nmail_domain: chat.example.org\n";
+        assert!(setup(&remove_mail_domain(commented)).unwrap());
+        // ... and the wizard must not add a second [params].
+        let fresh = "[params] ; set by the wizard\ndata_dir = /data\n";
+        assert_eq!(domain(&set_mail_domain(fresh, "a.org")).unwrap(), "a.org");
+        // The value on a continuation line goes with its key.
+        let continued = "[params]\nmail_domain =\n  old.org\n\n  # c\ndata_dir = /data\n";
+        assert_eq!(domain(continued).unwrap(), "old.org");
+        assert!(setup(&remove_mail_domain(continued)).unwrap());
+        assert_eq!(
+            domain(&set_mail_domain(continued, "a.org")).unwrap(),
+            "a.org"
+        );
+        // An indented `mail_domain = …` continues another key's value: not touched.
+        let inner = "[params]\nmail_domain = a.org\nprivacy_pdo = x\n  mail_domain = y\n";
+        let set = set_mail_domain(inner, "b.org");
+        let c = Config::parse(&set).unwrap().config;
+        assert_eq!(
+            (c.mail_domain.as_str(), c.privacy_pdo.as_str()),
+            ("b.org", "x\nmail_domain = y")
         );
     }
 

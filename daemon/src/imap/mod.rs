@@ -15,7 +15,7 @@ mod response;
 mod search;
 mod sequence;
 mod session;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;

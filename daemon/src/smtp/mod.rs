@@ -7,10 +7,10 @@
 //! - `session`: the state machine and the rules, ending in one durable delivery;
 //! - `reply`: the exact reply lines (§10).
 
-mod command;
+pub(crate) mod command;
 mod reply;
 mod session;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;

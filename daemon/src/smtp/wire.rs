@@ -11,7 +11,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::deadline::Budget;
@@ -20,9 +20,9 @@ use crate::net::Conn;
 /// RFC 5321 §4.5.3.1.4 allows 512; we take up to this many bytes including CRLF.
 pub const MAX_COMMAND_LINE: usize = 4096;
 /// How many bytes DATA handles at once when a line has no end in sight.
-const DATA_SEGMENT: usize = 64 * 1024;
+pub(crate) const DATA_SEGMENT: usize = 64 * 1024;
 /// Bytes asked from the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +60,11 @@ pub enum Data {
 /// Reservations grow in steps of this many bytes.
 const RESERVE_STEP: u64 = 256 * 1024;
 
-/// A connection with its read buffer and pending replies.
-pub struct Wire {
-    conn: Conn,
+/// A connection with its read buffer and pending replies. Generic over the stream so
+/// that the framing runs over an in-memory stream too (`crate::fuzzing`); sessions use
+/// the default, [`Conn`].
+pub struct Wire<S = Conn> {
+    conn: S,
     rbuf: Vec<u8>,
     /// Start of unread bytes in `rbuf`.
     pos: usize,
@@ -76,8 +78,33 @@ pub struct Wire {
     session_deadline: Option<Instant>,
 }
 
-impl Wire {
-    pub fn new(conn: Conn, idle: Duration) -> Self {
+impl Wire<Conn> {
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    /// STARTTLS (RFC 3207 §4.2): send what is queued, drop whatever plaintext the client
+    /// pipelined after the command, and run the handshake (bounded in time).
+    pub async fn start_tls(
+        mut self,
+        config: Arc<rustls::ServerConfig>,
+        handshake: Duration,
+    ) -> Result<Wire, WireError> {
+        self.flush().await?;
+        self.rbuf.clear();
+        self.pos = 0;
+        let conn = match tokio::time::timeout(handshake, self.conn.start_tls(config)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(WireError::Timeout),
+        };
+        let mut wire = Wire::new(conn, self.idle).with_min_data_rate(self.min_data_rate);
+        wire.set_session_deadline(self.session_deadline);
+        Ok(wire)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    pub fn new(conn: S, idle: Duration) -> Self {
         Wire {
             conn,
             rbuf: Vec::with_capacity(READ_CHUNK),
@@ -105,10 +132,6 @@ impl Wire {
     fn deadline(&self) -> Instant {
         let request = self.request.deadline();
         self.session_deadline.map_or(request, |s| s.min(request))
-    }
-
-    pub fn is_tls(&self) -> bool {
-        self.conn.is_tls()
     }
 
     /// Queue a reply line (without CRLF).
@@ -305,23 +328,10 @@ impl Wire {
         })
     }
 
-    /// STARTTLS (RFC 3207 §4.2): send what is queued, drop whatever plaintext the client
-    /// pipelined after the command, and run the handshake (bounded in time).
-    pub async fn start_tls(
-        mut self,
-        config: Arc<rustls::ServerConfig>,
-        handshake: Duration,
-    ) -> Result<Wire, WireError> {
-        self.flush().await?;
-        self.rbuf.clear();
-        self.pos = 0;
-        let conn = match tokio::time::timeout(handshake, self.conn.start_tls(config)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(WireError::Timeout),
-        };
-        let mut wire = Wire::new(conn, self.idle).with_min_data_rate(self.min_data_rate);
-        wire.set_session_deadline(self.session_deadline);
-        Ok(wire)
+    /// Bytes read from the stream and not yet consumed (for the fuzz targets' bound
+    /// checks).
+    pub fn buffered(&self) -> usize {
+        self.rbuf.len() - self.pos
     }
 
     /// Best-effort close after a final reply.

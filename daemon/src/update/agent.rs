@@ -117,7 +117,10 @@ impl Window {
         let hm = |s: &str| -> Option<u32> {
             let (h, m) = s.trim().split_once(':')?;
             let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
-            (h < 24 && m < 60 && m.to_string().len() <= 2).then_some(h * 60 + m)
+            // `then`, not `then_some`: `h * 60` overflows for large `h` (found by the
+            // `config` fuzz target: `update_window = 99999999:00-1:00` panicked in debug
+            // builds).
+            (h < 24 && m < 60 && m.to_string().len() <= 2).then(|| h * 60 + m)
         };
         let bad =
             || format!("expected HH:MM-HH:MM in UTC (e.g. {DEFAULT_WINDOW}) or empty, got {t}");
@@ -864,6 +867,10 @@ mod tests {
             "03:60-04:00",
             "03:00-03:00",
             "x",
+            // Found by the `config` fuzz target: an hour whose minutes overflow u32
+            // panicked (debug builds) instead of being refused.
+            "444444444:00-05:00",
+            "03:00-4294967295:00",
         ] {
             assert!(Window::parse(bad).is_err(), "{bad}");
         }

@@ -289,7 +289,16 @@ fn read_head<R: Read>(
 /// image's size and SHA-256, streaming. Writes nothing.
 pub fn verify(pubkey: &PublicKey, bundle: &Path, expect: &Expect) -> Result<Manifest, UpdateError> {
     let f = File::open(bundle).map_err(|e| UpdateError::io("cannot open", bundle, e))?;
-    let mut tar = TarReader::new(BufReader::with_capacity(CHUNK, f));
+    verify_stream(pubkey, BufReader::with_capacity(CHUNK, f), expect)
+}
+
+/// [`verify`] over any byte stream (the fuzz targets read bundles from memory).
+pub fn verify_stream<R: Read>(
+    pubkey: &PublicKey,
+    bundle: R,
+    expect: &Expect,
+) -> Result<Manifest, UpdateError> {
+    let mut tar = TarReader::new(bundle);
     let m = read_head(pubkey, &mut tar, expect)?;
     let mut seen = vec![false; m.images.len()];
     while let Some(entry) = tar.next_entry()? {
@@ -333,6 +342,11 @@ pub fn verify(pubkey: &PublicKey, bundle: &Path, expect: &Expect) -> Result<Mani
 /// given an already verified manifest and re-hashes what it writes).
 pub fn entries(bundle: &Path) -> Result<Vec<Entry>, UpdateError> {
     let mut f = File::open(bundle).map_err(|e| UpdateError::io("cannot open", bundle, e))?;
+    entries_in(&mut f, bundle)
+}
+
+/// [`entries`] over an open seekable stream; `bundle` names it in errors.
+pub fn entries_in<R: Read + Seek>(f: &mut R, bundle: &Path) -> Result<Vec<Entry>, UpdateError> {
     let len = f
         .seek(SeekFrom::End(0))
         .map_err(|e| UpdateError::io("cannot seek", bundle, e))?;
@@ -342,7 +356,7 @@ pub fn entries(bundle: &Path) -> Result<Vec<Entry>, UpdateError> {
         f.seek(SeekFrom::Start(pos))
             .map_err(|e| UpdateError::io("cannot seek", bundle, e))?;
         let mut h = [0u8; BLOCK as usize];
-        let n = read_full(&mut f, &mut h).map_err(tar_io)?;
+        let n = read_full(f, &mut h).map_err(tar_io)?;
         if n < h.len() {
             return Err(UpdateError::Truncated("cut inside a header".into()));
         }

@@ -378,11 +378,12 @@ pub async fn run(args: Args, bin: PathBuf, root: &Path) -> Result<()> {
     let mut out = Out::default();
     let started = Instant::now();
 
-    let cases: [(&str, u32); 11] = [
+    let cases: [(&str, u32); 12] = [
         ("reference", 1),
         ("port-25 many parts", 1),
         ("gate trick", 2),
         ("SEARCH cost", 1),
+        ("SEARCH budget", 1),
         ("big DATA", 1),
         ("big /mxdeliv", 1),
         ("big APPEND", 1),
@@ -454,6 +455,7 @@ async fn run_case(name: &str, ctx: &Ctx, out: &mut Out) -> Result<()> {
         "port-25 many parts" => case_mx_parts(ctx, out).await,
         "gate trick" => case_trick(ctx, out).await,
         "SEARCH cost" => case_search(ctx, out).await,
+        "SEARCH budget" => case_search_budget(ctx, out).await,
         "big DATA" => case_big_data(ctx, out).await,
         "big /mxdeliv" => case_big_mxdeliv(ctx, out).await,
         "big APPEND" => case_big_append(ctx, out).await,
@@ -1105,6 +1107,59 @@ async fn case_big_mxdeliv(ctx: &Ctx, out: &mut Out) -> Result<()> {
     );
     probe_row(out, &format!("{what}: unrelated IMAPS login"), &s);
     after_case(out, "big /mxdeliv", &mut relay);
+    Ok(())
+}
+
+/// Point 3, the work a relay does allow: text searches over big stored messages, one
+/// that finishes and one that runs until its work budget is spent, with an unrelated
+/// login meanwhile (CPU-heavy IMAP work must not delay other sessions).
+async fn case_search_budget(ctx: &Ctx, out: &mut Out) -> Result<()> {
+    let p = &ctx.plan;
+    let mut relay = start_relay(ctx).await?;
+    let user = ctx.user('t', 0);
+    create_accounts(ctx, &relay, std::slice::from_ref(&user)).await?;
+    let imaps = relay.ports.imaps_addr();
+    let msgs = if p.quick { 2 } else { 6 };
+    let size = 4 * MIB;
+    let d = Instant::now() + Duration::from_secs(300);
+    let mut c = Conn::imaps_login(&ctx.tls, SETUP, imaps, &user, PASSWORD, d).await?;
+    for i in 0..msgs {
+        // Plain text lines without a `q` anywhere (the search keys look for one).
+        let mut m = format!("From: t{i}@[127.0.0.2]\r\nSubject: big text {i}\r\n\r\n").into_bytes();
+        while m.len() < size {
+            m.extend_from_slice(b"lorem ipsum dolor sit amet, consectetur adipiscing elit\r\n");
+        }
+        let r = append(&mut c, "a1", &m, d).await?;
+        if !r.ok() {
+            bail!("APPEND of message {i}: {}", r.status);
+        }
+    }
+    select(&mut c, d).await?;
+    let runs: [(&str, usize); 2] = [("finishes", 2), ("spends its whole budget", 100)];
+    for (label, keys) in runs {
+        let probe = login_probe(ctx, &relay);
+        let cmd = format!("q1 SEARCH {}\r\n", vec!["NOT TEXT \"q\""; keys].join(" "));
+        let t = Instant::now();
+        let r = async {
+            c.write(cmd.as_bytes(), t + p.command_deadline).await?;
+            c.imap_response("q1", t + p.command_deadline, 256).await
+        }
+        .await;
+        let took = t.elapsed();
+        let s = probe.finish().await;
+        let what = format!(
+            "SEARCH of {keys} NOT TEXT keys over {msgs} × {} MiB messages ({label})",
+            size / MIB
+        );
+        out.row(
+            &format!("{what} — answer"),
+            imap_outcome(&r, took),
+            "–",
+            None,
+        );
+        probe_row(out, &format!("{what}: unrelated IMAPS login"), &s);
+    }
+    after_case(out, "SEARCH budget", &mut relay);
     Ok(())
 }
 

@@ -1,0 +1,4 @@
+//! Fuzz target `config`: see `relaybox::fuzzing::config` for the input layout and properties.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaybox_fuzz::check(data, relaybox::fuzzing::config));

@@ -1,0 +1,4 @@
+//! Fuzz target `mxdeliv`: see `relaybox::fuzzing::mxdeliv` for the input layout and properties.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaybox_fuzz::check(data, relaybox::fuzzing::mxdeliv));

@@ -1,0 +1,7 @@
+//! Fuzz target `smtp_command`: see `relaybox::fuzzing::smtp_command` for the input layout and properties.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaybox_fuzz::check(
+    data,
+    relaybox::fuzzing::smtp_command
+));
