@@ -986,7 +986,7 @@ async fn case_memory(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>) -> Result<
     for (i, s) in senders.iter().enumerate() {
         let share = n / FILL_SUBMITTERS + usize::from(i < n % FILL_SUBMITTERS);
         let pool = (0..FILL_POOL)
-            .map(|_| ctx.message(s, &rcpt, 0))
+            .map(|_| ctx.message(s, &rcpt, 0).map(Arc::<[u8]>::from))
             .collect::<Result<Vec<_>>>()?;
         sizes.extend(pool.iter().map(|m| m.len()));
         let msgs = (0..share)
@@ -1117,11 +1117,12 @@ async fn create_accounts(ctx: &Ctx, relay: &Relay, logins: &[String]) -> Result<
 
 // ---- clients --------------------------------------------------------------------------
 
-/// Messages of one submitter: its login and (recipient, dot-stuffed message) pairs.
-type Job = (String, Vec<(String, Vec<u8>)>);
+/// Messages of one submitter: its login and (recipient, dot-stuffed message) pairs
+/// (shared, so that a store fill of many copies of a few messages stays small).
+type Job = (String, Vec<(String, Arc<[u8]>)>);
 
 /// A logged-in submitter and the messages it still has to send.
-type Submitter = (Smtp, VecDeque<(String, Vec<u8>)>);
+type Submitter = (Smtp, VecDeque<(String, Arc<[u8]>)>);
 
 /// `n` messages from `senders` (shares as equal as can be) to `rcpts` in turn, and
 /// their mean size.
@@ -1133,7 +1134,7 @@ fn jobs(ctx: &Ctx, senders: &[String], rcpts: &[String], n: usize) -> Result<(Ve
         let (login, msgs) = &mut jobs[k % senders.len()];
         let m = ctx.message(login, &rcpts[r], r)?;
         total += m.len();
-        msgs.push((rcpts[r].clone(), m));
+        msgs.push((rcpts[r].clone(), Arc::from(m)));
     }
     Ok((jobs, total as f64 / n.max(1) as f64))
 }
