@@ -1069,7 +1069,7 @@ async fn case_memory(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>) -> Result<
         out.row(
             &format!("(3) RSS after {what}, store of {n} messages"),
             format!(
-                "{} (peak {} during it; {} answers, {} of literals, {secs:.1} s)",
+                "{} (peak {} during it; {} answers, {} of literals, {secs:.2} s)",
                 mib(after),
                 mib(p.peak_kib),
                 got.untagged,
