@@ -236,6 +236,18 @@ pub fn dot_stuff(msg: &[u8]) -> Vec<u8> {
 pub struct Imap {
     s: Stream,
     tag: u32,
+    /// Tag of the IDLE command in progress, if any.
+    idle_tag: Option<String>,
+    /// Bytes of literals read so far (message bodies and headers fetched).
+    pub literal_bytes: u64,
+}
+
+/// What [`Imap::command_streamed`] read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Streamed {
+    pub untagged: u64,
+    pub literals: u64,
+    pub literal_bytes: u64,
 }
 
 /// The untagged lines of a completed command.
@@ -253,6 +265,8 @@ impl Imap {
         let mut imap = Imap {
             s: connect(tls, addr).await?,
             tag: 0,
+            idle_tag: None,
+            literal_bytes: 0,
         };
         let greeting = read_line(&mut imap.s).await.context("IMAP greeting")?;
         if !greeting.starts_with("* OK") {
@@ -272,25 +286,68 @@ impl Imap {
     /// Read lines until the tagged completion; literals (`{n}` at the end of a line)
     /// are read and dropped.
     async fn complete(&mut self, tag: &str) -> Result<Untagged> {
-        let deadline = Instant::now() + READ_TIMEOUT;
         let mut untagged = Vec::new();
-        for _ in 0..100_000 {
+        self.complete_until(
+            tag,
+            Instant::now() + READ_TIMEOUT,
+            100_000,
+            Some(&mut untagged),
+        )
+        .await?;
+        Ok(untagged)
+    }
+
+    /// Read until the tagged completion of `tag` before `deadline`, at most `max_lines`
+    /// untagged lines; keep them in `keep` if given. Literals are read and dropped.
+    async fn complete_until(
+        &mut self,
+        tag: &str,
+        deadline: Instant,
+        max_lines: u64,
+        mut keep: Option<&mut Untagged>,
+    ) -> Result<Streamed> {
+        let mut got = Streamed::default();
+        let mut skip = Vec::new();
+        while got.untagged < max_lines {
             let line = read_line_until(&mut self.s, deadline).await?;
             if let Some(rest) = line.strip_prefix(tag).and_then(|r| r.strip_prefix(' ')) {
                 if rest.starts_with("OK") {
-                    return Ok(untagged);
+                    return Ok(got);
                 }
                 bail!("{tag} {rest}");
             }
             if let Some(n) = literal_len(&line) {
-                let mut skip = vec![0u8; n.min(64 << 20)];
+                skip.resize(n.min(64 << 20), 0);
                 tokio::time::timeout_at(deadline, self.s.read_exact(&mut skip))
                     .await
                     .map_err(|_| anyhow!("timed out reading a literal"))??;
+                got.literals += 1;
+                got.literal_bytes += skip.len() as u64;
+                self.literal_bytes += skip.len() as u64;
             }
-            untagged.push(line);
+            got.untagged += 1;
+            if let Some(k) = keep.as_deref_mut() {
+                k.push(line);
+            }
         }
-        bail!("no tagged completion for {tag} after 100000 lines")
+        bail!("no tagged completion for {tag} after {max_lines} lines")
+    }
+
+    /// Send one command whose answer may be huge (`FETCH 1:*` of a big mailbox) and
+    /// count its untagged lines and literals instead of keeping them; wait for the
+    /// tagged `OK` until `deadline`.
+    pub async fn command_streamed(
+        &mut self,
+        cmd: &str,
+        deadline: Instant,
+        max_lines: u64,
+    ) -> Result<Streamed> {
+        let tag = self.next_tag();
+        write_all(&mut self.s, format!("{tag} {cmd}\r\n").as_bytes()).await?;
+        let verb = cmd.split(' ').next().unwrap_or(cmd).to_string();
+        self.complete_until(&tag, deadline, max_lines, None)
+            .await
+            .context(verb)
     }
 
     /// Send one command and wait for its tagged `OK`.
@@ -327,21 +384,47 @@ impl Imap {
         bail!("STATUS without MESSAGES: {lines:?}")
     }
 
-    /// Start IDLE (RFC 2177) and wait for the continuation request.
-    pub async fn idle(&mut self) -> Result<()> {
+    /// Start IDLE (RFC 2177) and wait for the continuation request. Untagged lines
+    /// before it (e.g. `* n EXISTS`) are returned.
+    pub async fn idle(&mut self) -> Result<Untagged> {
         let tag = self.next_tag();
         write_all(&mut self.s, format!("{tag} IDLE\r\n").as_bytes()).await?;
         let deadline = Instant::now() + READ_TIMEOUT;
+        let mut before = Vec::new();
         for _ in 0..1000 {
             let line = read_line_until(&mut self.s, deadline).await?;
             if line.starts_with('+') {
-                return Ok(());
+                self.idle_tag = Some(tag);
+                return Ok(before);
             }
             if line.starts_with(&tag) {
                 bail!("IDLE refused: {line}");
             }
+            before.push(line);
         }
         bail!("no continuation after IDLE")
+    }
+
+    /// End IDLE with `DONE` (RFC 2177) and wait for its tagged `OK`; returns the
+    /// untagged lines that came before it.
+    pub async fn idle_done(&mut self) -> Result<Untagged> {
+        let tag = self
+            .idle_tag
+            .take()
+            .ok_or_else(|| anyhow!("DONE without IDLE"))?;
+        write_all(&mut self.s, b"DONE\r\n").await?;
+        self.complete(&tag).await.context("IDLE")
+    }
+
+    /// The next line the server sends before `deadline`, or `None` when none came by
+    /// then (a line cut by the deadline is lost: use it only while idling, where the
+    /// server sends whole short lines).
+    pub async fn next_line_within(&mut self, deadline: Instant) -> Result<Option<String>> {
+        match read_line_until(&mut self.s, deadline).await {
+            Ok(l) => Ok(Some(l)),
+            Err(_) if Instant::now() >= deadline => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The next line the server sends, read before `deadline`.
@@ -360,6 +443,21 @@ fn literal_len(line: &str) -> Option<usize> {
     let inner = line.strip_suffix('}')?;
     let open = inner.rfind('{')?;
     inner[open + 1..].trim_end_matches('+').parse().ok()
+}
+
+/// The `UID n` of an untagged `* m FETCH (… UID n …)` line.
+pub fn fetch_uid(line: &str) -> Option<u32> {
+    let rest = line.strip_prefix("* ")?;
+    let (_, rest) = rest.split_once(' ')?;
+    let items = rest.strip_prefix("FETCH (")?;
+    let mut words = items.split([' ', '(', ')']);
+    // Bounded by the line's words.
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("UID") {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
 }
 
 /// `* n EXISTS` → n.
@@ -388,5 +486,11 @@ mod tests {
         assert_eq!(exists_count("* 12 EXISTS"), Some(12));
         assert_eq!(exists_count("* 12 RECENT"), None);
         assert_eq!(literal_len("* 1 FETCH (BODY[] {42}"), Some(42));
+        assert_eq!(
+            fetch_uid("* 3 FETCH (UID 17 RFC822.SIZE 3800 BODY[HEADER.FIELDS (MESSAGE-ID)] {54}"),
+            Some(17)
+        );
+        assert_eq!(fetch_uid("* 3 FETCH (FLAGS (\\Seen) UID 9)"), Some(9));
+        assert_eq!(fetch_uid("* 3 EXISTS"), None);
     }
 }

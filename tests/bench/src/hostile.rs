@@ -25,7 +25,7 @@ use crate::client::dot_stuff;
 use crate::hostile_net::{Conn, ImapResponse, Probe, ProbeKind, ProbeSummary, https_request};
 use crate::mail;
 use crate::relay::{Options, Peak, Relay, RssPeak};
-use crate::report::{self, cell};
+use crate::report::{self, RunOut as Out};
 
 /// The attacker's one address.
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -49,8 +49,6 @@ const GUESSES_PER_SEC: f64 = 1.0;
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Name of the results-file section.
 pub const SECTION: &str = "hostile";
-/// Header of each run's table (also what the comparison table parses).
-const TABLE_HEAD: &str = "| Case | Measured | Target | Meets |";
 
 /// Command-line choices of the phase.
 pub struct Args {
@@ -181,49 +179,6 @@ impl Ctx {
     }
 }
 
-/// One row of a run's table.
-struct HRow {
-    case: String,
-    value: String,
-    target: String,
-    meets: Option<bool>,
-}
-
-/// The rows and notes of a run.
-#[derive(Default)]
-struct Out {
-    rows: Vec<HRow>,
-    notes: Vec<String>,
-}
-
-impl Out {
-    fn row(&mut self, case: &str, value: String, target: &str, meets: Option<bool>) {
-        let mark = match meets {
-            Some(true) => "ok  ",
-            Some(false) => "MISS",
-            None => "    ",
-        };
-        println!("  {mark} {case}: {value}");
-        self.rows.push(HRow {
-            case: case.to_string(),
-            value,
-            target: target.to_string(),
-            meets,
-        });
-    }
-
-    fn failed(&mut self, case: &str, target: &str, err: &anyhow::Error) {
-        let text = format!("{err:#}").replace('\n', " ");
-        let short: String = text.chars().take(300).collect();
-        self.row(case, format!("failed: {short}"), target, Some(false));
-    }
-
-    fn note(&mut self, n: String) {
-        println!("  note: {n}");
-        self.notes.push(n);
-    }
-}
-
 fn rss_target(sessions: u64) -> (String, u64) {
     let kib = RSS_BASE_KIB + RSS_PER_SESSION_KIB * sessions;
     (
@@ -327,6 +282,7 @@ fn relay_options(nofile_soft: u64) -> Options<'static> {
         extra_ini: "log_stderr = true\n",
         nofile_soft: Some(nofile_soft),
         default_connection_limits: true,
+        data_dir: None,
     }
 }
 
@@ -412,7 +368,7 @@ pub async fn run(args: Args, bin: PathBuf, root: &Path) -> Result<()> {
         tag,
         key,
     };
-    let load = load_now();
+    let load = report::load_now();
     println!(
         "relaybox hostile-input bench ({}, label {}) — binary {}, load {load}",
         if ctx.plan.quick { "quick" } else { "full" },
@@ -511,25 +467,6 @@ async fn run_case(name: &str, ctx: &Ctx, out: &mut Out) -> Result<()> {
     }
 }
 
-fn load_now() -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    load.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn command_output(cmd: &str, args: &[&str], dir: &Path) -> Option<String> {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn facts(
     args: &Args,
     ctx: &Ctx,
@@ -538,45 +475,19 @@ fn facts(
     load: &str,
     total: Duration,
 ) -> Vec<(String, String)> {
-    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], root).unwrap_or_default();
-    let head = command_output("git", &["rev-parse", "--short", "HEAD"], root).unwrap_or_default();
-    let commit = match &args.commit {
-        Some(c) => c.clone(),
-        None => format!("{head} (HEAD of the tree the bench ran from)"),
-    };
-    let sha = command_output("sha256sum", &[&bin.to_string_lossy()], root)
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .map(|h| h[..12.min(h.len())].to_string())
-        })
-        .unwrap_or_else(|| "?".into());
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
     let p = &ctx.plan;
-    vec![
-        ("Date".into(), date),
-        ("Relay built from".into(), commit),
-        (
-            "Relay binary".into(),
-            format!("`{}` (sha256 {sha}…)", bin.display()),
+    let mut facts = report::run_facts(
+        root,
+        bin,
+        args.commit.as_deref(),
+        format!(
+            "{} ({:.0} s in all)",
+            if p.quick { "`--quick`" } else { "full" },
+            total.as_secs_f64()
         ),
-        (
-            "Mode".into(),
-            format!(
-                "{} ({:.0} s in all)",
-                if p.quick { "`--quick`" } else { "full" },
-                total.as_secs_f64()
-            ),
-        ),
-        (
-            "Machine".into(),
-            format!(
-                "{nproc} CPUs, load average at start {load}, at the end {}; bench and relay share it (and other work on the machine)",
-                load_now()
-            ),
-        ),
+        load,
+    );
+    facts.extend([
         (
             "Relay".into(),
             format!(
@@ -587,146 +498,20 @@ fn facts(
             "Clients".into(),
             "attacker 127.0.0.2 (one address), unrelated clients 127.0.0.3, set-up 127.0.0.1; latency probes start every 100 ms whether or not the earlier ones finished".into(),
         ),
-    ]
+    ]);
+    facts
 }
 
 /// One run's block: heading, facts, table, notes, between its own markers.
 fn run_block(label: &str, facts: &[(String, String)], out: &Out) -> String {
-    let mut s = format!("<!-- {SECTION}-run:{label}:begin -->\n");
-    s += &format!("### Run `{label}`\n\n");
-    for (k, v) in facts {
-        s += &format!("- {k}: {v}\n");
-    }
-    s += &format!("\n{TABLE_HEAD}\n|---|---|---|---|\n");
-    for r in &out.rows {
-        let meets = match r.meets {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "–",
-        };
-        s += &format!(
-            "| {} | {} | {} | {meets} |\n",
-            cell(&r.case),
-            cell(&r.value),
-            cell(&r.target)
-        );
-    }
-    if !out.notes.is_empty() {
-        s += "\nNotes:\n\n";
-        for n in &out.notes {
-            s += &format!("- {}\n", n.replace('\n', " "));
-        }
-    }
-    s += &format!("<!-- {SECTION}-run:{label}:end -->");
-    s
-}
-
-/// The run blocks of an existing section, in order: (label, whole block text).
-fn run_blocks(section: &str) -> Vec<(String, String)> {
-    let open = format!("<!-- {SECTION}-run:");
-    let mut blocks = Vec::new();
-    let mut rest = section;
-    // Bounded by the section's length: each step consumes at least one block.
-    while let Some(i) = rest.find(&open) {
-        let after = &rest[i + open.len()..];
-        let Some(j) = after.find(":begin -->") else {
-            break;
-        };
-        let label = after[..j].to_string();
-        let close = format!("<!-- {SECTION}-run:{label}:end -->");
-        let Some(k) = rest[i..].find(&close) else {
-            break;
-        };
-        let end = i + k + close.len();
-        blocks.push((label, rest[i..end].to_string()));
-        rest = &rest[end..];
-    }
-    blocks
-}
-
-/// The table rows of a run block: (case, measured, target, meets).
-fn block_rows(block: &str) -> Vec<[String; 4]> {
-    let mut rows = Vec::new();
-    let mut in_table = false;
-    for line in block.lines() {
-        if line.trim() == TABLE_HEAD {
-            in_table = true;
-            continue;
-        }
-        if !in_table {
-            continue;
-        }
-        if line.starts_with("|---") {
-            continue;
-        }
-        match report::table_cells(line) {
-            Some(c) if c.len() == 4 => {
-                rows.push([c[0].clone(), c[1].clone(), c[2].clone(), c[3].clone()])
-            }
-            _ => break,
-        }
-    }
-    rows
-}
-
-/// The headline of a measured value: the text before its first ` (` detail.
-fn headline(v: &str) -> &str {
-    v.split(" (").next().unwrap_or(v)
+    report::run_block(SECTION, label, "Case", facts, out, "")
 }
 
 /// The whole section: intro, a comparison table of every run label, then each run's
 /// block (`block` for `label` replacing an older one of that label, or appended).
 fn section_body(old_section: &str, label: &str, block: &str) -> String {
-    let mut blocks = run_blocks(old_section);
-    match blocks.iter_mut().find(|(l, _)| l == label) {
-        Some(b) => b.1 = block.to_string(),
-        None => blocks.push((label.to_string(), block.to_string())),
-    }
-    let mut s = String::from("## Hostile input (issue 13)\n\n");
-    s += "Written by `cargo run --release -p relaybox-bench -- --hostile [--quick] [--label NAME] [--commit TEXT] [--note TEXT]` (tests/bench/src/hostile.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary). Each run label has its own table below; a run replaces only the table of its label; with more than one label a comparison table (headline figure and verdict per label) comes first. Targets are issue 13's: RSS ≤ 128 MiB + 16 KiB per open session, an unrelated client's p99 ≤ 100 ms, ≤ 1 password guess per second per address.\n\n";
-    // Comparison: one column per label, the headline figure and the verdict.
-    let parsed: Vec<(String, Vec<[String; 4]>)> = blocks
-        .iter()
-        .map(|(l, b)| (l.clone(), block_rows(b)))
-        .collect();
-    let mut cases: Vec<(String, String)> = Vec::new();
-    for (_, rows) in &parsed {
-        for r in rows {
-            match cases.iter_mut().find(|(c, _)| *c == r[0]) {
-                Some(c) => c.1 = r[2].clone(),
-                None => cases.push((r[0].clone(), r[2].clone())),
-            }
-        }
-    }
-    if parsed.len() > 1 {
-        s += "### Comparison\n\n| Case | Target |";
-        for (l, _) in &parsed {
-            s += &format!(" `{}` |", l);
-        }
-        s += "\n|---|---|";
-        for _ in &parsed {
-            s += "---|";
-        }
-        s += "\n";
-        for (case, target) in &cases {
-            s += &format!("| {} | {} |", cell(case), cell(target));
-            for (_, rows) in &parsed {
-                let v = rows
-                    .iter()
-                    .find(|r| r[0] == *case)
-                    .map(|r| format!("{} — {}", headline(&r[1]), r[3]))
-                    .unwrap_or_else(|| "–".into());
-                s += &format!(" {} |", cell(&v));
-            }
-            s += "\n";
-        }
-        s += "\n";
-    }
-    for (_, b) in &blocks {
-        s += b;
-        s += "\n\n";
-    }
-    s.trim_end().to_string()
+    let intro = "## Hostile input (issue 13)\n\nWritten by `cargo run --release -p relaybox-bench -- --hostile [--quick] [--label NAME] [--commit TEXT] [--note TEXT]` (tests/bench/src/hostile.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary). Each run label has its own table below; a run replaces only the table of its label; with more than one label a comparison table (headline figure and verdict per label) comes first. Targets are issue 13's: RSS ≤ 128 MiB + 16 KiB per open session, an unrelated client's p99 ≤ 100 ms, ≤ 1 password guess per second per address.";
+    report::labelled_section_body(SECTION, intro, "Case", old_section, label, block)
 }
 
 // ---- cases ----------------------------------------------------------------------------
@@ -1856,39 +1641,5 @@ mod tests {
         for _ in 0..200 {
             assert!(!run_tag().contains('x'));
         }
-    }
-
-    fn out_with(v: &str) -> Out {
-        let mut o = Out::default();
-        o.rows.push(HRow {
-            case: "RSS peak | x".into(),
-            value: v.into(),
-            target: "≤ 128 MiB".into(),
-            meets: Some(false),
-        });
-        o
-    }
-
-    #[test]
-    fn runs_are_kept_per_label() {
-        let facts = vec![("Date".to_string(), "d".to_string())];
-        let before = run_block("before", &facts, &out_with("700 MiB (523)"));
-        let s1 = section_body("", "before", &before);
-        assert_eq!(run_blocks(&s1).len(), 1);
-        assert!(!s1.contains("### Comparison"));
-        let after = run_block("after", &facts, &out_with("60 MiB (523)"));
-        let s2 = section_body(&s1, "after", &after);
-        let blocks = run_blocks(&s2);
-        assert_eq!(blocks.len(), 2);
-        assert_eq!(blocks[0].1, before);
-        assert!(s2.contains("| RSS peak \\| x | ≤ 128 MiB | 700 MiB — **no** | 60 MiB — **no** |"));
-        // A second `after` run replaces the first and keeps `before`.
-        let after2 = run_block("after", &facts, &out_with("50 MiB (523)"));
-        let s3 = section_body(&s2, "after", &after2);
-        let blocks = run_blocks(&s3);
-        assert_eq!(blocks.len(), 2);
-        assert_eq!(blocks[0].1, before);
-        assert_eq!(blocks[1].1, after2);
-        assert_eq!(block_rows(&blocks[1].1)[0][1], "50 MiB (523)");
     }
 }

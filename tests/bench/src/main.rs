@@ -6,6 +6,10 @@
 //!
 //! `-- --hostile [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]` runs the
 //! hostile-input phase instead (module [`hostile`]) and writes the `hostile` section.
+//! `-- --sdcard [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]` (as
+//! root) runs the SD-card phase (module [`sdcard`]): device-level writes with the data
+//! directory on a loop-mounted ext4 like the image's, and the memory of a big store; it
+//! writes the `sdcard` section.
 //! `RELAYBOX_BENCH_BIN` (or `RELAYBOX_BIN`) names the relay binary to measure.
 //!
 //! Sender accounts send at most 10 messages each, the default burst of the send rate
@@ -15,9 +19,11 @@ mod client;
 mod federation;
 mod hostile;
 mod hostile_net;
+mod loopfs;
 mod mail;
 mod relay;
 mod report;
+mod sdcard;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -33,7 +39,7 @@ use tokio_rustls::TlsConnector;
 
 use client::{Imap, Smtp, dot_stuff, exists_count};
 use relay::Relay;
-use report::{Row, ms, percentile};
+use report::{Row, command_output, ms, percentile};
 
 /// Messages per sender account: the default `max_user_send_burst_size` (SUB-4).
 const PER_SENDER: usize = 10;
@@ -143,6 +149,7 @@ impl Figures {
 struct Cli {
     quick: bool,
     hostile: bool,
+    sdcard: bool,
     label: Option<String>,
     commit: Option<String>,
     cases: Option<Vec<String>>,
@@ -153,6 +160,7 @@ fn parse_cli() -> Result<Cli> {
     let mut cli = Cli {
         quick: false,
         hostile: false,
+        sdcard: false,
         label: None,
         commit: None,
         cases: None,
@@ -165,6 +173,7 @@ fn parse_cli() -> Result<Cli> {
         match a.as_str() {
             "--quick" => cli.quick = true,
             "--hostile" => cli.hostile = true,
+            "--sdcard" => cli.sdcard = true,
             "--label" => {
                 let v = value("--label")?;
                 if v.is_empty()
@@ -187,17 +196,21 @@ fn parse_cli() -> Result<Cli> {
                 )
             }
             other => bail!(
-                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]]"
+                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile | --sdcard [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]]"
             ),
         }
     }
+    if cli.hostile && cli.sdcard {
+        bail!("--hostile and --sdcard are separate phases: run one at a time");
+    }
     if !cli.hostile
+        && !cli.sdcard
         && (cli.label.is_some()
             || cli.commit.is_some()
             || cli.cases.is_some()
             || !cli.notes.is_empty())
     {
-        bail!("--label, --commit, --note and --cases belong to --hostile");
+        bail!("--label, --commit, --note and --cases belong to --hostile and --sdcard");
     }
     Ok(cli)
 }
@@ -223,6 +236,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = if cli.hostile {
         runtime.block_on(run_hostile(cli))
+    } else if cli.sdcard {
+        runtime.block_on(run_sdcard(cli))
     } else {
         runtime.block_on(run(Plan::new(quick)))
     };
@@ -256,6 +271,33 @@ async fn run_hostile(cli: Cli) -> Result<()> {
     });
     hostile::run(
         hostile::Args {
+            quick: cli.quick,
+            label,
+            commit: cli.commit,
+            cases: cli.cases,
+            notes: cli.notes,
+        },
+        bin,
+        &root,
+    )
+    .await
+}
+
+/// The SD-card phase with the relay binary.
+async fn run_sdcard(cli: Cli) -> Result<()> {
+    let root = workspace_root();
+    let bin = relay_binary(&root)?;
+    let nofile = raise_nofile();
+    println!("bench RLIMIT_NOFILE {nofile}");
+    let label = cli.label.unwrap_or_else(|| {
+        if cli.quick {
+            "quick".into()
+        } else {
+            "latest".into()
+        }
+    });
+    sdcard::run(
+        sdcard::Args {
             quick: cli.quick,
             label,
             commit: cli.commit,
@@ -324,17 +366,6 @@ fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
-fn command_output(cmd: &str, args: &[&str], dir: &Path) -> Option<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -383,7 +414,7 @@ async fn run(plan: Plan) -> Result<()> {
         .iter()
         .map(|a| mail::recipient_key(a))
         .collect::<Result<Vec<_>>>()?;
-    let plaintext_len = plaintext_for_target(&keys[0])?;
+    let plaintext_len = plaintext_for_target(&keys[0], MESSAGE_TARGET_BYTES)?;
     println!(
         "OpenPGP keys: {} recipients; plaintext {plaintext_len} B per message",
         keys.len()
@@ -504,13 +535,13 @@ fn binary_age(bin: &Path) -> String {
     format!("`{}`, built {built}", bin.display())
 }
 
-/// The plaintext length that makes the whole message about MESSAGE_TARGET_BYTES.
-fn plaintext_for_target(key: &pgp::composed::SignedPublicKey) -> Result<usize> {
+/// The plaintext length that makes the whole message about `target` bytes.
+fn plaintext_for_target(key: &pgp::composed::SignedPublicKey, target: usize) -> Result<usize> {
     let probe = 2400;
     let a = mail::armored(key, probe)?;
     let size = mail::pgp_mime("aaaaaaaaa@[127.0.0.1]", "bbbbbbbbb@[127.0.0.1]", &a).len();
     // Armor adds 4/3 plus line ends; solve for the target.
-    let diff = MESSAGE_TARGET_BYTES as i64 - size as i64;
+    let diff = target as i64 - size as i64;
     Ok((probe as i64 + diff * 3 / 4).clamp(256, 8192) as usize)
 }
 
@@ -1147,8 +1178,17 @@ async fn throughput_phase(
     Ok(())
 }
 
-/// The strace path, installing the package when possible.
+/// The strace path, installing the package when possible; a note when it cannot be had.
 fn find_strace(fig: &mut Figures) -> Option<PathBuf> {
+    let found = strace_path();
+    if found.is_none() {
+        fig.notes.push("strace is not available (not installed, not root or install failed): the fsync figures are unavailable.".into());
+    }
+    found
+}
+
+/// The strace path, installing the package when possible (as root, bounded in time).
+fn strace_path() -> Option<PathBuf> {
     let ok = |p: &str| {
         Command::new(p)
             .arg("-V")
@@ -1170,7 +1210,6 @@ fn find_strace(fig: &mut Figures) -> Option<PathBuf> {
             return Some(PathBuf::from("strace"));
         }
     }
-    fig.notes.push("strace is not available (not installed, not root or install failed): the fsync figures are unavailable.".into());
     None
 }
 

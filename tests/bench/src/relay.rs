@@ -90,6 +90,11 @@ pub struct Options<'a> {
     /// phase measures them); otherwise they are raised so that the load phases, which
     /// open thousands of connections from 127.0.0.1, measure the relay and not the limit.
     pub default_connection_limits: bool,
+    /// The relay's `data_dir` (e.g. on a loop-mounted file system, or a store kept from
+    /// an earlier relay); by default a fresh `data` directory inside the relay's temp dir.
+    /// Only the data directory goes there: the config, the relay's log and strace's
+    /// output stay in the temp dir.
+    pub data_dir: Option<&'a Path>,
 }
 
 /// A running relay; dropping it kills it.
@@ -127,7 +132,10 @@ impl Relay {
             .tempdir_in(parent)
             .context("create the temp dir")?;
         let ports = Ports::pick()?;
-        let data_dir = dir.path().join("data");
+        let data_dir = match opts.data_dir {
+            Some(d) => d.to_path_buf(),
+            None => dir.path().join("data"),
+        };
         let ini = dir.path().join("chatmail.ini");
         let text = config_text(&ports, &data_dir, !opts.default_connection_limits) + opts.extra_ini;
         std::fs::write(&ini, text).context("write chatmail.ini")?;
