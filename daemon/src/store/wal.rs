@@ -60,7 +60,9 @@ impl Log {
         let meta = file.metadata()?;
         if meta.len() < size {
             // Real zero blocks, not a hole: later in-place writes then allocate nothing.
-            let zeros = vec![0u8; 1 << 20];
+            // Page-sized writes keep the page cache in small folios, so a later record
+            // dirties (and the kernel accounts) pages, not megabytes.
+            let zeros = vec![0u8; 4096];
             let mut at = meta.len();
             while at < size {
                 let n = (size - at).min(zeros.len() as u64) as usize;
