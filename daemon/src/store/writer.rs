@@ -35,6 +35,10 @@ const MAX_BATCH: usize = 512;
 pub(super) const CHECKPOINT_BYTES: u64 = 4 << 20;
 /// A checkpoint at most this long after the first change it has not covered.
 const CHECKPOINT_AFTER: Duration = Duration::from_secs(60);
+/// Under load (the last batch carried more than one job) the writer waits this long for
+/// more jobs before it commits, so that concurrent senders share one sync (like
+/// PostgreSQL's `commit_delay`); a lone job is never delayed.
+const GATHER: Duration = Duration::from_millis(1);
 /// Records bigger than this skip the log: their batch is a checkpoint instead (one copy
 /// of a big message less, and the log stays small).
 pub(super) const MAX_RECORD: usize = 1 << 20;
@@ -84,6 +88,8 @@ struct Thread {
     seq: u64,
     /// When the first change not covered by a checkpoint was committed.
     dirty_since: Option<Instant>,
+    /// Jobs in the last batch.
+    last_batch: usize,
     counters: Arc<Counters>,
     usage: Arc<UsageCache>,
 }
@@ -98,6 +104,7 @@ impl Writer {
             log,
             seq,
             dirty_since: None,
+            last_batch: 0,
             counters: counters.clone(),
             usage: usage.clone(),
         };
@@ -202,12 +209,20 @@ impl Thread {
                 },
             };
             let mut batch = vec![first];
+            let gather_until = (self.last_batch > 1).then(|| Instant::now() + GATHER);
             while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+                let next = match gather_until {
+                    Some(until) => rx
+                        .recv_timeout(until.saturating_duration_since(Instant::now()))
+                        .ok(),
+                    None => rx.try_recv().ok(),
+                };
+                match next {
+                    Some(job) => batch.push(job),
+                    None => break,
                 }
             }
+            self.last_batch = batch.len();
             self.commit(batch);
         }
         // Every handle is gone (shutdown): leave nothing for the log to replay.
