@@ -259,3 +259,90 @@ async fn random_interleavings_never_lose_or_revive_anything() {
         }
     }
 }
+
+/// Every kind of log record replays to what was acknowledged: APPEND, COPY, MOVE,
+/// removal regardless of flags, and the push queue's reschedule and delete.
+#[tokio::test]
+async fn every_record_kind_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let s = Store::open(&path).unwrap();
+    s.create_account("a@x", "h", 0).await.unwrap();
+    s.create_mailbox("a@x", "Archive").await.unwrap();
+    s.set_device_token("a@x", "tok", 1000).await.unwrap();
+    let (_, checkpoints) = s.commit_counts();
+    let seen = Flags {
+        bits: Flags::SEEN,
+        keywords: vec!["$K".into()],
+    };
+    let (_, uid) = s
+        .append(
+            "a@x",
+            "INBOX",
+            seen,
+            1_600_000_000,
+            Parsed::legacy(b"appended".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(uid, 1);
+    let push = PushRequest {
+        accounts: vec!["a@x".into()],
+        now: 1000,
+        tokens_set_from: 0,
+        tokens_set_until: u64::MAX,
+    };
+    let (_, jobs) = s
+        .deliver_with_push(delivery_to("a@x", b"pushed"), u64::MAX, Some(push.clone()))
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+    s.deliver_with_push(delivery_to("a@x", b"third"), u64::MAX, Some(push))
+        .await
+        .unwrap();
+    let ids: Vec<u64> = s.push_jobs().unwrap().iter().map(|j| j.id).collect();
+    s.reschedule_push_job(ids[0], 2, 5000).await.unwrap();
+    s.delete_push_job(ids[1]).await.unwrap();
+    s.copy("a@x", "INBOX", "Archive", vec![1], false)
+        .await
+        .unwrap(); // COPY
+    s.copy("a@x", "INBOX", "Archive", vec![2], true)
+        .await
+        .unwrap(); // MOVE
+    s.remove_messages("a@x", vec![("INBOX".into(), 3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.commit_counts().1,
+        checkpoints,
+        "all of it through the log"
+    );
+    let listing = |st: &Store| {
+        let mut out = Vec::new();
+        for name in ["INBOX", "Archive"] {
+            let (info, metas) = st.messages("a@x", name).unwrap();
+            for m in metas {
+                let body = st.body("a@x", name, m.uid).unwrap().unwrap();
+                out.push((
+                    name,
+                    info.uid_next,
+                    m.uid,
+                    m.flags.clone(),
+                    m.internal_date,
+                    body,
+                ));
+            }
+        }
+        out
+    };
+    let expected = (listing(&s), s.push_jobs().unwrap());
+    assert_eq!(expected.0.len(), 3, "{:?}", expected.0);
+    assert_eq!(expected.1.len(), 1);
+    assert_eq!(
+        (expected.1[0].attempts, expected.1[0].next_attempt),
+        (2, 5000)
+    );
+    let crashed = tempfile::tempdir().unwrap();
+    let c = Store::open(&crash_copy(&path, crashed.path(), false)).unwrap();
+    assert_eq!((listing(&c), c.push_jobs().unwrap()), expected);
+}
