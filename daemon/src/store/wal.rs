@@ -11,7 +11,9 @@
 //! Layout: batches of records, each batch starting on a block boundary (the file system's
 //! block size), so a batch never rewrites a block that holds acknowledged records. A
 //! record is `len: u32 LE`, `crc: u32 LE` (CRC-32 of the sequence number and the payload),
-//! `seq: u64 LE`, then `len` payload bytes. Reading stops at the first record whose
+//! `seq: u64 LE`, then `len` payload bytes; zero bytes pad a batch to the next block, and
+//! a record never starts in the last 1–3 bytes of a block (zeroes there too), so the
+//! reader always finds a zero length where a batch's records end. Reading stops at the first record whose
 //! checksum fails or whose sequence number is not the next one: the zeroes of a fresh
 //! file, a torn write, or the older records of an earlier round, whose numbers are lower.
 
@@ -22,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 /// Bytes in front of every record's payload.
 const HEADER: usize = 16;
+/// Bytes of a record's length field (the start of its header).
+const LEN_FIELD: u64 = 4;
 
 /// Records read back: (sequence number, payload).
 pub(super) type Records = Vec<(u64, Vec<u8>)>;
@@ -100,8 +104,20 @@ impl Log {
 
     /// Room a batch of payloads takes (headers and padding to the next block included).
     pub fn batch_len(&self, payloads: &[&[u8]]) -> u64 {
-        let raw: u64 = payloads.iter().map(|p| (HEADER + p.len()) as u64).sum();
-        raw.div_ceil(self.block) * self.block
+        let mut at = 0u64;
+        for p in payloads {
+            at = self.record_start(at) + (HEADER + p.len()) as u64;
+        }
+        at.div_ceil(self.block) * self.block
+    }
+
+    /// Where a record may start at or after `at`: never in the last 1–3 bytes of a block,
+    /// where its length field would run into the next block. The reader knows a batch's
+    /// padding by a zero length field; padding shorter than that field would make it read
+    /// the next batch's first bytes as a record (and end the log there).
+    fn record_start(&self, at: u64) -> u64 {
+        let left = self.block - at % self.block;
+        if left < LEN_FIELD { at + left } else { at }
     }
 
     /// Whether a batch of `len` bytes (from [`Log::batch_len`]) fits after what is there.
@@ -118,6 +134,7 @@ impl Log {
         // next batch); they are skipped, but they must still follow each other.
         let mut last: Option<u64> = None;
         let tail = loop {
+            at = self.record_start(at);
             if at + HEADER as u64 > self.size {
                 break Tail::Clean;
             }
@@ -175,6 +192,8 @@ impl Log {
         let len = self.batch_len(payloads);
         let mut buf = Vec::with_capacity(len as usize);
         for (i, p) in payloads.iter().enumerate() {
+            // The batch starts on a block boundary, so offsets in `buf` are block offsets.
+            buf.resize(self.record_start(buf.len() as u64) as usize, 0);
             let seq = first_seq + i as u64;
             let n = u32::try_from(p.len()).map_err(|_| io::Error::other("log record too big"))?;
             buf.extend_from_slice(&n.to_le_bytes());
@@ -311,5 +330,41 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 * 1024);
         assert!(l.fits(l.size() - l.used()));
         assert!(!l.fits(l.size() - l.used() + 1));
+    }
+
+    /// Found by tests/soak/kill9: a batch that ends 1–3 bytes before a block boundary
+    /// leaves padding too short to hold a zero length, so the reader took those bytes and
+    /// the start of the next batch for a record, saw a "sequence number" that did not
+    /// follow, and ended the log there: every later acknowledged record was dropped.
+    #[test]
+    fn short_padding_before_a_block_boundary_does_not_hide_the_next_batch() {
+        for pad in 0..=HEADER as u64 + 1 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut l = log(&dir);
+            // One record whose batch needs exactly `pad` bytes of padding.
+            let len = (l.block - pad) as usize - HEADER;
+            let first = vec![5u8; len];
+            l.append(1, &[&first], true).unwrap();
+            l.append(2, &[b"second"], true).unwrap();
+            l.append(3, &[b"third"], true).unwrap();
+            let mut l = log(&dir);
+            let (recs, tail) = l.read_after(0).unwrap();
+            assert_eq!(tail, Tail::Clean, "padding {pad}");
+            let seqs: Vec<u64> = recs.iter().map(|(s, _)| *s).collect();
+            assert_eq!(seqs, vec![1, 2, 3], "padding {pad}");
+            // The same two records in one batch: the second starts after the padding.
+            let dir = tempfile::tempdir().unwrap();
+            let mut l = log(&dir);
+            l.append(1, &[&first, b"second"], true).unwrap();
+            l.append(3, &[b"third"], true).unwrap();
+            let mut l = log(&dir);
+            let (recs, _) = l.read_after(0).unwrap();
+            let got: Vec<(u64, usize)> = recs.iter().map(|(s, p)| (*s, p.len())).collect();
+            assert_eq!(
+                got,
+                vec![(1, len), (2, 6), (3, 5)],
+                "one batch, padding {pad}"
+            );
+        }
     }
 }
