@@ -68,16 +68,27 @@ def new_account() -> dict:
     return {"addr": f"{local}@{DOMAIN}", "password": random_string(16, _PASSWORD_CHARS)}
 
 
-def crc24(data: bytes) -> int:
-    """RFC 4880 §6.1: CRC-24 of the armored data."""
-    crc = 0xB704CE
-    for b in data:
-        crc ^= b << 16
+def _crc24_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i << 16
         for _ in range(8):
             crc <<= 1
             if crc & 0x1000000:
                 crc ^= 0x1864CFB
-    return crc & 0xFFFFFF
+        table.append(crc & 0xFFFFFF)
+    return table
+
+
+_CRC24 = _crc24_table()
+
+
+def crc24(data: bytes) -> int:
+    """RFC 4880 §6.1: CRC-24 of the armored data (table-driven)."""
+    crc = 0xB704CE
+    for b in data:
+        crc = ((crc << 8) & 0xFFFFFF) ^ _CRC24[((crc >> 16) ^ b) & 0xFF]
+    return crc
 
 
 def new_format_length(n: int) -> bytes:
@@ -464,6 +475,8 @@ class Traffic:
 
     def _receiver(self, index: int, account: dict) -> None:
         rng = random.Random(self.seed * 1000 + 500 + index)
+        # Like Delta Chat, the receiver remembers the last UID it fetched (per UIDVALIDITY).
+        seen_upto: dict[int, int] = {}
         while self.gate.wait_open(3600):
             try:
                 c = imap_login(self.imaps_port, account)
@@ -478,7 +491,7 @@ class Traffic:
                 self._conn_error(f"receiver {index} login", e)
                 continue
             try:
-                self._receive_session(c, account["addr"], rng)
+                self._receive_session(c, account["addr"], rng, seen_upto)
             except imaplib.IMAP4.abort as e:
                 self._conn_error(f"receiver {index}", e)
             except imaplib.IMAP4.error as e:
@@ -492,9 +505,9 @@ class Traffic:
                 except Exception:  # noqa: BLE001
                     pass
 
-    def _receive_session(self, c: imaplib.IMAP4_SSL, rcpt: str, rng: random.Random) -> None:
+    def _receive_session(self, c: imaplib.IMAP4_SSL, rcpt: str, rng: random.Random, seen_upto: dict) -> None:
         validity = select_inbox(c)
-        last = 0
+        last = seen_upto.get(validity, 0)
         # Bounded: a session ends after this many rounds (and reconnects).
         for _ in range(20000):
             if not self.gate.is_open:
@@ -505,6 +518,7 @@ class Traffic:
                 time.sleep(self.poll)
                 continue
             last = max(m.uid for m in msgs)
+            seen_upto[validity] = last
             self.stats.add(fetched=len(msgs))
             delete, seen = [], []
             for m in msgs:
