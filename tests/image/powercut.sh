@@ -86,6 +86,9 @@ powercut_session() {
 		# The cut ended QEMU: image/qemu boots the card again.
 		if ! wait_console "image/qemu: boot $((i + 1)): " 60 >/dev/null || ! wait_imap 300 >/dev/null; then
 			fail "powercut-$i-relay-back" "no boot $((i + 1)) or no IMAP within 300 s after the cut"
+			# The relay's own words (syslog) into the console log, for the post-mortem.
+			guest "logread | grep -v 'session' | tail -n 40"
+			sleep 3
 			rc=1
 			break
 		fi
@@ -140,6 +143,15 @@ powercut_session() {
 	guest poweroff
 	wait_console 'relaybox-init: poweroff now' 60 >/dev/null || true
 	sleep 2
+	if [ "$rc" -ne 0 ]; then
+		# The store as the failing boots left it (QEMU has stopped: the card is quiet).
+		cleanup_qemu
+		local p6
+		p6=$(($(sfdisk -d "$sd" 2>/dev/null | sed -n 's/^[^ ]*6 : start= *\([0-9]*\),.*/\1/p') * 512))
+		mkdir -p "$PCDIR/data-at-end"
+		debugfs -R "rdump /relaybox $PCDIR/data-at-end" "$sd?offset=$p6" >"$PCDIR/rdump.log" 2>&1 &&
+			echo "the data directory at the end is in $PCDIR/data-at-end"
+	fi
 	return $rc
 }
 
