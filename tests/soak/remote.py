@@ -62,6 +62,7 @@ def cmd_traffic(a) -> int:
     t0 = time.monotonic()
     t.start()
     cut_at = None
+    cut_unix = None
     acks_at_cut = 0
     # Bounded: the traffic runs at most --max-seconds before the cut.
     end = t0 + a.max_seconds
@@ -78,28 +79,37 @@ def cmd_traffic(a) -> int:
                 report(f"powercut-{a.cut}-under-load", False, f"process {a.cut_pid} is gone")
                 break
             cut_at = time.monotonic() - t0
+            cut_unix = time.time()
             acks_at_cut = t.stats.acked
             break
-    # A moment for the clients to see the relay go (what they send now is in doubt).
-    time.sleep(1)
+    # The clients stop once their connections fail (what they sent last is in doubt);
+    # meanwhile the time until the relay lets a recipient log in again (boot included).
+    t.gate.stop()
+    ready_s = None
+    if cut_at is not None:
+        probe = acc["rcpts"][0]
+        if sl.wait_login(a.offset + 993, probe, time.monotonic() + a.ready_within):
+            ready_s = round(time.time() - cut_unix, 1)
     stuck = t.stop(timeout=30)
     ledger.close()
     st = t.stats
     fig = {
         "cut": a.cut,
         "cut_after_s": round(cut_at, 2) if cut_at is not None else None,
+        "cut_unix": cut_unix,
+        "ready_after_cut_s": ready_s,
         "acked_before_cut": acks_at_cut,
         "acked_this_run": len(ledger.acked) - acked_before,
         "sent": st.sent,
         "expunged": st.expunged,
         "seen": st.seen,
-        "errors_while_up": st.conn_errors_open,
+        "client_errors": st.conn_errors_open,
         "rate": round(acks_at_cut / cut_at, 1) if cut_at else 0,
     }
     (a.state / f"cut-{a.cut}.json").write_text(json.dumps(fig))
     ok = cut_at is not None and not stuck
     detail = (f"cut after {fig['cut_after_s']} s with {acks_at_cut} messages acknowledged ({fig['rate']}/s), "
-              f"{st.expunged} expunged, {st.seen} \\Seen")
+              f"{st.expunged} expunged, {st.seen} \\Seen; login again {ready_s} s after the cut")
     if cut_at is None:
         detail = f"no cut: {st.acked} acknowledged in {a.max_seconds} s; errors {st.errors[:3]}"
     if stuck:
@@ -145,6 +155,8 @@ def main() -> int:
             p.add_argument("--cut", type=int, default=1)
             p.add_argument("--min-acks", type=int, default=5)
             p.add_argument("--max-seconds", type=float, default=120)
+            p.add_argument("--ready-within", type=float, default=300,
+                           help="seconds to wait for a login after the cut")
         if name == "check":
             p.add_argument("--bodies", action="store_true")
             p.add_argument("--label", default="powercut-check")
