@@ -157,8 +157,10 @@ powercut_session() {
 
 if [ -f "$img" ]; then
 	save_offset=$OFFSET
+	pc_start=$(date +%s)
 	powercut_session
 	OFFSET=$save_offset
+	figure "power-cut tests: $(($(date +%s) - pc_start)) s for $PCUTS cuts (boot, accounts, cuts, checks)"
 	cp "$QDIR/console.log" "$OUT/console-powercut.log" 2>/dev/null
 	cleanup_qemu
 	rm -rf "$QDIR"
