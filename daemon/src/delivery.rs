@@ -211,6 +211,7 @@ pub async fn store(
     // PUSH-1: no push for a message whose From is the recipient account itself
     // (self-sent and multi-device copies).
     let from = headers::from_address(body.view()).ok();
+    let (tokens_set_from, tokens_set_until) = crate::push::token_set_window(now);
     let push = PushRequest {
         accounts: local
             .iter()
@@ -218,8 +219,8 @@ pub async fn store(
             .cloned()
             .collect(),
         now,
-        tokens_set_from: crate::push::token_set_window(now).0,
-        tokens_set_until: crate::push::token_set_window(now).1,
+        tokens_set_from,
+        tokens_set_until,
     };
     let delivery = Delivery {
         sender,

@@ -86,8 +86,10 @@ powercut_session() {
 		if ! wait_console "image/qemu: boot $((i + 1)): " 60 >/dev/null || ! wait_imap 300 >/dev/null; then
 			fail "powercut-$i-relay-back" "no boot $((i + 1)) or no IMAP within 300 s after the cut"
 			# The relay's own words (syslog) into the console log, for the post-mortem.
-			guest "logread | grep -v 'session' | tail -n 40"
-			sleep 3
+			# shellcheck disable=SC2016 # $((…)) is expanded by the guest: the echoed command
+			# line does not match, only the output does.
+			guest 'logread | grep -v session | tail -n 40; echo "logread-end-$((40 + 2))"'
+			wait_console 'logread-end-42' 20 >/dev/null
 			rc=1
 			break
 		fi
@@ -142,7 +144,8 @@ powercut_session() {
 	printf '%s\n' "cuts=$PCUTS under_load=$under_load back=$back checks_ok=$checks_ok panics=$panics acks=${acks[*]} ready=${readies[*]} replayed=${replays[*]}" >"$PCDIR/summary.txt"
 	guest poweroff
 	wait_console 'relaybox-init: poweroff now' 60 >/dev/null || true
-	sleep 2
+	# image/qemu ends after the poweroff: wait for it (bounded), not for a fixed time.
+	for _ in $(seq 1 100); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
 	if [ "$rc" -ne 0 ]; then
 		# The store as the failing boots left it (QEMU has stopped: the card is quiet).
 		cleanup_qemu

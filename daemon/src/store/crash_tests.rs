@@ -36,6 +36,14 @@ fn crash_copy(store: &Path, into: &Path, without_log: bool) -> PathBuf {
     copy
 }
 
+/// A `kill -9` now, then the start after it: the store opened from the crash copy (in
+/// `into`), which replays the log.
+fn recover(store: &Path, into: &Path) -> (PathBuf, Store) {
+    let copy = crash_copy(store, into, false);
+    let recovered = Store::open(&copy).unwrap();
+    (copy, recovered)
+}
+
 /// (UID, flags bits, body) of every message in an INBOX.
 fn inbox(s: &Store, account: &str) -> Vec<(u32, u8, Vec<u8>)> {
     let (_, metas) = s.messages(account, "INBOX").unwrap();
@@ -96,8 +104,7 @@ async fn acknowledged_changes_survive_a_crash_through_the_log_alone() {
     drop(b);
 
     let crashed = tempfile::tempdir().unwrap();
-    let copy = crash_copy(&path, crashed.path(), false);
-    let c = Store::open(&copy).unwrap();
+    let (copy, c) = recover(&path, crashed.path());
     assert_eq!(
         inbox(&c, "a@x"),
         expected,
@@ -113,18 +120,8 @@ async fn acknowledged_changes_survive_a_crash_through_the_log_alone() {
     assert_eq!(inbox(&c, "a@x").last().unwrap().0, 4);
     drop(c);
     // A replay is a checkpoint: the next open replays nothing twice.
-    let again = reopen_copy(&copy).await;
+    let again = super::tests::reopen(&copy).await;
     assert_eq!(inbox(&again, "a@x").len(), 3);
-}
-
-async fn reopen_copy(path: &Path) -> Store {
-    for _ in 0..100 {
-        match Store::open(path) {
-            Ok(s) => return s,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-        }
-    }
-    panic!("store did not reopen within 2 s");
 }
 
 #[tokio::test]
@@ -169,8 +166,7 @@ async fn a_checkpoint_empties_the_log_and_later_records_follow_it() {
     assert_eq!(s.log_bytes(), 0, "written from the start again");
     s.deliver(delivery_to("a@x", b"after")).await.unwrap();
     let crashed = tempfile::tempdir().unwrap();
-    let copy = crash_copy(&path, crashed.path(), false);
-    let c = Store::open(&copy).unwrap();
+    let (_, c) = recover(&path, crashed.path());
     let got = inbox(&c, "a@x");
     assert_eq!(got.len(), 6, "5 from the checkpoint, 1 from the log");
     assert_eq!(got[5], (6, 0, b"after".to_vec()));
@@ -242,9 +238,8 @@ async fn random_interleavings_never_lose_or_revive_anything() {
                     // Crash: the state on disk must be exactly what was acknowledged.
                     let expected = (inbox(&s, "a@x"), inbox(&s, "b@x"));
                     let crashed = tempfile::tempdir().unwrap();
-                    let copy = crash_copy(&path, crashed.path(), false);
+                    let (copy, c) = recover(&path, crashed.path());
                     drop(s);
-                    let c = Store::open(&copy).unwrap();
                     assert_eq!(
                         (inbox(&c, "a@x"), inbox(&c, "b@x")),
                         expected,
@@ -343,6 +338,6 @@ async fn every_record_kind_replays() {
         (2, 5000)
     );
     let crashed = tempfile::tempdir().unwrap();
-    let c = Store::open(&crash_copy(&path, crashed.path(), false)).unwrap();
+    let (_, c) = recover(&path, crashed.path());
     assert_eq!((listing(&c), c.push_jobs().unwrap()), expected);
 }

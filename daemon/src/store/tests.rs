@@ -426,7 +426,7 @@ async fn open_raw(path: &std::path::Path) -> Database {
     panic!("store file not released within 2 s");
 }
 
-async fn reopen(path: &std::path::Path) -> Store {
+pub(super) async fn reopen(path: &std::path::Path) -> Store {
     for _ in 0..100 {
         match Store::open(path) {
             Ok(s) => return s,
