@@ -76,6 +76,9 @@ pub struct Config {
     /// Memory for messages in transit, all connections together (bytes; `memory`):
     /// at least twice `max_message_size`.
     pub max_message_memory: u64,
+    /// The store's page cache in bytes (`store_cache_size`; redb's own default of 1 GiB
+    /// is more than a Raspberry Pi 3 has).
+    pub store_cache_size: u64,
     pub delete_mails_after: u32,
     pub delete_large_after: u32,
     pub delete_inactive_users_after: u32,
@@ -764,6 +767,14 @@ impl Config {
                 ),
             ));
         }
+        let store_cache_size =
+            p.size("store_cache_size", crate::store::DEFAULT_CACHE_BYTES as u64)?;
+        if store_cache_size < MIB {
+            return Err(value_error(
+                "store_cache_size",
+                format!("expected at least 1M, got {store_cache_size} bytes"),
+            ));
+        }
         let delete_mails_after = p.number("delete_mails_after", 20u32, "20")?;
         let delete_large_after = p.number("delete_large_after", 7u32, "7")?;
         let delete_inactive_users_after = p.number("delete_inactive_users_after", 90u32, "90")?;
@@ -1013,6 +1024,7 @@ impl Config {
                 max_mailbox_size,
                 max_message_size,
                 max_message_memory,
+                store_cache_size,
                 delete_mails_after,
                 delete_large_after,
                 delete_inactive_users_after,
@@ -1171,6 +1183,17 @@ mod tests {
             assert_eq!(list, &vec![sa(&format!("[::]:{port}"))]);
         }
         assert!(!c.self_signed());
+    }
+
+    #[test]
+    fn store_cache_size_has_a_small_default_and_a_floor() {
+        assert_eq!(with("").store_cache_size, 16 * 1024 * 1024);
+        assert_eq!(
+            with("store_cache_size = 64M").store_cache_size,
+            64 * 1024 * 1024
+        );
+        let e = error("store_cache_size = 0").to_string();
+        assert!(e.contains("store_cache_size"), "{e}");
     }
 
     #[test]

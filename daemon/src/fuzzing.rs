@@ -1247,7 +1247,7 @@ pub fn mxdeliv(data: &[u8]) {
         .map(bytes::Bytes::copy_from_slice)
         .collect();
     let got = block_on(crate::mxdeliv::read_body(
-        ChunkBody(frames),
+        &mut ChunkBody(frames),
         max as u64,
         None,
         &mut memory(),

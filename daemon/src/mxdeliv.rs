@@ -20,6 +20,8 @@ const MAX_RECIPIENTS: usize = 1000;
 const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Reservations grow in steps of this many bytes.
 const RESERVE_STEP: u64 = 256 * 1024;
+/// Most bytes of a refused body read and dropped before the answer (see [`drain`]).
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Why a body was not read.
 #[derive(Debug)]
@@ -52,14 +54,20 @@ pub async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
     if declared.is_some_and(|n| n > max) {
+        drain(&mut body, declared).await;
         return too_big();
     }
     let mut memory = relay.memory.empty();
-    let raw = match read_body(body, max, declared, &mut memory).await {
+    let raw = match read_body(&mut body, max, declared, &mut memory).await {
         // As over SMTP: lines that end in a bare LF get their CR.
         Ok(raw) => crate::message::normalize_line_endings(raw),
-        Err(BodyError::TooBig) => return too_big(),
+        Err(BodyError::TooBig) => {
+            drop(memory);
+            drain(&mut body, declared).await;
+            return too_big();
+        }
         Err(BodyError::NoMemory) => {
             crate::metrics::rejected(crate::metrics::Rejection::Busy);
             tracing::info!("/mxdeliv: refused for now: no memory left for messages in transit");
@@ -116,7 +124,7 @@ pub async fn handle(
 /// Read the body into memory, reserving it in the relay's memory budget as it arrives
 /// (`memory` stays reserved until the delivery is done).
 pub(crate) async fn read_body<B>(
-    body: B,
+    body: &mut B,
     max: u64,
     declared: Option<u64>,
     memory: &mut crate::memory::Reservation,
@@ -125,7 +133,6 @@ where
     B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut body = body;
     let mut raw = Vec::new();
     if let Some(n) = declared {
         // The declared size is within `max`: room for all of it once it is reserved.
@@ -153,6 +160,29 @@ where
         raw.extend_from_slice(&data);
     }
     Ok(raw)
+}
+
+/// Read and drop the rest of a refused body (at most [`DRAIN_LIMIT`] bytes; nothing if it
+/// declared more), so that a peer still sending it reads the `413` instead of a reset
+/// connection: closing a socket with unread data sends a TCP RST, which can destroy the
+/// answer in flight (RFC 9112 §9.6, "tear-down"). The connection's rate and time limits
+/// bound how long this takes.
+async fn drain<B>(body: &mut B, declared: Option<u64>)
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+{
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return;
+    }
+    let mut seen = 0u64;
+    while seen <= DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            _ => return,
+        }
+    }
 }
 
 /// The envelope sender: `X-MAIL-FROM`, absent = `<>` (the empty string).

@@ -249,7 +249,7 @@ impl Appliance {
             .record(stats::Sample {
                 day,
                 messages: crate::metrics::global().accepted_total(),
-                written: stats::process_write_bytes(),
+                written: stats::written_bytes(&self.config().data_dir),
             });
     }
 

@@ -1,6 +1,8 @@
-//! Daily figures for the status page's charts: messages accepted and bytes this process
-//! caused to be written to storage (`write_bytes` of `/proc/self/io`, i.e. what reaches
-//! the SD card), per UTC day. Kept in memory only (LW-5: losing them in a restart costs
+//! Daily figures for the status page's charts: messages accepted and bytes written to
+//! storage, per UTC day: what the block device under the data directory wrote (issue 14:
+//! journal, metadata and the write-ahead log included, as the card sees it), or where
+//! there is no such device (tmpfs, overlay, containers) what this process caused to be
+//! written (`write_bytes` of `/proc/self/io`). Kept in memory only (LW-5: losing them in a restart costs
 //! nothing); the day's value is the growth of the running totals since the last sample
 //! of the day before.
 
@@ -71,6 +73,24 @@ impl Daily {
     }
 }
 
+/// Bytes written to storage so far: [`device_write_bytes`] of `data_dir`, else
+/// [`process_write_bytes`].
+pub fn written_bytes(data_dir: &std::path::Path) -> u64 {
+    device_write_bytes(data_dir).unwrap_or_else(process_write_bytes)
+}
+
+/// Bytes the block device holding `path` has written since boot: sectors written (the
+/// 7th field of `/sys/dev/block/MAJ:MIN/stat`, Documentation/block/stat.rst) × 512.
+/// `None` where the file system has no block device.
+pub fn device_write_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+    let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+    Some(sectors.saturating_mul(512))
+}
+
 /// `write_bytes` of this process (Linux `/proc/self/io`), 0 when unavailable.
 pub fn process_write_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/io")
@@ -86,6 +106,15 @@ pub fn process_write_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_figure_follows_the_block_device_or_is_absent() {
+        // /proc has no block device; the root file system usually has one.
+        assert_eq!(device_write_bytes(std::path::Path::new("/proc")), None);
+        if let Some(before) = device_write_bytes(std::path::Path::new("/")) {
+            assert!(before > 0, "a mounted root device has written something");
+        }
+    }
 
     #[test]
     fn growth_per_day_and_restart() {

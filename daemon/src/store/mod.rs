@@ -35,6 +35,10 @@ use writer::Writer;
 /// read once or twice each, so a small cache costs little.
 pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// A store file at least this big, more than half of it free pages, is compacted when it
+/// is opened (a quiet moment: nothing else uses it yet).
+const COMPACT_MIN_BYTES: u64 = 64 << 20;
+
 /// Size of the write-ahead log file (preallocated once, reused after every checkpoint).
 const LOG_BYTES: u64 = 8 << 20;
 
@@ -646,6 +650,36 @@ fn replay_log(
     Ok((log, last))
 }
 
+/// Give free pages back to the file system when the file is at least `min_bytes` and
+/// more than half of it is unused (a burst of mail that was fetched and expired leaves
+/// the file at its peak size). Failure is reported and harmless: the file stays as it was.
+fn compact_if_sparse(db: &mut Database, path: &Path, min_bytes: u64) {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len < min_bytes {
+        return;
+    }
+    let Ok(tx) = db.begin_write() else { return };
+    let stats = tx.stats();
+    let _ = tx.abort();
+    let Ok(stats) = stats else { return };
+    let used = stats.allocated_pages() * stats.page_size() as u64;
+    if used.saturating_mul(2) >= len {
+        return;
+    }
+    let start = std::time::Instant::now();
+    match db.compact() {
+        Ok(_) => {
+            let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            tracing::info!(
+                "store: compacted {} from {len} to {after} bytes in {:.1} s",
+                path.display(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => tracing::warn!("store: compaction of {} failed: {e}", path.display()),
+    }
+}
+
 /// The handle every session shares. Cloning is cheap.
 #[derive(Clone)]
 pub struct Store {
@@ -666,11 +700,9 @@ impl Store {
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         crate::private::file(path)
             .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
-        let db = Arc::new(
-            redb::Builder::new()
-                .set_cache_size(cache_bytes)
-                .create(path)?,
-        );
+        let mut db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
@@ -708,6 +740,8 @@ impl Store {
         tx.commit()?;
         let usage = Arc::new(UsageCache::default());
         let (log, seq) = replay_log(&db, path, &usage)?;
+        compact_if_sparse(&mut db, path, COMPACT_MIN_BYTES);
+        let db = Arc::new(db);
         let writer = Writer::start(db.clone(), log, seq, usage.clone());
         Ok(Store { db, writer, usage })
     }
