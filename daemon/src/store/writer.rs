@@ -35,10 +35,13 @@ const MAX_BATCH: usize = 512;
 pub(super) const CHECKPOINT_BYTES: u64 = 4 << 20;
 /// A checkpoint at most this long after the first change it has not covered.
 const CHECKPOINT_AFTER: Duration = Duration::from_secs(60);
-/// Under load (the last batch carried more than one job) the writer waits this long for
-/// more jobs before it commits, so that concurrent senders share one sync (like
-/// PostgreSQL's `commit_delay`); a lone job is never delayed.
-const GATHER: Duration = Duration::from_millis(1);
+/// Under load the writer waits at most this long for more jobs before it commits, so that
+/// concurrent senders share one sync (like PostgreSQL's `commit_delay`).
+const GATHER: Duration = Duration::from_millis(2);
+/// How far back the writer looks for the load it expects: it gathers until a batch is as
+/// big as the biggest of the batches in this span. Without a recent batch of more than
+/// one job, a lone job is never delayed.
+const PACE_SPAN: Duration = Duration::from_millis(100);
 /// Records bigger than this skip the log: their batch is a checkpoint instead (one copy
 /// of a big message less, and the log stays small).
 pub(super) const MAX_RECORD: usize = 1 << 20;
@@ -88,8 +91,8 @@ struct Thread {
     seq: u64,
     /// When the first change not covered by a checkpoint was committed.
     dirty_since: Option<Instant>,
-    /// Jobs in the last batch.
-    last_batch: usize,
+    /// Recent batch sizes, for how many jobs the next batch may wait for.
+    pace: Pace,
     counters: Arc<Counters>,
     usage: Arc<UsageCache>,
 }
@@ -104,7 +107,7 @@ impl Writer {
             log,
             seq,
             dirty_since: None,
-            last_batch: 0,
+            pace: Pace::default(),
             counters: counters.clone(),
             usage: usage.clone(),
         };
@@ -209,20 +212,25 @@ impl Thread {
                 },
             };
             let mut batch = vec![first];
-            let gather_until = (self.last_batch > 1).then(|| Instant::now() + GATHER);
+            let start = Instant::now();
+            let expect = self.pace.expect(start).min(MAX_BATCH);
+            let gather_until = start + GATHER;
             while batch.len() < MAX_BATCH {
-                let next = match gather_until {
-                    Some(until) => rx
-                        .recv_timeout(until.saturating_duration_since(Instant::now()))
+                // Whatever is queued joins; then wait only while fewer jobs came than the
+                // recent load promises.
+                let next = match rx.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(_) if batch.len() < expect => rx
+                        .recv_timeout(gather_until.saturating_duration_since(Instant::now()))
                         .ok(),
-                    None => rx.try_recv().ok(),
+                    Err(_) => None,
                 };
                 match next {
                     Some(job) => batch.push(job),
                     None => break,
                 }
             }
-            self.last_batch = batch.len();
+            self.pace.record(batch.len(), Instant::now());
             self.commit(batch);
         }
         // Every handle is gone (shutdown): leave nothing for the log to replay.
@@ -328,9 +336,62 @@ impl Thread {
     }
 }
 
+/// The sizes of the last few batches and when they were committed.
+#[derive(Default)]
+struct Pace {
+    recent: std::collections::VecDeque<(Instant, usize)>,
+}
+
+impl Pace {
+    const KEEP: usize = 16;
+
+    /// How many jobs the load of the last [`PACE_SPAN`] promises for one batch.
+    fn expect(&self, now: Instant) -> usize {
+        self.recent
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= PACE_SPAN)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(1)
+    }
+
+    fn record(&mut self, jobs: usize, at: Instant) {
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((at, jobs));
+    }
+}
+
 /// Record in `meta` the last log record whose change the transaction holds.
 pub(super) fn put_seq(tx: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
     tx.open_table(META)?
         .insert("log_seq", seq.to_le_bytes().as_slice())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_expects_the_biggest_recent_batch_and_forgets_old_ones() {
+        let mut p = Pace::default();
+        let t0 = Instant::now();
+        assert_eq!(p.expect(t0), 1, "no history: a lone job is not delayed");
+        p.record(10, t0);
+        p.record(3, t0 + Duration::from_millis(5));
+        assert_eq!(p.expect(t0 + Duration::from_millis(10)), 10);
+        assert_eq!(
+            p.expect(t0 + PACE_SPAN + Duration::from_millis(1)),
+            3,
+            "the batch of 10 is out of the span"
+        );
+        assert_eq!(p.expect(t0 + Duration::from_secs(1)), 1);
+        for i in 0..(Pace::KEEP + 4) {
+            p.record(2, t0 + Duration::from_millis(20 + i as u64));
+        }
+        assert_eq!(p.recent.len(), Pace::KEEP);
+        assert_eq!(p.expect(t0 + Duration::from_millis(40)), 2);
+    }
 }

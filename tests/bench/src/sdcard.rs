@@ -52,6 +52,14 @@ const FILL_POOL: usize = 8;
 const IDLE_POLL: Duration = Duration::from_secs(30);
 /// Period of the device samples in the idle window.
 const IDLE_SAMPLE: Duration = Duration::from_secs(5);
+/// The relay checkpoints at most this long after the first change no checkpoint covers
+/// (`CHECKPOINT_AFTER` in daemon/src/store/writer.rs): a window of traffic that leaves
+/// changes for its checkpoint runs at least this long past its end ([`settle`]).
+const RELAY_CHECKPOINT_AFTER: Duration = Duration::from_secs(60);
+/// [`settle`] ends once the device has been quiet this long…
+const SETTLE_QUIET: Duration = Duration::from_secs(5);
+/// …and gives up after this long.
+const SETTLE_MAX: Duration = Duration::from_secs(120);
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
@@ -333,12 +341,14 @@ async fn run_inner(args: Args, bin: PathBuf, root: &Path) -> Result<()> {
     let mut fs_facts = None;
     let started = Instant::now();
     let p = &ctx.plan;
-    let cases: [(&str, Duration); 7] = [
+    let cases: [(&str, Duration); 9] = [
         ("control", p.control + Duration::from_secs(60)),
         ("fetch-delete", p.case_deadline),
         ("kept", p.case_deadline),
         ("load10", p.case_deadline),
         ("load50", p.case_deadline),
+        ("load10-dc", p.case_deadline),
+        ("load50-dc", p.case_deadline),
         ("idle", p.case_deadline + p.idle),
         (
             "memory",
@@ -429,8 +439,10 @@ async fn run_case(
         "control" => case_control(ctx, out, fs_facts).await,
         "fetch-delete" => case_rate(ctx, out, loads, true).await,
         "kept" => case_rate(ctx, out, loads, false).await,
-        "load10" => case_load(ctx, out, loads, 10).await,
-        "load50" => case_load(ctx, out, loads, 50).await,
+        "load10" => case_load(ctx, out, loads, 10, false).await,
+        "load50" => case_load(ctx, out, loads, 50, false).await,
+        "load10-dc" => case_load(ctx, out, loads, 10, true).await,
+        "load50-dc" => case_load(ctx, out, loads, 50, true).await,
         "idle" => case_idle(ctx, out, loads).await,
         "memory" => case_memory(ctx, out, loads).await,
         _ => Err(anyhow!("unknown workload {name}")),
@@ -784,17 +796,24 @@ fn latency_row(out: &mut Out, accepted_at: &[Instant], r: &Received) {
 }
 
 /// (c): `submitters` concurrent submitters, each one account on one connection, as
-/// fast as they can; recipients offline (messages kept).
+/// fast as they can; recipients offline (messages kept) or, with `fetch`, Delta
+/// Chat-style receivers that fetch and delete each message (the chatmail shape).
 async fn case_load(
     ctx: &Ctx,
     out: &mut Out,
     loads: &mut Vec<Load>,
     submitters: usize,
+    fetch: bool,
 ) -> Result<()> {
     let fs = ctx.new_fs(ctx.plan.fs_bytes)?;
     let mut relay = ctx.start_relay(&fs, true, "")?;
     let subs = relay.ports.submissions_addr();
-    let role = if submitters == 10 { 'c' } else { 'h' };
+    let role = match (submitters == 10, fetch) {
+        (true, false) => 'c',
+        (false, false) => 'h',
+        (true, true) => 'e',
+        (false, true) => 'g',
+    };
     let senders = ctx.users(role, submitters);
     let rcpts = ctx.users('r', KEYS);
     let mut all = senders.clone();
@@ -802,20 +821,54 @@ async fn case_load(
     create_accounts(ctx, &relay, &all).await?;
     let n = ctx.plan.load_msgs;
     let (jobs, size) = jobs(ctx, &senders, &rcpts, n)?;
+    let per_rcpt = per_recipient(&jobs, &rcpts);
     let sessions = open_submitters(ctx, subs, jobs).await?;
+    let mut receivers = Vec::new();
+    if fetch {
+        let deadline = Instant::now() + ctx.plan.case_deadline;
+        for (r, want) in rcpts.iter().zip(per_rcpt) {
+            let mut imap = Imap::login(&ctx.tls, relay.ports.imaps_addr(), r, PASSWORD).await?;
+            receivers.push(tokio::spawn(async move {
+                let got = dc_receive(&mut imap, want, deadline).await;
+                let _ = imap.command("LOGOUT").await;
+                got
+            }));
+        }
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let w = Window::begin(&fs, &relay)?;
     let t = Instant::now();
     let accepted = send_all(sessions).await?;
     let secs = t.elapsed().as_secs_f64();
-    let name = format!("(c) {submitters} submitters, {n} messages, kept");
+    let mut fetched = 0;
+    for h in receivers {
+        fetched += h.await.context("receiver task")??.fetched;
+    }
+    let (name, prefix) = if fetch {
+        (
+            format!("(c) {submitters} submitters, {n} messages, receivers fetch and delete"),
+            format!("(c) {submitters} submitters, receivers fetch and delete"),
+        )
+    } else {
+        (
+            format!("(c) {submitters} submitters, {n} messages, kept"),
+            format!("(c) {submitters} submitters"),
+        )
+    };
+    // A checkpoint the load left for later is part of its cost.
+    let settled = if fetch { settle(&fs).await? } else { None };
     let mut l = w.end(&fs, &relay, &name, accepted, size)?;
     relay.check_alive()?;
     relay.stop();
     count_syncs(&relay, &mut [&mut l]);
     print_load(&l);
-    let prefix = format!("(c) {submitters} submitters");
+    if fetch {
+        if fetched != accepted {
+            bail!("the receivers fetched {fetched} of {accepted} messages");
+        }
+        out.note(settle_note(&name, settled));
+    }
     let ratio = l.per(l.dev.write_bytes()) / l.size.max(1.0);
     out.row(
         &format!("{prefix}: device bytes per message"),
@@ -846,6 +899,45 @@ async fn case_load(
     }
     loads.push(l);
     Ok(())
+}
+
+/// Wait, without syncing, until what the traffic just sent left for later has reached
+/// the device: at least [`RELAY_CHECKPOINT_AFTER`] plus [`SETTLE_QUIET`], then until the
+/// device has been quiet for [`SETTLE_QUIET`]; at most [`SETTLE_MAX`]. Returns how long
+/// it waited, or `None` when the device was still writing at the end.
+async fn settle(fs: &LoopFs) -> Result<Option<Duration>> {
+    let start = Instant::now();
+    let mut last = fs.stat()?;
+    let mut quiet_since = Instant::now();
+    // Bounded by SETTLE_MAX.
+    while start.elapsed() < SETTLE_MAX {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = fs.stat()?;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+        if start.elapsed() >= RELAY_CHECKPOINT_AFTER + SETTLE_QUIET
+            && quiet_since.elapsed() >= SETTLE_QUIET
+        {
+            return Ok(Some(start.elapsed()));
+        }
+    }
+    Ok(None)
+}
+
+fn settle_note(name: &str, settled: Option<Duration>) -> String {
+    match settled {
+        Some(d) => format!(
+            "{name}: the window ran {:.0} s past the last message, until the relay's deferred checkpoint was on the device and the device had been quiet for {:.0} s (so the checkpoint is counted with the traffic that caused it).",
+            d.as_secs_f64(),
+            SETTLE_QUIET.as_secs_f64()
+        ),
+        None => format!(
+            "{name}: the device was still writing {:.0} s past the last message; the window ended there.",
+            SETTLE_MAX.as_secs_f64()
+        ),
+    }
 }
 
 /// (d): a burst from BURST_SUBMITTERS submitters to Delta Chat-style receivers that
@@ -890,6 +982,8 @@ async fn case_idle(ctx: &Ctx, out: &mut Out, loads: &mut Vec<Load>) -> Result<()
     let name = format!(
         "(d) burst: {BURST_SUBMITTERS} submitters, {n} messages, receivers fetch and delete"
     );
+    let settled = settle(&fs).await?;
+    out.note(settle_note(&name, settled));
     let mut burst = w.end(&fs, &relay, &name, accepted, size)?;
     if fetched != accepted {
         bail!("the receivers fetched {fetched} of {accepted} messages");
