@@ -18,6 +18,7 @@ pub mod dns;
 pub mod events;
 pub mod expire;
 pub mod fdlimit;
+pub mod files;
 /// Entry points of the fuzz targets (`fuzz/`) and their replay test; not an API.
 #[doc(hidden)]
 pub mod fuzzing;

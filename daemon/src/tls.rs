@@ -145,34 +145,9 @@ pub fn initial_certificate(config: &Config) -> Result<CertifiedKey, TlsError> {
     load_certified_key(&cert, &key)
 }
 
-/// Write `data` to `path` so a reader sees the old or the new content, never a part:
-/// a temporary file in the same directory (mode `mode`), fsync, rename, fsync of the
-/// directory.
+/// Write `data` to `path` whole or not at all ([`crate::files::write_atomic`]).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        file_err(path, e)
-    })
+    crate::files::write_atomic(path, data, mode).map_err(|e| file_err(path, e))
 }
 
 impl Tls {

@@ -4,7 +4,6 @@
 //! store then cannot be opened by a second process).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,18 +89,16 @@ pub fn zone_file_path(config: &Config) -> PathBuf {
     config.data_dir.join(ZONE_FILE)
 }
 
-/// Write the zone text to `<data_dir>/dns.zone` (atomically: a temporary file renamed
-/// over it), for `relaybox dns` while the relay runs. Called once at start.
+/// Write the zone text to `<data_dir>/dns.zone` (whole or not at all:
+/// [`crate::files::write_atomic`]), for `relaybox dns` while the relay runs. Called once
+/// at start; an unchanged zone is not written again (the SD card).
 pub fn write_zone_file(config: &Config, signer: &Signer) -> std::io::Result<()> {
     let text = zone_text(config, signer, detect_addresses(config));
     let path = zone_file_path(config);
-    let tmp = config.data_dir.join(format!("{ZONE_FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
+    if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
     }
-    std::fs::rename(&tmp, &path)
+    crate::files::write_atomic(&path, text.as_bytes(), 0o644)
 }
 
 /// The relay's public addresses as far as this host can tell.

@@ -2,7 +2,6 @@
 //! password hash and the key that signs session cookies. Written rarely (claim, password
 //! change), always atomically (temp file, fsync, rename, fsync directory).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -57,38 +56,12 @@ impl AdminState {
     }
 }
 
-/// Replace `path` with `data` completely or not at all: write a temp file beside it,
-/// fsync, rename over, fsync the directory.
+/// Replace `path` with `data` completely or not at all ([`crate::files::write_atomic`]).
 pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |err| StateError::Io {
+    crate::files::write_atomic(path, data, mode).map_err(|err| StateError::Io {
         path: path.to_path_buf(),
         err,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -12,8 +12,7 @@
 //! [`DEFAULT_AUTOBOOT_DIR`]) and rewrite it atomically (BOOT-3). The partitions of each slot
 //! are found by GPT partition name (`boot-a`, `root-b`, …) in sysfs.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{Slot, UpdateError};
@@ -122,34 +121,19 @@ impl Autoboot {
     }
 }
 
-/// BOOT-3: write a new file, fsync it, rename it over the old one, fsync the directory.
+/// BOOT-3: write a new file, fsync it, rename it over the old one, fsync the directory
+/// ([`crate::files::write_atomic`]).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), UpdateError> {
-    let tmp = dir.join(format!("{name}.tmp"));
     let dest = dir.join(name);
-    let mut f = File::create(&tmp).map_err(|e| UpdateError::io("cannot create", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| UpdateError::io("cannot write", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, &dest).map_err(|e| UpdateError::io("cannot rename to", &dest, e))?;
-    sync_dir(dir)
+    crate::files::write_atomic(&dest, bytes, 0o644)
+        .map_err(|e| UpdateError::io("cannot write", &dest, e))
 }
 
 /// Removes `dir/name` if it exists and fsyncs the directory (the counterpart of
 /// [`write_atomic`]).
 pub fn remove_durably(dir: &Path, name: &str) -> Result<(), UpdateError> {
     let p = dir.join(name);
-    match fs::remove_file(&p) {
-        Ok(()) => sync_dir(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(UpdateError::io("cannot remove", &p, e)),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| UpdateError::io("cannot sync directory", dir, e))
+    crate::files::remove_durably(&p).map_err(|e| UpdateError::io("cannot remove", &p, e))
 }
 
 /// Makes `slot` the default and the other slot the trial target (BOOT-3).
@@ -565,7 +549,7 @@ mod tests {
 
         b.arm_trial(Slot::B).unwrap();
         assert!(b.autoboot_dir.join(TRYBOOT_FLAG).exists());
-        assert!(!b.autoboot_dir.join("tryboot.flag.tmp").exists());
+        assert!(!b.autoboot_dir.join(".tryboot.flag.tmp").exists());
         // image/qemu boots B once and deletes the flag: B runs as a trial.
         fs::remove_file(b.autoboot_dir.join(TRYBOOT_FLAG)).unwrap();
         fs::write(&b.cmdline, "relaybox.root=root-b\n").unwrap();
