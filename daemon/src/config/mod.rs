@@ -8,6 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod value;
+
+pub use value::{AddressError, DEFAULT_WINDOW, METRICS_PORT, Window, parse_metrics_address};
+
 /// How the relay names itself (DESIGN.md "Modes", TLS-1, CFG-3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -124,10 +128,10 @@ pub struct Config {
     pub update_check_interval: Duration,
     /// Relaybox: the daily maintenance window (UTC) in which updates install by themselves;
     /// `None` = any time.
-    pub update_window: Option<crate::update::agent::Window>,
-    /// Relaybox (BOOT-4): the hardware watchdog the daemon pets; `None` = none. Default
-    /// `auto`: `/dev/watchdog` on a Relaybox A/B image, none elsewhere.
-    pub watchdog: Option<PathBuf>,
+    pub update_window: Option<Window>,
+    /// Relaybox (BOOT-4): the hardware watchdog the daemon pets. Default `auto`, which
+    /// `main` resolves ([`WatchdogSetting::resolve`]).
+    pub watchdog: WatchdogSetting,
     /// Relaybox: DNS servers for MX, address and DKIM key lookups (OUT-2, IN-5); empty =
     /// the system's resolver (`/etc/resolv.conf`). Tests point it at their own server.
     pub dns_resolver: Vec<SocketAddr>,
@@ -157,7 +161,7 @@ pub struct ConnectionLimits {
     /// `max_connections_per_ip` (50), `max_connection_rate_per_ip` (10 per second),
     /// `max_connection_burst_per_ip` (50): per service (SMTP 25; submission per port;
     /// IMAP; HTTPS; HTTP).
-    pub per_address: crate::admission::PerAddress,
+    pub per_address: PerAddress,
     /// `smtpd_timeout` (Postfix name and default, 300s): a whole SMTP command line must
     /// arrive within this (a deadline per line, not per read).
     pub smtpd_timeout: Duration,
@@ -172,10 +176,57 @@ pub struct ConnectionLimits {
     pub imap_login_timeout: Duration,
 }
 
+/// Per-address limits of one listener's pool (`max_connections_per_ip`,
+/// `max_connection_rate_per_ip`, `max_connection_burst_per_ip`); `admission` applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerAddress {
+    /// Concurrent connections of one address.
+    pub connections: u32,
+    /// New connections per second of one address, sustained.
+    pub rate: u32,
+    /// New connections of one address at once.
+    pub burst: u32,
+}
+
+/// The kernel's first watchdog, the device `watchdog = auto` stands for.
+pub const DEFAULT_WATCHDOG_DEVICE: &str = "/dev/watchdog";
+
+/// `watchdog` as written (BOOT-4): `auto` needs the machine, so parsing keeps it and
+/// `main` resolves it with [`WatchdogSetting::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchdogSetting {
+    /// `auto` (the default): [`DEFAULT_WATCHDOG_DEVICE`] on a Relaybox A/B image, when
+    /// it exists; none elsewhere.
+    Auto,
+    /// `off`, `none` or empty.
+    Off,
+    /// A device path.
+    Device(PathBuf),
+}
+
+impl WatchdogSetting {
+    /// The device to pet. `ab_image`: whether this is a Relaybox A/B image (the update
+    /// code's boot detection); `exists`: whether a path exists. Both are asked only for
+    /// `auto`.
+    pub fn resolve(
+        &self,
+        ab_image: impl FnOnce() -> bool,
+        exists: impl FnOnce(&std::path::Path) -> bool,
+    ) -> Option<PathBuf> {
+        match self {
+            WatchdogSetting::Auto => ab_image()
+                .then(|| PathBuf::from(DEFAULT_WATCHDOG_DEVICE))
+                .filter(|d| exists(d)),
+            WatchdogSetting::Off => None,
+            WatchdogSetting::Device(path) => Some(path.clone()),
+        }
+    }
+}
+
 impl ConnectionLimits {
     fn parse(p: &mut Params) -> Result<ConnectionLimits, ConfigError> {
         let limits = ConnectionLimits {
-            per_address: crate::admission::PerAddress {
+            per_address: PerAddress {
                 connections: p.positive("max_connections_per_ip", 50u32, "50")?,
                 rate: p.positive("max_connection_rate_per_ip", 10u32, "10")?,
                 burst: p.positive("max_connection_burst_per_ip", 50u32, "50")?,
@@ -681,31 +732,13 @@ fn parse_mail_domain(value: &str) -> Result<Mode, ConfigError> {
 }
 
 impl Config {
-    /// Read and validate a chatmail.ini file.
-    pub fn load(path: &std::path::Path) -> Result<Loaded, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        Self::parse(&text)
-    }
-
-    /// Read a chatmail.ini for `serve`: a file without `mail_domain` is valid and
-    /// gives a config with `setup = true` (the daemon then runs the setup wizard).
-    pub fn load_for_serve(path: &std::path::Path) -> Result<Loaded, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        Self::parse_with(&text, true)
-    }
-
     /// Parse and validate chatmail.ini text (spec/relay.md §3).
     pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
         Self::parse_with(text, false)
     }
 
-    /// Parse allowing a missing `mail_domain` (setup mode).
+    /// Parse for `serve`, allowing a missing `mail_domain`: such a file gives a config
+    /// with `setup = true` (the daemon then runs the setup wizard).
     pub fn parse_for_serve(text: &str) -> Result<Loaded, ConfigError> {
         Self::parse_with(text, true)
     }
@@ -837,14 +870,9 @@ impl Config {
         let mtail_address = p.take("mtail_address").filter(|v| !v.is_empty());
         // LOG-5: checked here so that a bad value stops the start like any other.
         if let Some(v) = &mtail_address
-            && let Err(e) = crate::metrics::parse_metrics_address(v)
+            && let Err(e) = parse_metrics_address(v)
         {
-            let msg = e.to_string();
-            let msg = msg
-                .strip_prefix("mtail_address: ")
-                .unwrap_or(&msg)
-                .to_string();
-            return Err(value_error("mtail_address", msg));
+            return Err(value_error("mtail_address", e.expected()));
         }
         let imap_rawlog = p.boolean("imap_rawlog");
         let imap_compress = p.boolean("imap_compress");
@@ -872,16 +900,13 @@ impl Config {
         }
         let window_text = p
             .take("update_window")
-            .unwrap_or_else(|| crate::update::agent::DEFAULT_WINDOW.to_string());
-        let update_window = crate::update::agent::Window::parse(&window_text)
-            .map_err(|e| value_error("update_window", e))?;
+            .unwrap_or_else(|| DEFAULT_WINDOW.to_string());
+        let update_window =
+            Window::parse(&window_text).map_err(|e| value_error("update_window", e))?;
         let watchdog = match p.take("watchdog").as_deref().map(str::trim) {
-            None | Some("auto") => crate::update::boot::detect()
-                .is_some()
-                .then(|| PathBuf::from(crate::watchdog::DEFAULT_DEVICE))
-                .filter(|d| d.exists()),
-            Some("" | "off" | "none") => None,
-            Some(path) => Some(PathBuf::from(path)),
+            None | Some("auto") => WatchdogSetting::Auto,
+            Some("" | "off" | "none") => WatchdogSetting::Off,
+            Some(path) => WatchdogSetting::Device(PathBuf::from(path)),
         };
         let dns_resolver = match p.take("dns_resolver") {
             None => Vec::new(),
@@ -1097,7 +1122,7 @@ impl Config {
         config.log_stderr = true;
         config.turn_listen = Vec::new();
         // Every client of a developer comes from 127.0.0.1.
-        config.connections.per_address = crate::admission::PerAddress {
+        config.connections.per_address = PerAddress {
             connections: 10_000,
             rate: 10_000,
             burst: 10_000,
@@ -1200,7 +1225,7 @@ mod tests {
     fn connection_limits() {
         // Issue 13: defaults, then every key.
         let c = with("").connections;
-        let per = crate::admission::PerAddress {
+        let per = PerAddress {
             connections: 50,
             rate: 10,
             burst: 50,
@@ -1220,7 +1245,7 @@ smtpd_session_deadline = 1h
 imap_login_timeout = 5",
         )
         .connections;
-        let per = crate::admission::PerAddress {
+        let per = PerAddress {
             connections: 7,
             rate: 3,
             burst: 4,
@@ -1668,8 +1693,8 @@ http_listen = 0.0.0.0:8080,",
             c.update_window.map(|w| w.to_string()).as_deref(),
             Some("03:00-05:00")
         );
-        // Not a Relaybox A/B image: no watchdog unless named.
-        assert_eq!(c.watchdog, None);
+        // `auto` is resolved by `main`, not while parsing.
+        assert_eq!(c.watchdog, WatchdogSetting::Auto);
         let c = with(
             "update_url = https://10.0.2.100/rb/latest.json\nupdate_check_interval = 10m\n\
              update_window =\nwatchdog = /dev/watchdog1",
@@ -1677,9 +1702,17 @@ http_listen = 0.0.0.0:8080,",
         assert_eq!(c.update_url, "https://10.0.2.100/rb/latest.json");
         assert_eq!(c.update_check_interval, Duration::from_secs(600));
         assert_eq!(c.update_window, None, "empty = any time");
-        assert_eq!(c.watchdog, Some(PathBuf::from("/dev/watchdog1")));
+        assert_eq!(
+            c.watchdog,
+            WatchdogSetting::Device(PathBuf::from("/dev/watchdog1"))
+        );
         assert_eq!(with("update_url =").update_url, "", "empty = no checks");
-        assert_eq!(with("watchdog = off").watchdog, None);
+        for off in ["off", "none", ""] {
+            assert_eq!(
+                with(&format!("watchdog = {off}")).watchdog,
+                WatchdogSetting::Off
+            );
+        }
         for (bad, key, says) in [
             (
                 "update_url = http://example.org/latest.json",
@@ -1706,6 +1739,42 @@ http_listen = 0.0.0.0:8080,",
                 }
                 other => panic!("{bad}: expected a value error, got {other}"),
             }
+        }
+    }
+
+    #[test]
+    fn watchdog_auto_is_resolved_from_the_callers_facts() {
+        let dev = PathBuf::from(DEFAULT_WATCHDOG_DEVICE);
+        let named = PathBuf::from("/dev/watchdog1");
+        // (setting, A/B image, device exists) → device
+        for (setting, ab_image, exists, want) in [
+            (WatchdogSetting::Auto, true, true, Some(dev.clone())),
+            (WatchdogSetting::Auto, true, false, None),
+            (WatchdogSetting::Auto, false, true, None),
+            (WatchdogSetting::Auto, false, false, None),
+            (WatchdogSetting::Off, true, true, None),
+            (
+                WatchdogSetting::Device(named.clone()),
+                false,
+                false,
+                Some(named.clone()),
+            ),
+        ] {
+            let asked = std::cell::Cell::new(0);
+            let got = setting.resolve(
+                || {
+                    asked.set(asked.get() + 1);
+                    ab_image
+                },
+                |p| {
+                    assert_eq!(p, dev.as_path());
+                    exists
+                },
+            );
+            assert_eq!(got, want, "{setting:?} {ab_image} {exists}");
+            // The machine is looked at only for `auto`.
+            let auto = setting == WatchdogSetting::Auto;
+            assert_eq!(asked.get(), usize::from(auto), "{setting:?}");
         }
     }
 
