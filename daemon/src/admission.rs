@@ -32,17 +32,8 @@ const LOG_ENTRIES: usize = 1024;
 /// Refusal lines per [`LOG_INTERVAL`] over all addresses (many addresses at once).
 const LOG_LINES_PER_INTERVAL: u32 = 30;
 
-/// Per-address limits of one pool (`max_connections_per_ip`,
-/// `max_connection_rate_per_ip`, `max_connection_burst_per_ip`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PerAddress {
-    /// Concurrent connections of one address.
-    pub connections: u32,
-    /// New connections per second of one address, sustained.
-    pub rate: u32,
-    /// New connections of one address at once.
-    pub burst: u32,
-}
+/// Per-address limits of one pool: a config value (foundation).
+pub use crate::config::PerAddress;
 
 impl PerAddress {
     fn quota(self) -> Quota {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use relaybox::config::Config;
+use relaybox::config::{Config, ConfigError, Loaded};
 use relaybox::server::{self, Relay};
 use relaybox::store::Store;
 
@@ -151,7 +151,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         // BOOT-4: petted for the whole life of the process, setup mode included.
         let (dog_stop, dog_stopped) = tokio::sync::oneshot::channel::<()>();
-        let dog = config.watchdog.clone().map(|path| {
+        let dog = watchdog_device(&config).map(|path| {
             tokio::spawn(relaybox::watchdog::run(path, async {
                 let _ = dog_stopped.await;
             }))
@@ -285,20 +285,42 @@ async fn run_relay(
     }
 }
 
+/// The `auto` values of the config, resolved with what only this machine can tell (the
+/// config itself is parsed without looking at the machine): `watchdog = auto` is
+/// `/dev/watchdog` on a Relaybox A/B image (the update code's boot detection), when it
+/// exists.
+fn watchdog_device(config: &Config) -> Option<PathBuf> {
+    config.watchdog.resolve(
+        || relaybox::update::boot::detect().is_some(),
+        |device| device.exists(),
+    )
+}
+
 /// Load a chatmail.ini, warning about unknown keys; a bad file is exit code 2.
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    report_config(path, Config::load(path))
+    report_config(
+        path,
+        read_config(path).and_then(|text| Config::parse(&text)),
+    )
 }
 
 /// As [`load_config`], but a file without `mail_domain` starts setup mode.
 fn load_config_for_serve(path: &Path) -> Result<Config, ExitCode> {
-    report_config(path, Config::load_for_serve(path))
+    report_config(
+        path,
+        read_config(path).and_then(|text| Config::parse_for_serve(&text)),
+    )
 }
 
-fn report_config(
-    path: &Path,
-    loaded: Result<relaybox::config::Loaded, relaybox::config::ConfigError>,
-) -> Result<Config, ExitCode> {
+/// The text of a chatmail.ini (the config module only parses).
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
+fn report_config(path: &Path, loaded: Result<Loaded, ConfigError>) -> Result<Config, ExitCode> {
     match loaded {
         Ok(loaded) => {
             if !loaded.unknown_keys.is_empty() {

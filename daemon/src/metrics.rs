@@ -15,7 +15,7 @@
 //! 0.0.4, or in OpenMetrics 1.0.0 when the scraper asks for it in `Accept`.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +30,9 @@ use tokio::sync::Semaphore;
 use crate::server::Relay;
 
 /// Port used when `mtail_address` is a bare IP address (upstream's mtail port).
-pub const DEFAULT_PORT: u16 = 3903;
+pub use crate::config::METRICS_PORT as DEFAULT_PORT;
+/// `mtail_address` is parsed by the config (foundation); the endpoint binds it.
+pub use crate::config::{AddressError, parse_metrics_address};
 
 /// `Content-Type` of the Prometheus text format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -645,33 +647,6 @@ fn escape_help(text: &str, format: Format) -> String {
         }
     }
     out
-}
-
-/// A bad `mtail_address` value.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "mtail_address: expected an IP address with an optional port like 127.0.0.1, \
-     127.0.0.1:3903 or [::1]:3903, got {0:?}"
-)]
-pub struct AddressError(pub String);
-
-/// `mtail_address` (§3, LOG-5): `127.0.0.1`, `127.0.0.1:3903`, `::1`, `[::1]` or
-/// `[::1]:3903`; a bare IP gets port 3903. Host names and port 0 are refused.
-pub fn parse_metrics_address(text: &str) -> Result<SocketAddr, AddressError> {
-    let t = text.trim();
-    let err = || AddressError(text.to_string());
-    if let Ok(ip) = t.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
-    }
-    if let Some(inner) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        let ip: std::net::Ipv6Addr = inner.parse().map_err(|_| err())?;
-        return Ok(SocketAddr::new(IpAddr::V6(ip), DEFAULT_PORT));
-    }
-    let addr: SocketAddr = t.parse().map_err(|_| err())?;
-    if addr.port() == 0 {
-        return Err(err());
-    }
-    Ok(addr)
 }
 
 /// Why the endpoint could not start.

@@ -13,8 +13,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The kernel's first watchdog.
-pub const DEFAULT_DEVICE: &str = "/dev/watchdog";
+/// The kernel's first watchdog (`watchdog = auto`; the config resolves it).
+pub use crate::config::DEFAULT_WATCHDOG_DEVICE as DEFAULT_DEVICE;
 /// Well inside the shortest timeout in use (bcm2835_wdt: 15 s; QEMU's i6300esb: 30 s).
 pub const PET_EVERY: Duration = Duration::from_secs(5);
 

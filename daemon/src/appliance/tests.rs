@@ -10,7 +10,7 @@ fn setup_config(dir: &std::path::Path) -> (Config, PathBuf) {
         dir.join("data").display()
     );
     std::fs::write(&ini, &text).unwrap();
-    let config = Config::load_for_serve(&ini).unwrap().config;
+    let config = Config::parse_for_serve(&text).unwrap().config;
     assert!(config.setup);
     (config, ini)
 }

@@ -60,8 +60,8 @@ use crate::server::Relay;
 pub const DEFAULT_REBOOT_HELPER: &str = "/usr/libexec/relaybox/reboot";
 /// Default `update_check_interval` (issue 7).
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
-/// Default `update_window`.
-pub const DEFAULT_WINDOW: &str = "03:00-05:00";
+/// Default `update_window` and the window's type belong to the config (foundation).
+pub use crate::config::{DEFAULT_WINDOW, Window};
 /// OTA-5: the health window of a trial boot.
 pub const DEFAULT_HEALTH_WINDOW: Duration = Duration::from_secs(300);
 /// Largest `latest.json` accepted.
@@ -96,72 +96,6 @@ impl Rebooter for CommandRebooter {
                 self.program.display()
             ))),
         }
-    }
-}
-
-/// A daily maintenance window in UTC, `HH:MM-HH:MM`; may wrap past midnight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    /// Minutes after midnight UTC.
-    pub start: u32,
-    pub end: u32,
-}
-
-impl Window {
-    /// `""` → `None` (any time). Errors are config validation messages.
-    pub fn parse(text: &str) -> Result<Option<Window>, String> {
-        let t = text.trim();
-        if t.is_empty() {
-            return Ok(None);
-        }
-        let hm = |s: &str| -> Option<u32> {
-            let (h, m) = s.trim().split_once(':')?;
-            let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
-            // `then`, not `then_some`: `h * 60` overflows for large `h` (found by the
-            // `config` fuzz target: `update_window = 99999999:00-1:00` panicked in debug
-            // builds).
-            (h < 24 && m < 60 && m.to_string().len() <= 2).then(|| h * 60 + m)
-        };
-        let bad =
-            || format!("expected HH:MM-HH:MM in UTC (e.g. {DEFAULT_WINDOW}) or empty, got {t}");
-        let (a, b) = t.split_once('-').ok_or_else(bad)?;
-        let (start, end) = (hm(a).ok_or_else(bad)?, hm(b).ok_or_else(bad)?);
-        if start == end {
-            return Err(format!(
-                "the window {t} is empty; leave update_window empty for any time"
-            ));
-        }
-        Ok(Some(Window { start, end }))
-    }
-
-    pub fn contains(&self, minute: u32) -> bool {
-        if self.start < self.end {
-            (self.start..self.end).contains(&minute)
-        } else {
-            minute >= self.start || minute < self.end
-        }
-    }
-
-    /// Minutes from `minute` until the window opens (0 when open).
-    pub fn until_open(&self, minute: u32) -> u32 {
-        if self.contains(minute) {
-            0
-        } else {
-            (self.start + 1440 - minute) % 1440
-        }
-    }
-}
-
-impl std::fmt::Display for Window {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:02}:{:02}-{:02}:{:02}",
-            self.start / 60,
-            self.start % 60,
-            self.end / 60,
-            self.end % 60
-        )
     }
 }
 
