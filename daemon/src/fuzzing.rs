@@ -959,7 +959,7 @@ fn well_formed_header(raw: &[u8]) -> bool {
 
 // --- config ---------------------------------------------------------------------------
 
-/// The config parser (config.rs, from text) with the edits the setup wizard and the
+/// The config parser (`config`, from text) with the edits the setup wizard and the
 /// factory reset make to the file (appliance/configfile.rs).
 ///
 /// Properties: a config that loads also loads for `serve`, the same; errors name a line

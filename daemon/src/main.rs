@@ -358,7 +358,7 @@ fn expire(config: Config, now: Option<u64>) -> ExitCode {
         println!("expire: no store at {}, nothing to do", path.display());
         return ExitCode::SUCCESS;
     }
-    let store = match Store::open(&path) {
+    let store = match Store::open_with_cache(&path, config.store_cache_size) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(

@@ -91,10 +91,8 @@ impl Relay {
     ) -> Result<Arc<Relay>, StartError> {
         crate::private::dir(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
-        let store = Store::open_with_cache(
-            &config.data_dir.join(STORE_FILE),
-            usize::try_from(config.store_cache_size).unwrap_or(usize::MAX),
-        )?;
+        let store =
+            Store::open_with_cache(&config.data_dir.join(STORE_FILE), config.store_cache_size)?;
         let tls = Tls::new(crate::tls::initial_certificate(&config)?)?;
         let auth = Auth::new(store.clone(), &config, clock.clone());
         let send_limiter = RateLimiter::new(Quota::new(

@@ -143,7 +143,7 @@ impl AuthHandler for RestAuth {
 
 /// The host part of the METADATA value: core splits the value at the first `:`, so an
 /// IPv4 address goes in without brackets (spec §22.5); an IPv6 literal cannot be
-/// expressed (IP-only mode is IPv4 only, config.rs).
+/// expressed (IP-only mode is IPv4 only, `config`).
 fn metadata_host(config: &Config) -> Option<&str> {
     let host = config.mail_domain.trim();
     (!host.is_empty() && !host.contains(':')).then_some(host)

@@ -74,7 +74,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// gone; the test says when one is stale.
 const ALLOWED: &[(&str, &str, &str)] = &[
     ("acme", "server", "takes the whole Relay"),
-    ("config", "update", "update::agent::Window parsed in config"),
     ("delivery", "server", "takes the whole Relay"),
     ("expire", "server", "takes the whole Relay"),
     ("http", "server", "takes the whole Relay"),

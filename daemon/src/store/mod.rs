@@ -33,7 +33,8 @@ use writer::Writer;
 
 /// redb's page cache (its default is 1 GiB, more than a Raspberry Pi 3 has): messages are
 /// read once or twice each, so a small cache costs little.
-pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// The default of `store_cache_size` (a test checks that the config table agrees).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A store file at least this big, more than half of it free pages, is compacted when it
 /// is opened (a quiet moment: nothing else uses it yet).
@@ -708,7 +709,8 @@ impl Store {
 
     /// [`Store::open`] with `cache_bytes` of redb page cache (`store_cache_size`).
     /// Replays the write-ahead log into the store before anything else can write.
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let cache_bytes = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
         crate::private::file(path)
             .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
         let mut db = redb::Builder::new()

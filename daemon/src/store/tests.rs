@@ -914,3 +914,9 @@ async fn an_emptied_store_is_compacted_when_opened() {
     let s = reopen(&path).await;
     assert!(s.account("a@x").unwrap().is_some());
 }
+
+#[test]
+fn the_config_default_cache_size_is_the_stores() {
+    let c = crate::config::Config::parse("[params]\nmail_domain = example.org\n").unwrap();
+    assert_eq!(c.config.store_cache_size, DEFAULT_CACHE_BYTES);
+}
