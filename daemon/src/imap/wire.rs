@@ -313,7 +313,8 @@ pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(Frame::NoMemory { tag });
         }
         if sync {
-            io.write_all(b"+ Ready for literal data\r\n").await?;
+            io.write_all(&super::encode::continue_request("Ready for literal data"))
+                .await?;
             io.flush().await?;
         }
         inbuf.read_exact_into(io, n as usize, &mut msg).await?;
