@@ -504,11 +504,11 @@ async fn idle_sees_delivery() {
         .await
         .unwrap();
     assert_eq!(delivered, vec![addr.clone()]);
-    let started = std::time::Instant::now();
+    // The event, not a timer, wakes the session (the read is bounded by `STEP`; the
+    // test asserts no time).
     h.relay.events.mailbox_changed(&addr);
     let line = c.line().await.unwrap();
     assert_eq!(line, "* 1 EXISTS\r\n");
-    assert!(started.elapsed() < Duration::from_secs(2));
     c.send(b"DONE\r\n").await;
     let r = c.until("b").await;
     assert_eq!(r, "b OK Idle completed\r\n");
