@@ -207,15 +207,12 @@ pub fn astring(s: &[u8]) -> AString<'static> {
 
 /// A mailbox name (`mailbox` = `INBOX` / astring).
 fn mailbox(name: &str) -> Mailbox<'static> {
-    if name == "INBOX" {
-        return Mailbox::Inbox;
+    // RFC 9051 §5.1: INBOX in any case is INBOX (the parser reads it so, so the store
+    // holds no other spelling of it).
+    match MailboxOther::try_from(astring(name.as_bytes())) {
+        Ok(other) => Mailbox::Other(other),
+        Err(_) => Mailbox::Inbox,
     }
-    // A name that differs from INBOX only in case goes out as it is.
-    Mailbox::Other(
-        MailboxOther::try_from(astring(name.as_bytes())).unwrap_or_else(|_| {
-            MailboxOther::unvalidated(AString::String(istring(name.as_bytes())))
-        }),
-    )
 }
 
 /// Response text (`text` = 1*TEXT-CHAR): 7-bit without CR and LF; anything else is
