@@ -2,17 +2,22 @@
 //! STARTTLS, 993 with implicit TLS. IMAP4rev1 plus IDLE, UIDPLUS, MOVE, ID, ENABLE,
 //! LITERAL+, NAMESPACE, SPECIAL-USE, QUOTA, METADATA, UNSELECT, SASL-IR.
 //!
-//! Modules: `wire` frames commands (literals, limits), `session` runs the state machine
-//! and handlers, `fetch`/`mime` render FETCH items, `search` evaluates SEARCH,
-//! `sequence` resolves sets, `metadata` holds the METADATA rules, `response` the syntax.
-//! COMPRESS=DEFLATE (`compress`) is offered after login iff `imap_compress = true`.
+//! Modules: `wire` frames commands (literals, limits), `session` runs the command loop
+//! and its deadlines, `command` holds the commands (one module per group) and routes
+//! them, `selected` is the session's view of the selected mailbox, `encode` writes every
+//! response. Models the commands read: `fetch` (items and sections), `headers`
+//! (ENVELOPE and BODYSTRUCTURE values), `search` (evaluation), `sequence` (sets),
+//! `metadata` (METADATA rules). COMPRESS=DEFLATE (`compress`) is offered after login iff
+//! `imap_compress = true`.
 
+mod command;
 mod compress;
+mod encode;
 mod fetch;
+mod headers;
 mod metadata;
-mod mime;
-mod response;
 mod search;
+mod selected;
 mod sequence;
 mod session;
 pub(crate) mod wire;
@@ -35,7 +40,7 @@ use session::{Exit, Session};
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// The CAPABILITY list (IMAP-1, IMAP-2).
-pub fn capabilities(tls: bool, authenticated: bool, offer_compress: bool) -> String {
+pub fn capabilities(tls: bool, authenticated: bool, offer_compress: bool) -> Vec<&'static str> {
     let mut caps = vec!["IMAP4rev1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"];
     if !authenticated {
         if tls {
@@ -61,7 +66,7 @@ pub fn capabilities(tls: bool, authenticated: bool, offer_compress: bool) -> Str
     }
     // IMAP-1: chatmail markers, before and after login.
     caps.extend(["XCHATMAIL", "XDELTAPUSH"]);
-    caps.join(" ")
+    caps
 }
 
 /// Run one IMAP session on `conn` (plain on 143 until STARTTLS; already TLS on 993).

@@ -7,8 +7,8 @@
 
 use imap_codec::imap_types::search::SearchKey;
 
-use super::response::{days_from_civil, month_number};
 use super::sequence;
+use crate::clock::{MONTHS, days_from_civil};
 use crate::message::{View, header};
 use crate::store::{Flags, MessageMeta, Store, StoreError};
 use crate::work::{Budget, OverBudget};
@@ -131,6 +131,14 @@ pub fn needs_body(key: &SearchKey<'_>) -> bool {
         | SentBefore(_) | SentOn(_) | SentSince(_) => true,
         _ => false,
     }
+}
+
+/// Month number (1..=12) of an English three-letter abbreviation.
+fn month_number(s: &str) -> Option<u32> {
+    MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(s))
+        .map(|i| i as u32 + 1)
 }
 
 /// Days since the epoch of an IMAP `date` (imap-types renders it `YYYY-MM-DD`).
@@ -360,5 +368,19 @@ mod tests {
         );
         assert!(with_key("OR SEEN SUBJECT x", needs_body));
         assert!(!with_key("OR SEEN UID 1", needs_body));
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(crate::clock::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(crate::clock::civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
+        assert_eq!(crate::clock::civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(month_number("feb"), Some(2));
+        assert_eq!(month_number("Foo"), None);
+        assert_eq!(
+            header_date_days(b"Tue, 2 Jan 2024 09:00:00 +0100"),
+            Some(19_724)
+        );
     }
 }

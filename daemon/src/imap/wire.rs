@@ -1,8 +1,35 @@
 //! Command framing (RFC 9051 §2.2, §4.3; RFC 7888 LITERAL+): reads one complete
 //! command — lines plus the literals they announce — before it is parsed. Sends the
 //! `+` continuation for synchronizing literals, refuses literals over the limit without
-//! reading them (synchronizing) or while discarding them (non-synchronizing), bounds
-//! line length, and rejects NUL bytes outside literals.
+//! reading them (synchronizing) or while discarding them (non-synchronizing), reserves
+//! each literal in the memory budget before reading it (`crate::memory`), bounds line
+//! length, and rejects NUL bytes outside literals. The deadlines (login, autologout) are
+//! the session's, around [`read_command`].
+//!
+//! Hand-written, not imap-codec's `fragmentizer::Fragmentizer` (2.0.0-alpha.10), which
+//! cannot keep these limits:
+//! - APPEND without a copy: the fragmentizer collects each command in a private buffer
+//!   and lends it out only as `&[u8]` (`message_bytes`, `decode_message`), so a message
+//!   of up to `max_message_size` would be copied once more out of it; the buffer grows by
+//!   doubling with no way to reserve the announced size, so one APPEND could hold about
+//!   three times its literal against the one reservation made for it here;
+//! - limits per command: its size limit is fixed when it is made and is enforced by
+//!   truncating what it keeps while it goes on reading, where this code decides at each
+//!   announcement, before `+` is sent: 256 KiB for commands other than APPEND, the
+//!   message limits for APPEND, 8 KiB literals and 64 KiB commands before login, and
+//!   `NO [LIMIT]` when the memory budget has no room;
+//! - bytes after the command: what it has read beyond the command stays in its private
+//!   queue, but after COMPRESS DEFLATE those bytes are compressed and go to the
+//!   decompressor ([`InBuf::take_all`]), after STARTTLS they are dropped
+//!   ([`InBuf::clear`]), and IDLE's DONE and AUTHENTICATE's continuation line are read
+//!   from the same buffer;
+//! - literal lengths: it reads them as `u32`, so `{4294967296+}` is no announcement to it
+//!   and the client's literal bytes would be taken for commands; here any length of up
+//!   to 19 digits is a literal, refused when over the limit;
+//! - a line that never ends is read on by it (keeping only its limit); here the
+//!   connection is closed after 16 MiB of one line.
+//!
+//! Tags are checked with imap-types' `Tag` ([`tag_of`]), the parser's own rule.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -232,21 +259,20 @@ pub fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
     Some((n, sync))
 }
 
-/// The tag of a (possibly malformed) command, if it is a valid tag (RFC 9051 §9).
+/// The tag of a (possibly malformed) command, if it is a valid tag (RFC 9051 §9, as the
+/// parser reads it) of at most 128 bytes.
 pub fn tag_of(msg: &[u8]) -> Option<String> {
     let end = msg
         .iter()
         .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
         .unwrap_or(msg.len());
     let tag = &msg[..end];
-    let ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag.iter().all(|&b| {
-            b > 0x20
-                && b < 0x7f
-                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
-        });
-    ok.then(|| String::from_utf8_lossy(tag).into_owned())
+    if tag.len() > 128 {
+        return None;
+    }
+    imap_codec::imap_types::core::Tag::try_from(tag)
+        .ok()
+        .map(|t| t.inner().to_string())
 }
 
 /// `tag APPEND …`: the one command that carries a message.
@@ -313,7 +339,8 @@ pub async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(Frame::NoMemory { tag });
         }
         if sync {
-            io.write_all(b"+ Ready for literal data\r\n").await?;
+            io.write_all(&super::encode::continue_request("Ready for literal data"))
+                .await?;
             io.flush().await?;
         }
         inbuf.read_exact_into(io, n as usize, &mut msg).await?;
@@ -537,5 +564,45 @@ mod tests {
                 .unwrap(),
             Frame::Eof
         ));
+    }
+
+    /// A literal announced with more digits than fit in 32 bits is still a literal: refused
+    /// unread when synchronizing, and when not, its bytes are read as literal data, never as
+    /// commands (imap-codec's fragmentizer reads lengths as `u32` and would see a complete
+    /// line here, then take `b NOOP` for the next command).
+    #[tokio::test]
+    async fn literal_lengths_beyond_u32_are_literals() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let mut inbuf = InBuf::default();
+        client
+            .write_all(b"a APPEND x {4294967296}\r\nb NOOP\r\n")
+            .await
+            .unwrap();
+        match read_command(&mut inbuf, &mut server, 1 << 30, 1 << 31, &mut mem(), WAIT)
+            .await
+            .unwrap()
+        {
+            Frame::LiteralTooBig { tag, sync } => {
+                assert_eq!(tag.as_deref(), Some("a"));
+                assert!(sync);
+            }
+            other => panic!("{other:?}"),
+        }
+        match read_command(&mut inbuf, &mut server, 1 << 30, 1 << 31, &mut mem(), WAIT)
+            .await
+            .unwrap()
+        {
+            Frame::Command(m) => assert_eq!(m, b"b NOOP\r\n"),
+            other => panic!("{other:?}"),
+        }
+        // Non-synchronizing: what follows is the literal's data; the client ends before
+        // sending all of it, so no command is framed from it.
+        client
+            .write_all(b"c APPEND x {4294967296+}\r\nd NOOP\r\n")
+            .await
+            .unwrap();
+        drop(client);
+        let r = read_command(&mut inbuf, &mut server, 1 << 30, 1 << 31, &mut mem(), WAIT).await;
+        assert!(matches!(r, Err(WireError::Eof)), "{r:?}");
     }
 }
