@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use crate::message::Parsed;
 use crate::metrics::Rejection;
-use crate::policy::{SmtpReply, headers, inbound, submission, unparsable};
+use crate::policy::{SmtpReply, headers, inbound, quota, submission, unparsable};
 use crate::server::Relay;
 use crate::store::{Delivery, PushRequest};
 
@@ -46,9 +46,9 @@ pub fn local_recipient(
     let canonical = format!("{}@{}", user.to_ascii_lowercase(), own.to_ascii_lowercase());
     match relay.store.account(&canonical) {
         Ok(Some(account)) => match relay.store.usage(&canonical) {
-            Ok(used) if used.saturating_add(size_hint.max(1)) > relay.config.max_mailbox_size => {
+            Ok(used) if quota::exceeds_at_rcpt(used, size_hint, relay.config.max_mailbox_size) => {
                 tracing::info!("recipient refused: mailbox full");
-                Err(quota_exceeded(to))
+                Err(quota::exceeded_reply(to))
             }
             Ok(_) => Ok(LocalRecipient {
                 account: canonical,
@@ -231,11 +231,11 @@ pub async fn store(
     };
     let remote_recipients = !delivery.remote.is_empty();
     let remote_domains = count_domains(&delivery.remote);
-    let quota = relay.config.max_mailbox_size;
+    let max_mailbox_size = relay.config.max_mailbox_size;
     // PUSH-2: the push jobs are part of the delivery's durable commit.
     match relay
         .store
-        .deliver_with_push(delivery, quota, Some(push))
+        .deliver_with_push(delivery, max_mailbox_size, Some(push))
         .await
     {
         Ok((delivered, push_jobs)) => {
@@ -263,7 +263,7 @@ pub async fn store(
                 if delivered.stored.is_empty() && !remote_recipients {
                     crate::metrics::rejected(Rejection::Quota);
                     tracing::info!("message refused: mailbox full");
-                    return quota_exceeded(first);
+                    return quota::exceeded_reply(first);
                 }
                 tracing::info!(
                     "quota: message not stored for {} recipient(s), mailbox full",
@@ -302,17 +302,6 @@ fn count_domains(recipients: &[String]) -> usize {
     domains.sort();
     domains.dedup();
     domains.len()
-}
-
-/// QUOTA-2: the upstream (Dovecot) refusal for a full mailbox; permanent, so the sender
-/// gets a bounce.
-pub fn quota_exceeded(rcpt: &str) -> SmtpReply {
-    SmtpReply::new(
-        552,
-        format!(
-            "5.2.2 <{rcpt}>: Recipient address rejected: Quota exceeded (mailbox for user is full)"
-        ),
-    )
 }
 
 /// `[192.0.2.1]` → `192.0.2.1`; `[IPv6:2001:db8::1]` → `IPv6:2001:db8::1`.

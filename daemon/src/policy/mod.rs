@@ -5,6 +5,7 @@ pub mod gate;
 pub mod headers;
 pub mod inbound;
 pub mod names;
+pub mod quota;
 pub mod ratelimit;
 pub mod submission;
 
