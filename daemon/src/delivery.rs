@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use crate::message::Parsed;
 use crate::metrics::Rejection;
-use crate::policy::{SmtpReply, headers, inbound, quota, submission, unparsable};
+use crate::policy::inbound::{self, Origin};
+use crate::policy::{SmtpReply, headers, quota, submission, unparsable};
 use crate::server::Relay;
 use crate::store::{Delivery, PushRequest};
 
@@ -166,20 +167,13 @@ pub async fn inbound(
     else {
         return SmtpReply::new(500, "Failed to parse message headers");
     };
-    match address_literal(&domain) {
-        Some(literal) => {
-            let client = client.to_canonical();
-            if literal_ip(&literal) != Some(client) {
-                crate::metrics::rejected(Rejection::Origin);
-                return SmtpReply::new(
-                    500,
-                    format!(
-                        "Invalid FROM domain literal: {literal} does not match origin IP {client}"
-                    ),
-                );
-            }
+    match inbound::origin(&domain, client) {
+        Origin::Literal => {}
+        Origin::Refused(r) => {
+            crate::metrics::rejected(Rejection::Origin);
+            return r;
         }
-        None => {
+        Origin::Dkim => {
             if let Err(r) = relay.dkim_verifier.verify(msg.bytes(), &domain).await {
                 crate::metrics::rejected(Rejection::Origin);
                 return r;
@@ -302,18 +296,4 @@ fn count_domains(recipients: &[String]) -> usize {
     domains.sort();
     domains.dedup();
     domains.len()
-}
-
-/// `[192.0.2.1]` → `192.0.2.1`; `[IPv6:2001:db8::1]` → `IPv6:2001:db8::1`.
-fn address_literal(domain: &str) -> Option<String> {
-    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
-    Some(inner.to_string())
-}
-
-fn literal_ip(literal: &str) -> Option<IpAddr> {
-    let text = match literal.get(..5) {
-        Some(p) if p.eq_ignore_ascii_case("IPv6:") => &literal[5..],
-        _ => literal,
-    };
-    text.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
