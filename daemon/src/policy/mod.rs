@@ -7,6 +7,7 @@ pub mod inbound;
 pub mod names;
 pub mod quota;
 pub mod ratelimit;
+pub mod recipient;
 pub mod retry;
 pub mod submission;
 
