@@ -95,7 +95,7 @@ impl Relay {
             &config.data_dir.join(STORE_FILE),
             usize::try_from(config.store_cache_size).unwrap_or(usize::MAX),
         )?;
-        let tls = Tls::new(crate::tls::initial_certificate(&config)?)?;
+        let tls = Tls::new(crate::tls::initial_certificate(&config, clock.unix_now())?)?;
         let auth = Auth::new(store.clone(), &config, clock.clone());
         let send_limiter = RateLimiter::new(Quota::new(
             config.max_user_send_per_minute,
@@ -120,7 +120,7 @@ impl Relay {
             outbound,
             outbound_wake: tokio::sync::Notify::new(),
             turn: crate::turn::Status::default(),
-            acme: crate::acme::Acme::new(&config),
+            acme: crate::acme::Acme::new(&config, clock.unix_now()),
             admin: std::sync::OnceLock::new(),
             memory: crate::memory::Budget::new(config.max_message_memory),
             config,
