@@ -2,7 +2,8 @@
 //! path for data): submissions (SUB-10..12), mail from other relays over SMTP port 25 and
 //! HTTPS `/mxdeliv` (IN-4..IN-8), and bounces (OUT-7). Each ends in one durable commit
 //! before the `250` / `200`, then wakes IDLE, push and the outbound scheduler, then
-//! trims over-quota mailboxes (IN-8).
+//! trims over-quota mailboxes (IN-8). The recipients of submissions and inbound mail are
+//! checked by one [`Recipients::add`] (RCPT on every port, `X-MAIL-TO` of `/mxdeliv`).
 
 use std::net::IpAddr;
 
