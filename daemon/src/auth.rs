@@ -14,6 +14,10 @@
 //! slow correct logins nor key on IP alone": a brake that lets correct logins through at
 //! once tells a guesser which guess was right, so a correct login from an address with
 //! recent failures waits its turn like any other; other addresses are not slowed.)
+//!
+//! Time: creation dates come from the injected clock (`crate::clock`, DESIGN.md
+//! principle 5); the brake measures and waits on tokio's clock, because it sleeps, and
+//! its tests pause and advance that clock.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -367,13 +371,49 @@ mod tests {
     }
 
     fn test_auth(dir: &std::path::Path) -> Auth {
+        test_auth_with_clock(dir, Arc::new(crate::clock::SystemClock))
+    }
+
+    fn test_auth_with_clock(dir: &std::path::Path, clock: Arc<dyn Clock>) -> Auth {
         let text = format!(
             "[params]\nmail_domain = 127.0.0.1\ndata_dir = {}\nmin_free_disk_space = 0\nmin_available_memory = 0\nmax_load_1m = 1000\n",
             dir.display()
         );
         let config = Config::parse(&text).unwrap().config;
         let store = Store::open(&dir.join("s.redb")).unwrap();
-        Auth::new(store, &config, Arc::new(crate::clock::SystemClock))
+        Auth::new(store, &config, clock)
+    }
+
+    /// Account creation reads the injected clock, not the system's: a new account's
+    /// login day (LL-1, the start of EXP-1's count) is the day of the relay's clock, and
+    /// moves when that clock does.
+    #[tokio::test]
+    async fn creation_dates_come_from_the_injected_clock() {
+        const DAY: u64 = 86_400;
+        // 2001-09-09, far from any system clock this test runs under.
+        let day = 11_574 * DAY;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::testing::ManualClock::at(day + 5_000);
+        let auth = test_auth_with_clock(dir.path(), clock.clone());
+        let login_day = |address: &str| {
+            auth.store
+                .account(address)
+                .unwrap()
+                .expect("created")
+                .last_login_day
+        };
+        let first = "firstacct@[127.0.0.1]";
+        auth.login(first, "password-1", LOCAL).await.unwrap();
+        assert_eq!(login_day(first), day);
+        clock.advance(3 * DAY);
+        let second = "secondacc@[127.0.0.1]";
+        auth.login(second, "password-1", LOCAL).await.unwrap();
+        assert_eq!(login_day(second), day + 3 * DAY);
+        assert_eq!(
+            login_day(first),
+            day,
+            "a login does not move the creation day"
+        );
     }
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);

@@ -2,77 +2,94 @@
 //! path for data): submissions (SUB-10..12), mail from other relays over SMTP port 25 and
 //! HTTPS `/mxdeliv` (IN-4..IN-8), and bounces (OUT-7). Each ends in one durable commit
 //! before the `250` / `200`, then wakes IDLE, push and the outbound scheduler, then
-//! trims over-quota mailboxes (IN-8).
+//! trims over-quota mailboxes (IN-8). The recipients of submissions and inbound mail are
+//! checked by one [`Recipients::add`] (RCPT on every port, `X-MAIL-TO` of `/mxdeliv`).
 
 use std::net::IpAddr;
 
 use crate::message::Parsed;
 use crate::metrics::Rejection;
-use crate::policy::{SmtpReply, headers, inbound, submission, unparsable};
+use crate::policy::inbound::{self, Origin};
+use crate::policy::recipient::{self, Destination, Relaying};
+use crate::policy::{SmtpReply, headers, quota, submission, unparsable};
 use crate::server::Relay;
 use crate::store::{Delivery, PushRequest};
 
-/// Recipients of an inbound transaction, as checked at RCPT (IN-2).
+/// The accepted recipients of one transaction: its RCPT commands (every SMTP port) or
+/// the `X-MAIL-TO` headers of one `/mxdeliv` request, each checked by [`Recipients::add`].
 #[derive(Debug, Clone, Default)]
-pub struct InboundRecipients {
+pub struct Recipients {
     /// Local accounts (canonical, `+ext` removed), without duplicates.
     pub local: Vec<String>,
-    /// IN-4d: some recipient refuses cleartext.
+    /// Remote addresses as given, without duplicates (submission only).
+    pub remote: Vec<String>,
+    /// All accepted recipients in order, as the policy sees them (SUB-8).
+    pub all: Vec<String>,
+    /// IN-4d: some local recipient refuses cleartext.
     pub enforce_e2ee: bool,
 }
 
-/// A local recipient as checked at RCPT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalRecipient {
-    /// The account (canonical address, `+ext` removed).
-    pub account: String,
-    /// IN-4d: the account refuses cleartext.
-    pub enforce_e2ee: bool,
+impl Recipients {
+    /// Check the recipient `to` (a bare address) and take it, or the reply that refuses
+    /// it: the count (SUB-5), where it goes ([`recipient::destination`], IN-2), and for
+    /// an address of this relay's domain that the account exists (IN-2 allowed variant:
+    /// `550 5.1.1` at once) and has room for `size_hint` bytes (QUOTA-2 at RCPT; the
+    /// exact size is checked again in the commit).
+    pub fn add(
+        &mut self,
+        relay: &Relay,
+        to: &str,
+        size_hint: u64,
+        relaying: Relaying,
+    ) -> Result<(), SmtpReply> {
+        if self.all.len() >= recipient::MAX_PER_TRANSACTION {
+            return Err(recipient::too_many());
+        }
+        match recipient::destination(to, &relay.config.address_domain(), relaying)? {
+            Destination::Local(account) => {
+                self.enforce_e2ee |= local_account(relay, &account, to, size_hint)?;
+                if !self.local.contains(&account) {
+                    self.local.push(account.clone());
+                }
+                self.all.push(account);
+            }
+            Destination::Remote => {
+                if !self.remote.iter().any(|r| r == to) {
+                    self.remote.push(to.to_string());
+                }
+                self.all.push(to.to_string());
+            }
+        }
+        Ok(())
+    }
 }
 
-/// RCPT checks for an address of this relay's domain, for submission, port 25 and
-/// `/mxdeliv` alike: the account must exist (IN-2 allowed variant: `550 5.1.1` at once)
-/// and have room for `size_hint` bytes (QUOTA-2 at RCPT; the exact size is checked again
-/// in the commit).
-pub fn local_recipient(
+/// The store's side of a local recipient `to` (account `account`): it exists and has
+/// room for `size_hint` bytes. Whether it refuses cleartext (IN-4d).
+fn local_account(
     relay: &Relay,
+    account: &str,
     to: &str,
     size_hint: u64,
-) -> Result<LocalRecipient, SmtpReply> {
-    let (local_part, _) = to.rsplit_once('@').unwrap_or((to, ""));
-    let own = relay.config.address_domain();
-    // SUB-14: `user+ext@domain` is `user@domain`.
-    let user = local_part.split('+').next().unwrap_or("");
-    let canonical = format!("{}@{}", user.to_ascii_lowercase(), own.to_ascii_lowercase());
-    match relay.store.account(&canonical) {
-        Ok(Some(account)) => match relay.store.usage(&canonical) {
-            Ok(used) if used.saturating_add(size_hint.max(1)) > relay.config.max_mailbox_size => {
+) -> Result<bool, SmtpReply> {
+    match relay.store.account(account) {
+        Ok(Some(found)) => match relay.store.usage(account) {
+            Ok(used) if quota::exceeds_at_rcpt(used, size_hint, relay.config.max_mailbox_size) => {
                 tracing::info!("recipient refused: mailbox full");
-                Err(quota_exceeded(to))
+                Err(quota::exceeded_reply(to))
             }
-            Ok(_) => Ok(LocalRecipient {
-                account: canonical,
-                enforce_e2ee: account.enforce_e2ee,
-            }),
+            Ok(_) => Ok(found.enforce_e2ee),
             Err(e) => {
                 tracing::warn!("recipient usage: {e}");
                 Err(SmtpReply::new(451, "4.3.0 Local error"))
             }
         },
-        Ok(None) => Err(SmtpReply::new(
-            550,
-            format!("5.1.1 <{to}>: Recipient address rejected: User unknown"),
-        )),
+        Ok(None) => Err(recipient::user_unknown(to)),
         Err(e) => {
             tracing::warn!("recipient lookup: {e}");
             Err(SmtpReply::new(451, "4.3.0 Local error"))
         }
     }
-}
-
-/// IN-2: a recipient outside this relay's domain, from another relay.
-pub fn relay_denied(rcpt: &str) -> SmtpReply {
-    SmtpReply::new(554, format!("5.7.1 <{rcpt}>: Relay access denied"))
 }
 
 /// Messages at least this big are parsed and judged on the heavy-work pool
@@ -143,7 +160,7 @@ pub async fn inbound(
     relay: &Relay,
     client: IpAddr,
     mail_from: String,
-    rcpts: InboundRecipients,
+    rcpts: Recipients,
     raw: Vec<u8>,
 ) -> SmtpReply {
     let (from, enforce) = (mail_from.clone(), rcpts.enforce_e2ee);
@@ -166,20 +183,13 @@ pub async fn inbound(
     else {
         return SmtpReply::new(500, "Failed to parse message headers");
     };
-    match address_literal(&domain) {
-        Some(literal) => {
-            let client = client.to_canonical();
-            if literal_ip(&literal) != Some(client) {
-                crate::metrics::rejected(Rejection::Origin);
-                return SmtpReply::new(
-                    500,
-                    format!(
-                        "Invalid FROM domain literal: {literal} does not match origin IP {client}"
-                    ),
-                );
-            }
+    match inbound::origin(&domain, client) {
+        Origin::Literal => {}
+        Origin::Refused(r) => {
+            crate::metrics::rejected(Rejection::Origin);
+            return r;
         }
-        None => {
+        Origin::Dkim => {
             if let Err(r) = relay.dkim_verifier.verify(msg.bytes(), &domain).await {
                 crate::metrics::rejected(Rejection::Origin);
                 return r;
@@ -231,11 +241,11 @@ pub async fn store(
     };
     let remote_recipients = !delivery.remote.is_empty();
     let remote_domains = count_domains(&delivery.remote);
-    let quota = relay.config.max_mailbox_size;
+    let max_mailbox_size = relay.config.max_mailbox_size;
     // PUSH-2: the push jobs are part of the delivery's durable commit.
     match relay
         .store
-        .deliver_with_push(delivery, quota, Some(push))
+        .deliver_with_push(delivery, max_mailbox_size, Some(push))
         .await
     {
         Ok((delivered, push_jobs)) => {
@@ -263,7 +273,7 @@ pub async fn store(
                 if delivered.stored.is_empty() && !remote_recipients {
                     crate::metrics::rejected(Rejection::Quota);
                     tracing::info!("message refused: mailbox full");
-                    return quota_exceeded(first);
+                    return quota::exceeded_reply(first);
                 }
                 tracing::info!(
                     "quota: message not stored for {} recipient(s), mailbox full",
@@ -302,29 +312,4 @@ fn count_domains(recipients: &[String]) -> usize {
     domains.sort();
     domains.dedup();
     domains.len()
-}
-
-/// QUOTA-2: the upstream (Dovecot) refusal for a full mailbox; permanent, so the sender
-/// gets a bounce.
-pub fn quota_exceeded(rcpt: &str) -> SmtpReply {
-    SmtpReply::new(
-        552,
-        format!(
-            "5.2.2 <{rcpt}>: Recipient address rejected: Quota exceeded (mailbox for user is full)"
-        ),
-    )
-}
-
-/// `[192.0.2.1]` → `192.0.2.1`; `[IPv6:2001:db8::1]` → `IPv6:2001:db8::1`.
-fn address_literal(domain: &str) -> Option<String> {
-    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
-    Some(inner.to_string())
-}
-
-fn literal_ip(literal: &str) -> Option<IpAddr> {
-    let text = match literal.get(..5) {
-        Some(p) if p.eq_ignore_ascii_case("IPv6:") => &literal[5..],
-        _ => literal,
-    };
-    text.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }

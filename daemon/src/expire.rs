@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::policy::quota;
 use crate::server::Relay;
 use crate::store::{AccountMessage, Flags, Store, StoreError};
 
@@ -24,7 +25,6 @@ pub const DAY: u64 = 86_400;
 pub const LARGE_MESSAGE: u64 = 200_000;
 /// The daily run starts this many seconds after midnight UTC (upstream timer 00:02).
 pub const RUN_AT: u64 = 2 * 60;
-const MIB: u64 = 1024 * 1024;
 
 /// Expiry failures.
 #[derive(Debug, thiserror::Error)]
@@ -183,10 +183,10 @@ pub fn plan_trim<'a>(
 ) -> Vec<MessageRef> {
     let mut messages: Vec<&MessageFacts> = messages.into_iter().collect();
     let mut usage: u64 = messages.iter().map(|m| m.size).sum();
-    if !over_trim_threshold(usage, max_mailbox_size) {
+    if !quota::over_trim_threshold(usage, max_mailbox_size) {
         return Vec::new();
     }
-    let target = (max_mailbox_size / MIB) * 70 / 100 * MIB;
+    let target = quota::trim_target(max_mailbox_size);
     messages.sort_by(|a, b| (a.arrived, &a.mailbox, a.uid).cmp(&(b.arrived, &b.mailbox, b.uid)));
     let mut out = Vec::new();
     for m in messages {
@@ -201,11 +201,6 @@ pub fn plan_trim<'a>(
         out.push((m.mailbox.clone(), m.uid));
     }
     out
-}
-
-/// QUOTA-3: usage "passes 75 %" (strictly above). u128 so that no limit overflows.
-pub fn over_trim_threshold(usage: u64, max_mailbox_size: u64) -> bool {
-    u128::from(usage) * 100 > u128::from(max_mailbox_size) * 75
 }
 
 /// The first daily run strictly after `now`: 00:02 UTC of today or tomorrow.
@@ -336,7 +331,7 @@ pub async fn run_store(
 /// the push): trims the oldest messages when usage passed 75 %. Returns how many went.
 pub async fn trim_after_delivery(relay: &Relay, account: &str) -> Result<usize, ExpireError> {
     // The usage is kept in memory: most deliveries stop here without reading messages.
-    if !over_trim_threshold(relay.store.usage(account)?, relay.config.max_mailbox_size) {
+    if !quota::over_trim_threshold(relay.store.usage(account)?, relay.config.max_mailbox_size) {
         return Ok(0);
     }
     let messages: Vec<MessageFacts> = relay
@@ -393,6 +388,8 @@ mod tests {
     use crate::store::{Delivery, FlagOp};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
+
+    const MIB: u64 = 1024 * 1024;
 
     // ---- planning: table tests --------------------------------------------------------
 

@@ -10,12 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
-use crate::delivery::{self, InboundRecipients};
+use crate::delivery::{self, Recipients};
 use crate::http::Web;
 use crate::policy::SmtpReply;
+use crate::policy::recipient::{Relaying, bad_syntax, destination};
 
-/// Envelope recipients per request, as SMTP allows per transaction (SUB-5).
-const MAX_RECIPIENTS: usize = 1000;
 /// How long a body waits for room in the memory budget (`crate::memory`).
 const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Reservations grow in steps of this many bytes.
@@ -90,24 +89,14 @@ pub async fn handle(
         Ok(from) => from,
         Err(r) => return refused(&r),
     };
-    let mut rcpts = InboundRecipients::default();
+    let mut rcpts = Recipients::default();
     let own = relay.config.address_domain();
     for value in headers.get_all("x-mail-to") {
-        if rcpts.local.len() >= MAX_RECIPIENTS {
-            return refused(&SmtpReply::new(452, "4.5.3 Error: too many recipients"));
-        }
-        let to = match recipient(value, &own) {
-            Ok(to) => to,
-            Err(r) => return refused(&r),
-        };
-        match delivery::local_recipient(relay, &to, raw.len() as u64) {
-            Ok(local) => {
-                rcpts.enforce_e2ee |= local.enforce_e2ee;
-                if !rcpts.local.contains(&local.account) {
-                    rcpts.local.push(local.account);
-                }
-            }
-            Err(r) => return refused(&r),
+        // The same check as RCPT on port 25 (SUB-5, IN-2, the account).
+        let checked = recipient(value, &own)
+            .and_then(|to| rcpts.add(relay, &to, raw.len() as u64, Relaying::Denied));
+        if let Err(r) = checked {
+            return refused(&r);
         }
     }
     if rcpts.local.is_empty() {
@@ -195,17 +184,11 @@ pub(crate) fn mail_from(headers: &HeaderMap) -> Result<String, SmtpReply> {
 }
 
 /// One `X-MAIL-TO` value: the bare address, if it has the syntax of one and is in this
-/// relay's domain `own` (IN-2). Whether the account exists is the caller's question.
+/// relay's domain `own` (IN-2, [`destination`]). Whether the account exists
+/// is the caller's question.
 pub(crate) fn recipient(value: &HeaderValue, own: &str) -> Result<String, SmtpReply> {
-    let bad = || SmtpReply::new(501, "5.1.3 Bad recipient address syntax");
-    let to = value.to_str().ok().and_then(bare).ok_or_else(bad)?;
-    let Some((_, domain)) = to.rsplit_once('@') else {
-        return Err(bad());
-    };
-    // IN-2.
-    if !domain.eq_ignore_ascii_case(own) {
-        return Err(delivery::relay_denied(&to));
-    }
+    let to = value.to_str().ok().and_then(bare).ok_or_else(bad_syntax)?;
+    destination(&to, own, Relaying::Denied)?;
     Ok(to)
 }
 

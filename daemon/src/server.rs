@@ -93,7 +93,7 @@ impl Relay {
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         let store =
             Store::open_with_cache(&config.data_dir.join(STORE_FILE), config.store_cache_size)?;
-        let tls = Tls::new(crate::tls::initial_certificate(&config)?)?;
+        let tls = Tls::new(crate::tls::initial_certificate(&config, clock.unix_now())?)?;
         let auth = Auth::new(store.clone(), &config, clock.clone());
         let send_limiter = RateLimiter::new(Quota::new(
             config.max_user_send_per_minute,
@@ -118,7 +118,7 @@ impl Relay {
             outbound,
             outbound_wake: tokio::sync::Notify::new(),
             turn: crate::turn::Status::default(),
-            acme: crate::acme::Acme::new(&config),
+            acme: crate::acme::Acme::new(&config, clock.unix_now()),
             admin: std::sync::OnceLock::new(),
             memory: crate::memory::Budget::new(config.max_message_memory),
             config,

@@ -1,13 +1,45 @@
 //! Test support shared by the in-crate session tests: a config for a relay on a
-//! temporary directory, and a TLS client that accepts the relay's self-signed
-//! certificate.
+//! temporary directory, a clock moved by hand, and a TLS client that accepts the relay's
+//! self-signed certificate.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use rustls_pki_types::CertificateDer;
 
+use crate::clock::Clock;
 use crate::config::Config;
+
+/// An injected clock whose wall time a test sets by hand (the monotonic time is the
+/// system's).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock that reads `unix` (seconds) until moved.
+    pub fn at(unix: u64) -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicU64::new(unix)))
+    }
+
+    pub fn set(&self, unix: u64) {
+        self.0.store(unix, Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn unix_now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn monotonic(&self) -> Instant {
+        Instant::now()
+    }
+}
 
 /// A config for `mail_domain` with its data in `dir`, default listeners (tests call the
 /// sessions directly; nothing binds them), and system limits

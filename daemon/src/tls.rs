@@ -120,12 +120,13 @@ pub fn generate_self_signed(domain: &str) -> Result<(String, String), TlsError> 
 /// The certificate for this config: external files; in domain mode a valid ACME
 /// certificate from `<data_dir>/acme/` (TLS-1, TLS-5); else the self-signed pair in
 /// `<data_dir>/tls/`, made on first start and kept (TLS-4). ACME mode uses the kept
-/// pair until a certificate is obtained.
-pub fn initial_certificate(config: &Config) -> Result<CertifiedKey, TlsError> {
+/// pair until a certificate is obtained. `now`: the injected clock's time, to judge the
+/// ACME certificate.
+pub fn initial_certificate(config: &Config, now: u64) -> Result<CertifiedKey, TlsError> {
     if let Some((cert, key)) = &config.tls_external_cert_and_key {
         return load_certified_key(cert, key);
     }
-    if let Some(stored) = crate::acme::stored_certificate(config) {
+    if let Some(stored) = crate::acme::stored_certificate(config, now) {
         tracing::info!("using the ACME certificate for {}", config.mail_domain);
         return Ok(stored.key);
     }

@@ -252,7 +252,8 @@ async fn http01_issues_a_certificate_served_without_restart() {
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
     }
     // A restart starts with the stored certificate (TLS-5).
-    let initial = relaybox::tls::initial_certificate(&s.relay.config).expect("initial");
+    let now = s.relay.clock.unix_now();
+    let initial = relaybox::tls::initial_certificate(&s.relay.config, now).expect("initial");
     let initial = cert::facts(&initial.cert[0]).expect("parses");
     assert_eq!(initial.serial, facts.serial);
     // The challenge is gone once the request ended.

@@ -81,9 +81,9 @@ pub struct Stored {
     pub facts: Facts,
 }
 
-/// The stored ACME certificate when it can be served now (domain mode, no external
-/// certificate configured).
-pub fn stored_certificate(config: &Config) -> Option<Stored> {
+/// The stored ACME certificate when it can be served at `now` (Unix seconds, from the
+/// injected clock; domain mode, no external certificate configured).
+pub fn stored_certificate(config: &Config, now: u64) -> Option<Stored> {
     if config.mode != Mode::Domain || config.tls_external_cert_and_key.is_some() {
         return None;
     }
@@ -99,10 +99,6 @@ pub fn stored_certificate(config: &Config) -> Option<Stored> {
             return None;
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     match check(&loaded, &config.mail_domain, now) {
         Ok(facts) => Some(Stored { key: loaded, facts }),
         Err(why) => {
@@ -401,8 +397,10 @@ mod tests {
     fn stored_pair_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = crate::testing::config(dir.path(), "chat.example.org");
-        assert!(stored_certificate(&config).is_none());
         let (cert_pem, key_pem) = crate::tls::generate_self_signed("chat.example.org").unwrap();
+        let f = facts(&certified_key(&cert_pem, &key_pem).unwrap().cert[0]).unwrap();
+        let now = f.not_before + DAY;
+        assert!(stored_certificate(&config, now).is_none());
         store(&acme_dir(&config), &cert_pem, &key_pem).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(acme_dir(&config).join(KEY_FILE))
@@ -410,11 +408,37 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let stored = stored_certificate(&config).expect("usable");
+        let stored = stored_certificate(&config, now).expect("usable");
         assert_eq!(stored.facts.names[0], "chat.example.org");
+        // Expired: not used.
+        assert!(stored_certificate(&config, f.not_after).is_none());
         // Another domain: not used.
         config.mail_domain = "other.example.org".into();
-        assert!(stored_certificate(&config).is_none());
+        assert!(stored_certificate(&config, now).is_none());
+    }
+
+    /// A relay judges its stored certificate by the injected clock, not the system's:
+    /// the same certificate (valid by the system's clock) is served while the relay's
+    /// clock is inside its lifetime and left for the self-signed pair once that clock
+    /// has passed its end.
+    #[tokio::test]
+    async fn stored_certificate_is_judged_by_the_injected_clock() {
+        let (cert_pem, key_pem) = crate::tls::generate_self_signed("chat.example.org").unwrap();
+        let f = facts(&certified_key(&cert_pem, &key_pem).unwrap().cert[0]).unwrap();
+        let clock = crate::testing::ManualClock::at(f.not_before + DAY);
+        let source = |clock: std::sync::Arc<crate::testing::ManualClock>| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = crate::testing::config(dir.path(), "chat.example.org");
+            store(&acme_dir(&config), &cert_pem, &key_pem).unwrap();
+            let relay = crate::server::Relay::open_with_clock(config, clock).unwrap();
+            relay.acme.info(&relay).source
+        };
+        assert_eq!(source(clock.clone()), "acme");
+        clock.set(f.not_after);
+        assert_eq!(source(clock.clone()), "self-signed");
+        // And back inside the lifetime.
+        clock.set(f.not_after - 1);
+        assert_eq!(source(clock), "acme");
     }
 
     #[test]

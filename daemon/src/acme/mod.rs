@@ -61,7 +61,8 @@ pub struct Acme {
 }
 
 impl Acme {
-    pub fn new(config: &Config) -> Acme {
+    /// `now`: the injected clock's time, to judge a stored certificate.
+    pub fn new(config: &Config, now: u64) -> Acme {
         let impossible_reason = match (&config.mode, &config.tls_external_cert_and_key) {
             (_, Some(_)) => "an external certificate is configured \
                              (tls_external_cert_and_key); the relay uses it"
@@ -76,7 +77,7 @@ impl Acme {
         };
         let possible = impossible_reason.is_empty();
         let acme_cert = if possible {
-            stored_certificate(config).and_then(|s| {
+            stored_certificate(config, now).and_then(|s| {
                 s.key
                     .cert
                     .first()
@@ -739,10 +740,10 @@ mod tests {
     #[test]
     fn not_possible_outside_domain_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let acme = Acme::new(&crate::testing::config(dir.path(), "192.0.2.1"));
+        let acme = Acme::new(&crate::testing::config(dir.path(), "192.0.2.1"), 0);
         assert!(!acme.possible);
         assert!(acme.impossible_reason.contains("IP address"));
-        let acme = Acme::new(&crate::testing::config(dir.path(), "chat.example.org"));
+        let acme = Acme::new(&crate::testing::config(dir.path(), "chat.example.org"), 0);
         assert!(acme.possible);
         assert_eq!(acme.http01("x"), None);
         assert!(acme.tls_alpn01(Some("chat.example.org")).is_none());

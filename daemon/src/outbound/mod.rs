@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::policy::SmtpReply;
+use crate::policy::{SmtpReply, retry};
 use crate::server::Relay;
 use crate::store::QueuedMessage;
 use bounce::Failure;
@@ -80,15 +80,13 @@ pub fn wake(relay: &Relay) {
     relay.outbound_wake.notify_one();
 }
 
-/// OUT-6: the wait after the `attempts`-th failed attempt: doubling from
-/// `minimal_backoff_time`, at most `maximal_backoff_time` (Postfix's schedule).
-pub fn backoff(relay: &Relay, attempts: u32) -> Duration {
-    let min = relay.config.minimal_backoff_time;
-    let max = relay.config.maximal_backoff_time;
-    let factor = 1u32
-        .checked_shl(attempts.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    min.checked_mul(factor).unwrap_or(max).min(max)
+/// OUT-6: the retry schedule of this relay's config.
+fn schedule(relay: &Relay) -> retry::Schedule {
+    retry::Schedule {
+        minimal_backoff: relay.config.minimal_backoff_time,
+        maximal_backoff: relay.config.maximal_backoff_time,
+        queue_lifetime: relay.config.maximal_queue_lifetime,
+    }
 }
 
 /// One attempt for one queue row (one destination domain), then the queue updated:
@@ -134,7 +132,7 @@ async fn attempt(relay: &Relay, row: QueuedMessage) {
         .collect();
     let mut temporary = outcome.temporary;
     // OUT-6: past the queue lifetime a temporary failure is final.
-    let expired = now.saturating_sub(row.created) >= relay.config.maximal_queue_lifetime.as_secs();
+    let expired = schedule(relay).expired(row.created, now);
     if expired {
         failures.extend(temporary.drain(..).map(|(recipient, reply)| Failure {
             recipient,
@@ -176,7 +174,7 @@ async fn attempt(relay: &Relay, row: QueuedMessage) {
     }
     if !temporary.is_empty() {
         let attempts = row.attempts.saturating_add(1);
-        let next = now + backoff(relay, attempts).as_secs();
+        let next = now + schedule(relay).backoff(attempts).as_secs();
         if let Err(e) = relay.store.queue_retry(row.id, attempts, next).await {
             tracing::error!("outbound: queue {}: cannot reschedule: {e}", row.id);
         }

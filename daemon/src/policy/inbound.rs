@@ -1,7 +1,9 @@
 //! Rules for mail arriving from other relays (port 25 and `/mxdeliv`, spec/relay.md §9):
-//! the encryption part of IN-4 (a–d). The origin check (IN-4e, address literal or DKIM)
-//! runs afterwards, elsewhere; the header stripping before storing (IN-7) is in
-//! `policy::headers`.
+//! the encryption part of IN-4 (a–d) and the address-literal part of the origin check
+//! (IN-4e, [`origin`]); the DKIM part of IN-4e is `crate::dkim::Verifier`, the header
+//! stripping before storing (IN-7) is in `policy::headers`.
+
+use std::net::IpAddr;
 
 use crate::message::View;
 use crate::policy::SmtpReply;
@@ -60,6 +62,40 @@ fn is_mailer_daemon_report(msg: View<'_>, from: &str) -> bool {
     let daemon = from.to_lowercase().starts_with("mailer-daemon@");
     let report = msg.root.content_type.is("multipart", "report");
     auto_submitted && daemon && report
+}
+
+/// How IN-4e establishes where a message comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The From domain is an address literal and it is the connecting address (IP-only
+    /// relays, MODE-1): no DKIM needed.
+    Literal,
+    /// The From domain is an address literal of another address: refused.
+    Refused(SmtpReply),
+    /// The From domain is a name: DKIM decides.
+    Dkim,
+}
+
+/// IN-4e for the From domain `domain` (as in the address: `[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]` or a name) of a message from `client` (the SMTP client, or the
+/// HTTP peer of `/mxdeliv`). IPv4-mapped IPv6 addresses count as the IPv4 address.
+pub fn origin(domain: &str, client: IpAddr) -> Origin {
+    // RFC 5321 §4.1.3 address literal.
+    let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) else {
+        return Origin::Dkim;
+    };
+    let client = client.to_canonical();
+    let text = match literal.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => &literal[5..],
+        _ => literal,
+    };
+    match text.parse::<IpAddr>() {
+        Ok(ip) if ip.to_canonical() == client => Origin::Literal,
+        _ => Origin::Refused(SmtpReply::new(
+            500,
+            format!("Invalid FROM domain literal: {literal} does not match origin IP {client}"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +273,61 @@ mod tests {
                     fx.name
                 );
             }
+        }
+    }
+
+    #[test]
+    fn origin_of_address_literals_and_names() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let refused = |literal: &str, client: &str| {
+            Origin::Refused(SmtpReply::new(
+                500,
+                format!("Invalid FROM domain literal: {literal} does not match origin IP {client}"),
+            ))
+        };
+        // (From domain, client, outcome)
+        let cases = [
+            ("[192.0.2.1]", "192.0.2.1", Origin::Literal),
+            ("[192.0.2.1]", "::ffff:192.0.2.1", Origin::Literal),
+            ("[::ffff:192.0.2.1]", "192.0.2.1", Origin::Literal),
+            ("[IPv6:2001:db8::1]", "2001:db8::1", Origin::Literal),
+            ("[ipv6:2001:DB8::1]", "2001:db8::1", Origin::Literal),
+            ("[2001:db8::1]", "2001:db8::1", Origin::Literal),
+            (
+                "[192.0.2.1]",
+                "192.0.2.2",
+                refused("192.0.2.1", "192.0.2.2"),
+            ),
+            (
+                "[192.0.2.1]",
+                "::ffff:192.0.2.2",
+                refused("192.0.2.1", "192.0.2.2"),
+            ),
+            (
+                "[IPv6:2001:db8::1]",
+                "192.0.2.1",
+                refused("IPv6:2001:db8::1", "192.0.2.1"),
+            ),
+            (
+                "[IPv6:192.0.2.1]",
+                "192.0.2.9",
+                refused("IPv6:192.0.2.1", "192.0.2.9"),
+            ),
+            (
+                "[relay.example]",
+                "192.0.2.1",
+                refused("relay.example", "192.0.2.1"),
+            ),
+            ("[]", "192.0.2.1", refused("", "192.0.2.1")),
+            ("[IPv6]", "192.0.2.1", refused("IPv6", "192.0.2.1")),
+            ("[ü.ü]", "192.0.2.1", refused("ü.ü", "192.0.2.1")),
+            ("relay.example", "192.0.2.1", Origin::Dkim),
+            ("192.0.2.1", "192.0.2.1", Origin::Dkim),
+            ("[192.0.2.1", "192.0.2.1", Origin::Dkim),
+            ("192.0.2.1]", "192.0.2.1", Origin::Dkim),
+        ];
+        for (domain, client, want) in cases {
+            assert_eq!(origin(domain, ip(client)), want, "{domain} from {client}");
         }
     }
 }

@@ -5,7 +5,10 @@ pub mod gate;
 pub mod headers;
 pub mod inbound;
 pub mod names;
+pub mod quota;
 pub mod ratelimit;
+pub mod recipient;
+pub mod retry;
 pub mod submission;
 
 use std::fmt;

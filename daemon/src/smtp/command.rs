@@ -107,7 +107,7 @@ fn proto_error(e: ProtoError) -> SmtpReply {
     match e {
         ProtoError::UnknownCommand => reply::unknown_command(),
         ProtoError::SyntaxError { syntax } => reply::syntax(syntax),
-        ProtoError::InvalidRecipientAddress => reply::bad_recipient_syntax(),
+        ProtoError::InvalidRecipientAddress => crate::policy::recipient::bad_syntax(),
         ProtoError::InvalidSenderAddress => reply::bad_sender_syntax(),
         ProtoError::InvalidParameter { param } => reply::bad_param(param),
         ProtoError::UnsupportedParameter { param } => reply::unsupported_param(&param),

@@ -70,9 +70,6 @@ pub fn unsupported_param(param: &str) -> SmtpReply {
 pub fn bad_sender_syntax() -> SmtpReply {
     r(501, "5.1.7 Bad sender address syntax")
 }
-pub fn bad_recipient_syntax() -> SmtpReply {
-    r(501, "5.1.3 Bad recipient address syntax")
-}
 pub fn need_helo() -> SmtpReply {
     r(503, "5.5.1 Error: send HELO/EHLO first")
 }
@@ -157,10 +154,6 @@ pub fn rate_limited(sender: &str) -> SmtpReply {
         450,
         &format!("4.7.1: Too much mail from <{sender}>, slow down"),
     )
-}
-/// SUB-5.
-pub fn too_many_recipients() -> SmtpReply {
-    r(452, "4.5.3 Error: too many recipients")
 }
 /// SUB-5, MAIL SIZE= and DATA.
 pub fn too_big() -> SmtpReply {

@@ -15,11 +15,10 @@ use super::reply;
 use super::wire::{Data, Line, MAX_COMMAND_LINE, Wire, WireError};
 use crate::auth::AuthError;
 use crate::delivery;
+use crate::policy::recipient::Relaying;
 use crate::policy::{SmtpReply, submission};
 use crate::server::Relay;
 
-/// SUB-5: recipients per transaction.
-pub const MAX_RECIPIENTS: usize = 1000;
 /// Protocol errors on one connection before it is closed (Postfix
 /// `smtpd_hard_error_limit`).
 const MAX_ERRORS: u32 = 20;
@@ -64,18 +63,6 @@ impl Limits {
     }
 }
 
-/// The accepted recipients of a transaction.
-struct Recipients {
-    /// Local accounts (canonical, `+ext` removed), without duplicates.
-    local: Vec<String>,
-    /// Remote addresses as given, without duplicates.
-    remote: Vec<String>,
-    /// All accepted recipients in order, as the policy sees them.
-    all: Vec<String>,
-    /// IN-4d: some local recipient refuses cleartext.
-    enforce_e2ee: bool,
-}
-
 /// A mail transaction between MAIL and the end of DATA (RFC 5321 §3.3).
 struct Transaction {
     from: String,
@@ -85,7 +72,7 @@ struct Transaction {
     rate_ok: Option<bool>,
     /// The `SIZE=` of MAIL FROM (RFC 1870), 0 when not given; QUOTA-2 at RCPT.
     size_hint: u64,
-    rcpts: Recipients,
+    rcpts: delivery::Recipients,
 }
 
 /// What the connection does after a command.
@@ -450,12 +437,7 @@ impl Session {
             sender_refusal,
             rate_ok: None,
             size_hint: size,
-            rcpts: Recipients {
-                local: Vec::new(),
-                remote: Vec::new(),
-                all: Vec::new(),
-                enforce_e2ee: false,
-            },
+            rcpts: delivery::Recipients::default(),
         });
         self.send(wire, &reply::mail_ok());
         Flow::Continue
@@ -493,35 +475,15 @@ impl Session {
                 return reply::rate_limited(&tx.from);
             }
         }
-        // SUB-5.
-        if tx.rcpts.all.len() >= MAX_RECIPIENTS {
-            return reply::too_many_recipients();
-        }
-        let Some((_, domain)) = to.rsplit_once('@') else {
-            return reply::bad_recipient_syntax();
+        // SUB-5, IN-2 and the account: the same check as `/mxdeliv`.
+        let relaying = match self.mode {
+            Mode::Submission => Relaying::Allowed,
+            Mode::Mx => Relaying::Denied,
         };
-        let own = relay.config.address_domain();
-        if domain.eq_ignore_ascii_case(&own) {
-            match delivery::local_recipient(&relay, to, tx.size_hint) {
-                Ok(local) => {
-                    tx.rcpts.enforce_e2ee |= local.enforce_e2ee;
-                    if !tx.rcpts.local.contains(&local.account) {
-                        tx.rcpts.local.push(local.account.clone());
-                    }
-                    tx.rcpts.all.push(local.account);
-                }
-                Err(r) => return r,
-            }
-        } else if self.mode == Mode::Mx {
-            // IN-2.
-            return delivery::relay_denied(to);
-        } else {
-            if !tx.rcpts.remote.iter().any(|r| r == to) {
-                tx.rcpts.remote.push(to.to_string());
-            }
-            tx.rcpts.all.push(to.to_string());
+        match tx.rcpts.add(&relay, to, tx.size_hint, relaying) {
+            Ok(()) => reply::rcpt_ok(),
+            Err(r) => r,
         }
-        reply::rcpt_ok()
     }
 
     // ---- DATA -----------------------------------------------------------------------
@@ -579,11 +541,7 @@ impl Session {
 
     /// IN-4, IN-7 and the durable commit.
     async fn accept_inbound(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
-        let rcpts = delivery::InboundRecipients {
-            local: tx.rcpts.local,
-            enforce_e2ee: tx.rcpts.enforce_e2ee,
-        };
-        delivery::inbound(&self.relay, self.peer.ip(), tx.from, rcpts, raw).await
+        delivery::inbound(&self.relay, self.peer.ip(), tx.from, tx.rcpts, raw).await
     }
 }
 

@@ -1148,7 +1148,7 @@ fn deliver_in(
                     bytes
                 }
             };
-            if max_mailbox_size != u64::MAX && used.saturating_add(size) > max_mailbox_size {
+            if crate::policy::quota::exceeds(used, size, max_mailbox_size) {
                 over_quota.push(rcpt.clone());
                 continue;
             }

@@ -39,6 +39,8 @@ pub const IMAP: u16 = 143;
 pub const IMAPS: u16 = 993;
 pub const HTTPS: u16 = 443;
 pub const HTTP: u16 = 80;
+/// The metrics endpoint (`mtail_address`, LOG-5; the default port).
+pub const METRICS: u16 = 3903;
 
 /// Short retry times so the fault tests see retries within seconds (OUT-6 keys).
 pub const FAST_RETRY: [&str; 3] = [
@@ -171,6 +173,9 @@ impl FedRelay {
             ("mail_domain".into(), self.mail_domain.clone()),
             ("data_dir".into(), self.data_dir().display().to_string()),
         ];
+        // LOG-5: the queue and the sessions are watched through /metrics
+        // ([`FedRelay::wait_queue_empty`]).
+        defaults.push(("mtail_address".into(), format!("{}:{METRICS}", self.ip)));
         for (key, port) in [
             ("smtp", SMTP),
             ("submission", SUBMISSION),
@@ -247,6 +252,35 @@ impl FedRelay {
             .filter(|l| words.iter().any(|w| l.contains(w)))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Where this relay serves `/metrics`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        match self.has("mtail_address") {
+            Some(v) => v.parse().expect("mtail_address as ip:port"),
+            None => self.sock(METRICS),
+        }
+    }
+
+    /// Wait (up to `within`) until this relay's outbound queue is empty (OUT-1:
+    /// `relaybox_queue_length`): every message it took for other relays has been
+    /// delivered or bounced, and no attempt is under way. The last length seen.
+    pub async fn wait_queue_empty(&self, within: Duration) -> u64 {
+        let (_, s) = crate::metrics::wait_for(self.metrics_addr(), within, |s| {
+            s.get("relaybox_queue_length") == Some(&0)
+        })
+        .await;
+        crate::metrics::get(&s, "relaybox_queue_length")
+    }
+
+    /// Wait (up to `within`) until the counter or gauge `sample` of this relay's
+    /// `/metrics` is at least `n` (since its last start); its last value either way.
+    pub async fn wait_sample(&self, sample: &str, n: u64, within: Duration) -> u64 {
+        let (_, s) = crate::metrics::wait_for(self.metrics_addr(), within, |s| {
+            s.get(sample).is_some_and(|v| *v >= n)
+        })
+        .await;
+        crate::metrics::get(&s, sample)
     }
 
     /// The last `n` lines of the log.

@@ -11,6 +11,7 @@ pub mod federation;
 pub mod http;
 pub mod imap;
 pub mod mail;
+pub mod metrics;
 pub mod pebble;
 pub mod postfix;
 pub mod relay;
@@ -21,22 +22,6 @@ pub use imap::{Imap, Response};
 pub use mail::{Account, DOMAIN, Mail, MailBuilder, encrypted_mail};
 pub use relay::Relay;
 pub use smtp::{Reply, Smtp};
-
-/// A check of a feature that is specified but not built yet (DESIGN.md: an expected
-/// failure carries its reason, and the test fails once the check starts passing, so the
-/// list only shrinks). Runs `check`; passes when it panics, panics when it passes.
-pub async fn expected_failure<F>(reason: &str, check: F)
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    match tokio::spawn(check).await {
-        Err(e) if e.is_panic() => eprintln!("expected failure ({reason})"),
-        Err(e) => panic!("expected-failure check did not run: {e}"),
-        Ok(()) => panic!(
-            "listed as an expected failure ({reason}) but it passes now: make it a plain test"
-        ),
-    }
-}
 
 /// Create `account` on the relay by logging in once over IMAP (ACC-5), asserted.
 pub async fn create_account(relay: &Relay, account: &Account) {

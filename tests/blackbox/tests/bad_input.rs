@@ -12,7 +12,7 @@ use relaybox_blackbox::imap::quote;
 use relaybox_blackbox::mail::{base64, stored_message_id};
 use relaybox_blackbox::{
     Account, Imap, MailBuilder, ReadError, Relay, Reply, Smtp, assert_serving, create_account,
-    encrypted_mail,
+    encrypted_mail, metrics,
 };
 
 /// Where login floods come from: not the address of [`assert_serving`]'s clients, which
@@ -537,7 +537,8 @@ async fn commands_pipelined_after_starttls_are_discarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_vanishing_mid_data_stores_nothing() {
-    let relay = Relay::start(&[]).await;
+    let metrics = metrics::free_address();
+    let relay = Relay::start(&[&metrics::ini_line(metrics)]).await;
     let a = Account::random();
     let b = Account::random();
     create_account(&relay, &b).await;
@@ -554,7 +555,14 @@ async fn client_vanishing_mid_data_stores_nothing() {
         s.send_raw(&m.bytes[..cut]).await;
         drop(s); // no QUIT, no TLS close_notify
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Whatever the relay does with a cut DATA, it has done it once it ended both
+    // sessions (bounded wait).
+    let open = metrics::open_connections("submissions");
+    let (text, s) = metrics::wait_for(metrics, Duration::from_secs(10), |s| {
+        metrics::get(s, &open) == 0
+    })
+    .await;
+    assert_eq!(metrics::get(&s, &open), 0, "sessions not ended:\n{text}");
     let inbox = Imap::fetch_inbox(&relay, &b).await;
     assert!(
         inbox.is_empty(),
@@ -581,19 +589,32 @@ async fn oversized_message_is_refused_and_session_survives() {
     assert_serving(&relay).await;
 }
 
-/// Failed logins get slower, or the connection is closed after a few (issue 13: keyed
-/// on the client address; another address is not slowed).
-fn assert_brake(times: &[Duration], closed_after: Option<usize>, what: &str) {
+/// Failed logins on one connection before the relay closes it (IMAP and SMTP alike,
+/// like Dovecot's and Postfix's limits).
+const CLOSED_AFTER: usize = 3;
+
+/// A flood of failed logins on one connection: the relay answered [`CLOSED_AFTER`] of
+/// them, then closed the connection (issue 13).
+fn assert_closed(times: &[Duration], closed_after: Option<usize>, what: &str) {
     eprintln!("{what}: failed-login times {times:?}, closed after {closed_after:?} failures");
-    if let Some(n) = closed_after {
-        assert!(n <= 10, "{what}: closed only after {n} failures");
-        return;
-    }
+    assert_eq!(
+        closed_after,
+        Some(CLOSED_AFTER),
+        "{what}: the connection was not closed after {CLOSED_AFTER} failed logins \
+         (answered: {times:?})"
+    );
+}
+
+/// Failed logins from one address get slower (issue 13: keyed on the client address;
+/// another address is not slowed). A lower bound on the brake's waits, which the relay
+/// cannot undercut however fast the machine.
+fn assert_slower(times: &[Duration], what: &str) {
+    eprintln!("{what}: failed-login times {times:?}");
     let early = times[..3].iter().min().copied().unwrap_or_default();
     let late = times[5..].iter().max().copied().unwrap_or_default();
     assert!(
         late >= early + Duration::from_millis(200),
-        "{what}: 10 failed logins neither slowed down nor closed the connection: {times:?}"
+        "{what}: failed logins did not slow down: {times:?}"
     );
 }
 
@@ -632,7 +653,7 @@ async fn failed_imap_login_flood() {
             Err(e) => panic!("wrong password {i}: {e}"),
         }
     }
-    assert_brake(&times, closed_after, "IMAP");
+    assert_closed(&times, closed_after, "IMAP");
     drop(c);
     // The right password from another address is not slowed by the flood.
     let start = Instant::now();
@@ -675,7 +696,7 @@ async fn failed_smtp_auth_flood() {
             Err(e) => panic!("wrong password {i}: {e}"),
         }
     }
-    assert_brake(&times, closed_after, "SMTP");
+    assert_closed(&times, closed_after, "SMTP");
     drop(s);
     let start = Instant::now();
     Smtp::login(&relay, &a).await.quit().await;
@@ -714,7 +735,7 @@ async fn failed_logins_across_connections_get_slower() {
         times.push(took);
         drop(c);
     }
-    assert_brake(&times, None, "IMAP, one failure per connection");
+    assert_slower(&times, "IMAP, one failure per connection");
     // The right password from the same address: no sooner than a wrong one would be.
     let mut c = connect().await;
     let start = Instant::now();

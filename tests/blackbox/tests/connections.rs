@@ -7,11 +7,11 @@
 //!
 //! Clients act as different hosts by binding 127.0.0.x source addresses.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use relaybox_blackbox::conn::LineConn;
-use relaybox_blackbox::{Imap, ReadError, Relay, Smtp, http};
+use relaybox_blackbox::{Imap, ReadError, Relay, Smtp, http, metrics};
 use tokio::time::Instant;
 
 /// Bound for anything the relay should do soon (a close, a refusal).
@@ -19,13 +19,6 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free loopback port")
-        .port()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +245,7 @@ async fn trickle(conn: &mut LineConn, bytes: &[u8], every: Duration) -> Option<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_at_their_deadlines() {
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics = metrics::free_address();
     let relay = Relay::start(&[
         &format!("mtail_address = {metrics}"),
         "smtpd_timeout = 2s",
@@ -383,31 +376,18 @@ async fn bye_at_the_imap_cap_also_over_tls() {
     );
 }
 
-/// One `GET /metrics`, retried while the listener comes up (bounded).
+/// One `GET /metrics`: the exposition text.
 async fn scrape(addr: SocketAddr) -> String {
-    let deadline = Instant::now() + WAIT;
-    let mut conn = loop {
-        match LineConn::connect(addr).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() >= deadline => panic!("metrics {addr}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    let r = http::request(&mut conn, "GET /metrics HTTP/1.1\nHost: metrics", b"")
-        .await
-        .expect("metrics response");
-    assert_eq!(r.status, 200, "{}", r.status_line);
-    r.body_text()
+    metrics::scrape(addr, None).await.body_text()
 }
 
 fn sample(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    metrics::samples(text).get(name).copied()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_counted_and_logged_once_per_address() {
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics = metrics::free_address();
     let relay = Relay::start(&[
         &format!("mtail_address = {metrics}"),
         "max_connections_per_ip = 1",

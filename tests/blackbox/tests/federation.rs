@@ -13,8 +13,34 @@ use relaybox_blackbox::federation::{DELIVERY_TIMEOUT, DomainRelays, FedRelay, Ne
 use relaybox_blackbox::mail::{header_values, stored_message_id};
 use relaybox_blackbox::{Account, Mail, MailBuilder, encrypted_mail};
 
-/// After a message arrived, how long to keep looking for a second copy.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(5);
+/// Recipients of outbound attempts that failed temporarily (OUT-6), in `/metrics`.
+const DEFERRED: &str = "relaybox_outbound_attempts_total{result=\"temporary\"}";
+/// How long the sender may take to empty its queue once the peer has the message.
+const QUEUE_WAIT: Duration = Duration::from_secs(30);
+
+/// Wait until `r` made at least `n` attempts (of one recipient each) that failed
+/// temporarily (asserted).
+async fn wait_deferred(r: &FedRelay, n: u64, what: &str) {
+    let seen = r.wait_sample(DEFERRED, n, DELIVERY_TIMEOUT).await;
+    assert!(
+        seen >= n,
+        "{what}: {seen} failed attempt(s) within {DELIVERY_TIMEOUT:?}, expected {n}; log:\n{}",
+        r.log_tail(40)
+    );
+}
+
+/// Wait until `r`'s outbound queue is empty (asserted): it is done with every message,
+/// so no further copy can come from it.
+async fn wait_queue_empty(r: &FedRelay) {
+    let left = r.wait_queue_empty(QUEUE_WAIT).await;
+    assert_eq!(
+        left,
+        0,
+        "{} still has {left} queued message(s) after {QUEUE_WAIT:?}; log:\n{}",
+        r.mail_domain,
+        r.log_tail(40)
+    );
+}
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
@@ -166,7 +192,7 @@ async fn peer_down_then_back_delivers_once() {
     let r = set.relays[0].submit(&a, &[&b.addr], &mail.bytes).await;
     assert_eq!(r.code, 250, "submission while the peer is down: {r}");
     // Several retry rounds (back-off 1–2 s) fail while the peer is down.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_deferred(&set.relays[0], 3, "peer down").await;
     set.relays[1].start().await;
     let (r1, r2) = (&set.relays[0], &set.relays[1]);
     let inbox = r2
@@ -178,7 +204,7 @@ async fn peer_down_then_back_delivers_once() {
         "queued message not delivered after the peer came back; relay 1 log:\n{}",
         r1.log_tail(40)
     );
-    tokio::time::sleep(DUPLICATE_WINDOW).await;
+    wait_queue_empty(r1).await;
     let inbox = r2.inbox(&b).await;
     assert_eq!(
         count_id(&inbox, &mail.message_id),
@@ -266,8 +292,8 @@ async fn permanent_refusal_bounces_to_sender() {
     for rp in header_values(bounce, "Return-Path") {
         assert_eq!(rp.trim(), "<>", "bounce Return-Path");
     }
-    // Bounced once, not once per retry.
-    tokio::time::sleep(DUPLICATE_WINDOW).await;
+    // Bounced once, not once per retry: relay 1 is done with the message.
+    wait_queue_empty(r1).await;
     let reports = r1
         .inbox(&a)
         .await
@@ -334,7 +360,9 @@ async fn sender_killed_with_full_queue_loses_nothing() {
         assert_eq!(r.code, 250, "submission {i}: {r}");
         mails.push(mail);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every message has been tried (and failed) once: the queue holds rows with
+    // attempts and retry times when the relay is killed.
+    wait_deferred(&set.relays[0], N as u64, "peer down").await;
     set.relays[0].kill9();
     set.relays[0].start().await;
     set.relays[1].start().await;
@@ -351,7 +379,7 @@ async fn sender_killed_with_full_queue_loses_nothing() {
         "lost after kill -9 and restart: {missing:?}; relay 1 log:\n{}",
         r1.log_tail(50)
     );
-    tokio::time::sleep(DUPLICATE_WINDOW).await;
+    wait_queue_empty(r1).await;
     let inbox = r2.inbox(&b).await;
     for m in &mails {
         assert_eq!(
@@ -393,7 +421,7 @@ async fn certificate_for_another_name_holds_delivery() {
     let r = set.relays[0].submit(&a, &[&b.addr], &mail.bytes).await;
     assert_eq!(r.code, 250, "submission: {r}");
     // Several attempts (back-off 1–2 s) see the wrong name.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_deferred(&set.relays[0], 3, "wrong certificate name").await;
     let inbox = set.relays[1].inbox(&b).await;
     assert_eq!(
         count_id(&inbox, &mail.message_id),

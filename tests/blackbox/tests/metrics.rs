@@ -3,69 +3,13 @@
 //! it the relay listens on its service ports only; a bad address stops the start; and
 //! with `log_stderr = false` stderr stays free of log lines while the relay works.
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use relaybox_blackbox::conn::LineConn;
-use relaybox_blackbox::{
-    Account, Imap, MailBuilder, Relay, Smtp, create_account, encrypted_mail, http,
+use relaybox_blackbox::metrics::{
+    free_address, get, ini_line, open_connections, samples, scrape, wait_for,
 };
-
-/// How long the metrics listener may take to accept after the service ports do.
-const SCRAPE_WAIT: Duration = Duration::from_secs(10);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free loopback port")
-        .port()
-}
-
-/// One `GET /metrics` (retried while the listener is not up yet, bounded).
-async fn scrape(addr: SocketAddr, accept: Option<&str>) -> http::HttpResponse {
-    let deadline = tokio::time::Instant::now() + SCRAPE_WAIT;
-    let mut conn = loop {
-        match LineConn::connect(addr).await {
-            Ok(c) => break c,
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                panic!("metrics endpoint {addr} not reachable: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    let mut head = String::from("GET /metrics HTTP/1.1\nHost: metrics");
-    if let Some(a) = accept {
-        head += &format!("\nAccept: {a}");
-    }
-    let resp = http::request(&mut conn, &head, b"")
-        .await
-        .expect("metrics response");
-    assert_eq!(resp.status, 200, "{}", resp.status_line);
-    resp
-}
-
-/// Sample name (with labels, as written) → value.
-fn samples(text: &str) -> HashMap<String, u64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("sample line without a value: {l:?}"));
-            let value = value
-                .parse()
-                .unwrap_or_else(|_| panic!("not a whole number: {l:?}"));
-            (name.to_string(), value)
-        })
-        .collect()
-}
-
-/// The value of `sample` in `s` (asserted present).
-fn get(s: &HashMap<String, u64>, sample: &str) -> u64 {
-    *s.get(sample)
-        .unwrap_or_else(|| panic!("no sample {sample} in {s:?}"))
-}
+use relaybox_blackbox::{Account, Imap, MailBuilder, Relay, Smtp, create_account, encrypted_mail};
 
 /// The TCP ports the relay process listens on, from /proc (Linux): the process is
 /// found by its config path on the command line, its sockets by their inodes.
@@ -137,9 +81,9 @@ fn service_ports(relay: &Relay) -> BTreeSet<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_what_happened() {
-    let port = free_port();
-    let relay = Relay::start(&[&format!("mtail_address = 127.0.0.1:{port}")]).await;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = free_address();
+    let port = addr.port();
+    let relay = Relay::start(&[&ini_line(addr)]).await;
 
     let before = scrape(addr, None).await;
     // LOG-5: Prometheus text by default.
@@ -169,20 +113,14 @@ async fn counters_move_by_exactly_what_happened() {
 
     // The sessions' ends are counted when the server side closes: wait (bounded) for
     // the open-connection gauges to come back.
-    let open_imaps = "relaybox_connections_open{service=\"imaps\"}";
-    let open_465 = "relaybox_connections_open{service=\"submissions\"}";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (text, after) = loop {
-        let resp = scrape(addr, None).await;
-        let text = resp.body_text();
-        let after = samples(&text);
-        let settled = get(&after, open_imaps) == get(&before, open_imaps)
-            && get(&after, open_465) == get(&before, open_465);
-        if settled || tokio::time::Instant::now() >= deadline {
-            break (text, after);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let open_imaps = open_connections("imaps");
+    let open_465 = open_connections("submissions");
+    let (open_imaps, open_465) = (open_imaps.as_str(), open_465.as_str());
+    let (text, after) = wait_for(addr, Duration::from_secs(10), |after| {
+        get(after, open_imaps) == get(&before, open_imaps)
+            && get(after, open_465) == get(&before, open_465)
+    })
+    .await;
     let delta = |sample: &str| get(&after, sample) as i64 - get(&before, sample) as i64;
 
     let expected: &[(&str, i64)] = &[
@@ -254,10 +192,18 @@ async fn counters_move_by_exactly_what_happened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_mtail_address_nothing_else_listens() {
     let relay = Relay::start(&[]).await;
-    // Give a metrics task every chance to bind before looking.
     create_account(&relay, &Account::random()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(listening_ports(&relay), service_ports(&relay));
+    // An absence has no moment to wait for (nothing marks that every task spawned at
+    // start has run): the listening ports are looked at repeatedly over a window, and
+    // the first extra one fails the test. The window is the behaviour under test.
+    let window = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        assert_eq!(listening_ports(&relay), service_ports(&relay));
+        if tokio::time::Instant::now() >= window {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(!relay.stderr().contains("metrics listening"));
 }
 
@@ -279,7 +225,8 @@ async fn bad_mtail_address_stops_the_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_stderr_false_keeps_logs_off_stderr() {
     // LOG-1: logs stay in memory unless configured otherwise.
-    let relay = Relay::start(&["log_stderr = false"]).await;
+    let metrics = free_address();
+    let relay = Relay::start(&["log_stderr = false", &ini_line(metrics)]).await;
     let a = Account::random();
     create_account(&relay, &a).await;
     let mail = encrypted_mail(&a.addr, &[&a.addr]);
@@ -290,7 +237,12 @@ async fn log_stderr_false_keeps_logs_off_stderr() {
     assert_eq!(r.code, 523, "{r}");
     let inbox = Imap::fetch_inbox(&relay, &a).await;
     assert_eq!(inbox.len(), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every session has ended on the relay's side (and logged all it would log).
+    let ended = |s: &std::collections::HashMap<String, u64>| {
+        get(s, &open_connections("imaps")) == 0 && get(s, &open_connections("submissions")) == 0
+    };
+    let (text, s) = wait_for(metrics, Duration::from_secs(10), ended).await;
+    assert!(ended(&s), "sessions still open:\n{text}");
     let log = relay.stderr();
     assert!(log.is_empty(), "stderr should stay empty:\n{log}");
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use relaybox_blackbox::conn::LineConn;
 use relaybox_blackbox::http::{self, HttpResponse};
 use relaybox_blackbox::mail::stored_message_id;
-use relaybox_blackbox::{Account, Imap, MailBuilder, Relay, create_account};
+use relaybox_blackbox::{Account, DOMAIN, Imap, MailBuilder, Relay, create_account};
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
@@ -55,6 +55,18 @@ async fn mxdeliv_inbound() {
         r.status,
         200,
         "IN-6 accepted: {} {}",
+        r.status_line,
+        r.body_text()
+    );
+
+    // SUB-14 as at RCPT: `user+ext@domain` is `user@domain`.
+    let tagged = MailBuilder::encrypted(peer, &[&b.addr]).build();
+    let plus = format!("{}+tag@{DOMAIN}", b.local);
+    let r = mxdeliv(&relay, ip(2), &post(Some(peer), &[&plus]), &tagged.bytes).await;
+    assert_eq!(
+        r.status,
+        200,
+        "+ext recipient: {} {}",
         r.status_line,
         r.body_text()
     );
@@ -145,7 +157,10 @@ async fn mxdeliv_inbound() {
 
     // What was accepted is stored, nothing else.
     for (acct, want) in [
-        (&b, vec![&good.message_id, &bounce.message_id]),
+        (
+            &b,
+            vec![&good.message_id, &tagged.message_id, &bounce.message_id],
+        ),
         (&c, vec![&good.message_id]),
     ] {
         let ids: Vec<String> = Imap::fetch_inbox(&relay, acct)
