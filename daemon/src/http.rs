@@ -27,6 +27,8 @@ use crate::onboarding;
 use crate::policy::ratelimit::{Quota, RateLimiter};
 use crate::server::Relay;
 
+pub mod metrics;
+
 /// Time limits of an HTTP connection (issue 13).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

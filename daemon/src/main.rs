@@ -225,6 +225,28 @@ async fn run_relay(
     from_wizard: bool,
 ) -> ExitCode {
     {
+        // LOG-5: the metrics endpoint's address is parsed and bound before any service
+        // starts; a bad address stops the start as a config error (exit 2), a failed bind
+        // as an unavailable listener address (exit 1).
+        let metrics_listener = match relay.config.mtail_address.as_deref() {
+            None => None,
+            Some(address) => match relaybox::http::metrics::bind(address).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    match e {
+                        relaybox::http::metrics::ServeError::Address(_) => {
+                            eprintln!("relaybox: config error: {e}")
+                        }
+                        relaybox::http::metrics::ServeError::Bind { .. } => {
+                            eprintln!("relaybox: {e}")
+                        }
+                    }
+                    appliance.stop().await;
+                    return ExitCode::from(e.exit_code());
+                }
+            },
+        };
         appliance.appliance.attach(relay.clone());
         if dev {
             relaybox::onboarding::print_dev_banner(&relay);
@@ -238,7 +260,14 @@ async fn run_relay(
         let outbound = tokio::spawn(relaybox::outbound::run(relay.clone()));
         // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.
         let turn = tokio::spawn(relaybox::turn::run(relay.clone()));
-        let metrics = tokio::spawn(relaybox::metrics::serve(relay.clone()));
+        let metrics = tokio::spawn({
+            let store = relay.store.clone();
+            async move {
+                if let Some(listener) = metrics_listener {
+                    relaybox::http::metrics::run(listener, store, relaybox::metrics::global()).await
+                }
+            }
+        });
         // Issue 13: memory freed by closed sessions goes back to the system.
         let trim = tokio::spawn(relaybox::alloc::trim_periodically());
         // OTA-3..6 (issue 7): update checks, installs, the trial boot's health window.

@@ -1,5 +1,4 @@
-//! Metrics (LOG-5): process-wide counters and the optional OpenMetrics endpoint bound to
-//! `mtail_address`.
+//! Metrics registry (LOG-5): process-wide counters and their text exposition.
 //!
 //! Counters are plain atomics in one static [`Registry`]; the hot paths (a delivery, an
 //! accepted connection) cost one relaxed atomic add. The text exposition is written by
@@ -10,42 +9,18 @@
 //! Privacy (LOG-2): labels carry only fixed words from this file (reasons, outcomes,
 //! service names); never an account, an address or an IP.
 //!
-//! The endpoint runs only when `mtail_address` is set (LOG-5; upstream serves mtail on
-//! 3903), on that address alone: `GET /metrics` answers in the Prometheus text format
-//! 0.0.4, or in OpenMetrics 1.0.0 when the scraper asks for it in `Accept`.
+//! The endpoint that serves the exposition on `mtail_address` is a protocol:
+//! `crate::http::metrics`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-
-use crate::server::Relay;
-
-/// Port used when `mtail_address` is a bare IP address (upstream's mtail port).
-pub use crate::config::METRICS_PORT as DEFAULT_PORT;
-/// `mtail_address` is parsed by the config (foundation); the endpoint binds it.
-pub use crate::config::{AddressError, parse_metrics_address};
 
 /// `Content-Type` of the Prometheus text format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `Content-Type` of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Scrapes served at the same time; more wait for a slot (the address is private).
-const MAX_SCRAPES: usize = 8;
-/// A scrape connection is closed after this long, whatever it does.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
-/// Time allowed for the request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a message was refused (label `reason` of `relaybox_rejected_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -649,145 +624,6 @@ fn escape_help(text: &str, format: Format) -> String {
     out
 }
 
-/// Why the endpoint could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("{0}")]
-    Address(#[from] AddressError),
-    #[error("cannot listen on {addr} (metrics): {err}")]
-    Bind {
-        addr: SocketAddr,
-        err: std::io::Error,
-    },
-}
-
-/// Exit code of a bad `mtail_address` (as for every other config error).
-const EXIT_CONFIG: i32 = 2;
-
-/// Serve the OpenMetrics endpoint on `mtail_address` when it is set; returns at once
-/// when it is not.
-///
-/// A bad address or a failed bind ends the process, as a bad config value or an
-/// unavailable listener address does at start (exit 2 and 1).
-pub async fn serve(relay: Arc<Relay>) {
-    let Some(text) = relay.config.mtail_address.as_deref() else {
-        return;
-    };
-    let listener = match bind(text).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("{e}");
-            let code = match e {
-                ServeError::Address(_) => {
-                    eprintln!("relaybox: config error: {e}");
-                    EXIT_CONFIG
-                }
-                ServeError::Bind { .. } => {
-                    eprintln!("relaybox: {e}");
-                    1
-                }
-            };
-            std::process::exit(code);
-        }
-    };
-    run(relay, listener, &GLOBAL).await;
-}
-
-/// Parse `mtail_address` and bind it.
-pub async fn bind(mtail_address: &str) -> Result<TcpListener, ServeError> {
-    let addr = parse_metrics_address(mtail_address)?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|err| ServeError::Bind { addr, err })?;
-    tracing::info!("metrics listening on {addr}");
-    Ok(listener)
-}
-
-/// Accept scrapes on `listener` for ever.
-pub async fn run(relay: Arc<Relay>, listener: TcpListener, registry: &'static Registry) {
-    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
-    loop {
-        let (stream, _peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("metrics: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(move |req| {
-                let relay = relay.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&relay, registry, &req)) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                Ok(Ok(())) | Err(_) => {}
-                Ok(Err(e)) => tracing::debug!("metrics: connection ended: {e}"),
-            }
-        });
-    }
-}
-
-/// `GET /metrics` (and `HEAD`); 404 elsewhere, 405 for other methods.
-fn respond<B>(relay: &Relay, registry: &Registry, req: &Request<B>) -> Response<Full<Bytes>> {
-    let plain = |status: StatusCode, text: &'static str| {
-        let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        resp
-    };
-    if req.uri().path() != "/metrics" {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "not found; metrics are at /metrics\n",
-        );
-    }
-    let head = req.method() == Method::HEAD;
-    if req.method() != Method::GET && !head {
-        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-        resp.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return resp;
-    }
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let format = Format::from_accept(accept);
-    let queue_len = match relay.store.queue_len() {
-        Ok(n) => Some(n),
-        Err(e) => {
-            tracing::warn!("metrics: cannot read the queue length: {e}");
-            None
-        }
-    };
-    let text = registry.render(format, queue_len);
-    let body = if head {
-        Bytes::new()
-    } else {
-        Bytes::from(text)
-    };
-    let mut resp = Response::new(Full::new(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(format.content_type()),
-    );
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1048,83 +884,5 @@ mod tests {
             Format::from_accept(Some("application/openmetrics-text;version=0.0.1")),
             Format::Prometheus
         );
-    }
-
-    #[test]
-    fn metrics_address_forms() {
-        let ok = |s: &str| parse_metrics_address(s).expect(s).to_string();
-        assert_eq!(ok("127.0.0.1"), "127.0.0.1:3903");
-        assert_eq!(ok(" 127.0.0.1:3904 "), "127.0.0.1:3904");
-        assert_eq!(ok("[::1]:3903"), "[::1]:3903");
-        assert_eq!(ok("::1"), "[::1]:3903");
-        assert_eq!(ok("[::1]"), "[::1]:3903");
-        for bad in [
-            "",
-            "localhost",
-            "localhost:3903",
-            "127.0.0.1:",
-            "127.0.0.1:0",
-            "127.0.0.1:70000",
-            "[127.0.0.1]",
-            "::1:3903x",
-            "http://127.0.0.1:3903",
-        ] {
-            let e = parse_metrics_address(bad).expect_err(bad);
-            assert!(e.to_string().starts_with("mtail_address: expected"), "{e}");
-        }
-    }
-
-    #[tokio::test]
-    async fn endpoint_serves_both_formats() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        static REG: Registry = Registry::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let relay = Relay::open(crate::testing::config(dir.path(), "127.0.0.1")).expect("relay");
-        let listener = bind("127.0.0.1:0").await;
-        // Port 0 is refused by the config parser; bind a test port directly.
-        assert!(matches!(listener, Err(ServeError::Address(_))));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(run(relay, listener, &REG));
-        REG.account_created();
-        let get = |req: &'static str| async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            s.write_all(req.as_bytes()).await.expect("write");
-            let mut out = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-                .await
-                .expect("in time")
-                .expect("read");
-            String::from_utf8(out).expect("utf-8")
-        };
-        let r = get("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert!(
-            r.to_ascii_lowercase()
-                .contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
-            "{r}"
-        );
-        assert!(r.contains("\nrelaybox_accounts_created_total 1\n"), "{r}");
-        assert!(r.contains("relaybox_queue_length 0\n"), "{r}");
-        let r = get(
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; \
-             version=1.0.0\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(
-            r.to_ascii_lowercase().contains(
-                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"
-            ),
-            "{r}"
-        );
-        assert!(r.ends_with("# EOF\n"), "{r}");
-        let r = get("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-        assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
-        let r = get(
-            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
-        server.abort();
     }
 }

@@ -89,11 +89,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "the registry counts refusals by admission's reason type",
     ),
     (
-        "metrics",
-        "server",
-        "the registry and its HTTP endpoint are one module",
-    ),
-    (
         "mxdeliv",
         "http",
         "takes http::Web, the HTTP service's shared state",
