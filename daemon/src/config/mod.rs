@@ -13,7 +13,7 @@
 //!   which parsing walks and from which README.md's key tables are generated (`readme.rs`
 //!   checks them);
 //! - `value.rs`: the value parsers, and the value types other modules take from here
-//!   ([`Window`] for `update`, [`parse_metrics_address`] for `metrics`).
+//!   ([`Window`] for `update`, [`parse_metrics_address`] for the metrics endpoint (`http::metrics`)).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

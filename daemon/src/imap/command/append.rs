@@ -106,7 +106,11 @@ pub async fn append(ctx: &Ctx<'_>, target: Target, data: Vec<u8>) -> Result<Repl
         return Ok(Reply::no("Message too large").code(Code::TooBig));
     }
     // QUOTA-1: the account limit counts APPENDed messages too.
-    if ctx.store.usage(ctx.user)? + data.len() as u64 > ctx.config.max_mailbox_size {
+    if crate::policy::quota::exceeds(
+        ctx.store.usage(ctx.user)?,
+        data.len() as u64,
+        ctx.config.max_mailbox_size,
+    ) {
         return Ok(Reply::no("Quota exceeded (mailbox for user is full)").code(Code::OverQuota));
     }
     let date = date.unwrap_or_else(|| ctx.clock.unix_now());
