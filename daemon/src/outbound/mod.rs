@@ -215,7 +215,8 @@ async fn send_bounce(
     } else {
         (Vec::new(), vec![row.sender.clone()])
     };
-    let reply = crate::delivery::store(relay, String::new(), local, remote, bounce).await;
+    let reply =
+        crate::delivery::store(&relay.delivery(), String::new(), local, remote, bounce).await;
     match reply.code / 100 {
         2 => true,
         4 => {
