@@ -75,7 +75,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// gone; the test says when one is stale.
 const ALLOWED: &[(&str, &str, &str)] = &[
     ("acme", "server", "takes the whole Relay"),
-    ("delivery", "server", "takes the whole Relay"),
     ("expire", "server", "takes the whole Relay"),
     ("http", "server", "takes the whole Relay"),
     ("imap", "server", "takes the whole Relay"),
@@ -100,11 +99,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "the listeners' connection caps are constants in server",
     ),
     ("onboarding", "server", "takes the whole Relay"),
-    (
-        "outbound",
-        "delivery",
-        "bounces are stored through delivery",
-    ),
     ("outbound", "server", "takes the whole Relay"),
     ("push", "server", "takes the whole Relay"),
     ("smtp", "server", "takes the whole Relay"),

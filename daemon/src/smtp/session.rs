@@ -480,7 +480,7 @@ impl Session {
             Mode::Submission => Relaying::Allowed,
             Mode::Mx => Relaying::Denied,
         };
-        match tx.rcpts.add(&relay, to, tx.size_hint, relaying) {
+        match tx.rcpts.add(&relay.delivery(), to, tx.size_hint, relaying) {
             Ok(()) => reply::rcpt_ok(),
             Err(r) => r,
         }
@@ -529,7 +529,7 @@ impl Session {
     /// SUB-6..12 then the durable commit.
     async fn accept_submission(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
         delivery::submission(
-            &self.relay,
+            &self.relay.delivery(),
             tx.from,
             tx.rcpts.local,
             tx.rcpts.remote,
@@ -541,7 +541,14 @@ impl Session {
 
     /// IN-4, IN-7 and the durable commit.
     async fn accept_inbound(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
-        delivery::inbound(&self.relay, self.peer.ip(), tx.from, tx.rcpts, raw).await
+        delivery::inbound(
+            &self.relay.delivery(),
+            self.peer.ip(),
+            tx.from,
+            tx.rcpts,
+            raw,
+        )
+        .await
     }
 }
 
