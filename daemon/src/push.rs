@@ -117,7 +117,7 @@ pub enum PushError {
     #[error("push_url {0:?}: expected https://host[:port]/path")]
     Url(String),
     #[error("{0}")]
-    Roots(#[from] crate::outbound::transport::TransportError),
+    Roots(#[from] crate::tls::TlsError),
 }
 
 /// What one POST came to (PUSH-4).
@@ -169,7 +169,7 @@ impl Client {
         let url = &config.push_url;
         let parsed = crate::net::HttpsUrl::parse(url).ok_or_else(|| PushError::Url(url.clone()))?;
         // PUSH-3: the same roots as every outbound connection (OUT-4).
-        let roots = crate::outbound::transport::client_roots(config)?;
+        let roots = crate::tls::client_roots(config)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -1,6 +1,7 @@
 //! TLS for every listener: the certificate (self-signed, made once and kept in the data
 //! directory, or external files), a resolver that can swap it without a restart, and
-//! the rustls server configurations per port class (spec/relay.md §2).
+//! the rustls server configurations per port class (spec/relay.md §2); and what every
+//! TLS client of the relay shares: the roots it trusts ([`roots`], OUT-4).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,6 +15,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
 
+pub mod roots;
+
+pub use roots::client_roots;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{path}: {msg}")]
@@ -22,6 +27,9 @@ pub enum TlsError {
     Generate(String),
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    /// `tls_extra_roots` cannot be used (OUT-4).
+    #[error("TLS roots: {0}")]
+    Roots(String),
 }
 
 /// The current certificate; listeners ask it on every handshake, so replacing it

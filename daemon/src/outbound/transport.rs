@@ -28,12 +28,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::https::{self, Answer};
@@ -579,7 +578,7 @@ fn bad_address(address: &str) -> bool {
 impl TlsConnectors {
     fn new(config: &Config) -> Result<TlsConnectors, TransportError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = Arc::new(client_roots(config)?);
+        let roots = Arc::new(crate::tls::client_roots(config)?);
         let build =
             |verify: bool, alpn: bool| -> Result<tokio_rustls::TlsConnector, TransportError> {
                 // rustls speaks TLS 1.2 and 1.3 only: OUT-4's "TLS ≥ 1.2".
@@ -614,40 +613,14 @@ impl TlsConnectors {
     }
 }
 
-/// OUT-4: the roots outbound TLS trusts — the web-PKI roots plus every certificate of
-/// the PEM file `tls_extra_roots`. Shared by every outbound HTTPS/SMTP client (the
-/// push notifier can use it too).
-pub fn client_roots(config: &Config) -> Result<rustls::RootCertStore, TransportError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &config.tls_extra_roots {
-        add_pem_roots(&mut roots, path)?;
-    }
-    Ok(roots)
-}
-
-fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), TransportError> {
-    use rustls_pki_types::pem::PemObject;
-    let err = |msg: String| TransportError::Roots(format!("{}: {msg}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let mut added = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| err(e.to_string()))?;
-        roots.add(cert).map_err(|e| err(e.to_string()))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(err("no certificate found".into()));
-    }
-    Ok(())
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("DNS resolver: {0}")]
     Resolver(String),
     #[error("TLS roots: {0}")]
     Roots(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 #[cfg(test)]
@@ -659,7 +632,7 @@ mod tests {
 
     use super::*;
     use std::net::Ipv4Addr;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
 
     use base64::Engine;
@@ -1500,10 +1473,11 @@ mod tests {
         use hyper::service::service_fn;
         use rustls_pki_types::pem::PemObject;
         let (cert, key) = ca.leaf(dir, names);
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-            .unwrap()
-            .map(|c| c.unwrap())
-            .collect();
+        let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
         let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
         let server = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -1869,16 +1843,18 @@ mod tests {
 
     #[test]
     fn extra_roots_are_loaded() {
+        // The loader itself is tested in `tls::roots`.
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = transport_config(dir.path(), "sender.test");
-        let base = client_roots(&cfg).unwrap().len();
-        assert!(base > 50, "web-PKI roots: {base}");
         cfg.tls_extra_roots = Some(Ca::new().write(dir.path()));
-        assert_eq!(client_roots(&cfg).unwrap().len(), base + 1);
+        assert!(Transport::new(&cfg).is_ok());
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "nothing").unwrap();
         cfg.tls_extra_roots = Some(empty);
-        assert!(matches!(client_roots(&cfg), Err(TransportError::Roots(_))));
+        assert!(matches!(
+            Transport::new(&cfg),
+            Err(TransportError::Tls(crate::tls::TlsError::Roots(_)))
+        ));
         cfg.tls_extra_roots = Some(dir.path().join("missing.pem"));
         assert!(Transport::new(&cfg).is_err());
     }

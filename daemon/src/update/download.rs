@@ -1,7 +1,7 @@
 //! Fetching a bundle over HTTPS (OTA-4): resumable with an HTTP range request (RFC 9110
 //! §14) and capped in size, written to a file on /data and fsynced. HTTP/1.1 over rustls
 //! with ring, like the push notifier (`push.rs`); the roots are the caller's (normally
-//! `outbound::transport::client_roots`, so `tls_extra_roots` works for test servers).
+//! `tls::client_roots`, so `tls_extra_roots` works for test servers).
 
 use std::path::Path;
 use std::sync::Arc;
