@@ -16,6 +16,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
 
+pub mod client;
 pub mod roots;
 pub mod stored;
 

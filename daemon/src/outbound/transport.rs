@@ -40,6 +40,7 @@ use super::route::{Hop, Route, Router};
 use super::smtp::{self, Envelope, HopError, Security};
 use crate::config::{Config, Mode};
 use crate::policy::SmtpReply;
+use crate::tls::client::{Dial, HttpsClient, Options};
 
 /// How a message reached the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,10 +151,10 @@ struct TlsConnectors {
     /// Web-PKI plus extra roots, name checked (SMTP: no ALPN).
     verified_smtp: tokio_rustls::TlsConnector,
     /// The same with ALPN `http/1.1`.
-    verified_https: tokio_rustls::TlsConnector,
+    verified_https: Arc<rustls::ClientConfig>,
     /// Any certificate, handshake signatures still checked.
     any_smtp: tokio_rustls::TlsConnector,
-    any_https: tokio_rustls::TlsConnector,
+    any_https: Arc<rustls::ClientConfig>,
 }
 
 /// OUT-4: how a destination's certificates are treated.
@@ -376,32 +377,41 @@ impl Transport {
         body: Bytes,
     ) -> Answer {
         let port = self.settings.https_port;
-        let connector = match policy {
+        let tls = match policy {
             TlsPolicy::AnyCertificate => self.tls.any_https.clone(),
             // HTTPS is never plain; nauta.cu's hosts get the normal checks.
             TlsPolicy::Verify | TlsPolicy::Plain => self.tls.verified_https.clone(),
         };
-        let name = match server_name(hop) {
-            Ok(name) => name,
-            Err(e) => return Answer::Failed(e),
-        };
+        if let Err(e) = server_name(hop) {
+            return Answer::Failed(e);
+        }
         let host = match hop {
             Hop::Name(name) => name.clone(),
             Hop::Literal(IpAddr::V4(ip)) => ip.to_string(),
             Hop::Literal(IpAddr::V6(ip)) => format!("[{ip}]"),
         };
-        let authority = if port == 443 {
-            host
+        // The host gives SNI, the certificate name and `Host` (with the port unless
+        // 443); the connection goes to the addresses resolved for the hop.
+        let url = if port == 443 {
+            format!("https://{host}{}", https::PATH)
         } else {
-            format!("{host}:{port}")
+            format!("https://{host}:{port}{}", https::PATH)
         };
-        let request = async {
-            let tcp = match self.connect(addrs, port).await {
-                Ok(tcp) => tcp,
-                Err(e) => return Answer::Failed(e),
-            };
-            https::post(tcp, connector, name, &authority, sender, recipients, body).await
-        };
+        let (addrs, source, timeout) = (addrs.to_vec(), self.source, self.settings.connect_timeout);
+        let dial = Dial::Custom(Arc::new(move || {
+            let addrs = addrs.clone();
+            Box::pin(async move { connect(&addrs, port, source, timeout).await })
+        }));
+        // OUT-5: one connection per attempt, none kept.
+        let client = HttpsClient::new(
+            tls,
+            Options {
+                dial,
+                connect_timeout: timeout,
+                max_idle: 0,
+            },
+        );
+        let request = https::post(&client, &url, sender, recipients, body);
         match tokio::time::timeout(self.settings.https_timeout, request).await {
             Ok(answer) => answer,
             Err(_) => Answer::Failed("timed out".into()),
@@ -437,53 +447,7 @@ impl Transport {
     /// Connect to one of `addrs` (Happy Eyeballs, RFC 8305), from the MODE-1 source
     /// address when there is one, within `connect_timeout`.
     async fn connect(&self, addrs: &[IpAddr], port: u16) -> Result<TcpStream, String> {
-        let mut pending: VecDeque<SocketAddr> = interleave(addrs)
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect();
-        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
-        // Dropping the set aborts the attempts that lost the race.
-        let mut attempts = tokio::task::JoinSet::new();
-        let mut last_error = String::from("no address to connect to");
-        let source = self.source;
-        let start = |set: &mut tokio::task::JoinSet<Result<TcpStream, String>>,
-                     addr: SocketAddr| {
-            set.spawn(async move {
-                connect_one(addr, source)
-                    .await
-                    .map_err(|e| format!("{addr}: {e}"))
-            });
-        };
-        loop {
-            if attempts.is_empty() {
-                match pending.pop_front() {
-                    Some(addr) => start(&mut attempts, addr),
-                    None => return Err(last_error),
-                }
-            }
-            tokio::select! {
-                done = attempts.join_next() => match done {
-                    Some(Ok(Ok(stream))) => return Ok(stream),
-                    Some(Ok(Err(e))) => {
-                        last_error = e;
-                        // RFC 8305 §5: a failure starts the next attempt at once.
-                        if let Some(addr) = pending.pop_front() {
-                            start(&mut attempts, addr);
-                        }
-                    }
-                    Some(Err(e)) => last_error = format!("connect task: {e}"),
-                    None => {}
-                },
-                _ = tokio::time::sleep(CONNECTION_ATTEMPT_DELAY), if !pending.is_empty() => {
-                    if let Some(addr) = pending.pop_front() {
-                        start(&mut attempts, addr);
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(format!("connection timed out ({last_error})"));
-                }
-            }
-        }
+        connect(addrs, port, self.source, self.settings.connect_timeout).await
     }
 
     fn is_smtp_only(&self, label: &str) -> bool {
@@ -504,6 +468,61 @@ impl Transport {
     fn clear_smtp_only(&self, label: &str) {
         let mut marks = self.smtp_only.lock().unwrap_or_else(|e| e.into_inner());
         marks.remove(label);
+    }
+}
+
+/// Connect to one of `addrs` (Happy Eyeballs, RFC 8305), from the MODE-1 source
+/// address `source` when there is one, within `connect_timeout`.
+async fn connect(
+    addrs: &[IpAddr],
+    port: u16,
+    source: Option<IpAddr>,
+    connect_timeout: Duration,
+) -> Result<TcpStream, String> {
+    let mut pending: VecDeque<SocketAddr> = interleave(addrs)
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    let deadline = tokio::time::Instant::now() + connect_timeout;
+    // Dropping the set aborts the attempts that lost the race.
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut last_error = String::from("no address to connect to");
+    let start = |set: &mut tokio::task::JoinSet<Result<TcpStream, String>>, addr: SocketAddr| {
+        set.spawn(async move {
+            connect_one(addr, source)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))
+        });
+    };
+    loop {
+        if attempts.is_empty() {
+            match pending.pop_front() {
+                Some(addr) => start(&mut attempts, addr),
+                None => return Err(last_error),
+            }
+        }
+        tokio::select! {
+            done = attempts.join_next() => match done {
+                Some(Ok(Ok(stream))) => return Ok(stream),
+                Some(Ok(Err(e))) => {
+                    last_error = e;
+                    // RFC 8305 §5: a failure starts the next attempt at once.
+                    if let Some(addr) = pending.pop_front() {
+                        start(&mut attempts, addr);
+                    }
+                }
+                Some(Err(e)) => last_error = format!("connect task: {e}"),
+                None => {}
+            },
+            _ = tokio::time::sleep(CONNECTION_ATTEMPT_DELAY), if !pending.is_empty() => {
+                if let Some(addr) = pending.pop_front() {
+                    start(&mut attempts, addr);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(format!("connection timed out ({last_error})"));
+            }
+        }
     }
 }
 
@@ -580,7 +599,7 @@ impl TlsConnectors {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = Arc::new(crate::tls::client_roots(config)?);
         let build =
-            |verify: bool, alpn: bool| -> Result<tokio_rustls::TlsConnector, TransportError> {
+            |verify: bool, alpn: bool| -> Result<Arc<rustls::ClientConfig>, TransportError> {
                 // rustls speaks TLS 1.2 and 1.3 only: OUT-4's "TLS ≥ 1.2".
                 let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
                     .with_safe_default_protocol_versions()
@@ -602,12 +621,12 @@ impl TlsConnectors {
                 if alpn {
                     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
                 }
-                Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+                Ok(Arc::new(cfg))
             };
         Ok(TlsConnectors {
-            verified_smtp: build(true, false)?,
+            verified_smtp: tokio_rustls::TlsConnector::from(build(true, false)?),
             verified_https: build(true, true)?,
-            any_smtp: build(false, false)?,
+            any_smtp: tokio_rustls::TlsConnector::from(build(false, false)?),
             any_https: build(false, true)?,
         })
     }
