@@ -102,11 +102,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     ("outbound", "server", "takes the whole Relay"),
     ("push", "server", "takes the whole Relay"),
     ("smtp", "server", "takes the whole Relay"),
-    (
-        "tls",
-        "acme",
-        "tls loads the certificate acme stored (acme::stored_certificate)",
-    ),
     ("turn", "server", "takes the whole Relay"),
     ("update", "server", "takes the whole Relay"),
     (
