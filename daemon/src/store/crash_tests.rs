@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::tables::BODIES;
 use super::*;
+use crate::message::Parsed;
 
 fn delivery_to(rcpt: &str, body: &[u8]) -> Delivery {
     Delivery {

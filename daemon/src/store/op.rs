@@ -7,13 +7,17 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
+use super::StoreError;
+use super::bodies::{ref_body, store_body, unref_body};
 use super::codec::{Dec, Enc};
-use super::usage::UsageCache;
-use super::{
-    Delivered, Delivery, FlagOp, Flags, MESSAGES, MessageMeta, MessageRow, PushRequest, StoreError,
-    add_message, add_push_jobs, apply_flags, deliver_in, get_mailbox, put_mailbox, put_push,
-    ref_body, remove_push, store_body, take_messages, unref_body,
+use super::delivery::{Delivered, Delivery, PushRequest, add_push_jobs, deliver_in};
+use super::mailboxes::{
+    FlagOp, Flags, MessageMeta, MessageRow, add_message, apply_flags, get_mailbox, put_mailbox,
+    take_messages,
 };
+use super::push::{put_push, remove_push};
+use super::tables::MESSAGES;
+use super::usage::UsageCache;
 use crate::message::Parsed;
 
 /// A change that goes through the log.

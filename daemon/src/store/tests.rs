@@ -1,6 +1,9 @@
 //! Store tests: deliveries, mailbox operations, shared bodies, group commit, reopen.
 
+use super::bodies::split_body;
+use super::tables::*;
 use super::*;
+use crate::message::Parsed;
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::StoreError;
 use super::op::Logged;
+use super::tables::META;
 use super::usage::UsageCache;
 use super::wal::Log;
-use super::{META, StoreError};
 
 /// Most jobs folded into one commit.
 const MAX_BATCH: usize = 512;
