@@ -20,7 +20,7 @@ use crate::store::Store;
 use crate::tls::Tls;
 
 /// Name of the store file inside the data directory.
-pub const STORE_FILE: &str = "relaybox.redb";
+pub const STORE_FILE: &str = crate::store::STORE_FILE;
 
 /// How long a client may take for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -169,6 +169,20 @@ impl Service {
 
 /// Connection cap of the HTTPS listeners (443) and of the HTTP listeners (80).
 pub const WEB_CONNECTIONS: usize = 1000;
+
+/// The handles each service and protocol uses, lent from the relay (issue 15: no
+/// module below the assembly takes the whole `Relay`).
+impl Relay {
+    /// TURN (RT-1..3): the server task and the METADATA entry.
+    pub fn turn_handles(&self) -> crate::turn::Handles<'_> {
+        crate::turn::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: &self.clock,
+            status: &self.turn,
+        }
+    }
+}
 
 /// Bind every configured listener (failing start-up with the address when one cannot
 /// be bound), then serve until the process ends.

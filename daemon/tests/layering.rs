@@ -98,7 +98,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "server",
         "the listeners' connection caps are constants in server",
     ),
-    ("onboarding", "server", "takes the whole Relay"),
     (
         "outbound",
         "delivery",
@@ -112,14 +111,12 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "acme",
         "tls loads the certificate acme stored (acme::stored_certificate)",
     ),
-    ("turn", "server", "takes the whole Relay"),
     ("update", "server", "takes the whole Relay"),
     (
         "web",
         "http",
         "web uses http's shared state and answers (http::Web, not_found, redirect)",
     ),
-    ("zone", "server", "takes the whole Relay"),
 ];
 
 fn layer(m: &str) -> Option<u8> {

@@ -38,7 +38,7 @@ pub fn server_entry(relay: &Relay, key: &str) -> Option<String> {
         // §12, RT-2: `<mail_domain>:<port>:<username>:<password>` with fresh 5-day
         // credentials; NIL when TURN is disabled or not running (RT-3: core then uses
         // its built-in ICE servers).
-        "/shared/vendor/deltachat/turn" => crate::turn::metadata_value(relay),
+        "/shared/vendor/deltachat/turn" => crate::turn::metadata_value(relay.turn_handles()),
         _ => None,
     }
 }
