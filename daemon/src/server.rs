@@ -182,6 +182,20 @@ impl Relay {
             status: &self.turn,
         }
     }
+
+    /// IMAP sessions (143, 993, IMAP over 443).
+    pub fn imap_handles(&self) -> crate::imap::Handles<'_> {
+        crate::imap::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: &self.clock,
+            events: &self.events,
+            auth: &self.auth,
+            tls: &self.tls,
+            memory: &self.memory,
+            turn: self.turn_handles(),
+        }
+    }
 }
 
 /// Bind every configured listener (failing start-up with the address when one cannot
@@ -421,10 +435,10 @@ async fn handle(
                 crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
             }
         }
-        Service::Imap => crate::imap::serve(relay, Conn::Plain(stream), peer).await,
+        Service::Imap => crate::imap::serve(relay.imap_handles(), Conn::Plain(stream), peer).await,
         Service::Imaps => {
             if let Some(conn) = implicit_tls(relay.tls.tls13.clone(), stream).await {
-                crate::imap::serve(relay, conn, peer).await
+                crate::imap::serve(relay.imap_handles(), conn, peer).await
             }
         }
         Service::Https => serve_443(relay, stream, peer, mux, ticket.take()).await,
@@ -561,7 +575,7 @@ pub async fn serve_443(
         Route443::Submission => {
             crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
         }
-        _ => crate::imap::serve(relay, conn, peer).await,
+        _ => crate::imap::serve(relay.imap_handles(), conn, peer).await,
     }
 }
 

@@ -77,7 +77,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     ("delivery", "server", "takes the whole Relay"),
     ("expire", "server", "takes the whole Relay"),
     ("http", "server", "takes the whole Relay"),
-    ("imap", "server", "takes the whole Relay"),
     (
         "iroh",
         "http",
