@@ -196,6 +196,19 @@ impl Relay {
             turn: self.turn_handles(),
         }
     }
+
+    /// SMTP sessions (25, 587, 465, submission over 443).
+    pub fn smtp_handles(&self) -> crate::smtp::Handles<'_> {
+        crate::smtp::Handles {
+            config: &self.config,
+            clock: self.clock.as_ref(),
+            auth: &self.auth,
+            tls: &self.tls,
+            memory: &self.memory,
+            send_limiter: &self.send_limiter,
+            delivery: self,
+        }
+    }
 }
 
 /// Bind every configured listener (failing start-up with the address when one cannot
@@ -419,11 +432,17 @@ async fn handle(
     let _open = crate::metrics::connection(service.name());
     match service {
         Service::Mx => {
-            crate::smtp::serve(relay, Conn::Plain(stream), peer, crate::smtp::Mode::Mx).await
+            crate::smtp::serve(
+                relay.smtp_handles(),
+                Conn::Plain(stream),
+                peer,
+                crate::smtp::Mode::Mx,
+            )
+            .await
         }
         Service::Submission => {
             crate::smtp::serve(
-                relay,
+                relay.smtp_handles(),
                 Conn::Plain(stream),
                 peer,
                 crate::smtp::Mode::Submission,
@@ -432,7 +451,13 @@ async fn handle(
         }
         Service::Submissions => {
             if let Some(conn) = implicit_tls(relay.tls.tls13.clone(), stream).await {
-                crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
+                crate::smtp::serve(
+                    relay.smtp_handles(),
+                    conn,
+                    peer,
+                    crate::smtp::Mode::Submission,
+                )
+                .await
             }
         }
         Service::Imap => crate::imap::serve(relay.imap_handles(), Conn::Plain(stream), peer).await,
@@ -573,7 +598,13 @@ pub async fn serve_443(
     drop(https_slot);
     match route {
         Route443::Submission => {
-            crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
+            crate::smtp::serve(
+                relay.smtp_handles(),
+                conn,
+                peer,
+                crate::smtp::Mode::Submission,
+            )
+            .await
         }
         _ => crate::imap::serve(relay.imap_handles(), conn, peer).await,
     }
