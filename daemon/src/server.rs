@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{Pool, Reason, Ticket};
+use crate::admission::{MAX_REFUSING, Pool, Reason, Ticket};
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -166,9 +166,6 @@ impl Service {
         }
     }
 }
-
-/// Connection cap of the HTTPS listeners (443) and of the HTTP listeners (80).
-pub const WEB_CONNECTIONS: usize = 1000;
 
 /// The handles each service and protocol uses, lent from the relay (issue 15: no
 /// module below the assembly takes the whole `Relay`).
@@ -364,9 +361,6 @@ impl AcceptTrouble {
     }
 }
 
-/// Refusals being answered at once; beyond, a refused connection is closed without a
-/// word (each one holds a socket and may cost a TLS handshake).
-pub const MAX_REFUSING: usize = 64;
 /// How long answering one refusal may take, TLS handshake included.
 const REFUSAL_TIME: Duration = Duration::from_secs(10);
 static REFUSING: Semaphore = Semaphore::const_new(MAX_REFUSING);

@@ -93,11 +93,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "takes http::Web, the HTTP service's shared state",
     ),
     (
-        "fdlimit",
-        "server",
-        "the listeners' connection caps are constants in server",
-    ),
-    (
         "outbound",
         "delivery",
         "bounces are stored through delivery",
