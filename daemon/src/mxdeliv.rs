@@ -41,7 +41,7 @@ pub async fn handle(
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     }
     let relay = &web.relay;
-    let max = relay.config.max_message_size;
+    let max = relay.config().max_message_size;
     let too_big = || {
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,7 +58,7 @@ pub async fn handle(
         drain(&mut body, declared).await;
         return too_big();
     }
-    let mut memory = relay.memory.empty();
+    let mut memory = relay.memory().empty();
     let raw = match read_body(&mut body, max, declared, &mut memory).await {
         // As over SMTP: lines that end in a bare LF get their CR.
         Ok(raw) => crate::message::normalize_line_endings(raw),
@@ -90,11 +90,11 @@ pub async fn handle(
         Err(r) => return refused(&r),
     };
     let mut rcpts = Recipients::default();
-    let own = relay.config.address_domain();
+    let own = relay.config().address_domain();
     for value in headers.get_all("x-mail-to") {
         // The same check as RCPT on port 25 (SUB-5, IN-2, the account).
         let checked = recipient(value, &own)
-            .and_then(|to| rcpts.add(relay, &to, raw.len() as u64, Relaying::Denied));
+            .and_then(|to| rcpts.add(relay.delivery(), &to, raw.len() as u64, Relaying::Denied));
         if let Err(r) = checked {
             return refused(&r);
         }
@@ -102,7 +102,7 @@ pub async fn handle(
     if rcpts.local.is_empty() {
         return refused(&SmtpReply::new(554, "5.5.1 Error: no valid recipients"));
     }
-    let reply = delivery::inbound(relay, web.peer, mail_from, rcpts, raw).await;
+    let reply = delivery::inbound(relay.delivery(), web.peer, mail_from, rcpts, raw).await;
     if reply.code / 100 == 2 {
         text(StatusCode::OK, &reply.to_string())
     } else {

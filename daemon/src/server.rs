@@ -208,6 +208,34 @@ impl Relay {
     }
 }
 
+/// The HTTP handlers' view of the relay (with `web`, `iroh`, `mxdeliv`).
+impl crate::http::Handles for Relay {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+    fn auth(&self) -> &Auth {
+        &self.auth
+    }
+    fn acme(&self) -> &crate::acme::Acme {
+        &self.acme
+    }
+    fn memory(&self) -> &crate::memory::Budget {
+        &self.memory
+    }
+    fn new_account_limiter(&self) -> Arc<RateLimiter<std::net::IpAddr>> {
+        self.new_account_limiter.clone()
+    }
+    fn admin(&self) -> Option<axum::Router> {
+        self.admin.get().cloned()
+    }
+    fn delivery(&self) -> &Relay {
+        self
+    }
+}
+
 /// Bind every configured listener (failing start-up with the address when one cannot
 /// be bound), then serve until the process ends.
 pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {

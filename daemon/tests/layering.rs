@@ -76,11 +76,10 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     ("acme", "server", "takes the whole Relay"),
     ("delivery", "server", "takes the whole Relay"),
     ("expire", "server", "takes the whole Relay"),
-    ("http", "server", "takes the whole Relay"),
     (
-        "iroh",
         "http",
-        "takes http::Web, the HTTP service's shared state",
+        "server",
+        "delivery still takes the whole Relay (http::Handles::delivery, for /mxdeliv)",
     ),
     (
         "metrics",
@@ -90,7 +89,7 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     (
         "mxdeliv",
         "http",
-        "takes http::Web, the HTTP service's shared state",
+        "an endpoint served under http: takes http::Web, the connection's state",
     ),
     (
         "outbound",

@@ -221,7 +221,7 @@ pub fn invite_link(config: &Config) -> (String, &'static str) {
 /// random credentials (nothing is stored; the account appears at its first login,
 /// ACC-5), so that page must not be cached.
 async fn index(State(web): State<Web>) -> Response {
-    let config = &web.relay.config;
+    let config = web.relay.config();
     let (invite, cache) = invite_link(config);
     let Some(qr) = qr_svg(&invite) else {
         tracing::error!("invite link does not fit in a QR code");
@@ -239,7 +239,7 @@ async fn index(State(web): State<Web>) -> Response {
 
 /// §17: the limits and retention from the config.
 async fn info(State(web): State<Web>) -> Response {
-    let c = &web.relay.config;
+    let c = web.relay.config();
     let page = InfoPage {
         domain: shown_domain(c),
         max_mailbox_size: human_size(c.max_mailbox_size),
@@ -253,7 +253,7 @@ async fn info(State(web): State<Web>) -> Response {
 
 /// §17: the four `privacy_*` values.
 async fn privacy(State(web): State<Web>) -> Response {
-    let c = &web.relay.config;
+    let c = web.relay.config();
     let page = PrivacyPage {
         domain: shown_domain(c),
         delete_mails_after: c.delete_mails_after,
@@ -267,7 +267,7 @@ async fn privacy(State(web): State<Web>) -> Response {
 
 /// §17: the PNG of the `DCACCOUNT:` QR code.
 async fn qr_png(State(web): State<Web>) -> Response {
-    match qr_png_bytes(&dcaccount_url(&web.relay.config)) {
+    match qr_png_bytes(&dcaccount_url(web.relay.config())) {
         Some(png) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
@@ -285,7 +285,7 @@ async fn qr_png(State(web): State<Web>) -> Response {
 
 /// RFC 8461 §3.2: the policy, only on `mta-sts.<domain>` (§17); 404 elsewhere.
 async fn mta_sts(State(web): State<Web>, headers: HeaderMap) -> Response {
-    let config = &web.relay.config;
+    let config = web.relay.config();
     let wanted = format!("mta-sts.{}", config.mail_domain.to_ascii_lowercase());
     if host_without_port(&headers).as_deref() != Some(wanted.as_str()) {
         return not_found().await;
@@ -358,7 +358,7 @@ async fn folder(State(web): State<Web>, method: Method, uri: Uri) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return not_found().await;
     }
-    let Some(root) = web.relay.config.www_folder.as_deref() else {
+    let Some(root) = web.relay.config().www_folder.as_deref() else {
         return not_found().await;
     };
     let Some(path) = folder_file(root, &uri) else {
