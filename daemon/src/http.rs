@@ -28,6 +28,7 @@ use crate::memory::Budget;
 use crate::net::Conn;
 use crate::onboarding;
 use crate::policy::ratelimit::{Quota, RateLimiter};
+use crate::web::{host_without_port, redirect};
 
 pub mod metrics;
 
@@ -96,6 +97,13 @@ pub struct Web {
     pub limiter: Arc<RateLimiter<IpAddr>>,
     /// The client's address (IPv4-mapped IPv6 folded to IPv4).
     pub peer: IpAddr,
+}
+
+/// The site's pages read the configuration through the connection's state.
+impl crate::web::Site for Web {
+    fn config(&self) -> &Config {
+        self.relay.config()
+    }
 }
 
 /// Serve HTTPS requests on an established TLS connection (443).
@@ -502,46 +510,6 @@ async fn robots() -> Response {
         "User-agent: *\nDisallow: /\n",
     )
         .into_response()
-}
-
-/// §17: anything else is 404, with no server name or version.
-pub(crate) async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        "Not Found\n",
-    )
-        .into_response()
-}
-
-/// A 301 to `location` (which the caller built from checked parts).
-pub(crate) fn redirect(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(value) => (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, value)]).into_response(),
-        Err(_) => StatusCode::BAD_REQUEST.into_response(),
-    }
-}
-
-/// The host name of a `Host` header without its port, if it is a plausible name or
-/// address literal (so it can be put in a `Location` safely).
-pub(crate) fn host_without_port(headers: &HeaderMap) -> Option<String> {
-    let raw = headers.get(header::HOST)?.to_str().ok()?.trim();
-    let host = if raw.starts_with('[') {
-        // `[v6]` or `[v6]:port`
-        let end = raw.find(']')?;
-        &raw[..=end]
-    } else {
-        raw.split(':').next()?
-    };
-    let ok = !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    ok.then(|| host.to_ascii_lowercase())
 }
 
 /// The request's path and query (`/` if none).

@@ -109,11 +109,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "tls loads the certificate acme stored (acme::stored_certificate)",
     ),
     ("update", "server", "takes the whole Relay"),
-    (
-        "web",
-        "http",
-        "web uses http's shared state and answers (http::Web, not_found, redirect)",
-    ),
 ];
 
 fn layer(m: &str) -> Option<u8> {
