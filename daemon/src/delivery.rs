@@ -1,19 +1,42 @@
 //! The one path every accepted message takes into the store (DESIGN.md: one straight
 //! path for data): submissions (SUB-10..12), mail from other relays over SMTP port 25 and
 //! HTTPS `/mxdeliv` (IN-4..IN-8), and bounces (OUT-7). Each ends in one durable commit
-//! before the `250` / `200`, then wakes IDLE, push and the outbound scheduler, then
-//! trims over-quota mailboxes (IN-8). The recipients of submissions and inbound mail are
-//! checked by one [`Recipients::add`] (RCPT on every port, `X-MAIL-TO` of `/mxdeliv`).
+//! before the `250` / `200`, then wakes IDLE and publishes one
+//! [`Delivered`](crate::events::Delivered) event (IN-8): push, the outbound scheduler and
+//! the quota trim (QUOTA-3) are its subscribers, wired by the assembly (`server`), and
+//! none of them is on the path of the answer. The recipients of submissions and inbound
+//! mail are checked by one [`Recipients::add`] (RCPT on every port, `X-MAIL-TO` of
+//! `/mxdeliv`).
 
 use std::net::IpAddr;
 
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::dkim::{Signer, Verifier};
+use crate::events::{Delivered, Events};
 use crate::message::Parsed;
 use crate::metrics::Rejection;
 use crate::policy::inbound::{self, Origin};
 use crate::policy::recipient::{self, Destination, Relaying};
 use crate::policy::{SmtpReply, headers, quota, submission, unparsable};
-use crate::server::Relay;
-use crate::store::{Delivery, PushRequest};
+use crate::store::{Delivery, PushRequest, Store};
+
+/// The handles a delivery uses, borrowed from the running relay (`Relay::delivery`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub clock: &'a dyn Clock,
+    /// IDLE wake-ups and the [`Delivered`] event.
+    pub events: &'a Events,
+    /// SUB-12: this relay's DKIM signer (`None` in IP-only mode).
+    pub dkim: Option<&'a Signer>,
+    /// IN-4e, IN-5: DKIM verification of incoming mail.
+    pub dkim_verifier: &'a Verifier,
+    /// MD-1: the last-SET times (inclusive) of the device tokens valid at a time; push
+    /// jobs are made for those only (the rule is push's, handed over by the assembly).
+    pub token_window: fn(u64) -> (u64, u64),
+}
 
 /// The accepted recipients of one transaction: its RCPT commands (every SMTP port) or
 /// the `X-MAIL-TO` headers of one `/mxdeliv` request, each checked by [`Recipients::add`].
@@ -37,7 +60,7 @@ impl Recipients {
     /// exact size is checked again in the commit).
     pub fn add(
         &mut self,
-        relay: &Relay,
+        h: &Handles<'_>,
         to: &str,
         size_hint: u64,
         relaying: Relaying,
@@ -45,9 +68,9 @@ impl Recipients {
         if self.all.len() >= recipient::MAX_PER_TRANSACTION {
             return Err(recipient::too_many());
         }
-        match recipient::destination(to, &relay.config.address_domain(), relaying)? {
+        match recipient::destination(to, &h.config.address_domain(), relaying)? {
             Destination::Local(account) => {
-                self.enforce_e2ee |= local_account(relay, &account, to, size_hint)?;
+                self.enforce_e2ee |= local_account(h, &account, to, size_hint)?;
                 if !self.local.contains(&account) {
                     self.local.push(account.clone());
                 }
@@ -67,14 +90,14 @@ impl Recipients {
 /// The store's side of a local recipient `to` (account `account`): it exists and has
 /// room for `size_hint` bytes. Whether it refuses cleartext (IN-4d).
 fn local_account(
-    relay: &Relay,
+    h: &Handles<'_>,
     account: &str,
     to: &str,
     size_hint: u64,
 ) -> Result<bool, SmtpReply> {
-    match relay.store.account(account) {
-        Ok(Some(found)) => match relay.store.usage(account) {
-            Ok(used) if quota::exceeds_at_rcpt(used, size_hint, relay.config.max_mailbox_size) => {
+    match h.store.account(account) {
+        Ok(Some(found)) => match h.store.usage(account) {
+            Ok(used) if quota::exceeds_at_rcpt(used, size_hint, h.config.max_mailbox_size) => {
                 tracing::info!("recipient refused: mailbox full");
                 Err(quota::exceeded_reply(to))
             }
@@ -122,7 +145,7 @@ async fn checked<T: Send + 'static>(
 
 /// SUB-6..12, then the commit. `all` is every recipient as the policy sees them.
 pub async fn submission(
-    relay: &Relay,
+    h: &Handles<'_>,
     mail_from: String,
     local: Vec<String>,
     remote: Vec<String>,
@@ -147,17 +170,17 @@ pub async fn submission(
     // SUB-12: sign once, after cleanup, when the message leaves this relay (local copies
     // share the same bytes).
     if !remote.is_empty()
-        && let Some(signer) = &relay.dkim
+        && let Some(signer) = h.dkim
     {
         msg = signer.sign(msg);
     }
-    store(relay, mail_from, local, remote, msg).await
+    store(h, mail_from, local, remote, msg).await
 }
 
 /// IN-4 (a–e) then IN-7 and the commit, for port 25 and `/mxdeliv` alike. `client` is
 /// the connecting address (IN-4e).
 pub async fn inbound(
-    relay: &Relay,
+    h: &Handles<'_>,
     client: IpAddr,
     mail_from: String,
     rcpts: Recipients,
@@ -190,7 +213,7 @@ pub async fn inbound(
             return r;
         }
         Origin::Dkim => {
-            if let Err(r) = relay.dkim_verifier.verify(msg.bytes(), &domain).await {
+            if let Err(r) = h.dkim_verifier.verify(msg.bytes(), &domain).await {
                 crate::metrics::rejected(Rejection::Origin);
                 return r;
             }
@@ -204,24 +227,24 @@ pub async fn inbound(
     } else {
         mail_from
     };
-    store(relay, sender, rcpts.local, Vec::new(), msg).await
+    store(h, sender, rcpts.local, Vec::new(), msg).await
 }
 
 /// One durable `Store::deliver_with_push` for every recipient; `250` only after it
 /// returned `Ok`. Local recipients get the message in their INBOX, remote ones are
 /// queued (one row per domain).
 pub async fn store(
-    relay: &Relay,
+    h: &Handles<'_>,
     sender: String,
     local: Vec<String>,
     remote: Vec<String>,
     body: Parsed,
 ) -> SmtpReply {
-    let now = relay.clock.unix_now();
+    let now = h.clock.unix_now();
     // PUSH-1: no push for a message whose From is the recipient account itself
     // (self-sent and multi-device copies).
     let from = headers::from_address(body.view()).ok();
-    let (tokens_set_from, tokens_set_until) = crate::push::token_set_window(now);
+    let (tokens_set_from, tokens_set_until) = (h.token_window)(now);
     let push = PushRequest {
         accounts: local
             .iter()
@@ -241,29 +264,24 @@ pub async fn store(
     };
     let remote_recipients = !delivery.remote.is_empty();
     let remote_domains = count_domains(&delivery.remote);
-    let max_mailbox_size = relay.config.max_mailbox_size;
+    let max_mailbox_size = h.config.max_mailbox_size;
     // PUSH-2: the push jobs are part of the delivery's durable commit.
-    match relay
+    match h
         .store
         .deliver_with_push(delivery, max_mailbox_size, Some(push))
         .await
     {
-        Ok((delivered, push_jobs)) => {
+        Ok((delivered, _push_jobs)) => {
             for account in &delivered.stored {
-                relay.events.mailbox_changed(account);
+                h.events.mailbox_changed(account);
             }
-            // IN-8: push after the IDLE wake-up, before the quota check.
-            if push_jobs > 0 {
-                crate::push::wake(relay);
-            }
-            if remote_recipients {
-                crate::outbound::wake(relay);
-            }
-            // QUOTA-3, after the wake-up (IN-8).
-            for account in &delivered.stored {
-                if let Err(e) = crate::expire::trim_after_delivery(relay, account).await {
-                    tracing::warn!("quota trim failed: {e}");
-                }
+            // IN-8: after the IDLE wake-up, push, the outbound scheduler and the quota
+            // trim (QUOTA-3), as subscribers: the answer waits for none of them.
+            if !delivered.stored.is_empty() || remote_recipients {
+                h.events.delivered(&Delivered {
+                    accounts: delivered.stored.clone(),
+                    queued: remote_recipients,
+                });
             }
             if let Some(first) = delivered.over_quota.first() {
                 // QUOTA-2 at DATA. When nobody got the message the sender gets the

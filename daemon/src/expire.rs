@@ -6,7 +6,8 @@
 //!
 //! - [`run`]: the daily expiry over every account (00:02 UTC, [`daily`]) and
 //!   `relaybox expire` on demand;
-//! - [`trim_after_delivery`]: QUOTA-3 after a local delivery.
+//! - [`trim_after_delivery`]: QUOTA-3 after a local delivery, run by the assembly's
+//!   subscriber of the delivery event (`server`), off the path of the `250`.
 //!
 //! Every decision takes "now" from the caller (the injected clock, or `--now` on the
 //! command line), so tests move time by hand.
@@ -327,8 +328,9 @@ pub async fn run_store(
     Ok(report)
 }
 
-/// QUOTA-3 after a delivery to `account` (IN-8: after the commit, the IDLE wake-up and
-/// the push): trims the oldest messages when usage passed 75 %. Returns how many went.
+/// QUOTA-3 after a delivery to `account` (IN-8: a subscriber of the delivery event,
+/// after the commit and the IDLE wake-up; the `250` does not wait for it): trims the
+/// oldest messages when usage passed 75 %. Returns how many went.
 pub async fn trim_after_delivery(relay: &Relay, account: &str) -> Result<usize, ExpireError> {
     // The usage is kept in memory: most deliveries stop here without reading messages.
     if !quota::over_trim_threshold(relay.store.usage(account)?, relay.config.max_mailbox_size) {

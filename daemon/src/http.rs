@@ -84,9 +84,8 @@ pub trait Handles: Send + Sync {
     fn new_account_limiter(&self) -> Arc<RateLimiter<IpAddr>>;
     /// The admin pages, once the appliance attached them (`crate::appliance`).
     fn admin(&self) -> Option<Router>;
-    /// What `crate::delivery` takes for `/mxdeliv`'s recipient checks and commit: still
-    /// the whole relay (the one reason `http` names `crate::server`).
-    fn delivery(&self) -> &crate::server::Relay;
+    /// `/mxdeliv`'s recipient checks and commit (`crate::delivery`).
+    fn delivery(&self) -> crate::delivery::Handles<'_>;
 }
 
 /// What the handlers of one connection share.

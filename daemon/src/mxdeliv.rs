@@ -94,7 +94,7 @@ pub async fn handle(
     for value in headers.get_all("x-mail-to") {
         // The same check as RCPT on port 25 (SUB-5, IN-2, the account).
         let checked = recipient(value, &own)
-            .and_then(|to| rcpts.add(relay.delivery(), &to, raw.len() as u64, Relaying::Denied));
+            .and_then(|to| rcpts.add(&relay.delivery(), &to, raw.len() as u64, Relaying::Denied));
         if let Err(r) = checked {
             return refused(&r);
         }
@@ -102,7 +102,7 @@ pub async fn handle(
     if rcpts.local.is_empty() {
         return refused(&SmtpReply::new(554, "5.5.1 Error: no valid recipients"));
     }
-    let reply = delivery::inbound(relay.delivery(), web.peer, mail_from, rcpts, raw).await;
+    let reply = delivery::inbound(&relay.delivery(), web.peer, mail_from, rcpts, raw).await;
     if reply.code / 100 == 2 {
         text(StatusCode::OK, &reply.to_string())
     } else {

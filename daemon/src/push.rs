@@ -20,9 +20,10 @@
 //! jobs from the store's due-time index, so a long queue (a proxy outage) costs no
 //! more per scan than a short one.
 //!
-//! Connections: HTTP/1.1 kept alive between requests (up to one idle connection per
-//! worker slot). A request on a kept connection that fails is sent once more on a new
-//! connection, so a connection the proxy closed meanwhile costs no retry delay.
+//! Connections: the relay's one HTTPS client (`tls::client`), HTTP/1.1 kept alive
+//! between requests (up to one idle connection per worker slot). A request that fails
+//! after connecting is sent once more, so a kept connection the proxy closed meanwhile
+//! costs no retry delay.
 //!
 //! Restarts (PUSH-2): at start every pending job is made due at once; its deadline
 //! stays its first attempt + 5 h, so a job past it is dropped unsent.
@@ -36,14 +37,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::server::Relay;
 use crate::store::PushJob;
+use crate::tls::client::{Body, HttpsClient, HttpsError, Options, read_body};
 
 /// MD-1: a token's last SET older than this makes it invalid.
 pub const TOKEN_MAX_AGE: u64 = 90 * 86_400;
@@ -117,7 +116,7 @@ pub enum PushError {
     #[error("push_url {0:?}: expected https://host[:port]/path")]
     Url(String),
     #[error("{0}")]
-    Roots(#[from] crate::outbound::transport::TransportError),
+    Roots(#[from] crate::tls::TlsError),
 }
 
 /// What one POST came to (PUSH-4).
@@ -140,22 +139,14 @@ pub fn wake(relay: &Relay) {
 
 // ---- HTTPS client -------------------------------------------------------------------
 
-/// Posts tokens to the notification proxy over kept-alive HTTP/1.1 connections.
+/// Posts tokens to the notification proxy over kept-alive HTTP/1.1 connections
+/// ([`crate::tls::client`]).
 pub struct Client {
-    host: String,
-    port: u16,
-    /// Request target: path and query.
-    target: String,
-    /// The `Host` header value.
-    authority: String,
-    server_name: ServerName<'static>,
-    tls: tokio_rustls::TlsConnector,
+    /// The `push_url`, an absolute `https://` URL.
+    url: hyper::Uri,
+    https: HttpsClient,
     timeout: Duration,
-    /// Kept-alive connections between requests.
-    idle: Mutex<Vec<Sender>>,
 }
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// Idle connections kept for later requests (at most as many as run at once).
 const MAX_IDLE_CONNECTIONS: usize = FIRST_ATTEMPT_WORKERS + 4 * RETRY_WORKERS;
@@ -167,24 +158,18 @@ impl Client {
     /// certificates of `tls_extra_roots`.
     pub fn new(config: &Config, timeout: Duration) -> Result<Client, PushError> {
         let url = &config.push_url;
-        let parsed = crate::net::HttpsUrl::parse(url).ok_or_else(|| PushError::Url(url.clone()))?;
+        crate::net::HttpsUrl::parse(url).ok_or_else(|| PushError::Url(url.clone()))?;
+        let parsed: hyper::Uri = url.parse().map_err(|_| PushError::Url(url.clone()))?;
         // PUSH-3: the same roots as every outbound connection (OUT-4).
-        let roots = crate::outbound::transport::client_roots(config)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| PushError::Url(format!("{url}: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let roots = crate::tls::client_roots(config)?;
+        let mut options = Options::new(timeout);
+        options.max_idle = MAX_IDLE_CONNECTIONS;
+        let https = HttpsClient::verified(roots, options)
+            .map_err(|e| PushError::Url(format!("{url}: {e}")))?;
         Ok(Client {
-            host: parsed.host,
-            port: parsed.port,
-            target: parsed.path,
-            authority: parsed.authority,
-            server_name: parsed.server_name,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            url: parsed,
+            https,
             timeout,
-            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -199,69 +184,28 @@ impl Client {
         }
     }
 
-    /// One POST, on an idle kept-alive connection when there is one. A kept connection
-    /// the proxy closed meanwhile fails the request: then it is sent once more on a new
-    /// connection (a repeated notification is harmless; a lost one is not).
+    /// One POST, on a kept-alive connection when there is one. A request that fails
+    /// after connecting (say on a kept connection the proxy closed meanwhile) is sent
+    /// once more, so such a connection costs no retry delay (a repeated notification is
+    /// harmless; a lost one is not).
     async fn request(&self, token: &[u8]) -> Result<u16, String> {
-        if let Some(sender) = self.take_idle()
-            && let Ok(status) = self.send(sender, token).await
-        {
-            return Ok(status);
+        match self.send(token).await {
+            Err(e) if !e.is_connect() => self.send(token).await.map_err(|e| e.to_string()),
+            other => other.map_err(|e| e.to_string()),
         }
-        let sender = self.connect().await?;
-        self.send(sender, token).await
     }
 
-    fn take_idle(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    async fn connect(&self) -> Result<Sender, String> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = self
-            .tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        // Ends when the proxy closes the connection or the sender is dropped.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
-    }
-
-    async fn send(&self, mut sender: Sender, token: &[u8]) -> Result<u16, String> {
-        sender.ready().await.map_err(|e| format!("HTTP: {e}"))?;
-        // PUSH-3, PUSH-7: the token as stored is the whole payload.
-        let request = hyper::Request::post(self.target.as_str())
-            .header(hyper::header::HOST, self.authority.as_str())
-            .body(Full::new(Bytes::copy_from_slice(token)))
-            .map_err(|e| format!("request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
+    async fn send(&self, token: &[u8]) -> Result<u16, HttpsError> {
+        // PUSH-3, PUSH-7: the token as stored is the whole payload; `Host` comes from
+        // the URL, no other header is added.
+        let request = hyper::Request::post(self.url.clone())
+            .body(Body::new(Bytes::copy_from_slice(token)))
+            .map_err(|e| HttpsError::Request(e.to_string()))?;
+        let response = self.https.send(request).await?;
         let status = response.status().as_u16();
-        // The connection can carry the next request once this response is read.
-        let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BODY);
-        if body.collect().await.is_ok() {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE_CONNECTIONS {
-                idle.push(sender);
-            }
-        }
+        // Read to the end so the connection can carry the next request; a body over
+        // the cap only costs the connection.
+        let _ = read_body(response.into_body(), MAX_RESPONSE_BODY).await;
         Ok(status)
     }
 }
@@ -470,6 +414,9 @@ mod tests {
     use crate::clock::Clock;
     use crate::net::Conn;
     use crate::store::PushRequest;
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    use rustls_pki_types::ServerName;
 
     #[test]
     fn schedule_table_push_5() {

@@ -112,7 +112,7 @@ impl Relay {
         }
         let dkim_verifier = crate::dkim::Verifier::new(&config)?;
         let outbound = crate::outbound::Transport::new(&config)?;
-        Ok(Arc::new(Relay {
+        let relay = Arc::new(Relay {
             dkim,
             dkim_verifier,
             outbound,
@@ -130,8 +130,71 @@ impl Relay {
             send_limiter,
             push_wake: tokio::sync::Notify::new(),
             new_account_limiter: Arc::new(RateLimiter::new(crate::http::new_account_quota())),
-        }))
+        });
+        subscribe_to_deliveries(&relay);
+        Ok(relay)
     }
+
+    /// The handles a delivery uses (`crate::delivery`).
+    pub fn delivery(&self) -> crate::delivery::Handles<'_> {
+        crate::delivery::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: &*self.clock,
+            events: &self.events,
+            dkim: self.dkim.as_ref(),
+            dkim_verifier: &self.dkim_verifier,
+            token_window: crate::push::token_set_window,
+        }
+    }
+}
+
+/// IN-8: the work after a delivery's commit, one task per subscriber of the
+/// [`Delivered`](crate::events::Delivered) event: wake the push notifier (PUSH-2) and the
+/// outbound scheduler (OUT-1) at once, and trim the mailboxes that got a copy (QUOTA-3),
+/// off the path of the `250`. Subscribed before the relay is handed out, so no delivery
+/// is missed; the tasks hold the relay weakly and end with it. Outside a Tokio runtime
+/// (a relay opened for a synchronous test) nothing is subscribed.
+fn subscribe_to_deliveries(relay: &Arc<Relay>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (mut push, mut outbound, mut trim) = (
+        relay.events.deliveries(),
+        relay.events.deliveries(),
+        relay.events.deliveries(),
+    );
+    let weak = Arc::downgrade(relay);
+    runtime.spawn(async move {
+        while let Some(d) = push.next().await {
+            match weak.upgrade() {
+                Some(relay) if !d.accounts.is_empty() => relay.push_wake.notify_one(),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    });
+    let weak = Arc::downgrade(relay);
+    runtime.spawn(async move {
+        while let Some(d) = outbound.next().await {
+            match weak.upgrade() {
+                Some(relay) if d.queued => relay.outbound_wake.notify_one(),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    });
+    let weak = Arc::downgrade(relay);
+    runtime.spawn(async move {
+        while let Some(d) = trim.next().await {
+            let Some(relay) = weak.upgrade() else { break };
+            for account in &d.accounts {
+                if let Err(e) = crate::expire::trim_after_delivery(&relay, account).await {
+                    tracing::warn!("quota trim failed: {e}");
+                }
+            }
+        }
+    });
 }
 
 /// The services a listener can carry.
@@ -203,7 +266,7 @@ impl Relay {
             tls: &self.tls,
             memory: &self.memory,
             send_limiter: &self.send_limiter,
-            delivery: self,
+            delivery: self.delivery(),
         }
     }
 }
@@ -231,8 +294,8 @@ impl crate::http::Handles for Relay {
     fn admin(&self) -> Option<axum::Router> {
         self.admin.get().cloned()
     }
-    fn delivery(&self) -> &Relay {
-        self
+    fn delivery(&self) -> crate::delivery::Handles<'_> {
+        Relay::delivery(self)
     }
 }
 

@@ -1,6 +1,8 @@
 //! TLS for every listener: the certificate (self-signed, made once and kept in the data
 //! directory, or external files), a resolver that can swap it without a restart, and
-//! the rustls server configurations per port class (spec/relay.md §2).
+//! the rustls server configurations per port class (spec/relay.md §2); and what every
+//! TLS client of the relay shares: the roots it trusts ([`roots`], OUT-4). The ACME
+//! certificate's files are read (and written, by `acme`) through [`stored`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,6 +16,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
 
+pub mod client;
+pub mod roots;
+pub mod stored;
+
+pub use roots::client_roots;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{path}: {msg}")]
@@ -22,6 +30,9 @@ pub enum TlsError {
     Generate(String),
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    /// `tls_extra_roots` cannot be used (OUT-4).
+    #[error("TLS roots: {0}")]
+    Roots(String),
 }
 
 /// The current certificate; listeners ask it on every handshake, so replacing it
@@ -88,11 +99,7 @@ pub fn generate_self_signed(domain: &str) -> Result<(String, String), TlsError> 
     let names = if domain.parse::<std::net::IpAddr>().is_ok() {
         vec![domain.to_string()]
     } else {
-        vec![
-            domain.to_string(),
-            format!("www.{domain}"),
-            format!("mta-sts.{domain}"),
-        ]
+        stored::wanted_names(domain)
     };
     let mut params = CertificateParams::new(names).map_err(gen_err)?;
     let mut dn = DistinguishedName::new();
@@ -126,7 +133,7 @@ pub fn initial_certificate(config: &Config, now: u64) -> Result<CertifiedKey, Tl
     if let Some((cert, key)) = &config.tls_external_cert_and_key {
         return load_certified_key(cert, key);
     }
-    if let Some(stored) = crate::acme::stored_certificate(config, now) {
+    if let Some(stored) = stored::stored_certificate(config, now) {
         tracing::info!("using the ACME certificate for {}", config.mail_domain);
         return Ok(stored.key);
     }

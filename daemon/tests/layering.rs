@@ -3,7 +3,8 @@
 //! same layer or a lower one, never a higher one; and the top-level modules form no cycle.
 //! The edges that still break a rule are listed, each with its reason, in [`ALLOWED`] — the
 //! one place for exceptions. The test fails on a new breach, on a module without a layer and
-//! on an exception that no longer occurs (so the list only shrinks).
+//! on an exception that no longer occurs (so the list only shrinks), and when README's
+//! "Layers of the daemon" lists other modules than [`LAYERS`].
 //!
 //! An edge is any `crate::<module>` path, or a name inside `use crate::{…}`, outside comments
 //! and test code (files named `tests.rs` or `*_tests.rs`, modules declared under a
@@ -74,13 +75,7 @@ const LAYERS: &[(&str, u8)] = &[
 /// gone; the test says when one is stale.
 const ALLOWED: &[(&str, &str, &str)] = &[
     ("acme", "server", "takes the whole Relay"),
-    ("delivery", "server", "takes the whole Relay"),
     ("expire", "server", "takes the whole Relay"),
-    (
-        "http",
-        "server",
-        "delivery still takes the whole Relay (http::Handles::delivery, for /mxdeliv)",
-    ),
     (
         "metrics",
         "admission",
@@ -91,23 +86,8 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "http",
         "an endpoint served under http: takes http::Web, the connection's state",
     ),
-    (
-        "outbound",
-        "delivery",
-        "bounces are stored through delivery",
-    ),
     ("outbound", "server", "takes the whole Relay"),
     ("push", "server", "takes the whole Relay"),
-    (
-        "smtp",
-        "server",
-        "delivery still takes the whole Relay (smtp::Handles::delivery)",
-    ),
-    (
-        "tls",
-        "acme",
-        "tls loads the certificate acme stored (acme::stored_certificate)",
-    ),
     ("update", "server", "takes the whole Relay"),
 ];
 
@@ -395,6 +375,63 @@ fn modules_import_only_their_layer_and_below_and_form_no_cycle() {
         "layering (daemon/tests/layering.rs):\n  {}",
         problems.join("\n  ")
     );
+}
+
+/// The modules the README's "Layers of the daemon" list names for `layer`: the first
+/// backquoted word of each comma-separated item after `- **<layer>**:`.
+fn readme_layer(readme: &str, layer: &str) -> Option<BTreeSet<String>> {
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with(&format!("- **{layer}**:")))?;
+    let mut out = BTreeSet::new();
+    let mut depth = 0usize;
+    let mut item = String::new();
+    let rest = &line[line.find(':')? + 1..];
+    for c in rest.chars().chain(std::iter::once(',')) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                if let Some(name) = item.split('`').nth(1)
+                    && !name.ends_with(".rs")
+                {
+                    out.insert(name.to_string());
+                }
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        if depth == 0 {
+            item.push(c);
+        }
+    }
+    Some(out)
+}
+
+#[test]
+fn the_readme_lists_the_same_layers() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    for (name, layer) in [
+        ("foundation", FOUNDATION),
+        ("services", SERVICES),
+        ("protocols", PROTOCOLS),
+        ("assembly", ASSEMBLY),
+    ] {
+        let listed = readme_layer(&readme, name)
+            .unwrap_or_else(|| panic!("README.md has no `- **{name}**:` line"));
+        let table: BTreeSet<String> = LAYERS
+            .iter()
+            .filter(|(_, l)| *l == layer)
+            .map(|(m, _)| m.to_string())
+            .collect();
+        assert_eq!(
+            listed, table,
+            "README.md's {name} layer and LAYERS in daemon/tests/layering.rs differ"
+        );
+    }
 }
 
 #[test]

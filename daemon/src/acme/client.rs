@@ -1,5 +1,5 @@
-//! The HTTPS client instant-acme talks to the CA through: one HTTP/1.1 request per
-//! connection over rustls, trusting the roots outbound TLS trusts (web-PKI plus
+//! The HTTPS client instant-acme talks to the CA through: the relay's one HTTPS client
+//! (`tls::client`), one HTTP/1.1 request per connection over rustls, trusting the roots outbound TLS trusts (web-PKI plus
 //! `tls_extra_roots`, OUT-4), so a test CA (pebble) is trusted the same way a test peer
 //! is, and the appliance needs no system CA store. Each request, body included, is
 //! bounded in time; a failure to connect is reported as [`Unreachable`] so the pages
@@ -7,16 +7,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+
+use crate::tls::client::{Body, HttpsClient, HttpsError, Options, read_body};
 
 /// How long one request to the CA may take (connect, TLS, request, whole response).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,20 +27,15 @@ const MAX_BODY: usize = 1 << 20;
 pub struct Unreachable(pub String);
 
 pub struct Client {
-    tls: tokio_rustls::TlsConnector,
+    https: HttpsClient,
 }
 
 impl Client {
     pub fn new(roots: rustls::RootCertStore) -> Result<Client, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Client {
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-        })
+        // One connection per request, as every request is bounded on its own.
+        let https = HttpsClient::verified(roots, Options::new(REQUEST_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        Ok(Client { https })
     }
 }
 
@@ -51,10 +44,10 @@ impl HttpClient for Client {
         &self,
         req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
-        let tls = self.tls.clone();
+        let https = self.https.clone();
         let what = req.uri().to_string();
         Box::pin(async move {
-            match tokio::time::timeout(REQUEST_TIMEOUT, send(tls, req)).await {
+            match tokio::time::timeout(REQUEST_TIMEOUT, send(https, req)).await {
                 Ok(result) => result,
                 Err(_) => Err(unreachable(format!(
                     "no answer within {} s from {what}",
@@ -70,67 +63,31 @@ fn unreachable(msg: String) -> Error {
 }
 
 async fn send(
-    tls: tokio_rustls::TlsConnector,
-    mut req: Request<BodyWrapper<Bytes>>,
+    https: HttpsClient,
+    req: Request<BodyWrapper<Bytes>>,
 ) -> Result<BytesResponse, Error> {
-    let uri = req.uri().clone();
-    if uri.scheme_str() != Some("https") {
+    if req.uri().scheme_str() != Some("https") {
         return Err(Error::Str("the ACME directory must be an https:// URL"));
     }
-    let host = uri.host().ok_or(Error::Str("URL without a host"))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(443);
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_else(|| host.clone());
-    let tcp = TcpStream::connect((host.as_str(), port))
+    let (parts, body) = req.into_parts();
+    // instant-acme's bodies are in memory (JSON documents); collecting cannot fail.
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    // The URL is absolute; the client sends the origin-form target and `Host`
+    // (RFC 9112 §3.2).
+    let req = Request::from_parts(parts, Body::new(body));
+    let rsp = https.send(req).await.map_err(|e| match e {
+        HttpsError::Connect(msg) => unreachable(msg),
+        other => Error::Other(Box::new(other)),
+    })?;
+    let (parts, body) = rsp.into_parts();
+    let body = read_body(body, MAX_BODY)
         .await
-        .map_err(|e| unreachable(format!("cannot connect to {host}:{port}: {e}")))?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(host.clone())
-        .map_err(|_| Error::Str("the ACME directory host is not a valid name"))?;
-    let stream = tls
-        .connect(name, tcp)
-        .await
-        .map_err(|e| unreachable(format!("TLS with {host}:{port} failed: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(format!("HTTP with {host}:{port} failed: {e}")))?;
-    // Drives the connection until the response is read; ends with the sender.
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    // RFC 9112 §3.2: origin-form request target and a Host header.
-    let target = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    *req.uri_mut() = target.parse().map_err(Error::InvalidUri)?;
-    req.headers_mut().insert(
-        hyper::header::HOST,
-        authority
-            .parse()
-            .map_err(|_| Error::Str("the ACME directory host is not a valid header"))?,
-    );
-    let result = async {
-        let rsp = sender.send_request(req).await.map_err(Error::Hyper)?;
-        let (parts, body) = rsp.into_parts();
-        let body = Limited::new(body, MAX_BODY)
-            .collect()
-            .await
-            .map_err(Error::Other)?
-            .to_bytes();
-        Ok(BytesResponse::from(Response::from_parts(
-            parts,
-            Full::new(body),
-        )))
-    }
-    .await;
-    drop(sender);
-    driver.abort();
-    result
+        .map_err(|e| Error::Other(Box::new(e)))?;
+    Ok(BytesResponse::from(Response::from_parts(
+        parts,
+        Full::new(body),
+    )))
 }

@@ -259,7 +259,7 @@ async fn obtain(relay: &Arc<Relay>) -> Result<(), String> {
     acme.step(format!(
         "contacting the certificate authority at {directory}"
     ));
-    let roots = crate::outbound::transport::client_roots(config).map_err(|e| e.to_string())?;
+    let roots = crate::tls::client_roots(config).map_err(|e| e.to_string())?;
     let client = client::Client::new(roots)?;
     let account = account(relay, Box::new(client), &directory).await?;
     let names = cert::wanted_names(&config.mail_domain);

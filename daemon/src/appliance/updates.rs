@@ -25,7 +25,7 @@ impl Appliance {
     /// Start the update agent for `relay` (OTA-3..6). Stale uploads of an earlier run are
     /// removed first.
     pub fn spawn_update_agent(self: &Arc<Self>, relay: Arc<Relay>) -> tokio::task::JoinHandle<()> {
-        let roots = crate::outbound::transport::client_roots(&relay.config).unwrap_or_else(|e| {
+        let roots = crate::tls::client_roots(&relay.config).unwrap_or_else(|e| {
             tracing::warn!("update: trust roots: {e}");
             rustls::RootCertStore::empty()
         });

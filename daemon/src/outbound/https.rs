@@ -1,5 +1,6 @@
 //! The `/mxdeliv` client of outbound delivery (spec/relay.md §8 OUT-3 step 1): one
-//! `POST https://<mx>/mxdeliv` over HTTP/1.1 with rustls (OUT-4), the envelope in
+//! `POST https://<mx>/mxdeliv` over HTTP/1.1 with rustls (OUT-4) through the relay's one
+//! HTTPS client (`tls::client`), the envelope in
 //! `X-MAIL-FROM` (absent for `<>`) and one `X-MAIL-TO` per recipient, the raw message
 //! as body. The receiving relay answers 200 when it took the message, or an error
 //! status with the SMTP reply line as body (IN-6).
@@ -8,13 +9,10 @@
 //! HTTP's own (`Host`, `Content-Length`).
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
-use tokio::net::TcpStream;
 
 use crate::policy::SmtpReply;
+use crate::tls::client::{Body, HttpsClient, HttpsError, read_body};
 
 /// The request path of chatmail federation.
 pub const PATH: &str = "/mxdeliv";
@@ -37,45 +35,17 @@ pub enum Answer {
     Failed(String),
 }
 
-/// POST the message on `tcp` (connected to the host's port 443). `authority` is the
-/// `Host` header value. The caller bounds the time (OUT-3: 60 s).
+/// POST the message to `url` (`https://<host>[:port]/mxdeliv`; the host gives SNI and
+/// `Host`) with `client`, which connects where the caller resolved. The caller bounds
+/// the time (OUT-3: 60 s).
 pub async fn post(
-    tcp: TcpStream,
-    connector: tokio_rustls::TlsConnector,
-    name: ServerName<'static>,
-    authority: &str,
+    client: &HttpsClient,
+    url: &str,
     sender: &str,
     recipients: &[String],
     body: Bytes,
 ) -> Answer {
-    let _ = tcp.set_nodelay(true);
-    let tls = match connector.connect(name, tcp).await {
-        Ok(tls) => tls,
-        Err(e) => return Answer::Failed(format!("TLS handshake failed: {e}")),
-    };
-    let (mut sender_half, conn) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
-            Ok(pair) => pair,
-            Err(e) => return Answer::Failed(format!("HTTP: {e}")),
-        };
-    // Drives the connection; ends with it (the caller drops everything on timeout).
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let answer = exchange(&mut sender_half, authority, sender, recipients, body).await;
-    drop(sender_half);
-    driver.abort();
-    answer
-}
-
-async fn exchange(
-    sender_half: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    authority: &str,
-    sender: &str,
-    recipients: &[String],
-    body: Bytes,
-) -> Answer {
-    let mut request = hyper::Request::post(PATH).header(hyper::header::HOST, authority);
+    let mut request = hyper::Request::post(url);
     // IN-6 / OUT-3: the bare envelope addresses; `<>` is the absent header.
     if !sender.is_empty() {
         request = request.header("X-MAIL-FROM", sender);
@@ -83,22 +53,21 @@ async fn exchange(
     for r in recipients {
         request = request.header("X-MAIL-TO", r.as_str());
     }
-    let request = match request.body(Full::new(body)) {
+    let request = match request.body(Body::new(body)) {
         Ok(r) => r,
         Err(e) => return Answer::Failed(format!("request: {e}")),
     };
-    let response = match sender_half.send_request(request).await {
+    let response = match client.send(request).await {
         Ok(r) => r,
+        Err(e @ HttpsError::Connect(_)) => return Answer::Failed(e.to_string()),
         Err(e) => return Answer::Failed(format!("HTTP: {e}")),
     };
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Answer::Delivered;
     }
-    let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BODY)
-        .collect()
+    let body = read_body(response.into_body(), MAX_RESPONSE_BODY)
         .await
-        .map(|b| b.to_bytes())
         .unwrap_or_default();
     Answer::Refused {
         status,

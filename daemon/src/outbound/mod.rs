@@ -29,21 +29,20 @@ const MAX_CONCURRENT: usize = 64;
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// Run the scheduler until the process ends: every due queue row gets one attempt at a
-/// time; rows left from before a restart are due at once or at their stored time.
+/// time; rows left from before a restart are due at once or at their stored time. Each
+/// look reads only the due rows and the next due time from the store's due-time index.
 pub async fn run(relay: Arc<Relay>) {
     let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
         let now = relay.clock.unix_now();
-        let mut sleep = MAX_SLEEP;
-        match relay.store.queued() {
+        // Rows in flight are still due until they are rescheduled or done: reading as
+        // many more as there are free slots finds every row that can start now.
+        let busy = in_flight.lock().map_or(0, |set| set.len());
+        match relay.store.queue_due(now, busy + slots.available_permits()) {
             Ok(rows) => {
                 for row in rows {
                     if in_flight.lock().map_or(true, |set| set.contains(&row.id)) {
-                        continue;
-                    }
-                    if row.next_attempt > now {
-                        sleep = sleep.min(Duration::from_secs(row.next_attempt - now));
                         continue;
                     }
                     // All slots busy: a finishing attempt wakes the loop.
@@ -68,6 +67,14 @@ pub async fn run(relay: Arc<Relay>) {
             }
             Err(e) => tracing::error!("outbound: cannot read the queue: {e}"),
         }
+        let sleep = match relay.store.next_queue_due_after(now) {
+            Ok(Some(at)) => Duration::from_secs(at - now).min(MAX_SLEEP),
+            Ok(None) => MAX_SLEEP,
+            Err(e) => {
+                tracing::error!("outbound: cannot read the queue: {e}");
+                MAX_SLEEP
+            }
+        };
         tokio::select! {
             _ = relay.outbound_wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
@@ -215,7 +222,8 @@ async fn send_bounce(
     } else {
         (Vec::new(), vec![row.sender.clone()])
     };
-    let reply = crate::delivery::store(relay, String::new(), local, remote, bounce).await;
+    let reply =
+        crate::delivery::store(&relay.delivery(), String::new(), local, remote, bounce).await;
     match reply.code / 100 {
         2 => true,
         4 => {

@@ -11,7 +11,7 @@
 //! validating unbound), it relies on the configured resolver to validate and answer
 //! SERVFAIL for bogus data, which becomes a temporary DNS failure here.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use std::time::Duration;
 
@@ -77,23 +77,6 @@ pub fn dns_failed(domain: &str) -> SmtpReply {
     SmtpReply::new(421, format!("DNS resolution failed for {domain}"))
 }
 
-/// An address literal `[a.b.c.d]` or `[IPv6:…]` (RFC 5321 §4.1.3); `None` when
-/// `domain` is not bracketed. `Some(Err(()))`: bracketed but not an address.
-pub fn literal(domain: &str) -> Option<Result<IpAddr, ()>> {
-    let inner = domain.strip_prefix('[')?.strip_suffix(']');
-    let Some(inner) = inner else {
-        return Some(Err(()));
-    };
-    let parsed = match inner.get(..5) {
-        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => inner[5..]
-            .parse::<Ipv6Addr>()
-            .map(IpAddr::V6)
-            .map_err(|_| ()),
-        _ => inner.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| ()),
-    };
-    Some(parsed)
-}
-
 /// MX and address lookups through the configured resolver.
 pub struct Router {
     source: crate::dns::Source,
@@ -116,7 +99,7 @@ impl Router {
     /// OUT-2: the next hops of `domain` (lower-cased by the caller or not; no trailing
     /// dot needed).
     pub async fn route(&self, domain: &str) -> Route {
-        match literal(domain) {
+        match crate::policy::literal::address_literal(domain) {
             Some(Ok(ip)) => return Route::Hops(vec![Hop::Literal(ip)]),
             Some(Err(())) => {
                 return Route::Fail {
@@ -289,27 +272,6 @@ fn classify(e: &NetError) -> Negative {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn address_literals() {
-        assert_eq!(
-            literal("[192.0.2.1]"),
-            Some(Ok(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))))
-        );
-        assert_eq!(
-            literal("[IPv6:2001:db8::1]"),
-            Some(Ok("2001:db8::1".parse().unwrap()))
-        );
-        assert_eq!(
-            literal("[ipv6:::1]"),
-            Some(Ok(IpAddr::V6(Ipv6Addr::LOCALHOST)))
-        );
-        assert_eq!(literal("example.org"), None);
-        assert_eq!(literal("[300.1.1.1]"), Some(Err(())));
-        assert_eq!(literal("[2001:db8::1]"), Some(Err(())));
-        assert_eq!(literal("[1.2.3.4"), Some(Err(())));
-        assert_eq!(literal("[]"), Some(Err(())));
-    }
 
     #[test]
     fn mx_order_null_and_duplicates() {

@@ -28,12 +28,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::https::{self, Answer};
@@ -41,6 +40,7 @@ use super::route::{Hop, Route, Router};
 use super::smtp::{self, Envelope, HopError, Security};
 use crate::config::{Config, Mode};
 use crate::policy::SmtpReply;
+use crate::tls::client::{Dial, HttpsClient, Options};
 
 /// How a message reached the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,10 +151,10 @@ struct TlsConnectors {
     /// Web-PKI plus extra roots, name checked (SMTP: no ALPN).
     verified_smtp: tokio_rustls::TlsConnector,
     /// The same with ALPN `http/1.1`.
-    verified_https: tokio_rustls::TlsConnector,
+    verified_https: Arc<rustls::ClientConfig>,
     /// Any certificate, handshake signatures still checked.
     any_smtp: tokio_rustls::TlsConnector,
-    any_https: tokio_rustls::TlsConnector,
+    any_https: Arc<rustls::ClientConfig>,
 }
 
 /// OUT-4: how a destination's certificates are treated.
@@ -377,32 +377,41 @@ impl Transport {
         body: Bytes,
     ) -> Answer {
         let port = self.settings.https_port;
-        let connector = match policy {
+        let tls = match policy {
             TlsPolicy::AnyCertificate => self.tls.any_https.clone(),
             // HTTPS is never plain; nauta.cu's hosts get the normal checks.
             TlsPolicy::Verify | TlsPolicy::Plain => self.tls.verified_https.clone(),
         };
-        let name = match server_name(hop) {
-            Ok(name) => name,
-            Err(e) => return Answer::Failed(e),
-        };
+        if let Err(e) = server_name(hop) {
+            return Answer::Failed(e);
+        }
         let host = match hop {
             Hop::Name(name) => name.clone(),
             Hop::Literal(IpAddr::V4(ip)) => ip.to_string(),
             Hop::Literal(IpAddr::V6(ip)) => format!("[{ip}]"),
         };
-        let authority = if port == 443 {
-            host
+        // The host gives SNI, the certificate name and `Host` (with the port unless
+        // 443); the connection goes to the addresses resolved for the hop.
+        let url = if port == 443 {
+            format!("https://{host}{}", https::PATH)
         } else {
-            format!("{host}:{port}")
+            format!("https://{host}:{port}{}", https::PATH)
         };
-        let request = async {
-            let tcp = match self.connect(addrs, port).await {
-                Ok(tcp) => tcp,
-                Err(e) => return Answer::Failed(e),
-            };
-            https::post(tcp, connector, name, &authority, sender, recipients, body).await
-        };
+        let (addrs, source, timeout) = (addrs.to_vec(), self.source, self.settings.connect_timeout);
+        let dial = Dial::Custom(Arc::new(move || {
+            let addrs = addrs.clone();
+            Box::pin(async move { connect(&addrs, port, source, timeout).await })
+        }));
+        // OUT-5: one connection per attempt, none kept.
+        let client = HttpsClient::new(
+            tls,
+            Options {
+                dial,
+                connect_timeout: timeout,
+                max_idle: 0,
+            },
+        );
+        let request = https::post(&client, &url, sender, recipients, body);
         match tokio::time::timeout(self.settings.https_timeout, request).await {
             Ok(answer) => answer,
             Err(_) => Answer::Failed("timed out".into()),
@@ -438,53 +447,7 @@ impl Transport {
     /// Connect to one of `addrs` (Happy Eyeballs, RFC 8305), from the MODE-1 source
     /// address when there is one, within `connect_timeout`.
     async fn connect(&self, addrs: &[IpAddr], port: u16) -> Result<TcpStream, String> {
-        let mut pending: VecDeque<SocketAddr> = interleave(addrs)
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect();
-        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
-        // Dropping the set aborts the attempts that lost the race.
-        let mut attempts = tokio::task::JoinSet::new();
-        let mut last_error = String::from("no address to connect to");
-        let source = self.source;
-        let start = |set: &mut tokio::task::JoinSet<Result<TcpStream, String>>,
-                     addr: SocketAddr| {
-            set.spawn(async move {
-                connect_one(addr, source)
-                    .await
-                    .map_err(|e| format!("{addr}: {e}"))
-            });
-        };
-        loop {
-            if attempts.is_empty() {
-                match pending.pop_front() {
-                    Some(addr) => start(&mut attempts, addr),
-                    None => return Err(last_error),
-                }
-            }
-            tokio::select! {
-                done = attempts.join_next() => match done {
-                    Some(Ok(Ok(stream))) => return Ok(stream),
-                    Some(Ok(Err(e))) => {
-                        last_error = e;
-                        // RFC 8305 §5: a failure starts the next attempt at once.
-                        if let Some(addr) = pending.pop_front() {
-                            start(&mut attempts, addr);
-                        }
-                    }
-                    Some(Err(e)) => last_error = format!("connect task: {e}"),
-                    None => {}
-                },
-                _ = tokio::time::sleep(CONNECTION_ATTEMPT_DELAY), if !pending.is_empty() => {
-                    if let Some(addr) = pending.pop_front() {
-                        start(&mut attempts, addr);
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(format!("connection timed out ({last_error})"));
-                }
-            }
-        }
+        connect(addrs, port, self.source, self.settings.connect_timeout).await
     }
 
     fn is_smtp_only(&self, label: &str) -> bool {
@@ -505,6 +468,61 @@ impl Transport {
     fn clear_smtp_only(&self, label: &str) {
         let mut marks = self.smtp_only.lock().unwrap_or_else(|e| e.into_inner());
         marks.remove(label);
+    }
+}
+
+/// Connect to one of `addrs` (Happy Eyeballs, RFC 8305), from the MODE-1 source
+/// address `source` when there is one, within `connect_timeout`.
+async fn connect(
+    addrs: &[IpAddr],
+    port: u16,
+    source: Option<IpAddr>,
+    connect_timeout: Duration,
+) -> Result<TcpStream, String> {
+    let mut pending: VecDeque<SocketAddr> = interleave(addrs)
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    let deadline = tokio::time::Instant::now() + connect_timeout;
+    // Dropping the set aborts the attempts that lost the race.
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut last_error = String::from("no address to connect to");
+    let start = |set: &mut tokio::task::JoinSet<Result<TcpStream, String>>, addr: SocketAddr| {
+        set.spawn(async move {
+            connect_one(addr, source)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))
+        });
+    };
+    loop {
+        if attempts.is_empty() {
+            match pending.pop_front() {
+                Some(addr) => start(&mut attempts, addr),
+                None => return Err(last_error),
+            }
+        }
+        tokio::select! {
+            done = attempts.join_next() => match done {
+                Some(Ok(Ok(stream))) => return Ok(stream),
+                Some(Ok(Err(e))) => {
+                    last_error = e;
+                    // RFC 8305 §5: a failure starts the next attempt at once.
+                    if let Some(addr) = pending.pop_front() {
+                        start(&mut attempts, addr);
+                    }
+                }
+                Some(Err(e)) => last_error = format!("connect task: {e}"),
+                None => {}
+            },
+            _ = tokio::time::sleep(CONNECTION_ATTEMPT_DELAY), if !pending.is_empty() => {
+                if let Some(addr) = pending.pop_front() {
+                    start(&mut attempts, addr);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(format!("connection timed out ({last_error})"));
+            }
+        }
     }
 }
 
@@ -579,9 +597,9 @@ fn bad_address(address: &str) -> bool {
 impl TlsConnectors {
     fn new(config: &Config) -> Result<TlsConnectors, TransportError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = Arc::new(client_roots(config)?);
+        let roots = Arc::new(crate::tls::client_roots(config)?);
         let build =
-            |verify: bool, alpn: bool| -> Result<tokio_rustls::TlsConnector, TransportError> {
+            |verify: bool, alpn: bool| -> Result<Arc<rustls::ClientConfig>, TransportError> {
                 // rustls speaks TLS 1.2 and 1.3 only: OUT-4's "TLS ≥ 1.2".
                 let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
                     .with_safe_default_protocol_versions()
@@ -603,43 +621,15 @@ impl TlsConnectors {
                 if alpn {
                     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
                 }
-                Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+                Ok(Arc::new(cfg))
             };
         Ok(TlsConnectors {
-            verified_smtp: build(true, false)?,
+            verified_smtp: tokio_rustls::TlsConnector::from(build(true, false)?),
             verified_https: build(true, true)?,
-            any_smtp: build(false, false)?,
+            any_smtp: tokio_rustls::TlsConnector::from(build(false, false)?),
             any_https: build(false, true)?,
         })
     }
-}
-
-/// OUT-4: the roots outbound TLS trusts — the web-PKI roots plus every certificate of
-/// the PEM file `tls_extra_roots`. Shared by every outbound HTTPS/SMTP client (the
-/// push notifier can use it too).
-pub fn client_roots(config: &Config) -> Result<rustls::RootCertStore, TransportError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &config.tls_extra_roots {
-        add_pem_roots(&mut roots, path)?;
-    }
-    Ok(roots)
-}
-
-fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), TransportError> {
-    use rustls_pki_types::pem::PemObject;
-    let err = |msg: String| TransportError::Roots(format!("{}: {msg}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let mut added = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| err(e.to_string()))?;
-        roots.add(cert).map_err(|e| err(e.to_string()))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(err("no certificate found".into()));
-    }
-    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -648,6 +638,8 @@ pub enum TransportError {
     Resolver(String),
     #[error("TLS roots: {0}")]
     Roots(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 #[cfg(test)]
@@ -659,7 +651,7 @@ mod tests {
 
     use super::*;
     use std::net::Ipv4Addr;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
 
     use base64::Engine;
@@ -1497,10 +1489,11 @@ mod tests {
         use hyper::service::service_fn;
         use rustls_pki_types::pem::PemObject;
         let (cert, key) = ca.leaf(dir, names);
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-            .unwrap()
-            .map(|c| c.unwrap())
-            .collect();
+        let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
         let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
         let server = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -1866,16 +1859,18 @@ mod tests {
 
     #[test]
     fn extra_roots_are_loaded() {
+        // The loader itself is tested in `tls::roots`.
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = transport_config(dir.path(), "sender.test");
-        let base = client_roots(&cfg).unwrap().len();
-        assert!(base > 50, "web-PKI roots: {base}");
         cfg.tls_extra_roots = Some(Ca::new().write(dir.path()));
-        assert_eq!(client_roots(&cfg).unwrap().len(), base + 1);
+        assert!(Transport::new(&cfg).is_ok());
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "nothing").unwrap();
         cfg.tls_extra_roots = Some(empty);
-        assert!(matches!(client_roots(&cfg), Err(TransportError::Roots(_))));
+        assert!(matches!(
+            Transport::new(&cfg),
+            Err(TransportError::Tls(crate::tls::TlsError::Roots(_)))
+        ));
         cfg.tls_extra_roots = Some(dir.path().join("missing.pem"));
         assert!(Transport::new(&cfg).is_err());
     }

@@ -80,20 +80,18 @@ pub enum Origin {
 /// `[IPv6:2001:db8::1]` or a name) of a message from `client` (the SMTP client, or the
 /// HTTP peer of `/mxdeliv`). IPv4-mapped IPv6 addresses count as the IPv4 address.
 pub fn origin(domain: &str, client: IpAddr) -> Origin {
-    // RFC 5321 §4.1.3 address literal.
-    let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) else {
+    let Some(literal) = super::literal::address_literal(domain) else {
         return Origin::Dkim;
     };
     let client = client.to_canonical();
-    let text = match literal.get(..5) {
-        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => &literal[5..],
-        _ => literal,
-    };
-    match text.parse::<IpAddr>() {
+    match literal {
         Ok(ip) if ip.to_canonical() == client => Origin::Literal,
         _ => Origin::Refused(SmtpReply::new(
             500,
-            format!("Invalid FROM domain literal: {literal} does not match origin IP {client}"),
+            format!(
+                "Invalid FROM domain literal: {} does not match origin IP {client}",
+                domain.trim_start_matches('[').trim_end_matches(']')
+            ),
         )),
     }
 }
@@ -289,10 +287,20 @@ mod tests {
         let cases = [
             ("[192.0.2.1]", "192.0.2.1", Origin::Literal),
             ("[192.0.2.1]", "::ffff:192.0.2.1", Origin::Literal),
-            ("[::ffff:192.0.2.1]", "192.0.2.1", Origin::Literal),
+            ("[IPv6:::ffff:192.0.2.1]", "192.0.2.1", Origin::Literal),
+            // Not an address literal (RFC 5321 §4.1.3: IPv6 needs its tag).
+            (
+                "[::ffff:192.0.2.1]",
+                "192.0.2.1",
+                refused("::ffff:192.0.2.1", "192.0.2.1"),
+            ),
             ("[IPv6:2001:db8::1]", "2001:db8::1", Origin::Literal),
             ("[ipv6:2001:DB8::1]", "2001:db8::1", Origin::Literal),
-            ("[2001:db8::1]", "2001:db8::1", Origin::Literal),
+            (
+                "[2001:db8::1]",
+                "2001:db8::1",
+                refused("2001:db8::1", "2001:db8::1"),
+            ),
             (
                 "[192.0.2.1]",
                 "192.0.2.2",
@@ -323,7 +331,8 @@ mod tests {
             ("[ü.ü]", "192.0.2.1", refused("ü.ü", "192.0.2.1")),
             ("relay.example", "192.0.2.1", Origin::Dkim),
             ("192.0.2.1", "192.0.2.1", Origin::Dkim),
-            ("[192.0.2.1", "192.0.2.1", Origin::Dkim),
+            // Bracketed but unclosed: not a name, not a literal.
+            ("[192.0.2.1", "192.0.2.1", refused("192.0.2.1", "192.0.2.1")),
             ("192.0.2.1]", "192.0.2.1", Origin::Dkim),
         ];
         for (domain, client, want) in cases {

@@ -4,6 +4,7 @@
 pub mod gate;
 pub mod headers;
 pub mod inbound;
+pub mod literal;
 pub mod names;
 pub mod quota;
 pub mod ratelimit;

@@ -65,9 +65,8 @@ pub struct Handles<'a> {
     pub memory: &'a Budget,
     /// SUB-4: messages per sender.
     pub send_limiter: &'a RateLimiter<String>,
-    /// What `crate::delivery` takes for the recipient checks and the commit: still the
-    /// whole relay (the one reason `smtp` names `crate::server`).
-    pub delivery: &'a crate::server::Relay,
+    /// The recipient checks and the commit (`crate::delivery`).
+    pub delivery: crate::delivery::Handles<'a>,
 }
 
 /// Run one SMTP session on `conn` (plain for 587/25 until STARTTLS; already TLS for 465).

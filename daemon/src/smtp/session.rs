@@ -475,7 +475,7 @@ impl Session<'_> {
             Mode::Submission => Relaying::Allowed,
             Mode::Mx => Relaying::Denied,
         };
-        match tx.rcpts.add(h.delivery, to, tx.size_hint, relaying) {
+        match tx.rcpts.add(&h.delivery, to, tx.size_hint, relaying) {
             Ok(()) => reply::rcpt_ok(),
             Err(r) => r,
         }
@@ -524,7 +524,7 @@ impl Session<'_> {
     /// SUB-6..12 then the durable commit.
     async fn accept_submission(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
         delivery::submission(
-            self.h.delivery,
+            &self.h.delivery,
             tx.from,
             tx.rcpts.local,
             tx.rcpts.remote,
@@ -536,7 +536,7 @@ impl Session<'_> {
 
     /// IN-4, IN-7 and the durable commit.
     async fn accept_inbound(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
-        delivery::inbound(self.h.delivery, self.peer.ip(), tx.from, tx.rcpts, raw).await
+        delivery::inbound(&self.h.delivery, self.peer.ip(), tx.from, tx.rcpts, raw).await
     }
 }
 

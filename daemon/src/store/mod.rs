@@ -64,6 +64,10 @@ const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 const BODY_REFS: TableDefinition<u64, u32> = TableDefinition::new("body_refs");
 /// queue id → outbound queue row.
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// (next attempt, queue id) → (): the outbound queue by due time, so the scheduler reads
+/// only the rows it can start now and the time of the next one. Derived from `QUEUE`:
+/// checked against it at open and rebuilt when it differs ([`index_queue`]).
+const QUEUE_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("queue_due");
 /// (address, token) → (first registration, last SET), Unix seconds.
 const TOKENS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("device_tokens");
 /// job id → push job row (PUSH-2): account, token, attempts, first and next attempt.
@@ -749,9 +753,13 @@ impl Store {
             tx.open_table(BODIES)?;
             tx.open_table(BODY_REFS)?;
             tx.open_table(QUEUE)?;
+            tx.open_table(QUEUE_DUE)?;
             tx.open_table(TOKENS)?;
             tx.open_table(PUSH_JOBS)?;
             tx.open_table(PUSH_DUE)?;
+        }
+        if let Some(n) = index_queue(&tx)? {
+            tracing::info!("store: outbound queue index rebuilt ({n} rows)");
         }
         tx.commit()?;
         let usage = Arc::new(UsageCache::default());
@@ -1197,8 +1205,7 @@ fn deliver_in(
             next_attempt: d.received,
             attempts: 0,
         };
-        tx.open_table(QUEUE)?
-            .insert(id, encode_queue(&q, body_id).as_slice())?;
+        put_queue(tx, &q, body_id, None)?;
     }
     Ok(Delivered { stored, over_quota })
 }
@@ -1257,6 +1264,55 @@ fn group_by_domain(recipients: &[String]) -> Vec<Vec<String>> {
     groups.into_iter().map(|(_, list)| list).collect()
 }
 
+/// Write queue row `q` (body `body_id`) and its due-time key; `was_due` is the row's
+/// next attempt before, if it existed.
+fn put_queue(
+    tx: &WriteTransaction,
+    q: &QueuedMessage,
+    body_id: u64,
+    was_due: Option<u64>,
+) -> Result<(), StoreError> {
+    tx.open_table(QUEUE)?
+        .insert(q.id, encode_queue(q, body_id).as_slice())?;
+    let mut due = tx.open_table(QUEUE_DUE)?;
+    if let Some(was) = was_due
+        && was != q.next_attempt
+    {
+        due.remove((was, q.id))?;
+    }
+    due.insert((q.next_attempt, q.id), ())?;
+    Ok(())
+}
+
+/// Check the due-time index against the queue and rebuild it when they differ: missing
+/// in a store of a version before it, stale in one an older version (an update's
+/// rollback) changed since. Reads the queue once; writes only when it differs. Returns
+/// the rows indexed when it rebuilt.
+fn index_queue(tx: &WriteTransaction) -> Result<Option<u64>, StoreError> {
+    let mut want = Vec::new();
+    for row in tx.open_table(QUEUE)?.iter()? {
+        let (k, v) = row?;
+        want.push((
+            decode_queue(k.value(), v.value())?.0.next_attempt,
+            k.value(),
+        ));
+    }
+    want.sort_unstable();
+    let mut due = tx.open_table(QUEUE_DUE)?;
+    let have = due
+        .iter()?
+        .map(|row| row.map(|(k, _)| k.value()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if have == want {
+        return Ok(None);
+    }
+    due.retain(|_, _| false)?;
+    for key in &want {
+        due.insert(key, ())?;
+    }
+    Ok(Some(want.len() as u64))
+}
+
 fn remove_queue_row(tx: &WriteTransaction, id: u64) -> Result<bool, StoreError> {
     let removed = tx
         .open_table(QUEUE)?
@@ -1264,7 +1320,8 @@ fn remove_queue_row(tx: &WriteTransaction, id: u64) -> Result<bool, StoreError> 
         .map(|v| v.value().to_vec());
     match removed {
         Some(row) => {
-            let (_, body_id) = decode_queue(id, &row)?;
+            let (q, body_id) = decode_queue(id, &row)?;
+            tx.open_table(QUEUE_DUE)?.remove((q.next_attempt, id))?;
             unref_body(tx, body_id)?;
             Ok(true)
         }
@@ -1320,8 +1377,8 @@ impl Store {
                 if q.recipients.is_empty() {
                     remove_queue_row(tx, id)?;
                 } else {
-                    tx.open_table(QUEUE)?
-                        .insert(id, encode_queue(&q, body_id).as_slice())?;
+                    let due = q.next_attempt;
+                    put_queue(tx, &q, body_id, Some(due))?;
                 }
                 Ok(())
             })
@@ -1341,11 +1398,10 @@ impl Store {
                 let row = tx.open_table(QUEUE)?.get(id)?.map(|v| v.value().to_vec());
                 let Some(row) = row else { return Ok(()) };
                 let (mut q, body_id) = decode_queue(id, &row)?;
+                let was_due = q.next_attempt;
                 q.attempts = attempts;
                 q.next_attempt = next_attempt;
-                tx.open_table(QUEUE)?
-                    .insert(id, encode_queue(&q, body_id).as_slice())?;
-                Ok(())
+                put_queue(tx, &q, body_id, Some(was_due))
             })
             .await
     }
@@ -1366,6 +1422,36 @@ impl Store {
             out.push(decode_queue(k.value(), v.value())?.0);
         }
         Ok(out)
+    }
+
+    /// At most `limit` queue rows due at `now` (next attempt ≤ `now`), earliest first.
+    /// Reads only those rows, however long the queue is.
+    pub fn queue_due(&self, now: u64, limit: usize) -> Result<Vec<QueuedMessage>, StoreError> {
+        let rx = self.read()?;
+        let due = rx.open_table(QUEUE_DUE)?;
+        let rows = rx.open_table(QUEUE)?;
+        let mut out = Vec::new();
+        for key in due.range((0, 0)..=(now, u64::MAX))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, id) = key?.0.value();
+            if let Some(v) = rows.get(id)? {
+                out.push(decode_queue(id, v.value())?.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest next attempt of any queue row due later than `now`.
+    pub fn next_queue_due_after(&self, now: u64) -> Result<Option<u64>, StoreError> {
+        let Some(after) = now.checked_add(1) else {
+            return Ok(None);
+        };
+        let rx = self.read()?;
+        let due = rx.open_table(QUEUE_DUE)?;
+        let first = due.range((after, 0)..)?.next();
+        Ok(first.transpose()?.map(|(k, _)| k.value().0))
     }
 
     /// The bytes of a queued message.

@@ -920,3 +920,107 @@ fn the_config_default_cache_size_is_the_stores() {
     let c = crate::config::Config::parse("[params]\nmail_domain = example.org\n").unwrap();
     assert_eq!(c.config.store_cache_size, DEFAULT_CACHE_BYTES);
 }
+
+/// The outbound queue's due-time index: rows come due in time order, a retry moves its
+/// row, a finished row leaves it, and a store without the index (an older version's) or
+/// with a stale one gets it rebuilt when opened.
+#[tokio::test]
+async fn queue_due_index_order_reschedule_removal_and_rebuild_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let s = Store::open(&path).unwrap();
+    let t = 1_700_000_000;
+    // Three deliveries, four rows: two domains in the first.
+    let mut d = delivery(&[], &["r@one", "r@two"], b"m1");
+    d.received = t + 10;
+    s.deliver(d).await.unwrap();
+    let mut d = delivery(&[], &["r@three"], b"m2");
+    d.received = t;
+    s.deliver(d).await.unwrap();
+    let mut d = delivery(&[], &["r@four"], b"m3");
+    d.received = t + 20;
+    s.deliver(d).await.unwrap();
+    let all = s.queued().unwrap();
+    let ids: Vec<u64> = all.iter().map(|q| q.id).collect();
+    let [one, two, three, four] = ids[..] else {
+        panic!("{all:?}")
+    };
+    let due = |now, limit| -> Vec<u64> {
+        s.queue_due(now, limit)
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect()
+    };
+    // Due order, the limit, and the next due time after now.
+    assert_eq!(due(t - 1, 10), Vec::<u64>::new());
+    assert_eq!(due(t, 10), vec![three]);
+    assert_eq!(due(t + 10, 10), vec![three, one, two]);
+    assert_eq!(due(t + 20, 2), vec![three, one]);
+    assert_eq!(due(u64::MAX, 10), vec![three, one, two, four]);
+    assert_eq!(s.next_queue_due_after(t).unwrap(), Some(t + 10));
+    assert_eq!(s.next_queue_due_after(t + 10).unwrap(), Some(t + 20));
+    assert_eq!(s.next_queue_due_after(t + 20).unwrap(), None);
+    assert_eq!(s.queue_due(t, 1).unwrap(), vec![all[2].clone()]);
+
+    // A retry moves the row (its old time no longer lists it).
+    s.queue_retry(three, 1, t + 30).await.unwrap();
+    assert_eq!(due(t + 20, 10), vec![one, two, four]);
+    assert_eq!(due(t + 30, 10), vec![one, two, four, three]);
+    assert_eq!(s.next_queue_due_after(t + 20).unwrap(), Some(t + 30));
+    let moved = s.queue_due(t + 30, 10).unwrap().pop().unwrap();
+    assert_eq!((moved.attempts, moved.next_attempt), (1, t + 30));
+    // A finished row leaves the index; one with recipients left keeps its time.
+    s.queue_done(one, vec!["r@one".into()]).await.unwrap();
+    assert_eq!(due(t + 30, 10), vec![two, four, three]);
+    // Gone rows: retrying or finishing them changes nothing.
+    s.queue_retry(one, 3, t).await.unwrap();
+    s.queue_done(one, vec!["r@one".into()]).await.unwrap();
+    assert_eq!(due(t + 30, 10), vec![two, four, three]);
+    s.flush().await.unwrap();
+    drop(s);
+
+    // An older version's store: no index at all. Opening builds it.
+    {
+        let db = open_raw(&path).await;
+        let tx = db.begin_write().unwrap();
+        assert!(tx.delete_table(QUEUE_DUE).unwrap());
+        tx.commit().unwrap();
+    }
+    let s = reopen(&path).await;
+    assert_eq!(
+        s.queue_due(t + 30, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect::<Vec<_>>(),
+        vec![two, four, three]
+    );
+    drop(s);
+
+    // A stale index (an older version retried a row and removed another without it):
+    // opening makes it agree with the queue again.
+    {
+        let db = open_raw(&path).await;
+        let tx = db.begin_write().unwrap();
+        {
+            let mut due = tx.open_table(QUEUE_DUE).unwrap();
+            due.remove((t + 30, three)).unwrap();
+            due.insert((t + 5, three), ()).unwrap();
+            due.insert((t, one), ()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = reopen(&path).await;
+    assert_eq!(
+        s.queue_due(t + 20, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect::<Vec<_>>(),
+        vec![two, four]
+    );
+    assert_eq!(s.next_queue_due_after(t + 20).unwrap(), Some(t + 30));
+    let rx = s.read().unwrap();
+    assert_eq!(rx.open_table(QUEUE_DUE).unwrap().len().unwrap(), 3);
+}

@@ -279,7 +279,7 @@ pub struct AgentConfig {
     pub health_attempts: u32,
     pub health_retry_delay: Duration,
     pub max_bundle_size: u64,
-    /// Trust roots for the update server (`outbound::transport::client_roots`).
+    /// Trust roots for the update server (`tls::client_roots`).
     pub roots: rustls::RootCertStore,
     /// `None`: not an A/B image; the agent only reports that.
     pub boot: Option<Arc<dyn BootControl>>,

@@ -1,38 +1,34 @@
 //! Fetching a bundle over HTTPS (OTA-4): resumable with an HTTP range request (RFC 9110
-//! §14) and capped in size, written to a file on /data and fsynced. HTTP/1.1 over rustls
-//! with ring, like the push notifier (`push.rs`); the roots are the caller's (normally
-//! `outbound::transport::client_roots`, so `tls_extra_roots` works for test servers).
+//! §14) and capped in size, written to a file on /data and fsynced. Through the relay's
+//! one HTTPS client (`tls::client`, HTTP/1.1 over rustls with ring); the roots are the
+//! caller's (normally `tls::client_roots`, so `tls_extra_roots` works for test servers).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::UpdateError;
+use crate::tls::client::{Body, HttpsClient, Options};
 
 /// An HTTPS client for update downloads.
 #[derive(Clone)]
 pub struct Downloader {
-    tls: tokio_rustls::TlsConnector,
+    https: HttpsClient,
     /// Longest wait for a connection, the response head, or the next piece of the body.
-    pub idle_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Downloader {
     pub fn new(roots: rustls::RootCertStore) -> Result<Downloader, UpdateError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| UpdateError::Download(format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let idle_timeout = Duration::from_secs(60);
+        // One connection per request (a download is rare, a resume a new request).
+        let https = HttpsClient::verified(roots, Options::new(idle_timeout))
+            .map_err(|e| UpdateError::Download(e.to_string()))?;
         Ok(Downloader {
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
-            idle_timeout: Duration::from_secs(60),
+            https,
+            idle_timeout,
         })
     }
 }
@@ -93,36 +89,19 @@ async fn fetch(
     let within = |what: &'static str, secs: Duration| {
         move |_| UpdateError::Download(format!("{what}: no answer within {} s", secs.as_secs()))
     };
-    let tcp = tokio::time::timeout(
-        timeout,
-        tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
-    )
-    .await
-    .map_err(within("connect", timeout))?
-    .map_err(|e| dl(format!("connect to {}: {e}", t.authority)))?;
-    let tls = tokio::time::timeout(timeout, client.tls.connect(t.server_name.clone(), tcp))
-        .await
-        .map_err(within("TLS", timeout))?
-        .map_err(|e| dl(format!("TLS: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| dl(format!("HTTP: {e}")))?;
-    let conn = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut req =
-        hyper::Request::get(t.path.as_str()).header(hyper::header::HOST, t.authority.as_str());
+    let mut req = hyper::Request::get(t.url.as_str());
     if have > 0 {
         // RFC 9110 §14.2: the rest from `have` on.
         req = req.header(hyper::header::RANGE, format!("bytes={have}-"));
     }
     let req = req
-        .body(Empty::<Bytes>::new())
+        .body(Body::default())
         .map_err(|e| dl(format!("request: {e}")))?;
-    let resp = tokio::time::timeout(timeout, sender.send_request(req))
+    // Connecting and TLS are bounded by the client (`idle_timeout` each).
+    let resp = tokio::time::timeout(timeout, client.https.send(req))
         .await
         .map_err(within("response", timeout))?
-        .map_err(|e| dl(format!("HTTP: {e}")))?;
+        .map_err(|e| dl(e.to_string()))?;
     let status = resp.status().as_u16();
     let content_range = resp
         .headers()
@@ -160,7 +139,6 @@ async fn fetch(
                 .as_deref()
                 .and_then(|v| v.strip_prefix("bytes */"))
                 .and_then(|v| v.trim().parse::<u64>().ok());
-            conn.abort();
             if total == Some(have) {
                 return Ok(Fetch::Done(Downloaded {
                     size: have,
@@ -252,20 +230,29 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     Some((first, total))
 }
 
-/// Where a download goes: the one https URL parser of the crate.
-type Target = crate::net::HttpsUrl;
+/// Where a download goes: an `https://` URL with a valid host (checked by the one https
+/// URL parser of the crate).
+struct Target {
+    url: String,
+}
 
 fn parse_target(url: &str) -> Result<Target, UpdateError> {
-    Target::parse(url).ok_or_else(|| UpdateError::Download(format!("{url:?} is not an https URL")))
+    crate::net::HttpsUrl::parse(url)
+        .map(|_| Target {
+            url: url.to_string(),
+        })
+        .ok_or_else(|| UpdateError::Download(format!("{url:?} is not an https URL")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
     use std::convert::Infallible;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn content_range_parsing() {

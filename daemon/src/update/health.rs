@@ -188,7 +188,7 @@ async fn deliver_and_read(
         None => {
             let to = vec![address.to_string()];
             let reply = crate::delivery::submission(
-                relay,
+                &relay.delivery(),
                 address.to_string(),
                 to.clone(),
                 Vec::new(),
