@@ -23,6 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::policy::ratelimit::{Quota, gcra};
 
+/// Connection cap of the HTTPS listeners (443) and of the HTTP listeners (80)
+/// (`crate::server`; `crate::fdlimit` counts them against the open-file limit).
+pub const WEB_CONNECTIONS: usize = 1000;
+/// Refusals `crate::server` answers at once; beyond, a refused connection is closed
+/// without a word (each one holds a socket and may cost a TLS handshake).
+pub const MAX_REFUSING: usize = 64;
+
 /// Idle addresses (no open connection) the table keeps for their rate state, per pool.
 pub const IDLE_ENTRIES: usize = 4096;
 /// A refused address is logged again after this long at the earliest.

@@ -79,8 +79,8 @@ pub fn fit_caps(config: &Config, nofile: u64) -> Caps {
     let caps = Caps {
         imap: config.max_imap_connections,
         smtp: config.max_smtp_connections,
-        https: crate::server::WEB_CONNECTIONS,
-        http: crate::server::WEB_CONNECTIONS,
+        https: crate::admission::WEB_CONNECTIONS,
+        http: crate::admission::WEB_CONNECTIONS,
     };
     let smtp_pools = [&l.smtp, &l.submission, &l.submissions, &l.https]
         .iter()
@@ -106,7 +106,7 @@ pub fn fit_caps(config: &Config, nofile: u64) -> Caps {
     };
     let reserve = BASE_RESERVE
         + OUTBOUND_RESERVE
-        + crate::server::MAX_REFUSING as u64
+        + crate::admission::MAX_REFUSING as u64
         + listeners as u64
         + turn as u64;
     let pools = Pools {

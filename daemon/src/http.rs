@@ -21,11 +21,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 
+use crate::auth::Auth;
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::memory::Budget;
 use crate::net::Conn;
 use crate::onboarding;
 use crate::policy::ratelimit::{Quota, RateLimiter};
-use crate::server::Relay;
+use crate::web::{host_without_port, redirect};
 
 pub mod metrics;
 
@@ -65,21 +68,48 @@ pub fn new_account_quota() -> Quota {
     Quota::new(2, Duration::from_secs(1), 5)
 }
 
+/// What the HTTP handlers (and `web`, `iroh`, `mxdeliv` under them) use of the relay.
+/// The assembly implements it (`crate::server::Relay`), so that `http` names no more
+/// of the relay than this.
+pub trait Handles: Send + Sync {
+    fn config(&self) -> &Config;
+    fn clock(&self) -> &dyn Clock;
+    /// NEW-5: whether account creation would be refused now.
+    fn auth(&self) -> &Auth;
+    /// RFC 8555 §8.3: the pending HTTP-01 challenges.
+    fn acme(&self) -> &crate::acme::Acme;
+    /// Memory for `/mxdeliv` bodies in transit (`max_message_memory`).
+    fn memory(&self) -> &Budget;
+    /// NEW-3 limiter keyed by client IP.
+    fn new_account_limiter(&self) -> Arc<RateLimiter<IpAddr>>;
+    /// The admin pages, once the appliance attached them (`crate::appliance`).
+    fn admin(&self) -> Option<Router>;
+    /// `/mxdeliv`'s recipient checks and commit (`crate::delivery`).
+    fn delivery(&self) -> crate::delivery::Handles<'_>;
+}
+
 /// What the handlers of one connection share.
 #[derive(Clone)]
 pub struct Web {
-    pub relay: Arc<Relay>,
+    pub relay: Arc<dyn Handles>,
     /// NEW-3 limiter keyed by client IP.
     pub limiter: Arc<RateLimiter<IpAddr>>,
     /// The client's address (IPv4-mapped IPv6 folded to IPv4).
     pub peer: IpAddr,
 }
 
+/// The site's pages read the configuration through the connection's state.
+impl crate::web::Site for Web {
+    fn config(&self) -> &Config {
+        self.relay.config()
+    }
+}
+
 /// Serve HTTPS requests on an established TLS connection (443).
-pub async fn serve_https(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
-    let admin = relay.admin.get().cloned();
+pub async fn serve_https(relay: Arc<dyn Handles>, conn: Conn, peer: SocketAddr) {
+    let admin = relay.admin();
     let web = Web {
-        limiter: relay.new_account_limiter.clone(),
+        limiter: relay.new_account_limiter(),
         relay,
         peer: peer.ip().to_canonical(),
     };
@@ -91,7 +121,7 @@ pub async fn serve_https(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
 /// else (PORT-4), the admin pages included: a running relay has a certificate, and
 /// their password forms go over TLS only (issue 13; setup mode serves the wizard on
 /// port 80 itself, `crate::appliance::setup`).
-pub async fn serve_http(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
+pub async fn serve_http(relay: Arc<dyn Handles>, conn: Conn, peer: SocketAddr) {
     let local = local_ip(&conn);
     serve(
         conn,
@@ -289,8 +319,8 @@ pub fn https_router(web: Web) -> Router {
         .route("/robots.txt", get(robots))
         // IN-6: federation over HTTPS (any method; non-POST is answered 405).
         .route("/mxdeliv", axum::routing::any(crate::mxdeliv::handle));
-    let router = crate::iroh::add_routes(router, &web.relay.config); // RT-4, CFG-5
-    crate::web::add_routes(router, &web.relay.config)
+    let router = crate::iroh::add_routes(router, web.relay.config()); // RT-4, CFG-5
+    crate::web::add_routes(router, web.relay.config())
         .layer(middleware::from_fn_with_state(web.clone(), www_redirect))
         .with_state(web)
 }
@@ -298,14 +328,14 @@ pub fn https_router(web: Web) -> Router {
 /// What the port-80 handlers of one connection share.
 #[derive(Clone)]
 struct Plain {
-    relay: Arc<Relay>,
+    relay: Arc<dyn Handles>,
     /// The address the connection came in on.
     local: Option<IpAddr>,
 }
 
 /// The port-80 routes of a connection that came in on `local`: ACME HTTP-01 challenges,
 /// every other request is redirected (PORT-4).
-pub fn http_router(relay: Arc<Relay>, local: Option<IpAddr>) -> Router {
+pub fn http_router(relay: Arc<dyn Handles>, local: Option<IpAddr>) -> Router {
     Router::new()
         .route("/.well-known/acme-challenge/{token}", get(acme_http01))
         .fallback(to_https)
@@ -317,7 +347,7 @@ async fn acme_http01(
     State(Plain { relay, .. }): State<Plain>,
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
-    match relay.acme.http01(&token) {
+    match relay.acme().http01(&token) {
         Some(key_authorization) => (
             [(header::CONTENT_TYPE, "application/octet-stream")],
             key_authorization,
@@ -348,10 +378,10 @@ fn refusal(status: StatusCode, reason: &str) -> Response {
 /// NEW-4: outside self-signed mode a GET (a browser following a printed link) is sent
 /// to the Delta Chat app; self-signed mode serves GET like POST (NEW-3).
 async fn new_account_get(State(web): State<Web>) -> Response {
-    if web.relay.config.self_signed() {
+    if web.relay.config().self_signed() {
         return new_account(State(web)).await;
     }
-    let target = format!("dcaccount:https://{}/new", web.relay.config.mail_domain);
+    let target = format!("dcaccount:https://{}/new", web.relay.config().mail_domain);
     redirect(&target)
 }
 
@@ -359,7 +389,7 @@ async fn new_account_get(State(web): State<Web>) -> Response {
 /// first login, ACC-5).
 async fn new_account(State(web): State<Web>) -> Response {
     // NEW-3: rate limit per client IP, excess → 503.
-    if !web.limiter.check(&web.peer, web.relay.clock.monotonic()) {
+    if !web.limiter.check(&web.peer, web.relay.clock().monotonic()) {
         tracing::info!("/new: rate limit reached");
         let mut resp = refusal(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -371,12 +401,12 @@ async fn new_account(State(web): State<Web>) -> Response {
     }
     // NEW-5 (not upstream): say why creation would be refused instead of handing out
     // credentials that cannot log in.
-    if let Some(reason) = web.relay.auth.creation_refusal() {
+    if let Some(reason) = web.relay.auth().creation_refusal() {
         tracing::warn!("registration rejected: {reason}");
         crate::metrics::registration_refused();
         return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason);
     }
-    let config = &web.relay.config;
+    let config = web.relay.config();
     let (email, password) = onboarding::random_credentials(config);
     let dclogin_url = config
         .self_signed()
@@ -464,7 +494,7 @@ async fn autoconfig(State(web): State<Web>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/xml; charset=utf-8"),
         )],
-        autoconfig_xml(&web.relay.config),
+        autoconfig_xml(web.relay.config()),
     )
         .into_response()
 }
@@ -479,46 +509,6 @@ async fn robots() -> Response {
         "User-agent: *\nDisallow: /\n",
     )
         .into_response()
-}
-
-/// §17: anything else is 404, with no server name or version.
-pub(crate) async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        "Not Found\n",
-    )
-        .into_response()
-}
-
-/// A 301 to `location` (which the caller built from checked parts).
-pub(crate) fn redirect(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(value) => (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, value)]).into_response(),
-        Err(_) => StatusCode::BAD_REQUEST.into_response(),
-    }
-}
-
-/// The host name of a `Host` header without its port, if it is a plausible name or
-/// address literal (so it can be put in a `Location` safely).
-pub(crate) fn host_without_port(headers: &HeaderMap) -> Option<String> {
-    let raw = headers.get(header::HOST)?.to_str().ok()?.trim();
-    let host = if raw.starts_with('[') {
-        // `[v6]` or `[v6]:port`
-        let end = raw.find(']')?;
-        &raw[..=end]
-    } else {
-        raw.split(':').next()?
-    };
-    let ok = !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    ok.then(|| host.to_ascii_lowercase())
 }
 
 /// The request's path and query (`/` if none).
@@ -568,7 +558,7 @@ pub fn https_host(config: &Config, local: Option<IpAddr>, host: Option<&str>) ->
 /// PORT-4: every plain-HTTP request → 301 to the same path over HTTPS, at the host
 /// [`https_host`] picks.
 async fn to_https(State(plain): State<Plain>, headers: HeaderMap, uri: Uri) -> Response {
-    let config = &plain.relay.config;
+    let config = plain.relay.config();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let target = format!(
         "https://{}{}{}",
@@ -581,12 +571,12 @@ async fn to_https(State(plain): State<Plain>, headers: HeaderMap, uri: Uri) -> R
 
 /// PORT-5: `https://www.<domain>/<path>` → 301 `https://<domain>/<path>`.
 async fn www_redirect(State(web): State<Web>, request: Request, next: Next) -> Response {
-    let domain = &web.relay.config.mail_domain;
+    let domain = &web.relay.config().mail_domain;
     let host = host_without_port(request.headers());
     if host.as_deref().and_then(|h| h.strip_prefix("www.")) == Some(&domain.to_ascii_lowercase()) {
         let target = format!(
             "https://{domain}{}{}",
-            https_port_suffix(&web.relay.config),
+            https_port_suffix(web.relay.config()),
             path_and_query(request.uri())
         );
         return redirect(&target);
@@ -605,7 +595,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::clock::Clock;
+    use crate::server::Relay;
 
     /// A monotonic clock the test moves by hand.
     struct TestClock(Mutex<Instant>);

@@ -50,7 +50,6 @@ use axum::extract::Request;
 use axum::routing::get;
 
 use crate::config::Config;
-use crate::http::Web;
 
 /// The paths the relay answers (RT-4).
 pub const PATHS: [&str; 3] = ["/relay", "/ping", "/generate_204"];
@@ -62,7 +61,10 @@ pub fn enabled(config: &Config) -> bool {
 }
 
 /// Add the relay's routes to the HTTPS router when the built-in relay runs (CFG-5).
-pub fn add_routes(router: Router<Web>, config: &Config) -> Router<Web> {
+pub fn add_routes<S>(router: Router<S>, config: &Config) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     if !enabled(config) {
         return router;
     }

@@ -249,7 +249,7 @@ async fn run_relay(
         };
         appliance.appliance.attach(relay.clone());
         if dev {
-            relaybox::onboarding::print_dev_banner(&relay);
+            relaybox::onboarding::print_dev_banner(&relay.config);
         }
         let store = relay.store.clone();
         // EXP-1..5: the daily expiry at 00:02 UTC, for as long as the relay runs.
@@ -259,7 +259,10 @@ async fn run_relay(
         // OUT-1..7: the outbound scheduler, resuming the queue left from before a restart.
         let outbound = tokio::spawn(relaybox::outbound::run(relay.clone()));
         // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.
-        let turn = tokio::spawn(relaybox::turn::run(relay.clone()));
+        let turn = tokio::spawn({
+            let relay = relay.clone();
+            async move { relaybox::turn::run(relay.turn_handles()).await }
+        });
         let metrics = tokio::spawn({
             let store = relay.store.clone();
             async move {

@@ -41,7 +41,7 @@ pub async fn handle(
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     }
     let relay = &web.relay;
-    let max = relay.config.max_message_size;
+    let max = relay.config().max_message_size;
     let too_big = || {
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,7 +58,7 @@ pub async fn handle(
         drain(&mut body, declared).await;
         return too_big();
     }
-    let mut memory = relay.memory.empty();
+    let mut memory = relay.memory().empty();
     let raw = match read_body(&mut body, max, declared, &mut memory).await {
         // As over SMTP: lines that end in a bare LF get their CR.
         Ok(raw) => crate::message::normalize_line_endings(raw),
@@ -90,7 +90,7 @@ pub async fn handle(
         Err(r) => return refused(&r),
     };
     let mut rcpts = Recipients::default();
-    let own = relay.config.address_domain();
+    let own = relay.config().address_domain();
     for value in headers.get_all("x-mail-to") {
         // The same check as RCPT on port 25 (SUB-5, IN-2, the account).
         let checked = recipient(value, &own)

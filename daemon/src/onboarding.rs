@@ -8,7 +8,6 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rand::Rng;
 
 use crate::config::{Config, Mode};
-use crate::server::Relay;
 
 /// Characters left as they are in a password: RFC 3986 unreserved, as Python's
 /// `urllib.parse.quote(pw, safe="")` (what upstream uses) leaves them.
@@ -134,8 +133,8 @@ pub fn dev_banner(config: &Config) -> String {
 }
 
 /// Print how to connect a Delta Chat app to a dev relay.
-pub fn print_dev_banner(relay: &Relay) {
-    print!("{}", dev_banner(&relay.config));
+pub fn print_dev_banner(config: &Config) {
+    print!("{}", dev_banner(config));
 }
 
 #[cfg(test)]

@@ -769,7 +769,7 @@ mod tests {
                 ..Default::default()
             };
             crate::smtp::serve_with(
-                r,
+                r.smtp_handles(),
                 Conn::Tls(Box::new(tls)),
                 peer,
                 crate::smtp::Mode::Submission,

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{Pool, Reason, Ticket};
+use crate::admission::{MAX_REFUSING, Pool, Reason, Ticket};
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -20,7 +20,7 @@ use crate::store::Store;
 use crate::tls::Tls;
 
 /// Name of the store file inside the data directory.
-pub const STORE_FILE: &str = "relaybox.redb";
+pub const STORE_FILE: &str = crate::store::STORE_FILE;
 
 /// How long a client may take for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -230,8 +230,74 @@ impl Service {
     }
 }
 
-/// Connection cap of the HTTPS listeners (443) and of the HTTP listeners (80).
-pub const WEB_CONNECTIONS: usize = 1000;
+/// The handles each service and protocol uses, lent from the relay (issue 15: no
+/// module below the assembly takes the whole `Relay`).
+impl Relay {
+    /// TURN (RT-1..3): the server task and the METADATA entry.
+    pub fn turn_handles(&self) -> crate::turn::Handles<'_> {
+        crate::turn::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: &self.clock,
+            status: &self.turn,
+        }
+    }
+
+    /// IMAP sessions (143, 993, IMAP over 443).
+    pub fn imap_handles(&self) -> crate::imap::Handles<'_> {
+        crate::imap::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: &self.clock,
+            events: &self.events,
+            auth: &self.auth,
+            tls: &self.tls,
+            memory: &self.memory,
+            turn: self.turn_handles(),
+        }
+    }
+
+    /// SMTP sessions (25, 587, 465, submission over 443).
+    pub fn smtp_handles(&self) -> crate::smtp::Handles<'_> {
+        crate::smtp::Handles {
+            config: &self.config,
+            clock: self.clock.as_ref(),
+            auth: &self.auth,
+            tls: &self.tls,
+            memory: &self.memory,
+            send_limiter: &self.send_limiter,
+            delivery: self.delivery(),
+        }
+    }
+}
+
+/// The HTTP handlers' view of the relay (with `web`, `iroh`, `mxdeliv`).
+impl crate::http::Handles for Relay {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+    fn auth(&self) -> &Auth {
+        &self.auth
+    }
+    fn acme(&self) -> &crate::acme::Acme {
+        &self.acme
+    }
+    fn memory(&self) -> &crate::memory::Budget {
+        &self.memory
+    }
+    fn new_account_limiter(&self) -> Arc<RateLimiter<std::net::IpAddr>> {
+        self.new_account_limiter.clone()
+    }
+    fn admin(&self) -> Option<axum::Router> {
+        self.admin.get().cloned()
+    }
+    fn delivery(&self) -> crate::delivery::Handles<'_> {
+        Relay::delivery(self)
+    }
+}
 
 /// Bind every configured listener (failing start-up with the address when one cannot
 /// be bound), then serve until the process ends.
@@ -386,9 +452,6 @@ impl AcceptTrouble {
     }
 }
 
-/// Refusals being answered at once; beyond, a refused connection is closed without a
-/// word (each one holds a socket and may cost a TLS handshake).
-pub const MAX_REFUSING: usize = 64;
 /// How long answering one refusal may take, TLS handshake included.
 const REFUSAL_TIME: Duration = Duration::from_secs(10);
 static REFUSING: Semaphore = Semaphore::const_new(MAX_REFUSING);
@@ -454,11 +517,17 @@ async fn handle(
     let _open = crate::metrics::connection(service.name());
     match service {
         Service::Mx => {
-            crate::smtp::serve(relay, Conn::Plain(stream), peer, crate::smtp::Mode::Mx).await
+            crate::smtp::serve(
+                relay.smtp_handles(),
+                Conn::Plain(stream),
+                peer,
+                crate::smtp::Mode::Mx,
+            )
+            .await
         }
         Service::Submission => {
             crate::smtp::serve(
-                relay,
+                relay.smtp_handles(),
                 Conn::Plain(stream),
                 peer,
                 crate::smtp::Mode::Submission,
@@ -467,13 +536,19 @@ async fn handle(
         }
         Service::Submissions => {
             if let Some(conn) = implicit_tls(relay.tls.tls13.clone(), stream).await {
-                crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
+                crate::smtp::serve(
+                    relay.smtp_handles(),
+                    conn,
+                    peer,
+                    crate::smtp::Mode::Submission,
+                )
+                .await
             }
         }
-        Service::Imap => crate::imap::serve(relay, Conn::Plain(stream), peer).await,
+        Service::Imap => crate::imap::serve(relay.imap_handles(), Conn::Plain(stream), peer).await,
         Service::Imaps => {
             if let Some(conn) = implicit_tls(relay.tls.tls13.clone(), stream).await {
-                crate::imap::serve(relay, conn, peer).await
+                crate::imap::serve(relay.imap_handles(), conn, peer).await
             }
         }
         Service::Https => serve_443(relay, stream, peer, mux, ticket.take()).await,
@@ -608,9 +683,15 @@ pub async fn serve_443(
     drop(https_slot);
     match route {
         Route443::Submission => {
-            crate::smtp::serve(relay, conn, peer, crate::smtp::Mode::Submission).await
+            crate::smtp::serve(
+                relay.smtp_handles(),
+                conn,
+                peer,
+                crate::smtp::Mode::Submission,
+            )
+            .await
         }
-        _ => crate::imap::serve(relay, conn, peer).await,
+        _ => crate::imap::serve(relay.imap_handles(), conn, peer).await,
     }
 }
 

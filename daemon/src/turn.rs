@@ -59,7 +59,7 @@ use webrtc_util::Conn;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::server::Relay;
+use crate::store::Store;
 
 /// RT-1: the standard TURN port.
 pub const STANDARD_PORT: u16 = 3478;
@@ -149,6 +149,17 @@ fn metadata_host(config: &Config) -> Option<&str> {
     (!host.is_empty() && !host.contains(':')).then_some(host)
 }
 
+/// What TURN uses of the relay: the assembly (`crate::server`) lends these to the server
+/// task and to the IMAP METADATA entry.
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub config: &'a Config,
+    /// Keeps the per-installation secret (RT-2).
+    pub store: &'a Store,
+    pub clock: &'a Arc<dyn Clock>,
+    pub status: &'a Status,
+}
+
 /// Whether the TURN server runs, and on which port clients reach it (3478, or the
 /// configured one; tests use a free port). Kept in the shared relay context.
 #[derive(Debug, Default)]
@@ -184,29 +195,27 @@ impl Drop for Running<'_> {
 /// `<host>:<port>:<username>:<password>` with credentials valid for 5 days from now;
 /// `None` (NIL, RT-3: core then uses its built-in ICE servers) when TURN is disabled or
 /// not running.
-pub fn metadata_value(relay: &Relay) -> Option<String> {
-    let port = relay.turn.port.load(Ordering::SeqCst);
-    if relay.config.turn_listen.is_empty() || port == 0 {
+pub fn metadata_value(h: Handles<'_>) -> Option<String> {
+    let port = h.status.port.load(Ordering::SeqCst);
+    if h.config.turn_listen.is_empty() || port == 0 {
         return None;
     }
-    let host = metadata_host(&relay.config)?;
-    let secret = match installation_secret(relay) {
+    let host = metadata_host(h.config)?;
+    let secret = match installation_secret(h.store) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("turn: cannot read the TURN secret: {e}");
             return None;
         }
     };
-    let (username, password) = credentials(&secret, relay.clock.unix_now());
+    let (username, password) = credentials(&secret, h.clock.unix_now());
     Some(format!("{host}:{port}:{username}:{password}"))
 }
 
 /// RT-2: random per installation, never a hard-coded secret; made on first use and kept
 /// in the store.
-fn installation_secret(relay: &Relay) -> Result<Vec<u8>, crate::store::StoreError> {
-    relay
-        .store
-        .secret(SECRET_NAME, || rand::random::<[u8; 32]>().to_vec())
+fn installation_secret(store: &Store) -> Result<Vec<u8>, crate::store::StoreError> {
+    store.secret(SECRET_NAME, || rand::random::<[u8; 32]>().to_vec())
 }
 
 /// RT-1: may a wildcard listener be expanded to this interface address?
@@ -393,12 +402,12 @@ impl RelayAddressGenerator for RelayPorts {
 
 /// Run the TURN server on `config.turn_listen` until the process ends; returns at once
 /// when the list is empty.
-pub async fn run(relay: Arc<Relay>) {
-    let config = &relay.config;
+pub async fn run(h: Handles<'_>) {
+    let config = h.config;
     if config.turn_listen.is_empty() {
         return;
     }
-    let secret: Arc<[u8]> = match installation_secret(&relay) {
+    let secret: Arc<[u8]> = match installation_secret(h.store) {
         Ok(s) => s.into(),
         Err(e) => {
             tracing::error!("turn: cannot read or create the TURN secret: {e}; TURN is off");
@@ -448,7 +457,7 @@ pub async fn run(relay: Arc<Relay>) {
         auth_handler: Arc::new(RestAuth {
             secret: secret.clone(),
             realm: config.mail_domain.clone(),
-            clock: relay.clock.clone(),
+            clock: h.clock.clone(),
         }),
         channel_bind_timeout: std::time::Duration::ZERO,
         alloc_close_notify: None,
@@ -461,7 +470,7 @@ pub async fn run(relay: Arc<Relay>) {
             return;
         }
     };
-    let _running = Running::new(&relay.turn, port);
+    let _running = Running::new(h.status, port);
     // The crate serves from its own tasks; this task keeps the server and the
     // METADATA registration alive until it is aborted at shutdown.
     std::future::pending::<()>().await;
@@ -643,12 +652,19 @@ mod tests {
         config.turn_listen = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))];
         let now = 1_800_000_000;
         let clock = Arc::new(TestClock(std::sync::atomic::AtomicU64::new(now)));
-        let relay = Relay::open_with_clock(config, clock.clone()).expect("relay");
-        assert_eq!(metadata_value(&relay), None, "not running yet: NIL");
-        let task = tokio::spawn(run(relay.clone()));
+        let relay = crate::server::Relay::open_with_clock(config, clock.clone()).expect("relay");
+        assert_eq!(
+            metadata_value(relay.turn_handles()),
+            None,
+            "not running yet: NIL"
+        );
+        let task = tokio::spawn({
+            let relay = relay.clone();
+            async move { run(relay.turn_handles()).await }
+        });
         let mut value = None;
         for _ in 0..100 {
-            value = metadata_value(&relay);
+            value = metadata_value(relay.turn_handles());
             if value.is_some() {
                 break;
             }
@@ -681,7 +697,7 @@ mod tests {
 
         task.abort();
         let _ = task.await;
-        assert_eq!(metadata_value(&relay), None, "stopped: NIL");
+        assert_eq!(metadata_value(relay.turn_handles()), None, "stopped: NIL");
     }
 
     #[tokio::test]

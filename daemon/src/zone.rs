@@ -36,7 +36,7 @@ pub fn command(config: &Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let store_path = config.data_dir.join(crate::server::STORE_FILE);
+    let store_path = config.data_dir.join(crate::store::STORE_FILE);
     let store = match Store::open_with_cache(&store_path, config.store_cache_size) {
         Ok(store) => store,
         Err(e) => return print_zone_file(config, &store_path, &e.to_string()),

@@ -1,7 +1,7 @@
 //! METADATA keys (RFC 5464; spec/relay.md §12, MD-1, IMAP-8, CFG-5): the values the
 //! relay serves and the device-token rules.
 
-use crate::server::Relay;
+use super::Handles;
 
 /// The one settable entry (on INBOX).
 pub const DEVICE_TOKEN: &str = "/private/devicetoken";
@@ -23,8 +23,8 @@ pub fn token_acceptable(token: &[u8]) -> bool {
 }
 
 /// The value of a server entry on the `""` mailbox (§12 table); `None` is NIL.
-pub fn server_entry(relay: &Relay, key: &str) -> Option<String> {
-    let config = &relay.config;
+pub fn server_entry(h: Handles<'_>, key: &str) -> Option<String> {
+    let config = h.config;
     match key.to_ascii_lowercase().as_str() {
         "/shared/vendor/deltachat/maxsmtprecipients" => Some("1000".to_string()),
         "/shared/admin" => (!config.privacy_mail.trim().is_empty())
@@ -38,7 +38,7 @@ pub fn server_entry(relay: &Relay, key: &str) -> Option<String> {
         // §12, RT-2: `<mail_domain>:<port>:<username>:<password>` with fresh 5-day
         // credentials; NIL when TURN is disabled or not running (RT-3: core then uses
         // its built-in ICE servers).
-        "/shared/vendor/deltachat/turn" => crate::turn::metadata_value(relay),
+        "/shared/vendor/deltachat/turn" => crate::turn::metadata_value(h.turn),
         _ => None,
     }
 }

@@ -32,8 +32,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
+use crate::auth::Auth;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::events::Events;
+use crate::memory::Budget;
 use crate::net::Conn;
-use crate::server::Relay;
+use crate::store::Store;
+use crate::tls::Tls;
 use session::{Exit, Session};
 
 /// Connection numbers for log spans (no addresses: LOG-2).
@@ -69,8 +75,26 @@ pub fn capabilities(tls: bool, authenticated: bool, offer_compress: bool) -> Vec
     caps
 }
 
+/// What IMAP sessions use of the relay, lent by the assembly (`crate::server`) for
+/// each connection.
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub clock: &'a Arc<dyn Clock>,
+    pub events: &'a Events,
+    /// LOGIN and AUTHENTICATE, with the login brake.
+    pub auth: &'a Auth,
+    /// STARTTLS (TLS 1.3 only, TLS-2).
+    pub tls: &'a Tls,
+    /// Memory for literals in transit (`max_message_memory`).
+    pub memory: &'a Budget,
+    /// The TURN METADATA entry (§12, RT-2).
+    pub turn: crate::turn::Handles<'a>,
+}
+
 /// Run one IMAP session on `conn` (plain on 143 until STARTTLS; already TLS on 993).
-pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
+pub async fn serve(h: Handles<'_>, conn: Conn, peer: SocketAddr) {
     // LOG-2: the peer address is not logged, so no log line ties it to an account (the
     // login deadline's refusal is logged outside the session's span, before any login);
     // it only keys the login brake (`crate::auth`).
@@ -78,7 +102,7 @@ pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
     async move {
         let tls = conn.is_tls();
         let service = if tls { "imaps" } else { "imap" };
-        let mut session = Session::new(relay.clone(), tls, !tls, peer.ip());
+        let mut session = Session::new(h, tls, !tls, peer.ip());
         session.greet();
         let mut conn = conn;
         loop {
@@ -99,7 +123,7 @@ pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
                 Exit::StartTls => {
                     let upgraded = tokio::time::timeout(
                         std::time::Duration::from_secs(30),
-                        conn.start_tls(relay.tls.tls13.clone()),
+                        conn.start_tls(h.tls.tls13.clone()),
                     )
                     .await;
                     match upgraded {
@@ -125,11 +149,11 @@ pub async fn serve(relay: Arc<Relay>, conn: Conn, peer: SocketAddr) {
 /// STARTTLS is refused here: the stream cannot be upgraded.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
-    relay: Arc<Relay>,
+    h: Handles<'_>,
     mut stream: S,
     is_tls: bool,
 ) {
-    let mut session = Session::new(relay, is_tls, false, std::net::Ipv4Addr::LOCALHOST.into());
+    let mut session = Session::new(h, is_tls, false, std::net::Ipv4Addr::LOCALHOST.into());
     session.greet();
     if let Exit::Compress = Box::pin(session.run(&mut stream)).await {
         let received = session.compress_started();

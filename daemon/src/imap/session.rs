@@ -3,7 +3,6 @@
 //! other sessions and deliveries (events). The commands themselves are in `command`.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use imap_codec::CommandCodec;
@@ -13,12 +12,11 @@ use imap_codec::imap_types::response::Code;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::capabilities;
 use super::command::{self, Ctx};
 use super::encode::{Out, Reply, Rfc5530};
 use super::selected::Selected;
 use super::wire::{self, Frame, InBuf, WireError};
-use crate::server::Relay;
+use super::{Handles, capabilities};
 use crate::store::StoreError;
 
 /// RFC 9051 §5.4: at least 30 minutes after authentication (also bounds IDLE).
@@ -66,8 +64,8 @@ impl From<std::io::Error> for Fail {
     }
 }
 
-pub struct Session {
-    pub(super) relay: Arc<Relay>,
+pub struct Session<'a> {
+    pub(super) h: Handles<'a>,
     /// Issue 13: the client must be logged in by then (`imap_login_timeout`).
     login_deadline: tokio::time::Instant,
     pub(super) tls: bool,
@@ -87,12 +85,11 @@ pub struct Session {
     pub(super) inbuf: InBuf,
 }
 
-impl Session {
-    pub fn new(relay: Arc<Relay>, tls: bool, can_starttls: bool, client: IpAddr) -> Session {
-        let login_deadline =
-            tokio::time::Instant::now() + relay.config.connections.imap_login_timeout;
+impl<'a> Session<'a> {
+    pub fn new(h: Handles<'a>, tls: bool, can_starttls: bool, client: IpAddr) -> Session<'a> {
+        let login_deadline = tokio::time::Instant::now() + h.config.connections.imap_login_timeout;
         Session {
-            relay,
+            h,
             login_deadline,
             tls,
             can_starttls,
@@ -110,7 +107,7 @@ impl Session {
 
     /// The capabilities to announce now (IMAP-1, IMAP-2).
     pub(super) fn caps(&self) -> Vec<&'static str> {
-        let offer_compress = self.relay.config.imap_compress && !self.compressed;
+        let offer_compress = self.h.config.imap_compress && !self.compressed;
         capabilities(self.tls, self.user.is_some(), offer_compress)
     }
 
@@ -135,12 +132,12 @@ impl Session {
     }
 
     /// The handles a logged-in command uses, for `user`.
-    pub(super) fn ctx<'a>(relay: &'a Relay, user: &'a str) -> Ctx<'a> {
+    pub(super) fn ctx<'u>(h: Handles<'u>, user: &'u str) -> Ctx<'u> {
         Ctx {
-            store: &relay.store,
-            config: &relay.config,
-            clock: relay.clock.as_ref(),
-            events: &relay.events,
+            store: h.store,
+            config: h.config,
+            clock: h.clock.as_ref(),
+            events: h.events,
             user,
         }
     }
@@ -181,7 +178,7 @@ impl Session {
             if self.flush(io).await.is_err() {
                 return Exit::Close;
             }
-            let max_msg = self.relay.config.max_message_size;
+            let max_msg = self.h.config.max_message_size;
             let (timeout, max_literal, max_total) = if self.user.is_some() {
                 (AUTOLOGOUT, max_msg, max_msg.saturating_add(1 << 20))
             } else {
@@ -192,7 +189,7 @@ impl Session {
                 (PREAUTH_TIMEOUT.min(left), PREAUTH_MAX_LITERAL, 64 * 1024)
             };
             // Literals are reserved in the memory budget until the command is done.
-            let mut memory = self.relay.memory.empty();
+            let mut memory = self.h.memory.empty();
             let read = wire::read_command(
                 &mut self.inbuf,
                 io,
@@ -295,8 +292,7 @@ impl Session {
                 let user = user.clone();
                 drop(cmd);
                 let message = args.take_message(bytes);
-                let relay = self.relay.clone();
-                let ctx = Self::ctx(&relay, &user);
+                let ctx = Self::ctx(self.h, &user);
                 command::append::append(&ctx, args.into(), message)
                     .await
                     .map(|r| (r, Flow::Continue))
@@ -350,7 +346,7 @@ impl Session {
         let (Some(user), Some(sel)) = (&self.user, &mut self.selected) else {
             return;
         };
-        let fresh = match self.relay.store.messages(user, &sel.name) {
+        let fresh = match self.h.store.messages(user, &sel.name) {
             Ok((_, m)) => m,
             Err(StoreError::NoMailbox) => Vec::new(),
             Err(e) => {

@@ -126,7 +126,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 /// Start a session on an in-memory stream; `secure` marks it as TLS.
 async fn connect(h: &Harness, secure: bool) -> (Client<tokio::io::DuplexStream>, String) {
     let (client, server) = tokio::io::duplex(1 << 22);
-    tokio::spawn(super::serve_stream(h.relay.clone(), server, secure));
+    let relay = h.relay.clone();
+    tokio::spawn(async move { super::serve_stream(relay.imap_handles(), server, secure).await });
     let mut c = Client {
         io: client,
         buf: Vec::new(),
@@ -622,7 +623,7 @@ async fn starttls_discards_pipelined_bytes_then_login_works() {
     let relay = h.relay.clone();
     let server = tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.unwrap();
-        super::serve(relay, crate::net::Conn::Plain(stream), peer).await;
+        super::serve(relay.imap_handles(), crate::net::Conn::Plain(stream), peer).await;
     });
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut c = Client {

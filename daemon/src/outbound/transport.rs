@@ -878,13 +878,10 @@ mod tests {
                         idle: Duration::from_secs(20),
                         ..Limits::default()
                     };
-                    tokio::spawn(serve_with(
-                        relay,
-                        Conn::Plain(stream),
-                        peer,
-                        SmtpMode::Mx,
-                        limits,
-                    ));
+                    tokio::spawn(async move {
+                        let h = relay.smtp_handles();
+                        serve_with(h, Conn::Plain(stream), peer, SmtpMode::Mx, limits).await
+                    });
                 }
             });
             Peer {

@@ -4,20 +4,18 @@
 //! `Store::deliver` before the `250` (DESIGN.md principle 2).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 
-use super::Mode;
 use super::command::{self, Bad, Command};
 use super::reply;
 use super::wire::{Data, Line, MAX_COMMAND_LINE, Wire, WireError};
+use super::{Handles, Mode};
 use crate::auth::AuthError;
 use crate::delivery;
 use crate::policy::recipient::Relaying;
 use crate::policy::{SmtpReply, submission};
-use crate::server::Relay;
 
 /// Protocol errors on one connection before it is closed (Postfix
 /// `smtpd_hard_error_limit`).
@@ -82,8 +80,8 @@ enum Flow {
     StartTls,
 }
 
-struct Session {
-    relay: Arc<Relay>,
+struct Session<'a> {
+    h: Handles<'a>,
     peer: SocketAddr,
     mode: Mode,
     host: String,
@@ -97,13 +95,13 @@ struct Session {
 /// Run a session to its end. Never logs the client address together with an account:
 /// the span carries a connection number only.
 pub async fn run(
-    relay: Arc<Relay>,
+    h: Handles<'_>,
     conn: crate::net::Conn,
     peer: SocketAddr,
     mode: Mode,
     limits: Limits,
 ) {
-    let host = relay.config.host_name();
+    let host = h.config.host_name();
     // Issue 13: the listener's name for refusal counts (465 and 443 start in TLS).
     let service = match (mode, conn.is_tls()) {
         (Mode::Mx, _) => "smtp",
@@ -113,7 +111,7 @@ pub async fn run(
     let mut wire = Wire::new(conn, limits.idle).with_min_data_rate(limits.min_data_rate);
     wire.set_session_deadline(Some(tokio::time::Instant::now() + limits.unauthenticated));
     let mut s = Session {
-        relay,
+        h,
         peer,
         mode,
         host,
@@ -141,8 +139,8 @@ pub async fn run(
             Ok(Flow::StartTls) => {
                 let config = match s.mode {
                     // TLS-2: submission TLS 1.3, port 25 TLS 1.2.
-                    Mode::Submission => s.relay.tls.tls13.clone(),
-                    Mode::Mx => s.relay.tls.tls12.clone(),
+                    Mode::Submission => s.h.tls.tls13.clone(),
+                    Mode::Mx => s.h.tls.tls12.clone(),
                 };
                 match wire.start_tls(config, HANDSHAKE_TIMEOUT).await {
                     Ok(w) => wire = w,
@@ -174,7 +172,7 @@ pub async fn run(
     }
 }
 
-impl Session {
+impl Session<'_> {
     fn send(&self, wire: &mut Wire, r: &SmtpReply) {
         wire.queue(&r.to_string());
     }
@@ -277,7 +275,7 @@ impl Session {
     fn ehlo_lines(&self, tls: bool) -> Vec<String> {
         let mut kw = vec![
             "PIPELINING".to_string(),
-            format!("SIZE {}", self.relay.config.max_message_size),
+            format!("SIZE {}", self.h.config.max_message_size),
         ];
         if !tls {
             kw.push("STARTTLS".into());
@@ -351,29 +349,26 @@ impl Session {
             return Ok(self.error(wire, reply::auth_bad_base64()));
         };
         match plain_credentials(&decoded) {
-            Some((authcid, password)) => match self
-                .relay
-                .auth
-                .login(&authcid, &password, self.peer.ip())
-                .await
-            {
-                Ok(address) => {
-                    tracing::info!("authenticated");
-                    self.login = Some(address);
-                    self.send(wire, &reply::auth_ok());
-                    Ok(Flow::Continue)
+            Some((authcid, password)) => {
+                match self.h.auth.login(&authcid, &password, self.peer.ip()).await {
+                    Ok(address) => {
+                        tracing::info!("authenticated");
+                        self.login = Some(address);
+                        self.send(wire, &reply::auth_ok());
+                        Ok(Flow::Continue)
+                    }
+                    Err(AuthError::Failed) => Ok(self.auth_failed(wire)),
+                    Err(AuthError::Temporary(e)) => {
+                        tracing::warn!("authentication: {e}");
+                        self.send(wire, &reply::auth_temporary());
+                        Ok(Flow::Continue)
+                    }
+                    Err(AuthError::TooMany(_)) => {
+                        self.send(wire, &reply::auth_too_many_attempts());
+                        Ok(Flow::Continue)
+                    }
                 }
-                Err(AuthError::Failed) => Ok(self.auth_failed(wire)),
-                Err(AuthError::Temporary(e)) => {
-                    tracing::warn!("authentication: {e}");
-                    self.send(wire, &reply::auth_temporary());
-                    Ok(Flow::Continue)
-                }
-                Err(AuthError::TooMany(_)) => {
-                    self.send(wire, &reply::auth_too_many_attempts());
-                    Ok(Flow::Continue)
-                }
-            },
+            }
             None => Ok(self.auth_failed(wire)),
         }
     }
@@ -418,7 +413,7 @@ impl Session {
             }
         };
         // SUB-5, IN-1: SIZE= over the limit is refused at MAIL.
-        if size > self.relay.config.max_message_size {
+        if size > self.h.config.max_message_size {
             self.send(wire, &reply::too_big());
             return Flow::Continue;
         }
@@ -457,7 +452,7 @@ impl Session {
             // SUB-1.
             return reply::access_denied();
         }
-        let relay = self.relay.clone();
+        let h = self.h;
         let login = self.login.clone();
         let Some(tx) = self.tx.as_mut() else {
             return reply::need_mail();
@@ -469,7 +464,7 @@ impl Session {
             // SUB-4: one unit per transaction, taken at its first RCPT.
             let ok = *tx
                 .rate_ok
-                .get_or_insert_with(|| relay.send_limiter.check(login, relay.clock.monotonic()));
+                .get_or_insert_with(|| h.send_limiter.check(login, h.clock.monotonic()));
             if !ok {
                 crate::metrics::rejected(crate::metrics::Rejection::RateLimit);
                 return reply::rate_limited(&tx.from);
@@ -480,7 +475,7 @@ impl Session {
             Mode::Submission => Relaying::Allowed,
             Mode::Mx => Relaying::Denied,
         };
-        match tx.rcpts.add(&relay.delivery(), to, tx.size_hint, relaying) {
+        match tx.rcpts.add(&h.delivery, to, tx.size_hint, relaying) {
             Ok(()) => reply::rcpt_ok(),
             Err(r) => r,
         }
@@ -502,9 +497,9 @@ impl Session {
         }
         self.send(wire, &reply::start_data());
         // The message's bytes are reserved as they arrive and until the commit is done.
-        let mut memory = self.relay.memory.empty();
+        let mut memory = self.h.memory.empty();
         let data = wire
-            .read_data(self.relay.config.max_message_size, &mut memory, MEMORY_WAIT)
+            .read_data(self.h.config.max_message_size, &mut memory, MEMORY_WAIT)
             .await?;
         // RFC 5321 §4.1.1.4: the transaction ends with the data, whatever the verdict.
         let Some(tx) = self.tx.take() else {
@@ -529,7 +524,7 @@ impl Session {
     /// SUB-6..12 then the durable commit.
     async fn accept_submission(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
         delivery::submission(
-            &self.relay.delivery(),
+            &self.h.delivery,
             tx.from,
             tx.rcpts.local,
             tx.rcpts.remote,
@@ -541,14 +536,7 @@ impl Session {
 
     /// IN-4, IN-7 and the durable commit.
     async fn accept_inbound(&self, tx: Transaction, raw: Vec<u8>) -> SmtpReply {
-        delivery::inbound(
-            &self.relay.delivery(),
-            self.peer.ip(),
-            tx.from,
-            tx.rcpts,
-            raw,
-        )
-        .await
+        delivery::inbound(&self.h.delivery, self.peer.ip(), tx.from, tx.rcpts, raw).await
     }
 }
 

@@ -102,7 +102,7 @@ async fn start(setup: Setup) -> Harness {
                 } else {
                     Conn::Plain(stream)
                 };
-                serve_with(relay, conn, peer, mode, limits).await;
+                serve_with(relay.smtp_handles(), conn, peer, mode, limits).await;
             });
         }
     });

@@ -65,6 +65,9 @@ pub use tables::SCHEMA_VERSION;
 /// The default of `store_cache_size` (a test checks that the config table agrees).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Name of the store file inside the data directory.
+pub const STORE_FILE: &str = "relaybox.redb";
+
 /// A store file at least this big, more than half of it free pages, is compacted when it
 /// is opened (a quiet moment: nothing else uses it yet).
 const COMPACT_MIN_BYTES: u64 = 64 << 20;

@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::config::Config;
-use crate::http::{Web, host_without_port, not_found, redirect};
 use crate::onboarding;
 
 /// RFC 8461 §3.2 policy location.
@@ -46,22 +45,28 @@ pub fn mta_sts_policy(config: &Config) -> String {
     )
 }
 
+/// What the site's handlers need of the router's state: the configuration
+/// (`crate::http::Web` implements it).
+pub trait Site: Clone + Send + Sync + 'static {
+    fn config(&self) -> &Config;
+}
+
 /// Add the site routes to the HTTPS router: the built-in pages, or with `www_folder`
 /// the folder as fallback for every path no other route serves.
-pub fn add_routes(mut router: Router<Web>, config: &Config) -> Router<Web> {
-    router = router.route(MTA_STS_PATH, get(mta_sts));
+pub fn add_routes<S: Site>(mut router: Router<S>, config: &Config) -> Router<S> {
+    router = router.route(MTA_STS_PATH, get(mta_sts::<S>));
     // §17: the PNG exists only where the invite is a `DCACCOUNT:` link.
     if !config.self_signed() {
-        router = router.route(&qr_png_path(config), get(qr_png));
+        router = router.route(&qr_png_path(config), get(qr_png::<S>));
     }
     if config.www_folder.is_some() {
-        return router.fallback(folder);
+        return router.fallback(folder::<S>);
     }
     router
-        .route("/", get(index))
-        .route("/index.html", get(index))
-        .route("/info.html", get(info))
-        .route("/privacy.html", get(privacy))
+        .route("/", get(index::<S>))
+        .route("/index.html", get(index::<S>))
+        .route("/info.html", get(info::<S>))
+        .route("/privacy.html", get(privacy::<S>))
         .fallback(not_found)
 }
 
@@ -220,8 +225,8 @@ pub fn invite_link(config: &Config) -> (String, &'static str) {
 /// NEW-6: the invite link and QR. Self-signed modes get a `dclogin:` link with fresh
 /// random credentials (nothing is stored; the account appears at its first login,
 /// ACC-5), so that page must not be cached.
-async fn index(State(web): State<Web>) -> Response {
-    let config = &web.relay.config;
+async fn index<S: Site>(State(web): State<S>) -> Response {
+    let config = web.config();
     let (invite, cache) = invite_link(config);
     let Some(qr) = qr_svg(&invite) else {
         tracing::error!("invite link does not fit in a QR code");
@@ -238,8 +243,8 @@ async fn index(State(web): State<Web>) -> Response {
 }
 
 /// §17: the limits and retention from the config.
-async fn info(State(web): State<Web>) -> Response {
-    let c = &web.relay.config;
+async fn info<S: Site>(State(web): State<S>) -> Response {
+    let c = web.config();
     let page = InfoPage {
         domain: shown_domain(c),
         max_mailbox_size: human_size(c.max_mailbox_size),
@@ -252,8 +257,8 @@ async fn info(State(web): State<Web>) -> Response {
 }
 
 /// §17: the four `privacy_*` values.
-async fn privacy(State(web): State<Web>) -> Response {
-    let c = &web.relay.config;
+async fn privacy<S: Site>(State(web): State<S>) -> Response {
+    let c = web.config();
     let page = PrivacyPage {
         domain: shown_domain(c),
         delete_mails_after: c.delete_mails_after,
@@ -266,8 +271,8 @@ async fn privacy(State(web): State<Web>) -> Response {
 }
 
 /// §17: the PNG of the `DCACCOUNT:` QR code.
-async fn qr_png(State(web): State<Web>) -> Response {
-    match qr_png_bytes(&dcaccount_url(&web.relay.config)) {
+async fn qr_png<S: Site>(State(web): State<S>) -> Response {
+    match qr_png_bytes(&dcaccount_url(web.config())) {
         Some(png) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
@@ -284,8 +289,8 @@ async fn qr_png(State(web): State<Web>) -> Response {
 }
 
 /// RFC 8461 §3.2: the policy, only on `mta-sts.<domain>` (§17); 404 elsewhere.
-async fn mta_sts(State(web): State<Web>, headers: HeaderMap) -> Response {
-    let config = &web.relay.config;
+async fn mta_sts<S: Site>(State(web): State<S>, headers: HeaderMap) -> Response {
+    let config = web.config();
     let wanted = format!("mta-sts.{}", config.mail_domain.to_ascii_lowercase());
     if host_without_port(&headers).as_deref() != Some(wanted.as_str()) {
         return not_found().await;
@@ -354,11 +359,11 @@ fn content_type(path: &Path) -> &'static str {
 
 /// `www_folder` set: serve its files for GET and HEAD. Symlinks may not lead out of the
 /// folder: the resolved path must stay below the resolved root.
-async fn folder(State(web): State<Web>, method: Method, uri: Uri) -> Response {
+async fn folder<S: Site>(State(web): State<S>, method: Method, uri: Uri) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return not_found().await;
     }
-    let Some(root) = web.relay.config.www_folder.as_deref() else {
+    let Some(root) = web.config().www_folder.as_deref() else {
         return not_found().await;
     };
     let Some(path) = folder_file(root, &uri) else {
@@ -390,6 +395,46 @@ async fn folder(State(web): State<Web>, method: Method, uri: Uri) -> Response {
             .into_response(),
         Err(_) => not_found().await,
     }
+}
+
+/// §17: anything else is 404, with no server name or version.
+pub(crate) async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        "Not Found\n",
+    )
+        .into_response()
+}
+
+/// A 301 to `location` (which the caller built from checked parts).
+pub(crate) fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, value)]).into_response(),
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+/// The host name of a `Host` header without its port, if it is a plausible name or
+/// address literal (so it can be put in a `Location` safely).
+pub(crate) fn host_without_port(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(header::HOST)?.to_str().ok()?.trim();
+    let host = if raw.starts_with('[') {
+        // `[v6]` or `[v6]:port`
+        let end = raw.find(']')?;
+        &raw[..=end]
+    } else {
+        raw.split(':').next()?
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    ok.then(|| host.to_ascii_lowercase())
 }
 
 #[cfg(test)]

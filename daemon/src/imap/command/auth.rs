@@ -21,7 +21,7 @@ fn privacy_required() -> Reply {
         .code(Rfc5530::PrivacyRequired)
 }
 
-impl Session {
+impl Session<'_> {
     /// Commands before login: STARTTLS, LOGIN, AUTHENTICATE; anything else is refused.
     pub(super) async fn not_authenticated<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
@@ -61,7 +61,7 @@ impl Session {
         let (Ok(user), Ok(pass)) = (std::str::from_utf8(user), std::str::from_utf8(pass)) else {
             return Ok(self.login_failed());
         };
-        match self.relay.auth.login(user, pass, self.client).await {
+        match self.h.auth.login(user, pass, self.client).await {
             Ok(address) => {
                 self.logged_in(address).await;
                 let caps = self.caps();
@@ -91,10 +91,10 @@ impl Session {
 
     async fn logged_in(&mut self, address: String) {
         // Subscribe first so no change after the login is missed.
-        self.events = Some(self.relay.events.subscribe(&address));
+        self.events = Some(self.h.events.subscribe(&address));
         // LL-1: the day of the last IMAP login (the store writes only on change).
-        let day = self.relay.clock.unix_now() / 86_400 * 86_400;
-        if let Err(e) = self.relay.store.set_last_login_day(&address, day).await {
+        let day = self.h.clock.unix_now() / 86_400 * 86_400;
+        if let Err(e) = self.h.store.set_last_login_day(&address, day).await {
             tracing::warn!("last login not recorded: {e}");
         }
         tracing::debug!("logged in");

@@ -17,7 +17,7 @@ use crate::store::{FlagOp, Flags};
 /// Buffered output is written out when it grows past this during a command.
 const FLUSH_AT: usize = 1 << 20;
 
-impl Session {
+impl Session<'_> {
     pub(super) async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
@@ -63,7 +63,7 @@ impl Session {
                 break;
             };
             // A big message is held once while it is sent: reserved in the memory budget.
-            let mut memory = self.relay.memory.empty();
+            let mut memory = self.h.memory.empty();
             if plan.needs_body
                 && meta.size >= encode::STREAM_AT as u64
                 && !memory.grow_to(meta.size, MEMORY_WAIT).await

@@ -11,7 +11,7 @@ use crate::imap::wire::WireError;
 /// Most bytes a client may send while idling before its DONE.
 const MAX_BEFORE_DONE: usize = 1024;
 
-impl Session {
+impl Session<'_> {
     pub(super) async fn idle<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,

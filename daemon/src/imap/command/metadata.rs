@@ -6,16 +6,16 @@ use imap_codec::imap_types::extensions::metadata::{Entry, EntryValue};
 use imap_codec::imap_types::mailbox::Mailbox;
 
 use super::{Ctx, arg, mailbox_name};
+use crate::imap::Handles;
 use crate::imap::encode::{Out, Reply, Rfc5530};
 use crate::imap::metadata;
 use crate::imap::session::Fail;
-use crate::server::Relay;
 
 /// GETMETADATA (RFC 5464 §4.2): every requested entry, NIL when there is none. The
-/// server entries take the relay: the TURN entry needs its status and secret
+/// server entries take the session's handles: the TURN entry needs its status and secret
 /// (`crate::turn::metadata_value`).
 pub async fn get(
-    relay: &Relay,
+    h: Handles<'_>,
     ctx: &Ctx<'_>,
     out: &mut Out,
     mailbox: &Mailbox<'_>,
@@ -30,7 +30,7 @@ pub async fn get(
     for e in entries {
         let key = String::from_utf8_lossy(e.inner().as_ref()).to_string();
         let value = if name.is_empty() {
-            metadata::server_entry(relay, &key)
+            metadata::server_entry(h, &key)
         } else if name == "INBOX" && key.eq_ignore_ascii_case(metadata::DEVICE_TOKEN) {
             let tokens = ctx.store.device_tokens(ctx.user)?;
             let expired = metadata::expired_tokens(&tokens, now);

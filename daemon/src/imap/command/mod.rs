@@ -147,7 +147,7 @@ macro_rules! arg {
 }
 pub(crate) use arg;
 
-impl Session {
+impl Session<'_> {
     /// Run one parsed command: the handler for the session's state.
     pub(super) async fn dispatch<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
@@ -180,8 +180,8 @@ impl Session {
         let Some(user) = self.user.clone() else {
             return self.not_authenticated(io, body).await;
         };
-        let relay = self.relay.clone();
-        let ctx = Session::ctx(&relay, &user);
+        let h = self.h;
+        let ctx = Session::ctx(h, &user);
         let reply = match body {
             C::StartTLS | C::Login { .. } | C::Authenticate { .. } => {
                 Reply::bad("Already authenticated")
@@ -220,7 +220,7 @@ impl Session {
             C::SetQuota { .. } => Reply::no("Permission denied").code(Rfc5530::NoPerm),
             C::GetMetadata {
                 mailbox, entries, ..
-            } => metadata::get(&relay, &ctx, &mut self.out, &mailbox, entries.as_ref()).await?,
+            } => metadata::get(h, &ctx, &mut self.out, &mailbox, entries.as_ref()).await?,
             C::SetMetadata {
                 mailbox,
                 entry_values,

@@ -10,7 +10,7 @@ use crate::imap::selected::Selected;
 use crate::imap::session::{Fail, Session};
 use crate::store::{Flags, StoreError};
 
-impl Session {
+impl Session<'_> {
     pub(super) fn select(
         &mut self,
         ctx: &Ctx<'_>,
