@@ -12,13 +12,26 @@
 //! Every decision takes "now" from the caller (the injected clock, or `--now` on the
 //! command line), so tests move time by hand.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Auth;
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::events::Events;
 use crate::policy::quota;
-use crate::server::Relay;
 use crate::store::{AccountMessage, Flags, Store, StoreError};
+
+/// What the runners use of the relay, lent by the assembly (`crate::server`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub clock: &'a dyn Clock,
+    /// Wakes the IMAP sessions of an account that lost messages.
+    pub events: &'a Events,
+    /// The login cache, which forgets a removed account (EXP-1).
+    pub auth: &'a Auth,
+}
 
 /// Seconds in a day.
 pub const DAY: u64 = 86_400;
@@ -218,7 +231,7 @@ pub trait Observer: Send + Sync {
     fn account_removed(&self, account: &str);
 }
 
-impl Observer for Relay {
+impl Observer for Handles<'_> {
     fn mailbox_changed(&self, account: &str) {
         self.events.mailbox_changed(account);
     }
@@ -264,8 +277,8 @@ fn facts(store: &Store, account: &crate::store::Account) -> Result<AccountFacts,
 }
 
 /// The daily expiry over every account of the relay's store at `now` (EXP-1..5).
-pub async fn run(relay: &Relay, now: u64) -> Result<Report, ExpireError> {
-    run_store(&relay.store, &Rules::from_config(&relay.config), now, relay).await
+pub async fn run(relay: &Handles<'_>, now: u64) -> Result<Report, ExpireError> {
+    run_store(relay.store, &Rules::from_config(relay.config), now, relay).await
 }
 
 /// [`run`] on a store, telling `observer` what changed. Plans one account at a time so
@@ -331,7 +344,7 @@ pub async fn run_store(
 /// QUOTA-3 after a delivery to `account` (IN-8: a subscriber of the delivery event,
 /// after the commit and the IDLE wake-up; the `250` does not wait for it): trims the
 /// oldest messages when usage passed 75 %. Returns how many went.
-pub async fn trim_after_delivery(relay: &Relay, account: &str) -> Result<usize, ExpireError> {
+pub async fn trim_after_delivery(relay: &Handles<'_>, account: &str) -> Result<usize, ExpireError> {
     // The usage is kept in memory: most deliveries stop here without reading messages.
     if !quota::over_trim_threshold(relay.store.usage(account)?, relay.config.max_mailbox_size) {
         return Ok(0);
@@ -363,11 +376,11 @@ const POLL: Duration = Duration::from_secs(60);
 
 /// Run the expiry every day at 00:02 UTC by the relay's clock, for as long as the
 /// process lives. Spawned next to the server.
-pub async fn daily(relay: Arc<Relay>) {
+pub async fn daily(relay: Handles<'_>) {
     daily_polling(relay, POLL).await
 }
 
-async fn daily_polling(relay: Arc<Relay>, poll: Duration) {
+async fn daily_polling(relay: Handles<'_>, poll: Duration) {
     let mut due = next_run(relay.clock.unix_now());
     loop {
         let now = relay.clock.unix_now();
@@ -386,8 +399,9 @@ async fn daily_polling(relay: Arc<Relay>, poll: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
+    use crate::server::Relay;
     use crate::store::{Delivery, FlagOp};
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
 
@@ -674,6 +688,10 @@ mod tests {
     }
 
     impl World {
+        fn handles(&self) -> Handles<'_> {
+            self.relay.expire_handles()
+        }
+
         /// Create `local@[127.0.0.1]` by a first login at the clock's time.
         async fn account(&self, local: &str) -> String {
             let domain = self.relay.config.address_domain();
@@ -758,14 +776,14 @@ mod tests {
             .unwrap();
         // Exactly 7 days after day 12: kept; one second later past delete_large_after,
         // for the large seen message only.
-        let report = run(&w.relay, day19).await.unwrap();
+        let report = run(&w.handles(), day19).await.unwrap();
         assert_eq!(report, Report::default());
-        let report = run(&w.relay, day19 + 1).await.unwrap();
+        let report = run(&w.handles(), day19 + 1).await.unwrap();
         assert_eq!(report.accounts_removed + report.messages_expired, 1);
         assert_eq!(w.uids(&alice, "INBOX"), [ancient, large_unseen, small_seen]);
 
         // Day 21: the day-0 messages are older than 20 days.
-        let report = run(&w.relay, t0 + 21 * DAY).await.unwrap();
+        let report = run(&w.handles(), t0 + 21 * DAY).await.unwrap();
         assert_eq!(report.messages_expired, 2, "{report:?}");
         assert_eq!(w.uids(&alice, "INBOX"), [large_unseen, small_seen]);
         assert!(w.uids(&bob, "INBOX").is_empty(), "bob {bob_msg} expired");
@@ -777,7 +795,7 @@ mod tests {
         // Day 91: bob's last login (day 0) is older than 90 days; alice (day 19) is not.
         let wake = w.relay.events.subscribe(&bob);
         w.clock.set(t0 + 91 * DAY);
-        let report = run(&w.relay, t0 + 91 * DAY).await.unwrap();
+        let report = run(&w.handles(), t0 + 91 * DAY).await.unwrap();
         assert_eq!(report.accounts_removed, 1, "{report:?}");
         assert!(w.relay.store.account(&bob).unwrap().is_none());
         assert!(w.relay.store.mailboxes(&bob).unwrap().is_empty());
@@ -795,7 +813,7 @@ mod tests {
         assert_eq!(w.uids(&bob, "INBOX"), Vec::<u32>::new());
         // A run that finds nothing to do changes nothing.
         assert_eq!(
-            run(&w.relay, t0 + 91 * DAY).await.unwrap(),
+            run(&w.handles(), t0 + 91 * DAY).await.unwrap(),
             Report::default()
         );
     }
@@ -816,19 +834,19 @@ mod tests {
         w.clock.set(t0 + 2 * DAY);
         let new = w.deliver(&alice, 1_000).await;
         let wake = w.relay.events.subscribe(&alice);
-        assert_eq!(trim_after_delivery(&w.relay, &alice).await.unwrap(), 1);
+        assert_eq!(trim_after_delivery(&w.handles(), &alice).await.unwrap(), 1);
         assert!(
             wake.has_changed().unwrap(),
             "IMAP sessions woken by the trim"
         );
         assert_eq!(w.uids(&alice, "INBOX"), [old[1], old[2], old[3], new]);
         // Below 75 %: nothing more.
-        assert_eq!(trim_after_delivery(&w.relay, &alice).await.unwrap(), 0);
+        assert_eq!(trim_after_delivery(&w.handles(), &alice).await.unwrap(), 0);
 
         // 2 MiB more now: 8 MiB + 1000 B, so the oldest remaining (two days old) goes;
         // the message just delivered stays.
         let fresh = w.deliver(&alice, 2 * mib).await;
-        assert_eq!(trim_after_delivery(&w.relay, &alice).await.unwrap(), 1);
+        assert_eq!(trim_after_delivery(&w.handles(), &alice).await.unwrap(), 1);
         assert_eq!(w.uids(&alice, "INBOX"), [old[2], old[3], new, fresh]);
         // All young: 3 × 2.9 MiB delivered now, over 75 %, nothing may go.
         let w2 = world(t0, 10 * MIB);
@@ -836,11 +854,11 @@ mod tests {
         for _ in 0..3 {
             w2.deliver(&bob, 29 * mib / 10).await;
         }
-        assert_eq!(trim_after_delivery(&w2.relay, &bob).await.unwrap(), 0);
+        assert_eq!(trim_after_delivery(&w2.handles(), &bob).await.unwrap(), 0);
         assert_eq!(w2.uids(&bob, "INBOX").len(), 3);
         // The daily run trims too (EXP-4), once they are a day old.
         w2.clock.set(t0 + DAY);
-        let report = run(&w2.relay, t0 + DAY).await.unwrap();
+        let report = run(&w2.handles(), t0 + DAY).await.unwrap();
         assert_eq!(report.messages_trimmed, 1, "{report:?}");
         assert_eq!(w2.uids(&bob, "INBOX"), [2, 3]);
     }
@@ -854,7 +872,10 @@ mod tests {
         // One minute before the run the message (30 days old) is still there.
         w.clock.set(t0 + RUN_AT - 60);
         w.relay.store.set_last_login_day(&alice, t0).await.unwrap();
-        let job = tokio::spawn(daily_polling(w.relay.clone(), Duration::from_millis(10)));
+        let job = tokio::spawn({
+            let relay = w.relay.clone();
+            async move { daily_polling(relay.expire_handles(), Duration::from_millis(10)).await }
+        });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(w.uids(&alice, "INBOX").len(), 1, "not before 00:02");
         w.clock.set(t0 + RUN_AT);

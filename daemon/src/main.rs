@@ -253,11 +253,17 @@ async fn run_relay(
         }
         let store = relay.store.clone();
         // EXP-1..5: the daily expiry at 00:02 UTC, for as long as the relay runs.
-        let daily = tokio::spawn(relaybox::expire::daily(relay.clone()));
+        let daily = tokio::spawn({
+            let relay = relay.clone();
+            async move { relaybox::expire::daily(relay.expire_handles()).await }
+        });
         // PUSH-2..5: the push notifier, retrying jobs left from before a restart at once.
         let notifier = tokio::spawn(relaybox::push::run(relay.clone()));
         // OUT-1..7: the outbound scheduler, resuming the queue left from before a restart.
-        let outbound = tokio::spawn(relaybox::outbound::run(relay.clone()));
+        let outbound = tokio::spawn(relaybox::outbound::run(
+            relay.clone(),
+            Relay::outbound_handles,
+        ));
         // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.
         let turn = tokio::spawn({
             let relay = relay.clone();

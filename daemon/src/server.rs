@@ -189,7 +189,9 @@ fn subscribe_to_deliveries(relay: &Arc<Relay>) {
         while let Some(d) = trim.next().await {
             let Some(relay) = weak.upgrade() else { break };
             for account in &d.accounts {
-                if let Err(e) = crate::expire::trim_after_delivery(&relay, account).await {
+                if let Err(e) =
+                    crate::expire::trim_after_delivery(&relay.expire_handles(), account).await
+                {
                     tracing::warn!("quota trim failed: {e}");
                 }
             }
@@ -240,6 +242,29 @@ impl Relay {
             store: &self.store,
             clock: &self.clock,
             status: &self.turn,
+        }
+    }
+
+    /// The daily expiry (EXP-1..5) and the quota trim after deliveries (QUOTA-3).
+    pub fn expire_handles(&self) -> crate::expire::Handles<'_> {
+        crate::expire::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: self.clock.as_ref(),
+            events: &self.events,
+            auth: &self.auth,
+        }
+    }
+
+    /// The outbound scheduler (OUT-1..7).
+    pub fn outbound_handles(&self) -> crate::outbound::Handles<'_> {
+        crate::outbound::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: self.clock.as_ref(),
+            transport: &self.outbound,
+            wake: &self.outbound_wake,
+            delivery: self.delivery(),
         }
     }
 

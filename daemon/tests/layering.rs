@@ -75,7 +75,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// gone; the test says when one is stale.
 const ALLOWED: &[(&str, &str, &str)] = &[
     ("acme", "server", "takes the whole Relay"),
-    ("expire", "server", "takes the whole Relay"),
     (
         "metrics",
         "admission",
@@ -86,7 +85,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "http",
         "an endpoint served under http: takes http::Web, the connection's state",
     ),
-    ("outbound", "server", "takes the whole Relay"),
     ("push", "server", "takes the whole Relay"),
     ("update", "server", "takes the whole Relay"),
 ];

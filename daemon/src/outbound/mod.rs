@@ -17,10 +17,28 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::policy::{SmtpReply, retry};
-use crate::server::Relay;
-use crate::store::QueuedMessage;
+use crate::store::{QueuedMessage, Store};
 use bounce::Failure;
+
+/// What the scheduler uses of the relay, lent by the assembly (`crate::server`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub config: &'a Config,
+    /// The durable queue (OUT-1, OUT-6).
+    pub store: &'a Store,
+    pub clock: &'a dyn Clock,
+    /// OUT-2..5: how an attempt reaches a peer.
+    pub transport: &'a Transport,
+    /// Wakes the scheduler when the queue changed.
+    pub wake: &'a Notify,
+    /// OUT-7: bounces are stored like any other message (`crate::delivery`).
+    pub delivery: crate::delivery::Handles<'a>,
+}
 
 /// Attempts running at once (OUT-5 allows up to 500 destinations; a Pi needs fewer).
 const MAX_CONCURRENT: usize = 64;
@@ -31,7 +49,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Run the scheduler until the process ends: every due queue row gets one attempt at a
 /// time; rows left from before a restart are due at once or at their stored time. Each
 /// look reads only the due rows and the next due time from the store's due-time index.
-pub async fn run(relay: Arc<Relay>) {
+/// `owner` keeps the relay alive for the attempts, which run as tasks of their own;
+/// `handles` lends the scheduler's [`Handles`] from it.
+pub async fn run<R: Send + Sync + 'static>(owner: Arc<R>, handles: fn(&R) -> Handles<'_>) {
+    let relay = handles(&owner);
     let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
@@ -52,9 +73,10 @@ pub async fn run(relay: Arc<Relay>) {
                     if let Ok(mut set) = in_flight.lock() {
                         set.insert(row.id);
                     }
-                    let relay = relay.clone();
+                    let owner = owner.clone();
                     let in_flight = in_flight.clone();
                     tokio::spawn(async move {
+                        let relay = handles(&owner);
                         let id = row.id;
                         attempt(&relay, row).await;
                         if let Ok(mut set) = in_flight.lock() {
@@ -76,19 +98,19 @@ pub async fn run(relay: Arc<Relay>) {
             }
         };
         tokio::select! {
-            _ = relay.outbound_wake.notified() => {}
+            _ = relay.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }
 }
 
 /// Tell the scheduler that the queue changed.
-pub fn wake(relay: &Relay) {
-    relay.outbound_wake.notify_one();
+pub fn wake(relay: &Handles<'_>) {
+    relay.wake.notify_one();
 }
 
 /// OUT-6: the retry schedule of this relay's config.
-fn schedule(relay: &Relay) -> retry::Schedule {
+fn schedule(relay: &Handles<'_>) -> retry::Schedule {
     retry::Schedule {
         minimal_backoff: relay.config.minimal_backoff_time,
         maximal_backoff: relay.config.maximal_backoff_time,
@@ -99,7 +121,7 @@ fn schedule(relay: &Relay) -> retry::Schedule {
 /// One attempt for one queue row (one destination domain), then the queue updated:
 /// accepted and permanently failed recipients leave it (the failures after their bounce
 /// is stored), temporary failures are retried later or, past the queue lifetime, bounced.
-async fn attempt(relay: &Relay, row: QueuedMessage) {
+async fn attempt(relay: &Handles<'_>, row: QueuedMessage) {
     let body = match relay.store.queued_body(row.id) {
         Ok(Some(b)) => b,
         Ok(None) => return,
@@ -115,7 +137,7 @@ async fn attempt(relay: &Relay, row: QueuedMessage) {
         .map(|(_, d)| d.to_string())
         .unwrap_or_default();
     let outcome = relay
-        .outbound
+        .transport
         .deliver(&domain, &row.sender, &row.recipients, &body)
         .await;
     crate::metrics::outbound(
@@ -191,7 +213,7 @@ async fn attempt(relay: &Relay, row: QueuedMessage) {
 /// OUT-7: store (or queue) a bounce for the sender. `false` when it could not be stored
 /// now (the row stays as it is and is tried again). No bounce for the empty sender.
 async fn send_bounce(
-    relay: &Relay,
+    relay: &Handles<'_>,
     row: &QueuedMessage,
     body: &[u8],
     failures: &[Failure],
@@ -200,7 +222,7 @@ async fn send_bounce(
         return true;
     }
     let now = relay.clock.unix_now();
-    let bounce = bounce::build(&relay.config, &row.sender, body, failures, row.created, now);
+    let bounce = bounce::build(relay.config, &row.sender, body, failures, row.created, now);
     // Our own report goes through the same parser as every message that is stored.
     let mut bounce = match crate::message::Parsed::parse(bounce) {
         Ok(b) => b,
@@ -209,7 +231,7 @@ async fn send_bounce(
             return true;
         }
     };
-    if let Some(signer) = &relay.dkim {
+    if let Some(signer) = relay.delivery.dkim {
         bounce = signer.sign(bounce);
     }
     let own = relay.config.address_domain();
@@ -222,8 +244,7 @@ async fn send_bounce(
     } else {
         (Vec::new(), vec![row.sender.clone()])
     };
-    let reply =
-        crate::delivery::store(&relay.delivery(), String::new(), local, remote, bounce).await;
+    let reply = crate::delivery::store(&relay.delivery, String::new(), local, remote, bounce).await;
     match reply.code / 100 {
         2 => true,
         4 => {

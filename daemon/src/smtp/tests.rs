@@ -1184,7 +1184,7 @@ async fn quota_trim_after_smtp_delivery() {
     let r = send_mail(&mut c, &alice, &[&bob], &encrypted(&alice, &bob)).await;
     assert_eq!(r.text(), "250 2.0.0 Ok: queued");
     assert_eq!(
-        crate::expire::trim_after_delivery(&h.relay, &bob)
+        crate::expire::trim_after_delivery(&h.relay.expire_handles(), &bob)
             .await
             .unwrap(),
         0
