@@ -255,7 +255,10 @@ async fn run_relay(
         // EXP-1..5: the daily expiry at 00:02 UTC, for as long as the relay runs.
         let daily = tokio::spawn(relaybox::expire::daily(relay.clone()));
         // PUSH-2..5: the push notifier, retrying jobs left from before a restart at once.
-        let notifier = tokio::spawn(relaybox::push::run(relay.clone()));
+        let notifier = tokio::spawn({
+            let relay = relay.clone();
+            async move { relaybox::push::run(relay.push_handles()).await }
+        });
         // OUT-1..7: the outbound scheduler, resuming the queue left from before a restart.
         let outbound = tokio::spawn(relaybox::outbound::run(relay.clone()));
         // RT-1: TURN for calls; LOG-5: metrics when `mtail_address` is set.

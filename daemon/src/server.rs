@@ -144,7 +144,6 @@ impl Relay {
             events: &self.events,
             dkim: self.dkim.as_ref(),
             dkim_verifier: &self.dkim_verifier,
-            token_window: crate::push::token_set_window,
         }
     }
 }
@@ -254,6 +253,16 @@ impl Relay {
             tls: &self.tls,
             memory: &self.memory,
             turn: self.turn_handles(),
+        }
+    }
+
+    /// The push notifier (PUSH-2..7).
+    pub fn push_handles(&self) -> crate::push::Handles<'_> {
+        crate::push::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: &self.clock,
+            wake: &self.push_wake,
         }
     }
 

@@ -87,7 +87,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "an endpoint served under http: takes http::Web, the connection's state",
     ),
     ("outbound", "server", "takes the whole Relay"),
-    ("push", "server", "takes the whole Relay"),
     ("update", "server", "takes the whole Relay"),
 ];
 
