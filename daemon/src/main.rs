@@ -285,10 +285,10 @@ async fn run_relay(
         let acme = {
             let relay = relay.clone();
             tokio::spawn(async move {
-                while from_wizard && relay.acme.info(&relay).source != "acme" {
+                while from_wizard && relay.acme_handles().info().source != "acme" {
                     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                 }
-                relaybox::acme::run(relay).await
+                relaybox::acme::run(relay.acme_handles()).await
             })
         };
         let code = tokio::select! {

@@ -256,6 +256,16 @@ impl Relay {
         }
     }
 
+    /// ACME certificates (TLS-1, TLS-5): the renewal task, requests from the pages.
+    pub fn acme_handles(&self) -> crate::acme::Handles<'_> {
+        crate::acme::Handles {
+            config: &self.config,
+            clock: self.clock.as_ref(),
+            tls: &self.tls,
+            acme: &self.acme,
+        }
+    }
+
     /// The push notifier (PUSH-2..7).
     pub fn push_handles(&self) -> crate::push::Handles<'_> {
         crate::push::Handles {

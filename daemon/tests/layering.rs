@@ -74,7 +74,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// Edges that break the layering today, (from, to, why). Remove an entry when its edge is
 /// gone; the test says when one is stale.
 const ALLOWED: &[(&str, &str, &str)] = &[
-    ("acme", "server", "takes the whole Relay"),
     ("expire", "server", "takes the whole Relay"),
     (
         "metrics",
