@@ -266,6 +266,18 @@ impl Relay {
         }
     }
 
+    /// The update agent's health check of a boot (OTA-5, BOOT-6).
+    pub fn update_handles(&self) -> crate::update::health::Handles<'_> {
+        crate::update::health::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: self.clock.as_ref(),
+            auth: &self.auth,
+            tls: &self.tls,
+            delivery: self.delivery(),
+        }
+    }
+
     /// The push notifier (PUSH-2..7).
     pub fn push_handles(&self) -> crate::push::Handles<'_> {
         crate::push::Handles {

@@ -86,7 +86,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "an endpoint served under http: takes http::Web, the connection's state",
     ),
     ("outbound", "server", "takes the whole Relay"),
-    ("update", "server", "takes the whole Relay"),
 ];
 
 fn layer(m: &str) -> Option<u8> {
