@@ -18,7 +18,7 @@ use crate::message::Parsed;
 use crate::metrics::Rejection;
 use crate::policy::inbound::{self, Origin};
 use crate::policy::recipient::{self, Destination, Relaying};
-use crate::policy::{SmtpReply, headers, quota, submission, unparsable};
+use crate::policy::{SmtpReply, headers, quota, submission, token, unparsable};
 use crate::store::{Delivery, PushRequest, Store};
 
 /// The handles a delivery uses, borrowed from the running relay (`Relay::delivery`).
@@ -33,9 +33,6 @@ pub struct Handles<'a> {
     pub dkim: Option<&'a Signer>,
     /// IN-4e, IN-5: DKIM verification of incoming mail.
     pub dkim_verifier: &'a Verifier,
-    /// MD-1: the last-SET times (inclusive) of the device tokens valid at a time; push
-    /// jobs are made for those only (the rule is push's, handed over by the assembly).
-    pub token_window: fn(u64) -> (u64, u64),
 }
 
 /// The accepted recipients of one transaction: its RCPT commands (every SMTP port) or
@@ -244,7 +241,8 @@ pub async fn store(
     // PUSH-1: no push for a message whose From is the recipient account itself
     // (self-sent and multi-device copies).
     let from = headers::from_address(body.view()).ok();
-    let (tokens_set_from, tokens_set_until) = (h.token_window)(now);
+    // MD-1: push jobs only for the device tokens valid now.
+    let (tokens_set_from, tokens_set_until) = token::token_set_window(now);
     let push = PushRequest {
         accounts: local
             .iter()

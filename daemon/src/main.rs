@@ -258,7 +258,10 @@ async fn run_relay(
             async move { relaybox::expire::daily(relay.expire_handles()).await }
         });
         // PUSH-2..5: the push notifier, retrying jobs left from before a restart at once.
-        let notifier = tokio::spawn(relaybox::push::run(relay.clone()));
+        let notifier = tokio::spawn({
+            let relay = relay.clone();
+            async move { relaybox::push::run(relay.push_handles()).await }
+        });
         // OUT-1..7: the outbound scheduler, resuming the queue left from before a restart.
         let outbound = tokio::spawn(relaybox::outbound::run(
             relay.clone(),
@@ -288,10 +291,10 @@ async fn run_relay(
         let acme = {
             let relay = relay.clone();
             tokio::spawn(async move {
-                while from_wizard && relay.acme.info(&relay).source != "acme" {
+                while from_wizard && relay.acme_handles().info().source != "acme" {
                     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                 }
-                relaybox::acme::run(relay).await
+                relaybox::acme::run(relay.acme_handles()).await
             })
         };
         let code = tokio::select! {

@@ -3,15 +3,17 @@
 //!
 //! Jobs are created by the store in the delivery's own durable commit
 //! (`Store::deliver_with_push`, PUSH-2), so a `250` never precedes its jobs and they
-//! survive restarts. The SMTP session then calls [`wake`] (IN-8: after the IDLE wake-up,
-//! before the quota check). The notifier ([`run`]) takes due jobs from the store and
-//! POSTs each token, alone, to `push_url` (PUSH-3) over HTTPS with rustls+ring,
-//! trusting the web-PKI roots plus the PEM file `tls_extra_roots`.
+//! survive restarts. Which tokens get jobs is `crate::policy::token`'s rule (MD-1). The
+//! notifier ([`run`]) takes due jobs from the store and POSTs each token, alone, to
+//! `push_url` (PUSH-3) over HTTPS with rustls+ring, trusting the web-PKI roots plus the
+//! PEM file `tls_extra_roots`.
 //!
-//! Waking: [`wake`] signals `Relay::push_wake`, a `tokio::sync::Notify` that keeps one
-//! permit when no notifier is waiting. Besides being woken, the notifier sleeps until the earliest due retry, at most `Tuning::scan_interval`,
-//! and then scans the store again; time comes from `relay.clock`, so a test that moves
-//! the clock sees its retries at the next scan.
+//! Waking: the assembly's subscriber of the delivery event (IN-8, `crate::server`)
+//! signals [`Handles::wake`], a `tokio::sync::Notify` that keeps one permit when no
+//! notifier is waiting; a finishing request signals the notifier's own. Besides being
+//! woken, the notifier sleeps until the earliest due retry, at most
+//! `Tuning::scan_interval`, and then scans the store again; time comes from
+//! [`Handles::clock`], so a test that moves the clock sees its retries at the next scan.
 //!
 //! Concurrency (PUSH-6, as upstream): at most 4 requests of first attempts and at most 2
 //! per retry level (attempts 2, 3, 4, 5) run at once, one semaphore each; a due job
@@ -37,31 +39,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::server::Relay;
-use crate::store::PushJob;
+use crate::store::{PushJob, Store};
 use crate::tls::client::{Body, HttpsClient, HttpsError, Options, read_body};
 
-/// MD-1: a token's last SET older than this makes it invalid.
-pub const TOKEN_MAX_AGE: u64 = 90 * 86_400;
-/// MD-1: a token dated further in the future than this is invalid.
-pub const TOKEN_MAX_FUTURE: u64 = 60;
-
-/// MD-1: is a token whose last SET was at `last_set` still valid at `now`? Invalid
-/// tokens are neither served by GETMETADATA nor pushed to.
-pub fn token_valid(last_set: u64, now: u64) -> bool {
-    let (from, until) = token_set_window(now);
-    (from..=until).contains(&last_set)
-}
-
-/// MD-1: the last-SET times of the tokens valid at `now`, inclusive.
-pub fn token_set_window(now: u64) -> (u64, u64) {
-    (
-        now.saturating_sub(TOKEN_MAX_AGE),
-        now.saturating_add(TOKEN_MAX_FUTURE),
-    )
+/// What the notifier uses of the relay, lent by the assembly (`crate::server`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    /// `push_url`, `tls_extra_roots`.
+    pub config: &'a Config,
+    /// The push jobs (PUSH-2) and the device tokens (PUSH-4).
+    pub store: &'a Store,
+    pub clock: &'a Arc<dyn Clock>,
+    /// Signalled when deliveries created jobs (keeps one permit while the notifier is
+    /// busy, so no wake-up is lost).
+    pub wake: &'a Notify,
 }
 
 /// PUSH-5: attempts before a job is dropped.
@@ -128,13 +123,6 @@ pub enum Outcome {
     Gone,
     /// Anything else; the text is for the log (never contains the token).
     Failed(String),
-}
-
-// ---- waking -----------------------------------------------------------------------
-
-/// Tell the notifier of `relay` that new jobs are in the store.
-pub fn wake(relay: &Relay) {
-    relay.push_wake.notify_one();
 }
 
 // ---- HTTPS client -------------------------------------------------------------------
@@ -212,9 +200,9 @@ impl Client {
 
 // ---- the notifier -------------------------------------------------------------------
 
-/// Run the notifier for `relay` until the task is dropped.
-pub async fn run(relay: Arc<Relay>) {
-    run_with(relay, Tuning::default()).await
+/// Run the notifier until the task is dropped.
+pub async fn run(h: Handles<'_>) {
+    run_with(h, Tuning::default()).await
 }
 
 /// Jobs being attempted, and the worker slots per level (PUSH-6).
@@ -222,6 +210,16 @@ struct Workers {
     in_flight: Mutex<HashSet<u64>>,
     /// Index 0: first attempts; 1..=4: retries after 1..=4 failures.
     levels: Vec<Arc<Semaphore>>,
+    /// Signalled when an attempt ends and its slot is free (keeps one permit).
+    slot_freed: Notify,
+}
+
+/// What one attempt, a task of its own, uses.
+struct Attempt {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    client: Arc<Client>,
+    workers: Arc<Workers>,
 }
 
 /// PUSH-6: concurrent attempts at a retry level (0 = first attempts).
@@ -234,8 +232,8 @@ fn level_capacity(level: usize) -> usize {
 }
 
 /// [`run`] with explicit timing (tests shorten the scan interval).
-pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
-    let client = match Client::new(&relay.config, tuning.request_timeout) {
+pub async fn run_with(h: Handles<'_>, tuning: Tuning) {
+    let client = match Client::new(h.config, tuning.request_timeout) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             // Jobs stay in the store; a corrected config sends them after a restart.
@@ -248,22 +246,26 @@ pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
         levels: (0..=crate::store::MAX_PUSH_LEVEL as usize)
             .map(|level| Arc::new(Semaphore::new(level_capacity(level))))
             .collect(),
+        slot_freed: Notify::new(),
     });
+    let attempts = Attempt {
+        store: h.store.clone(),
+        clock: h.clock.clone(),
+        client,
+        workers,
+    };
+    let workers = &attempts.workers;
     // PUSH-2: after a restart every pending job is tried at once; its deadline stays
     // first attempt + 5 h.
-    match relay.store.push_jobs() {
+    match h.store.push_jobs() {
         Ok(jobs) => {
-            let now = relay.clock.unix_now();
+            let now = h.clock.unix_now();
             let waiting: Vec<&PushJob> = jobs.iter().filter(|j| j.next_attempt > now).collect();
             if !jobs.is_empty() {
                 tracing::info!("push: {} pending job(s) at start", jobs.len());
             }
             for job in waiting {
-                if let Err(e) = relay
-                    .store
-                    .reschedule_push_job(job.id, job.attempts, now)
-                    .await
-                {
+                if let Err(e) = h.store.reschedule_push_job(job.id, job.attempts, now).await {
                     tracing::error!("push: cannot reschedule job {}: {e}", job.id);
                 }
             }
@@ -271,38 +273,40 @@ pub async fn run_with(relay: Arc<Relay>, tuning: Tuning) {
         Err(e) => tracing::error!("push: cannot read the queue: {e}"),
     }
     loop {
-        let now = relay.clock.unix_now();
+        let now = h.clock.unix_now();
         for (level, slots) in workers.levels.iter().enumerate() {
             // Jobs in flight are still due until they are rescheduled or deleted, and
             // they are at most `capacity`: reading twice that finds enough to start.
             if slots.available_permits() == 0 {
                 continue;
             }
-            match relay
+            match h
                 .store
                 .push_jobs_due_at(level as u32, now, 2 * level_capacity(level))
             {
                 Ok(due) => {
                     for job in due {
-                        dispatch(&relay, &client, &workers, job);
+                        dispatch(&attempts, job);
                     }
                 }
                 Err(e) => tracing::error!("push: cannot read the queue: {e}"),
             }
         }
-        let wait = match relay.store.next_push_due() {
+        let wait = match h.store.next_push_due() {
             Ok(Some(at)) if at > now => Duration::from_secs(at - now).min(tuning.scan_interval),
             _ => tuning.scan_interval,
         };
         tokio::select! {
-            _ = relay.push_wake.notified() => {}
+            _ = h.wake.notified() => {}
+            _ = workers.slot_freed.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
 /// Start an attempt of `job` unless it runs already or its level is busy.
-fn dispatch(relay: &Arc<Relay>, client: &Arc<Client>, workers: &Arc<Workers>, job: PushJob) {
+fn dispatch(a: &Attempt, job: PushJob) {
+    let workers = &a.workers;
     let level = (job.attempts as usize).min(workers.levels.len() - 1);
     let Ok(permit) = workers.levels[level].clone().try_acquire_owned() else {
         return;
@@ -313,10 +317,15 @@ fn dispatch(relay: &Arc<Relay>, client: &Arc<Client>, workers: &Arc<Workers>, jo
             return;
         }
     }
-    let (relay, client, workers) = (relay.clone(), client.clone(), workers.clone());
+    let (store, clock, client, workers) = (
+        a.store.clone(),
+        a.clock.clone(),
+        a.client.clone(),
+        workers.clone(),
+    );
     tokio::spawn(async move {
         let id = job.id;
-        attempt(&relay, &client, job).await;
+        attempt(&store, &*clock, &client, job).await;
         workers
             .in_flight
             .lock()
@@ -324,14 +333,13 @@ fn dispatch(relay: &Arc<Relay>, client: &Arc<Client>, workers: &Arc<Workers>, jo
             .remove(&id);
         drop(permit);
         // A slot is free: look for waiting jobs.
-        wake(&relay);
+        workers.slot_freed.notify_one();
     });
 }
 
 /// One attempt of one job and its bookkeeping (PUSH-4, PUSH-5).
-async fn attempt(relay: &Relay, client: &Client, job: PushJob) {
-    let store = &relay.store;
-    let now = relay.clock.unix_now();
+async fn attempt(store: &Store, clock: &dyn Clock, client: &Client, job: PushJob) {
+    let now = clock.unix_now();
     if now > job.first_attempt.saturating_add(DEADLINE) {
         // PUSH-5: no attempt starts after the deadline (a restart after a long stop).
         tracing::info!(
@@ -363,7 +371,7 @@ async fn attempt(relay: &Relay, client: &Client, job: PushJob) {
         Outcome::Failed(why) => {
             crate::metrics::push(crate::metrics::Push::Failed);
             let failed = job.attempts + 1;
-            let now = relay.clock.unix_now();
+            let now = clock.unix_now();
             match next_attempt_at(job.first_attempt, failed, now) {
                 Some(at) => {
                     tracing::info!(
@@ -387,7 +395,7 @@ async fn attempt(relay: &Relay, client: &Client, job: PushJob) {
     }
 }
 
-async fn finish(store: &crate::store::Store, id: u64) {
+async fn finish(store: &Store, id: u64) {
     if let Err(e) = store.delete_push_job(id).await {
         tracing::error!("push: cannot delete job {id}: {e}");
     }
@@ -413,6 +421,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::net::Conn;
+    use crate::server::Relay;
     use crate::store::PushRequest;
     use http_body_util::Full;
     use hyper_util::rt::TokioIo;
@@ -448,16 +457,6 @@ mod tests {
             );
         }
         assert_eq!(RETRY_DELAYS.iter().sum::<u64>(), 4680);
-    }
-
-    #[test]
-    fn token_validity_md_1() {
-        let now = 1_000_000_000;
-        assert!(token_valid(now, now));
-        assert!(token_valid(now - TOKEN_MAX_AGE, now));
-        assert!(!token_valid(now - TOKEN_MAX_AGE - 1, now));
-        assert!(token_valid(now + 60, now));
-        assert!(!token_valid(now + 61, now));
     }
 
     #[test]
@@ -677,7 +676,10 @@ mod tests {
     }
 
     fn notifier(relay: &Arc<Relay>) -> Notifier {
-        Notifier(tokio::spawn(run_with(relay.clone(), FAST)))
+        let relay = relay.clone();
+        Notifier(tokio::spawn(async move {
+            run_with(relay.push_handles(), FAST).await
+        }))
     }
 
     async fn account(relay: &Relay, local: &str) -> String {

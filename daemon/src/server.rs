@@ -144,7 +144,6 @@ impl Relay {
             events: &self.events,
             dkim: self.dkim.as_ref(),
             dkim_verifier: &self.dkim_verifier,
-            token_window: crate::push::token_set_window,
         }
     }
 }
@@ -279,6 +278,38 @@ impl Relay {
             tls: &self.tls,
             memory: &self.memory,
             turn: self.turn_handles(),
+        }
+    }
+
+    /// ACME certificates (TLS-1, TLS-5): the renewal task, requests from the pages.
+    pub fn acme_handles(&self) -> crate::acme::Handles<'_> {
+        crate::acme::Handles {
+            config: &self.config,
+            clock: self.clock.as_ref(),
+            tls: &self.tls,
+            acme: &self.acme,
+        }
+    }
+
+    /// The update agent's health check of a boot (OTA-5, BOOT-6).
+    pub fn update_handles(&self) -> crate::update::health::Handles<'_> {
+        crate::update::health::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: self.clock.as_ref(),
+            auth: &self.auth,
+            tls: &self.tls,
+            delivery: self.delivery(),
+        }
+    }
+
+    /// The push notifier (PUSH-2..7).
+    pub fn push_handles(&self) -> crate::push::Handles<'_> {
+        crate::push::Handles {
+            config: &self.config,
+            store: &self.store,
+            clock: &self.clock,
+            wake: &self.push_wake,
         }
     }
 

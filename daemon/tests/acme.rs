@@ -2,7 +2,7 @@
 //! relay library serves every listener on its standard ports at a fresh `127.a.b.2`
 //! inside the test process, the test's dnsmasq gives that address for the relay's
 //! names, and pebble validates against the real listeners (HTTP-01 on 80, TLS-ALPN-01
-//! on 443). A certificate obtained through `Acme::request` (what the wizard calls) or
+//! on 443). A certificate obtained through `acme::request` (what the wizard calls) or
 //! the renewal loop `acme::run` must be served on 443, 465 and 993 by the next
 //! handshake, without a restart; the clients verify it against pebble's issuing root.
 //! Every wait is bounded; pebble and dnsmasq are killed on drop.
@@ -213,7 +213,7 @@ impl Setup {
 async fn http01_issues_a_certificate_served_without_restart() {
     let s = setup(true, |_| {}).await;
     let root = s.pebble.issuing_root_pem().await;
-    let info = s.relay.acme.info(&s.relay);
+    let info = s.relay.acme_handles().info();
     assert_eq!(info.source, "self-signed");
     assert!(info.acme_possible);
     assert_eq!(info.progress, AcmeProgress::Idle);
@@ -222,20 +222,14 @@ async fn http01_issues_a_certificate_served_without_restart() {
         "before: the self-signed certificate is not trusted by pebble's root"
     );
 
-    s.relay
-        .acme
-        .request(s.relay.clone())
-        .expect("request starts");
+    relaybox::acme::request(s.relay.clone(), Relay::acme_handles).expect("request starts");
     // One at a time: a second request while running is a no-op.
-    s.relay
-        .acme
-        .request(s.relay.clone())
-        .expect("second request");
+    relaybox::acme::request(s.relay.clone(), Relay::acme_handles).expect("second request");
     s.done().await;
 
     let facts = s.serves_pebble_certificate(&root).await;
     assert_eq!(s.relay.acme.validated_with(), Some("HTTP-01"));
-    let info = s.relay.acme.info(&s.relay);
+    let info = s.relay.acme_handles().info();
     assert_eq!(info.source, "acme");
     assert_eq!(info.not_after, Some(facts.not_after));
     assert_eq!(info.names, facts.names);
@@ -264,13 +258,10 @@ async fn http01_issues_a_certificate_served_without_restart() {
 async fn tls_alpn01_is_the_fallback_when_port_80_fails() {
     let s = setup(false, |_| {}).await;
     let root = s.pebble.issuing_root_pem().await;
-    s.relay
-        .acme
-        .request(s.relay.clone())
-        .expect("request starts");
+    relaybox::acme::request(s.relay.clone(), Relay::acme_handles).expect("request starts");
     s.done().await;
     s.serves_pebble_certificate(&root).await;
-    assert_eq!(s.relay.acme.info(&s.relay).source, "acme");
+    assert_eq!(s.relay.acme_handles().info().source, "acme");
     assert_eq!(s.relay.acme.validated_with(), Some("TLS-ALPN-01"));
 }
 
@@ -279,7 +270,10 @@ async fn renewal_replaces_the_certificate_without_restart() {
     // 30-second certificates: renewal is due 20 s after issue (two thirds).
     let s = setup(true, |o| o.validity_secs = Some(30)).await;
     let root = s.pebble.issuing_root_pem().await;
-    let renewal = tokio::spawn(relaybox::acme::run(s.relay.clone()));
+    let renewal = tokio::spawn({
+        let relay = s.relay.clone();
+        async move { relaybox::acme::run(relay.acme_handles()).await }
+    });
     s.done().await;
     let first = s.serves_pebble_certificate(&root).await;
     assert!(
@@ -329,10 +323,7 @@ async fn both_challenges_failing_gives_a_plain_reason() {
     })
     .await;
     let root = s.pebble.issuing_root_pem().await;
-    s.relay
-        .acme
-        .request(s.relay.clone())
-        .expect("request starts");
+    relaybox::acme::request(s.relay.clone(), Relay::acme_handles).expect("request starts");
     let AcmeProgress::Failed { reason } = s.finished().await else {
         panic!("expected a failure")
     };
@@ -349,18 +340,15 @@ async fn both_challenges_failing_gives_a_plain_reason() {
     assert!(reason.contains("port 443"), "{reason}");
     // Nothing changed: the self-signed certificate is still served.
     assert!(s.served_leaf(443, &root).await.is_err());
-    assert_eq!(s.relay.acme.info(&s.relay).source, "self-signed");
+    assert_eq!(s.relay.acme_handles().info().source, "self-signed");
     // And a new request may start.
-    s.relay.acme.request(s.relay.clone()).expect("again");
+    relaybox::acme::request(s.relay.clone(), Relay::acme_handles).expect("again");
 }
 
 #[tokio::test]
 async fn missing_dns_record_is_named_and_not_retried_on_443() {
     let s = setup_with(true, false, |_| {}).await;
-    s.relay
-        .acme
-        .request(s.relay.clone())
-        .expect("request starts");
+    relaybox::acme::request(s.relay.clone(), Relay::acme_handles).expect("request starts");
     let AcmeProgress::Failed { reason } = s.finished().await else {
         panic!("expected a failure")
     };
@@ -373,7 +361,7 @@ async fn missing_dns_record_is_named_and_not_retried_on_443() {
     );
     // A DNS problem is not retried with TLS-ALPN-01 (the CA's failure limit).
     assert!(!reason.contains("port 443"), "{reason}");
-    assert_eq!(s.relay.acme.info(&s.relay).source, "self-signed");
+    assert_eq!(s.relay.acme_handles().info().source, "self-signed");
 }
 
 #[tokio::test]
@@ -393,7 +381,7 @@ async fn unreachable_ca_gives_a_plain_reason() {
     config.min_available_memory = 0;
     config.min_free_disk_space = 0;
     let relay = Relay::open(config).expect("relay");
-    relay.acme.request(relay.clone()).expect("starts");
+    relaybox::acme::request(relay.clone(), Relay::acme_handles).expect("starts");
     let deadline = tokio::time::Instant::now() + LIMIT;
     let reason = loop {
         if let AcmeProgress::Failed { reason } = relay.acme.progress() {
@@ -420,9 +408,9 @@ async fn not_possible_in_ip_only_mode() {
     .expect("config")
     .config;
     let relay = Relay::open(config).expect("relay");
-    let err = relay.acme.request(relay.clone()).unwrap_err();
+    let err = relaybox::acme::request(relay.clone(), Relay::acme_handles).unwrap_err();
     assert!(err.contains("IP address"), "{err}");
-    let info = relay.acme.info(&relay);
+    let info = relay.acme_handles().info();
     assert!(!info.acme_possible);
     assert_eq!(info.source, "self-signed");
 }

@@ -250,7 +250,7 @@ mod tests {
             let config = crate::testing::config(dir.path(), "chat.example.org");
             store(&acme_dir(&config), &cert_pem, &key_pem).unwrap();
             let relay = crate::server::Relay::open_with_clock(config, clock).unwrap();
-            relay.acme.info(&relay).source
+            relay.acme_handles().info().source
         };
         assert_eq!(source(clock.clone()), "acme");
         clock.set(f.not_after);

@@ -5,9 +5,10 @@
 //! lifetime ([`run`]), and the new certificate handed to every listener through
 //! `tls::CertStore` so the next handshake on any port uses it without a restart.
 //!
-//! One request runs at a time ([`Acme::request`] starts it in the background, [`run`]
-//! awaits its own); its progress and failures are kept in plain language for the pages
-//! ([`Acme::info`]).
+//! One request runs at a time ([`request`] starts it in the background, [`run`] awaits
+//! its own); its progress and failures are kept in plain language for the pages
+//! ([`Handles::info`]). What it uses of the relay comes as [`Handles`], lent by the
+//! assembly (`crate::server`).
 
 pub mod cert;
 mod client;
@@ -23,8 +24,9 @@ use instant_acme::{
 };
 use relaybox_webui::{AcmeProgress, CertificateInfo};
 
+use crate::clock::Clock;
 use crate::config::{Config, Mode};
-use crate::server::Relay;
+use crate::tls::Tls;
 
 pub use cert::stored_certificate;
 
@@ -40,6 +42,68 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest sleep of the renewal loop between looks at the certificate (TLS-5: at least
 /// a daily check).
 const RECHECK: Duration = Duration::from_secs(3600);
+
+/// What ACME uses of the relay, lent by the assembly (`crate::server`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    /// `mail_domain`, `acme_email`, the directory, `data_dir` (ACME-3).
+    pub config: &'a Config,
+    pub clock: &'a dyn Clock,
+    /// The certificate every listener serves (replaced on success).
+    pub tls: &'a Tls,
+    /// The challenges and progress of this relay.
+    pub acme: &'a Acme,
+}
+
+impl Handles<'_> {
+    /// What the pages show about the certificate.
+    pub fn info(&self) -> CertificateInfo {
+        let acme = self.acme;
+        let served = self.tls.certs.current();
+        let leaf = served.cert.first().map(|c| c.as_ref().to_vec());
+        let facts = leaf.as_deref().and_then(|l| cert::facts(l).ok());
+        let from_acme = match (&leaf, &*acme.lock_cert()) {
+            (Some(l), Some((cert, _))) => l == cert,
+            _ => false,
+        };
+        let source = if self.config.tls_external_cert_and_key.is_some() {
+            "external"
+        } else if from_acme {
+            "acme"
+        } else {
+            "self-signed"
+        };
+        CertificateInfo {
+            source: source.into(),
+            names: facts.as_ref().map(|f| f.names.clone()).unwrap_or_default(),
+            not_after: facts.map(|f| f.not_after),
+            acme_possible: acme.possible,
+            progress: acme.progress(),
+        }
+    }
+}
+
+/// Start obtaining a certificate in the background, for the relay `owner` whose handles
+/// `handles` lends (the task holds `owner` while it runs). `Ok` when started or already
+/// running; `Err` with a plain-language reason when ACME cannot be used here.
+pub fn request<R: Send + Sync + 'static>(
+    owner: Arc<R>,
+    handles: fn(&R) -> Handles<'_>,
+) -> Result<(), String> {
+    let acme = handles(&owner).acme;
+    if !acme.possible {
+        return Err(acme.impossible_reason.clone());
+    }
+    if !acme.claim() {
+        return Ok(());
+    }
+    let guard = OwnedRunGuard { owner, handles };
+    tokio::spawn(async move {
+        let _ = attempt(handles(&guard.owner)).await;
+        drop(guard);
+    });
+    Ok(())
+}
 
 /// The relay's ACME state: pending challenges, the progress of the current request,
 /// and the leaf of the ACME certificate (to tell whether the served one came from ACME).
@@ -110,53 +174,12 @@ impl Acme {
         self.alpn.lock().ok()?.get(&name).cloned()
     }
 
-    /// What the pages show about the certificate.
-    pub fn info(&self, relay: &Relay) -> CertificateInfo {
-        let served = relay.tls.certs.current();
-        let leaf = served.cert.first().map(|c| c.as_ref().to_vec());
-        let facts = leaf.as_deref().and_then(|l| cert::facts(l).ok());
-        let from_acme = match (&leaf, &*self.lock_cert()) {
-            (Some(l), Some((acme, _))) => l == acme,
-            _ => false,
-        };
-        let source = if relay.config.tls_external_cert_and_key.is_some() {
-            "external"
-        } else if from_acme {
-            "acme"
-        } else {
-            "self-signed"
-        };
-        CertificateInfo {
-            source: source.into(),
-            names: facts.as_ref().map(|f| f.names.clone()).unwrap_or_default(),
-            not_after: facts.map(|f| f.not_after),
-            acme_possible: self.possible,
-            progress: self.progress(),
-        }
-    }
-
     /// The progress of the current or last request.
     pub fn progress(&self) -> AcmeProgress {
         self.progress
             .lock()
             .map(|p| p.clone())
             .unwrap_or(AcmeProgress::Idle)
-    }
-
-    /// Start obtaining a certificate in the background. `Ok` when started or already
-    /// running; `Err` with a plain-language reason when ACME cannot be used here.
-    pub fn request(&self, relay: Arc<Relay>) -> Result<(), String> {
-        if !self.possible {
-            return Err(self.impossible_reason.clone());
-        }
-        let Some(guard) = RunGuard::claim(relay.clone()) else {
-            return Ok(());
-        };
-        tokio::spawn(async move {
-            let _guard = guard;
-            let _ = attempt(&relay).await;
-        });
-        Ok(())
     }
 
     /// How the last certificate obtained by this process was validated: `"HTTP-01"`
@@ -192,31 +215,52 @@ impl Acme {
     }
 }
 
-/// The one running attempt; clears the flag when dropped (also on panic).
-struct RunGuard(Arc<Relay>);
-
-impl RunGuard {
-    fn claim(relay: Arc<Relay>) -> Option<RunGuard> {
-        relay
-            .acme
-            .running
+impl Acme {
+    /// Take the one running attempt; `false` when one runs already.
+    fn claim(&self) -> bool {
+        self.running
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
-        Some(RunGuard(relay))
+            .is_ok()
+    }
+
+    /// End the running attempt.
+    fn release(&self) {
+        self.clear_challenges();
+        self.running.store(false, Ordering::Release);
     }
 }
 
-impl Drop for RunGuard {
+/// The one running attempt; releases it when dropped (also on panic).
+struct RunGuard<'a>(&'a Acme);
+
+impl RunGuard<'_> {
+    fn claim(acme: &Acme) -> Option<RunGuard<'_>> {
+        acme.claim().then_some(RunGuard(acme))
+    }
+}
+
+impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
-        self.0.acme.clear_challenges();
-        self.0.acme.running.store(false, Ordering::Release);
+        self.0.release();
+    }
+}
+
+/// [`RunGuard`] of a background attempt, holding the relay it runs for.
+struct OwnedRunGuard<R: 'static> {
+    owner: Arc<R>,
+    handles: fn(&R) -> Handles<'_>,
+}
+
+impl<R> Drop for OwnedRunGuard<R> {
+    fn drop(&mut self) {
+        (self.handles)(&self.owner).acme.release();
     }
 }
 
 /// One attempt, bounded in time, with its outcome recorded as progress.
-async fn attempt(relay: &Arc<Relay>) -> Result<(), String> {
-    let acme = &relay.acme;
-    let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, obtain(relay)).await {
+async fn attempt(h: Handles<'_>) -> Result<(), String> {
+    let acme = h.acme;
+    let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, obtain(h)).await {
         Ok(r) => r,
         Err(_) => Err(format!(
             "getting the certificate took longer than {} minutes; try again later",
@@ -252,22 +296,22 @@ enum OrderError {
 
 /// Account, order with HTTP-01, order with TLS-ALPN-01 when that failed, finalize,
 /// store, install.
-async fn obtain(relay: &Arc<Relay>) -> Result<(), String> {
-    let config = &relay.config;
-    let acme = &relay.acme;
+async fn obtain(h: Handles<'_>) -> Result<(), String> {
+    let config = h.config;
+    let acme = h.acme;
     let directory = config.appliance.acme_directory.clone();
     acme.step(format!(
         "contacting the certificate authority at {directory}"
     ));
     let roots = crate::tls::client_roots(config).map_err(|e| e.to_string())?;
     let client = client::Client::new(roots)?;
-    let account = account(relay, Box::new(client), &directory).await?;
+    let account = account(h, Box::new(client), &directory).await?;
     let names = cert::wanted_names(&config.mail_domain);
     let mut failures = Vec::new();
     for kind in [ChallengeType::Http01, ChallengeType::TlsAlpn01] {
-        match order(relay, &account, &names, kind.clone()).await {
+        match order(h, &account, &names, kind.clone()).await {
             Ok((chain, key)) => {
-                install(relay, &chain, &key)?;
+                install(h, &chain, &key)?;
                 *acme
                     .validated_with
                     .lock()
@@ -307,11 +351,11 @@ async fn obtain(relay: &Arc<Relay>) -> Result<(), String> {
 /// The stored account when it belongs to this directory, else a new one (stored
 /// 0600, ACME-3).
 async fn account(
-    relay: &Arc<Relay>,
+    h: Handles<'_>,
     http: Box<dyn instant_acme::HttpClient>,
     directory: &str,
 ) -> Result<Account, String> {
-    let path = cert::acme_dir(&relay.config).join(cert::ACCOUNT_FILE);
+    let path = cert::acme_dir(h.config).join(cert::ACCOUNT_FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let same_directory = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -324,10 +368,9 @@ async fn account(
                 .map_err(|e| explain(&e, directory));
         }
     }
-    relay
-        .acme
+    h.acme
         .step("creating an account with the certificate authority");
-    let email = relay.config.acme_email.trim();
+    let email = h.config.acme_email.trim();
     let contact = format!("mailto:{email}");
     let contacts: Vec<&str> = if email.is_empty() {
         Vec::new()
@@ -347,7 +390,7 @@ async fn account(
         .await
         .map_err(|e| explain(&e, directory))?;
     let json = serde_json::to_vec_pretty(&creds).map_err(|e| e.to_string())?;
-    let dir = cert::acme_dir(&relay.config);
+    let dir = cert::acme_dir(h.config);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     crate::tls::write_atomic(&path, &json, 0o600).map_err(|e| e.to_string())?;
     // ACME-3: the account URL is what a CAA `accounturi` names (§18).
@@ -365,13 +408,13 @@ fn challenge_name(kind: &ChallengeType) -> &'static str {
 
 /// One order answered with challenges of `kind`: the chain and key PEM when issued.
 async fn order(
-    relay: &Arc<Relay>,
+    h: Handles<'_>,
     account: &Account,
     names: &[String],
     kind: ChallengeType,
 ) -> Result<(String, String), OrderError> {
-    let acme = &relay.acme;
-    let directory = &relay.config.appliance.acme_directory;
+    let acme = h.acme;
+    let directory = &h.config.appliance.acme_directory;
     let fatal = |e: instant_acme::Error| OrderError::Fatal(explain(&e, directory));
     acme.step(format!(
         "asking the certificate authority for a certificate for {}",
@@ -511,13 +554,13 @@ async fn failed_authorization(
 }
 
 /// Write the pair, remember it, and hand it to every listener (TLS-5: no restart).
-fn install(relay: &Arc<Relay>, chain: &str, key_pem: &str) -> Result<(), String> {
-    let acme = &relay.acme;
+fn install(h: Handles<'_>, chain: &str, key_pem: &str) -> Result<(), String> {
+    let acme = h.acme;
     acme.step("installing the certificate");
     let key = cert::certified_key(chain, key_pem)?;
-    let facts = cert::check(&key, &relay.config.mail_domain, relay.clock.unix_now())
+    let facts = cert::check(&key, &h.config.mail_domain, h.clock.unix_now())
         .map_err(|e| format!("the certificate authority sent an unusable certificate: {e}"))?;
-    cert::store(&cert::acme_dir(&relay.config), chain, key_pem)
+    cert::store(&cert::acme_dir(h.config), chain, key_pem)
         .map_err(|e| format!("cannot store the certificate: {e}"))?;
     let leaf = key.cert[0].as_ref().to_vec();
     tracing::info!(
@@ -527,7 +570,7 @@ fn install(relay: &Arc<Relay>, chain: &str, key_pem: &str) -> Result<(), String>
         facts.not_after
     );
     *acme.lock_cert() = Some((leaf, facts));
-    relay.tls.certs.replace(Arc::new(key));
+    h.tls.certs.replace(Arc::new(key));
     Ok(())
 }
 
@@ -638,14 +681,14 @@ fn explain_validation(failures: &[(ChallengeType, ValidationFailure)]) -> String
 /// without a usable ACME certificate, a certificate is requested at once (TLS-1: a DNS
 /// name without an external certificate is ACME mode); failures are retried with a
 /// growing back-off ([`cert::next`]).
-pub async fn run(relay: Arc<Relay>) {
-    if !relay.acme.possible {
+pub async fn run(h: Handles<'_>) {
+    if !h.acme.possible {
         return;
     }
     let mut state = cert::RenewState::default();
     loop {
-        let now = relay.clock.unix_now();
-        state.cert = relay
+        let now = h.clock.unix_now();
+        state.cert = h
             .acme
             .lock_cert()
             .as_ref()
@@ -653,14 +696,14 @@ pub async fn run(relay: Arc<Relay>) {
         match cert::next(now, state) {
             cert::Next::Wait(d) => tokio::time::sleep(d.min(RECHECK)).await,
             cert::Next::Request => {
-                let Some(guard) = RunGuard::claim(relay.clone()) else {
+                let Some(guard) = RunGuard::claim(h.acme) else {
                     // A request from the pages is running; look again shortly.
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     continue;
                 };
-                let result = attempt(&relay).await;
+                let result = attempt(h).await;
                 drop(guard);
-                state.last_attempt = relay.clock.unix_now();
+                state.last_attempt = h.clock.unix_now();
                 match result {
                     Ok(()) => state.failures = 0,
                     Err(_) => {

@@ -636,7 +636,7 @@ impl Backend for Appliance {
 
     fn certificate(&self) -> CertificateInfo {
         match self.relay() {
-            Some(relay) => relay.acme.info(relay),
+            Some(relay) => relay.acme_handles().info(),
             None => CertificateInfo {
                 source: "none".into(),
                 names: Vec::new(),
@@ -649,7 +649,7 @@ impl Backend for Appliance {
 
     fn request_certificate(&self) -> Result<(), String> {
         match self.relay() {
-            Some(relay) => relay.acme.request(relay.clone()),
+            Some(relay) => crate::acme::request(relay.clone(), Relay::acme_handles),
             None => Err("Choose the domain first.".into()),
         }
     }

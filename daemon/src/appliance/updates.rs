@@ -38,7 +38,12 @@ impl Appliance {
         );
         remove_stale_uploads(&cfg.state_dir);
         let _ = self.update_agent.set(cfg.clone());
-        tokio::spawn(agent::run(relay, cfg, self.update.clone()))
+        tokio::spawn(agent::run(
+            relay,
+            Relay::update_handles,
+            cfg,
+            self.update.clone(),
+        ))
     }
 
     /// The status page's "Version and updates".

@@ -9,10 +9,9 @@ pub const DEVICE_TOKEN: &str = "/private/devicetoken";
 pub const TOKEN_MAX_LEN: usize = 4096;
 
 /// MD-1: is a token whose last SET was at `last_set` still valid at `now`?
-/// The rule lives in `crate::push` so that the delivery path (which creates push jobs
-/// only for valid tokens) can reach it; this module is private to `imap`.
+/// The rule is `crate::policy::token`'s, shared with the delivery path.
 pub fn token_valid(last_set: u64, now: u64) -> bool {
-    crate::push::token_valid(last_set, now)
+    crate::policy::token::token_valid(last_set, now)
 }
 
 /// MD-1: opaque printable ASCII, at most 4096 bytes.
@@ -70,7 +69,7 @@ pub fn expired_tokens(tokens: &[(String, u64, u64)], now: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::push::TOKEN_MAX_AGE;
+    use crate::policy::token::TOKEN_MAX_AGE;
 
     #[test]
     fn token_validity_window() {

@@ -11,6 +11,7 @@ pub mod ratelimit;
 pub mod recipient;
 pub mod retry;
 pub mod submission;
+pub mod token;
 
 use std::fmt;
 

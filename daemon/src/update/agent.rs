@@ -54,7 +54,6 @@ use super::boot::BootControl;
 use super::install::{Progress, install_with_progress};
 use super::state::{Outcome, Pending, State};
 use super::{Downloader, PublicKey, Release, UpdateError, bootcount, health};
-use crate::server::Relay;
 
 /// The privileged reboot helper [`CommandRebooter`] runs by default.
 pub const DEFAULT_REBOOT_HELPER: &str = "/usr/libexec/relaybox/reboot";
@@ -358,7 +357,14 @@ fn record_failure(cfg: &AgentConfig, status: &UpdateStatus, build: Option<u64>, 
 
 /// The agent: see the module documentation. Returns when there is nothing more to do
 /// (not an A/B image, or a reboot was requested).
-pub async fn run(relay: Arc<Relay>, cfg: AgentConfig, status: Arc<UpdateStatus>) {
+/// `owner` is the running relay whose handles `handles` lends to the health checks (the
+/// boot's check runs in a task of its own, which holds `owner`).
+pub async fn run<R: Send + Sync + 'static>(
+    owner: Arc<R>,
+    handles: fn(&R) -> health::Handles<'_>,
+    cfg: AgentConfig,
+    status: Arc<UpdateStatus>,
+) {
     let Some(boot) = cfg.boot.clone() else {
         status.set_state("automatic updates are not available here (no A/B boot slots)");
         return;
@@ -395,11 +401,12 @@ pub async fn run(relay: Arc<Relay>, cfg: AgentConfig, status: Arc<UpdateStatus>)
     {
         status.set_error(&last.message);
     }
-    if trial && !health_window(&relay, &cfg, boot.as_ref(), &status).await {
+    if trial && !health_window(handles(&owner), &cfg, boot.as_ref(), &status).await {
         return;
     }
     if !trial {
-        tokio::spawn(boot_health(relay.clone(), cfg.clone(), active));
+        let (owner, cfg) = (owner.clone(), cfg.clone());
+        tokio::spawn(async move { boot_health(handles(&owner), cfg, active).await });
     }
     let state = State::load(&cfg.state_dir).unwrap_or(state);
     status.set_state(up_to_date(&release, &state));
@@ -428,7 +435,7 @@ pub async fn run(relay: Arc<Relay>, cfg: AgentConfig, status: Arc<UpdateStatus>)
 
 /// The health check (OTA-5) up to `health_attempts` times within `health_window`: `Ok` at
 /// the first pass, else the last failure's reason.
-async fn check_in_window(relay: &Arc<Relay>, cfg: &AgentConfig) -> Result<(), String> {
+async fn check_in_window(h: health::Handles<'_>, cfg: &AgentConfig) -> Result<(), String> {
     let deadline = Instant::now() + cfg.health_window;
     let mut reason = String::from("no health check could run within the window");
     // The listeners are bound by `server::serve`, which starts next to this task.
@@ -438,7 +445,7 @@ async fn check_in_window(relay: &Arc<Relay>, cfg: &AgentConfig) -> Result<(), St
         if left.is_zero() {
             break;
         }
-        match health::check_within(relay, left.min(health::TIMEOUT)).await {
+        match health::check_within(h, left.min(health::TIMEOUT)).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!("update: health check {attempt} failed: {e}");
@@ -453,8 +460,8 @@ async fn check_in_window(relay: &Arc<Relay>, cfg: &AgentConfig) -> Result<(), St
 
 /// BOOT-6 on a normal boot: a passing health check marks the running slot good and resets
 /// the init's boot counter; a failing one leaves the counter to the init.
-async fn boot_health(relay: Arc<Relay>, cfg: AgentConfig, active: super::Slot) {
-    match check_in_window(&relay, &cfg).await {
+async fn boot_health(h: health::Handles<'_>, cfg: AgentConfig, active: super::Slot) {
+    match check_in_window(h, &cfg).await {
         Ok(()) => match bootcount::boot_passed(&cfg.state_dir, active) {
             Ok(()) => tracing::info!("boot health check passed: slot {} is good", active.as_str()),
             Err(e) => tracing::warn!("cannot record the boot health check: {e}"),
@@ -469,13 +476,13 @@ async fn boot_health(relay: Arc<Relay>, cfg: AgentConfig, active: super::Slot) {
 /// OTA-5 on a trial boot. True when committed (the agent goes on), false after a failure
 /// (a reboot into the old slot was requested).
 async fn health_window(
-    relay: &Arc<Relay>,
+    h: health::Handles<'_>,
     cfg: &AgentConfig,
     boot: &dyn BootControl,
     status: &UpdateStatus,
 ) -> bool {
     status.set_state("checking the new version (trial boot)");
-    let reason = match check_in_window(relay, cfg).await {
+    let reason = match check_in_window(h, cfg).await {
         Err(reason) => reason,
         Ok(()) => {
             let committed = State::load(&cfg.state_dir).and_then(|mut s| {
@@ -768,6 +775,7 @@ pub async fn install_uploaded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Relay;
     use crate::update::Slot;
     use crate::update::boot::{Autoboot, QemuBoot, TRYBOOT_FLAG, fake_qemu};
     use crate::update::bundle::{MANIFEST, SIGNATURE, fixture, sha256_hex, write_tar};
@@ -1104,7 +1112,7 @@ mod tests {
         let mut busy = status.busy_watch();
         let relay = offline_relay(d);
         status.request_now();
-        let task = tokio::spawn(run(relay, cfg, status.clone()));
+        let task = tokio::spawn(run(relay, Relay::update_handles, cfg, status.clone()));
         tokio::time::timeout(Duration::from_secs(30), busy.wait_for(|b| *b))
             .await
             .expect("busy (LED updating) while working")
@@ -1159,7 +1167,7 @@ mod tests {
             reboot.clone(),
         );
         let status = UpdateStatus::new();
-        let task = tokio::spawn(run(relay, cfg, status.clone()));
+        let task = tokio::spawn(run(relay, Relay::update_handles, cfg, status.clone()));
         wait_for("the commit", 60, || {
             State::load(&state_dir).unwrap().committed_build == Some(43)
         })
@@ -1234,7 +1242,12 @@ mod tests {
         );
         let state_dir = cfg.state_dir.clone();
         let status = UpdateStatus::new();
-        let task = tokio::spawn(run(offline_relay(d), cfg, status.clone()));
+        let task = tokio::spawn(run(
+            offline_relay(d),
+            Relay::update_handles,
+            cfg,
+            status.clone(),
+        ));
         wait_for("the failure", 30, || status.snapshot().last_error.is_some()).await;
         let snap = status.snapshot();
         assert_eq!(
@@ -1283,7 +1296,12 @@ mod tests {
         };
         cfg.window = Some(w);
         let status = UpdateStatus::new();
-        let task = tokio::spawn(run(offline_relay(d), cfg, status.clone()));
+        let task = tokio::spawn(run(
+            offline_relay(d),
+            Relay::update_handles,
+            cfg,
+            status.clone(),
+        ));
         wait_for("the check", 30, || status.snapshot().last_check.is_some()).await;
         wait_for("the state", 10, || {
             status.snapshot().state.contains("available")
@@ -1345,9 +1363,12 @@ mod tests {
         };
         let relay = Relay::open(rc).unwrap();
         let status = UpdateStatus::new();
-        tokio::time::timeout(Duration::from_secs(60), run(relay, cfg, status.clone()))
-            .await
-            .expect("run returns after a failed health window");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            run(relay, Relay::update_handles, cfg, status.clone()),
+        )
+        .await
+        .expect("run returns after a failed health window");
         assert_eq!(
             reboot.calls(),
             vec![None],
@@ -1384,6 +1405,7 @@ mod tests {
         let status = UpdateStatus::new();
         let task = tokio::spawn(run(
             offline_relay(&d.join("next-boot")),
+            Relay::update_handles,
             cfg,
             status.clone(),
         ));
@@ -1427,7 +1449,12 @@ mod tests {
         .store(&cfg.state_dir)
         .unwrap();
         let status = UpdateStatus::new();
-        let task = tokio::spawn(run(offline_relay(d), cfg, status.clone()));
+        let task = tokio::spawn(run(
+            offline_relay(d),
+            Relay::update_handles,
+            cfg,
+            status.clone(),
+        ));
         wait_for("the state", 10, || {
             status.snapshot().state.starts_with("up to date")
         })

@@ -18,6 +18,9 @@
 //!    same policy and commit path the SMTP session uses); when no 993 listener is
 //!    configured it is read back from the store. The account is deleted afterwards, also
 //!    after a failure.
+//!
+//! What the check uses of the relay comes as [`Handles`], lent by the assembly
+//! (`crate::server`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -28,7 +31,26 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::server::Relay;
+use crate::auth::Auth;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::Store;
+use crate::tls::Tls;
+
+/// What the health check uses of the relay, lent by the assembly (`crate::server`).
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    /// The listener addresses and the mail domain.
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub clock: &'a dyn Clock,
+    /// Forgets the test account's cached login afterwards.
+    pub auth: &'a Auth,
+    /// The certificate served right now (pinned by the check's TLS client).
+    pub tls: &'a Tls,
+    /// The submission path when no 465 listener is configured.
+    pub delivery: crate::delivery::Handles<'a>,
+}
 
 /// Longest a whole health check may take (OTA-5 window attempts are ≤ 60 s each).
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,33 +82,32 @@ pub enum HealthError {
 }
 
 /// OTA-5: the whole check, bounded by [`TIMEOUT`].
-pub async fn check(relay: &Arc<Relay>) -> Result<(), HealthError> {
-    check_within(relay, TIMEOUT).await
+pub async fn check(h: Handles<'_>) -> Result<(), HealthError> {
+    check_within(h, TIMEOUT).await
 }
 
 /// [`check`] with another time limit.
-pub async fn check_within(relay: &Arc<Relay>, limit: Duration) -> Result<(), HealthError> {
+pub async fn check_within(h: Handles<'_>, limit: Duration) -> Result<(), HealthError> {
     let deadline = tokio::time::Instant::now() + limit;
     let timeout = || HealthError::Timeout(limit.as_secs());
     tokio::time::timeout_at(deadline, async {
         // OTA-5 "redb opens".
-        relay
-            .store
+        h.store
             .account_count()
             .map_err(|e| HealthError::Store(e.to_string()))?;
         // OTA-5 "ports bound, web UI answering".
-        listeners(relay).await
+        listeners(h).await
     })
     .await
     .map_err(|_| timeout())??;
     // Issue 7: "a loopback SMTP-to-IMAP delivery works".
-    round_trip(relay, deadline)
+    round_trip(h, deadline)
         .await
         .map_err(|e| e.unwrap_or_else(timeout))
 }
 
-async fn listeners(relay: &Relay) -> Result<(), HealthError> {
-    let l = &relay.config.listen;
+async fn listeners(h: Handles<'_>) -> Result<(), HealthError> {
+    let l = &h.config.listen;
     for (service, addrs) in [
         ("SMTP", &l.smtp),
         ("submission", &l.submission),
@@ -135,10 +156,10 @@ fn random_hex(bytes: usize) -> String {
 /// the deadline cut the delivery short (the removal has [`CLEANUP_TIMEOUT`] of its own).
 /// `Err(None)`: the deadline passed.
 async fn round_trip(
-    relay: &Arc<Relay>,
+    h: Handles<'_>,
     deadline: tokio::time::Instant,
 ) -> Result<(), Option<HealthError>> {
-    let domain = relay.config.address_domain();
+    let domain = h.config.address_domain();
     let address = format!(
         "healthcheck-{}@{}",
         random_hex(4),
@@ -149,19 +170,15 @@ async fn round_trip(
     let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&pw))
         .await
         .map_err(|e| HealthError::Store(format!("password hash: {e}")))?;
-    relay
-        .store
-        .create_account(&address, &hash, relay.clock.unix_now())
+    h.store
+        .create_account(&address, &hash, h.clock.unix_now())
         .await
         .map_err(|e| HealthError::Store(format!("cannot create the test account: {e}")))?;
-    let result = tokio::time::timeout_at(
-        deadline,
-        deliver_and_read(relay, &address, &password, &domain),
-    )
-    .await;
+    let result =
+        tokio::time::timeout_at(deadline, deliver_and_read(h, &address, &password, &domain)).await;
     // Always remove the test account, also after a failure or the deadline.
-    relay.auth.forget(&address);
-    let removed = tokio::time::timeout(CLEANUP_TIMEOUT, relay.store.delete_account(&address)).await;
+    h.auth.forget(&address);
+    let removed = tokio::time::timeout(CLEANUP_TIMEOUT, h.store.delete_account(&address)).await;
     result.map_err(|_| None)??;
     match removed {
         Ok(Ok(_)) => Ok(()),
@@ -175,20 +192,20 @@ async fn round_trip(
 }
 
 async fn deliver_and_read(
-    relay: &Arc<Relay>,
+    h: Handles<'_>,
     address: &str,
     password: &str,
     domain: &str,
 ) -> Result<(), HealthError> {
     let message_id = format!("<health-{}@{}>", random_hex(8), domain);
     let msg = test_message(address, &message_id);
-    let tls = pinned_connector(relay)?;
-    match relay.config.listen.submissions.first() {
+    let tls = pinned_connector(h)?;
+    match h.config.listen.submissions.first() {
         Some(addr) => smtp_submit(&tls, loopback(*addr), address, password, &msg).await?,
         None => {
             let to = vec![address.to_string()];
             let reply = crate::delivery::submission(
-                &relay.delivery(),
+                &h.delivery,
                 address.to_string(),
                 to.clone(),
                 Vec::new(),
@@ -201,9 +218,9 @@ async fn deliver_and_read(
             }
         }
     }
-    match relay.config.listen.imaps.first() {
+    match h.config.listen.imaps.first() {
         Some(addr) => imap_fetch(&tls, loopback(*addr), address, password, &message_id).await,
-        None => read_from_store(relay, address, &message_id),
+        None => read_from_store(h, address, &message_id),
     }
 }
 
@@ -225,11 +242,11 @@ fn test_message(address: &str, message_id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn read_from_store(relay: &Relay, address: &str, message_id: &str) -> Result<(), HealthError> {
+fn read_from_store(h: Handles<'_>, address: &str, message_id: &str) -> Result<(), HealthError> {
     let err = |e: crate::store::StoreError| HealthError::Imap(format!("store: {e}"));
-    let (_, metas) = relay.store.messages(address, "INBOX").map_err(err)?;
+    let (_, metas) = h.store.messages(address, "INBOX").map_err(err)?;
     for m in metas {
-        if let Some(body) = relay.store.body(address, "INBOX", m.uid).map_err(err)?
+        if let Some(body) = h.store.body(address, "INBOX", m.uid).map_err(err)?
             && contains(&body, message_id.as_bytes())
         {
             return Ok(());
@@ -246,8 +263,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Trusts exactly the certificate the relay serves right now (TLS-5: it could be replaced
 /// between the two connections; then the check fails and is retried by the agent).
-fn pinned_connector(relay: &Relay) -> Result<tokio_rustls::TlsConnector, HealthError> {
-    let key = relay.tls.certs.current();
+fn pinned_connector(h: Handles<'_>) -> Result<tokio_rustls::TlsConnector, HealthError> {
+    let key = h.tls.certs.current();
     let cert = key
         .cert
         .first()
@@ -443,6 +460,7 @@ async fn imap_fetch(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::server::Relay;
 
     /// A relay on `dir` with every listener on a free loopback port, served in the
     /// background. The ports are found by binding port 0 and releasing it.
@@ -476,7 +494,7 @@ pub(crate) mod tests {
                 if task.is_finished() {
                     break;
                 }
-                if listeners(&relay).await.is_ok() {
+                if listeners(relay.update_handles()).await.is_ok() {
                     return (relay, task);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -500,7 +518,7 @@ pub(crate) mod tests {
     async fn healthy_relay_passes_over_sockets_and_leaves_no_account() {
         let dir = tempfile::tempdir().unwrap();
         let (relay, task) = running_relay(dir.path()).await;
-        check_within(&relay, Duration::from_secs(30))
+        check_within(relay.update_handles(), Duration::from_secs(30))
             .await
             .expect("healthy");
         assert_eq!(
@@ -518,7 +536,7 @@ pub(crate) mod tests {
         let address = "healthcheck-x@example.org";
         let hash = crate::auth::hash_password("secret-password-1");
         relay.store.create_account(address, &hash, 0).await.unwrap();
-        let tls = pinned_connector(&relay).unwrap();
+        let tls = pinned_connector(relay.update_handles()).unwrap();
         let imaps = loopback(relay.config.listen.imaps[0]);
         let err = imap_fetch(&tls, imaps, address, "secret-password-1", "<nothing@x>")
             .await
@@ -554,13 +572,13 @@ pub(crate) mod tests {
     async fn deadline_is_kept_and_the_account_removed() {
         let dir = tempfile::tempdir().unwrap();
         let (relay, task) = running_relay(dir.path()).await;
-        let err = check_within(&relay, Duration::from_millis(1))
+        let err = check_within(relay.update_handles(), Duration::from_millis(1))
             .await
             .unwrap_err();
         assert!(matches!(err, HealthError::Timeout(_)), "{err}");
         // Past the store and listener part, the delivery is cut short: still cleaned up.
         for ms in [40, 80, 160, 320] {
-            let _ = check_within(&relay, Duration::from_millis(ms)).await;
+            let _ = check_within(relay.update_handles(), Duration::from_millis(ms)).await;
             assert_eq!(relay.store.account_count().unwrap(), 0, "{ms} ms");
         }
         task.abort();
@@ -580,7 +598,7 @@ pub(crate) mod tests {
             http: vec![],
         };
         let relay = Relay::open(cfg).unwrap();
-        check_within(&relay, Duration::from_secs(30))
+        check_within(relay.update_handles(), Duration::from_secs(30))
             .await
             .expect("store path");
         assert_eq!(relay.store.account_count().unwrap(), 0);
@@ -594,7 +612,7 @@ pub(crate) mod tests {
         // Aborting the serve task closes its listeners (bounded wait).
         let mut last = Ok(());
         for _ in 0..50 {
-            last = check_within(&relay, Duration::from_secs(10)).await;
+            last = check_within(relay.update_handles(), Duration::from_secs(10)).await;
             if last.is_err() {
                 break;
             }
