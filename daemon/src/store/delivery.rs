@@ -58,11 +58,14 @@ pub struct PushRequest {
     pub tokens_set_until: u64,
 }
 
+/// The one deliver path is [`Store::deliver_with_push`] (what `crate::delivery` calls);
+/// [`Store::deliver`] and [`Store::deliver_within_quota`] are the tests' short forms of it.
 impl Store {
-    /// Store a message for its local recipients' INBOXes and queue it for the remote
+    /// (Tests) store a message for its local recipients' INBOXes and queue it for the remote
     /// ones, in one durable commit shared with concurrent deliveries. When this returns
     /// `Ok`, the message survives a crash. Returns the local recipients that received it
     /// (an account deleted meanwhile is skipped).
+    #[cfg(test)]
     pub async fn deliver(&self, d: Delivery) -> Result<Vec<String>, StoreError> {
         Ok(self.deliver_within_quota(d, u64::MAX).await?.stored)
     }
@@ -71,6 +74,7 @@ impl Store {
     /// (QUOTA-1/2): a local recipient whose usage plus this message would exceed it gets
     /// nothing and is reported in [`Delivered::over_quota`]. The usage is read inside
     /// the commit, so concurrent deliveries cannot overrun it together.
+    #[cfg(test)]
     pub async fn deliver_within_quota(
         &self,
         d: Delivery,
