@@ -73,3 +73,22 @@ pub fn tls_connector(
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
+
+/// The TLS side of a loopback test HTTPS server: a self-signed certificate for 127.0.0.1
+/// (its files written under `dir`), the acceptor that serves it and the client roots that
+/// trust it.
+pub fn loopback_tls(dir: &Path) -> (tokio_rustls::TlsAcceptor, rustls::RootCertStore) {
+    use rustls_pki_types::pem::PemObject;
+    let (cert, key) = crate::tls::generate_self_signed("127.0.0.1").expect("self-signed");
+    let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cp, &cert).expect("write cert");
+    std::fs::write(&kp, key).expect("write key");
+    let tls =
+        crate::tls::Tls::new(crate::tls::load_certified_key(&cp, &kp).expect("load")).expect("tls");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls12.clone());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cert.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    (acceptor, roots)
+}

@@ -171,17 +171,19 @@ pub fn partial(data: &[u8], origin: u32, len: u32) -> &[u8] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use imap_codec::CommandCodec;
     use imap_codec::decode::Decoder;
     use imap_codec::imap_types::command::CommandBody;
 
-    fn parse(raw: &[u8]) -> Node {
+    pub(crate) fn parse(raw: &[u8]) -> Node {
         crate::message::structure::parse(raw, &crate::message::LIMITS).expect("parses")
     }
 
-    const MULTI: &[u8] = b"From: \"Alice A.\" <alice@example.org>\r\n\
+    /// A multipart message with a nested message and an attachment (shared with the
+    /// encoder's tests).
+    pub(crate) const MULTI: &[u8] = b"From: \"Alice A.\" <alice@example.org>\r\n\
 To: bob@example.org, Carol <carol@x.test>\r\n\
 Subject: hello\r\n\
 Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\

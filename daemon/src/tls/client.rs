@@ -308,19 +308,7 @@ mod tests {
     }
 
     async fn serve(dir: &std::path::Path, body: &'static [u8]) -> Server {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        let (cert, key) = super::super::generate_self_signed("127.0.0.1").unwrap();
-        let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cp, &cert).unwrap();
-        std::fs::write(&kp, key).unwrap();
-        let tls =
-            super::super::Tls::new(super::super::load_certified_key(&cp, &kp).unwrap()).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls12.clone());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(cert.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
+        let (acceptor, roots) = crate::testing::loopback_tls(dir);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();

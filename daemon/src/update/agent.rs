@@ -879,18 +879,7 @@ mod tests {
     }
 
     async fn serve(dir: &Path, files: HashMap<String, Vec<u8>>) -> Server {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        let (cert, key) = crate::tls::generate_self_signed("127.0.0.1").unwrap();
-        let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
-        fs::write(&cp, &cert).unwrap();
-        fs::write(&kp, key).unwrap();
-        let tls = crate::tls::Tls::new(crate::tls::load_certified_key(&cp, &kp).unwrap()).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.tls12.clone());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(cert.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
+        let (acceptor, roots) = crate::testing::loopback_tls(dir);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let files = Arc::new(files);

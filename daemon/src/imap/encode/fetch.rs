@@ -499,42 +499,10 @@ pub fn envelope(out: &mut Vec<u8>, header: &[u8]) {
 mod tests {
     use super::*;
     use crate::imap::fetch::plan;
+    use crate::imap::fetch::tests::{MULTI, parse};
     use imap_codec::CommandCodec;
     use imap_codec::decode::Decoder;
     use imap_codec::imap_types::command::CommandBody;
-
-    fn parse(raw: &[u8]) -> Node {
-        crate::message::structure::parse(raw, &crate::message::LIMITS).expect("parses")
-    }
-
-    const MULTI: &[u8] = b"From: \"Alice A.\" <alice@example.org>\r\n\
-To: bob@example.org, Carol <carol@x.test>\r\n\
-Subject: hello\r\n\
-Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\
-Message-ID: <m1@example.org>\r\n\
-MIME-Version: 1.0\r\n\
-Content-Type: multipart/mixed; boundary=\"XX\"\r\n\
-\r\n\
-preamble\r\n\
---XX\r\n\
-Content-Type: text/plain; charset=utf-8\r\n\
-\r\n\
-line one\r\n\
-line two\r\n\
---XX\r\n\
-Content-Type: message/rfc822\r\n\
-\r\n\
-Subject: inner\r\n\
-From: d@e.f\r\n\
-\r\n\
-inner body\r\n\
---XX\r\n\
-Content-Type: application/octet-stream\r\n\
-Content-Disposition: attachment; filename=\"a.bin\"\r\n\
-Content-Transfer-Encoding: base64\r\n\
-\r\n\
-AAAA\r\n\
---XX--\r\n";
 
     const MSG: &[u8] = b"From: a@b.c\r\nSubject: hi\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b--\r\n";
 
