@@ -25,7 +25,7 @@ use crate::client::dot_stuff;
 use crate::hostile_net::{Conn, ImapResponse, Probe, ProbeKind, ProbeSummary, https_request};
 use crate::mail;
 use crate::relay::{Options, Peak, Relay, RssPeak};
-use crate::report::{self, RunOut as Out};
+use crate::report::{self, PhaseArgs as Args, RunOut as Out};
 
 /// The attacker's one address.
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -49,19 +49,6 @@ const GUESSES_PER_SEC: f64 = 1.0;
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Name of the results-file section.
 pub const SECTION: &str = "hostile";
-
-/// Command-line choices of the phase.
-pub struct Args {
-    pub quick: bool,
-    /// Run label: its table replaces the one with the same label.
-    pub label: String,
-    /// What the relay binary was built from (`--commit`), if known better than HEAD.
-    pub commit: Option<String>,
-    /// Only these cases (for development; the run's table then holds only them).
-    pub cases: Option<Vec<String>>,
-    /// Notes to add to the run's block (`--note`, repeatable).
-    pub notes: Vec<String>,
-}
 
 /// Sizes of one run.
 struct Plan {
@@ -392,21 +379,10 @@ pub async fn run(args: Args, bin: PathBuf, root: &Path) -> Result<()> {
         ("idle 443 sockets", 1),
         ("password guessing", 1),
     ];
-    if let Some(only) = &args.cases
-        && let Some(bad) = only.iter().find(|c| !cases.iter().any(|(n, _)| n == c))
-    {
-        let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
-        bail!(
-            "--cases: unknown case {bad:?}; the cases are {}",
-            names.join(", ")
-        );
-    }
+    let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
+    args.check_cases(&names, "case")?;
     for (name, scale) in cases {
-        if args
-            .cases
-            .as_ref()
-            .is_some_and(|only| !only.iter().any(|c| c == name))
-        {
+        if !args.wants(name) {
             continue;
         }
         println!("case: {name} …");

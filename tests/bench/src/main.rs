@@ -258,9 +258,9 @@ fn workspace_root() -> PathBuf {
     p.canonicalize().unwrap_or(p)
 }
 
-/// The hostile-input phase with the relay binary and a raised open-file limit for
-/// the bench's own sockets (the relay is started with its own limit).
-async fn run_hostile(cli: Cli) -> Result<()> {
+/// The relay binary, the workspace root and the command line of a labelled phase, with a
+/// raised open-file limit for the bench's own sockets (the relay is started with its own).
+fn phase_setup(cli: Cli) -> Result<(PathBuf, PathBuf, report::PhaseArgs)> {
     let root = workspace_root();
     let bin = relay_binary(&root)?;
     let nofile = raise_nofile();
@@ -272,45 +272,26 @@ async fn run_hostile(cli: Cli) -> Result<()> {
             "latest".into()
         }
     });
-    hostile::run(
-        hostile::Args {
-            quick: cli.quick,
-            label,
-            commit: cli.commit,
-            cases: cli.cases,
-            notes: cli.notes,
-        },
-        bin,
-        &root,
-    )
-    .await
+    let args = report::PhaseArgs {
+        quick: cli.quick,
+        label,
+        commit: cli.commit,
+        cases: cli.cases,
+        notes: cli.notes,
+    };
+    Ok((root, bin, args))
 }
 
-/// The SD-card phase with the relay binary.
+/// The hostile-input phase.
+async fn run_hostile(cli: Cli) -> Result<()> {
+    let (root, bin, args) = phase_setup(cli)?;
+    hostile::run(args, bin, &root).await
+}
+
+/// The SD-card phase.
 async fn run_sdcard(cli: Cli) -> Result<()> {
-    let root = workspace_root();
-    let bin = relay_binary(&root)?;
-    let nofile = raise_nofile();
-    println!("bench RLIMIT_NOFILE {nofile}");
-    let label = cli.label.unwrap_or_else(|| {
-        if cli.quick {
-            "quick".into()
-        } else {
-            "latest".into()
-        }
-    });
-    sdcard::run(
-        sdcard::Args {
-            quick: cli.quick,
-            label,
-            commit: cli.commit,
-            cases: cli.cases,
-            notes: cli.notes,
-        },
-        bin,
-        &root,
-    )
-    .await
+    let (root, bin, args) = phase_setup(cli)?;
+    sdcard::run(args, bin, &root).await
 }
 
 /// `RELAYBOX_BENCH_BIN` or `RELAYBOX_BIN` if set, else `target/release/relaybox`, built

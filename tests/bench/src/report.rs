@@ -480,6 +480,41 @@ pub fn run_facts(
     ]
 }
 
+/// What a labelled phase (`--hostile`, `--sdcard`) takes from the command line.
+pub struct PhaseArgs {
+    pub quick: bool,
+    /// Run label: its table replaces the one with the same label.
+    pub label: String,
+    /// What the relay binary was built from (`--commit`), if known better than HEAD.
+    pub commit: Option<String>,
+    /// Only these cases (for development; the run's table then holds only them).
+    pub cases: Option<Vec<String>>,
+    /// Notes to add to the run's block (`--note`, repeatable).
+    pub notes: Vec<String>,
+}
+
+impl PhaseArgs {
+    /// Refuse a `--cases` name that is not one of `names` (`what`: "case", "workload").
+    pub fn check_cases(&self, names: &[&str], what: &str) -> anyhow::Result<()> {
+        if let Some(only) = &self.cases
+            && let Some(bad) = only.iter().find(|c| !names.contains(&c.as_str()))
+        {
+            anyhow::bail!(
+                "--cases: unknown {what} {bad:?}; the {what}s are {}",
+                names.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the case `name` runs (all do without `--cases`).
+    pub fn wants(&self, name: &str) -> bool {
+        self.cases
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|c| c == name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ use crate::client::{Imap, Smtp, dot_stuff, exists_count, fetch_uid};
 use crate::loopfs::{self, DevStat, Jbd2, LoopFs};
 use crate::mail;
 use crate::relay::{self, Options, Relay, RssPeak};
-use crate::report::{self, RunOut as Out, cell};
+use crate::report::{self, PhaseArgs as Args, RunOut as Out, cell};
 
 /// Name of the results-file section.
 pub const SECTION: &str = "sdcard";
@@ -70,16 +70,6 @@ const RELAY_INI: &str =
     "log_stderr = true\nmax_user_send_per_minute = 1000000\nmax_user_send_burst_size = 1000000\n";
 /// The memory workload's relay also holds the whole store in one mailbox.
 const FILL_INI: &str = "max_mailbox_size = 4G\n";
-
-/// Command-line choices of the phase.
-pub struct Args {
-    pub quick: bool,
-    pub label: String,
-    pub commit: Option<String>,
-    /// Only these workloads (for development; the run's table then holds only them).
-    pub cases: Option<Vec<String>>,
-    pub notes: Vec<String>,
-}
 
 /// Sizes of one run.
 struct Plan {
@@ -359,21 +349,10 @@ async fn run_inner(args: Args, bin: PathBuf, root: &Path) -> Result<()> {
             },
         ),
     ];
-    if let Some(only) = &args.cases
-        && let Some(bad) = only.iter().find(|c| !cases.iter().any(|(n, _)| n == c))
-    {
-        let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
-        bail!(
-            "--cases: unknown workload {bad:?}; the workloads are {}",
-            names.join(", ")
-        );
-    }
+    let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
+    args.check_cases(&names, "workload")?;
     for (name, limit) in cases {
-        if args
-            .cases
-            .as_ref()
-            .is_some_and(|only| !only.iter().any(|c| c == name))
-        {
+        if !args.wants(name) {
             continue;
         }
         println!("workload: {name} …");
