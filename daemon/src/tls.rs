@@ -154,7 +154,7 @@ pub fn initial_certificate(config: &Config, now: u64) -> Result<CertifiedKey, Tl
 }
 
 /// Write `data` to `path` whole or not at all ([`crate::files::write_atomic`]).
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     crate::files::write_atomic(path, data, mode).map_err(|e| file_err(path, e))
 }
 

@@ -392,7 +392,8 @@ async fn account(
     let json = serde_json::to_vec_pretty(&creds).map_err(|e| e.to_string())?;
     let dir = cert::acme_dir(h.config);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    crate::tls::write_atomic(&path, &json, 0o600).map_err(|e| e.to_string())?;
+    crate::files::write_atomic(&path, &json, 0o600)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     // ACME-3: the account URL is what a CAA `accounturi` names (§18).
     tracing::info!("ACME account {}", account.id());
     Ok(account)
