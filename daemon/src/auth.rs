@@ -280,7 +280,17 @@ pub struct Auth {
     /// Password hash computations so far (creations and verifications), for tests and
     /// metrics: a cached login adds none.
     hash_runs: std::sync::atomic::AtomicU64,
+    /// When each kind of creation refusal was last logged as a warning
+    /// ([`REFUSAL_WARNING_EVERY`]; unix seconds of the injected clock: a jump of the
+    /// wall clock at worst warns once too often or too seldom).
+    refusal_warned: Mutex<HashMap<crate::metrics::Registration, u64>>,
 }
+
+/// A refused creation is a warning (the status page's "recent problems", LW-2) at most
+/// this often per kind; the others are logged at `info` and all are counted in
+/// `relaybox_registrations_refused_total`. A client retrying, or anyone trying names
+/// while sign-up is closed, must not push every other problem off the status page.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Auth {
     pub fn new(store: Store, config: &Config, clock: Arc<dyn Clock>) -> Auth {
@@ -298,6 +308,7 @@ impl Auth {
             cache_salt: rand::random(),
             limiter: Limiter::new(LOGIN_POLICY),
             hash_runs: Default::default(),
+            refusal_warned: Mutex::new(HashMap::new()),
         }
     }
 
@@ -402,8 +413,7 @@ impl Auth {
             return Err(AuthError::Failed);
         }
         if let Some(refusal) = self.limits.refusal() {
-            // A warning: the status page's "recent problems" (LW-2) shows it to the owner.
-            tracing::warn!("registration rejected: {refusal}");
+            self.log_refusal(&refusal);
             crate::metrics::registration_refused(refusal.metric());
             return Err(AuthError::CreationRefused(refusal));
         }
@@ -423,6 +433,28 @@ impl Auth {
                 Ok(None)
             }
             Created::Existing(account) => Ok(Some(account.password_hash)),
+        }
+    }
+
+    /// Log a refused creation: a warning, so the owner sees it among the status page's
+    /// recent problems, unless one of its kind was warned of within
+    /// [`REFUSAL_WARNING_EVERY`].
+    fn log_refusal(&self, refusal: &CreationRefusal) {
+        let now = self.clock.unix_now();
+        let warn = {
+            let mut warned = self.refusal_warned.lock().expect("refusal lock");
+            let due = warned
+                .get(&refusal.metric())
+                .is_none_or(|at| now.abs_diff(*at) >= REFUSAL_WARNING_EVERY.as_secs());
+            if due {
+                warned.insert(refusal.metric(), now);
+            }
+            due
+        };
+        if warn {
+            tracing::warn!("registration rejected: {refusal}");
+        } else {
+            tracing::info!("registration rejected: {refusal}");
         }
     }
 
@@ -630,6 +662,47 @@ mod tests {
         auth.login("abcdefghi@[127.0.0.1]", "password-1", LOCAL)
             .await
             .unwrap();
+    }
+
+    /// Issue 16: a refused creation reaches the status page's recent problems (the
+    /// log's warnings, `logs::recent_problems`), once per minute per kind however often
+    /// it is asked.
+    #[tokio::test]
+    async fn a_refusal_is_a_recent_problem_once_a_minute() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let logs = Arc::new(crate::logs::Logs::new(
+            Box::new(std::io::sink()),
+            crate::logs::Stderr::Off,
+        ));
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(crate::logs::layer(logs.clone())),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::testing::ManualClock::at(1_800_000_000);
+        let auth = test_auth_with_clock(dir.path(), clock.clone());
+        std::fs::write(dir.path().join("nocreate"), b"").unwrap();
+        let problems = || logs.recent_at_least(tracing::Level::WARN, 20);
+        for i in 0..5 {
+            let name = format!("refused{i:02}@[127.0.0.1]");
+            assert!(matches!(
+                auth.login(&name, "password-1", LOCAL).await,
+                Err(AuthError::CreationRefused(_))
+            ));
+        }
+        let p = problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("registration rejected: account creation disabled"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("nocreate exists"), "{p:?}");
+        clock.advance(60);
+        assert!(
+            auth.login("refused99@[127.0.0.1]", "password-1", LOCAL)
+                .await
+                .is_err()
+        );
+        assert_eq!(problems().len(), 2);
     }
 
     /// ACC-5.6 limits (issue 16): a temporary refusal with a plain reason and the
