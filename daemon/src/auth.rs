@@ -166,7 +166,7 @@ fn bytes_text(bytes: u64) -> String {
         format!("{bytes} bytes")
     } else if bytes < GIB {
         format!("{} MiB", bytes / MIB)
-    } else if bytes % GIB == 0 {
+    } else if bytes.is_multiple_of(GIB) {
         format!("{} GiB", bytes / GIB)
     } else {
         format!("{:.1} GiB", bytes as f64 / GIB as f64)
