@@ -63,6 +63,114 @@ pub enum AuthError {
     /// at the password; try again after about this long.
     #[error("too many login attempts from this address")]
     TooMany(Duration),
+    /// The name is free and may be created, but creation is off (CFG-6) or paused by
+    /// the system limits (ACC-5.6). Only an unknown name gets this: a known one is
+    /// checked against its password as always, so this says no more than a successful
+    /// creation at first login would have said (that the name was free).
+    #[error("account creation refused: {0}")]
+    CreationRefused(CreationRefusal),
+}
+
+/// Why account creation is refused right now (CFG-6, ACC-5.6). `Display` is the owner's
+/// wording for the log and `/new` (it names the kill-switch file and the figures);
+/// [`CreationRefusal::user_text`] is what a client shows its user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreationRefusal {
+    /// CFG-6: this kill-switch file exists: the owner turned sign-up off.
+    Closed(PathBuf),
+    /// The 1-minute load average is above `max_load_1m`.
+    Load { load: f64, max: f64 },
+    /// Less memory is available than `min_available_memory` (bytes).
+    Memory { available: u64, min: u64 },
+    /// Less disk space is free in `data_dir` than `min_free_disk_space` (bytes).
+    Disk { free: u64, min: u64 },
+}
+
+impl CreationRefusal {
+    /// Whether the refusal may go away without the owner doing anything: the system
+    /// limits, yes (load and memory come and go; even a full disk is a condition of
+    /// the server, not of the request); the kill switch, no.
+    pub fn is_temporary(&self) -> bool {
+        !matches!(self, CreationRefusal::Closed(_))
+    }
+
+    /// The reason label of `relaybox_registrations_refused_total`.
+    pub fn metric(&self) -> crate::metrics::Registration {
+        use crate::metrics::Registration;
+        match self {
+            CreationRefusal::Closed(_) => Registration::Closed,
+            CreationRefusal::Load { .. } => Registration::Load,
+            CreationRefusal::Memory { .. } => Registration::Memory,
+            CreationRefusal::Disk { .. } => Registration::Disk,
+        }
+    }
+
+    /// What the IMAP and SMTP answers say (Delta Chat shows the server's text in its
+    /// configure error): one line in plain words, no paths. The figures stay in, so a
+    /// user who passes the message on tells the owner which limit was hit.
+    pub fn user_text(&self) -> String {
+        const PAUSED: &str = "New accounts are paused on this relay";
+        match self {
+            CreationRefusal::Closed(_) => {
+                "This relay does not create new accounts: its owner has turned sign-up off"
+                    .to_string()
+            }
+            CreationRefusal::Load { load, max } => format!(
+                "{PAUSED}: the server is too busy right now (load {load}, limit {max}). Try again later."
+            ),
+            CreationRefusal::Memory { available, min } => format!(
+                "{PAUSED}: the server is low on memory ({} available, {} needed). Try again later.",
+                bytes_text(*available),
+                bytes_text(*min)
+            ),
+            CreationRefusal::Disk { free, min } => format!(
+                "{PAUSED}: the server's disk is nearly full ({} free, {} needed). Its owner needs to make room.",
+                bytes_text(*free),
+                bytes_text(*min)
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for CreationRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreationRefusal::Closed(file) => {
+                write!(f, "account creation disabled ({} exists)", file.display())
+            }
+            CreationRefusal::Load { load, max } => {
+                write!(f, "load average {load} above max_load_1m = {max}")
+            }
+            CreationRefusal::Memory { available, min } => write!(
+                f,
+                "available memory {} below min_available_memory = {}",
+                bytes_text(*available),
+                bytes_text(*min)
+            ),
+            CreationRefusal::Disk { free, min } => write!(
+                f,
+                "free disk space {} below min_free_disk_space = {}",
+                bytes_text(*free),
+                bytes_text(*min)
+            ),
+        }
+    }
+}
+
+/// Bytes for people: under 1 MiB as bytes, under 1 GiB as whole MiB (rounded down),
+/// else GiB with one decimal unless whole.
+fn bytes_text(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * MIB;
+    if bytes < MIB {
+        format!("{bytes} bytes")
+    } else if bytes < GIB {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes.is_multiple_of(GIB) {
+        format!("{} GiB", bytes / GIB)
+    } else {
+        format!("{:.1} GiB", bytes as f64 / GIB as f64)
+    }
 }
 
 /// The ACC-5.6 system limits.
@@ -93,29 +201,29 @@ impl CreationLimits {
 
     /// CFG-6 and ACC-5.6: the reason creation is refused now, if it is. A value that
     /// cannot be read is ignored.
-    pub fn refusal(&self) -> Option<String> {
+    pub fn refusal(&self) -> Option<CreationRefusal> {
         if let Some(f) = self.kill_switch_files.iter().find(|f| f.exists()) {
-            return Some(format!(
-                "account creation disabled ({} exists)",
-                f.display()
-            ));
+            return Some(CreationRefusal::Closed(f.clone()));
         }
         if let Some(load) = read_load_1m().filter(|l| *l > self.max_load_1m) {
-            return Some(format!("load average {load} above {}", self.max_load_1m));
+            return Some(CreationRefusal::Load {
+                load,
+                max: self.max_load_1m,
+            });
         }
-        if let Some(avail) = read_mem_available().filter(|a| *a < self.min_available_memory) {
-            return Some(format!(
-                "available memory {avail} below {}",
-                self.min_available_memory
-            ));
+        if let Some(available) = read_mem_available().filter(|a| *a < self.min_available_memory) {
+            return Some(CreationRefusal::Memory {
+                available,
+                min: self.min_available_memory,
+            });
         }
         if let Ok(st) = nix::sys::statvfs::statvfs(&self.data_dir) {
             let free = st.blocks_available() * st.fragment_size();
             if free < self.min_free_disk_space {
-                return Some(format!(
-                    "free disk space {free} below {}",
-                    self.min_free_disk_space
-                ));
+                return Some(CreationRefusal::Disk {
+                    free,
+                    min: self.min_free_disk_space,
+                });
             }
         }
         None
@@ -172,7 +280,17 @@ pub struct Auth {
     /// Password hash computations so far (creations and verifications), for tests and
     /// metrics: a cached login adds none.
     hash_runs: std::sync::atomic::AtomicU64,
+    /// When each kind of creation refusal was last logged as a warning
+    /// ([`REFUSAL_WARNING_EVERY`]; unix seconds of the injected clock: a jump of the
+    /// wall clock at worst warns once too often or too seldom).
+    refusal_warned: Mutex<HashMap<crate::metrics::Registration, u64>>,
 }
+
+/// A refused creation is a warning (the status page's "recent problems", LW-2) at most
+/// this often per kind; the others are logged at `info` and all are counted in
+/// `relaybox_registrations_refused_total`. A client retrying, or anyone trying names
+/// while sign-up is closed, must not push every other problem off the status page.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Auth {
     pub fn new(store: Store, config: &Config, clock: Arc<dyn Clock>) -> Auth {
@@ -190,6 +308,7 @@ impl Auth {
             cache_salt: rand::random(),
             limiter: Limiter::new(LOGIN_POLICY),
             hash_runs: Default::default(),
+            refusal_warned: Mutex::new(HashMap::new()),
         }
     }
 
@@ -208,7 +327,7 @@ impl Auth {
     }
 
     /// Why account creation is refused right now (for `/new`, NEW-5), if it is.
-    pub fn creation_refusal(&self) -> Option<String> {
+    pub fn creation_refusal(&self) -> Option<CreationRefusal> {
         self.limits.refusal()
     }
 
@@ -239,6 +358,8 @@ impl Auth {
         match &result {
             Ok(_) => attempt.succeeded(),
             Err(AuthError::Failed) => attempt.failed(),
+            // A refused creation, like a store failure, checked no password: no guess
+            // was made, so the address's brake does not move.
             Err(_) => attempt.void(),
         }
         result
@@ -288,13 +409,13 @@ impl Auth {
     async fn create(&self, address: &str, password: &str) -> Result<Option<String>, AuthError> {
         if let Err(reason) = names::may_create(address, password, &self.rules) {
             tracing::info!("registration rejected: {reason}");
-            crate::metrics::registration_refused();
+            crate::metrics::registration_refused(crate::metrics::Registration::Name);
             return Err(AuthError::Failed);
         }
-        if let Some(reason) = self.limits.refusal() {
-            tracing::warn!("registration rejected: {reason}");
-            crate::metrics::registration_refused();
-            return Err(AuthError::Failed);
+        if let Some(refusal) = self.limits.refusal() {
+            self.log_refusal(&refusal);
+            crate::metrics::registration_refused(refusal.metric());
+            return Err(AuthError::CreationRefused(refusal));
         }
         self.count_hash();
         let pw = password.to_string();
@@ -312,6 +433,28 @@ impl Auth {
                 Ok(None)
             }
             Created::Existing(account) => Ok(Some(account.password_hash)),
+        }
+    }
+
+    /// Log a refused creation: a warning, so the owner sees it among the status page's
+    /// recent problems, unless one of its kind was warned of within
+    /// [`REFUSAL_WARNING_EVERY`].
+    fn log_refusal(&self, refusal: &CreationRefusal) {
+        let now = self.clock.unix_now();
+        let warn = {
+            let mut warned = self.refusal_warned.lock().expect("refusal lock");
+            let due = warned
+                .get(&refusal.metric())
+                .is_none_or(|at| now.abs_diff(*at) >= REFUSAL_WARNING_EVERY.as_secs());
+            if due {
+                warned.insert(refusal.metric(), now);
+            }
+            due
+        };
+        if warn {
+            tracing::warn!("registration rejected: {refusal}");
+        } else {
+            tracing::info!("registration rejected: {refusal}");
         }
     }
 
@@ -474,12 +617,41 @@ mod tests {
             .await
             .unwrap();
         std::fs::write(dir.path().join("nocreate"), b"").unwrap();
-        assert!(auth.creation_refusal().unwrap().contains("nocreate"));
-        assert!(
-            auth.login("zzzzzzzzz@[127.0.0.1]", "password-1", LOCAL)
-                .await
-                .is_err()
-        );
+        let refusal = auth.creation_refusal().unwrap();
+        assert!(refusal.to_string().contains("nocreate"), "{refusal}");
+        assert!(!refusal.is_temporary());
+        // Issue 16: an unknown name hears why, not "authentication failed" ...
+        match auth
+            .login("zzzzzzzzz@[127.0.0.1]", "password-1", LOCAL)
+            .await
+        {
+            Err(AuthError::CreationRefused(r)) => {
+                assert_eq!(r, refusal);
+                assert!(
+                    r.user_text()
+                        .starts_with("This relay does not create new accounts"),
+                    "{}",
+                    r.user_text()
+                );
+                assert!(!r.user_text().contains('/'), "no path: {}", r.user_text());
+            }
+            other => panic!("{other:?}"),
+        }
+        // ... a known one with a wrong password still fails as always ...
+        auth.forget("abcdefghi@[127.0.0.1]");
+        assert!(matches!(
+            auth.login("abcdefghi@[127.0.0.1]", "password-2", LOCAL)
+                .await,
+            Err(AuthError::Failed)
+        ));
+        // ... and a name the rules refuse anyway is a plain failure too.
+        assert!(matches!(
+            auth.login("short@[127.0.0.1]", "password-1", LOCAL).await,
+            Err(AuthError::Failed)
+        ));
+        // The refusals checked no password: only the wrong one and the refused name
+        // count on the address's brake.
+        assert_eq!(auth.recent_failures(LOCAL), 2);
         assert!(
             auth.store
                 .account("zzzzzzzzz@[127.0.0.1]")
@@ -490,6 +662,93 @@ mod tests {
         auth.login("abcdefghi@[127.0.0.1]", "password-1", LOCAL)
             .await
             .unwrap();
+    }
+
+    /// Issue 16: a refused creation reaches the status page's recent problems (the
+    /// log's warnings, `logs::recent_problems`), once per minute per kind however often
+    /// it is asked.
+    #[tokio::test]
+    async fn a_refusal_is_a_recent_problem_once_a_minute() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let logs = Arc::new(crate::logs::Logs::new(
+            Box::new(std::io::sink()),
+            crate::logs::Stderr::Off,
+        ));
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(crate::logs::layer(logs.clone())),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::testing::ManualClock::at(1_800_000_000);
+        let auth = test_auth_with_clock(dir.path(), clock.clone());
+        std::fs::write(dir.path().join("nocreate"), b"").unwrap();
+        let problems = || logs.recent_at_least(tracing::Level::WARN, 20);
+        for i in 0..5 {
+            let name = format!("refused{i:02}@[127.0.0.1]");
+            assert!(matches!(
+                auth.login(&name, "password-1", LOCAL).await,
+                Err(AuthError::CreationRefused(_))
+            ));
+        }
+        let p = problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("registration rejected: account creation disabled"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("nocreate exists"), "{p:?}");
+        clock.advance(60);
+        assert!(
+            auth.login("refused99@[127.0.0.1]", "password-1", LOCAL)
+                .await
+                .is_err()
+        );
+        assert_eq!(problems().len(), 2);
+    }
+
+    /// ACC-5.6 limits (issue 16): a temporary refusal with a plain reason and the
+    /// figures, no path.
+    #[tokio::test]
+    async fn system_limits_refuse_creation_with_a_temporary_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[params]\nmail_domain = 127.0.0.1\ndata_dir = {}\nmin_free_disk_space = 100000000G\nmin_available_memory = 0\nmax_load_1m = 1000\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&text).unwrap().config;
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let auth = Auth::new(store, &config, Arc::new(crate::clock::SystemClock));
+        match auth
+            .login("abcdefghi@[127.0.0.1]", "password-1", LOCAL)
+            .await
+        {
+            Err(AuthError::CreationRefused(r @ CreationRefusal::Disk { .. })) => {
+                assert!(r.is_temporary());
+                let text = r.user_text();
+                assert!(
+                    text.starts_with("New accounts are paused on this relay: "),
+                    "{text}"
+                );
+                assert!(text.contains("100000000 GiB needed"), "{text}");
+                assert_eq!(
+                    [
+                        bytes_text(1000),
+                        bytes_text(200 * 1024 * 1024),
+                        bytes_text(1 << 30),
+                        bytes_text(3 << 29)
+                    ],
+                    ["1000 bytes", "200 MiB", "1 GiB", "1.5 GiB"]
+                );
+                assert!(r.to_string().contains("min_free_disk_space"), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            auth.store
+                .account("abcdefghi@[127.0.0.1]")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(auth.recent_failures(LOCAL), 0);
     }
 
     #[tokio::test]

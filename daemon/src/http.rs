@@ -403,8 +403,8 @@ async fn new_account(State(web): State<Web>) -> Response {
     // credentials that cannot log in.
     if let Some(reason) = web.relay.auth().creation_refusal() {
         tracing::warn!("registration rejected: {reason}");
-        crate::metrics::registration_refused();
-        return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason);
+        crate::metrics::registration_refused(reason.metric());
+        return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason.to_string());
     }
     let config = web.relay.config();
     let (email, password) = onboarding::random_credentials(config);

@@ -70,6 +70,43 @@ impl Rejection {
     }
 }
 
+/// Why an account was not created at its first login (label `reason` of
+/// `relaybox_registrations_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Registration {
+    /// The name or the password breaks the creation rules (ACC-5.2..5.5).
+    Name,
+    /// CFG-6: the kill switch is on (sign-up closed by the owner).
+    Closed,
+    /// ACC-5.6: the 1-minute load average is above `max_load_1m`.
+    Load,
+    /// ACC-5.6: less memory available than `min_available_memory`.
+    Memory,
+    /// ACC-5.6: less disk space free than `min_free_disk_space`.
+    Disk,
+}
+
+impl Registration {
+    const ALL: [Registration; 5] = [
+        Registration::Name,
+        Registration::Closed,
+        Registration::Load,
+        Registration::Memory,
+        Registration::Disk,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Registration::Name => "name",
+            Registration::Closed => "closed",
+            Registration::Load => "load",
+            Registration::Memory => "memory",
+            Registration::Disk => "disk",
+        }
+    }
+}
+
 /// What one push notification attempt came to (PUSH-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
@@ -124,7 +161,7 @@ pub struct Registry {
     delivered_remote: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
     accounts_created: AtomicU64,
-    registrations_refused: AtomicU64,
+    registrations_refused: [AtomicU64; Registration::ALL.len()],
     quota_trimmed: AtomicU64,
     push: [AtomicU64; 3],
     /// accepted, temporary, permanent.
@@ -154,7 +191,7 @@ impl Registry {
             delivered_remote: ZERO,
             rejected: [ZERO; Rejection::ALL.len()],
             accounts_created: ZERO,
-            registrations_refused: ZERO,
+            registrations_refused: [ZERO; Registration::ALL.len()],
             quota_trimmed: ZERO,
             push: [ZERO; 3],
             outbound: [ZERO; 3],
@@ -182,8 +219,8 @@ impl Registry {
         self.accounts_created.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn registration_refused(&self) {
-        self.registrations_refused.fetch_add(1, Ordering::Relaxed);
+    pub fn registration_refused(&self, reason: Registration) {
+        self.registrations_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn quota_trimmed(&self, messages: usize) {
@@ -283,13 +320,15 @@ impl Registry {
         w.family(
             "relaybox_registrations_refused",
             Kind::Counter,
-            "Account creations refused (name rules, limits, kill switch).",
+            "Account creations refused at first login or /new, by reason.",
         );
-        w.sample(
-            "relaybox_registrations_refused",
-            &[],
-            load(&self.registrations_refused),
-        );
+        for r in Registration::ALL {
+            w.sample(
+                "relaybox_registrations_refused",
+                &[("reason", r.label())],
+                load(&self.registrations_refused[r as usize]),
+            );
+        }
 
         w.family(
             "relaybox_quota_trimmed_messages",
@@ -439,8 +478,8 @@ pub fn account_created() {
 }
 
 /// An account creation was refused (beside the `registration rejected:` log line).
-pub fn registration_refused() {
-    GLOBAL.registration_refused();
+pub fn registration_refused(reason: Registration) {
+    GLOBAL.registration_refused(reason);
 }
 
 /// QUOTA-3 removed `messages` messages from a mailbox (beside `quota-expire: removed`).
@@ -647,8 +686,9 @@ mod tests {
         r.rejected(Rejection::Unencrypted);
         r.rejected(Rejection::RateLimit);
         r.account_created();
-        r.registration_refused();
-        r.registration_refused();
+        r.registration_refused(Registration::Load);
+        r.registration_refused(Registration::Load);
+        r.registration_refused(Registration::Closed);
         r.quota_trimmed(7);
         r.quota_trimmed(0);
         r.push(Push::Sent);
@@ -667,7 +707,9 @@ mod tests {
             ("relaybox_rejected_total{reason=\"quota\"}", 0),
             ("relaybox_rejected_total{reason=\"policy\"}", 0),
             ("relaybox_accounts_created_total", 1),
-            ("relaybox_registrations_refused_total", 2),
+            ("relaybox_registrations_refused_total{reason=\"load\"}", 2),
+            ("relaybox_registrations_refused_total{reason=\"closed\"}", 1),
+            ("relaybox_registrations_refused_total{reason=\"name\"}", 0),
             ("relaybox_quota_trimmed_messages_total", 7),
             ("relaybox_push_notifications_total{outcome=\"sent\"}", 1),
             ("relaybox_push_notifications_total{outcome=\"failed\"}", 2),

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::value::{
-    boolean, duration, https_url, is_device_spec, is_dns_label, listeners, number,
+    boolean, duration, https_url, is_device_spec, is_dns_label, listeners, max_load, number,
     parse_mail_domain, parse_metrics_address, parse_resolvers, path, positive, positive_duration,
     size,
 };
@@ -20,10 +20,23 @@ use super::{
 
 const MIB: u64 = 1024 * 1024;
 
+/// The CPUs the machine has online, for `max_load_1m = auto`: the load average counts
+/// the tasks of the whole machine, so it is compared with all its CPUs, not with the
+/// share this process may use (a CPU quota or affinity does not lower the load figure).
+fn online_cpus() -> usize {
+    // SAFETY: sysconf only reads a system value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Where a key comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// Upstream chatmail's `chatmail.ini`: same name, same default (spec/relay.md §3).
+    /// Upstream chatmail's `chatmail.ini`: same name, same default (spec/relay.md §3),
+    /// unless the key's help says otherwise (`max_load_1m`).
     Upstream,
     /// Relaybox's own.
     Relaybox,
@@ -330,18 +343,17 @@ pub static KEYS: &[&dyn Key] = &[
     &Spec {
         name: "max_load_1m",
         origin: Origin::Upstream,
-        default: Fallback::Text("5"),
+        // Not upstream's 5: that figure is for upstream's servers; the load average
+        // grows with the CPUs that run tasks, so the default scales with them
+        // (`value::LOAD_PER_CPU` says why 4 per CPU).
+        default: Fallback::Text("auto"),
         // A development machine is often busy compiling; the ACC-5.6 load brake would
         // refuse the developer's own accounts. Memory and disk limits stay.
         dev: Dev::Own(Fallback::Computed(|_| f64::MAX, "no limit")),
-        parse: |v, _| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite() && *f >= 0.0)
-                .ok_or_else(|| format!("expected a load average like 5 or 2.5, got {v:?}"))
-        },
+        parse: |v, _| max_load(v, online_cpus()),
         set: |c, v| c.max_load_1m = v,
-        help: "new accounts are refused while the 1-minute load average is above this",
+        help: "new accounts are refused while the 1-minute load average is above this; \
+               `auto` is 4 per CPU (upstream's default is a fixed 5), a number is used as is",
     },
     &Spec {
         name: "min_available_memory",

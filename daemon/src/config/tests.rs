@@ -44,7 +44,14 @@ fn defaults_match_upstream() {
     assert_eq!(c.username_min_length, 9);
     assert_eq!(c.username_max_length, 9);
     assert_eq!(c.password_min_length, 9);
-    assert_eq!(c.max_load_1m, 5.0);
+    // Not upstream's fixed 5 (issue 16): 4 per CPU of this machine.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        c.max_load_1m >= 4.0 * cpus as f64,
+        "max_load_1m {} for {cpus} usable CPUs",
+        c.max_load_1m
+    );
+    assert_eq!(c.max_load_1m % 4.0, 0.0, "{}", c.max_load_1m);
     assert_eq!(c.min_available_memory, 200 * 1024 * 1024);
     assert_eq!(c.min_free_disk_space, 1024 * 1024 * 1024);
     assert_eq!(c.max_imap_connections, 10_000);
@@ -455,7 +462,7 @@ fn bad_values_name_their_key() {
         (
             "max_load_1m = high",
             "max_load_1m",
-            "expected a load average like 5 or 2.5, got \"high\"",
+            "expected a load average like 5 or 2.5, or auto (4 per CPU), got \"high\"",
         ),
         ("max_load_1m = -1", "max_load_1m", "expected a load average"),
         (
@@ -1253,6 +1260,41 @@ fn dev_mode_defaults_come_from_the_table() {
     );
     // Outside dev mode the same keys keep their defaults.
     let c = with("");
-    assert_eq!(c.max_load_1m, 5.0);
+    assert_eq!(c.max_load_1m, with("max_load_1m = auto").max_load_1m);
+    assert!(c.max_load_1m < f64::MAX);
     assert_eq!(c.appliance.mdns_name, "relaybox");
+}
+
+/// `max_load_1m` (issue 16): `auto` is 4 per CPU, a number is absolute whatever the
+/// CPUs, and `auto` and an explicit number both read from the file.
+#[test]
+fn max_load_auto_scales_with_cpus_and_a_number_does_not() {
+    use super::value::{LOAD_PER_CPU, max_load};
+    assert_eq!(max_load("auto", 1).unwrap(), 4.0);
+    assert_eq!(max_load("AUTO", 2).unwrap(), 8.0);
+    assert_eq!(max_load("auto", 16).unwrap(), 64.0);
+    assert_eq!(
+        max_load("auto", 0).unwrap(),
+        LOAD_PER_CPU,
+        "at least one CPU"
+    );
+    assert_eq!(max_load("5", 2).unwrap(), 5.0);
+    assert_eq!(max_load("5", 16).unwrap(), 5.0);
+    assert_eq!(max_load("0", 2).unwrap(), 0.0);
+    assert!(max_load("auto2", 2).is_err());
+    assert!(max_load("-1", 2).is_err());
+    assert_eq!(with("max_load_1m = 5").max_load_1m, 5.0);
+    assert_eq!(with("max_load_1m = auto").max_load_1m, with("").max_load_1m);
+    // The README's meaning column says the same figure as the code.
+    let key = super::keys::KEYS
+        .iter()
+        .find(|k| k.name() == "max_load_1m")
+        .expect("key");
+    assert!(
+        key.help()
+            .contains(&format!("`auto` is {LOAD_PER_CPU} per CPU")),
+        "{}",
+        key.help()
+    );
+    assert_eq!(key.default_doc(), "`auto`");
 }

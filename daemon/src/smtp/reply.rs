@@ -141,6 +141,24 @@ pub fn auth_too_many_attempts() -> SmtpReply {
         "4.7.0 Too many authentication attempts from your address, try again later",
     )
 }
+/// An unknown name whose creation at this login was refused (`crate::auth`
+/// `CreationRefusal`), with its plain reason: the password was not checked.
+pub fn auth_creation_refused(refusal: &crate::auth::CreationRefusal) -> SmtpReply {
+    if refusal.is_temporary() {
+        // RFC 4954 §6: 454 4.7.0 "Temporary authentication failure": "the client SHOULD
+        // NOT prompt the user for another password … and should instead notify the user
+        // of server failure" — the load, memory and disk limits exactly. (432 4.7.12 is a
+        // password transition, 535 5.7.8 bad credentials: neither is the case.)
+        r(454, &format!("4.7.0 {}", refusal.user_text()))
+    } else {
+        // Sign-up turned off (CFG-6): permanent until the owner acts. RFC 4954 has no
+        // permanent AUTH code for it (535 5.7.8 would say "wrong password", 525 5.7.13
+        // is for a disabled existing account after a successful authentication), so
+        // RFC 5321 §4.2.3's 550 "command rejected for policy reasons" with RFC 3463
+        // §3.8's X.7.0 "other or undefined security status".
+        r(550, &format!("5.7.0 {}", refusal.user_text()))
+    }
+}
 pub fn auth_too_many() -> SmtpReply {
     r(421, "4.7.0 Error: too many failed authentication attempts")
 }

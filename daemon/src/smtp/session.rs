@@ -367,6 +367,11 @@ impl Session<'_> {
                         self.send(wire, &reply::auth_too_many_attempts());
                         Ok(Flow::Continue)
                     }
+                    // Not a failed attempt: no password was checked.
+                    Err(AuthError::CreationRefused(refusal)) => {
+                        self.send(wire, &reply::auth_creation_refused(&refusal));
+                        Ok(Flow::Continue)
+                    }
                 }
             }
             None => Ok(self.auth_failed(wire)),

@@ -125,7 +125,7 @@ async fn counters_move_by_exactly_what_happened() {
 
     let expected: &[(&str, i64)] = &[
         ("relaybox_accounts_created_total", 1),
-        ("relaybox_registrations_refused_total", 1),
+        ("relaybox_registrations_refused_total{reason=\"name\"}", 1),
         ("relaybox_messages_accepted_total", 1),
         ("relaybox_delivered_total{destination=\"local\"}", 1),
         ("relaybox_delivered_total{destination=\"remote\"}", 0),

@@ -7,7 +7,7 @@ use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::CommandBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, CreationRefusal};
 use crate::imap::encode::{Reply, Rfc5530, capability_code};
 use crate::imap::session::{Fail, Flow, PREAUTH_TIMEOUT, Session};
 use crate::imap::wire::WireError;
@@ -19,6 +19,25 @@ const MAX_FAILED_LOGINS: u32 = 3;
 fn privacy_required() -> Reply {
     Reply::no("Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
         .code(Rfc5530::PrivacyRequired)
+}
+
+/// An unknown name that would have been created at this login, had creation not been
+/// refused (spec/relay.md ACC-5): say so, not "authentication failed", so the client
+/// tells its user why (Delta Chat shows this text in its configure error). Not a failed
+/// login: the password was not checked, and the connection is not closed for it.
+fn creation_refused(refusal: &CreationRefusal) -> Reply {
+    let reply = Reply::no(refusal.user_text());
+    if refusal.is_temporary() {
+        // RFC 5530 §3 UNAVAILABLE: "Temporary failure because a subsystem is down" —
+        // here the system limits (load, memory, disk); the same login may succeed later.
+        reply.code(Rfc5530::Unavailable)
+    } else {
+        // RFC 5530 §3 CONTACTADMIN: "The user should contact the system administrator
+        // or support desk." The owner turned sign-up off (CFG-6): retrying will not help
+        // (so not UNAVAILABLE), nor another password (not AUTHENTICATIONFAILED), and only
+        // the owner can change it (so not CANNOT, "can never succeed").
+        reply.code(Rfc5530::ContactAdmin)
+    }
 }
 
 impl Session<'_> {
@@ -77,6 +96,7 @@ impl Session<'_> {
                 "Too many login attempts from your address, try again later",
             )
             .code(Rfc5530::Unavailable)),
+            Err(AuthError::CreationRefused(refusal)) => Ok(creation_refused(&refusal)),
         }
     }
 
