@@ -239,7 +239,7 @@ impl Appliance {
             .send_replace(LedPattern::ResetCountdown { seconds_left });
     }
 
-    /// Record the running totals for the charts (every [`STATS_EVERY`] and whenever the
+    /// Record the running totals for the charts (every `STATS_EVERY` and whenever the
     /// status page is shown).
     pub fn sample_stats(&self) {
         let now = crate::clock::SystemClock;
