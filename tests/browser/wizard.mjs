@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { statusSteps } from './status-steps.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 // Launch arguments: no sandbox (tests run as root), nothing fetched in the background.
@@ -369,6 +370,7 @@ async function run() {
   result.status_has_services = (await page.locator('#services').count()) > 0;
   await shot('status');
   step('status', t);
+  result.status_steps = await statusSteps(page, { base, password: args.password, shot });
 
   // Security: a logged-in browser posting the domain form without its CSRF token is
   // refused (403) and nothing changes.

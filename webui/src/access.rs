@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::Form;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -202,8 +202,34 @@ pub struct PasswordPage {
     pub l: Layout,
     /// True when setting the first password (after the claim), false when changing it.
     pub first: bool,
+    /// What to do when the password is forgotten ([`forgotten`]).
+    pub forgotten: String,
+    pub current_error: Option<String>,
     pub password_error: Option<String>,
     pub confirm_error: Option<String>,
+}
+
+/// Issue 16: how to get back in without the password, as it works here. With a button:
+/// the factory reset. Without (a server): remove the file holding the admin password and
+/// restart the daemon, which then makes a new setup code to claim the pages with;
+/// accounts, messages and settings stay.
+fn forgotten<B: Backend>(app: &App<B>, v: &Visitor) -> String {
+    if v.overview.has_button {
+        return "Holding the button on the box for 10 seconds resets it to its factory \
+                state: all accounts, messages and settings are erased, and you set it up \
+                again."
+            .into();
+    }
+    let file = match app.backend.admin_password_file() {
+        Some(path) => path.display().to_string(),
+        None => "admin.json in the data directory (data_dir in chatmail.ini)".into(),
+    };
+    format!(
+        "On the machine that runs relaybox, delete {file} and restart relaybox; then claim \
+         these pages again with the new setup code from {}. Accounts, messages and \
+         settings stay.",
+        v.overview.setup_code_location
+    )
 }
 
 /// Whether the visitor may set the password: with the claim proof while unclaimed,
@@ -216,11 +242,15 @@ fn may_not_set_password(v: &Visitor) -> Option<Response> {
     }
 }
 
-fn password_view(
-    v: &mut Visitor,
-    password_error: Option<String>,
-    confirm_error: Option<String>,
-) -> PasswordPage {
+/// The errors shown on the password page, one per field.
+#[derive(Default)]
+struct PasswordErrors {
+    current: Option<String>,
+    password: Option<String>,
+    confirm: Option<String>,
+}
+
+fn password_view<B: Backend>(app: &App<B>, v: &mut Visitor, e: PasswordErrors) -> PasswordPage {
     let first = v.overview.phase == Phase::Unclaimed;
     let l = v.layout(if first {
         "Choose the admin password"
@@ -230,17 +260,19 @@ fn password_view(
     PasswordPage {
         l,
         first,
-        password_error,
-        confirm_error,
+        forgotten: forgotten(app, v),
+        current_error: e.current,
+        password_error: e.password,
+        confirm_error: e.confirm,
     }
 }
 
 /// `GET /admin/password`.
-pub async fn password_page(mut v: Visitor) -> Response {
+pub async fn password_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) -> Response {
     if let Some(r) = may_not_set_password(&v) {
         return r;
     }
-    let page = password_view(&mut v, None, None);
+    let page = password_view(&app, &mut v, PasswordErrors::default());
     v.page(StatusCode::OK, &page)
 }
 
@@ -248,11 +280,15 @@ pub async fn password_page(mut v: Visitor) -> Response {
 #[serde(default)]
 pub struct PasswordForm {
     pub csrf: String,
+    /// The password now (asked when changing it, not for the first one).
+    pub current: String,
     pub password: String,
     pub confirm: String,
 }
 
-/// `POST /admin/password`: set it, then log the visitor in.
+/// `POST /admin/password`: set it, then log the visitor in. Changing it needs the
+/// current password (issue 16), checked and slowed down like a login; when it is wrong
+/// nothing changes.
 pub async fn password_post<B: Backend>(
     State(app): State<App<B>>,
     mut v: Visitor,
@@ -264,20 +300,54 @@ pub async fn password_post<B: Backend>(
     if let Some(r) = may_not_set_password(&v) {
         return r;
     }
+    if v.overview.phase != Phase::Unclaimed {
+        let attempt = match app.limiter.wait_turn(v.client.addr.ip()).await {
+            Ok(t) => t,
+            Err(wait) => return too_many(wait),
+        };
+        if form.current.is_empty()
+            || form.current.len() > MAX_SECRET
+            || !app.backend.check_admin_password(&form.current).await
+        {
+            attempt.failed();
+            let message = if form.current.is_empty() {
+                "Type the current password first. Nothing was changed."
+            } else {
+                "That is not the current password. Nothing was changed. (After a few wrong \
+                 tries, each answer takes a little longer.)"
+            };
+            let errors = PasswordErrors {
+                current: Some(message.into()),
+                ..PasswordErrors::default()
+            };
+            let page = password_view(&app, &mut v, errors);
+            return v.page(StatusCode::UNAUTHORIZED, &page);
+        }
+        attempt.succeeded();
+    }
     if form.password != form.confirm {
-        let page = password_view(
-            &mut v,
-            None,
-            Some("The two passwords are not the same. Type the same password twice.".into()),
-        );
+        let errors = PasswordErrors {
+            confirm: Some(
+                "The two passwords are not the same. Type the same password twice.".into(),
+            ),
+            ..PasswordErrors::default()
+        };
+        let page = password_view(&app, &mut v, errors);
         return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
     if let Err(e) = app.backend.set_admin_password(&form.password).await {
-        let page = if e.field == "confirm" {
-            password_view(&mut v, None, Some(e.message))
+        let errors = if e.field == "confirm" {
+            PasswordErrors {
+                confirm: Some(e.message),
+                ..PasswordErrors::default()
+            }
         } else {
-            password_view(&mut v, Some(e.message), None)
+            PasswordErrors {
+                password: Some(e.message),
+                ..PasswordErrors::default()
+            }
         };
+        let page = password_view(&app, &mut v, errors);
         return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
     // The key changed with the password: every older session ended; start a new one.
@@ -293,12 +363,21 @@ pub async fn password_post<B: Backend>(
 pub struct LoginPage {
     pub l: Layout,
     pub error: Option<String>,
-    /// Whether the reset by button can be offered for a forgotten password.
-    pub has_button: bool,
+    /// The visitor just logged out (issue 16: said so).
+    pub logged_out: bool,
+    /// What to do when the password is forgotten ([`forgotten`]).
+    pub forgotten: String,
 }
 
+/// Where a logout sends the browser: the login page, which then confirms it.
+pub const LOGGED_OUT: &str = "/admin/login?logged-out";
+
 /// `GET /admin/login`.
-pub async fn login_page(mut v: Visitor) -> Response {
+pub async fn login_page<B: Backend>(
+    State(app): State<App<B>>,
+    RawQuery(query): RawQuery,
+    mut v: Visitor,
+) -> Response {
     if v.overview.phase == Phase::Unclaimed {
         return v.redirect("/admin/claim");
     }
@@ -308,7 +387,10 @@ pub async fn login_page(mut v: Visitor) -> Response {
     let page = LoginPage {
         l: v.layout("Log in"),
         error: None,
-        has_button: v.overview.has_button,
+        logged_out: query
+            .as_deref()
+            .is_some_and(|q| q.split('&').any(|p| p == "logged-out")),
+        forgotten: forgotten(&app, &v),
     };
     v.page(StatusCode::OK, &page)
 }
@@ -352,12 +434,14 @@ pub async fn login_post<B: Backend>(
         error: Some(
             "Wrong password. After a few wrong tries, each answer takes a little longer.".into(),
         ),
-        has_button: v.overview.has_button,
+        logged_out: false,
+        forgotten: forgotten(&app, &v),
     };
     v.page(StatusCode::UNAUTHORIZED, &page)
 }
 
-/// `POST /admin/logout`: end the session here and in the browser.
+/// `POST /admin/logout`: end the session here and in the browser; the login page then
+/// says so.
 pub async fn logout<B: Backend>(
     State(app): State<App<B>>,
     mut v: Visitor,
@@ -370,5 +454,5 @@ pub async fn logout<B: Backend>(
         app.revoke(id);
     }
     v.clear(session::SESSION_COOKIE);
-    v.redirect("/admin/login")
+    v.redirect(LOGGED_OUT)
 }

@@ -116,8 +116,13 @@ pub struct DnsRecord {
 /// The certificate as the pages show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateInfo {
-    /// "self-signed", "acme", "external".
+    /// "self-signed", "acme", "external" ("none" before the relay runs).
     pub source: String,
+    /// Who issued the served certificate, for people: the issuer's organisation and
+    /// common name (`Let's Encrypt (R11)`); empty when unknown.
+    pub issuer: String,
+    /// The certificate names itself as its issuer (no authority vouches for it).
+    pub self_signed: bool,
     /// Names the certificate covers.
     pub names: Vec<String>,
     /// Expiry as Unix seconds (UTC), if known.
@@ -199,7 +204,12 @@ pub struct Status {
     pub update: UpdateInfo,
     /// Recent warnings and errors from the in-memory log, newest last.
     pub recent_errors: Vec<String>,
+    /// One series per chart; the last point is today so far (the figures are taken
+    /// when the status is asked for).
     pub charts: Vec<DailySeries>,
+    /// Unix seconds since when the charts count (kept in memory: the daemon's first
+    /// sample after its start); `None` before that.
+    pub charts_since: Option<u64>,
 }
 
 /// What the daemon does for the pages. Methods that may do network or disk I/O are
@@ -264,6 +274,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The invitation for creating accounts.
     fn invite(&self) -> Option<Invite>;
+
+    /// The file holding the admin password, which an operator without a reset button
+    /// removes (then restarts the daemon) to claim the pages again with a new setup
+    /// code; `None` when unknown (the pages then name it in general terms).
+    fn admin_password_file(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 
     fn status(&self) -> impl Future<Output = Status> + Send;
 

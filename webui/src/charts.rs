@@ -33,21 +33,34 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// The chart of `series` as an `<svg>` element; a short text when it has no points.
-pub fn bar_chart(series: &DailySeries) -> String {
+/// The chart of `series` as an `<svg>` element, or `None` when there is nothing to draw
+/// (no points, or only zeros: issue 16, the page says so in words instead of drawing an
+/// empty plot under a made-up scale). `today` (`YYYY-MM-DD`) marks the bar of the day
+/// that is not over yet; `value` writes a figure with its unit.
+pub fn bar_chart(
+    series: &DailySeries,
+    today: &str,
+    value: &dyn Fn(u64) -> String,
+) -> Option<String> {
     let skip = series.points.len().saturating_sub(MAX_BARS);
     let points = &series.points[skip..];
-    if points.is_empty() {
-        return String::from("<p class=\"muted\">No data yet.</p>");
+    let max = points.iter().map(|(_, v)| *v).max().unwrap_or(0);
+    if max == 0 {
+        return None;
     }
-    let max = points.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
     let n = points.len() as u64;
     let slot = (WIDTH / n.max(1)).min(MAX_SLOT);
     let bar = slot.saturating_sub(1).max(1);
     let plot = HEIGHT - LABELS;
     let tallest = plot - TOP;
-    let unit = escape(&series.unit);
     let last_x = (n * slot).max(WIDTH / 2);
+    let day_label = |day: &str| {
+        if day == today {
+            String::from("today")
+        } else {
+            escape(day)
+        }
+    };
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -55,30 +68,41 @@ pub fn bar_chart(series: &DailySeries) -> String {
          aria-label=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">",
         escape(&series.title)
     );
-    for (i, (day, value)) in points.iter().enumerate() {
+    for (i, (day, v)) in points.iter().enumerate() {
         // u128 keeps value × height from overflowing on huge values.
-        let h = ((u128::from(*value) * u128::from(tallest)) / u128::from(max)) as u64;
-        let h = if *value > 0 { h.max(1) } else { 0 };
+        let h = ((u128::from(*v) * u128::from(tallest)) / u128::from(max)) as u64;
+        let h = if *v > 0 { h.max(1) } else { 0 };
         let x = i as u64 * slot;
+        let so_far = if day == today { " so far" } else { "" };
         let _ = write!(
             svg,
             "<rect class=\"bar\" x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{h}\">\
-             <title>{}: {value} {unit}</title></rect>",
+             <title>{}: {}{so_far}</title></rect>",
             plot - h,
-            escape(day)
+            day_label(day),
+            escape(&value(*v)),
         );
     }
     let _ = write!(
         svg,
         "<line class=\"axis\" x1=\"0\" y1=\"{plot}\" x2=\"{WIDTH}\" y2=\"{plot}\"/>\
-         <text class=\"label\" x=\"0\" y=\"{HEIGHT}\">{}</text>\
-         <text class=\"label\" x=\"{last_x}\" y=\"{HEIGHT}\" text-anchor=\"end\">{}</text>\
-         <text class=\"label\" x=\"0\" y=\"9\">max {max} {unit}</text>\
-         </svg>",
-        escape(&points[0].0),
-        escape(&points[points.len() - 1].0),
+         <text class=\"label\" x=\"0\" y=\"{HEIGHT}\">{}</text>",
+        day_label(&points[0].0),
     );
-    svg
+    // One day has one label, not the same date at both ends.
+    if points.len() > 1 {
+        let _ = write!(
+            svg,
+            "<text class=\"label\" x=\"{last_x}\" y=\"{HEIGHT}\" text-anchor=\"end\">{}</text>",
+            day_label(&points[points.len() - 1].0),
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text class=\"label\" x=\"0\" y=\"9\">max {}</text></svg>",
+        escape(&value(max)),
+    );
+    Some(svg)
 }
 
 #[cfg(test)]
@@ -93,18 +117,64 @@ mod tests {
         }
     }
 
+    fn plain(v: u64) -> String {
+        format!("{v} \"x\"")
+    }
+
     #[test]
     fn empty_and_escaped_and_huge() {
-        assert!(!bar_chart(&series(vec![])).contains("<svg"));
-        let svg = bar_chart(&series(vec![
-            ("<script>".into(), u64::MAX),
-            ("2026-01-02".into(), 0),
-        ]));
+        assert_eq!(bar_chart(&series(vec![]), "2026-01-02", &plain), None);
+        let svg = bar_chart(
+            &series(vec![
+                ("<script>".into(), u64::MAX),
+                ("2026-01-02".into(), 0),
+            ]),
+            "2026-01-03",
+            &plain,
+        )
+        .unwrap();
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(!svg.contains("<script>") && !svg.contains("<b>"));
-        assert!(svg.contains("&lt;script&gt;"));
+        assert!(svg.contains("&lt;script&gt;") && svg.contains("&quot;x&quot;"));
         assert_eq!(svg.matches("<rect").count(), 2);
         let many: Vec<_> = (0..500).map(|i| (format!("d{i}"), i)).collect();
-        assert_eq!(bar_chart(&series(many)).matches("<rect").count(), MAX_BARS);
+        let svg = bar_chart(&series(many), "d499", &plain).unwrap();
+        assert_eq!(svg.matches("<rect").count(), MAX_BARS);
+    }
+
+    /// Issue 16: no plot under a made-up scale ("max 1") when nothing was counted; one
+    /// day has one label; today's bar says it is today so far; figures in their unit.
+    #[test]
+    fn zeros_draw_nothing_and_today_is_marked() {
+        let zeros = series(vec![("2026-01-01".into(), 0), ("2026-01-02".into(), 0)]);
+        assert_eq!(bar_chart(&zeros, "2026-01-02", &plain), None);
+        let one = bar_chart(
+            &series(vec![("2026-01-02".into(), 1500)]),
+            "2026-01-02",
+            &|v| format!("{v} B"),
+        )
+        .unwrap();
+        assert_eq!(
+            one.matches("<text").count(),
+            2,
+            "one day label and the maximum: {one}"
+        );
+        assert!(one.contains(">today</text>"), "{one}");
+        assert!(one.contains("<title>today: 1500 B so far</title>"), "{one}");
+        assert!(one.contains(">max 1500 B</text>"), "{one}");
+        let two = bar_chart(
+            &series(vec![("2026-01-01".into(), 3), ("2026-01-02".into(), 0)]),
+            "2026-01-02",
+            &plain,
+        )
+        .unwrap();
+        assert!(
+            two.contains(">2026-01-01</text>") && two.contains(">today</text>"),
+            "{two}"
+        );
+        assert!(
+            two.contains("<title>2026-01-01: 3 &quot;x&quot;</title>"),
+            "{two}"
+        );
     }
 }

@@ -22,6 +22,8 @@ mod view;
 mod wizard;
 
 #[cfg(test)]
+mod status_tests;
+#[cfg(test)]
 mod tests;
 
 pub use router::router;

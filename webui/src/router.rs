@@ -83,11 +83,11 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/admin/claim/code", post(access::claim_code::<B>))
         .route(
             "/admin/password",
-            get(access::password_page).post(access::password_post::<B>),
+            get(access::password_page::<B>).post(access::password_post::<B>),
         )
         .route(
             "/admin/login",
-            get(access::login_page).post(access::login_post::<B>),
+            get(access::login_page::<B>).post(access::login_post::<B>),
         )
         .route("/admin/logout", post(access::logout::<B>))
         .route(

@@ -11,7 +11,7 @@ use axum::response::Response;
 use crate::router::{App, Visitor, message};
 use crate::view::{self, CheckView, Layout};
 use crate::wizard::CHECK_TIMEOUT;
-use crate::{AcmeProgress, Backend, charts};
+use crate::{AcmeProgress, Backend, DailySeries, charts};
 
 /// Most recent-error lines shown (the newest).
 const MAX_ERRORS: usize = 50;
@@ -26,10 +26,12 @@ pub struct ServiceView {
     pub detail: String,
 }
 
-/// One chart: its title and the SVG markup from [`charts::bar_chart`] (escaped there).
+/// One chart: its title and the SVG markup from [`charts::bar_chart`] (escaped there),
+/// or, with nothing to draw, a sentence saying so.
 pub struct ChartView {
     pub title: String,
-    pub svg: String,
+    pub svg: Option<String>,
+    pub empty: String,
 }
 
 #[derive(Template)]
@@ -38,7 +40,8 @@ pub struct StatusPage {
     pub l: Layout,
     pub domain: String,
     pub services: Vec<ServiceView>,
-    pub cert_source: String,
+    /// Who issued the certificate, or that it is self-signed ([`view::certificate_label`]).
+    pub cert_label: String,
     pub cert_names: Vec<String>,
     pub cert_expiry: Option<String>,
     /// `ok`, `warning` (under 14 days), `error` (expired) or `unknown`.
@@ -50,6 +53,8 @@ pub struct StatusPage {
     pub storage: String,
     pub storage_free: Option<String>,
     pub written_per_day: Option<String>,
+    /// "Written to the SD card" on the Relaybox image, "Written to disk" elsewhere.
+    pub written_label: &'static str,
     pub version: String,
     pub update_state: String,
     /// The last update failure with its reason (OTA-6).
@@ -62,6 +67,8 @@ pub struct StatusPage {
     pub update_forms: bool,
     pub errors: Vec<String>,
     pub charts: Vec<ChartView>,
+    /// What the charts count and how current they are (issue 16).
+    pub charts_note: String,
 }
 
 /// `GET /admin/status`.
@@ -102,6 +109,7 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
         AcmeProgress::Done => String::new(),
     };
     let skip = s.recent_errors.len().saturating_sub(MAX_ERRORS);
+    let today = view::date(now);
     let mut l = v.layout("Status");
     if s.update.busy {
         // Progress without JavaScript: the page reloads itself.
@@ -120,7 +128,7 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
                 detail: h.detail.clone(),
             })
             .collect(),
-        cert_source: s.certificate.source.clone(),
+        cert_label: view::certificate_label(&s.certificate),
         cert_names: s.certificate.names.clone(),
         cert_expiry,
         cert_status,
@@ -131,6 +139,13 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
         storage: view::bytes(s.storage_bytes),
         storage_free: s.storage_free_bytes.map(view::bytes),
         written_per_day: s.bytes_written_per_day.map(view::bytes),
+        // Updates install only on the Relaybox image (A/B slots), which runs from an SD
+        // card; a server's data directory is on some disk.
+        written_label: if s.update.available {
+            "Written to the SD card"
+        } else {
+            "Written to disk"
+        },
         version: s.version.clone(),
         update_state: s.update.state.clone(),
         update_error: s.update.last_error.clone(),
@@ -141,15 +156,48 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
         charts: s
             .charts
             .iter()
-            .map(|c| ChartView {
-                title: if c.unit.is_empty() {
-                    c.title.clone()
-                } else {
-                    format!("{} ({})", c.title, c.unit)
-                },
-                svg: charts::bar_chart(c),
-            })
+            .map(|c| chart_view(c, &today, s.charts_since))
             .collect(),
+        charts_note: charts_note(s.charts_since, now),
     };
     v.page(StatusCode::OK, &page)
+}
+
+/// A chart of the status page: bars when something was counted, otherwise a sentence
+/// (issue 16: an empty plot under "max 1" said nothing).
+fn chart_view(c: &DailySeries, today: &str, since: Option<u64>) -> ChartView {
+    let unit = c.unit.clone();
+    let value = move |v: u64| match unit.as_str() {
+        "bytes" => view::bytes(v),
+        "" => v.to_string(),
+        u => format!("{v} {u}"),
+    };
+    ChartView {
+        title: if c.unit.is_empty() {
+            c.title.clone()
+        } else {
+            format!("{} ({})", c.title, c.unit)
+        },
+        svg: charts::bar_chart(c, today, &value),
+        empty: match since {
+            Some(t) => format!(
+                "No data yet — nothing counted since {}.",
+                view::date_time(t)
+            ),
+            None => "No data yet — the first figures come once the relay runs.".into(),
+        },
+    }
+}
+
+/// What the charts count and how current they are.
+fn charts_note(since: Option<u64>, now: u64) -> String {
+    let from = match since {
+        Some(t) => format!(" since {}", view::date_time(t)),
+        None => String::new(),
+    };
+    format!(
+        "Per UTC day, counted{from} (in memory: a restart starts again). The last bar is \
+         today so far, as of {} when this page was loaded; reload it for newer figures.",
+        view::date_time(now)
+    )
 }

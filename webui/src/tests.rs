@@ -77,6 +77,8 @@ impl Fake {
             empty: false,
             cert: Mutex::new(CertificateInfo {
                 source: "self-signed".into(),
+                issuer: "chat.example.org".into(),
+                self_signed: true,
                 names: vec!["chat.example.org".into()],
                 not_after: Some(session::now_unix() + 40 * 86_400),
                 acme_possible: true,
@@ -343,6 +345,7 @@ impl Backend for Fake {
                     points: vec![(self.text("2026-01-01"), 5), ("<i>".into(), u64::MAX)],
                 }]
             },
+            charts_since: None,
         }
     }
 
@@ -1021,7 +1024,7 @@ async fn logout_ends_the_session() {
     b.login().await;
     let old = b.jar["rb_session"].clone();
     let p = b.submit("/admin/status", "/admin/logout", &[]).await;
-    assert_eq!(p.location.as_deref(), Some("/admin/login"));
+    assert_eq!(p.location.as_deref(), Some("/admin/login?logged-out"));
     assert!(!b.jar.contains_key("rb_session"));
     // The old cookie replayed is no longer a session.
     b.jar.insert("rb_session".into(), old);
@@ -1043,6 +1046,7 @@ async fn password_change_ends_other_sessions() {
             "/admin/password",
             "/admin/password",
             &[
+                ("current", PASSWORD),
                 ("password", "a new long password"),
                 ("confirm", "a new long password"),
             ],

@@ -2,7 +2,7 @@
 //! check (WIZ-1, WIZ-2) and small formatting helpers (dates, sizes). Values from the
 //! backend are rendered through askama, which escapes them (WIZ-3).
 
-use crate::{Check, CheckStatus};
+use crate::{CertificateInfo, Check, CheckStatus};
 
 /// Fields of `base.html` (title, meta refresh, navigation, CSRF token of the logout form).
 #[derive(Debug, Clone, Default)]
@@ -82,6 +82,31 @@ pub fn could_not_check(id: &str, summary: &str) -> CheckView {
     }
 }
 
+/// The certificate in words (issue 16): who issued it, or that it is self-signed, and
+/// where it came from — never the bare source name ("acme").
+pub fn certificate_label(c: &CertificateInfo) -> String {
+    let from = match c.source.as_str() {
+        "none" => return "none yet".into(),
+        "acme" => ", obtained automatically and renewed before it expires",
+        "external" => ", from the certificate files named in chatmail.ini",
+        _ => "",
+    };
+    if c.self_signed || (c.source == "self-signed" && c.issuer.is_empty()) {
+        let by = if c.source == "self-signed" {
+            " by this relay"
+        } else {
+            ""
+        };
+        return format!("self-signed{by} (no certificate authority vouches for it){from}");
+    }
+    let issuer = if c.issuer.is_empty() {
+        "an unknown certificate authority"
+    } else {
+        &c.issuer
+    };
+    format!("issued by {issuer}{from}")
+}
+
 /// `YYYY-MM-DD` (UTC) of a Unix time (days-from-civil inverse, proleptic Gregorian).
 pub fn date(unix: u64) -> String {
     let days = (unix / 86_400) as i64;
@@ -153,6 +178,35 @@ mod tests {
         assert_eq!(bytes(1500), "1.5 kB");
         assert_eq!(bytes(25_000_000), "25 MB");
         assert!(bytes(u64::MAX).ends_with("EB"));
+    }
+
+    #[test]
+    fn certificates_are_named_by_their_issuer() {
+        let cert = |source: &str, issuer: &str, self_signed: bool| CertificateInfo {
+            source: source.into(),
+            issuer: issuer.into(),
+            self_signed,
+            names: Vec::new(),
+            not_after: None,
+            acme_possible: true,
+            progress: crate::AcmeProgress::Idle,
+        };
+        let acme = certificate_label(&cert("acme", "Let's Encrypt (R11)", false));
+        assert!(
+            acme.starts_with("issued by Let's Encrypt (R11), obtained"),
+            "{acme}"
+        );
+        assert!(!acme.contains("acme"), "{acme}");
+        let own = certificate_label(&cert("self-signed", "relay.example", true));
+        assert!(own.starts_with("self-signed by this relay"), "{own}");
+        let ext = certificate_label(&cert("external", "Example CA", false));
+        assert_eq!(
+            ext,
+            "issued by Example CA, from the certificate files named in chatmail.ini"
+        );
+        let ext_self = certificate_label(&cert("external", "x", true));
+        assert!(ext_self.starts_with("self-signed (no"), "{ext_self}");
+        assert_eq!(certificate_label(&cert("none", "", false)), "none yet");
     }
 
     #[test]

@@ -374,7 +374,7 @@ fn certificate_view(
         state,
         step,
         reason,
-        source: info.source,
+        source: view::certificate_label(&info),
         names: info.names,
         expiry,
         acme_possible: info.acme_possible,

@@ -75,6 +75,11 @@ impl Handles<'_> {
         };
         CertificateInfo {
             source: source.into(),
+            issuer: facts
+                .as_ref()
+                .map(|f| f.issuer_name.clone())
+                .unwrap_or_default(),
+            self_signed: facts.as_ref().is_some_and(|f| f.self_signed),
             names: facts.as_ref().map(|f| f.names.clone()).unwrap_or_default(),
             not_after: facts.map(|f| f.not_after),
             acme_possible: acme.possible,

@@ -239,15 +239,15 @@ impl Appliance {
             .send_replace(LedPattern::ResetCountdown { seconds_left });
     }
 
-    /// Record today's totals for the charts (called every few minutes).
+    /// Record the running totals for the charts (every `STATS_EVERY` and whenever the
+    /// status page is shown).
     pub fn sample_stats(&self) {
         let now = crate::clock::SystemClock;
-        let day = crate::clock::Clock::unix_now(&now) / 86_400;
         self.stats
             .lock()
             .expect("stats lock")
             .record(stats::Sample {
-                day,
+                at: crate::clock::Clock::unix_now(&now),
                 messages: crate::metrics::global().accepted_total(),
                 written: stats::written_bytes(&self.config().data_dir),
             });
@@ -639,6 +639,8 @@ impl Backend for Appliance {
             Some(relay) => relay.acme_handles().info(),
             None => CertificateInfo {
                 source: "none".into(),
+                issuer: String::new(),
+                self_signed: false,
                 names: Vec::new(),
                 not_after: None,
                 acme_possible: false,
@@ -652,6 +654,10 @@ impl Backend for Appliance {
             Some(relay) => crate::acme::request(relay.clone(), Relay::acme_handles),
             None => Err("Choose the domain first.".into()),
         }
+    }
+
+    fn admin_password_file(&self) -> Option<PathBuf> {
+        Some(self.config().data_dir.join(state::STATE_FILE))
     }
 
     fn invite(&self) -> Option<Invite> {
@@ -679,9 +685,11 @@ impl Backend for Appliance {
         let version = env!("CARGO_PKG_VERSION").to_string();
         let recent_errors = crate::logs::recent_problems(20);
         let update = self.update_info();
-        let (messages, written, written_per_day) = {
+        // Issue 16: today's figures so far, not those of the last periodic sample.
+        self.sample_stats();
+        let (messages, written, written_per_day, charts_since) = {
             let s = self.stats.lock().expect("stats lock");
-            (s.messages(), s.written(), s.written_per_day())
+            (s.messages(), s.written(), s.written_per_day(), s.since())
         };
         let day = |d: u64| {
             let (y, m, dd) = crate::clock::civil_from_days(d as i64);
@@ -713,6 +721,7 @@ impl Backend for Appliance {
                 update,
                 recent_errors,
                 charts,
+                charts_since,
             };
         };
         let data_dir = relay.config.data_dir.clone();
@@ -742,6 +751,7 @@ impl Backend for Appliance {
             update,
             recent_errors,
             charts,
+            charts_since,
         }
     }
 }

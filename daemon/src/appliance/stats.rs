@@ -4,17 +4,22 @@
 //! there is no such device (tmpfs, overlay, containers) what this process caused to be
 //! written (`write_bytes` of `/proc/self/io`). Kept in memory only (LW-5: losing them in a restart costs
 //! nothing); the day's value is the growth of the running totals since the last sample
-//! of the day before.
+//! of the day before. Samples are taken periodically (so growth lands on the right day)
+//! and whenever the status page asks (issue 16: today's bar is today so far, at once).
 
 use std::collections::VecDeque;
 
 /// How many days the charts show.
 pub const DAYS: usize = 14;
 
+/// Seconds in a day (UTC days: Unix time has no leap seconds).
+const DAY: u64 = 86_400;
+
 /// Running totals at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
-    pub day: u64,
+    /// Unix seconds.
+    pub at: u64,
     pub messages: u64,
     pub written: u64,
 }
@@ -25,6 +30,8 @@ pub struct Daily {
     /// (day, messages, bytes written), oldest first, at most `DAYS`.
     days: VecDeque<(u64, u64, u64)>,
     last: Option<Sample>,
+    /// When the first sample was taken (the figures count from there).
+    since: Option<u64>,
 }
 
 impl Daily {
@@ -38,18 +45,25 @@ impl Daily {
             None => (0, 0),
         };
         self.last = Some(s);
+        self.since.get_or_insert(s.at);
+        let day = s.at / DAY;
         match self.days.back_mut() {
-            Some(last) if last.0 == s.day => {
+            Some(last) if last.0 == day => {
                 last.1 += dm;
                 last.2 += dw;
             }
             _ => {
-                self.days.push_back((s.day, dm, dw));
+                self.days.push_back((day, dm, dw));
                 while self.days.len() > DAYS {
                     self.days.pop_front();
                 }
             }
         }
+    }
+
+    /// Unix seconds of the first sample: the figures count from there.
+    pub fn since(&self) -> Option<u64> {
+        self.since
     }
 
     /// (day, messages) oldest first.
@@ -119,33 +133,35 @@ mod tests {
     #[test]
     fn growth_per_day_and_restart() {
         let mut d = Daily::default();
+        assert_eq!(d.since(), None);
         d.record(Sample {
-            day: 10,
+            at: 10 * DAY,
             messages: 5,
             written: 100,
         });
         d.record(Sample {
-            day: 10,
+            at: 10 * DAY,
             messages: 8,
             written: 150,
         });
         d.record(Sample {
-            day: 11,
+            at: 11 * DAY,
             messages: 10,
             written: 400,
         });
         // Restart: totals fell; the new totals are the growth.
         d.record(Sample {
-            day: 11,
+            at: 11 * DAY,
             messages: 3,
             written: 50,
         });
+        assert_eq!(d.since(), Some(10 * DAY), "the first sample");
         assert_eq!(d.messages(), vec![(10, 3), (11, 5)]);
         assert_eq!(d.written(), vec![(10, 50), (11, 300)]);
         assert_eq!(d.written_per_day(), Some(50));
         for day in 12..40 {
             d.record(Sample {
-                day,
+                at: day * DAY + 5,
                 messages: 0,
                 written: 0,
             });

@@ -243,3 +243,60 @@ async fn updates_say_why_they_cannot_run_here() {
     assert!(a.install_upload(upload.clone()).is_err());
     assert!(!upload.exists(), "a refused upload is removed");
 }
+
+/// Issue 16 item 7: the status page's charts count today so far at once, not only what
+/// the last periodic sample (every 10 minutes) saw; and they say since when they count.
+#[tokio::test]
+async fn status_charts_count_today_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = appliance(dir.path(), false);
+    // What `start` does at once; the next periodic sample is 10 minutes away.
+    a.sample_stats();
+    crate::metrics::global().delivered(1, 0);
+    let status = a.status().await;
+    let today = status.charts[0].points.last().expect("today's point");
+    assert!(today.1 >= 1, "today's message counted at once: {today:?}");
+    let since = status.charts_since.expect("counting started");
+    let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
+    assert!(since <= now && now - since < 3600, "{since} vs {now}");
+}
+
+/// Issue 16 item 11: the way back in on a machine without a button, as the pages and
+/// the README say it: delete the admin password file and restart; the daemon makes a new
+/// setup code, the pages can be claimed again with it, and the config (the domain) stays.
+#[tokio::test]
+async fn deleting_the_admin_password_file_and_restarting_allows_a_new_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ini) = appliance(dir.path(), false);
+    a.set_admin_password("correct horse battery").await.unwrap();
+    std::fs::write(
+        &ini,
+        format!(
+            "[params]\nmail_domain = chat.example.org\ndata_dir = {}\nmdns_name =\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let file = a.admin_password_file().expect("named");
+    assert!(file.is_file(), "{}", file.display());
+    std::fs::remove_file(&file).unwrap();
+    // The restart.
+    let text = std::fs::read_to_string(&ini).unwrap();
+    let config = Config::parse_for_serve(&text).unwrap().config;
+    let again = Appliance::new(config, Some(ini.clone()), false).unwrap();
+    assert_eq!(again.overview().phase, Phase::Unclaimed);
+    let code = std::fs::read_to_string(again.config().appliance.setup_code_file).unwrap();
+    assert!(again.check_setup_code(code.trim()));
+    again
+        .set_admin_password("a new password here")
+        .await
+        .unwrap();
+    assert_eq!(again.overview().phase, Phase::Configured);
+    assert!(again.check_admin_password("a new password here").await);
+    assert!(!again.check_admin_password("correct horse battery").await);
+    assert!(
+        std::fs::read_to_string(&ini)
+            .unwrap()
+            .contains("chat.example.org")
+    );
+}

@@ -35,6 +35,11 @@ pub struct Facts {
     pub serial: String,
     /// Issuer distinguished name (RFC 4514 form).
     pub issuer: String,
+    /// The issuer for people: its organisation and common name (`Let's Encrypt (R11)`),
+    /// one of them when the other is missing or repeats it; empty when it has neither.
+    pub issuer_name: String,
+    /// Issuer and subject are the same name (RFC 5280 §3.2: a self-issued certificate).
+    pub self_signed: bool,
 }
 
 /// Read the facts of a DER leaf certificate.
@@ -60,7 +65,25 @@ pub fn facts(der: &[u8]) -> Result<Facts, String> {
         not_after: u64::try_from(validity.not_after.timestamp()).unwrap_or(0),
         serial: cert.raw_serial_as_string(),
         issuer: cert.issuer().to_string(),
+        issuer_name: issuer_name(cert.issuer()),
+        self_signed: cert.issuer().as_raw() == cert.subject().as_raw(),
     })
+}
+
+/// `O (CN)` of a distinguished name, or whichever of the two it has.
+fn issuer_name(dn: &x509_parser::x509::X509Name) -> String {
+    fn first<'a>(
+        mut it: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+    ) -> Option<String> {
+        it.find_map(|a| a.as_str().ok().map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty())
+    }
+    match (first(dn.iter_organization()), first(dn.iter_common_name())) {
+        (Some(o), Some(cn)) if cn.contains(&o) => cn,
+        (Some(o), Some(cn)) => format!("{o} ({cn})"),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => String::new(),
+    }
 }
 
 /// The names a relay's certificate covers (TLS-5; `mta-sts.<d>` for MTA-STS, §18).
@@ -163,11 +186,52 @@ mod tests {
         let key = certified_key(&cert_pem, &key_pem).unwrap();
         let f = facts(&key.cert[0]).unwrap();
         assert_eq!(f.names, wanted_names("chat.example.org"));
+        assert!(f.self_signed);
+        assert_eq!(f.issuer_name, "chat.example.org");
         assert!(f.not_after > f.not_before + 36000 * DAY);
         let now = f.not_before + DAY;
         assert_eq!(check(&key, "chat.example.org", now).unwrap(), f);
         assert!(check(&key, "other.example.org", now).is_err());
         assert!(check(&key, "chat.example.org", f.not_after).is_err());
+    }
+
+    /// Issue 16: the pages name who issued a certificate (`O (CN)` of its issuer).
+    #[test]
+    fn facts_name_the_issuer_of_a_ca_issued_certificate() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        };
+        let name = |org: Option<&str>, cn: Option<&str>| {
+            let ca_key = KeyPair::generate().unwrap();
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name = DistinguishedName::new();
+            if let Some(o) = org {
+                ca.distinguished_name.push(DnType::OrganizationName, o);
+            }
+            if let Some(cn) = cn {
+                ca.distinguished_name.push(DnType::CommonName, cn);
+            }
+            let issuer = Issuer::new(ca, ca_key);
+            let key = KeyPair::generate().unwrap();
+            let mut leaf = CertificateParams::new(vec!["chat.example.org".to_string()]).unwrap();
+            leaf.distinguished_name
+                .push(DnType::CommonName, "chat.example.org");
+            let cert = leaf.signed_by(&key, &issuer).unwrap();
+            let f = facts(cert.der()).unwrap();
+            assert!(!f.self_signed, "issued by a CA");
+            f.issuer_name
+        };
+        assert_eq!(
+            name(Some("Let's Encrypt"), Some("R11")),
+            "Let's Encrypt (R11)"
+        );
+        assert_eq!(
+            name(None, Some("Pebble Intermediate CA 0d1e2f")),
+            "Pebble Intermediate CA 0d1e2f"
+        );
+        assert_eq!(name(Some("Example"), Some("Example CA 2")), "Example CA 2");
+        assert_eq!(name(Some("Example"), None), "Example");
     }
 
     #[test]

@@ -639,6 +639,7 @@ async fn walk(acme: bool, mode: &str, name: Option<&str>, out_name: &str) -> Wal
     // 8. The invitation has its QR code; 9. the status page its services.
     assert_eq!(flag(j, "invite_qr_svg"), Some(true), "QR code as SVG");
     assert_eq!(flag(j, "status_has_services"), Some(true), "#services");
+    check_status_steps(j, mode);
 
     // Security: without (or with a wrong) CSRF token a logged-in browser's form is
     // refused; from here without any cookie too; nothing changed.
@@ -742,6 +743,111 @@ async fn walk(acme: bool, mode: &str, name: Option<&str>, out_name: &str) -> Wal
         t0,
         started_in,
     }
+}
+
+/// Issue 16 on the status pages (`tests/browser/status-steps.mjs`, run on the status page
+/// right after setup): the certificate named by its issuer (pebble's in domain mode) or
+/// said to be self-signed, "Written to disk" on this server (not the SD card), charts
+/// that say how current they are and show no plot under a made-up scale (no message was
+/// sent: the messages chart says there is nothing yet), the logout confirmed, the way
+/// back in without a button told as it works on a server, and a password change that
+/// asks for the current password, refuses a wrong one and works with the right one.
+fn check_status_steps(j: &json::Value, mode: &str) {
+    let s = j
+        .get("status_steps")
+        .unwrap_or_else(|| panic!("{mode}: no status_steps in the script's output"));
+    let text = |key: &str| s.str_at(key).unwrap_or("");
+    let cert = text("cert_label");
+    if mode == "domain" {
+        assert!(
+            cert.starts_with("issued by Pebble"),
+            "{mode}: certificate: {cert:?}"
+        );
+    } else {
+        assert!(
+            cert.starts_with("self-signed"),
+            "{mode}: certificate: {cert:?}"
+        );
+    }
+    assert!(!cert.contains("acme"), "{mode}: certificate: {cert:?}");
+    assert_eq!(
+        text("written_label"),
+        "Written to disk",
+        "{mode}: storage label"
+    );
+    assert!(
+        text("charts_note").contains("today so far"),
+        "{mode}: charts note: {:?}",
+        text("charts_note")
+    );
+    let charts = text("charts_text");
+    assert!(
+        !charts.contains("max 1 "),
+        "{mode}: made-up scale: {charts}"
+    );
+    let figures = s.items_at("charts");
+    let messages = figures
+        .iter()
+        .find(|f| f.str_at("title").is_some_and(|t| t.starts_with("Messages")))
+        .unwrap_or_else(|| panic!("{mode}: messages chart in {charts}"));
+    assert_eq!(
+        messages.get("svg").and_then(json::Value::as_bool),
+        Some(false),
+        "{mode}: no message yet, no plot: {charts}"
+    );
+    assert!(
+        messages
+            .str_at("empty")
+            .is_some_and(|e| e.starts_with("No data yet")),
+        "{mode}: {charts}"
+    );
+    for f in figures {
+        let labels: Vec<&str> = f
+            .items_at("labels")
+            .iter()
+            .filter_map(|l| l.as_str())
+            .collect();
+        let days = &labels[..labels.len().saturating_sub(1)];
+        assert!(
+            days.windows(2).all(|w| w[0] != w[1]),
+            "{mode}: the same day at both ends: {labels:?}"
+        );
+    }
+    assert!(
+        text("logout_url").ends_with("/admin/login?logged-out"),
+        "{mode}"
+    );
+    assert!(
+        text("logged_out").contains("You are logged out"),
+        "{mode}: logout confirmation: {:?}",
+        text("logged_out")
+    );
+    let forgotten = text("forgotten");
+    assert!(
+        forgotten.contains("admin.json and restart relaybox") && !forgotten.contains("factory"),
+        "{mode}: forgotten password on a server: {forgotten:?}"
+    );
+    assert_eq!(
+        s.get("password_has_current").and_then(json::Value::as_bool),
+        Some(true),
+        "{mode}: the password page asks for the current one"
+    );
+    assert_eq!(num(s, "wrong_current_status"), Some(401.0), "{mode}");
+    assert!(
+        text("wrong_current_error").contains("Nothing was changed"),
+        "{mode}: {:?}",
+        text("wrong_current_error")
+    );
+    for key in ["change", "change_back"] {
+        let step = s.get(key).unwrap_or_else(|| panic!("{mode}: {key}"));
+        assert_eq!(num(step, "status"), Some(303.0), "{mode}: {key}");
+        assert_eq!(
+            step.str_at("lands_on"),
+            Some("/admin/status"),
+            "{mode}: {key}"
+        );
+    }
+    assert_eq!(text("ends_on"), "/admin/status", "{mode}");
 }
 
 impl Walk {
