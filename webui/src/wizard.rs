@@ -116,7 +116,10 @@ pub async fn domain_post<B: Backend>(
             return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
         "ip" if ip.is_empty() => {
-            page.ip_error = Some("Type the public IPv4 address, like 203.0.113.7.".into());
+            page.ip_error = Some(
+                "Type the IPv4 address, like 203.0.113.7 (public) or 192.168.1.20 (local network)."
+                    .into(),
+            );
             return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
         "domain" if domain.len() <= MAX_INPUT => (DomainChoice::Domain(domain), "/admin/setup/dns"),

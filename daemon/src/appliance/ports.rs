@@ -54,7 +54,8 @@ pub(crate) async fn check_outbound_with(config: &Config, wait: Duration) -> Chec
         status,
         summary,
         details,
-        expected: Some(format!("a 220 greeting from {probe}")),
+        // The probe's address is named once, in the details.
+        expected: Some("a mail server's 220 greeting".into()),
         found,
     };
     let Some((host, port)) = probe
@@ -467,6 +468,9 @@ mod tests {
         assert_eq!(c.id, "port.25.outbound");
         assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
         assert_eq!(c.found.as_deref(), Some("220 mx.example ESMTP"));
+        // Issue 16 item 9: the probe address once, not in every line.
+        let text = format!("{c:?}");
+        assert_eq!(text.matches(&addr.to_string()).count(), 1, "{c:#?}");
     }
 
     #[tokio::test]
