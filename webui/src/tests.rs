@@ -1229,6 +1229,13 @@ async fn dns_page_prepares_instead_of_showing_nothing() {
         p.body
     );
     assert!(!fake.calls().contains(&"dns_checks".to_string()));
+    // Before the name step nothing is prepared: the page says to choose the name.
+    let fresh = Arc::new(Fake::new(Phase::NeedDomain));
+    let mut other = Browser::new(&fresh);
+    other.login().await;
+    let p = other.get("/admin/setup/dns").await;
+    assert!(p.body.contains("id=\"dns-no-name\""));
+    assert!(!p.body.contains("http-equiv=\"refresh\""));
     let p = b.get("/admin/setup/dns?wait=7").await;
     assert!(p.body.contains("content=\"2;url=/admin/setup/dns?wait=8\""));
     // The bound: no more reloading, a visible message with the way on.
@@ -1256,7 +1263,7 @@ async fn dns_records_for_providers_forms() {
     let p = b.get("/admin/setup/dns").await;
     assert!(
         p.body
-            .contains(">opendkim._domainkey.chat.example.org</code>"),
+            .contains(">opendkim.<wbr>_domainkey.<wbr>chat.<wbr>example.<wbr>org<wbr></code>"),
         "{}",
         p.body
     );

@@ -161,8 +161,9 @@ const PREPARE_REFRESHES: u32 = 30;
 pub struct RecordView {
     pub id: String,
     /// The owner name as providers' forms take it: in full, without the trailing dot
-    /// of the zone file (issue 16 item 11).
-    pub name: String,
+    /// of the zone file (issue 16 item 11); in pieces that end after each dot, so that a
+    /// narrow screen breaks the name between labels, not inside one.
+    pub name_parts: Vec<String>,
     pub kind: String,
     pub value: String,
     pub required: bool,
@@ -177,7 +178,7 @@ impl From<DnsRecord> for RecordView {
         };
         RecordView {
             id: r.id,
-            name,
+            name_parts: name.split_inclusive('.').map(str::to_string).collect(),
             kind: r.kind,
             value: r.value,
             required: r.required,
@@ -192,8 +193,10 @@ pub struct DnsPage {
     pub l: Layout,
     pub domain: String,
     pub ip_only: bool,
-    /// The domain is not applied yet, or the relay is still starting with it (making
-    /// its DKIM key): no records to show yet. The page reloads itself.
+    /// No name chosen yet (setup mode before the name step).
+    pub no_name: bool,
+    /// The relay is still starting with its new name (making its DKIM key): no
+    /// records to show yet. The page reloads itself.
     pub preparing: bool,
     /// It reloaded itself [`PREPARE_REFRESHES`] times and the records are still not
     /// there: it stops and says what to do.
@@ -232,8 +235,10 @@ pub async fn dns_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor, uri
             .map(RecordView::from)
             .collect()
     };
-    let preparing = !ip_only && records.is_empty();
-    let checks = if preparing || ip_only {
+    // No name chosen yet: nothing is being prepared.
+    let no_name = domain.is_none();
+    let preparing = !ip_only && !no_name && records.is_empty();
+    let checks = if preparing || ip_only || no_name {
         Vec::new()
     } else {
         bounded_checks("dns", app.backend.dns_checks()).await
@@ -251,6 +256,7 @@ pub async fn dns_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor, uri
         l,
         domain: domain.unwrap_or_default(),
         ip_only,
+        no_name,
         preparing,
         stalled,
         records,

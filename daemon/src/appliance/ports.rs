@@ -172,7 +172,7 @@ pub(crate) async fn check_outbound_with(config: &Config, wait: Duration) -> Chec
     } else {
         check(
             CheckStatus::Warning,
-            "Your provider probably blocks outgoing port 25.".into(),
+            "Something intercepts outgoing port 25.".into(),
             Some(format!(
                 "{probe} answered, but not with a mail server's greeting: something between \
                  this box and the internet intercepts port 25."
