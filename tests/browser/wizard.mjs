@@ -7,6 +7,10 @@
 // switches from setup mode to the relay in the same process) → DNS records, checks and
 // zone file → port checks → certificate (ACME, waited for) → first account's QR code →
 // status page; plus a form posted without its CSRF token (must be refused with 403).
+// Along the way it records what issue 16 found confusing: where the claim button sits
+// before and after an error, the step bar's numbers, the certificate note before saving,
+// every state the DNS page shows after saving (never empty lists), the records' layout
+// and copy buttons, the ports page, and whether the invitation is one person's.
 // A screenshot of each step goes to <out>/NN-step.png.
 //
 // Usage:
@@ -351,6 +355,10 @@ async function run() {
   if ((await copy.count()) > 0) {
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(page.url()).origin });
     await copy.click();
+    // The button says how it went once the clipboard has answered (for 2 s).
+    const copySelector = '[data-record-id="dns.mx"] button.copy[data-copy$="-value"]';
+    await page.waitForFunction((sel) => document.querySelector(sel).textContent.trim() !== 'Copy',
+      copySelector, { timeout: ACTION_MS }).catch(() => {});
     result.copy_label = (await copy.textContent()).trim();
     result.copy_clipboard = await page.evaluate(() => navigator.clipboard.readText())
       .catch((e) => `clipboard not readable: ${e.message}`);
