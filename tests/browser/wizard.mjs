@@ -7,6 +7,10 @@
 // switches from setup mode to the relay in the same process) → DNS records, checks and
 // zone file → port checks → certificate (ACME, waited for) → first account's QR code →
 // status page; plus a form posted without its CSRF token (must be refused with 403).
+// Along the way it records what issue 16 found confusing: where the claim button sits
+// before and after an error, the step bar's numbers, the certificate note before saving,
+// every state the DNS page shows after saving (never empty lists), the records' layout
+// and copy buttons, the ports page, and whether the invitation is one person's.
 // A screenshot of each step goes to <out>/NN-step.png.
 //
 // Usage:
@@ -143,6 +147,18 @@ async function reloadUntil(url, ms, ready, what) {
   }
 }
 
+// What the DNS page shows: `records`, `ip-only`, `preparing` / `stalled` / `pending`
+// (no records yet, said so), `empty` (no records and not said why), `elsewhere`.
+async function dnsState() {
+  if (pathOf(page.url()) !== '/admin/setup/dns') return 'elsewhere';
+  if ((await page.locator('#dns-ip-only').count()) > 0) return 'ip-only';
+  if ((await page.locator('[data-record-id]').count()) > 0) return 'records';
+  const preparing = page.locator('#dns-preparing');
+  if ((await preparing.count()) > 0) return (await preparing.getAttribute('data-state')) || 'preparing';
+  if ((await page.locator('#dns-pending').count()) > 0) return 'pending';
+  return 'empty';
+}
+
 async function run() {
   args = parseArgs(process.argv.slice(2));
   let base = args.base;
@@ -198,6 +214,14 @@ async function run() {
   const code = fs.readFileSync(args.codeFile, 'utf8').trim();
   if (!code) throw new Error(`setup code file ${args.codeFile} is empty`);
   const wrongCode = code.startsWith('AAAA') ? 'BBBB-BBBB-BBBB' : 'AAAA-AAAA-AAAA';
+  // Where the submit button sits relative to the field, before and after an error
+  // message (issue 16 item 11: the layout stays the same).
+  const claimButton = () => page.$eval('form[action="/admin/claim/code"] button[type=submit]', (b) => {
+    const r = b.getBoundingClientRect();
+    const f = document.querySelector('input#setup-code').getBoundingClientRect();
+    return { left: Math.round(r.left - f.left), below_field: r.top >= f.bottom - 1 };
+  });
+  result.claim_button_before_error = await claimButton();
   await page.fill('input#setup-code', wrongCode);
   const [wrongResp] = await Promise.all([
     page.waitForResponse((r) => pathOf(r.url()) === '/admin/claim/code'),
@@ -206,6 +230,7 @@ async function run() {
   await page.waitForLoadState('load');
   result.wrong_code_status = wrongResp.status();
   result.wrong_code_message = (await page.textContent('#code-error').catch(() => null));
+  result.claim_button_after_error = await claimButton();
   await shot('claim-wrong-code');
   await page.fill('input#setup-code', code);
   await shot('claim-code-typed');
@@ -227,6 +252,10 @@ async function run() {
   ]);
   await page.waitForSelector('input#domain');
   await shot('domain');
+  result.step_bar = (await page.textContent('ol.steps').catch(() => '')).replace(/\s+/g, ' ').trim();
+  // Issue 16 item 10: said before saving, where the owner sees it.
+  result.https_note_visible = await page.isVisible('#https-note').catch(() => false);
+  result.https_note = (await page.textContent('#https-note').catch(() => '')).replace(/\s+/g, ' ').trim();
   step('password', t);
 
   // 4. The name: a domain (or, with --mode ip, an IPv4 address for IP-only mode); the
@@ -257,15 +286,41 @@ async function run() {
   // at the address the browser used.
   const plain = base;
   base = base.replace(/^http:/, 'https:');
-  // 5. DNS page: reloaded until the relay answers, the page is no longer "pending" and
-  // the records are listed (the relay may still be starting with its new name); in
-  // IP-only mode until it says there are no records.
-  const dnsLoads = await reloadUntil(`${plain}/admin/setup/dns`, SWITCH_MS, async () => {
-    if (pathOf(page.url()) !== '/admin/setup/dns') return false;
-    if ((await page.locator('#dns-pending').count()) > 0) return false;
-    const ready = ipOnly ? '#dns-ip-only' : 'tr[data-record-id]';
-    return (await page.locator(ready).count()) > 0;
-  }, 'DNS page after the name step');
+  // 5. DNS page, as the browser shows it right after saving: never an empty list
+  // (issue 16 item 5). While it says it is preparing (or pending) it reloads itself:
+  // wait for that rather than reloading; reload only when it did not (or the switch cut
+  // the connection). Every state seen is recorded; in IP-only mode it ends saying there
+  // are no records.
+  const dnsStates = [];
+  let dnsLoads = 0;
+  let dnsSelfRefreshes = 0;
+  const dnsDeadline = Date.now() + SWITCH_MS;
+  if (pathOf(page.url()) !== '/admin/setup/dns') {
+    await gotoRetrying(`${plain}/admin/setup/dns`, SWITCH_MS);
+    dnsLoads++;
+  }
+  for (;;) {
+    const state = await dnsState();
+    dnsStates.push(state);
+    if (state === 'records' || state === 'ip-only') break;
+    if (Date.now() >= dnsDeadline) {
+      throw new Error(`DNS page after the name step: not ready within ${SWITCH_MS} ms (seen: ${dnsStates.join(', ')})`);
+    }
+    if (state === 'preparing' || state === 'pending') {
+      try {
+        await page.waitForNavigation({ timeout: 10_000, waitUntil: 'load' });
+        dnsSelfRefreshes++;
+        continue;
+      } catch {
+        // It did not reload itself in time (or the reload failed): reload below.
+      }
+    }
+    await sleep(1000);
+    await gotoRetrying(`${plain}/admin/setup/dns`, Math.max(1000, dnsDeadline - Date.now()));
+    dnsLoads++;
+  }
+  result.dns_states = dnsStates;
+  result.dns_self_refreshes = dnsSelfRefreshes;
   step('domain', t, { post_error: postError, dns_page_loads: dnsLoads });
   const plainAdmin = await page.request.get(`${plain}/admin/status`, { maxRedirects: 0, timeout: ACTION_MS });
   result.plain_admin_status = plainAdmin.status();
@@ -273,11 +328,43 @@ async function run() {
 
   t = Date.now();
   result.dns_ip_only = (await page.locator('#dns-ip-only').count()) > 0;
-  result.dns_records = await page.$$eval('tr[data-record-id]', (rows) =>
-    rows.map((r) => ({
-      id: r.dataset.recordId,
-      cells: Array.from(r.querySelectorAll('td')).map((c) => c.textContent.trim()),
-    })));
+  // Each record: its name as shown, on how many lines the name is laid out, how wide
+  // the value's box is (percent of the page's column) and how many copy buttons it has
+  // (issue 16 item 11). Reads the old table layout too, so that it reports, not throws.
+  result.dns_records = await page.$$eval('[data-record-id]', (rows) => {
+    const column = document.querySelector('main').getBoundingClientRect().width;
+    const lines = (el) => {
+      const range = document.createRange();
+      range.selectNodeContents(el);
+      return new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top))).size;
+    };
+    return rows.map((r) => {
+      const name = r.querySelector('[data-field=name]') || r.querySelector('td[data-label=Name] code');
+      const value = r.querySelector('[data-field=value]') || r.querySelector('td[data-label=Value] code');
+      return {
+        id: r.dataset.recordId,
+        name: name ? name.textContent : null,
+        name_lines: name ? lines(name) : null,
+        value: value ? value.textContent : null,
+        value_width_pct: value ? Math.round((100 * value.getBoundingClientRect().width) / column) : null,
+        copy_buttons: r.querySelectorAll('button.copy:not([hidden])').length,
+      };
+    });
+  });
+  // A copy button puts the exact value on the clipboard.
+  const copy = page.locator('[data-record-id="dns.mx"] button.copy[data-copy$="-value"]');
+  if ((await copy.count()) > 0) {
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(page.url()).origin });
+    await copy.click();
+    // The button says how it went once the clipboard has answered (for 2 s).
+    const copySelector = '[data-record-id="dns.mx"] button.copy[data-copy$="-value"]';
+    await page.waitForFunction((sel) => document.querySelector(sel).textContent.trim() !== 'Copy',
+      copySelector, { timeout: ACTION_MS }).catch(() => {});
+    result.copy_label = (await copy.textContent()).trim();
+    result.copy_clipboard = await page.evaluate(() => navigator.clipboard.readText())
+      .catch((e) => `clipboard not readable: ${e.message}`);
+    result.copy_expected = await page.textContent('[data-record-id="dns.mx"] [data-field=value]');
+  }
   result.dns_checks = await page.$$eval('#dns-checks [data-check-id][data-status]', (els) =>
     els.map((e) => ({
       id: e.dataset.checkId,
@@ -310,6 +397,8 @@ async function run() {
     })));
   result.port_forwards = await page.$$eval('#forwards tr[data-port]', (rows) =>
     rows.map((r) => `${r.dataset.port}/${r.dataset.proto}`));
+  result.ports_lan_only = (await page.locator('#ports-lan-only').count()) > 0;
+  result.ports_text = (await page.innerText('main')).replace(/\s+/g, ' ').trim();
   await shot('ports');
   step('ports', t);
 
@@ -358,7 +447,17 @@ async function run() {
     'invitation');
   result.invite_link = await page.getAttribute('#invite-link', 'href');
   result.invite_qr_svg = (await page.locator('#invite-qr svg').count()) > 0;
+  result.done_text = (await page.innerText('main')).replace(/\s+/g, ' ').trim();
+  result.invite_public = await page.getAttribute('#invite-public', 'href').catch(() => null);
   await shot('done');
+  // Issue 16 item 1: a per-person code comes with a button for the next person's.
+  if ((await page.locator('#invite-new').count()) > 0) {
+    await Promise.all([
+      page.waitForNavigation({ waitUntil: 'load' }),
+      page.click('#invite-new'),
+    ]);
+    result.invite_link_after_new = await page.getAttribute('#invite-link', 'href').catch(() => null);
+  }
   step('done', t);
 
   // 9. Status page.

@@ -266,6 +266,10 @@ pub trait Backend: Send + Sync + 'static {
     fn dns_checks(&self) -> impl Future<Output = Vec<Check>> + Send;
     /// Port forwarding checks that can be made from inside (outbound 25, public address).
     fn port_checks(&self) -> impl Future<Output = Vec<Check>> + Send;
+    /// Whether the TURN server runs (its UDP port 3478 is then one to forward).
+    fn turn_enabled(&self) -> bool {
+        true
+    }
 
     fn certificate(&self) -> CertificateInfo;
     /// Start getting a certificate in the background; `Err` with a plain-language

@@ -1,5 +1,6 @@
-//! Relaybox's setup wizard and status pages: an axum router (askama templates, no
-//! JavaScript at all) the daemon mounts under `/admin`. Talks to the daemon only
+//! Relaybox's setup wizard and status pages: an axum router (askama templates; one
+//! small script for copy buttons, every page works without it) the daemon mounts under
+//! `/admin`. Talks to the daemon only
 //! through the [`Backend`] trait.
 //!
 //! Modules: [`router`] (routes, LAN and `Host:` gate, security headers, the per-request

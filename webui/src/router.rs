@@ -24,8 +24,8 @@ const BODY_LIMIT: usize = 16 * 1024;
 /// Most revoked (logged-out) sessions remembered until they expire anyway.
 const MAX_REVOKED: usize = 1024;
 
-/// Content-Security-Policy of every response: no scripts at all, styles only from the
-/// stylesheet, images inline (`data:`) or from here, forms only to here, no framing.
+/// Content-Security-Policy of every response: scripts and styles only from here (the
+/// copy buttons' script and the stylesheet; nothing inline), images inline (`data:`) or from here, forms only to here, no framing.
 pub const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
                        form-action 'self'; frame-ancestors 'none'";
 
@@ -78,6 +78,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/admin", get(access::index))
         .route("/admin/", get(access::index))
         .route("/admin/static/style.css", get(stylesheet))
+        .route("/admin/static/copy.js", get(wizard::copy_script))
         .route("/admin/claim", get(access::claim_page::<B>))
         .route("/admin/claim/button", post(access::claim_button::<B>))
         .route("/admin/claim/code", post(access::claim_code::<B>))

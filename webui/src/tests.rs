@@ -34,6 +34,8 @@ struct Fake {
     password: Mutex<Option<String>>,
     domain: Mutex<Option<String>>,
     ip_only: Mutex<bool>,
+    /// What `turn_enabled` says.
+    turn: Mutex<bool>,
     calls: Mutex<Vec<String>>,
     /// Strings with HTML and huge values in every field.
     odd: bool,
@@ -72,6 +74,7 @@ impl Fake {
                 (phase == Phase::Configured).then(|| "chat.example.org".to_string()),
             ),
             ip_only: Mutex::new(false),
+            turn: Mutex::new(true),
             calls: Mutex::new(Vec::new()),
             odd: false,
             empty: false,
@@ -266,6 +269,10 @@ impl Backend for Fake {
         vec![self.check("port.25.outbound", CheckStatus::Unknown)]
     }
 
+    fn turn_enabled(&self) -> bool {
+        *self.turn.lock().unwrap()
+    }
+
     fn certificate(&self) -> CertificateInfo {
         let mut c = self.cert.lock().unwrap().clone();
         if self.odd {
@@ -292,8 +299,17 @@ impl Backend for Fake {
         if self.empty {
             return None;
         }
+        // IP-only (and `_name`) relays hand out a `dclogin:` link with one account's
+        // fresh credentials; a domain relay the `DCACCOUNT:` link.
+        let url = if *self.ip_only.lock().unwrap() {
+            let n = self.calls.lock().unwrap().len();
+            format!("dclogin:u{n}@[192.0.2.1]?p=secret{n}&v=1")
+        } else {
+            "DCACCOUNT:https://chat.example.org/new".to_string()
+        };
+        self.call("invite");
         Some(Invite {
-            url: self.text("DCACCOUNT:https://chat.example.org/new"),
+            url: self.text(&url),
             qr_svg: self.qr_svg.lock().unwrap().clone(),
         })
     }
@@ -1106,7 +1122,10 @@ async fn domain_step() {
         Some("chat.example.org")
     );
     let dns = b.get("/admin/setup/dns").await;
-    assert!(dns.body.contains("<tr data-record-id=\"dns.dkim\">"));
+    assert!(
+        dns.body
+            .contains("<section class=\"record\" data-record-id=\"dns.dkim\">")
+    );
     assert!(
         dns.body
             .contains("data-check-id=\"dns.caa\" data-status=\"unknown\"")
@@ -1132,6 +1151,183 @@ async fn domain_step() {
     }
     assert!(ports.body.contains("data-check-id=\"port.25.outbound\""));
     assert!(ports.body.contains("href=\"/admin/setup/certificate\""));
+    // Issue 16 item 9: without TURN, no UDP 3478 to forward.
+    *fake.turn.lock().unwrap() = false;
+    let ports = b.get("/admin/setup/ports").await;
+    assert!(ports.body.contains("data-port=\"993\""));
+    assert!(!ports.body.contains("3478"), "TURN is off");
+    // The "turn off Wi-Fi" advice is the inbound check's, not repeated by the page.
+    assert!(!ports.body.contains("Wi-Fi"));
+    // IP-only on a LAN address (offered as fine by the name page): nothing to forward.
+    *fake.domain.lock().unwrap() = Some("192.168.1.20".into());
+    let ports = b.get("/admin/setup/ports").await;
+    assert!(ports.body.contains("id=\"ports-lan-only\""));
+    assert!(!ports.body.contains("id=\"forwards\""));
+    assert!(ports.body.contains("data-check-id=\"port.25.outbound\""));
+}
+
+/// Issue 16 item 10: the name page says before saving that the browser will warn about
+/// the self-signed certificate, that this is expected, and what to choose.
+#[tokio::test]
+async fn domain_page_explains_the_certificate_warning() {
+    let fake = Arc::new(Fake::new(Phase::NeedDomain));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let page = b.get("/admin/setup/domain").await;
+    let start = page.body.find("id=\"https-note\"").expect("the note");
+    let submit = page.body.find("id=\"domain-submit\"").expect("the button");
+    assert!(start < submit, "said before saving");
+    let note = &page.body[start..submit];
+    for words in [
+        "self-signed",
+        "expected",
+        "Advanced",
+        "IP-only mode it stays so",
+    ] {
+        assert!(note.contains(words), "{words}: {note}");
+    }
+}
+
+/// Issue 16 item 11: the step bar shows the step numbers.
+#[tokio::test]
+async fn step_bar_has_numbers() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let page = b.get("/admin/setup/ports").await;
+    for (n, name) in ["Name", "DNS", "Router", "Certificate", "Account"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            page.body
+                .contains(&format!("<span class=\"n\">{}</span> {name}</a>", n + 1)),
+            "{name}"
+        );
+    }
+    assert!(
+        page.body
+            .contains("class=\"current\" aria-current=\"step\"><a href=\"/admin/setup/ports\">")
+    );
+}
+
+/// Issue 16 item 5: while the relay is still starting with its new name (no records
+/// yet), the DNS page shows a "preparing" state that reloads itself, never empty
+/// lists; after a bounded number of reloads it stops and says what to do.
+#[tokio::test]
+async fn dns_page_prepares_instead_of_showing_nothing() {
+    let mut fake = Fake::new(Phase::Configured);
+    fake.empty = true;
+    let fake = Arc::new(fake);
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let p = b.get("/admin/setup/dns").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("id=\"dns-preparing\""), "{}", p.body);
+    assert!(!p.body.contains("No records to show"));
+    assert!(!p.body.contains("No checks yet"));
+    assert!(
+        p.body
+            .contains("http-equiv=\"refresh\" content=\"2;url=/admin/setup/dns?wait=1\""),
+        "{}",
+        p.body
+    );
+    assert!(!fake.calls().contains(&"dns_checks".to_string()));
+    // Before the name step nothing is prepared: the page says to choose the name.
+    let fresh = Arc::new(Fake::new(Phase::NeedDomain));
+    let mut other = Browser::new(&fresh);
+    other.login().await;
+    let p = other.get("/admin/setup/dns").await;
+    assert!(p.body.contains("id=\"dns-no-name\""));
+    assert!(!p.body.contains("http-equiv=\"refresh\""));
+    let p = b.get("/admin/setup/dns?wait=7").await;
+    assert!(p.body.contains("content=\"2;url=/admin/setup/dns?wait=8\""));
+    // The bound: no more reloading, a visible message with the way on.
+    for wait in ["30", "99999999999999999999", "x"] {
+        let p = b.get(&format!("/admin/setup/dns?wait={wait}")).await;
+        assert_eq!(p.status, StatusCode::OK);
+        if wait == "x" {
+            assert!(p.body.contains("wait=1\""), "an odd count starts again");
+            continue;
+        }
+        assert!(p.body.contains("id=\"dns-stalled\""), "{wait}");
+        assert!(!p.body.contains("http-equiv=\"refresh\""), "{wait}");
+        assert!(p.body.contains("href=\"/admin/status\""));
+    }
+}
+
+/// Issue 16 item 11: DNS names as providers' forms take them (no trailing dot; the zone
+/// file keeps it), each name and value with a copy button (the script is the only one
+/// and is served from here).
+#[tokio::test]
+async fn dns_records_for_providers_forms() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let p = b.get("/admin/setup/dns").await;
+    assert!(
+        p.body
+            .contains(">opendkim.<wbr>_domainkey.<wbr>chat.<wbr>example.<wbr>org<wbr></code>"),
+        "{}",
+        p.body
+    );
+    assert!(!p.body.contains("chat.example.org.</code>"));
+    assert!(p.body.contains("data-copy=\"rec-1-name\""));
+    assert!(p.body.contains("id=\"rec-1-value\""));
+    assert!(p.body.contains("data-copy=\"rec-1-value\""));
+    assert!(
+        p.body
+            .contains("<script src=\"/admin/static/copy.js\" defer></script>")
+    );
+    assert!(
+        b.get("/admin/setup/dns/zone")
+            .await
+            .body
+            .contains("chat.example.org. ")
+    );
+    let js = b.get("/admin/static/copy.js").await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert_eq!(
+        js.resp_headers[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(js.body.contains("button.copy[data-copy]"));
+    let csp = js.resp_headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"));
+}
+
+/// Issue 16 item 1: an IP-only relay's code holds one account: the page says it is for
+/// one person, shows a new one on every view and a button for it, and points to the
+/// public page; a domain relay's `DCACCOUNT:` code may be shared.
+#[tokio::test]
+async fn done_page_gives_each_person_their_own_code() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    b.login().await;
+    let p = b.get("/admin/setup/done").await;
+    assert!(p.body.contains("id=\"invite-shared\""));
+    assert!(p.body.contains("new, separate account"));
+    assert!(!p.body.contains("id=\"invite-per-person\""));
+    *fake.ip_only.lock().unwrap() = true;
+    *fake.domain.lock().unwrap() = Some("192.0.2.1".into());
+    let first = b.get("/admin/setup/done").await;
+    let second = b.get("/admin/setup/done").await;
+    let link = |body: &str| {
+        let start = body.find("id=\"invite-link\" href=\"").unwrap();
+        body[start..].split('"').nth(3).unwrap().to_string()
+    };
+    assert!(link(&first.body).starts_with("dclogin:"));
+    assert_ne!(link(&first.body), link(&second.body), "a new code per view");
+    for body in [&first.body, &second.body] {
+        assert!(body.contains("id=\"invite-per-person\""));
+        assert!(body.contains("for one person only"));
+        assert!(body.contains("id=\"invite-new\""));
+        assert!(body.contains("<a id=\"invite-public\" href=\"https://192.0.2.1/\">"));
+        assert!(!body.contains("Share"), "never shown as shareable");
+        assert!(!body.contains("id=\"invite-shared\""));
+    }
 }
 
 #[tokio::test]
@@ -1264,7 +1460,7 @@ async fn every_page_renders_odd_data() {
             if path.ends_with("/zone") {
                 continue;
             }
-            assert!(!p.body.contains("<script"), "{path}: unescaped");
+            assert!(!p.body.contains("<script>"), "{path}: unescaped");
             assert!(!p.body.contains("<b onmouseover"), "{path}: unescaped");
             if odd && !(empty && path.ends_with("/done")) {
                 assert!(

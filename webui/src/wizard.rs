@@ -7,7 +7,7 @@ use std::time::Duration;
 use askama::Template;
 use axum::Form;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -116,7 +116,10 @@ pub async fn domain_post<B: Backend>(
             return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
         "ip" if ip.is_empty() => {
-            page.ip_error = Some("Type the public IPv4 address, like 203.0.113.7.".into());
+            page.ip_error = Some(
+                "Type the IPv4 address, like 203.0.113.7 (public) or 192.168.1.20 (local network)."
+                    .into(),
+            );
             return v.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
         "domain" if domain.len() <= MAX_INPUT => (DomainChoice::Domain(domain), "/admin/setup/dns"),
@@ -149,43 +152,113 @@ pub async fn domain_post<B: Backend>(
     }
 }
 
+/// How often a DNS page that waits for the relay reloads itself, in seconds.
+const PREPARE_EVERY: u32 = 2;
+/// How many times it does (about a minute) before it stops and says so (issue 16 item 5).
+const PREPARE_REFRESHES: u32 = 30;
+
+/// One DNS record as the page shows it.
+pub struct RecordView {
+    pub id: String,
+    /// The owner name as providers' forms take it: in full, without the trailing dot
+    /// of the zone file (issue 16 item 11); in pieces that end after each dot, so that a
+    /// narrow screen breaks the name between labels, not inside one.
+    pub name_parts: Vec<String>,
+    pub kind: String,
+    pub value: String,
+    pub required: bool,
+    pub note: String,
+}
+
+impl From<DnsRecord> for RecordView {
+    fn from(r: DnsRecord) -> Self {
+        let name = match r.name.strip_suffix('.') {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => r.name,
+        };
+        RecordView {
+            id: r.id,
+            name_parts: name.split_inclusive('.').map(str::to_string).collect(),
+            kind: r.kind,
+            value: r.value,
+            required: r.required,
+            note: r.note,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "dns.html")]
 pub struct DnsPage {
     pub l: Layout,
     pub domain: String,
     pub ip_only: bool,
-    /// The domain is not applied yet (the relay is starting): the page refreshes.
-    pub pending: bool,
-    pub records: Vec<DnsRecord>,
+    /// No name chosen yet (setup mode before the name step).
+    pub no_name: bool,
+    /// The relay is still starting with its new name (making its DKIM key): no
+    /// records to show yet. The page reloads itself.
+    pub preparing: bool,
+    /// It reloaded itself [`PREPARE_REFRESHES`] times and the records are still not
+    /// there: it stops and says what to do.
+    pub stalled: bool,
+    pub records: Vec<RecordView>,
     pub checks: Vec<CheckView>,
 }
 
-/// `GET /admin/setup/dns`.
-pub async fn dns_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) -> Response {
+/// How many times the DNS page reloaded itself while preparing (`?wait=N`).
+fn wait_count(uri: &Uri) -> u32 {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("wait="))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        // Digits too many for a u32 are over the bound too.
+        .map_or(0, |n| n.parse::<u32>().unwrap_or(u32::MAX))
+        .min(PREPARE_REFRESHES)
+}
+
+/// `GET /admin/setup/dns`. Right after the name step the relay may still be starting
+/// (it makes its DKIM key first): until its records exist the page shows a "preparing"
+/// state that reloads itself, a bounded number of times, instead of empty lists.
+pub async fn dns_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor, uri: Uri) -> Response {
     if let Some(r) = v.need_session() {
         return r;
     }
     let ip_only = v.overview.ip_only;
     let domain = v.overview.domain.clone();
-    let pending = domain.is_none();
-    let (records, checks) = if ip_only || pending {
-        (Vec::new(), Vec::new())
+    let records: Vec<RecordView> = if ip_only || domain.is_none() {
+        Vec::new()
     } else {
-        (
-            app.backend.dns_records(),
-            bounded_checks("dns", app.backend.dns_checks()).await,
-        )
+        app.backend
+            .dns_records()
+            .into_iter()
+            .map(RecordView::from)
+            .collect()
     };
+    // No name chosen yet: nothing is being prepared.
+    let no_name = domain.is_none();
+    let preparing = !ip_only && !no_name && records.is_empty();
+    let checks = if preparing || ip_only || no_name {
+        Vec::new()
+    } else {
+        bounded_checks("dns", app.backend.dns_checks()).await
+    };
+    let waited = wait_count(&uri);
+    let stalled = preparing && waited >= PREPARE_REFRESHES;
     let mut l = step_layout(&mut v, "DNS records", 2);
-    if pending {
-        l.refresh = Some("3".into());
+    if preparing && !stalled {
+        l.refresh = Some(format!(
+            "{PREPARE_EVERY};url=/admin/setup/dns?wait={}",
+            waited + 1
+        ));
     }
     let page = DnsPage {
         l,
         domain: domain.unwrap_or_default(),
         ip_only,
-        pending,
+        no_name,
+        preparing,
+        stalled,
         records,
         checks,
     };
@@ -287,8 +360,12 @@ pub const FORWARDS: [Forward; 7] = [
 pub struct PortsPage {
     pub l: Layout,
     pub domain: String,
-    pub forwards: &'static [Forward],
+    /// The forwards this relay needs (UDP 3478 only while TURN runs).
+    pub forwards: Vec<&'static Forward>,
     pub checks: Vec<CheckView>,
+    /// IP-only mode on a local-network address: nothing to forward (issue 16 item 9:
+    /// the name page offers this as fine for a LAN).
+    pub lan_only: bool,
 }
 
 /// `GET /admin/setup/ports`.
@@ -297,11 +374,19 @@ pub async fn ports_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) -
         return r;
     }
     let checks = bounded_checks("port", app.backend.port_checks()).await;
+    let domain = v.overview.domain.clone().unwrap_or_default();
+    let lan_only =
+        v.overview.ip_only && domain.parse::<std::net::IpAddr>().is_ok_and(crate::is_lan);
+    let turn = app.backend.turn_enabled();
     let page = PortsPage {
         l: step_layout(&mut v, "Router port forwarding", 3),
-        domain: v.overview.domain.clone().unwrap_or_default(),
-        forwards: &FORWARDS,
+        domain,
+        forwards: FORWARDS
+            .iter()
+            .filter(|f| turn || f.service != "STUN/TURN")
+            .collect(),
         checks,
+        lan_only,
     };
     v.page(StatusCode::OK, &page)
 }
@@ -420,6 +505,13 @@ pub struct DonePage {
     pub url: Option<String>,
     /// The QR code SVG, only when it passed [`safe_svg`].
     pub qr_svg: Option<String>,
+    /// The link carries one account's address and password (`dclogin:`, IP-only and
+    /// `_name` relays): everyone who scans it gets that same account, so each person
+    /// needs a code of their own (issue 16 item 1). Otherwise (`DCACCOUNT:`) every
+    /// scan creates a new account and the code may be shared.
+    pub per_person: bool,
+    /// The relay's public page, which hands out codes too.
+    pub public_page: Option<String>,
 }
 
 /// Whether the daemon's QR code SVG may go into the page unescaped: an `<svg>` element
@@ -462,7 +554,9 @@ fn has_event_attribute(lower: &str) -> bool {
     })
 }
 
-/// `GET /admin/setup/done`: the QR code for the first account.
+/// `GET /admin/setup/done`: the QR code for the first account. A per-person
+/// (`dclogin:`) code is a new one on every view (the daemon makes fresh credentials
+/// each time; the pages are `no-store`), so "new code" is a reload.
 pub async fn done_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) -> Response {
     if let Some(r) = v.need_session() {
         return r;
@@ -472,10 +566,36 @@ pub async fn done_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) ->
     if invite.is_none() {
         l.refresh = Some("5".into());
     }
+    let url = invite.as_ref().map(|i| i.url.clone());
+    let per_person = url.as_deref().is_some_and(|u| {
+        u.get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("dclogin:"))
+    });
+    let public_page = v
+        .overview
+        .domain
+        .as_deref()
+        .map(|d| format!("https://{d}/"));
     let page = DonePage {
         l,
-        url: invite.as_ref().map(|i| i.url.clone()),
+        url,
         qr_svg: invite.map(|i| i.qr_svg).filter(|s| safe_svg(s)),
+        per_person,
+        public_page,
     };
     v.page(StatusCode::OK, &page)
+}
+
+/// `GET /admin/static/copy.js`: the copy buttons next to DNS names and values, the only
+/// script of these pages (allowed by the CSP's `'self'`). Every page works without it:
+/// the buttons stay hidden and the values can be selected by hand.
+pub async fn copy_script() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8".to_string(),
+        )],
+        include_str!("../templates/copy.js"),
+    )
+        .into_response()
 }

@@ -634,6 +634,10 @@ impl Backend for Appliance {
         ports::check_ports(&config).await
     }
 
+    fn turn_enabled(&self) -> bool {
+        !self.config().turn_listen.is_empty()
+    }
+
     fn certificate(&self) -> CertificateInfo {
         match self.relay() {
             Some(relay) => relay.acme_handles().info(),

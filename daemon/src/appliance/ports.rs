@@ -20,8 +20,15 @@ use crate::zone::{global_v4, global_v6, lan_address};
 /// WIZ-6: connect and greeting timeout of the outbound port 25 probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The ports the router must forward to this box (spec relay.md §1, RT-1).
-pub const FORWARDED_PORTS: &str = "25, 80, 443, 465, 587 and 993 (TCP) and 3478 (UDP)";
+/// The ports the router must forward to this box (spec relay.md §1, RT-1): UDP 3478
+/// only while TURN runs.
+pub fn forwarded_ports(config: &Config) -> &'static str {
+    if config.turn_listen.is_empty() {
+        "25, 80, 443, 465, 587 and 993 (TCP)"
+    } else {
+        "25, 80, 443, 465, 587 and 993 (TCP) and 3478 (UDP)"
+    }
+}
 
 /// Every check of this step, in the order the page shows them.
 pub async fn check_ports(config: &Config) -> Vec<Check> {
@@ -35,9 +42,11 @@ pub async fn check_ports(config: &Config) -> Vec<Check> {
 // ---- outbound port 25 ---------------------------------------------------------------
 
 /// `port.25.outbound`: can this box reach other mail servers? Ok on a `220` greeting
-/// (RFC 5321 §4.2), Warning when the connection is refused or never completes (the
-/// usual sign of a provider blocking port 25), Unknown when the probe host's address
-/// cannot be found (no DNS: nothing was tried).
+/// (RFC 5321 §4.2); Warning "probably blocks" when the connection never completes or
+/// is never greeted (the usual sign of a provider blocking port 25); Warning "refused"
+/// when something answered and refused it (the probe host not listening, or a firewall
+/// rejecting: not evidence of a provider's block, issue 16 item 9); Unknown when the
+/// probe host's address cannot be found (no DNS: nothing was tried).
 pub(crate) async fn check_outbound_with(config: &Config, wait: Duration) -> Check {
     let probe = config.appliance.outbound_probe.as_str();
     let check = |status, summary: String, details: Option<String>, found: Option<String>| Check {
@@ -45,7 +54,8 @@ pub(crate) async fn check_outbound_with(config: &Config, wait: Duration) -> Chec
         status,
         summary,
         details,
-        expected: Some(format!("a 220 greeting from {probe}")),
+        // The probe's address is named once, in the details.
+        expected: Some("a mail server's 220 greeting".into()),
         found,
     };
     let Some((host, port)) = probe
@@ -73,6 +83,12 @@ pub(crate) async fn check_outbound_with(config: &Config, wait: Duration) -> Chec
             );
         }
     };
+    // The probe as written, with the address it resolved to when that differs.
+    let target = if host.parse::<IpAddr>().is_ok() {
+        probe.to_string()
+    } else {
+        format!("{probe} ({addr})")
+    };
     let blocked = |what: String| {
         check(
             CheckStatus::Warning,
@@ -98,16 +114,31 @@ pub(crate) async fn check_outbound_with(config: &Config, wait: Duration) -> Chec
                 CheckStatus::Unknown,
                 "Could not check outgoing port 25.".into(),
                 Some(format!(
-                    "{addr} cannot be reached at all ({e}): this box seems to have no \
+                    "{target} cannot be reached at all ({e}): this box seems to have no \
                      internet connection."
                 )),
                 None,
             );
         }
-        Ok(Err(e)) => return blocked(format!("Connecting to {probe} ({addr}) failed: {e}")),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return check(
+                CheckStatus::Warning,
+                "The test connection for outgoing port 25 was refused.".into(),
+                Some(format!(
+                    "Something answered and closed the connection at once, so the way out \
+                     is not simply blocked: either {target} does not take connections right \
+                     now, or a firewall on the way (your router's, or your provider's) \
+                     rejects port 25. Check again in a few minutes; if it stays so, look at \
+                     your router's firewall settings, or set outbound_probe to another mail \
+                     server."
+                )),
+                Some(e.to_string()),
+            );
+        }
+        Ok(Err(e)) => return blocked(format!("Connecting to {target} failed: {e}")),
         Err(_) => {
             return blocked(format!(
-                "Connecting to {probe} ({addr}) did not complete within {} s",
+                "Connecting to {target} did not complete within {} s",
                 wait.as_secs()
             ));
         }
@@ -141,7 +172,7 @@ pub(crate) async fn check_outbound_with(config: &Config, wait: Duration) -> Chec
     } else {
         check(
             CheckStatus::Warning,
-            "Your provider probably blocks outgoing port 25.".into(),
+            "Something intercepts outgoing port 25.".into(),
             Some(format!(
                 "{probe} answered, but not with a mail server's greeting: something between \
                  this box and the internet intercepts port 25."
@@ -178,12 +209,22 @@ async fn resolve(config: &Config, host: &str, wait: Duration) -> Result<IpAddr, 
 /// authoritative servers, WIZ-4), or the configured IPv4 in IP-only mode, compared with
 /// this box's addresses.
 pub async fn check_public_address(config: &Config) -> Check {
-    let addrs = match &config.mode {
-        Mode::IpOnly(ip) => Ok(vec![IpAddr::V4(*ip)]),
-        _ => super::dnscheck::domain_addresses(config).await,
-    };
-    match addrs {
-        Ok(addrs) => classify_public(&config.mail_domain, &addrs, is_local_address, lan_address()),
+    if let Mode::IpOnly(ip) = &config.mode {
+        return classify_ip_only(
+            IpAddr::V4(*ip),
+            forwarded_ports(config),
+            is_local_address,
+            lan_address(),
+        );
+    }
+    match super::dnscheck::domain_addresses(config).await {
+        Ok(addrs) => classify_public(
+            &config.mail_domain,
+            &addrs,
+            forwarded_ports(config),
+            is_local_address,
+            lan_address(),
+        ),
         Err(reason) => Check {
             id: "port.public-address".into(),
             status: CheckStatus::Unknown,
@@ -211,10 +252,69 @@ fn is_global(ip: IpAddr) -> bool {
     }
 }
 
+/// The verdict on the address of an IP-only relay (issue 16 item 9): a local-network
+/// address of this box is what the name page offers for a family or a LAN, so it is
+/// fine (reachable inside the network only); an address that is not this box's and not
+/// public reaches nothing.
+pub(crate) fn classify_ip_only(
+    ip: IpAddr,
+    ports: &str,
+    is_local: impl Fn(IpAddr) -> bool,
+    lan: Option<IpAddr>,
+) -> Check {
+    let check = |status, summary: String, details: String| Check {
+        id: "port.public-address".into(),
+        status,
+        summary,
+        details: Some(details),
+        expected: Some(
+            "an address of this box, or the public address of your internet connection".into(),
+        ),
+        found: Some(ip.to_string()),
+    };
+    let this_lan = lan
+        .map(|a| format!("this box's local address {a}"))
+        .unwrap_or_else(|| "this box's local address".into());
+    match (is_global(ip), is_local(ip)) {
+        (false, true) => check(
+            CheckStatus::Ok,
+            format!("{ip} is this box's address in your local network."),
+            "Phones and computers on this network reach the relay directly; nothing needs \
+             forwarding on the router. From the internet it cannot be reached, so accounts \
+             work while the phones are on this network."
+                .into(),
+        ),
+        (true, true) => check(
+            CheckStatus::Ok,
+            format!("{ip} is this box's own public address."),
+            format!("Make sure ports {ports} are not blocked by a firewall."),
+        ),
+        (true, false) => check(
+            CheckStatus::Ok,
+            format!("{ip} is a public address, not on this box."),
+            format!(
+                "That is normal behind a home router: forward ports {ports} on the router \
+                 to {this_lan}. Whether the forwarding works cannot be checked from inside \
+                 your network."
+            ),
+        ),
+        (false, false) => check(
+            CheckStatus::Error,
+            format!("{ip} is not an address of this box."),
+            format!(
+                "It is a private address, and no device here has it, so nobody can reach the \
+                 relay at it. Choose {this_lan} (for use inside your network) or the public \
+                 address of your internet connection on the name page."
+            ),
+        ),
+    }
+}
+
 /// The verdict on the addresses `domain` points to.
 pub(crate) fn classify_public(
     domain: &str,
     addrs: &[IpAddr],
+    ports: &str,
     is_local: impl Fn(IpAddr) -> bool,
     lan: Option<IpAddr>,
 ) -> Check {
@@ -263,7 +363,7 @@ pub(crate) fn classify_public(
             CheckStatus::Ok,
             format!("{domain} points to this box ({list})."),
             format!(
-                "This box has that address itself; make sure ports {FORWARDED_PORTS} are not blocked by a firewall."
+                "This box has that address itself; make sure ports {ports} are not blocked by a firewall."
             ),
         );
     }
@@ -275,7 +375,7 @@ pub(crate) fn classify_public(
         format!("{domain} points to {list}, a public address."),
         format!(
             "That address is not on this box, as is normal behind a home router: forward \
-             ports {FORWARDED_PORTS} on the router to {lan}. Whether the forwarding works \
+             ports {ports} on the router to {lan}. Whether the forwarding works \
              cannot be checked from inside your network."
         ),
     )
@@ -284,20 +384,37 @@ pub(crate) fn classify_public(
 // ---- inbound -------------------------------------------------------------------------
 
 /// `port.inbound`: WIZ-6, always "could not check" from inside, with the way to check
-/// from outside.
+/// from outside; for an IP-only relay on a local-network address, from a phone on that
+/// network instead (nothing outside can reach it).
 fn inbound(config: &Config) -> Check {
     let url = format!("https://{}/", config.mail_domain);
+    let lan_only = matches!(&config.mode, Mode::IpOnly(ip) if !global_v4(*ip));
+    let (summary, details) = if lan_only {
+        (
+            "Whether phones reach the relay cannot be checked from the box itself.",
+            format!(
+                "Check it with a phone connected to this network (Wi-Fi on): open {url}. The \
+                 browser warns about the relay's self-signed certificate, which is expected; \
+                 if the relay's page loads after that, phones reach it."
+            ),
+        )
+    } else {
+        (
+            "Whether the relay can be reached from the internet cannot be checked from \
+             inside your network.",
+            format!(
+                "Check it from outside: on a phone, turn Wi-Fi off so it uses mobile data, \
+                 and open {url}. If the relay's page loads, the forwarding of port 443 works \
+                 (ports {} are forwarded the same way on most routers).",
+                forwarded_ports(config)
+            ),
+        )
+    };
     Check {
         id: "port.inbound".into(),
         status: CheckStatus::Unknown,
-        summary: "Whether the relay can be reached from the internet cannot be checked from \
-                  inside your network."
-            .into(),
-        details: Some(format!(
-            "Check it from outside: on a phone, turn Wi-Fi off so it uses mobile data, and \
-             open {url}. If the relay's page loads, the forwarding of port 443 works (ports \
-             {FORWARDED_PORTS} are forwarded the same way on most routers)."
-        )),
+        summary: summary.into(),
+        details: Some(details),
         expected: None,
         found: None,
     }
@@ -351,6 +468,9 @@ mod tests {
         assert_eq!(c.id, "port.25.outbound");
         assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
         assert_eq!(c.found.as_deref(), Some("220 mx.example ESMTP"));
+        // Issue 16 item 9: the probe address once, not in every line.
+        let text = format!("{c:?}");
+        assert_eq!(text.matches(&addr.to_string()).count(), 1, "{c:#?}");
     }
 
     #[tokio::test]
@@ -363,7 +483,16 @@ mod tests {
         let (config, _dir) = probe_config(&format!("127.0.0.1:{port}"));
         let c = check_outbound_with(&config, WAIT).await;
         assert_eq!(c.status, CheckStatus::Warning, "{c:#?}");
-        assert!(c.summary.contains("blocks outgoing port 25"), "{c:#?}");
+        // Issue 16 item 9: a refusal is an answer, not a sign of a provider's block; the
+        // probe address is named once.
+        let text = format!("{} {}", c.summary, c.details.as_deref().unwrap_or(""));
+        assert!(c.summary.contains("refused"), "{c:#?}");
+        assert!(!text.contains("probably blocks"), "{c:#?}");
+        assert_eq!(
+            text.matches(&format!("127.0.0.1:{port}")).count(),
+            1,
+            "{c:#?}"
+        );
         // Something else answering: a warning with what it said.
         let addr = fake_smtp(Some("HTTP/1.1 400 Bad Request\r\n")).await;
         let (config, _dir) = probe_config(&addr.to_string());
@@ -455,13 +584,13 @@ mod tests {
             ),
         ];
         for (addrs, status, words) in cases {
-            let c = classify_public("relay.test", &addrs, on_host, lan);
+            let c = classify_public("relay.test", &addrs, "25", on_host, lan);
             assert_eq!(c.id, "port.public-address");
             assert_eq!(c.status, status, "{addrs:?}: {c:#?}");
             assert!(c.summary.contains(words), "{addrs:?}: {c:#?}");
         }
         // Behind a router: forward the ports to this box's LAN address.
-        let c = classify_public("relay.test", &[ip("198.51.200.1")], on_host, lan);
+        let c = classify_public("relay.test", &[ip("198.51.200.1")], "25", on_host, lan);
         assert!(
             c.details.as_deref().unwrap_or("").contains("192.168.1.20"),
             "{c:#?}"
@@ -470,6 +599,31 @@ mod tests {
             c.details.as_deref().unwrap_or("").contains("forward"),
             "{c:#?}"
         );
+        // IP-only mode (issue 16 item 9): a LAN address of this box is fine (the name page
+        // offers it for a LAN); one that is nobody's is wrong; public ones as above.
+        let on_host = |a: IpAddr| a == ip("192.168.1.20") || a == ip("203.0.114.7");
+        for (addr, status, words) in [
+            ("192.168.1.20", CheckStatus::Ok, "local network"),
+            (
+                "192.168.1.99",
+                CheckStatus::Error,
+                "not an address of this box",
+            ),
+            ("203.0.114.7", CheckStatus::Ok, "own public address"),
+            (
+                "198.51.200.1",
+                CheckStatus::Ok,
+                "public address, not on this box",
+            ),
+        ] {
+            let c = classify_ip_only(ip(addr), "25", on_host, lan);
+            assert_eq!(c.id, "port.public-address");
+            assert_eq!(c.status, status, "{addr}: {c:#?}");
+            assert!(c.summary.contains(words), "{addr}: {c:#?}");
+            assert_eq!(c.summary.matches(addr).count(), 1, "{addr}: {c:#?}");
+        }
+        let c = classify_ip_only(ip("198.51.200.1"), "25", on_host, lan);
+        assert!(c.details.as_deref().unwrap_or("").contains("192.168.1.20"));
         // A loopback address is on every host, but nobody outside reaches it.
         assert!(is_local_address(ip("127.0.0.1")));
         assert!(!is_local_address(ip("192.0.2.200")));
@@ -514,6 +668,43 @@ mod tests {
         let c = check_public_address(&ip_only).await;
         assert_eq!(c.status, CheckStatus::Error, "{c:#?}");
         assert_eq!(c.found.as_deref(), Some("10.1.2.3"));
+        // IP-only on an address of this host that is not public: fine for a LAN.
+        let (ip_only, _dir3) = {
+            let dir = tempfile::tempdir().expect("tempdir");
+            (testing::config(dir.path(), "127.0.0.1"), dir)
+        };
+        let c = check_public_address(&ip_only).await;
+        assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
+    }
+
+    /// Issue 16 item 9: UDP 3478 only while TURN runs; an IP-only relay on a LAN address
+    /// is checked from a phone on that network, not over mobile data.
+    #[test]
+    fn ports_and_inbound_follow_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = testing::config(dir.path(), "relay.test");
+        config.turn_listen = Vec::new();
+        assert!(!forwarded_ports(&config).contains("3478"));
+        assert!(
+            !inbound(&config)
+                .details
+                .unwrap_or_default()
+                .contains("3478")
+        );
+        config.turn_listen = vec!["0.0.0.0:3478".parse().expect("addr")];
+        assert!(forwarded_ports(&config).contains("3478 (UDP)"));
+        let lan = testing::config(dir.path(), "192.168.1.20");
+        let details = inbound(&lan).details.unwrap_or_default();
+        assert!(details.contains("https://192.168.1.20/"), "{details}");
+        assert!(details.contains("Wi-Fi on"), "{details}");
+        assert!(!details.contains("mobile data"), "{details}");
+        let public = testing::config(dir.path(), "198.51.200.1");
+        assert!(
+            inbound(&public)
+                .details
+                .unwrap_or_default()
+                .contains("mobile data")
+        );
     }
 
     /// On tokio's paused clock: the silent resolver's timeouts are measured, not slept.
