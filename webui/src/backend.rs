@@ -199,7 +199,10 @@ pub struct Status {
     pub accounts: u64,
     pub storage_bytes: u64,
     pub storage_free_bytes: Option<u64>,
+    /// Bytes written on the last full day (`None` before one has passed).
     pub bytes_written_per_day: Option<u64>,
+    /// Bytes written today so far.
+    pub bytes_written_today: Option<u64>,
     pub version: String,
     pub update: UpdateInfo,
     /// Recent warnings and errors from the in-memory log, newest last.

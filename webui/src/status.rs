@@ -53,6 +53,7 @@ pub struct StatusPage {
     pub storage: String,
     pub storage_free: Option<String>,
     pub written_per_day: Option<String>,
+    pub written_today: Option<String>,
     /// "Written to the SD card" on the Relaybox image, "Written to disk" elsewhere.
     pub written_label: &'static str,
     pub version: String,
@@ -139,6 +140,7 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
         storage: view::bytes(s.storage_bytes),
         storage_free: s.storage_free_bytes.map(view::bytes),
         written_per_day: s.bytes_written_per_day.map(view::bytes),
+        written_today: s.bytes_written_today.map(view::bytes),
         // Updates install only on the Relaybox image (A/B slots), which runs from an SD
         // card; a server's data directory is on some disk.
         written_label: if s.update.available {

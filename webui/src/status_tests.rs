@@ -62,7 +62,9 @@ impl Fake {
                 accounts: 0,
                 storage_bytes: 4096,
                 storage_free_bytes: Some(1 << 30),
-                bytes_written_per_day: Some(1500),
+                // Right after setup: no full day yet.
+                bytes_written_per_day: None,
+                bytes_written_today: Some(1500),
                 version: "1.0".into(),
                 update: UpdateInfo {
                     state: "automatic updates are not available here".into(),
@@ -381,6 +383,22 @@ async fn storage_writes_are_labelled_by_the_machine() {
     fake.status.lock().unwrap().update.available = true;
     let p = b.get("/admin/status").await;
     assert_eq!(p.text_of("written-label"), Some("Written to the SD card"));
+}
+
+/// Like the charts (item 7): before a full day has passed, the bytes written so far are
+/// not presented as a daily rate.
+#[tokio::test]
+async fn storage_writes_before_a_full_day_say_today_so_far() {
+    let fake = Fake::new(Phase::Configured, false);
+    let mut b = logged_in(&fake).await;
+    let p = b.get("/admin/status").await;
+    let written = p.text_of("written").expect("written figure");
+    assert!(written.contains("today so far"), "{written}");
+    assert!(!written.contains("per day"), "{written}");
+    fake.status.lock().unwrap().bytes_written_per_day = Some(2_000_000);
+    let p = b.get("/admin/status").await;
+    let written = p.text_of("written").expect("written figure");
+    assert!(written.ends_with("per day"), "{written}");
 }
 
 /// Item 11: the certificate is named by its issuer, not by the word "acme"; a

@@ -331,6 +331,7 @@ impl Backend for Fake {
             storage_bytes: u64::MAX,
             storage_free_bytes: (!self.empty).then_some(0),
             bytes_written_per_day: (!self.empty).then_some(123_456),
+            bytes_written_today: (!self.empty).then_some(1_000),
             version: self.text("1.2.3"),
             update: {
                 let u = self.update.lock().unwrap().clone();

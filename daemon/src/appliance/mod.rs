@@ -691,9 +691,15 @@ impl Backend for Appliance {
         let update = self.update_info();
         // Issue 16: today's figures so far, not those of the last periodic sample.
         self.sample_stats();
-        let (messages, written, written_per_day, charts_since) = {
+        let (messages, written, written_per_day, written_today, charts_since) = {
             let s = self.stats.lock().expect("stats lock");
-            (s.messages(), s.written(), s.written_per_day(), s.since())
+            (
+                s.messages(),
+                s.written(),
+                s.written_per_day(),
+                s.written_today(),
+                s.since(),
+            )
         };
         let day = |d: u64| {
             let (y, m, dd) = crate::clock::civil_from_days(d as i64);
@@ -721,6 +727,7 @@ impl Backend for Appliance {
                 storage_bytes: 0,
                 storage_free_bytes: None,
                 bytes_written_per_day: written_per_day,
+                bytes_written_today: written_today,
                 version,
                 update,
                 recent_errors,
@@ -751,6 +758,7 @@ impl Backend for Appliance {
             storage_bytes,
             storage_free_bytes,
             bytes_written_per_day: written_per_day,
+            bytes_written_today: written_today,
             version,
             update,
             recent_errors,

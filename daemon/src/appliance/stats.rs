@@ -76,14 +76,16 @@ impl Daily {
         self.days.iter().map(|d| (d.0, d.2)).collect()
     }
 
-    /// Bytes written per day: the last full day's figure, else today's so far.
+    /// Bytes written on the last full day; `None` until one exists (the first day's
+    /// figure is only "so far" and would read as a daily rate — issue 16).
     pub fn written_per_day(&self) -> Option<u64> {
         let n = self.days.len();
-        match n {
-            0 => None,
-            1 => Some(self.days[0].2),
-            _ => Some(self.days[n - 2].2),
-        }
+        (n >= 2).then(|| self.days[n - 2].2)
+    }
+
+    /// Bytes written today so far (the last, still open day).
+    pub fn written_today(&self) -> Option<u64> {
+        self.days.back().map(|d| d.2)
     }
 }
 
@@ -158,7 +160,8 @@ mod tests {
         assert_eq!(d.since(), Some(10 * DAY), "the first sample");
         assert_eq!(d.messages(), vec![(10, 3), (11, 5)]);
         assert_eq!(d.written(), vec![(10, 50), (11, 300)]);
-        assert_eq!(d.written_per_day(), Some(50));
+        assert_eq!(d.written_per_day(), Some(50), "the last full day");
+        assert_eq!(d.written_today(), Some(300), "today so far");
         for day in 12..40 {
             d.record(Sample {
                 at: day * DAY + 5,
