@@ -326,9 +326,14 @@ impl Auth {
         &self.rules
     }
 
-    /// Why account creation is refused right now (for `/new`, NEW-5), if it is.
+    /// Why account creation is refused right now, if it is: logged (a warning at most
+    /// once per [`REFUSAL_WARNING_EVERY`] and kind) and counted. Every creation path
+    /// asks here: first login and `/new` (NEW-5).
     pub fn creation_refusal(&self) -> Option<CreationRefusal> {
-        self.limits.refusal()
+        let refusal = self.limits.refusal()?;
+        self.log_refusal(&refusal);
+        crate::metrics::registration_refused(refusal.metric());
+        Some(refusal)
     }
 
     fn fingerprint(&self, address: &str, password: &str) -> [u8; 32] {
@@ -412,9 +417,7 @@ impl Auth {
             crate::metrics::registration_refused(crate::metrics::Registration::Name);
             return Err(AuthError::Failed);
         }
-        if let Some(refusal) = self.limits.refusal() {
-            self.log_refusal(&refusal);
-            crate::metrics::registration_refused(refusal.metric());
+        if let Some(refusal) = self.creation_refusal() {
             return Err(AuthError::CreationRefused(refusal));
         }
         self.count_hash();

@@ -401,10 +401,9 @@ async fn new_account(State(web): State<Web>) -> Response {
     }
     // NEW-5 (not upstream): say why creation would be refused instead of handing out
     // credentials that cannot log in.
+    // The public gets the users' wording (no paths, issue 16); the log has the owner's.
     if let Some(reason) = web.relay.auth().creation_refusal() {
-        tracing::warn!("registration rejected: {reason}");
-        crate::metrics::registration_refused(reason.metric());
-        return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason.to_string());
+        return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason.user_text());
     }
     let config = web.relay.config();
     let (email, password) = onboarding::random_credentials(config);
@@ -824,7 +823,8 @@ mod tests {
         let m = json(&body);
         assert_eq!(m.len(), 1, "{body}");
         let reason = m["reason"].as_str().expect("reason");
-        assert!(reason.contains("nocreate"), "{reason}");
+        assert!(reason.contains("turned sign-up off"), "{reason}");
+        assert!(!reason.contains('/'), "no path to the public: {reason}");
         // ACC-5.6 limits as well.
         let f = Fixture::new(|d| {
             let mut c = dev_config(d);
