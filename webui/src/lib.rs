@@ -23,8 +23,6 @@ mod view;
 mod wizard;
 
 #[cfg(test)]
-mod status_tests;
-#[cfg(test)]
 mod tests;
 
 pub use router::router;

@@ -2,6 +2,10 @@
 //! password and session cookies, CSRF, the LAN gate, the guessing slowdown (paused
 //! tokio time), rendering of odd data (WIZ-2, WIZ-3), and updates by hand: "update
 //! now" and the streamed bundle upload with its CSRF, size cap and clean-up (issue #7).
+//! The status, password and login page tests of issue 16 are in [`status`], on the same
+//! fake and browser.
+
+mod status;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,6 +58,12 @@ struct Fake {
     upload_cap: Mutex<u64>,
     /// Paths given to `install_upload`, with the bytes in the file at that moment.
     installed: Mutex<Vec<(PathBuf, Vec<u8>)>>,
+    /// What `admin_password_file` returns.
+    password_file: Option<PathBuf>,
+    /// Where the overview says the setup code is.
+    code_location: &'static str,
+    /// What `status` returns instead of its made-up figures, when set.
+    status: Mutex<Option<Status>>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -104,7 +114,21 @@ impl Fake {
             upload_dir: tempfile::tempdir().unwrap(),
             upload_cap: Mutex::new(10_000_000),
             installed: Mutex::new(Vec::new()),
+            password_file: None,
+            code_location: "the file setup-code.txt",
+            status: Mutex::new(None),
         }
+    }
+
+    /// Change the set `status` (panics when none is set).
+    fn edit_status(&self, edit: impl FnOnce(&mut Status)) {
+        edit(
+            self.status
+                .lock()
+                .unwrap()
+                .as_mut()
+                .expect("a status is set"),
+        );
     }
 
     /// Files in the upload directory.
@@ -130,6 +154,15 @@ impl Fake {
 
     fn call(&self, c: &str) {
         self.calls.lock().unwrap().push(c.to_string());
+    }
+
+    /// The passwords given to `set_admin_password`, in order (refused ones too).
+    fn passwords_set(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .filter_map(|c| c.strip_prefix("set_admin_password "))
+            .map(String::from)
+            .collect()
     }
 
     fn text(&self, normal: &str) -> String {
@@ -175,7 +208,7 @@ impl Backend for Fake {
             },
             ip_only: *self.ip_only.lock().unwrap(),
             has_button: self.has_button,
-            setup_code_location: self.text("the file setup-code.txt"),
+            setup_code_location: self.text(self.code_location),
             version: self.text("1.2.3"),
         }
     }
@@ -201,7 +234,7 @@ impl Backend for Fake {
     }
 
     async fn set_admin_password(&self, password: &str) -> Result<(), InputError> {
-        self.call("set_admin_password");
+        self.call(&format!("set_admin_password {password}"));
         if password.len() < 10 {
             return Err(InputError {
                 field: "password",
@@ -314,7 +347,14 @@ impl Backend for Fake {
         })
     }
 
+    fn admin_password_file(&self) -> Option<PathBuf> {
+        self.password_file.clone()
+    }
+
     async fn status(&self) -> Status {
+        if let Some(s) = self.status.lock().unwrap().clone() {
+            return s;
+        }
         let n = if self.empty { 0 } else { 3 };
         Status {
             services: (0..n)
@@ -409,6 +449,14 @@ impl Page {
         let start = self.body.find(marker).expect("page has a csrf field") + marker.len();
         let end = self.body[start..].find('"').unwrap();
         self.body[start..start + end].to_string()
+    }
+
+    /// The text of the element with `id` (up to its first tag end).
+    fn text_of(&self, id: &str) -> Option<&str> {
+        let at = self.body.find(&format!("id=\"{id}\""))?;
+        let start = at + self.body[at..].find('>')? + 1;
+        let end = start + self.body[start..].find('<')?;
+        Some(&self.body[start..end])
     }
 }
 
@@ -598,11 +646,25 @@ impl Browser {
     }
 
     async fn login(&mut self) {
-        let p = self
-            .submit("/admin/login", "/admin/login", &[("password", PASSWORD)])
-            .await;
+        let p = self.login_with(PASSWORD).await;
         assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
         assert!(self.jar.contains_key("rb_session"));
+    }
+
+    /// Submit the login form with `password`.
+    async fn login_with(&mut self, password: &str) -> Page {
+        self.submit("/admin/login", "/admin/login", &[("password", password)])
+            .await
+    }
+
+    /// Submit the password form: `current`, then `new` twice.
+    async fn change_password(&mut self, current: &str, new: &str) -> Page {
+        self.submit(
+            "/admin/password",
+            "/admin/password",
+            &[("current", current), ("password", new), ("confirm", new)],
+        )
+        .await
     }
 }
 
@@ -699,7 +761,7 @@ async fn claim_by_code_then_password() {
         .await;
     assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(p.body.contains("id=\"confirm-error\""));
-    assert!(!fake.calls().contains(&"set_admin_password".into()));
+    assert!(fake.passwords_set().is_empty());
     // The daemon's refusal is shown at the field, escaped.
     let p = b
         .submit(
