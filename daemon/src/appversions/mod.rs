@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The replacement file in `data_dir`.
 pub const FILE_NAME: &str = "appversions.json";
@@ -23,29 +23,6 @@ pub const MAX_FILE_BYTES: u64 = 64 * 1024;
 /// The document shipped with this release.
 pub const BUILT_IN: &str = include_str!("default.json");
 
-/// The document's schema (field names as on the wire).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    clients: Vec<Client>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Client {
-    client_id: String,
-    sources: Vec<Source>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Source {
-    source_id: String,
-    version_integer: u32,
-    version_string: String,
-    download_url: String,
-}
-
 /// Why a replacement file is not served.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Invalid {
@@ -53,38 +30,57 @@ pub enum Invalid {
     Read(String),
     #[error("larger than {MAX_FILE_BYTES} bytes")]
     TooLarge,
-    #[error("not the appversions schema: {0}")]
-    Schema(String),
-    #[error("{0}")]
-    Field(String),
+    #[error("not JSON: {0}")]
+    Json(String),
+    /// The path of the offending field and what it should be.
+    #[error("{0} must be {1}")]
+    Field(String, &'static str),
 }
 
-/// Check `text` against the schema; the compact one-line form when it fits.
+/// Check `text` against the schema the core parses; the compact one-line form when it
+/// fits. Fields the schema does not name are kept (the core ignores them; newer
+/// clients may read them).
 pub fn validate(text: &str) -> Result<String, Invalid> {
-    let doc: Document = serde_json::from_str(text).map_err(|e| Invalid::Schema(e.to_string()))?;
-    for (i, c) in doc.clients.iter().enumerate() {
-        if c.client_id.trim().is_empty() {
-            return Err(Invalid::Field(format!("clients[{i}].clientId is empty")));
-        }
-        for (j, s) in c.sources.iter().enumerate() {
+    let doc: Value = serde_json::from_str(text).map_err(|e| Invalid::Json(e.to_string()))?;
+    let field = |path: String, what| Invalid::Field(path, what);
+    let non_empty = |v: &Value, path: String| match v.as_str() {
+        Some(s) if !s.trim().is_empty() => Ok(()),
+        _ => Err(field(path, "a non-empty string")),
+    };
+    if !doc.is_object() {
+        return Err(field("the document".into(), "an object"));
+    }
+    let clients = doc["clients"]
+        .as_array()
+        .ok_or_else(|| field("clients".into(), "an array"))?;
+    for (i, c) in clients.iter().enumerate() {
+        non_empty(&c["clientId"], format!("clients[{i}].clientId"))?;
+        let sources = c["sources"]
+            .as_array()
+            .ok_or_else(|| field(format!("clients[{i}].sources"), "an array"))?;
+        for (j, s) in sources.iter().enumerate() {
             let at = format!("clients[{i}].sources[{j}]");
-            if s.source_id.trim().is_empty() {
-                return Err(Invalid::Field(format!("{at}.sourceId is empty")));
-            }
-            if s.version_string.trim().is_empty() {
-                return Err(Invalid::Field(format!("{at}.versionString is empty")));
-            }
-            if !s.download_url.starts_with("https://")
-                || s.download_url.len() <= "https://".len()
-                || s.download_url.chars().any(char::is_whitespace)
+            non_empty(&s["sourceId"], format!("{at}.sourceId"))?;
+            if !s["versionInteger"]
+                .as_u64()
+                .is_some_and(|v| v <= u64::from(u32::MAX))
             {
-                return Err(Invalid::Field(format!(
-                    "{at}.downloadUrl is not an https:// URL"
-                )));
+                return Err(field(
+                    format!("{at}.versionInteger"),
+                    "a whole number from 0 to 4294967295",
+                ));
+            }
+            non_empty(&s["versionString"], format!("{at}.versionString"))?;
+            let url = s["downloadUrl"].as_str().unwrap_or("");
+            if url.len() <= "https://".len()
+                || !url.starts_with("https://")
+                || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(field(format!("{at}.downloadUrl"), "an https:// URL"));
             }
         }
     }
-    serde_json::to_string(&doc).map_err(|e| Invalid::Schema(e.to_string()))
+    serde_json::to_string(&doc).map_err(|e| Invalid::Json(e.to_string()))
 }
 
 /// The built-in document, compact.
@@ -185,7 +181,6 @@ mod tests {
             r#"{"clients":[{"clientId":"d","sources":[{"sourceId":"g","versionInteger":"7","versionString":"1","downloadUrl":"https://x"}]}]}"#,
             r#"{"clients":[{"clientId":"d","sources":[{"sourceId":"g","versionInteger":7,"versionString":"1","downloadUrl":"http://x"}]}]}"#,
             r#"{"clients":[{"clientId":"d","sources":[{"sourceId":"g","versionInteger":7,"versionString":"1"}]}]}"#,
-            r#"{"clients":[],"extra":1}"#,
         ] {
             assert!(validate(bad).is_err(), "accepted: {bad}");
         }
@@ -197,7 +192,8 @@ mod tests {
         assert_eq!(value(dir.path()), built_in());
         let good = r#"{"clients":[{"clientId":"deltachat","sources":[{"sourceId":"fdroid","versionInteger":9,"versionString":"9.0","downloadUrl":"https://example.org/a.apk"}]}]}"#;
         std::fs::write(dir.path().join(FILE_NAME), good).unwrap();
-        assert_eq!(value(dir.path()), good);
+        let served: Value = serde_json::from_str(&value(dir.path())).unwrap();
+        assert_eq!(served, serde_json::from_str::<Value>(good).unwrap());
         std::fs::write(dir.path().join(FILE_NAME), "{ not json").unwrap();
         assert_eq!(value(dir.path()), built_in());
         std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
