@@ -61,9 +61,9 @@ pub fn validate(text: &str) -> Result<String, Invalid> {
         for (j, s) in sources.iter().enumerate() {
             let at = format!("clients[{i}].sources[{j}]");
             non_empty(&s["sourceId"], format!("{at}.sourceId"))?;
-            if !s["versionInteger"]
+            if s["versionInteger"]
                 .as_u64()
-                .is_some_and(|v| v <= u64::from(u32::MAX))
+                .is_none_or(|v| v > u64::from(u32::MAX))
             {
                 return Err(field(
                     format!("{at}.versionInteger"),
