@@ -6,10 +6,12 @@ configures an account (`imap_server_comment` in get_info, `get_app_version`), an
 from __future__ import annotations
 
 import json
+import secrets
+import string
 
 import pytest
 
-from relayharness import dclogin_client
+from relayharness import dclogin_client, online_client
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -82,3 +84,19 @@ def test_dcaccount_domain_is_an_account_qr(dc):
         assert qr["domain"] == "chat.example.org", qr
     finally:
         acc.remove()
+
+
+def test_core_invented_credentials_create_an_account(relay, dc):
+    """What core 2.65 does for `DCACCOUNT:<domain>` (login_param_from_account_qr): 9
+    letters/digits at the domain (lower-cased by the core) and a 50-character password
+    of letters and digits, no HTTP request; the relay must create that account at the
+    first login. The core checks the certificate strictly for `DCACCOUNT:` and trusts
+    only its built-in roots, so on loopback the same credentials travel in a
+    `dclogin:` link (with `ic=3`) instead of the `DCACCOUNT:` QR itself."""
+    alnum = string.ascii_letters + string.digits
+    local = "".join(secrets.choice(alnum) for _ in range(9)).lower()
+    password = "".join(secrets.choice(alnum) for _ in range(50))
+    addr = f"{local}@[127.0.0.1]"
+    a = online_client(dc, relay.dclogin_url(addr, password), addr, password)
+    assert a.account.get_config("configured_addr") == addr
+    assert f"Created address: {addr}" in relay.log_text()
