@@ -549,7 +549,9 @@ fn refuse(relay: &Arc<Relay>, service: Service, stream: TcpStream, peer: SocketA
 async fn refusal(relay: &Relay, service: Service, mut conn: Conn, why: Reason) {
     use tokio::io::AsyncWriteExt;
     let line = match service {
+        // RFC 5530 §3: `UNAVAILABLE`, a temporary failure of the server.
         Service::Imap | Service::Imaps => format!("* BYE [UNAVAILABLE] {}\r\n", why.text()),
+        // RFC 5321 §3.8: a server that must close says 421; RFC 3463 §3.8: 4.7.0.
         Service::Mx | Service::Submission | Service::Submissions => {
             format!("421 4.7.0 {} {}\r\n", relay.config.host_name(), why.text())
         }
