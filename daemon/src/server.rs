@@ -110,6 +110,9 @@ impl Relay {
                 crate::zone::zone_file_path(&config).display()
             );
         }
+        // A bad `<data_dir>/appversions.json` is reported at start, not at the first
+        // client that asks (`crate::appversions`).
+        let _ = crate::appversions::value(&config.data_dir);
         let dkim_verifier = crate::dkim::Verifier::new(&config)?;
         let outbound = crate::outbound::Transport::new(&config)?;
         let relay = Arc::new(Relay {

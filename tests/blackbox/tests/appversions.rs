@@ -148,3 +148,30 @@ async fn comment_with_a_control_character_stops_the_start() {
         "the error names the key: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_is_reported_at_start() {
+    let mut relay = Relay::start(&[]).await;
+    std::fs::write(
+        relay.data_dir().join("appversions.json"),
+        "{\"clients\": 3}",
+    )
+    .unwrap();
+    let before = relay.stderr().matches("appversions file ignored").count();
+    assert_eq!(before, 0, "nobody asked yet");
+    // No client asks: the start alone reports it.
+    relay.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = relay.stderr();
+        if let Some(line) = log.lines().find(|l| l.contains("appversions file ignored")) {
+            assert!(line.contains("clients must be an array"), "{line}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
