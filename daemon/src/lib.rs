@@ -8,6 +8,7 @@ pub mod acme;
 pub mod admission;
 pub mod alloc;
 pub mod appliance;
+pub mod appversions;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -1,5 +1,6 @@
 //! Onboarding: random credentials for `/new` (NEW-2), the `dclogin:` URL (NEW-3,
-//! spec/client.md §2) and the dev-mode banner with a terminal QR code.
+//! spec/client.md §2), the `DCACCOUNT:<domain>` invite (upstream 1.12) and the dev-mode
+//! banner with a terminal QR code.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -76,6 +77,27 @@ pub fn dclogin_url(config: &Config, email: &str, password: &str) -> String {
         url.push_str("&ic=3");
     }
     url
+}
+
+/// Delta Chat core (2.6x, `login_param_from_account_qr`): for `DCACCOUNT:<domain>` the
+/// client invents the address `<9 letters/digits>@<domain>` (it lower-cases it) and a
+/// 50-character password of letters and digits, asks the relay nothing and logs in;
+/// the account is created at that first login (ACC-5).
+pub const CLIENT_INVENTED_LOCAL_LEN: usize = 9;
+/// See [`CLIENT_INVENTED_LOCAL_LEN`].
+pub const CLIENT_INVENTED_PASSWORD_LEN: usize = 50;
+
+/// Upstream 1.12: `DCACCOUNT:<domain>`, the invite that needs no HTTP request — for
+/// domain relays only (the client checks the certificate strictly and the address
+/// domain is the host it connects to), and only where the relay's name rules accept
+/// the credentials the client invents (`username_min_length` ≤ 9 ≤
+/// `username_max_length`, `password_min_length` ≤ 50); `None` otherwise.
+pub fn dcaccount_domain_url(config: &Config) -> Option<String> {
+    let accepted = config.username_min_length <= CLIENT_INVENTED_LOCAL_LEN
+        && CLIENT_INVENTED_LOCAL_LEN <= config.username_max_length
+        && config.password_min_length <= CLIENT_INVENTED_PASSWORD_LEN;
+    (matches!(config.mode, Mode::Domain) && !config.self_signed() && accepted)
+        .then(|| format!("DCACCOUNT:{}", config.mail_domain))
 }
 
 /// The QR code of `text` for a terminal (two modules per character row, light modules
@@ -262,6 +284,42 @@ mod tests {
         }
         // 24000 draws from 94 symbols: every one appears (miss chance ≈ 1e-109).
         assert_eq!(seen.len(), PASSWORD_ALPHABET.len());
+    }
+
+    #[test]
+    fn dcaccount_domain_only_where_the_invented_credentials_pass() {
+        let url = |text: &str| dcaccount_domain_url(&domain_config(text));
+        assert_eq!(
+            url("mail_domain = chat.example.org").as_deref(),
+            Some("DCACCOUNT:chat.example.org")
+        );
+        assert_eq!(
+            url("mail_domain = chat.example.org\nusername_max_length = 20").as_deref(),
+            Some("DCACCOUNT:chat.example.org")
+        );
+        assert_eq!(
+            url("mail_domain = chat.example.org\npassword_min_length = 50").as_deref(),
+            Some("DCACCOUNT:chat.example.org")
+        );
+        // Self-signed and IP-only relays: the client would refuse the certificate or
+        // make an address the relay does not have.
+        assert_eq!(url("mail_domain = 192.0.2.1"), None);
+        assert_eq!(url("mail_domain = _relay.test"), None);
+        assert_eq!(
+            dcaccount_domain_url(&Config::dev(PathBuf::from("/tmp/x"))),
+            None
+        );
+        // Name rules that refuse a 9-character address or a 50-character password.
+        assert_eq!(
+            url(
+                "mail_domain = chat.example.org\nusername_min_length = 10\nusername_max_length = 12"
+            ),
+            None
+        );
+        assert_eq!(
+            url("mail_domain = chat.example.org\npassword_min_length = 51"),
+            None
+        );
     }
 
     #[test]

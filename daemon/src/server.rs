@@ -110,6 +110,9 @@ impl Relay {
                 crate::zone::zone_file_path(&config).display()
             );
         }
+        // A bad `<data_dir>/appversions.json` is reported at start, not at the first
+        // client that asks (`crate::appversions`).
+        let _ = crate::appversions::value(&config.data_dir);
         let dkim_verifier = crate::dkim::Verifier::new(&config)?;
         let outbound = crate::outbound::Transport::new(&config)?;
         let relay = Arc::new(Relay {
@@ -549,7 +552,9 @@ fn refuse(relay: &Arc<Relay>, service: Service, stream: TcpStream, peer: SocketA
 async fn refusal(relay: &Relay, service: Service, mut conn: Conn, why: Reason) {
     use tokio::io::AsyncWriteExt;
     let line = match service {
+        // RFC 5530 §3: `UNAVAILABLE`, a temporary failure of the server.
         Service::Imap | Service::Imaps => format!("* BYE [UNAVAILABLE] {}\r\n", why.text()),
+        // RFC 5321 §3.8: a server that must close says 421; RFC 3463 §3.8: 4.7.0.
         Service::Mx | Service::Submission | Service::Submissions => {
             format!("421 4.7.0 {} {}\r\n", relay.config.host_name(), why.text())
         }

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     // foundation
     ("admission", FOUNDATION),
     ("alloc", FOUNDATION),
+    ("appversions", FOUNDATION),
     ("clock", FOUNDATION),
     ("config", FOUNDATION),
     ("deadline", FOUNDATION),

@@ -572,6 +572,22 @@ pub static KEYS: &[&dyn Key] = &[
                `/shared/admin`)",
     },
     &Spec {
+        name: "server_comment",
+        origin: Origin::Relaybox,
+        default: Fallback::Text(""),
+        dev: Dev::Same,
+        parse: |v, _| {
+            // RFC 5464 §6.2.1: a human-readable comment; one line of text.
+            if v.chars().any(char::is_control) {
+                return Err("expected one line of text without control characters".into());
+            }
+            Ok(v.trim().to_string())
+        },
+        set: |c, v| c.server_comment = v,
+        help: "IMAP METADATA `/shared/comment`: a line about this relay that clients may \
+               show (empty: none)",
+    },
+    &Spec {
         name: "privacy_pdo",
         origin: Origin::Upstream,
         default: Fallback::Text(""),

@@ -130,6 +130,8 @@ pub struct Config {
     pub imap_compress: bool,
     pub privacy_postal: String,
     pub privacy_mail: String,
+    /// IMAP METADATA `/shared/comment` (RFC 5464 §6.2.1); empty = NIL.
+    pub server_comment: String,
     pub privacy_pdo: String,
     pub privacy_supervisor: String,
     /// Relaybox: where the store, certificates and keys live.
@@ -459,6 +461,7 @@ impl Config {
             imap_compress: false,
             privacy_postal: String::new(),
             privacy_mail: String::new(),
+            server_comment: String::new(),
             privacy_pdo: String::new(),
             privacy_supervisor: String::new(),
             data_dir: PathBuf::new(),

@@ -1083,6 +1083,7 @@ fn every_key_of_the_table_sets_the_config() {
         ("imap_compress", "true"),
         ("privacy_postal", "Street 1"),
         ("privacy_mail", "p@example.org"),
+        ("server_comment", "A relay for the club"),
         ("privacy_pdo", "Officer"),
         ("privacy_supervisor", "Authority"),
         ("data_dir", "/data"),

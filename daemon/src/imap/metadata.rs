@@ -26,6 +26,12 @@ pub fn server_entry(h: Handles<'_>, key: &str) -> Option<String> {
     let config = h.config;
     match key.to_ascii_lowercase().as_str() {
         "/shared/vendor/deltachat/maxsmtprecipients" => Some("1000".to_string()),
+        // RFC 5464 §6.2.1; the `server_comment` key.
+        "/shared/comment" => {
+            (!config.server_comment.is_empty()).then(|| config.server_comment.clone())
+        }
+        // Upstream 1.12: the client versions document (`crate::appversions`).
+        "/shared/vendor/deltachat/appversions" => Some(crate::appversions::value(&config.data_dir)),
         "/shared/admin" => (!config.privacy_mail.trim().is_empty())
             .then(|| format!("mailto:{}", config.privacy_mail.trim())),
         // CFG-5: absent → the built-in relay; present → trimmed; empty → NIL.

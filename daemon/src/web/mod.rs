@@ -156,6 +156,8 @@ struct IndexPage {
     self_signed: bool,
     invite: String,
     qr: QrSvg,
+    /// Upstream 1.12: `DCACCOUNT:<domain>` (`crate::onboarding::dcaccount_domain_url`).
+    invite_domain: Option<String>,
     delete_mails_after: u32,
 }
 
@@ -237,6 +239,7 @@ async fn index<S: Site>(State(web): State<S>) -> Response {
         self_signed: config.self_signed(),
         invite,
         qr,
+        invite_domain: onboarding::dcaccount_domain_url(config),
         delete_mails_after: config.delete_mails_after,
     };
     html(page.render(), cache)

@@ -136,6 +136,30 @@ async fn index_has_the_dcaccount_link_and_its_qr() {
 }
 
 #[tokio::test]
+async fn index_offers_dcaccount_domain_besides_the_https_invite() {
+    // Upstream 1.12: `DCACCOUNT:<domain>` (the client invents the credentials) as an
+    // alternative; the QR stays the `/new` invite.
+    let site = Site::new("chat.example.org", |_, _| {});
+    let html = site.page("/").await;
+    assert!(
+        html.contains("href=\"DCACCOUNT:chat.example.org\""),
+        "{html}"
+    );
+    assert!(html.contains("href=\"DCACCOUNT:https://chat.example.org/new\""));
+    assert_eq!(
+        svg_modules(svg_path(&html)),
+        expected_modules("DCACCOUNT:https://chat.example.org/new")
+    );
+    // Name rules that would refuse the client's 9-character address: not offered.
+    let site = Site::new("chat.example.org", |c, _| {
+        c.username_min_length = 12;
+        c.username_max_length = 12;
+    });
+    let html = site.page("/").await;
+    assert!(!html.contains("DCACCOUNT:chat.example.org"), "{html}");
+}
+
+#[tokio::test]
 async fn self_signed_index_has_fresh_dclogin_credentials() {
     // NEW-6: self-signed modes show a `dclogin:` QR with fresh random credentials.
     for (domain, addr_domain) in [("127.0.0.1", "[127.0.0.1]"), ("_relay.test", "_relay.test")] {
