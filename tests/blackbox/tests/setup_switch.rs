@@ -356,6 +356,18 @@ async fn kept_alive_connections_get_the_relays_answers_after_the_switch() {
     let http = daemon.sock(80);
     let ip = daemon.ip;
 
+    // Issue 16 (item 11): the console line names the address that works, and no
+    // `relaybox.local` with mDNS off (`mdns_name =`).
+    let log = daemon.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("setup: open"))
+        .unwrap_or_else(|| panic!("no setup line in the log:\n{log}"));
+    assert!(
+        line.contains(&format!("http://{ip}/admin/")) && !line.contains(".local"),
+        "the setup line names only working addresses: {line}"
+    );
+
     // A connection opened in setup mode, used once and kept.
     let mut held = KeepAlive::connect(http).await;
     let r = held.get("/").await;
