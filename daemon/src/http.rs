@@ -149,6 +149,18 @@ fn local_ip(conn: &Conn) -> Option<IpAddr> {
 /// on a connection kept alive from before it; the client sends it again on a new
 /// connection, which the relay accepts (RFC 9112 §9.3.1, §9.6).
 pub async fn serve_router(router: Router, conn: Conn, ended: tokio::sync::watch::Receiver<()>) {
+    // hyper closes after that response but does not say so: say it (RFC 9112 §9.6).
+    let watch = ended.clone();
+    let router = router.layer(middleware::map_response(move |mut response: Response| {
+        let watch = watch.clone();
+        async move {
+            if watch.has_changed().unwrap_or(true) {
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(header::CONNECTION, close);
+            }
+            response
+        }
+    }));
     serve(conn, router, None, TIMEOUTS, Some(ended)).await;
 }
 
@@ -1250,6 +1262,76 @@ mod tests {
         // The answer, then nothing: the connection idles until the server closes it.
         let got = read_until_closed(&mut tcp).await;
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    }
+
+    /// Issue 16: ending a setup-mode connection (the switch to the relay) answers the
+    /// request in progress with `Connection: close`, then closes; an idle kept-alive
+    /// connection closes at once (its own idle limit, `TIMEOUTS`, is far beyond `WAIT`).
+    #[tokio::test]
+    async fn ended_connections_answer_the_request_in_progress_then_close() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::sync::{Notify, watch};
+        let entered = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let router = {
+            let (entered, release) = (entered.clone(), release.clone());
+            echo_router().route(
+                "/slow",
+                get(move || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "slow"
+                }),
+            )
+        };
+        // In progress.
+        let (end, ended) = watch::channel(());
+        let (mut tcp, server) = loopback(move |tcp, _| async move {
+            serve_router(router.clone(), Conn::Plain(tcp), ended).await;
+        })
+        .await;
+        tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, entered.notified())
+            .await
+            .unwrap();
+        drop(end);
+        release.notify_one();
+        let got = read_until_closed(&mut tcp).await.to_ascii_lowercase();
+        assert!(got.starts_with("http/1.1 200 ok\r\n"), "{got}");
+        assert!(got.contains("\r\nconnection: close\r\n"), "{got}");
+        assert!(got.ends_with("slow"), "{got}");
+        tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+
+        // Idle after an answer.
+        let (end, ended) = watch::channel(());
+        let (mut tcp, server) = loopback(move |tcp, _| async move {
+            serve_router(echo_router(), Conn::Plain(tcp), ended).await;
+        })
+        .await;
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"ok") {
+            let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed before the answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(!head.contains("connection: close"), "kept alive: {head}");
+        drop(end);
+        assert_eq!(
+            read_until_closed(&mut tcp).await,
+            "",
+            "closed, nothing more"
+        );
         tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
     }
 
