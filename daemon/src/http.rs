@@ -114,7 +114,7 @@ pub async fn serve_https(relay: Arc<dyn Handles>, conn: Conn, peer: SocketAddr) 
         peer: peer.ip().to_canonical(),
     };
     let router = with_admin(https_router(web), admin, peer, true);
-    serve(conn, router, Some(("https", peer.ip())), TIMEOUTS).await;
+    serve(conn, router, Some(("https", peer.ip())), TIMEOUTS, None).await;
 }
 
 /// Serve plain HTTP (80): ACME HTTP-01 answers and a redirect to HTTPS for everything
@@ -128,6 +128,7 @@ pub async fn serve_http(relay: Arc<dyn Handles>, conn: Conn, peer: SocketAddr) {
         http_router(relay, local),
         Some(("http", peer.ip())),
         TIMEOUTS,
+        None,
     )
     .await;
 }
@@ -141,9 +142,26 @@ fn local_ip(conn: &Conn) -> Option<IpAddr> {
     tcp.local_addr().ok().map(|a| a.ip().to_canonical())
 }
 
-/// Serve one plain-HTTP connection with `router` (setup mode: the wizard alone).
-pub async fn serve_router(router: Router, conn: Conn) {
-    serve(conn, router, None, TIMEOUTS).await;
+/// Serve one plain-HTTP connection with `router` (setup mode: the wizard alone) until
+/// `ended` changes or its sender is dropped (the switch to the relay, issue 16): then
+/// the request in progress is answered with `Connection: close` and the connection is
+/// closed (an idle one at once), so no request after the switch gets a setup-mode answer
+/// on a connection kept alive from before it; the client sends it again on a new
+/// connection, which the relay accepts (RFC 9112 §9.3.1, §9.6).
+pub async fn serve_router(router: Router, conn: Conn, ended: tokio::sync::watch::Receiver<()>) {
+    // hyper closes after that response but does not say so: say it (RFC 9112 §9.6).
+    let watch = ended.clone();
+    let router = router.layer(middleware::map_response(move |mut response: Response| {
+        let watch = watch.clone();
+        async move {
+            if watch.has_changed().unwrap_or(true) {
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(header::CONNECTION, close);
+            }
+            response
+        }
+    }));
+    serve(conn, router, None, TIMEOUTS, Some(ended)).await;
 }
 
 /// Issue 13: a refused connection (`crate::server`) gets `503 Service Unavailable` with
@@ -199,12 +217,15 @@ pub fn with_admin(router: Router, admin: Option<Router>, peer: SocketAddr, https
 
 /// Run HTTP/1.1 on one connection until the client closes it or a bound is hit
 /// (`timeouts`). `client`: the listener's name and the client's address, for counting
-/// and logging a cut (issue 13; `None` in setup mode).
+/// and logging a cut (issue 13; `None` in setup mode). `ended`: when given, the
+/// connection ends gracefully once it changes or its sender is dropped
+/// ([`serve_router`]).
 async fn serve(
     conn: Conn,
     router: Router,
     client: Option<(&'static str, IpAddr)>,
     timeouts: Timeouts,
+    ended: Option<tokio::sync::watch::Receiver<()>>,
 ) {
     let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = requests.clone();
@@ -219,6 +240,21 @@ async fn serve(
     let connection = builder
         .serve_connection(TokioIo::new(conn), TowerToHyperService::new(service))
         .with_upgrades();
+    let connection = async move {
+        let mut connection = std::pin::pin!(connection);
+        let Some(mut ended) = ended else {
+            return connection.await;
+        };
+        tokio::select! {
+            r = connection.as_mut() => return r,
+            // Changed or sender dropped: either way the end.
+            _ = ended.changed() => {}
+        }
+        // Finishes the response in progress without keep-alive; closes an idle
+        // connection at once.
+        connection.as_mut().graceful_shutdown();
+        connection.await
+    };
     let cut = match tokio::time::timeout(timeouts.lifetime, connection).await {
         Ok(Ok(())) => false,
         // Headers too slow; an idle keep-alive connection after a request ends the same
@@ -1217,7 +1253,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let (mut tcp, server) = loopback(|tcp, peer| async move {
             let client = Some(("http", peer.ip()));
-            serve(Conn::Plain(tcp), echo_router(), client, SHORT).await;
+            serve(Conn::Plain(tcp), echo_router(), client, SHORT, None).await;
         })
         .await;
         tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -1226,6 +1262,76 @@ mod tests {
         // The answer, then nothing: the connection idles until the server closes it.
         let got = read_until_closed(&mut tcp).await;
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    }
+
+    /// Issue 16: ending a setup-mode connection (the switch to the relay) answers the
+    /// request in progress with `Connection: close`, then closes; an idle kept-alive
+    /// connection closes at once (its own idle limit, `TIMEOUTS`, is far beyond `WAIT`).
+    #[tokio::test]
+    async fn ended_connections_answer_the_request_in_progress_then_close() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::sync::{Notify, watch};
+        let entered = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let router = {
+            let (entered, release) = (entered.clone(), release.clone());
+            echo_router().route(
+                "/slow",
+                get(move || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "slow"
+                }),
+            )
+        };
+        // In progress.
+        let (end, ended) = watch::channel(());
+        let (mut tcp, server) = loopback(move |tcp, _| async move {
+            serve_router(router.clone(), Conn::Plain(tcp), ended).await;
+        })
+        .await;
+        tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, entered.notified())
+            .await
+            .unwrap();
+        drop(end);
+        release.notify_one();
+        let got = read_until_closed(&mut tcp).await.to_ascii_lowercase();
+        assert!(got.starts_with("http/1.1 200 ok\r\n"), "{got}");
+        assert!(got.contains("\r\nconnection: close\r\n"), "{got}");
+        assert!(got.ends_with("slow"), "{got}");
+        tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+
+        // Idle after an answer.
+        let (end, ended) = watch::channel(());
+        let (mut tcp, server) = loopback(move |tcp, _| async move {
+            serve_router(echo_router(), Conn::Plain(tcp), ended).await;
+        })
+        .await;
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"ok") {
+            let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed before the answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(!head.contains("connection: close"), "kept alive: {head}");
+        drop(end);
+        assert_eq!(
+            read_until_closed(&mut tcp).await,
+            "",
+            "closed, nothing more"
+        );
         tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
     }
 
@@ -1238,6 +1344,7 @@ mod tests {
                 echo_router(),
                 Some(("http", peer.ip())),
                 SHORT,
+                None,
             )
             .await;
         })
@@ -1266,6 +1373,7 @@ mod tests {
                 echo_router(),
                 Some(("http", peer.ip())),
                 SHORT,
+                None,
             )
             .await;
         })
@@ -1302,6 +1410,7 @@ mod tests {
                 echo_router(),
                 Some(("http", peer.ip())),
                 SHORT,
+                None,
             )
             .await;
         })

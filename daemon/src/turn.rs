@@ -231,8 +231,12 @@ fn is_link_local(ip: IpAddr) -> bool {
 }
 
 /// The concrete addresses to listen on: explicit ones as given, wildcards expanded
-/// to the interface addresses of their family (`[::]` serves IPv4 too, PORT-1).
-fn listen_addresses(configured: &[SocketAddr], interfaces: &[IpAddr]) -> Vec<SocketAddr> {
+/// to the interface addresses of their family (`[::]` serves IPv4 too, PORT-1). Also
+/// the setup wizard's addresses on the console (`crate::appliance::setup_urls`).
+pub(crate) fn listen_addresses(
+    configured: &[SocketAddr],
+    interfaces: &[IpAddr],
+) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = Vec::new();
     for addr in configured {
         let expanded: Vec<SocketAddr> = if addr.ip().is_unspecified() {
@@ -253,7 +257,8 @@ fn listen_addresses(configured: &[SocketAddr], interfaces: &[IpAddr]) -> Vec<Soc
     out
 }
 
-fn interface_addresses() -> Vec<IpAddr> {
+/// This host's interface addresses (all of them; [`listen_addresses`] picks).
+pub(crate) fn interface_addresses() -> Vec<IpAddr> {
     match webrtc_util::ifaces::ifaces() {
         Ok(list) => list
             .into_iter()

@@ -209,7 +209,7 @@ ota_session() {
 	QDIR=$(mktemp -d /tmp/relaybox-otatest.XXXXXX)
 	sd=$QDIR/sd.img
 	cp "$OTA/base/relaybox.img" "$sd"
-	truncate -s +2G "$sd"
+	truncate -s +2G "$sd" # a card of its own size: image/qemu --card keep
 	read -r p1 _ < <(part_range "$sd" 1)
 	printf '[params]\r\nmail_domain = 127.0.0.1\r\nupdate_url = https://10.0.2.100/latest.json\r\nupdate_check_interval = 10m\r\nupdate_window =\r\ntls_extra_roots = /run/autoboot/update-ca.pem\r\nlog_stderr = true\r\n' >"$QDIR/chatmail.ini"
 	MTOOLS_SKIP_CHECK=1 mcopy -i "$sd@@$p1" "$QDIR/chatmail.ini" ::chatmail.ini || return 1
@@ -235,7 +235,7 @@ ota_session() {
 	# slots) then takes more than 10 s, so the power cut below lands inside the write however
 	# fast the host is (unthrottled it can finish in under 2 s, between two polls).
 	setsid image/qemu --port-offset "$UOFF" --debug-shell --max-boots 8 --update-server "$port" \
-		--slow-first-boot $((4 * 1024 * 1024)) \
+		--slow-first-boot $((4 * 1024 * 1024)) --card keep \
 		--disk "$OTA/bundles.ext4" --append relaybox.trial_timeout=420 "$sd" \
 		<"$QDIR/console.in" >"$QDIR/console.log" 2>&1 &
 	QPID=$!

@@ -41,7 +41,7 @@ powercut_session() {
 	mkdir -p "$PCDIR"
 	sd=$QDIR/sd.img
 	cp "$img" "$sd"
-	truncate -s +2G "$sd"
+	truncate -s +2G "$sd" # a card of its own size: image/qemu --card keep
 	p1=$(($(sfdisk -d "$sd" 2>/dev/null | sed -n 's/^[^ ]*1 : start= *\([0-9]*\),.*/\1/p') * 512))
 	# Limits out of the way: every client comes from QEMU's one NAT address.
 	printf '[params]\r\nmail_domain = 127.0.0.1\r\nlog_stderr = true\r\nmax_load_1m = 10000\r\nmax_user_send_per_minute = 1000000\r\nmax_user_send_burst_size = 1000000\r\nmax_connections_per_ip = 10000\r\nmax_connection_rate_per_ip = 10000\r\nmax_connection_burst_per_ip = 10000\r\n' >"$QDIR/chatmail.ini"
@@ -51,7 +51,7 @@ powercut_session() {
 	# shellcheck disable=SC2034 # stopped by cleanup_qemu (tests/image/run)
 	HOLD=$!
 	: >"$QDIR/console.log"
-	setsid image/qemu --port-offset "$POFF" --debug-shell --max-boots $((PCUTS + 2)) "$sd" \
+	setsid image/qemu --port-offset "$POFF" --debug-shell --max-boots $((PCUTS + 2)) --card keep "$sd" \
 		<"$QDIR/console.in" >"$QDIR/console.log" 2>&1 &
 	QPID=$!
 	OFFSET=$POFF # for wait_imap

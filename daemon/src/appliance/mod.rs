@@ -830,9 +830,10 @@ impl Running {
 }
 
 /// The start-up line about claiming the box while it is unclaimed (`code`: its setup
-/// code). The code itself only in setup mode (issue 13): a configured relay's log is
-/// kept (and may be shipped elsewhere), so there it says only where the code is.
-pub fn setup_banner(config: &Config, code: Option<&str>) -> Option<String> {
+/// code; `urls`: where the wizard is reached, [`setup_urls`]). The code itself only in
+/// setup mode (issue 13): a configured relay's log is kept (and may be shipped
+/// elsewhere), so there it says only where the code is.
+pub fn setup_banner(config: &Config, code: Option<&str>, urls: &[String]) -> Option<String> {
     let code = code?;
     let file = config.appliance.setup_code_file.display();
     if !config.setup {
@@ -842,15 +843,43 @@ pub fn setup_banner(config: &Config, code: Option<&str>) -> Option<String> {
             config.mail_domain
         ));
     }
-    let name = if config.appliance.mdns_name.is_empty() {
-        "relaybox"
+    let open = if urls.is_empty() {
+        "this machine's address".to_string()
     } else {
-        &config.appliance.mdns_name
+        urls.join(" or ")
     };
     Some(format!(
-        "setup: open http://{name}.local/admin/ or this machine's address in a browser; \
-         setup code {code} (also in {file})"
+        "setup: open {open} in a browser; setup code {code} (also in {file})"
     ))
+}
+
+/// Issue 16: the wizard's addresses that work, for the console: `<name>.local` only when
+/// it is announced (`mdns_host`, as registered), then every address the HTTP listeners
+/// are bound to (a wildcard stands for the `interfaces`' usable addresses, as for TURN).
+pub fn setup_urls(config: &Config, mdns_host: Option<&str>, interfaces: &[IpAddr]) -> Vec<String> {
+    let port = |p: u16| {
+        if p == 80 {
+            String::new()
+        } else {
+            format!(":{p}")
+        }
+    };
+    let first_port = config.listen.http.first().map_or(80, |a| a.port());
+    let mut urls = Vec::new();
+    if let Some(host) = mdns_host {
+        let host = host.trim_end_matches('.');
+        urls.push(format!("http://{host}{}/admin/", port(first_port)));
+    }
+    for addr in crate::turn::listen_addresses(&config.listen.http, interfaces) {
+        let url = match addr.ip() {
+            IpAddr::V4(ip) => format!("http://{ip}{}/admin/", port(addr.port())),
+            IpAddr::V6(ip) => format!("http://[{ip}]{}/admin/", port(addr.port())),
+        };
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    urls
 }
 
 /// How often the chart totals are sampled.
@@ -870,14 +899,6 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, Ap
         }
     };
     let appliance = Appliance::new(config.clone(), config_path, button.is_some())?;
-    if let Some(banner) = setup_banner(&config, appliance.setup_code().as_deref()) {
-        // In setup mode the console is where the owner of a box without a button finds
-        // the code; a configured relay keeps stderr quiet (LOG-1).
-        if config.setup && !config.log_stderr {
-            eprintln!("relaybox: {banner}");
-        }
-        tracing::info!("{banner}");
-    }
     let mut tasks = Vec::new();
     if let Some(led) = led {
         tasks.push(tokio::spawn(led::run(led, appliance.led_patterns())));
@@ -932,6 +953,29 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, Ap
             }
         }
     };
+    // After the mDNS announcement: the banner names `<name>.local` only when announced.
+    let code = appliance.setup_code();
+    if code.is_some() {
+        let urls = if config.setup {
+            let wildcard = config.listen.http.iter().any(|a| a.ip().is_unspecified());
+            let interfaces = if wildcard {
+                crate::turn::interface_addresses()
+            } else {
+                Vec::new()
+            };
+            setup_urls(&config, mdns.as_ref().map(|m| m.hostname()), &interfaces)
+        } else {
+            Vec::new()
+        };
+        if let Some(banner) = setup_banner(&config, code.as_deref(), &urls) {
+            // In setup mode the console is where the owner of a box without a button
+            // finds the code; a configured relay keeps stderr quiet (LOG-1).
+            if config.setup && !config.log_stderr {
+                eprintln!("relaybox: {banner}");
+            }
+            tracing::info!("{banner}");
+        }
+    }
     Ok(Running {
         appliance,
         tasks,

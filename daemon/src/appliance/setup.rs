@@ -1,7 +1,8 @@
 //! Setup mode: a config without `mail_domain` starts only the wizard, on the HTTP
 //! listeners (port 80), until the operator has chosen a domain; then `main` opens the
-//! relay and stops this server. Also the one-time setup code that proves presence on
-//! boxes without a button.
+//! relay and stops this server: its listeners and its connections, kept-alive ones
+//! included (issue 16), so every request after the switch gets the relay's answer. Also
+//! the one-time setup code that proves presence on boxes without a button.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::response::{IntoResponse, Redirect, Response};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Appliance;
@@ -62,10 +64,15 @@ async fn to_wizard() -> Response {
 /// The running setup server.
 pub struct SetupServer {
     tasks: Vec<JoinHandle<()>>,
+    /// Dropped at [`SetupServer::stop`]: every connection of setup mode then ends (the
+    /// response in progress is finished with `Connection: close`, idle ones close).
+    connections: watch::Sender<()>,
 }
 
 impl SetupServer {
-    /// Close the listeners (awaited, so the relay can bind the same addresses).
+    /// Close the listeners (awaited, so the relay can bind the same addresses) and end
+    /// the connections they accepted: a connection kept alive across the switch would
+    /// otherwise keep getting the wizard's answers (`crate::http::serve_router`).
     pub async fn stop(self) {
         for t in &self.tasks {
             t.abort();
@@ -73,12 +80,14 @@ impl SetupServer {
         for t in self.tasks {
             let _ = t.await;
         }
+        drop(self.connections);
     }
 }
 
 /// Bind the HTTP listeners and serve the wizard on them.
 pub async fn start(appliance: Arc<Appliance>, config: &Config) -> Result<SetupServer, StartError> {
     let router = router(appliance);
+    let (connections, ended) = watch::channel(());
     let mut tasks = Vec::new();
     for addr in &config.listen.http {
         let listener = crate::server::bind(*addr).map_err(|err| StartError::Bind {
@@ -88,6 +97,7 @@ pub async fn start(appliance: Arc<Appliance>, config: &Config) -> Result<SetupSe
         })?;
         tracing::info!("setup wizard on http://{addr}/");
         let router = router.clone();
+        let ended = ended.clone();
         tasks.push(tokio::spawn(async move {
             // Issue 13: failed accepts (EMFILE, …) back off and are logged once.
             let mut trouble = crate::server::AcceptTrouble::default();
@@ -104,11 +114,15 @@ pub async fn start(appliance: Arc<Appliance>, config: &Config) -> Result<SetupSe
                     }
                 };
                 let app = with_client(router.clone(), peer);
-                tokio::spawn(crate::http::serve_router(app, Conn::Plain(stream)));
+                tokio::spawn(crate::http::serve_router(
+                    app,
+                    Conn::Plain(stream),
+                    ended.clone(),
+                ));
             }
         }));
     }
-    Ok(SetupServer { tasks })
+    Ok(SetupServer { tasks, connections })
 }
 
 fn with_client(router: Router, peer: SocketAddr) -> Router {

@@ -117,7 +117,10 @@ async fn setup_code_claims_once_then_password_login() {
     assert!(again.setup_code().is_none());
     assert!(again.check_admin_password("correct horse battery").await);
     // Claimed: nothing about a setup code at start.
-    assert_eq!(setup_banner(&config, again.setup_code().as_deref()), None);
+    assert_eq!(
+        setup_banner(&config, again.setup_code().as_deref(), &[]),
+        None
+    );
 }
 
 #[test]
@@ -125,19 +128,64 @@ fn the_setup_code_is_shown_only_in_setup_mode() {
     let dir = tempfile::tempdir().unwrap();
     let (mut config, _) = setup_config(dir.path());
     let code = "ABCD-EFGH-JKMN";
-    let line = setup_banner(&config, Some(code)).unwrap();
+    let line = setup_banner(&config, Some(code), &[]).unwrap();
     assert!(line.contains(code), "{line}");
     // A configured relay nobody claimed yet: where the code is, never the code (its
     // log is kept, and may be shipped elsewhere).
     config.setup = false;
     config.mail_domain = "chat.example.org".into();
-    let line = setup_banner(&config, Some(code)).unwrap();
+    let line = setup_banner(&config, Some(code), &[]).unwrap();
     assert!(!line.contains(code), "{line}");
     assert!(
         line.contains(&config.appliance.setup_code_file.display().to_string()),
         "{line}"
     );
-    assert_eq!(setup_banner(&config, None), None);
+    assert_eq!(setup_banner(&config, None, &[]), None);
+}
+
+/// Issue 16: the console names only addresses that work: `<name>.local` only when
+/// announced, then the HTTP listeners' addresses (wildcards expanded).
+#[test]
+fn the_console_names_only_working_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _) = setup_config(dir.path());
+    let code = "ABCD-EFGH-JKMN";
+    config.listen.http = vec!["0.0.0.0:80".parse().unwrap()];
+    let ifaces: Vec<std::net::IpAddr> = vec![
+        "127.0.0.1".parse().unwrap(),
+        "192.168.1.20".parse().unwrap(),
+        "fe80::1".parse().unwrap(),
+    ];
+    // mDNS off: no `.local` name.
+    let urls = setup_urls(&config, None, &ifaces);
+    assert_eq!(urls, vec!["http://192.168.1.20/admin/".to_string()]);
+    let line = setup_banner(&config, Some(code), &urls).unwrap();
+    assert!(!line.contains(".local"), "{line}");
+    assert!(line.contains("http://192.168.1.20/admin/"), "{line}");
+    assert!(line.contains(code), "{line}");
+    // Announced (as registered, trailing dot), on another port, IPv6 too.
+    config.listen.http = vec!["[::]:8080".parse().unwrap()];
+    let ifaces: Vec<std::net::IpAddr> = vec![
+        "192.168.1.20".parse().unwrap(),
+        "2001:db8::5".parse().unwrap(),
+    ];
+    let urls = setup_urls(&config, Some("relaybox-2.local."), &ifaces);
+    assert_eq!(
+        urls,
+        vec![
+            "http://relaybox-2.local:8080/admin/".to_string(),
+            "http://192.168.1.20:8080/admin/".to_string(),
+            "http://[2001:db8::5]:8080/admin/".to_string(),
+        ]
+    );
+    // A fixed address is named as it is; nothing known: say what to open.
+    config.listen.http = vec!["127.0.0.1:8080".parse().unwrap()];
+    assert_eq!(
+        setup_urls(&config, None, &[]),
+        vec!["http://127.0.0.1:8080/admin/".to_string()]
+    );
+    let line = setup_banner(&config, Some(code), &[]).unwrap();
+    assert!(line.contains("this machine's address"), "{line}");
 }
 
 #[tokio::test]

@@ -108,7 +108,7 @@ pub async fn run(listener: TcpListener, store: Store, registry: &'static Registr
         let router = router.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            super::serve(Conn::Plain(stream), router, None, TIMEOUTS).await;
+            super::serve(Conn::Plain(stream), router, None, TIMEOUTS, None).await;
         });
     }
 }
