@@ -322,7 +322,21 @@ async function run() {
   result.dns_states = dnsStates;
   result.dns_self_refreshes = dnsSelfRefreshes;
   step('domain', t, { post_error: postError, dns_page_loads: dnsLoads });
-  const plainAdmin = await page.request.get(`${plain}/admin/status`, { maxRedirects: 0, timeout: ACTION_MS });
+  // In IP-only mode the DNS page can come from setup mode while the relay is still
+  // starting: ask port 80 until the relay answers (a redirect), bounded by SWITCH_MS;
+  // between setup mode's listener closing and the relay's opening a connection may be
+  // refused. A setup-mode answer that never ends stays in the result and fails the test.
+  const switchDeadline = Date.now() + SWITCH_MS;
+  let plainAdmin = null;
+  for (;;) {
+    try {
+      plainAdmin = await page.request.get(`${plain}/admin/status`, { maxRedirects: 0, timeout: ACTION_MS });
+    } catch (e) {
+      if (Date.now() >= switchDeadline) throw e;
+    }
+    if ((plainAdmin && plainAdmin.status() !== 200) || Date.now() >= switchDeadline) break;
+    await sleep(500);
+  }
   result.plain_admin_status = plainAdmin.status();
   result.plain_admin_location = plainAdmin.headers()['location'] || null;
 
