@@ -438,3 +438,86 @@ pub async fn stop_child(child: &mut Option<Child>) -> Option<ExitStatus> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The binary in setup mode: a chatmail.ini without `mail_domain` (its `data_dir` in a
+/// temporary directory, plus the caller's lines), stderr to a file, killed on drop.
+pub struct SetupMode {
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl SetupMode {
+    /// Spawn it with `ini_lines` after `[params]` and `data_dir` (`prefix` names the
+    /// temporary directory); wait with [`SetupMode::wait_listening`].
+    pub fn spawn(prefix: &str, ini_lines: &str) -> SetupMode {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("temp dir");
+        let ini = format!(
+            "[params]\ndata_dir = {}\n{ini_lines}",
+            dir.path().join("data").display()
+        );
+        let config = dir.path().join("chatmail.ini");
+        std::fs::write(&config, ini).expect("write chatmail.ini");
+        let child = Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.path().join("stderr.log")).expect("log file"))
+            .env("NO_COLOR", "1")
+            .env("RELAYBOX_LOG", "info")
+            .spawn()
+            .expect("spawn relaybox");
+        SetupMode {
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// The temporary directory (config, stderr.log, data/).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Wait (bounded by `within`) until `addr` accepts and, when given, `file` exists;
+    /// panics with the log when the process exits or the time runs out.
+    pub async fn wait_listening(
+        &mut self,
+        addr: SocketAddr,
+        file: Option<&Path>,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("relaybox exited with {status}:\n{}", self.stderr());
+            }
+            let up =
+                tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if up && file.is_none_or(Path::is_file) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relaybox did not listen on {addr} within {within:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SetupMode {
+    fn drop(&mut self) {
+        kill9_child(&mut self.child);
+    }
+}

@@ -7,8 +7,7 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use relaybox_blackbox::conn::LineConn;
 use relaybox_blackbox::http::{self, HttpResponse};
@@ -144,75 +143,35 @@ async fn the_setup_code_is_logged_only_in_setup_mode() {
     assert!(r.body_text().contains("setup-code"), "the claim page");
 }
 
-/// The binary in setup mode (a config without `mail_domain`) on a loopback port.
+/// The binary in setup mode on a loopback port.
 struct SetupMode {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    daemon: relay::SetupMode,
     http: SocketAddr,
 }
 
 impl SetupMode {
     async fn start() -> SetupMode {
-        let dir = tempfile::Builder::new()
-            .prefix("relaybox-holes-")
-            .tempdir()
-            .expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let http = SocketAddr::from(([127, 0, 0, 1], port));
-        let ini = format!(
-            "[params]\ndata_dir = {}\nhttp_listen = {http}\nmdns_name =\nlog_stderr = true\n\
-             turn_listen =\n",
-            dir.path().join("data").display()
+        let mut daemon = relay::SetupMode::spawn(
+            "relaybox-holes-",
+            &format!("http_listen = {http}\nmdns_name =\nlog_stderr = true\nturn_listen =\n"),
         );
-        let config = dir.path().join("chatmail.ini");
-        std::fs::write(&config, ini).expect("write chatmail.ini");
-        let child = Command::new(relay::binary())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"))
-            .env("NO_COLOR", "1")
-            .env("RELAYBOX_LOG", "info")
-            .spawn()
-            .expect("spawn relaybox");
-        let mut s = SetupMode {
-            child: Some(child),
-            dir,
-            http,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(Ok(Some(status))) = s.child.as_mut().map(|c| c.try_wait()) {
-                panic!("setup mode exited with {status}:\n{}", s.stderr());
-            }
-            if tokio::net::TcpStream::connect(http).await.is_ok() && s.code_file().is_file() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "setup mode did not listen on {http}:\n{}",
-                s.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let code = daemon.dir().join("data/setup-code");
+        daemon
+            .wait_listening(http, Some(&code), Duration::from_secs(30))
+            .await;
+        SetupMode { daemon, http }
     }
 
     fn code_file(&self) -> PathBuf {
-        self.dir.path().join("data/setup-code")
+        self.daemon.dir().join("data/setup-code")
     }
 
     fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for SetupMode {
-    fn drop(&mut self) {
-        relay::kill9_child(&mut self.child);
+        self.daemon.stderr()
     }
 }

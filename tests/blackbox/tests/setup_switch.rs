@@ -10,11 +10,9 @@
 //!
 //! Every wait is bounded; the daemon is killed on drop.
 
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use relaybox_blackbox::federation::Net;
 use relaybox_blackbox::relay;
@@ -32,24 +30,14 @@ const MAX_RESPONSE: usize = 1 << 20;
 
 /// The daemon in setup mode on `ip`'s standard ports. Dropping it kills it.
 struct Daemon {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    daemon: relay::SetupMode,
     ip: Ipv4Addr,
 }
 
 impl Daemon {
     async fn start() -> Daemon {
         let ip = Net::fresh().host(2);
-        let dir = tempfile::Builder::new()
-            .prefix("relaybox-switch-")
-            .tempdir()
-            .expect("temp dir");
-        let mut ini = String::from("[params]\n");
-        ini += &format!("data_dir = {}\n", dir.path().join("data").display());
-        ini += &format!(
-            "setup_code_file = {}\n",
-            dir.path().join("setup-code").display()
-        );
+        let mut ini = String::new();
         for (key, port) in [
             ("smtp", 25),
             ("submission", 587),
@@ -62,22 +50,8 @@ impl Daemon {
             ini += &format!("{key}_listen = {ip}:{port}\n");
         }
         ini += "mdns_name =\nturn_listen =\nlog_stderr = true\n";
-        let config = dir.path().join("chatmail.ini");
-        std::fs::write(&config, ini).expect("write chatmail.ini");
-        let child = Command::new(relay::binary())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(dir.path().join("stderr.log")).expect("log file"))
-            .env("NO_COLOR", "1")
-            .env("RELAYBOX_LOG", "info")
-            .spawn()
-            .expect("spawn relaybox");
         let mut d = Daemon {
-            child: Some(child),
-            dir,
+            daemon: relay::SetupMode::spawn("relaybox-switch-", &ini),
             ip,
         };
         d.wait_listening(80, true).await;
@@ -88,41 +62,22 @@ impl Daemon {
         SocketAddr::from((self.ip, port))
     }
 
+    /// Where setup mode writes its code (the default: in data_dir).
     fn code_file(&self) -> PathBuf {
-        self.dir.path().join("setup-code")
+        self.daemon.dir().join("data/setup-code")
     }
 
     fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+        self.daemon.stderr()
     }
 
     /// Wait until `port` accepts (and, with `code`, the setup code is written).
     async fn wait_listening(&mut self, port: u16, code: bool) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("relaybox exited with {status}:\n{}", self.stderr());
-            }
-            let up = tokio::time::timeout(IO_LIMIT, TcpStream::connect(self.sock(port)))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            if up && (!code || self.code_file().is_file()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relaybox did not listen on {} within {START_TIMEOUT:?}:\n{}",
-                self.sock(port),
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        relay::kill9_child(&mut self.child);
+        let code = code.then(|| self.code_file());
+        let addr = self.sock(port);
+        self.daemon
+            .wait_listening(addr, code.as_deref(), START_TIMEOUT)
+            .await;
     }
 }
 
