@@ -253,6 +253,25 @@ impl Relay {
         self.dir.path().join(format!("stderr-{run}.log"))
     }
 
+    /// Wait (bounded by `within`) for a stderr line that `pred` accepts; the line, or
+    /// `None` when the time ran out.
+    pub async fn wait_stderr(
+        &self,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.stderr().lines().find(|l| pred(l)) {
+                return Some(line.to_string());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything the relay wrote to stderr, over all runs (restarts included).
     pub fn stderr(&self) -> String {
         let mut all = String::new();

@@ -100,22 +100,16 @@ async fn appversions_built_in_file_and_bad_file() {
         .await
         .expect("built-in served");
     assert_eq!(v, built_in, "bad file: the built-in document");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = relay.stderr();
-        if log.contains("appversions file ignored, serving the built-in document") {
-            assert!(
-                log.contains("versionInteger"),
-                "the log names the field:\n{log}"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no log line:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let line = relay
+        .wait_stderr(Duration::from_secs(5), |l| {
+            l.contains("appversions file ignored, serving the built-in document")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no log line:\n{}", relay.stderr()));
+    assert!(
+        line.contains("versionInteger"),
+        "the log names the field:\n{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,17 +155,11 @@ async fn a_bad_file_is_reported_at_start() {
     assert_eq!(before, 0, "nobody asked yet");
     // No client asks: the start alone reports it.
     relay.restart().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = relay.stderr();
-        if let Some(line) = log.lines().find(|l| l.contains("appversions file ignored")) {
-            assert!(line.contains("clients must be an array"), "{line}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no log line:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let line = relay
+        .wait_stderr(Duration::from_secs(5), |l| {
+            l.contains("appversions file ignored")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no log line:\n{}", relay.stderr()));
+    assert!(line.contains("clients must be an array"), "{line}");
 }
