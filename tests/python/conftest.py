@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from deltachat_rpc_client import DeltaChat, Rpc
 
-from relayharness import ACTIVE_RELAYS, OUT_DIR, RelayProcess, rpc_server_binary
+from relayharness import ACTIVE_RELAYS, OUT_DIR, RelayProcess, rpc_server_binary, running
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,8 @@ def relay(request, tmp_path_factory):
     name = request.module.__name__.rsplit(".", 1)[-1]
     params = getattr(request.module, "RELAY_PARAMS", {})
     proc = RelayProcess(tmp_path_factory.mktemp(f"relay-{name}"), name, params)
-    proc.start()
-    ACTIVE_RELAYS.append(proc)
-    try:
+    with running(proc):
         yield proc
-    finally:
-        ACTIVE_RELAYS.remove(proc)
-        proc.stop(check=True)
 
 
 @pytest.fixture(scope="module")

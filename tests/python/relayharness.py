@@ -9,6 +9,7 @@ client is chatmail core 2.65.0 over JSON-RPC (spec/client.md §8).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -128,6 +129,19 @@ def insecure_tls() -> ssl.SSLContext:
 
 # Relays running now, so a failing test can show their logs (conftest.py).
 ACTIVE_RELAYS: list["RelayProcess"] = []
+
+
+@contextlib.contextmanager
+def running(proc: "RelayProcess"):
+    """Start `proc`, keep it in ACTIVE_RELAYS while in use, stop it (checked) after:
+    the body of every relay fixture."""
+    proc.start()
+    ACTIVE_RELAYS.append(proc)
+    try:
+        yield proc
+    finally:
+        ACTIVE_RELAYS.remove(proc)
+        proc.stop(check=True)
 
 
 class RelayCrashed(Exception):

@@ -10,7 +10,6 @@ import urllib.parse
 import pytest
 
 from relayharness import (
-    ACTIVE_RELAYS,
     DEV_PORTS,
     RelayProcess,
     accepted_chat,
@@ -18,6 +17,7 @@ from relayharness import (
     dclogin_client,
     online_client,
     port_accepts,
+    running,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -34,13 +34,8 @@ def dev_relay(tmp_path_factory):
     if busy:
         cannot_run(f"dev ports in use ({', '.join(busy)}): is a `relaybox dev` running?")
     proc = RelayProcess(tmp_path_factory.mktemp("relay-dev"), "test_dev_mode", dev=True)
-    proc.start()
-    ACTIVE_RELAYS.append(proc)
-    try:
+    with running(proc):
         yield proc
-    finally:
-        ACTIVE_RELAYS.remove(proc)
-        proc.stop(check=True)
 
 
 def test_dev_banner_link_works(dev_relay, dc):

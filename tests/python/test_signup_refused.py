@@ -11,11 +11,11 @@ import pytest
 from deltachat_rpc_client.rpc import JsonRpcError
 
 from relayharness import (
-    ACTIVE_RELAYS,
     RelayProcess,
     call_with_timeout,
     dclogin_client,
     random_password,
+    running,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -78,13 +78,8 @@ def paused_relay(tmp_path_factory):
         "test_signup_refused_paused",
         {"min_free_disk_space": "100000000G"},
     )
-    proc.start()
-    ACTIVE_RELAYS.append(proc)
-    try:
+    with running(proc):
         yield proc
-    finally:
-        ACTIVE_RELAYS.remove(proc)
-        proc.stop(check=True)
 
 
 def test_paused_sign_up_gives_the_reason(paused_relay, dc):
