@@ -33,15 +33,7 @@ const A_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// Relay B: the recipients' relay.
 const B_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 /// The standard ports (spec/relay.md §1), by `<key>_listen`.
-const PORTS: [(&str, u16); 7] = [
-    ("smtp", 25),
-    ("submission", 587),
-    ("submissions", 465),
-    ("imap", 143),
-    ("imaps", 993),
-    ("https", 443),
-    ("http", 80),
-];
+const PORTS: [(&str, u16); 7] = relaybox_blackbox::federation::LISTENERS;
 const SUBMISSIONS: u16 = 465;
 const IMAPS: u16 = 993;
 const SMTP: u16 = 25;

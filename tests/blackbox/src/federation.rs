@@ -39,6 +39,24 @@ pub const IMAP: u16 = 143;
 pub const IMAPS: u16 = 993;
 pub const HTTPS: u16 = 443;
 pub const HTTP: u16 = 80;
+/// Every listener's config key prefix with its standard port (`<key>_listen`).
+pub const LISTENERS: [(&str, u16); 7] = [
+    ("smtp", SMTP),
+    ("submission", SUBMISSION),
+    ("submissions", SUBMISSIONS),
+    ("imap", IMAP),
+    ("imaps", IMAPS),
+    ("https", HTTPS),
+    ("http", HTTP),
+];
+
+/// chatmail.ini lines putting every listener of [`LISTENERS`] on `ip` at its standard port.
+pub fn standard_listeners(ip: std::net::Ipv4Addr) -> String {
+    LISTENERS
+        .iter()
+        .map(|(key, port)| format!("{key}_listen = {ip}:{port}\n"))
+        .collect()
+}
 /// The metrics endpoint (`mtail_address`, LOG-5; the default port).
 pub const METRICS: u16 = 3903;
 
@@ -176,15 +194,7 @@ impl FedRelay {
         // LOG-5: the queue and the sessions are watched through /metrics
         // ([`FedRelay::wait_queue_empty`]).
         defaults.push(("mtail_address".into(), format!("{}:{METRICS}", self.ip)));
-        for (key, port) in [
-            ("smtp", SMTP),
-            ("submission", SUBMISSION),
-            ("submissions", SUBMISSIONS),
-            ("imap", IMAP),
-            ("imaps", IMAPS),
-            ("https", HTTPS),
-            ("http", HTTP),
-        ] {
+        for (key, port) in LISTENERS {
             defaults.push((format!("{key}_listen"), format!("{}:{port}", self.ip)));
         }
         for (k, v) in [

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use relaybox_blackbox::federation::Net;
+use relaybox_blackbox::federation::{self, Net};
 use relaybox_blackbox::relay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,18 +37,7 @@ struct Daemon {
 impl Daemon {
     async fn start() -> Daemon {
         let ip = Net::fresh().host(2);
-        let mut ini = String::new();
-        for (key, port) in [
-            ("smtp", 25),
-            ("submission", 587),
-            ("submissions", 465),
-            ("imap", 143),
-            ("imaps", 993),
-            ("https", 443),
-            ("http", 80),
-        ] {
-            ini += &format!("{key}_listen = {ip}:{port}\n");
-        }
+        let mut ini = federation::standard_listeners(ip);
         ini += "mdns_name =\nturn_listen =\nlog_stderr = true\n";
         let mut d = Daemon {
             daemon: relay::SetupMode::spawn("relaybox-switch-", &ini),

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use relaybox_blackbox::conn::LineConn;
 use relaybox_blackbox::dns::{self, DNSMASQ};
-use relaybox_blackbox::federation::Net;
+use relaybox_blackbox::federation::{self, Net};
 use relaybox_blackbox::http;
 use relaybox_blackbox::pebble::{Pebble, PebbleOptions};
 use relaybox_blackbox::relay;
@@ -257,17 +257,7 @@ async fn start(acme: bool) -> Setup {
     }
     // The port check's outbound SMTP probe: the relay's own port 25 (no Internet here).
     ini += &format!("outbound_probe = {ip}:25\n");
-    for (key, port) in [
-        ("smtp", 25),
-        ("submission", 587),
-        ("submissions", 465),
-        ("imap", 143),
-        ("imaps", 993),
-        ("https", 443),
-        ("http", 80),
-    ] {
-        ini += &format!("{key}_listen = {ip}:{port}\n");
-    }
+    ini += &federation::standard_listeners(ip);
     ini += "turn_listen =\nlog_stderr = true\nmax_load_1m = 10000\n\
             min_available_memory = 1\nmin_free_disk_space = 1\n";
     let config = dir.path().join("chatmail.ini");
