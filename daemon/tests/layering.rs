@@ -66,8 +66,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("smtp", PROTOCOLS),
     // assembly
     ("appliance", ASSEMBLY),
+    ("control", ASSEMBLY),
     ("fdlimit", ASSEMBLY),
     ("fuzzing", ASSEMBLY),
+    ("operator", ASSEMBLY),
     ("server", ASSEMBLY),
     ("testing", ASSEMBLY),
 ];
