@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod appliance;
 pub mod appversions;
 pub mod auth;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod control;

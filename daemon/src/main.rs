@@ -40,6 +40,43 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write an encrypted backup of the relay (running or stopped) to one file, or show
+    /// what a backup file is (--list).
+    Backup {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short, required_unless_present = "list")]
+        config: Option<PathBuf>,
+        /// The backup file to write (atomically).
+        #[arg(long, required_unless_present = "list")]
+        out: Option<PathBuf>,
+        /// Read the passphrase from this file's first line (else RELAYBOX_BACKUP_PASSPHRASE,
+        /// else it is asked on the terminal).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Leave the mailboxes and the outbound queue out (accounts, keys and settings stay).
+        #[arg(long)]
+        no_messages: bool,
+        /// Print the header of this backup file (no passphrase needed) and exit.
+        #[arg(long, value_name = "BACKUP", conflicts_with_all = ["config", "out", "no_messages"])]
+        list: Option<PathBuf>,
+    },
+    /// Restore a backup into a stopped relay: the same domain, keys, certificates,
+    /// accounts and messages. A relay with accounts is only replaced with --yes (or when
+    /// confirmed on the terminal), after a backup of it is written.
+    Restore {
+        /// Path of the chatmail.ini file (rewritten with the backup's settings).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Read the passphrase from this file's first line (else RELAYBOX_BACKUP_PASSPHRASE,
+        /// else it is asked on the terminal).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Replace an existing relay without asking.
+        #[arg(long)]
+        yes: bool,
+        /// The backup file.
+        backup: PathBuf,
+    },
     /// Over-the-air update bundles.
     Update {
         #[command(subcommand)]
@@ -115,6 +152,49 @@ fn main() -> ExitCode {
             Ok(c) => return relaybox::zone::command(&c),
             Err(code) => return code,
         },
+        Command::Backup {
+            list: Some(file), ..
+        } => return relaybox::backup::cli::list(&file),
+        Command::Backup {
+            config: Some(path),
+            out: Some(out),
+            passphrase_file,
+            no_messages,
+            list: None,
+        } => {
+            let config = match load_config_for_serve(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let path = relaybox::backup::cli::absolute(&path);
+            return tool_runtime(relaybox::backup::cli::backup(
+                &config,
+                &path,
+                &out,
+                passphrase_file.as_deref(),
+                !no_messages,
+            ));
+        }
+        Command::Backup { .. } => unreachable!("clap requires --config and --out without --list"),
+        Command::Restore {
+            config: path,
+            passphrase_file,
+            yes,
+            backup,
+        } => {
+            let config = match load_config_for_serve(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let path = relaybox::backup::cli::absolute(&path);
+            return tool_runtime(relaybox::backup::cli::restore(
+                &config,
+                &path,
+                &backup,
+                passphrase_file.as_deref(),
+                yes,
+            ));
+        }
         Command::Update {
             action: UpdateAction::Verify { pubkey, bundle },
         } => return relaybox::update::verify_command(&pubkey, &bundle),
@@ -478,6 +558,20 @@ fn expire(config: Config, now: Option<u64>) -> ExitCode {
             }
         }
     })
+}
+
+/// Run a command-line tool's future on a small runtime of its own.
+fn tool_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("relaybox: cannot start runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
-//! Edits of the operator's chatmail.ini that the wizard and the factory reset make:
-//! set or remove `mail_domain` in `[params]`, keeping every other line, comment and
-//! the order as they are. Validation and the atomic write are the caller's.
+//! Edits of the operator's chatmail.ini that the wizard, the factory reset and a restore
+//! make: set or remove a key of `[params]` (`mail_domain`, `data_dir`), keeping every
+//! other line, comment and the order as they are. Validation and the atomic write are
+//! the caller's.
 
 use crate::config::{IniLine, ini_line};
 
@@ -8,18 +9,24 @@ use crate::config::{IniLine, ini_line};
 /// duplicate dropped), or a new line right after the `[params]` header, or a new
 /// `[params]` section at the top.
 pub fn set_mail_domain(text: &str, value: &str) -> String {
-    edit(text, Some(value))
+    set_param(text, "mail_domain", value)
 }
 
 /// `text` without `mail_domain` (factory state: the daemon starts in setup mode).
 pub fn remove_mail_domain(text: &str) -> String {
-    edit(text, None)
+    edit(text, "mail_domain", None)
 }
 
-/// Lines are read as the config parser reads them ([`ini_line`]): a section header may
+/// `text` with `key = value` in `[params]`, placed as [`set_mail_domain`] places its line.
+pub fn set_param(text: &str, key: &str, value: &str) -> String {
+    edit(text, key, Some(value))
+}
+
+/// Set (`Some`) or remove (`None`) `param` of `[params]`. Lines are read as the config
+/// parser reads them ([`ini_line`]): a section header may
 /// carry a comment, an indented line continues the previous value (so the continuation
 /// lines of a removed `mail_domain` go with it).
-fn edit(text: &str, value: Option<&str>) -> String {
+fn edit(text: &str, param: &str, value: Option<&str>) -> String {
     let mut out = String::with_capacity(text.len() + 40);
     let mut section: Option<&str> = None;
     let mut placed = false;
@@ -40,14 +47,14 @@ fn edit(text: &str, value: Option<&str>) -> String {
                 if name == "params" {
                     has_params = true;
                     if let (Some(v), false) = (value, placed) {
-                        out.push_str(&format!("mail_domain = {v}\n"));
+                        out.push_str(&format!("{param} = {v}\n"));
                         placed = true;
                     }
                 }
                 continue;
             }
             IniLine::Key(Some((key, _))) => {
-                dropping = section == Some("params") && key == "mail_domain";
+                dropping = section == Some("params") && key == param;
             }
             IniLine::Key(None) | IniLine::Section(None) => dropping = false,
             IniLine::Continuation(_) | IniLine::Blank => {}
@@ -58,7 +65,7 @@ fn edit(text: &str, value: Option<&str>) -> String {
         out.push_str(line);
     }
     if let (Some(v), false) = (value, has_params) {
-        out = format!("[params]\nmail_domain = {v}\n{out}");
+        out = format!("[params]\n{param} = {v}\n{out}");
     }
     out
 }

@@ -45,6 +45,11 @@ pub const MAX_CONNECTIONS: usize = 4;
 pub enum Request {
     /// Who answers: the daemon (relay or setup mode) or the command itself.
     Ping,
+    /// A snapshot of the store (`store::snapshot`) for a backup, without the message
+    /// tables unless `messages`. The only streamed answer: after the `ok` line come
+    /// chunks (u32 length, bytes), a zero length, and a last reply line with the
+    /// [`crate::store::snapshot::SnapshotCounts`] or the error that cut it short.
+    StoreSnapshot { messages: bool },
 }
 
 /// The answer to [`Request::Ping`].
@@ -150,6 +155,9 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: ctx.mode().to_string(),
         }),
+        Request::StoreSnapshot { .. } => {
+            Err("a snapshot is a streamed answer (control::client::snapshot)".into())
+        }
     }
 }
 

@@ -108,6 +108,9 @@ async fn serve_connection(stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
             }
         };
         let reply = match serde_json::from_slice::<Request>(&line) {
+            Ok(Request::StoreSnapshot { messages }) => {
+                return stream_snapshot(ctx, messages, &mut write).await;
+            }
             Ok(request) => super::dispatch(ctx, request).await,
             Err(e) => Reply::Error(format!(
                 "not a request this relaybox understands ({e}); is the command from another \
@@ -115,6 +118,60 @@ async fn serve_connection(stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
             )),
         };
         write.write_all(&encode(&reply)).await?;
+    }
+}
+
+/// Bytes per snapshot chunk.
+const CHUNK: usize = 64 * 1024;
+
+/// Answer [`Request::StoreSnapshot`]: the `ok` line, the chunks, the end (see there). The
+/// store is read on a blocking thread; at most a few chunks wait for the socket.
+async fn stream_snapshot(
+    ctx: &Ctx,
+    messages: bool,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> io::Result<()> {
+    let store = match ctx.store() {
+        Ok(s) => s.clone(),
+        Err(e) => return write.write_all(&encode(&Reply::Error(e))).await,
+    };
+    write
+        .write_all(&encode(&Reply::Ok(serde_json::Value::Bool(true))))
+        .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let export = tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(CHUNK, ChunkSender(tx));
+        store.export(messages, &mut out)
+    });
+    while let Some(chunk) = rx.recv().await {
+        write.write_all(&(chunk.len() as u32).to_le_bytes()).await?;
+        write.write_all(&chunk).await?;
+    }
+    write.write_all(&0u32.to_le_bytes()).await?;
+    let last = match export.await {
+        Ok(Ok(counts)) => match serde_json::to_value(counts) {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Error(e.to_string()),
+        },
+        Ok(Err(e)) => Reply::Error(format!("the snapshot failed: {e}")),
+        Err(e) => Reply::Error(format!("the snapshot failed: {e}")),
+    };
+    write.write_all(&encode(&last)).await
+}
+
+/// The blocking side of a snapshot's chunks; fails once the connection is gone.
+struct ChunkSender(tokio::sync::mpsc::Sender<Vec<u8>>);
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(CHUNK);
+        self.0
+            .blocking_send(buf[..n].to_vec())
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the command went away"))?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

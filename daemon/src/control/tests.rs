@@ -104,3 +104,47 @@ async fn the_client_uses_the_daemon_or_works_alone() {
     task.abort();
     let _ = task.await;
 }
+
+#[tokio::test]
+async fn a_snapshot_streams_from_the_daemon_while_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let store = crate::store::Store::open(&dir.path().join("daemon-own.redb")).unwrap();
+    for i in 0..800 {
+        store
+            .create_account(&format!("user{i}@x"), &"h".repeat(100), 0)
+            .await
+            .unwrap();
+    }
+    let listener = server::bind(dir.path()).unwrap();
+    let daemon = Arc::new(Ctx {
+        config: config.clone(),
+        relay: OnceLock::new(),
+        appliance: None,
+        local_store: Some(store.clone()),
+    });
+    let task = tokio::spawn(server::run(listener, daemon));
+    let mut bytes = Vec::new();
+    let counts = client::snapshot(&config, true, &mut bytes)
+        .await
+        .unwrap()
+        .expect("the daemon has a store");
+    assert!(
+        bytes.len() > 64 * 1024,
+        "more than one chunk: {}",
+        bytes.len()
+    );
+    // The daemon's store (not a file the command could have opened: it has another name).
+    let copy = dir.path().join("copy.redb");
+    let imported = crate::store::snapshot::import(&copy, &mut bytes.as_slice()).unwrap();
+    assert_eq!(imported, counts);
+    assert_eq!(
+        crate::store::Store::open(&copy)
+            .unwrap()
+            .account_count()
+            .unwrap(),
+        800
+    );
+    task.abort();
+    let _ = task.await;
+}

@@ -316,6 +316,19 @@ impl Store {
         Ok(())
     }
 
+    /// Close the store file: wait (at most 10 s) until the writer thread has let go of it,
+    /// so that the file can be opened again at once (a command that opens a store twice).
+    /// Changes not yet durable stay in the write-ahead log, as at any other stop.
+    pub fn close(self) {
+        let Store { db, writer, usage } = self;
+        drop(writer);
+        drop(usage);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.db.begin_read()?)
     }

@@ -41,7 +41,7 @@ pub enum SnapshotError {
 }
 
 /// What a snapshot held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotCounts {
     pub tables: u32,
     pub rows: u64,
