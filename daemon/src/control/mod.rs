@@ -16,6 +16,7 @@
 //! itself lives in [`crate::operator`], which the status page uses too.
 
 pub mod client;
+pub mod queue_cli;
 pub mod server;
 
 use std::sync::{Arc, OnceLock};
@@ -45,6 +46,12 @@ pub const MAX_CONNECTIONS: usize = 4;
 pub enum Request {
     /// Who answers: the daemon (relay or setup mode) or the command itself.
     Ping,
+    /// The outbound queue by destination domain ([`crate::operator::queue::list`]).
+    QueueList,
+    /// "Retry now" for one domain ([`crate::operator::queue::retry`]).
+    QueueRetry { domain: String },
+    /// "Give up (bounce)" for one domain ([`crate::operator::queue::bounce`]).
+    QueueBounce { domain: String },
 }
 
 /// The answer to [`Request::Ping`].
@@ -150,6 +157,22 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: ctx.mode().to_string(),
         }),
+        Request::QueueList => {
+            let now = crate::operator::queue::now(ctx.relay().map(|r| &**r));
+            to_value(crate::operator::queue::list(ctx.store()?, now).map_err(|e| e.to_string())?)
+        }
+        Request::QueueRetry { domain } => {
+            let relay = ctx.relay().map(|r| &**r);
+            let now = crate::operator::queue::now(relay);
+            let done = crate::operator::queue::retry(ctx.store()?, relay, &domain, now).await;
+            to_value(done.map_err(|e| e.to_string())?)
+        }
+        Request::QueueBounce { domain } => {
+            let relay = ctx.relay().map(|r| &**r);
+            let done =
+                crate::operator::queue::bounce(&ctx.config, ctx.store()?, relay, &domain).await;
+            to_value(done.map_err(|e| e.to_string())?)
+        }
     }
 }
 
