@@ -6,8 +6,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use super::Request;
 use super::client::{self, CallError};
-use super::{Pong, Request};
 use crate::config::Config;
 use crate::operator::queue::{QueueAction, QueueList, age};
 
@@ -53,10 +53,9 @@ pub fn run(config: &Config, command: Option<QueueCommand>) -> ExitCode {
                 Ok(())
             }
             QueueCommand::Retry { domain } => {
-                let pong: Pong = client::call(config, Request::Ping).await?;
                 let done: QueueAction =
                     client::call(config, Request::QueueRetry { domain }).await?;
-                let when = if pong.mode == "relay" {
+                let when = if done.relay_running {
                     "the relay tries them now"
                 } else {
                     "the relay tries them when it starts"
@@ -68,17 +67,25 @@ pub fn run(config: &Config, command: Option<QueueCommand>) -> ExitCode {
                 Ok(())
             }
             QueueCommand::Bounce { domain, yes } => {
-                let list: QueueList = client::call(config, Request::QueueList).await?;
-                let wanted = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-                let Some(entry) = list.domains.iter().find(|d| d.domain == wanted) else {
-                    return Err(CallError::Refused(format!(
-                        "no mail for {wanted} is waiting in the queue (see `relaybox queue` \
-                         for the domains)"
-                    )));
-                };
-                if !yes && !confirm(entry.messages, &entry.domain)? {
-                    println!("nothing changed");
-                    return Ok(());
+                if !yes && !std::io::stdin().is_terminal() {
+                    return Err(CallError::Refused(
+                        "not asking without a terminal: add --yes to give up and bounce".into(),
+                    ));
+                }
+                if !yes {
+                    // What would be given up, before asking (an unknown domain ends here).
+                    let list: QueueList = client::call(config, Request::QueueList).await?;
+                    let wanted = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+                    let Some(entry) = list.domains.iter().find(|d| d.domain == wanted) else {
+                        return Err(CallError::Refused(format!(
+                            "no mail for {wanted} is waiting in the queue (see `relaybox \
+                             queue` for the domains)"
+                        )));
+                    };
+                    if !confirm(entry.messages, &entry.domain)? {
+                        println!("nothing changed");
+                        return Ok(());
+                    }
                 }
                 let done: QueueAction =
                     client::call(config, Request::QueueBounce { domain }).await?;
@@ -100,13 +107,8 @@ pub fn run(config: &Config, command: Option<QueueCommand>) -> ExitCode {
     }
 }
 
-/// Ask on the terminal; without one, refuse (the operator adds `--yes`).
+/// Ask on the terminal whether to give up.
 fn confirm(messages: u64, domain: &str) -> Result<bool, CallError> {
-    if !std::io::stdin().is_terminal() {
-        return Err(CallError::Refused(
-            "not asking without a terminal: add --yes to give up and bounce".into(),
-        ));
-    }
     print!("Give up on {messages} message(s) for {domain} and send each sender a bounce? [y/N] ");
     let _ = std::io::stdout().flush();
     let mut answer = String::new();

@@ -49,6 +49,8 @@ pub struct QueueAction {
     pub domain: String,
     /// Messages retried or bounced.
     pub messages: u64,
+    /// The relay runs (a retry happens now; else at its next start).
+    pub relay_running: bool,
 }
 
 /// Why an operator action on the queue was refused; the text is for the operator.
@@ -208,7 +210,11 @@ pub async fn retry(
         crate::outbound::wake(&relay.outbound_handles());
     }
     tracing::info!("queue: retry now for {domain} ({messages} message(s)) by the operator");
-    Ok(QueueAction { domain, messages })
+    Ok(QueueAction {
+        domain,
+        messages,
+        relay_running: relay.is_some(),
+    })
 }
 
 /// "Give up (bounce)": every message waiting for `domain` leaves the queue and its sender
@@ -250,7 +256,11 @@ pub async fn bounce(
         }
     }
     tracing::info!("queue: gave up {messages} message(s) for {domain} (bounced) by the operator");
-    Ok(QueueAction { domain, messages })
+    Ok(QueueAction {
+        domain,
+        messages,
+        relay_running: relay.is_some(),
+    })
 }
 
 /// Now, from the running relay's clock or the system's.
