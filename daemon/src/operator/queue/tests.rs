@@ -189,7 +189,8 @@ async fn retry_now_and_give_up_on_a_running_relay() {
         done,
         QueueAction {
             domain: "dead.test".into(),
-            messages: 2
+            messages: 2,
+            relay_running: true,
         }
     );
     let due: Vec<String> = relay
