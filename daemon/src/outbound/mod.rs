@@ -1,7 +1,8 @@
 //! Outbound delivery (spec/relay.md §8): the scheduler over the durable queue in the
 //! store — one queue row per destination domain (OUT-1), attempts with bounded
-//! concurrency, retries with back-off that survive restarts (OUT-6), bounces for
-//! permanent failures and expiry (OUT-7). How one attempt reaches a peer is `transport`.
+//! concurrency, retries with back-off that survive restarts (OUT-6) with the last error
+//! in plain words (`reason`), bounces for permanent failures, expiry and the operator's
+//! "give up" (OUT-7, [`give_up`]). How one attempt reaches a peer is `transport`.
 
 pub mod bounce;
 pub mod https;
