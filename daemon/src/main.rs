@@ -77,6 +77,15 @@ enum Command {
         /// The backup file.
         backup: PathBuf,
     },
+    /// The outbound queue by destination domain; "retry now" and "give up (bounce)" per
+    /// domain, on a running or a stopped relay.
+    Queue {
+        /// Path of the chatmail.ini file (required; also after the subcommand).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<relaybox::control::queue_cli::QueueCommand>,
+    },
     /// Over-the-air update bundles.
     Update {
         #[command(subcommand)]
@@ -195,6 +204,14 @@ fn main() -> ExitCode {
                 yes,
             ));
         }
+        Command::Queue { config, action } => match config.as_deref().map(load_config) {
+            Some(Ok(c)) => return relaybox::control::queue_cli::run(&c, action),
+            Some(Err(code)) => return code,
+            None => {
+                eprintln!("relaybox: queue: --config FILE is required");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
         Command::Update {
             action: UpdateAction::Verify { pubkey, bundle },
         } => return relaybox::update::verify_command(&pubkey, &bundle),

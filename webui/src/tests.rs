@@ -5,6 +5,7 @@
 //! The status, password and login page tests of issue 16 are in [`status`], on the same
 //! fake and browser.
 
+mod queue;
 mod status;
 
 use std::collections::HashMap;
@@ -64,6 +65,8 @@ struct Fake {
     code_location: &'static str,
     /// What `status` returns instead of its made-up figures, when set.
     status: Mutex<Option<Status>>,
+    /// The outbound queue `queue` lists; `queue_retry` and `queue_bounce` act on it.
+    queue: Mutex<Vec<QueueDomain>>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -117,6 +120,7 @@ impl Fake {
             password_file: None,
             code_location: "the file setup-code.txt",
             status: Mutex::new(None),
+            queue: Mutex::default(),
         }
     }
 
@@ -421,6 +425,31 @@ impl Backend for Fake {
         let bytes = std::fs::read(&path).unwrap();
         self.installed.lock().unwrap().push((path, bytes));
         self.refusal("install_upload")
+    }
+
+    async fn queue(&self) -> Result<Vec<QueueDomain>, String> {
+        Ok(self.queue.lock().unwrap().clone())
+    }
+
+    async fn queue_retry(&self, domain: &str) -> Result<u64, String> {
+        self.call(&format!("queue_retry {domain}"));
+        let mut queue = self.queue.lock().unwrap();
+        let d = queue
+            .iter_mut()
+            .find(|d| d.domain == domain)
+            .ok_or_else(|| format!("No mail for {domain} is waiting <here>."))?;
+        d.next_retry = 0;
+        Ok(d.messages)
+    }
+
+    async fn queue_bounce(&self, domain: &str) -> Result<u64, String> {
+        self.call(&format!("queue_bounce {domain}"));
+        let mut queue = self.queue.lock().unwrap();
+        let i = queue
+            .iter()
+            .position(|d| d.domain == domain)
+            .ok_or_else(|| format!("No mail for {domain} is waiting <here>."))?;
+        Ok(queue.remove(i).messages)
     }
 }
 

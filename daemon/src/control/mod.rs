@@ -16,6 +16,7 @@
 //! itself lives in [`crate::operator`], which the status page uses too.
 
 pub mod client;
+pub mod queue_cli;
 pub mod server;
 
 use std::sync::{Arc, OnceLock};
@@ -50,6 +51,12 @@ pub enum Request {
     /// chunks (u32 length, bytes), a zero length, and a last reply line with the
     /// [`crate::store::snapshot::SnapshotCounts`] or the error that cut it short.
     StoreSnapshot { messages: bool },
+    /// The outbound queue by destination domain ([`crate::operator::queue::list`]).
+    QueueList,
+    /// "Retry now" for one domain ([`crate::operator::queue::retry`]).
+    QueueRetry { domain: String },
+    /// "Give up (bounce)" for one domain ([`crate::operator::queue::bounce`]).
+    QueueBounce { domain: String },
 }
 
 /// The answer to [`Request::Ping`].
@@ -157,6 +164,22 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
         }),
         Request::StoreSnapshot { .. } => {
             Err("a snapshot is a streamed answer (control::client::snapshot)".into())
+        }
+        Request::QueueList => {
+            let now = crate::operator::queue::now(ctx.relay().map(|r| &**r));
+            to_value(crate::operator::queue::list(ctx.store()?, now).map_err(|e| e.to_string())?)
+        }
+        Request::QueueRetry { domain } => {
+            let relay = ctx.relay().map(|r| &**r);
+            let now = crate::operator::queue::now(relay);
+            let done = crate::operator::queue::retry(ctx.store()?, relay, &domain, now).await;
+            to_value(done.map_err(|e| e.to_string())?)
+        }
+        Request::QueueBounce { domain } => {
+            let relay = ctx.relay().map(|r| &**r);
+            let done =
+                crate::operator::queue::bounce(&ctx.config, ctx.store()?, relay, &domain).await;
+            to_value(done.map_err(|e| e.to_string())?)
         }
     }
 }
