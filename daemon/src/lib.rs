@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod mxdeliv;
 pub mod net;
 pub mod onboarding;
+pub mod operator;
 pub mod outbound;
 pub mod policy;
 pub mod private;

@@ -68,6 +68,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("appliance", ASSEMBLY),
     ("fdlimit", ASSEMBLY),
     ("fuzzing", ASSEMBLY),
+    ("operator", ASSEMBLY),
     ("server", ASSEMBLY),
     ("testing", ASSEMBLY),
 ];
