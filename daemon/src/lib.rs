@@ -12,6 +12,7 @@ pub mod appversions;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod deadline;
 pub mod delivery;
 pub mod dkim;

@@ -174,6 +174,39 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> ExitC
             return ExitCode::FAILURE;
         }
     };
+    // The command line's way in (`relaybox accounts`, `queue`, …), in setup mode too.
+    let control = relaybox::control::Ctx::daemon(config.clone(), appliance.appliance.clone());
+    let control_task = match relaybox::control::server::bind(&config.data_dir) {
+        Ok(listener) => Some(tokio::spawn(relaybox::control::server::run(
+            listener,
+            control.clone(),
+        ))),
+        Err(e) if e.err.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("relaybox: {e}");
+            appliance.stop().await;
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            tracing::error!("{e}; the command line cannot reach this relay while it runs");
+            None
+        }
+    };
+    let code = serve_modes(config, appliance, &control, dev).await;
+    if let Some(task) = control_task {
+        task.abort();
+        // The listener (and with it the socket file) goes when the task is dropped.
+        let _ = task.await;
+    }
+    code
+}
+
+/// Setup mode until a domain is chosen, then the relay.
+async fn serve_modes(
+    config: Config,
+    appliance: relaybox::appliance::Running,
+    control: &relaybox::control::Ctx,
+    dev: bool,
+) -> ExitCode {
     let config = if config.setup {
         // Setup mode: the wizard alone until the operator chose a domain.
         let server =
@@ -198,7 +231,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> ExitC
         let relay = Relay::open(next.clone());
         server.stop().await;
         match relay {
-            Ok(r) => return run_relay(r, appliance, dev, true).await,
+            Ok(r) => return run_relay(r, appliance, control, dev, true).await,
             Err(e) => {
                 eprintln!("relaybox: {e}");
                 return ExitCode::FAILURE;
@@ -214,13 +247,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    run_relay(relay, appliance, dev, false).await
+    run_relay(relay, appliance, control, dev, false).await
 }
 
 /// Serve the relay with its services until a signal, then flush the store.
 async fn run_relay(
     relay: std::sync::Arc<Relay>,
     appliance: relaybox::appliance::Running,
+    control: &relaybox::control::Ctx,
     dev: bool,
     from_wizard: bool,
 ) -> ExitCode {
@@ -248,6 +282,7 @@ async fn run_relay(
             },
         };
         appliance.appliance.attach(relay.clone());
+        control.attach(relay.clone());
         if dev {
             relaybox::onboarding::print_dev_banner(&relay.config);
         }

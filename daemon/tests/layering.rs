@@ -66,6 +66,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("smtp", PROTOCOLS),
     // assembly
     ("appliance", ASSEMBLY),
+    ("control", ASSEMBLY),
     ("fdlimit", ASSEMBLY),
     ("fuzzing", ASSEMBLY),
     ("operator", ASSEMBLY),

@@ -1,6 +1,6 @@
 //! Operator actions shared by the status page and the command line (`control`): each
-//! topic is one module of functions over the store and the live relay, called by the
-//! pages' backend (`crate::appliance`) and by the `relaybox` commands alike.
+//! submodule owns one topic (accounts, the outbound queue, the diagnostic report, …) and
+//! works on the store and, when the relay runs, on its live services.
 //!
 //! - `report`: the diagnostic report (issue 18 item 5).
 

@@ -24,6 +24,7 @@
 //! - `queue`: the outbound queue and its due-time index;
 //! - `push`: push jobs and their due-time index;
 //! - `metadata`: IMAP METADATA device tokens;
+//! - `snapshot`: every table's rows as one read transaction sees them, and back (backups);
 //! - `op`, `wal`, `writer`, `usage`, `codec`: logged operations, the write-ahead log, the
 //!   writer thread, the usage cache and the row encoding.
 
@@ -36,6 +37,7 @@ mod metadata;
 mod op;
 mod push;
 mod queue;
+pub mod snapshot;
 mod tables;
 mod usage;
 mod wal;
@@ -274,8 +276,8 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            tables::create_all(&tx)?;
         }
+        tables::create_all(&tx)?;
         if let Some(n) = queue::index_queue(&tx)? {
             tracing::info!("store: outbound queue index rebuilt ({n} rows)");
         }
@@ -355,5 +357,7 @@ impl Store {
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
