@@ -40,6 +40,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write the diagnostic report (version, config without secrets, services and checks,
+    /// queue, storage, recent log lines; no addresses, IP addresses or secrets) to a file:
+    /// asked of the running relay, or made from the stored data when it is stopped.
+    Report {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where to write the report (`-`: standard output).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Over-the-air update bundles.
     Update {
         #[command(subcommand)]
@@ -113,6 +124,10 @@ fn main() -> ExitCode {
         },
         Command::Dns { config } => match load_config(&config) {
             Ok(c) => return relaybox::zone::command(&c),
+            Err(code) => return code,
+        },
+        Command::Report { config: path, out } => match load_config(&path) {
+            Ok(c) => return report(&c, &path, &out),
             Err(code) => return code,
         },
         Command::Update {
@@ -478,6 +493,45 @@ fn expire(config: Config, now: Option<u64>) -> ExitCode {
             }
         }
     })
+}
+
+/// `relaybox report`: the report through the control socket (the running relay makes it)
+/// or, when the relay is stopped, from its config and store in this process.
+fn report(config: &Config, config_path: &Path, out: &Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("relaybox: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = relaybox::control::Request::Report {
+        config_file: Some(std::path::absolute(config_path).unwrap_or(config_path.into())),
+    };
+    let text: String = match runtime.block_on(relaybox::control::client::call(config, request)) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("relaybox: report: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if out == Path::new("-") {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    match relaybox::operator::report::write(out, &text) {
+        Ok(()) => {
+            eprintln!("relaybox: report written to {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("relaybox: report: cannot write {}: {e}", out.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -306,4 +306,9 @@ pub trait Backend: Send + Sync + 'static {
     /// installed). With `Ok` the file is the backend's, removed afterwards in every case;
     /// with `Err` (it cannot start, plain-language reason) the pages remove it.
     fn install_upload(&self, path: std::path::PathBuf) -> Result<(), String>;
+
+    /// "Download a diagnostic report" (issue 18 item 5): the report as plain text (version,
+    /// config without secrets, every service and check, queue, storage, recent log lines;
+    /// no addresses, IP addresses or secrets) and the file name to save it under.
+    fn diagnostic_report(&self) -> impl Future<Output = (String, String)> + Send;
 }

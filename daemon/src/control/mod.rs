@@ -45,6 +45,12 @@ pub const MAX_CONNECTIONS: usize = 4;
 pub enum Request {
     /// Who answers: the daemon (relay or setup mode) or the command itself.
     Ping,
+    /// The diagnostic report as text ([`crate::operator::report`]); `config_file` is the
+    /// file the command was given, read when the relay is stopped (the daemon reads its
+    /// own).
+    Report {
+        config_file: Option<std::path::PathBuf>,
+    },
 }
 
 /// The answer to [`Request::Ping`].
@@ -150,6 +156,19 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: ctx.mode().to_string(),
         }),
+        Request::Report { config_file } => match ctx.appliance() {
+            Some(appliance) => to_value(appliance.report().await.0),
+            None => {
+                let text = config_file.and_then(|p| std::fs::read_to_string(p).ok());
+                let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
+                to_value(crate::operator::report::stopped(
+                    &ctx.config,
+                    text.as_deref(),
+                    ctx.store().ok(),
+                    now,
+                ))
+            }
+        },
     }
 }
 

@@ -72,16 +72,6 @@ pub const SHOWN_KEYS: &[&str] = &[
     "led_active_low",
 ];
 
-/// Why a report could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error(
-        "cannot open the store {path}: {source} (is the relay running? Its status page has \
-         \"Download a diagnostic report\")"
-    )]
-    Store { path: String, source: StoreError },
-}
-
 /// Everything a report says, gathered by the caller.
 #[derive(Debug, Clone)]
 pub struct Facts {
@@ -253,30 +243,22 @@ pub fn stored_certificate(config: &Config, now: u64) -> Certificate {
 }
 
 /// The report of a relay that is not running: the config (`config_text` as read from
-/// the file), the store's figures and the stored certificate; the live checks say
-/// "relay not running". Fails when the store cannot be opened (held by the running
-/// relay).
+/// the file), the figures of its `store` (`None`: it has none yet) and the stored
+/// certificate; the live checks say "relay not running".
 pub fn stopped(
     config: &Config,
     config_text: Option<&str>,
+    store: Option<&Store>,
     now: u64,
-) -> Result<String, ReportError> {
-    let path = config.data_dir.join(crate::store::STORE_FILE);
-    let store = if path.exists() {
-        let store = Store::open_with_cache(&path, config.store_cache_size).map_err(|source| {
-            ReportError::Store {
-                path: path.display().to_string(),
-                source,
-            }
-        })?;
-        store_figures(config, &store).map_err(|e| e.to_string())
-    } else {
-        Err(format!(
-            "no store yet at {} (the relay has never run with this data directory)",
-            path.display()
-        ))
+) -> String {
+    let store = match store {
+        Some(store) => store_figures(config, store).map_err(|e| e.to_string()),
+        None => Err(format!(
+            "no store yet in {} (the relay has never run with this data directory)",
+            config.data_dir.display()
+        )),
     };
-    Ok(render(&Facts {
+    render(&Facts {
         made_at: now,
         version: env!("CARGO_PKG_VERSION").to_string(),
         release: release(),
@@ -287,7 +269,7 @@ pub fn stopped(
         certificate: stored_certificate(config, now),
         live: None,
         logs: Vec::new(),
-    }))
+    })
 }
 
 // ---- rendering --------------------------------------------------------------------------

@@ -294,9 +294,9 @@ fn stopped_report_without_a_store_says_so_and_file_names_are_safe() {
     let text = stopped(
         &config,
         Some("[params]\nmail_domain = chat.example.org\n"),
+        None,
         0,
-    )
-    .expect("report");
+    );
     assert!(text.contains("no store yet"), "{text}");
     assert!(text.contains("## Services\n\nrelay not running"), "{text}");
     assert_eq!(
