@@ -4,6 +4,9 @@
 //! it should be, tolerant of extra records (WIZ-3). The result is one structured
 //! [`Check`] per record with the record's id (WIZ-1); "could not check" (timeouts,
 //! SERVFAIL, REFUSED, no name servers found) is `Unknown`, never "wrong" (WIZ-2).
+//! After the records, the reverse DNS (PTR) of the relay's public addresses is asked of
+//! the resolver (reverse zones belong to the address's provider): a warning with a
+//! plain-language hint when it does not name the relay ([`check_reverse`]).
 //!
 //! How: the configured resolver (`dns_resolver`, else the system's; built by
 //! [`crate::dns`]) finds the zone's NS set, walking up from the domain, and the NS
@@ -123,7 +126,138 @@ pub(crate) async fn check_dns_with(
         })
         .collect();
     adjust_address_checks(&mut checks);
+    let addresses = public_addresses(records, &checks);
+    let reverse = check_reverse(config, &addresses, deadline, limits).await;
+    checks.extend(reverse);
     checks
+}
+
+// ---- reverse DNS ----------------------------------------------------------------------
+
+/// The relay's public addresses to look up in reverse, at most one per family: the
+/// detected address of the A/AAAA record, else the global address its check found. Only
+/// where the domain's servers answered (an address check that could not be made says
+/// nothing, WIZ-2).
+fn public_addresses(records: &[DnsRecord], checks: &[Check]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (record, check) in records.iter().zip(checks) {
+        if !matches!(record.id.as_str(), "dns.a" | "dns.aaaa") || check.status == CheckStatus::Unknown {
+            continue;
+        }
+        let candidates: Vec<IpAddr> = match record.value.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) if check.status == CheckStatus::Ok => check
+                .found
+                .as_deref()
+                .unwrap_or("")
+                .split(';')
+                .filter_map(|f| f.trim().parse().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let global = |ip: &IpAddr| match ip {
+            IpAddr::V4(a) => crate::zone::global_v4(*a),
+            IpAddr::V6(a) => crate::zone::global_v6(*a),
+        };
+        if let Some(ip) = candidates.into_iter().find(global)
+            && !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4())
+        {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// What to do about a reverse DNS that does not name the relay, for people.
+fn ptr_hint(ip: IpAddr, domain: &str) -> String {
+    format!(
+        "Many mail servers refuse or distrust mail from an address whose reverse DNS does \
+         not name the sending server. The reverse DNS of {ip} is set by whoever gave you \
+         the address (your internet or hosting provider), not at your domain's DNS \
+         provider: ask them to set its PTR record to {domain}."
+    )
+}
+
+/// `dns.ptr.v4` / `dns.ptr.v6`: the PTR records of `addresses` (RFC 1035 §3.5) through
+/// the configured resolver, each bounded by the query time and the run's `deadline`.
+/// Ok when one names `mail_domain`; a Warning (never an error: mail still flows) with
+/// [`ptr_hint`] when none does or there is none; Unknown when the lookup failed.
+async fn check_reverse(
+    config: &Config,
+    addresses: &[IpAddr],
+    deadline: Instant,
+    limits: Limits,
+) -> Vec<Check> {
+    if addresses.is_empty() {
+        return Vec::new();
+    }
+    let domain = format!("{}.", config.mail_domain.trim_end_matches('.'));
+    let resolver = resolver(config);
+    let mut out = Vec::new();
+    for &ip in addresses {
+        let id = if ip.is_ipv4() { "dns.ptr.v4" } else { "dns.ptr.v6" };
+        let mut check = Check {
+            id: id.into(),
+            status: CheckStatus::Unknown,
+            summary: format!("Could not check the reverse DNS (PTR) of {ip}."),
+            details: None,
+            expected: Some(domain.clone()),
+            found: None,
+        };
+        let resolver = match &resolver {
+            Ok(r) => r,
+            Err(e) => {
+                check.details = Some(e.clone());
+                out.push(check);
+                continue;
+            }
+        };
+        let until = deadline.min(Instant::now() + limits.query);
+        let lookup = tokio::time::timeout_at(until, resolver.lookup(Name::from(ip), RecordType::PTR));
+        let names: Vec<String> = match lookup.await {
+            Ok(Ok(found)) => found
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::PTR(p) => Some(p.0.to_ascii()),
+                    _ => None,
+                })
+                .collect(),
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(no))))
+                if matches!(no.response_code, ResponseCode::NoError | ResponseCode::NXDomain) =>
+            {
+                Vec::new()
+            }
+            Ok(Err(e)) => {
+                check.details = Some(format!("the DNS resolver answered: {e}"));
+                out.push(check);
+                continue;
+            }
+            Err(_) => {
+                check.details = Some(format!("no answer within {} s", limits.query.as_secs()));
+                out.push(check);
+                continue;
+            }
+        };
+        if names.iter().any(|n| same_host(n, &domain)) {
+            check.status = CheckStatus::Ok;
+            check.summary = format!("The reverse DNS (PTR) of {ip} names this relay.");
+        } else {
+            check.status = CheckStatus::Warning;
+            check.summary = if names.is_empty() {
+                format!("The address {ip} has no reverse DNS (PTR) record.")
+            } else {
+                format!(
+                    "The reverse DNS (PTR) of {ip} names {}, not this relay.",
+                    names.join(", ")
+                )
+            };
+            check.details = Some(ptr_hint(ip, &domain));
+        }
+        check.found = (!names.is_empty()).then(|| names.join("; "));
+        out.push(check);
+    }
+    out
 }
 
 /// The addresses `config.mail_domain`'s A and AAAA records point to, asked of its
@@ -542,6 +676,9 @@ pub(crate) enum Verdict {
     Missing,
     /// Records of the kind exist but none is the expected one; these are they.
     Wrong(Vec<Found>),
+    /// Present and working, but weaker than recommended (a CAA record without the
+    /// account): a warning with what to add.
+    Partial(String),
 }
 
 /// A name compared case-insensitively, with or without its trailing dot.
@@ -679,7 +816,8 @@ pub(crate) fn judge(record: &DnsRecord, found: &[Found]) -> Verdict {
         "CAA" => {
             let mut it = value.splitn(3, ' ');
             let tag = it.nth(1).unwrap_or("");
-            let issuer = caa_issuer(it.next().unwrap_or("").trim_matches('"'));
+            let it_value = it.next().unwrap_or("").trim_matches('"');
+            let issuer = caa_issuer(it_value);
             let caa: Vec<Found> = found
                 .iter()
                 .filter(|f| matches!(f, Found::Caa { tag: t, .. } if t.eq_ignore_ascii_case("issue") || t.eq_ignore_ascii_case("issuewild")))
@@ -690,14 +828,35 @@ pub(crate) fn judge(record: &DnsRecord, found: &[Found]) -> Verdict {
                 .iter()
                 .filter(|f| matches!(f, Found::Caa { tag: t, .. } if t.eq_ignore_ascii_case(tag)))
                 .collect();
-            if issue.iter().any(
-                |f| matches!(f, Found::Caa { value: v, .. } if caa_issuer(v).eq_ignore_ascii_case(&issuer)),
-            ) {
-                Verdict::Match(None)
-            } else if issue.is_empty() {
-                Verdict::Missing
-            } else {
-                Verdict::Wrong(caa)
+            let ours: Vec<&str> = issue
+                .iter()
+                .filter_map(|f| match f {
+                    Found::Caa { value: v, .. } if caa_issuer(v).eq_ignore_ascii_case(&issuer) => {
+                        Some(v.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            // RFC 8657 §3: with an `accounturi` only that account may have certificates.
+            let want_account = caa_account(it_value);
+            match want_account {
+                Some(want) if !ours.is_empty() => {
+                    if ours.iter().any(|v| caa_account(v).as_deref() == Some(want.as_str())) {
+                        Verdict::Match(None)
+                    } else if ours.iter().any(|v| caa_account(v).is_none()) {
+                        Verdict::Partial(format!(
+                            "Let's Encrypt may issue certificates for the domain to any \
+                             account; add accounturi={want} so that only this relay's \
+                             account can (RFC 8657)."
+                        ))
+                    } else {
+                        // Only other accounts: this relay's requests are refused.
+                        Verdict::Wrong(caa)
+                    }
+                }
+                _ if !ours.is_empty() => Verdict::Match(None),
+                _ if issue.is_empty() => Verdict::Missing,
+                _ => Verdict::Wrong(caa),
             }
         }
         _ => Verdict::Missing,
@@ -707,6 +866,16 @@ pub(crate) fn judge(record: &DnsRecord, found: &[Found]) -> Verdict {
 /// The issuer domain of a CAA `issue` value (`letsencrypt.org; accounturi=…`).
 fn caa_issuer(value: &str) -> String {
     value.split(';').next().unwrap_or("").trim().to_string()
+}
+
+/// The `accounturi` parameter of a CAA `issue` value (RFC 8657 §3), if any.
+fn caa_account(value: &str) -> Option<String> {
+    value.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("accounturi")
+            .then(|| v.trim().to_string())
+    })
 }
 
 /// The text of a TXT record's data in zone-file form: its quoted character-strings
@@ -833,6 +1002,14 @@ fn verdict_check(record: &DnsRecord, found: &[Found], verdict: Verdict) -> Check
             expected,
             found: None,
         },
+        Verdict::Partial(remark) => Check {
+            id: record.id.clone(),
+            status: CheckStatus::Warning,
+            summary: format!("The {what} works but is not the recommended one."),
+            details: Some(remark),
+            expected,
+            found: Some(list(found)),
+        },
         Verdict::Wrong(wrong) => {
             // A CAA set without Let's Encrypt blocks the certificate: an error even
             // though the record itself is only recommended.
@@ -846,8 +1023,8 @@ fn verdict_check(record: &DnsRecord, found: &[Found], verdict: Verdict) -> Check
                 },
                 summary: format!("The {what} is wrong."),
                 details: Some(if blocks_certificate {
-                    "The CAA records do not allow Let's Encrypt, so no certificate can be \
-                     issued: add the expected record."
+                    "The CAA records do not allow Let's Encrypt for this relay's account, so \
+                     no certificate can be issued: add the expected record."
                         .to_string()
                 } else {
                     format!("Change it to the expected value. {}", record.note)

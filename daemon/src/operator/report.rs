@@ -807,7 +807,8 @@ fn is_token_char(b: u8) -> bool {
 }
 
 /// Runs of letters, digits and `+/=_-.$` at least [`TOKEN_MIN`] long with a letter and
-/// a digit in them (base64 and hex keys, password hashes, session ids) → [`TOKEN`].
+/// a digit in them (base64 and hex keys, password hashes, session ids) → [`TOKEN`];
+/// upper-case constant names (`TLS13_AES_256_GCM_SHA384`) stay.
 fn scrub_tokens(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -823,7 +824,13 @@ fn scrub_tokens(text: &str) -> String {
             i += 1;
         }
         let run = &b[start..i];
+        // `TLS13_AES_256_GCM_SHA384`: a constant's name, not a secret.
+        let constant = run.contains(&b'_')
+            && run
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_');
         if run.len() >= TOKEN_MIN
+            && !constant
             && run.iter().any(u8::is_ascii_digit)
             && run.iter().any(u8::is_ascii_alphabetic)
         {

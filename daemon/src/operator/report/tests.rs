@@ -70,6 +70,7 @@ fn scrubber_leaves_what_identifies_nobody() {
         "a@ b @c @",
         "https://chat.example.org/new",
         "ünïcödé 1.2.3 ✓",
+        "decided upon suite TLS13_AES_256_GCM_SHA384",
     ] {
         assert_eq!(scrub(text), text, "{text:?} changed");
     }
