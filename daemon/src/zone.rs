@@ -479,8 +479,11 @@ pub fn account_uri(config: &Config) -> Option<String> {
     }
     let id = json.get("id")?.as_str()?;
     // A URL in a quoted CAA value: no quotes, spaces or control characters (RFC 8659 §4.2).
-    (id.starts_with("https://") && id.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b';'))
-        .then(|| id.to_string())
+    (id.starts_with("https://")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';'))
+    .then(|| id.to_string())
 }
 
 /// `value` as quoted character-strings of at most 255 bytes each (RFC 1035 §3.3.14;
@@ -735,7 +738,10 @@ mod tests {
         );
         assert!(!zone.contains("adds ;accounturi"), "{zone}");
         // An account of another directory (staging, a test CA) is not this relay's.
-        account("https://acme-staging-v02.api.letsencrypt.org/directory", uri);
+        account(
+            "https://acme-staging-v02.api.letsencrypt.org/directory",
+            uri,
+        );
         assert_eq!(caa(&config), "0 issue \"letsencrypt.org\"");
         // Nothing that would break the quoted value.
         account(&config.appliance.acme_directory, "https://x/\\\"; issue");

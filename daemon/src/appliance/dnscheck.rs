@@ -141,7 +141,9 @@ pub(crate) async fn check_dns_with(
 fn public_addresses(records: &[DnsRecord], checks: &[Check]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::new();
     for (record, check) in records.iter().zip(checks) {
-        if !matches!(record.id.as_str(), "dns.a" | "dns.aaaa") || check.status == CheckStatus::Unknown {
+        if !matches!(record.id.as_str(), "dns.a" | "dns.aaaa")
+            || check.status == CheckStatus::Unknown
+        {
             continue;
         }
         let candidates: Vec<IpAddr> = match record.value.parse::<IpAddr>() {
@@ -195,7 +197,11 @@ async fn check_reverse(
     let resolver = resolver(config);
     let mut out = Vec::new();
     for &ip in addresses {
-        let id = if ip.is_ipv4() { "dns.ptr.v4" } else { "dns.ptr.v6" };
+        let id = if ip.is_ipv4() {
+            "dns.ptr.v4"
+        } else {
+            "dns.ptr.v6"
+        };
         let mut check = Check {
             id: id.into(),
             status: CheckStatus::Unknown,
@@ -213,7 +219,8 @@ async fn check_reverse(
             }
         };
         let until = deadline.min(Instant::now() + limits.query);
-        let lookup = tokio::time::timeout_at(until, resolver.lookup(Name::from(ip), RecordType::PTR));
+        let lookup =
+            tokio::time::timeout_at(until, resolver.lookup(Name::from(ip), RecordType::PTR));
         let names: Vec<String> = match lookup.await {
             Ok(Ok(found)) => found
                 .answers()
@@ -224,7 +231,10 @@ async fn check_reverse(
                 })
                 .collect(),
             Ok(Err(NetError::Dns(DnsError::NoRecordsFound(no))))
-                if matches!(no.response_code, ResponseCode::NoError | ResponseCode::NXDomain) =>
+                if matches!(
+                    no.response_code,
+                    ResponseCode::NoError | ResponseCode::NXDomain
+                ) =>
             {
                 Vec::new()
             }
@@ -841,7 +851,10 @@ pub(crate) fn judge(record: &DnsRecord, found: &[Found]) -> Verdict {
             let want_account = caa_account(it_value);
             match want_account {
                 Some(want) if !ours.is_empty() => {
-                    if ours.iter().any(|v| caa_account(v).as_deref() == Some(want.as_str())) {
+                    if ours
+                        .iter()
+                        .any(|v| caa_account(v).as_deref() == Some(want.as_str()))
+                    {
                         Verdict::Match(None)
                     } else if ours.iter().any(|v| caa_account(v).is_none()) {
                         Verdict::Partial(format!(
@@ -1281,6 +1294,13 @@ mod tests {
             false,
         );
         let caar = rec("dns.caa", d, "CAA", "0 issue \"letsencrypt.org\"", false);
+        let caa_acct = rec(
+            "dns.caa",
+            d,
+            "CAA",
+            "0 issue \"letsencrypt.org;accounturi=https://ca/acct/7\"",
+            false,
+        );
         let a = rec("dns.a", d, "A", "203.0.114.7", true);
         let a_any = rec("dns.a", d, "A", crate::zone::PLACEHOLDER_V4, true);
         let ip = |s: &str| Found::Addr(s.parse().expect("ip"));
@@ -1340,6 +1360,32 @@ mod tests {
             ),
             (&caar, vec![caa("issue", "pki.goog")], "wrong"),
             (&caar, vec![caa("iodef", "mailto:x@y")], "missing"),
+            // CAA with this relay's ACME account (RFC 8657): the account must match;
+            // without one it works but is weaker than recommended.
+            (
+                &caa_acct,
+                vec![caa(
+                    "issue",
+                    "letsencrypt.org; accounturi=https://ca/acct/7",
+                )],
+                "ok",
+            ),
+            (&caa_acct, vec![caa("issue", "letsencrypt.org")], "partial"),
+            (
+                &caa_acct,
+                vec![caa("issue", "letsencrypt.org;accounturi=https://ca/acct/8")],
+                "wrong",
+            ),
+            (
+                &caa_acct,
+                vec![
+                    caa("issue", "letsencrypt.org;accounturi=https://ca/acct/8"),
+                    caa("issue", "letsencrypt.org;accounturi=https://ca/acct/7"),
+                ],
+                "ok",
+            ),
+            (&caa_acct, vec![caa("issue", "pki.goog")], "wrong"),
+            (&caa_acct, vec![], "missing"),
             // Addresses: the expected one among others; any when unknown.
             (&a, vec![ip("203.0.114.7")], "ok"),
             (&a, vec![ip("198.51.100.1"), ip("203.0.114.7")], "ok"),
@@ -1354,6 +1400,7 @@ mod tests {
                 Verdict::Match(_) => "ok",
                 Verdict::Wrong(_) => "wrong",
                 Verdict::Missing => "missing",
+                Verdict::Partial(_) => "partial",
             };
             assert_eq!(got, want, "{} with {found:?}: {v:?}", record.id);
         }
@@ -1412,6 +1459,31 @@ mod tests {
             (CheckStatus::Error, Some("10 x."))
         );
         assert_eq!(w.expected.as_deref(), Some("10 d."));
+        // A CAA record without the account: a warning saying what to add; one naming
+        // only another account blocks the certificate: an error.
+        let caa_acct = rec(
+            "dns.caa",
+            "d.",
+            "CAA",
+            "0 issue \"letsencrypt.org;accounturi=https://ca/acct/7\"",
+            false,
+        );
+        let plain = [caa("issue", "letsencrypt.org")];
+        let partial = verdict_check(&caa_acct, &plain, judge(&caa_acct, &plain));
+        assert_eq!(partial.status, CheckStatus::Warning, "{partial:#?}");
+        assert!(
+            partial
+                .details
+                .as_deref()
+                .unwrap_or("")
+                .contains("accounturi=https://ca/acct/7"),
+            "{partial:#?}"
+        );
+        let other = [caa("issue", "letsencrypt.org;accounturi=https://ca/acct/8")];
+        assert_eq!(
+            verdict_check(&caa_acct, &other, judge(&caa_acct, &other)).status,
+            CheckStatus::Error
+        );
         // Neither A nor AAAA: error; A missing beside an AAAA: warning (DNS-1).
         let a = rec("dns.a", "d.", "A", crate::zone::PLACEHOLDER_V4, true);
         let aaaa = rec("dns.aaaa", "d.", "AAAA", "2a01:4f8::1", false);
@@ -1492,11 +1564,18 @@ mod tests {
                     ));
                 }
                 "CAA" => {
-                    let hex: String = b"letsencrypt.org"
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
-                    args.push(format!("--dns-rr={name},257,0005{}{hex}", hex_of("issue")));
+                    // `0 issue "value"`: flags, tag length, tag, value (RFC 8659 §4.1).
+                    let value = r
+                        .value
+                        .splitn(3, ' ')
+                        .nth(2)
+                        .unwrap_or("")
+                        .trim_matches('"');
+                    args.push(format!(
+                        "--dns-rr={name},257,0005{}{}",
+                        hex_of("issue"),
+                        hex_of(value)
+                    ));
                 }
                 _ => {}
             }
@@ -1511,14 +1590,23 @@ mod tests {
     /// A resolver on `127.a.b.1:53` that knows `NS ns.relay.test` with its address
     /// `ns_ip`, and a stale MX (to show the checks do not take its word for records).
     fn resolver_for(net: (u8, u8), ns_ip: Ipv4Addr) -> Dnsmasq {
-        let args = vec![
+        resolver_with_ptr(net, ns_ip, Some(DOMAIN))
+    }
+
+    /// [`resolver_for`], whose reverse zone of [`PUBLIC_V4`] names `ptr` (none: NXDOMAIN).
+    fn resolver_with_ptr(net: (u8, u8), ns_ip: Ipv4Addr, ptr: Option<&str>) -> Dnsmasq {
+        let mut args = vec![
             format!(
                 "--dns-rr={DOMAIN},2,{}",
                 wire_name_hex(&format!("ns.{DOMAIN}"))
             ),
             format!("--host-record=ns.{DOMAIN},{ns_ip}"),
             format!("--mx-host={DOMAIN},stale.example.test,10"),
+            "--local=/114.0.203.in-addr.arpa/".to_string(),
         ];
+        if let Some(name) = ptr {
+            args.push(format!("--ptr-record=7.114.0.203.in-addr.arpa,{name}"));
+        }
         Dnsmasq::start(Ipv4Addr::new(127, net.0, net.1, 1), 53, true, &args)
     }
 
@@ -1564,8 +1652,14 @@ mod tests {
         let _auth = Dnsmasq::start(ns_ip, 53, true, &serve(&s.records));
         let checks = check_dns(&s.config, &s.records).await;
         let ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
-        let want: Vec<&str> = s.records.iter().map(|r| r.id.as_str()).collect();
+        // One check per record, same order, then the reverse DNS of the public address.
+        let mut want: Vec<&str> = s.records.iter().map(|r| r.id.as_str()).collect();
+        want.push("dns.ptr.v4");
         assert_eq!(ids, want);
+        assert_eq!(
+            status_of(&checks, "dns.ptr.v4").found.as_deref(),
+            Some("relay.test.")
+        );
         for c in &checks {
             assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
         }
@@ -1641,6 +1735,142 @@ mod tests {
                 "{id}: {checks:#?}"
             );
         }
+    }
+
+    /// The reverse DNS of the relay's public address: missing or naming another host is
+    /// a warning with a plain-language hint (never an error); the records' checks are
+    /// not touched.
+    #[tokio::test]
+    async fn reverse_dns_missing_or_elsewhere_is_a_warning_with_a_hint() {
+        for (ptr, summary) in [
+            (None, "has no reverse DNS (PTR) record"),
+            (
+                Some("host-7.isp.example"),
+                "names host-7.isp.example., not this relay",
+            ),
+        ] {
+            let net = fresh_net();
+            let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+            let resolver = resolver_with_ptr(net, ns_ip, ptr);
+            let s = scene(&resolver);
+            let _auth = Dnsmasq::start(ns_ip, 53, true, &serve(&s.records));
+            let checks = check_dns(&s.config, &s.records).await;
+            let c = status_of(&checks, "dns.ptr.v4");
+            assert_eq!(c.status, CheckStatus::Warning, "{c:#?}");
+            assert!(c.summary.contains(summary), "{c:#?}");
+            assert!(c.summary.contains("203.0.114.7"), "{c:#?}");
+            let details = c.details.as_deref().unwrap_or("");
+            assert!(
+                details.contains("Many mail servers refuse")
+                    && details.contains("internet or hosting provider")
+                    && details.contains("PTR record to relay.test."),
+                "{c:#?}"
+            );
+            assert_eq!(c.expected.as_deref(), Some("relay.test."));
+            assert_eq!(c.found.is_some(), ptr.is_some(), "{c:#?}");
+            for c in checks.iter().filter(|c| !c.id.starts_with("dns.ptr")) {
+                assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
+            }
+        }
+    }
+
+    /// RFC 8657 against a real server: once the relay has its ACME account the CAA
+    /// record must name it; Let's Encrypt without the account is a warning saying what
+    /// to add; another account only is an error (the certificate would be refused).
+    #[tokio::test]
+    async fn caa_with_the_acme_account_at_the_authoritative_server() {
+        let uri = "https://acme-v02.api.letsencrypt.org/acme/acct/4242";
+        for (served, want) in [
+            (
+                format!("0 issue \"letsencrypt.org;accounturi={uri}\""),
+                CheckStatus::Ok,
+            ),
+            (
+                "0 issue \"letsencrypt.org\"".to_string(),
+                CheckStatus::Warning,
+            ),
+            (
+                "0 issue \"letsencrypt.org;accounturi=https://x.example/acct/1\"".to_string(),
+                CheckStatus::Error,
+            ),
+        ] {
+            let net = fresh_net();
+            let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+            let resolver = resolver_for(net, ns_ip);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut config = testing::config(dir.path(), DOMAIN);
+            config.dns_resolver = vec![resolver.addr];
+            let acme = crate::tls::stored::acme_dir(&config);
+            std::fs::create_dir_all(&acme).expect("acme dir");
+            std::fs::write(
+                acme.join(crate::acme::cert::ACCOUNT_FILE),
+                format!(
+                    r#"{{"id":"{uri}","key_pkcs8":"AAAA","directory":"{}"}}"#,
+                    config.appliance.acme_directory
+                ),
+            )
+            .expect("account file");
+            let s = signer(&config, dir.path());
+            let records = expected_records(
+                &config,
+                Some(&s),
+                Addresses {
+                    v4: Some(PUBLIC_V4),
+                    v6: None,
+                },
+            );
+            let mut zone: Vec<DnsRecord> = records.clone();
+            for r in &mut zone {
+                if r.id == "dns.caa" {
+                    assert!(r.value.contains(uri), "{r:?}");
+                    r.value = served.clone();
+                }
+            }
+            let _auth = Dnsmasq::start(ns_ip, 53, true, &serve(&zone));
+            let checks = check_dns(&config, &records).await;
+            let c = status_of(&checks, "dns.caa");
+            assert_eq!(c.status, want, "{served}: {c:#?}");
+        }
+    }
+
+    /// An address check that could not be made asks no reverse DNS either (WIZ-2).
+    #[test]
+    fn reverse_dns_only_for_answered_global_addresses() {
+        let a = rec("dns.a", "d.", "A", "203.0.114.7", true);
+        let a_any = rec("dns.a", "d.", "A", crate::zone::PLACEHOLDER_V4, true);
+        let aaaa = rec("dns.aaaa", "d.", "AAAA", "2a01:4f8::1", false);
+        let check = |status, found: Option<&str>| Check {
+            id: "dns.a".into(),
+            status,
+            summary: String::new(),
+            details: None,
+            expected: None,
+            found: found.map(str::to_string),
+        };
+        let v4: IpAddr = "203.0.114.7".parse().expect("ip");
+        let v6: IpAddr = "2a01:4f8::1".parse().expect("ip");
+        assert_eq!(
+            public_addresses(
+                &[a.clone(), aaaa.clone()],
+                &[
+                    check(CheckStatus::Error, None),
+                    check(CheckStatus::Ok, None)
+                ]
+            ),
+            [v4, v6]
+        );
+        assert!(public_addresses(&[a.clone()], &[check(CheckStatus::Unknown, None)]).is_empty());
+        // Not detected here: the global address the record points to.
+        assert_eq!(
+            public_addresses(
+                &[a_any.clone()],
+                &[check(CheckStatus::Ok, Some("192.168.1.5; 203.0.114.7"))]
+            ),
+            [v4]
+        );
+        assert!(
+            public_addresses(&[a_any], &[check(CheckStatus::Ok, Some("192.168.1.5"))]).is_empty()
+        );
     }
 
     #[tokio::test]

@@ -36,13 +36,20 @@ struct Browser {
 
 impl Browser {
     async fn send(&mut self, method: &str, path: &str, form: &str) -> HttpResponse {
-        let mut conn = tokio::time::timeout(IO_LIMIT, LineConn::connect_tls_from(self.from, self.addr, &[]))
-            .await
-            .expect("connect in time")
-            .expect("connect");
+        let mut conn = tokio::time::timeout(
+            IO_LIMIT,
+            LineConn::connect_tls_from(self.from, self.addr, &[]),
+        )
+        .await
+        .expect("connect in time")
+        .expect("connect");
         let mut head = format!("{method} {path} HTTP/1.1\nHost: 127.0.0.1");
         if !self.cookies.is_empty() {
-            let jar: Vec<String> = self.cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
             head += &format!("\nCookie: {}", jar.join("; "));
         }
         if method == "POST" {
@@ -64,7 +71,8 @@ impl Browser {
             };
             self.cookies.retain(|(old, _)| old != n.trim());
             if !v.trim().is_empty() && !value.to_ascii_lowercase().contains("max-age=0") {
-                self.cookies.push((n.trim().to_string(), v.trim().to_string()));
+                self.cookies
+                    .push((n.trim().to_string(), v.trim().to_string()));
             }
         }
         r
@@ -138,7 +146,9 @@ async fn traffic(relay: &Relay) -> Vec<Account> {
     mx.greeting().await;
     mx.ehlo().await;
     let m = encrypted_mail("sender@[127.0.0.4]", &[&b.addr]);
-    let r = mx.send_mail("sender@[127.0.0.4]", &[&b.addr], &m.bytes).await;
+    let r = mx
+        .send_mail("sender@[127.0.0.4]", &[&b.addr], &m.bytes)
+        .await;
     assert!(r.code == 250 || r.code >= 400, "{r}");
     mx.quit().await;
     // A wrong password from 127.0.0.6.
@@ -157,7 +167,9 @@ fn data_dir_secrets(data: &Path) -> Vec<String> {
     let admin = std::fs::read_to_string(data.join("admin.json")).expect("admin.json");
     let json: serde_json::Value = serde_json::from_str(&admin).expect("admin.json is JSON");
     for key in ["password_hash", "session_key"] {
-        let v = json[key].as_str().unwrap_or_else(|| panic!("{key} in {admin}"));
+        let v = json[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} in {admin}"));
         assert!(v.len() >= 20, "{key}: {v}");
         out.push(v.to_string());
         // A piece of the hash too (between its `$` separators).
@@ -195,11 +207,17 @@ fn check_report(text: &str, how: &str, accounts: &[Account], secrets: &[String],
         "accounts: 2",
         "## Recent log lines",
     ] {
-        assert!(text.contains(section), "{how}: {section:?} missing:\n{text}");
+        assert!(
+            text.contains(section),
+            "{how}: {section:?} missing:\n{text}"
+        );
     }
     for acc in accounts {
         for leak in [acc.addr.as_str(), acc.local.as_str(), acc.password.as_str()] {
-            assert!(!text.contains(leak), "{how}: {leak:?} in the report:\n{text}");
+            assert!(
+                !text.contains(leak),
+                "{how}: {leak:?} in the report:\n{text}"
+            );
         }
     }
     for leak in [
@@ -216,14 +234,23 @@ fn check_report(text: &str, how: &str, accounts: &[Account], secrets: &[String],
         "wrong-password-123",
         setup_code,
     ] {
-        assert!(!text.contains(leak), "{how}: {leak:?} in the report:\n{text}");
+        assert!(
+            !text.contains(leak),
+            "{how}: {leak:?} in the report:\n{text}"
+        );
     }
     for secret in secrets {
-        assert!(!text.contains(secret.as_str()), "{how}: a secret of the data directory ({secret}) in the report:\n{text}");
+        assert!(
+            !text.contains(secret.as_str()),
+            "{how}: a secret of the data directory ({secret}) in the report:\n{text}"
+        );
     }
     // The relay's own address (its mail_domain, IP-only) only where the report names it.
     for line in text.lines().filter(|l| l.contains("127.0.0.1")) {
-        assert!(line.starts_with("mail_domain"), "{how}: the relay's address in {line:?}");
+        assert!(
+            line.starts_with("mail_domain"),
+            "{how}: the relay's address in {line:?}"
+        );
     }
 }
 
@@ -254,7 +281,13 @@ async fn report_from_the_status_page_and_the_command_has_no_address_ip_or_secret
         from: ip(5),
         cookies: Vec::new(),
     };
-    let r = browser.submit("/admin/claim", "/admin/claim/code", &[("code", &setup_code)]).await;
+    let r = browser
+        .submit(
+            "/admin/claim",
+            "/admin/claim/code",
+            &[("code", &setup_code)],
+        )
+        .await;
     assert_eq!(r.status, 303, "claim: {}", r.body_text());
     let r = browser
         .submit(
@@ -280,29 +313,57 @@ async fn report_from_the_status_page_and_the_command_has_no_address_ip_or_secret
     assert!(status.body_text().contains("href=\"/admin/status/report\""));
     let r = browser.get("/admin/status/report").await;
     assert_eq!(r.status, 200, "{}", r.body_text());
-    let disposition = r.header("content-disposition").unwrap_or_default().to_string();
+    let disposition = r
+        .header("content-disposition")
+        .unwrap_or_default()
+        .to_string();
     assert!(
         disposition.starts_with("attachment; filename=\"relaybox-report-127.0.0.1-")
             && disposition.ends_with(".txt\""),
         "{disposition}"
     );
     let page_report = r.body_text();
-    check_report(&page_report, "status page", &accounts, &secrets, &setup_code);
+    check_report(
+        &page_report,
+        "status page",
+        &accounts,
+        &secrets,
+        &setup_code,
+    );
     assert!(page_report.contains("state: running"), "{page_report}");
     // The live sections, with the listeners' addresses scrubbed.
-    assert!(page_report.contains("[ok] SMTP (25): listening on <IPv4>:"), "{page_report}");
-    assert!(page_report.contains("<address>"), "log lines with addresses, scrubbed:\n{page_report}");
+    assert!(
+        page_report.contains("[ok] SMTP (25): listening on <IPv4>:"),
+        "{page_report}"
+    );
+    assert!(
+        page_report.contains("<address>"),
+        "log lines with addresses, scrubbed:\n{page_report}"
+    );
     assert!(page_report.contains("<IPv4>"), "{page_report}");
     // The queued message for the peer: its domain is an IP literal, scrubbed.
-    assert!(page_report.contains("- [<IPv4>]: 1 message(s)"), "{page_report}");
+    assert!(
+        page_report.contains("- [<IPv4>]: 1 message(s)"),
+        "{page_report}"
+    );
 
     // `relaybox report` while the relay runs: the daemon makes it.
     let out_dir = tempfile::tempdir().expect("tempdir");
     let out = out_dir.path().join("running.txt");
     let o = run_report(&relay, &out);
-    assert!(o.status.success(), "relaybox report (running): {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "relaybox report (running): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let running = std::fs::read_to_string(&out).expect("report written");
-    check_report(&running, "relaybox report (running)", &accounts, &secrets, &setup_code);
+    check_report(
+        &running,
+        "relaybox report (running)",
+        &accounts,
+        &secrets,
+        &setup_code,
+    );
     assert!(running.contains("state: running"), "{running}");
     assert!(running.contains("## Recent log lines\n\n```"), "{running}");
 
@@ -310,9 +371,19 @@ async fn report_from_the_status_page_and_the_command_has_no_address_ip_or_secret
     relay.stop().await;
     let out = out_dir.path().join("stopped.txt");
     let o = run_report(&relay, &out);
-    assert!(o.status.success(), "relaybox report (stopped): {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "relaybox report (stopped): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let stopped = std::fs::read_to_string(&out).expect("report written");
-    check_report(&stopped, "relaybox report (stopped)", &accounts, &secrets, &setup_code);
+    check_report(
+        &stopped,
+        "relaybox report (stopped)",
+        &accounts,
+        &secrets,
+        &setup_code,
+    );
     for part in [
         "state: not running",
         "## Services\n\nrelay not running",
