@@ -1859,11 +1859,17 @@ mod tests {
             ),
             [v4, v6]
         );
-        assert!(public_addresses(&[a.clone()], &[check(CheckStatus::Unknown, None)]).is_empty());
+        assert!(
+            public_addresses(
+                std::slice::from_ref(&a),
+                &[check(CheckStatus::Unknown, None)]
+            )
+            .is_empty()
+        );
         // Not detected here: the global address the record points to.
         assert_eq!(
             public_addresses(
-                &[a_any.clone()],
+                std::slice::from_ref(&a_any),
                 &[check(CheckStatus::Ok, Some("192.168.1.5; 203.0.114.7"))]
             ),
             [v4]

@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use relaybox_blackbox::http::{self, HttpResponse};
@@ -20,6 +20,8 @@ use relaybox_blackbox::{
 };
 
 const IO_LIMIT: Duration = Duration::from_secs(60);
+/// How long `relaybox report` may take (the daemon's checks are bounded well below).
+const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 /// The admin password set by the test (≥ 10 characters).
 const ADMIN_PASSWORD: &str = "report test admin password";
 
@@ -254,16 +256,37 @@ fn check_report(text: &str, how: &str, accounts: &[Account], secrets: &[String],
     }
 }
 
-fn run_report(relay: &Relay, out: &Path) -> std::process::Output {
-    let mut cmd = Command::new(relay::binary());
-    cmd.arg("report")
+/// `relaybox report --config … --out OUT`, waited for (bounded: killed after
+/// [`COMMAND_LIMIT`]); its exit status and stderr.
+async fn run_report(relay: &Relay, out: &Path) -> (std::process::ExitStatus, String) {
+    let err_path = out.with_extension("stderr");
+    let mut child = Command::new(relay::binary())
+        .arg("report")
         .arg("--config")
         .arg(relay.config_path())
         .arg("--out")
-        .arg(out);
-    // Bounded: the command asks the daemon (which bounds its checks) or reads the store.
-    let child = cmd.output().expect("run relaybox report");
-    child
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("run relaybox report");
+    let deadline = tokio::time::Instant::now() + COMMAND_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("relaybox report did not finish within {COMMAND_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    (
+        status,
+        std::fs::read_to_string(&err_path).unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,12 +373,8 @@ async fn report_from_the_status_page_and_the_command_has_no_address_ip_or_secret
     // `relaybox report` while the relay runs: the daemon makes it.
     let out_dir = tempfile::tempdir().expect("tempdir");
     let out = out_dir.path().join("running.txt");
-    let o = run_report(&relay, &out);
-    assert!(
-        o.status.success(),
-        "relaybox report (running): {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let (status, stderr) = run_report(&relay, &out).await;
+    assert!(status.success(), "relaybox report (running): {stderr}");
     let running = std::fs::read_to_string(&out).expect("report written");
     check_report(
         &running,
@@ -370,12 +389,8 @@ async fn report_from_the_status_page_and_the_command_has_no_address_ip_or_secret
     // Stopped: the command opens the store itself.
     relay.stop().await;
     let out = out_dir.path().join("stopped.txt");
-    let o = run_report(&relay, &out);
-    assert!(
-        o.status.success(),
-        "relaybox report (stopped): {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let (status, stderr) = run_report(&relay, &out).await;
+    assert!(status.success(), "relaybox report (stopped): {stderr}");
     let stopped = std::fs::read_to_string(&out).expect("report written");
     check_report(
         &stopped,
