@@ -629,14 +629,15 @@ fn scrub_url_credentials(text: &str) -> String {
     out
 }
 
-/// A character of an address's local part (RFC 5322 §3.2.3 atext, and dots).
+/// A byte of an address's local part (RFC 5322 §3.2.3 atext, dots, and the UTF-8 of
+/// RFC 6531 addresses).
 fn is_local_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b)
+    b.is_ascii_alphanumeric() || b >= 0x80 || b"!#$%&'*+/=?^_`{|}~.-".contains(&b)
 }
 
-/// A character of a domain name (with the `_` of underscore relays).
+/// A byte of a domain name (with the `_` of underscore relays and UTF-8 labels).
 fn is_domain_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"._-".contains(&b)
+    b.is_ascii_alphanumeric() || b >= 0x80 || b"._-".contains(&b)
 }
 
 /// `local@domain` and `local@[literal]` (RFC 5321 §4.1.3) → [`ADDRESS`]. A `key=` in
@@ -652,6 +653,13 @@ fn scrub_addresses(text: &str) -> String {
             continue;
         }
         let mut start = i;
+        // RFC 5321 §4.1.2: a quoted local part (`"john doe"@x`).
+        if start > copied && b[start - 1] == b'"' {
+            let open = text[copied..start - 1].rfind('"').map(|o| copied + o);
+            if let Some(open) = open.filter(|o| start - o <= 66) {
+                start = open;
+            }
+        }
         while start > copied && is_local_char(b[start - 1]) {
             start -= 1;
         }

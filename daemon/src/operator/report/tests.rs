@@ -16,6 +16,14 @@ fn scrubber_replaces_addresses_ips_codes_and_tokens() {
         ("login by me@example.org.", "login by <address>."),
         ("user@[192.0.2.10] said", "<address> said"),
         ("user@[IPv6:2001:db8::1]", "<address>"),
+        (
+            "an RFC 6531 one: jürgen@bücher.example ok",
+            "an RFC 6531 one: <address> ok",
+        ),
+        (
+            "quoted \"john doe\"@example.org here",
+            "quoted <address> here",
+        ),
         // IPv4.
         ("peer 203.0.113.9 closed", "peer <IPv4> closed"),
         ("peer=127.0.0.1:52344}", "peer=<IPv4>:52344}"),
