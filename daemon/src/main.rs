@@ -86,6 +86,17 @@ enum Command {
         #[command(subcommand)]
         action: Option<relaybox::control::queue_cli::QueueCommand>,
     },
+    /// Write the diagnostic report (version, config without secrets, services and checks,
+    /// queue, storage, recent log lines; no addresses, IP addresses or secrets) to a file:
+    /// asked of the running relay, or made from the stored data when it is stopped.
+    Report {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where to write the report (`-`: standard output).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Over-the-air update bundles.
     Update {
         #[command(subcommand)]
@@ -211,6 +222,10 @@ fn main() -> ExitCode {
                 eprintln!("relaybox: queue: --config FILE is required");
                 return ExitCode::from(EXIT_CONFIG);
             }
+        },
+        Command::Report { config: path, out } => match load_config(&path) {
+            Ok(c) => return report(&c, &path, &out),
+            Err(code) => return code,
         },
         Command::Update {
             action: UpdateAction::Verify { pubkey, bundle },
@@ -579,16 +594,41 @@ fn expire(config: Config, now: Option<u64>) -> ExitCode {
 
 /// Run a command-line tool's future on a small runtime of its own.
 fn tool_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(f),
-        Err(e) => {
-            eprintln!("relaybox: cannot start runtime: {e}");
-            ExitCode::FAILURE
+    relaybox::control::block_on(f).unwrap_or_else(|e| {
+        eprintln!("relaybox: cannot start runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `relaybox report`: the report through the control socket (the running relay makes it)
+/// or, when the relay is stopped, from its config and store in this process.
+fn report(config: &Config, config_path: &Path, out: &Path) -> ExitCode {
+    let request = relaybox::control::Request::Report {
+        config_file: Some(std::path::absolute(config_path).unwrap_or(config_path.into())),
+    };
+    tool_runtime(async {
+        let text: String = match relaybox::control::client::call(config, request).await {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("relaybox: report: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if out == Path::new("-") {
+            print!("{text}");
+            return ExitCode::SUCCESS;
         }
-    }
+        match relaybox::operator::report::write(out, &text) {
+            Ok(()) => {
+                eprintln!("relaybox: report written to {}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("relaybox: report: cannot write {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

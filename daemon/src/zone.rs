@@ -330,14 +330,27 @@ pub fn expected_records(
         "Asks other servers to reject forged mail from the domain (DMARC).",
     ));
     if acme {
-        r.push(record(
-            "dns.caa",
-            d.clone(),
-            "CAA",
-            "0 issue \"letsencrypt.org\"".to_string(),
-            false,
-            "Only Let's Encrypt may issue certificates for the domain.",
-        ));
+        // RFC 8659 §4.2 `issue`; RFC 8657 §3 `accounturi` once this relay has its ACME
+        // account (upstream's recommended record names it too).
+        r.push(match account_uri(config) {
+            Some(uri) => record(
+                "dns.caa",
+                d.clone(),
+                "CAA",
+                format!("0 issue \"letsencrypt.org;accounturi={uri}\""),
+                false,
+                "Only Let's Encrypt, and only for this relay's account, may issue \
+                 certificates for the domain.",
+            ),
+            None => record(
+                "dns.caa",
+                d.clone(),
+                "CAA",
+                "0 issue \"letsencrypt.org\"".to_string(),
+                false,
+                "Only Let's Encrypt may issue certificates for the domain.",
+            ),
+        });
     }
     r.push(record(
         "dns.adsp",
@@ -439,9 +452,9 @@ pub fn zone_text(config: &Config, signer: &Signer, addresses: Addresses) -> Stri
                     config.dkim_selector
                 );
             }
-            "dns.caa" => z.push_str(
-                "; add ;accounturi=<ACME account URL> to the CAA value to pin this relay's \
-                 account\n",
+            "dns.caa" if !r.value.contains("accounturi=") => z.push_str(
+                "; once the relay has its ACME account, `relaybox dns` adds \
+                 ;accounturi=<its URL> to the CAA value (RFC 8657)\n",
             ),
             _ => {}
         }
@@ -452,6 +465,25 @@ pub fn zone_text(config: &Config, signer: &Signer, addresses: Addresses) -> Stri
         "; optional: a PTR record for the addresses above pointing to {domain}"
     );
     z
+}
+
+/// The URL of this relay's ACME account (ACME-3: `<data_dir>/acme/account.json`, its
+/// `id`), when it was made with the configured directory: what a CAA record's
+/// `accounturi` names (RFC 8657 §3).
+pub fn account_uri(config: &Config) -> Option<String> {
+    let path = crate::tls::stored::acme_dir(config).join(crate::acme::cert::ACCOUNT_FILE);
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    if json.get("directory")?.as_str()? != config.appliance.acme_directory {
+        return None;
+    }
+    let id = json.get("id")?.as_str()?;
+    // A URL in a quoted CAA value: no quotes, spaces or control characters (RFC 8659 §4.2).
+    (id.starts_with("https://")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';'))
+    .then(|| id.to_string())
 }
 
 /// `value` as quoted character-strings of at most 255 bytes each (RFC 1035 §3.3.14;
@@ -664,6 +696,56 @@ mod tests {
             assert!(!global_v6(a.parse().expect("ip")), "{a}");
         }
         assert!(global_v6("2a01:4f8::1".parse().expect("ip")));
+    }
+
+    /// RFC 8657: once the ACME account exists (for the configured directory), the CAA
+    /// record names it, in the table and in the zone text.
+    #[test]
+    fn caa_names_the_acme_account_once_it_exists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = testing::config(dir.path(), "chat.example.org");
+        let s = signer(&config, dir.path());
+        let caa = |config: &Config| {
+            expected_records(config, Some(&s), Addresses::default())
+                .into_iter()
+                .find(|r| r.id == "dns.caa")
+                .expect("caa")
+                .value
+        };
+        assert_eq!(caa(&config), "0 issue \"letsencrypt.org\"");
+        let acme = crate::tls::stored::acme_dir(&config);
+        std::fs::create_dir_all(&acme).expect("acme dir");
+        let account = |directory: &str, id: &str| {
+            std::fs::write(
+                acme.join(crate::acme::cert::ACCOUNT_FILE),
+                format!(r#"{{"id":"{id}","key_pkcs8":"AAAA","directory":"{directory}"}}"#),
+            )
+            .expect("write account")
+        };
+        let uri = "https://acme-v02.api.letsencrypt.org/acme/acct/123456";
+        account(&config.appliance.acme_directory, uri);
+        assert_eq!(account_uri(&config).as_deref(), Some(uri));
+        assert_eq!(
+            caa(&config),
+            format!("0 issue \"letsencrypt.org;accounturi={uri}\"")
+        );
+        let zone = zone_text(&config, &s, Addresses::default());
+        assert!(
+            zone.contains(&format!(
+                "chat.example.org. 3600 IN CAA 0 issue \"letsencrypt.org;accounturi={uri}\""
+            )),
+            "{zone}"
+        );
+        assert!(!zone.contains("adds ;accounturi"), "{zone}");
+        // An account of another directory (staging, a test CA) is not this relay's.
+        account(
+            "https://acme-staging-v02.api.letsencrypt.org/directory",
+            uri,
+        );
+        assert_eq!(caa(&config), "0 issue \"letsencrypt.org\"");
+        // Nothing that would break the quoted value.
+        account(&config.appliance.acme_directory, "https://x/\\\"; issue");
+        assert_eq!(account_uri(&config), None);
     }
 
     #[test]

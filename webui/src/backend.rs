@@ -342,4 +342,8 @@ pub trait Backend: Send + Sync + 'static {
         let _ = domain;
         async { Err("The queue is not available here.".to_string()) }
     }
+    /// "Download a diagnostic report" (issue 18 item 5): the report as plain text (version,
+    /// config without secrets, every service and check, queue, storage, recent log lines;
+    /// no addresses, IP addresses or secrets) and the file name to save it under.
+    fn diagnostic_report(&self) -> impl Future<Output = (String, String)> + Send;
 }

@@ -104,6 +104,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         )
         .route("/admin/setup/done", get(wizard::done_page::<B>))
         .route("/admin/status", get(status::status_page::<B>))
+        .route("/admin/status/report", get(status::report::<B>))
         .route("/admin/update/now", post(update::update_now::<B>))
         .route("/admin/queue", get(queue::queue_page::<B>))
         .route("/admin/queue/retry", post(queue::retry::<B>))

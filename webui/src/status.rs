@@ -5,8 +5,8 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use crate::router::{App, Visitor, message};
 use crate::view::{self, CheckView, Layout};
@@ -202,4 +202,47 @@ fn charts_note(since: Option<u64>, now: u64) -> String {
          today so far, as of {} when this page was loaded; reload it for newer figures.",
         view::date_time(now)
     )
+}
+
+/// `GET /admin/status/report`: the diagnostic report as a download (issue 18 item 5).
+pub async fn report<B: Backend>(State(app): State<App<B>>, v: Visitor) -> Response {
+    if let Some(r) = v.need_session() {
+        return r;
+    }
+    let Ok((text, name)) =
+        tokio::time::timeout(CHECK_TIMEOUT, app.backend.diagnostic_report()).await
+    else {
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Report not available",
+            "Collecting the report took too long. Try again in a minute.",
+            Some(("/admin/status", "Back to the status page")),
+        );
+    };
+    // Only safe characters in the header's file name.
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(200)
+        .collect();
+    let name = if name.trim_matches('.').is_empty() {
+        "relaybox-report.txt".to_string()
+    } else {
+        name
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        text,
+    )
+        .into_response()
 }

@@ -451,6 +451,14 @@ impl Backend for Fake {
             .ok_or_else(|| format!("No mail for {domain} is waiting <here>."))?;
         Ok(queue.remove(i).messages)
     }
+
+    async fn diagnostic_report(&self) -> (String, String) {
+        self.call("diagnostic_report");
+        (
+            "# Relaybox diagnostic report\n".into(),
+            self.text("relaybox-report-chat.example.org-2026-12-07.txt\r\n\"x"),
+        )
+    }
 }
 
 /// A browser: its address, scheme and cookie jar.
@@ -1438,6 +1446,35 @@ async fn zone_file_download() {
         "attachment; filename=\"chat.example.org.zone\""
     );
     assert!(p.body.contains("IN MX"));
+}
+
+/// Issue 18 item 5: the report behind the login, as an attachment with a safe name,
+/// linked from the status page.
+#[tokio::test]
+async fn diagnostic_report_download() {
+    let fake = Arc::new(Fake::new(Phase::Configured));
+    let mut b = Browser::new(&fake);
+    let p = b.get("/admin/status/report").await;
+    assert_eq!(p.location.as_deref(), Some("/admin/login"));
+    assert!(!fake.calls().contains(&"diagnostic_report".to_string()));
+    b.login().await;
+    let status = b.get("/admin/status").await;
+    assert!(
+        status.body.contains("href=\"/admin/status/report\""),
+        "{}",
+        status.body
+    );
+    let p = b.get("/admin/status/report").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert_eq!(
+        p.resp_headers[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        p.resp_headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"relaybox-report-chat.example.org-2026-12-07.txtx\""
+    );
+    assert_eq!(p.body, "# Relaybox diagnostic report\n");
 }
 
 #[tokio::test]

@@ -4,6 +4,9 @@
 //! it should be, tolerant of extra records (WIZ-3). The result is one structured
 //! [`Check`] per record with the record's id (WIZ-1); "could not check" (timeouts,
 //! SERVFAIL, REFUSED, no name servers found) is `Unknown`, never "wrong" (WIZ-2).
+//! After the records, the reverse DNS (PTR) of the relay's public addresses is asked of
+//! the resolver (reverse zones belong to the address's provider): a warning with a
+//! plain-language hint when it does not name the relay ([`check_reverse`]).
 //!
 //! How: the configured resolver (`dns_resolver`, else the system's; built by
 //! [`crate::dns`]) finds the zone's NS set, walking up from the domain, and the NS
@@ -123,7 +126,148 @@ pub(crate) async fn check_dns_with(
         })
         .collect();
     adjust_address_checks(&mut checks);
+    let addresses = public_addresses(records, &checks);
+    let reverse = check_reverse(config, &addresses, deadline, limits).await;
+    checks.extend(reverse);
     checks
+}
+
+// ---- reverse DNS ----------------------------------------------------------------------
+
+/// The relay's public addresses to look up in reverse, at most one per family: the
+/// detected address of the A/AAAA record, else the global address its check found. Only
+/// where the domain's servers answered (an address check that could not be made says
+/// nothing, WIZ-2).
+fn public_addresses(records: &[DnsRecord], checks: &[Check]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (record, check) in records.iter().zip(checks) {
+        if !matches!(record.id.as_str(), "dns.a" | "dns.aaaa")
+            || check.status == CheckStatus::Unknown
+        {
+            continue;
+        }
+        let candidates: Vec<IpAddr> = match record.value.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) if check.status == CheckStatus::Ok => check
+                .found
+                .as_deref()
+                .unwrap_or("")
+                .split(';')
+                .filter_map(|f| f.trim().parse().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let global = |ip: &IpAddr| match ip {
+            IpAddr::V4(a) => crate::zone::global_v4(*a),
+            IpAddr::V6(a) => crate::zone::global_v6(*a),
+        };
+        if let Some(ip) = candidates.into_iter().find(global)
+            && !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4())
+        {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// What to do about a reverse DNS that does not name the relay, for people.
+fn ptr_hint(ip: IpAddr, domain: &str) -> String {
+    format!(
+        "Many mail servers refuse or distrust mail from an address whose reverse DNS does \
+         not name the sending server. The reverse DNS of {ip} is set by whoever gave you \
+         the address (your internet or hosting provider), not at your domain's DNS \
+         provider: ask them to set its PTR record to {domain}."
+    )
+}
+
+/// `dns.ptr.v4` / `dns.ptr.v6`: the PTR records of `addresses` (RFC 1035 §3.5) through
+/// the configured resolver, each bounded by the query time and the run's `deadline`.
+/// Ok when one names `mail_domain`; a Warning (never an error: mail still flows) with
+/// [`ptr_hint`] when none does or there is none; Unknown when the lookup failed.
+async fn check_reverse(
+    config: &Config,
+    addresses: &[IpAddr],
+    deadline: Instant,
+    limits: Limits,
+) -> Vec<Check> {
+    if addresses.is_empty() {
+        return Vec::new();
+    }
+    let domain = format!("{}.", config.mail_domain.trim_end_matches('.'));
+    let resolver = resolver(config);
+    let mut out = Vec::new();
+    for &ip in addresses {
+        let id = if ip.is_ipv4() {
+            "dns.ptr.v4"
+        } else {
+            "dns.ptr.v6"
+        };
+        let mut check = Check {
+            id: id.into(),
+            status: CheckStatus::Unknown,
+            summary: format!("Could not check the reverse DNS (PTR) of {ip}."),
+            details: None,
+            expected: Some(domain.clone()),
+            found: None,
+        };
+        let resolver = match &resolver {
+            Ok(r) => r,
+            Err(e) => {
+                check.details = Some(e.clone());
+                out.push(check);
+                continue;
+            }
+        };
+        let until = deadline.min(Instant::now() + limits.query);
+        let lookup =
+            tokio::time::timeout_at(until, resolver.lookup(Name::from(ip), RecordType::PTR));
+        let names: Vec<String> = match lookup.await {
+            Ok(Ok(found)) => found
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::PTR(p) => Some(p.0.to_ascii()),
+                    _ => None,
+                })
+                .collect(),
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(no))))
+                if matches!(
+                    no.response_code,
+                    ResponseCode::NoError | ResponseCode::NXDomain
+                ) =>
+            {
+                Vec::new()
+            }
+            Ok(Err(e)) => {
+                check.details = Some(format!("the DNS resolver answered: {e}"));
+                out.push(check);
+                continue;
+            }
+            Err(_) => {
+                check.details = Some(format!("no answer within {} s", limits.query.as_secs()));
+                out.push(check);
+                continue;
+            }
+        };
+        if names.iter().any(|n| same_host(n, &domain)) {
+            check.status = CheckStatus::Ok;
+            check.summary = format!("The reverse DNS (PTR) of {ip} names this relay.");
+        } else {
+            check.status = CheckStatus::Warning;
+            check.summary = if names.is_empty() {
+                format!("The address {ip} has no reverse DNS (PTR) record.")
+            } else {
+                format!(
+                    "The reverse DNS (PTR) of {ip} names {}, not this relay.",
+                    names.join(", ")
+                )
+            };
+            check.details = Some(ptr_hint(ip, &domain));
+        }
+        check.found = (!names.is_empty()).then(|| names.join("; "));
+        out.push(check);
+    }
+    out
 }
 
 /// The addresses `config.mail_domain`'s A and AAAA records point to, asked of its
@@ -542,6 +686,9 @@ pub(crate) enum Verdict {
     Missing,
     /// Records of the kind exist but none is the expected one; these are they.
     Wrong(Vec<Found>),
+    /// Present and working, but weaker than recommended (a CAA record without the
+    /// account): a warning with what to add.
+    Partial(String),
 }
 
 /// A name compared case-insensitively, with or without its trailing dot.
@@ -679,7 +826,8 @@ pub(crate) fn judge(record: &DnsRecord, found: &[Found]) -> Verdict {
         "CAA" => {
             let mut it = value.splitn(3, ' ');
             let tag = it.nth(1).unwrap_or("");
-            let issuer = caa_issuer(it.next().unwrap_or("").trim_matches('"'));
+            let it_value = it.next().unwrap_or("").trim_matches('"');
+            let issuer = caa_issuer(it_value);
             let caa: Vec<Found> = found
                 .iter()
                 .filter(|f| matches!(f, Found::Caa { tag: t, .. } if t.eq_ignore_ascii_case("issue") || t.eq_ignore_ascii_case("issuewild")))
@@ -690,14 +838,38 @@ pub(crate) fn judge(record: &DnsRecord, found: &[Found]) -> Verdict {
                 .iter()
                 .filter(|f| matches!(f, Found::Caa { tag: t, .. } if t.eq_ignore_ascii_case(tag)))
                 .collect();
-            if issue.iter().any(
-                |f| matches!(f, Found::Caa { value: v, .. } if caa_issuer(v).eq_ignore_ascii_case(&issuer)),
-            ) {
-                Verdict::Match(None)
-            } else if issue.is_empty() {
-                Verdict::Missing
-            } else {
-                Verdict::Wrong(caa)
+            let ours: Vec<&str> = issue
+                .iter()
+                .filter_map(|f| match f {
+                    Found::Caa { value: v, .. } if caa_issuer(v).eq_ignore_ascii_case(&issuer) => {
+                        Some(v.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            // RFC 8657 §3: with an `accounturi` only that account may have certificates.
+            let want_account = caa_account(it_value);
+            match want_account {
+                Some(want) if !ours.is_empty() => {
+                    if ours
+                        .iter()
+                        .any(|v| caa_account(v).as_deref() == Some(want.as_str()))
+                    {
+                        Verdict::Match(None)
+                    } else if ours.iter().any(|v| caa_account(v).is_none()) {
+                        Verdict::Partial(format!(
+                            "Let's Encrypt may issue certificates for the domain to any \
+                             account; add accounturi={want} so that only this relay's \
+                             account can (RFC 8657)."
+                        ))
+                    } else {
+                        // Only other accounts: this relay's requests are refused.
+                        Verdict::Wrong(caa)
+                    }
+                }
+                _ if !ours.is_empty() => Verdict::Match(None),
+                _ if issue.is_empty() => Verdict::Missing,
+                _ => Verdict::Wrong(caa),
             }
         }
         _ => Verdict::Missing,
@@ -707,6 +879,16 @@ pub(crate) fn judge(record: &DnsRecord, found: &[Found]) -> Verdict {
 /// The issuer domain of a CAA `issue` value (`letsencrypt.org; accounturi=…`).
 fn caa_issuer(value: &str) -> String {
     value.split(';').next().unwrap_or("").trim().to_string()
+}
+
+/// The `accounturi` parameter of a CAA `issue` value (RFC 8657 §3), if any.
+fn caa_account(value: &str) -> Option<String> {
+    value.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("accounturi")
+            .then(|| v.trim().to_string())
+    })
 }
 
 /// The text of a TXT record's data in zone-file form: its quoted character-strings
@@ -833,6 +1015,14 @@ fn verdict_check(record: &DnsRecord, found: &[Found], verdict: Verdict) -> Check
             expected,
             found: None,
         },
+        Verdict::Partial(remark) => Check {
+            id: record.id.clone(),
+            status: CheckStatus::Warning,
+            summary: format!("The {what} works but is not the recommended one."),
+            details: Some(remark),
+            expected,
+            found: Some(list(found)),
+        },
         Verdict::Wrong(wrong) => {
             // A CAA set without Let's Encrypt blocks the certificate: an error even
             // though the record itself is only recommended.
@@ -846,8 +1036,8 @@ fn verdict_check(record: &DnsRecord, found: &[Found], verdict: Verdict) -> Check
                 },
                 summary: format!("The {what} is wrong."),
                 details: Some(if blocks_certificate {
-                    "The CAA records do not allow Let's Encrypt, so no certificate can be \
-                     issued: add the expected record."
+                    "The CAA records do not allow Let's Encrypt for this relay's account, so \
+                     no certificate can be issued: add the expected record."
                         .to_string()
                 } else {
                     format!("Change it to the expected value. {}", record.note)
@@ -1104,6 +1294,13 @@ mod tests {
             false,
         );
         let caar = rec("dns.caa", d, "CAA", "0 issue \"letsencrypt.org\"", false);
+        let caa_acct = rec(
+            "dns.caa",
+            d,
+            "CAA",
+            "0 issue \"letsencrypt.org;accounturi=https://ca/acct/7\"",
+            false,
+        );
         let a = rec("dns.a", d, "A", "203.0.114.7", true);
         let a_any = rec("dns.a", d, "A", crate::zone::PLACEHOLDER_V4, true);
         let ip = |s: &str| Found::Addr(s.parse().expect("ip"));
@@ -1163,6 +1360,32 @@ mod tests {
             ),
             (&caar, vec![caa("issue", "pki.goog")], "wrong"),
             (&caar, vec![caa("iodef", "mailto:x@y")], "missing"),
+            // CAA with this relay's ACME account (RFC 8657): the account must match;
+            // without one it works but is weaker than recommended.
+            (
+                &caa_acct,
+                vec![caa(
+                    "issue",
+                    "letsencrypt.org; accounturi=https://ca/acct/7",
+                )],
+                "ok",
+            ),
+            (&caa_acct, vec![caa("issue", "letsencrypt.org")], "partial"),
+            (
+                &caa_acct,
+                vec![caa("issue", "letsencrypt.org;accounturi=https://ca/acct/8")],
+                "wrong",
+            ),
+            (
+                &caa_acct,
+                vec![
+                    caa("issue", "letsencrypt.org;accounturi=https://ca/acct/8"),
+                    caa("issue", "letsencrypt.org;accounturi=https://ca/acct/7"),
+                ],
+                "ok",
+            ),
+            (&caa_acct, vec![caa("issue", "pki.goog")], "wrong"),
+            (&caa_acct, vec![], "missing"),
             // Addresses: the expected one among others; any when unknown.
             (&a, vec![ip("203.0.114.7")], "ok"),
             (&a, vec![ip("198.51.100.1"), ip("203.0.114.7")], "ok"),
@@ -1177,6 +1400,7 @@ mod tests {
                 Verdict::Match(_) => "ok",
                 Verdict::Wrong(_) => "wrong",
                 Verdict::Missing => "missing",
+                Verdict::Partial(_) => "partial",
             };
             assert_eq!(got, want, "{} with {found:?}: {v:?}", record.id);
         }
@@ -1235,6 +1459,31 @@ mod tests {
             (CheckStatus::Error, Some("10 x."))
         );
         assert_eq!(w.expected.as_deref(), Some("10 d."));
+        // A CAA record without the account: a warning saying what to add; one naming
+        // only another account blocks the certificate: an error.
+        let caa_acct = rec(
+            "dns.caa",
+            "d.",
+            "CAA",
+            "0 issue \"letsencrypt.org;accounturi=https://ca/acct/7\"",
+            false,
+        );
+        let plain = [caa("issue", "letsencrypt.org")];
+        let partial = verdict_check(&caa_acct, &plain, judge(&caa_acct, &plain));
+        assert_eq!(partial.status, CheckStatus::Warning, "{partial:#?}");
+        assert!(
+            partial
+                .details
+                .as_deref()
+                .unwrap_or("")
+                .contains("accounturi=https://ca/acct/7"),
+            "{partial:#?}"
+        );
+        let other = [caa("issue", "letsencrypt.org;accounturi=https://ca/acct/8")];
+        assert_eq!(
+            verdict_check(&caa_acct, &other, judge(&caa_acct, &other)).status,
+            CheckStatus::Error
+        );
         // Neither A nor AAAA: error; A missing beside an AAAA: warning (DNS-1).
         let a = rec("dns.a", "d.", "A", crate::zone::PLACEHOLDER_V4, true);
         let aaaa = rec("dns.aaaa", "d.", "AAAA", "2a01:4f8::1", false);
@@ -1315,11 +1564,18 @@ mod tests {
                     ));
                 }
                 "CAA" => {
-                    let hex: String = b"letsencrypt.org"
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
-                    args.push(format!("--dns-rr={name},257,0005{}{hex}", hex_of("issue")));
+                    // `0 issue "value"`: flags, tag length, tag, value (RFC 8659 §4.1).
+                    let value = r
+                        .value
+                        .splitn(3, ' ')
+                        .nth(2)
+                        .unwrap_or("")
+                        .trim_matches('"');
+                    args.push(format!(
+                        "--dns-rr={name},257,0005{}{}",
+                        hex_of("issue"),
+                        hex_of(value)
+                    ));
                 }
                 _ => {}
             }
@@ -1334,14 +1590,23 @@ mod tests {
     /// A resolver on `127.a.b.1:53` that knows `NS ns.relay.test` with its address
     /// `ns_ip`, and a stale MX (to show the checks do not take its word for records).
     fn resolver_for(net: (u8, u8), ns_ip: Ipv4Addr) -> Dnsmasq {
-        let args = vec![
+        resolver_with_ptr(net, ns_ip, Some(DOMAIN))
+    }
+
+    /// [`resolver_for`], whose reverse zone of [`PUBLIC_V4`] names `ptr` (none: NXDOMAIN).
+    fn resolver_with_ptr(net: (u8, u8), ns_ip: Ipv4Addr, ptr: Option<&str>) -> Dnsmasq {
+        let mut args = vec![
             format!(
                 "--dns-rr={DOMAIN},2,{}",
                 wire_name_hex(&format!("ns.{DOMAIN}"))
             ),
             format!("--host-record=ns.{DOMAIN},{ns_ip}"),
             format!("--mx-host={DOMAIN},stale.example.test,10"),
+            "--local=/114.0.203.in-addr.arpa/".to_string(),
         ];
+        if let Some(name) = ptr {
+            args.push(format!("--ptr-record=7.114.0.203.in-addr.arpa,{name}"));
+        }
         Dnsmasq::start(Ipv4Addr::new(127, net.0, net.1, 1), 53, true, &args)
     }
 
@@ -1387,8 +1652,14 @@ mod tests {
         let _auth = Dnsmasq::start(ns_ip, 53, true, &serve(&s.records));
         let checks = check_dns(&s.config, &s.records).await;
         let ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
-        let want: Vec<&str> = s.records.iter().map(|r| r.id.as_str()).collect();
+        // One check per record, same order, then the reverse DNS of the public address.
+        let mut want: Vec<&str> = s.records.iter().map(|r| r.id.as_str()).collect();
+        want.push("dns.ptr.v4");
         assert_eq!(ids, want);
+        assert_eq!(
+            status_of(&checks, "dns.ptr.v4").found.as_deref(),
+            Some("relay.test.")
+        );
         for c in &checks {
             assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
         }
@@ -1464,6 +1735,148 @@ mod tests {
                 "{id}: {checks:#?}"
             );
         }
+    }
+
+    /// The reverse DNS of the relay's public address: missing or naming another host is
+    /// a warning with a plain-language hint (never an error); the records' checks are
+    /// not touched.
+    #[tokio::test]
+    async fn reverse_dns_missing_or_elsewhere_is_a_warning_with_a_hint() {
+        for (ptr, summary) in [
+            (None, "has no reverse DNS (PTR) record"),
+            (
+                Some("host-7.isp.example"),
+                "names host-7.isp.example., not this relay",
+            ),
+        ] {
+            let net = fresh_net();
+            let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+            let resolver = resolver_with_ptr(net, ns_ip, ptr);
+            let s = scene(&resolver);
+            let _auth = Dnsmasq::start(ns_ip, 53, true, &serve(&s.records));
+            let checks = check_dns(&s.config, &s.records).await;
+            let c = status_of(&checks, "dns.ptr.v4");
+            assert_eq!(c.status, CheckStatus::Warning, "{c:#?}");
+            assert!(c.summary.contains(summary), "{c:#?}");
+            assert!(c.summary.contains("203.0.114.7"), "{c:#?}");
+            let details = c.details.as_deref().unwrap_or("");
+            assert!(
+                details.contains("Many mail servers refuse")
+                    && details.contains("internet or hosting provider")
+                    && details.contains("PTR record to relay.test."),
+                "{c:#?}"
+            );
+            assert_eq!(c.expected.as_deref(), Some("relay.test."));
+            assert_eq!(c.found.is_some(), ptr.is_some(), "{c:#?}");
+            for c in checks.iter().filter(|c| !c.id.starts_with("dns.ptr")) {
+                assert_eq!(c.status, CheckStatus::Ok, "{c:#?}");
+            }
+        }
+    }
+
+    /// RFC 8657 against a real server: once the relay has its ACME account the CAA
+    /// record must name it; Let's Encrypt without the account is a warning saying what
+    /// to add; another account only is an error (the certificate would be refused).
+    #[tokio::test]
+    async fn caa_with_the_acme_account_at_the_authoritative_server() {
+        let uri = "https://acme-v02.api.letsencrypt.org/acme/acct/4242";
+        for (served, want) in [
+            (
+                format!("0 issue \"letsencrypt.org;accounturi={uri}\""),
+                CheckStatus::Ok,
+            ),
+            (
+                "0 issue \"letsencrypt.org\"".to_string(),
+                CheckStatus::Warning,
+            ),
+            (
+                "0 issue \"letsencrypt.org;accounturi=https://x.example/acct/1\"".to_string(),
+                CheckStatus::Error,
+            ),
+        ] {
+            let net = fresh_net();
+            let ns_ip = Ipv4Addr::new(127, net.0, net.1, 2);
+            let resolver = resolver_for(net, ns_ip);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut config = testing::config(dir.path(), DOMAIN);
+            config.dns_resolver = vec![resolver.addr];
+            let acme = crate::tls::stored::acme_dir(&config);
+            std::fs::create_dir_all(&acme).expect("acme dir");
+            std::fs::write(
+                acme.join(crate::acme::cert::ACCOUNT_FILE),
+                format!(
+                    r#"{{"id":"{uri}","key_pkcs8":"AAAA","directory":"{}"}}"#,
+                    config.appliance.acme_directory
+                ),
+            )
+            .expect("account file");
+            let s = signer(&config, dir.path());
+            let records = expected_records(
+                &config,
+                Some(&s),
+                Addresses {
+                    v4: Some(PUBLIC_V4),
+                    v6: None,
+                },
+            );
+            let mut zone: Vec<DnsRecord> = records.clone();
+            for r in &mut zone {
+                if r.id == "dns.caa" {
+                    assert!(r.value.contains(uri), "{r:?}");
+                    r.value = served.clone();
+                }
+            }
+            let _auth = Dnsmasq::start(ns_ip, 53, true, &serve(&zone));
+            let checks = check_dns(&config, &records).await;
+            let c = status_of(&checks, "dns.caa");
+            assert_eq!(c.status, want, "{served}: {c:#?}");
+        }
+    }
+
+    /// An address check that could not be made asks no reverse DNS either (WIZ-2).
+    #[test]
+    fn reverse_dns_only_for_answered_global_addresses() {
+        let a = rec("dns.a", "d.", "A", "203.0.114.7", true);
+        let a_any = rec("dns.a", "d.", "A", crate::zone::PLACEHOLDER_V4, true);
+        let aaaa = rec("dns.aaaa", "d.", "AAAA", "2a01:4f8::1", false);
+        let check = |status, found: Option<&str>| Check {
+            id: "dns.a".into(),
+            status,
+            summary: String::new(),
+            details: None,
+            expected: None,
+            found: found.map(str::to_string),
+        };
+        let v4: IpAddr = "203.0.114.7".parse().expect("ip");
+        let v6: IpAddr = "2a01:4f8::1".parse().expect("ip");
+        assert_eq!(
+            public_addresses(
+                &[a.clone(), aaaa.clone()],
+                &[
+                    check(CheckStatus::Error, None),
+                    check(CheckStatus::Ok, None)
+                ]
+            ),
+            [v4, v6]
+        );
+        assert!(
+            public_addresses(
+                std::slice::from_ref(&a),
+                &[check(CheckStatus::Unknown, None)]
+            )
+            .is_empty()
+        );
+        // Not detected here: the global address the record points to.
+        assert_eq!(
+            public_addresses(
+                std::slice::from_ref(&a_any),
+                &[check(CheckStatus::Ok, Some("192.168.1.5; 203.0.114.7"))]
+            ),
+            [v4]
+        );
+        assert!(
+            public_addresses(&[a_any], &[check(CheckStatus::Ok, Some("192.168.1.5"))]).is_empty()
+        );
     }
 
     #[tokio::test]

@@ -803,6 +803,55 @@ impl Backend for Appliance {
         self.refresh_led();
         done.map(|done| done.messages).map_err(|e| e.to_string())
     }
+
+    async fn diagnostic_report(&self) -> (String, String) {
+        self.report().await
+    }
+}
+
+impl Appliance {
+    /// The diagnostic report of this daemon (issue 18 item 5), built by
+    /// [`crate::operator::report`] from the status page's figures, the port checks, the
+    /// store, the config file and the in-memory log; with its file name.
+    pub async fn report(&self) -> (String, String) {
+        use crate::operator::report;
+        let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
+        let config = self.config();
+        let (status, ports) = tokio::join!(self.status(), self.port_checks());
+        let store = match self.relay() {
+            Some(relay) => {
+                report::store_figures(&relay.config, &relay.store).map_err(|e| e.to_string())
+            }
+            None => Err("the relay does not run yet (setup mode)".to_string()),
+        };
+        let config_text = self
+            .config_path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        let facts = report::Facts {
+            made_at: now,
+            version: status.version.clone(),
+            release: report::release(),
+            mail_domain: config.mail_domain.clone(),
+            mode: config.mode.clone(),
+            config_text,
+            store,
+            certificate: report::Certificate::from(&status.certificate),
+            live: Some(report::Live {
+                services: status.services,
+                dns: status.dns,
+                ports,
+                update: status.update,
+                written_per_day: status.bytes_written_per_day,
+                written_today: status.bytes_written_today,
+            }),
+            logs: crate::logs::recent(report::LOG_LINES),
+        };
+        (
+            report::render(&facts),
+            report::file_name(&config.mail_domain, now),
+        )
+    }
 }
 
 /// Health of every service of `relay` that the config turns on (blocking: probes the

@@ -57,6 +57,12 @@ pub enum Request {
     QueueRetry { domain: String },
     /// "Give up (bounce)" for one domain ([`crate::operator::queue::bounce`]).
     QueueBounce { domain: String },
+    /// The diagnostic report as text ([`crate::operator::report`]); `config_file` is the
+    /// file the command was given, read when the relay is stopped (the daemon reads its
+    /// own).
+    Report {
+        config_file: Option<std::path::PathBuf>,
+    },
 }
 
 /// The answer to [`Request::Ping`].
@@ -181,7 +187,28 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
                 crate::operator::queue::bounce(&ctx.config, ctx.store()?, relay, &domain).await;
             to_value(done.map_err(|e| e.to_string())?)
         }
+        Request::Report { config_file } => match ctx.appliance() {
+            Some(appliance) => to_value(appliance.report().await.0),
+            None => {
+                let text = config_file.and_then(|p| std::fs::read_to_string(p).ok());
+                let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
+                to_value(crate::operator::report::stopped(
+                    &ctx.config,
+                    text.as_deref(),
+                    ctx.store().ok(),
+                    now,
+                ))
+            }
+        },
     }
+}
+
+/// Run a command's future on a small runtime of its own (the command line's tools).
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> std::io::Result<T> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f))
 }
 
 /// A result as a reply value.

@@ -35,17 +35,7 @@ pub enum QueueCommand {
 
 /// Run `relaybox queue` for the relay of `config`: 0 when done, 1 when refused.
 pub fn run(config: &Config, command: Option<QueueCommand>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("relaybox: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    let result = super::block_on(async {
         match command.unwrap_or(QueueCommand::List) {
             QueueCommand::List => {
                 let list: QueueList = client::call(config, Request::QueueList).await?;
@@ -97,7 +87,8 @@ pub fn run(config: &Config, command: Option<QueueCommand>) -> ExitCode {
                 Ok(())
             }
         }
-    });
+    })
+    .unwrap_or_else(|e| Err(CallError::Answer(format!("cannot start runtime: {e}"))));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

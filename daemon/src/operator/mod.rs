@@ -1,5 +1,9 @@
 //! Operator actions shared by the status page and the command line (`control`): each
 //! submodule owns one topic (accounts, the outbound queue, the diagnostic report, …) and
 //! works on the store and, when the relay runs, on its live services.
+//!
+//! - `queue`: the outbound queue by destination domain (issue 18 item 4);
+//! - `report`: the diagnostic report (issue 18 item 5).
 
 pub mod queue;
+pub mod report;
