@@ -237,9 +237,9 @@ impl Observer for Handles<'_> {
     }
     fn account_removed(&self, account: &str) {
         // A cached password must not log the removed account back in without a fresh
-        // creation (EXP-1).
+        // creation (EXP-1); its IMAP sessions end.
         self.auth.forget(account);
-        self.events.mailbox_changed(account);
+        self.events.account_removed(account);
     }
 }
 

@@ -40,6 +40,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The relay's accounts: list, delete, block, unblock (on a running relay through its
+    /// control socket, on a stopped one directly).
+    Accounts {
+        #[command(subcommand)]
+        action: relaybox::control::cli::AccountsAction,
+    },
     /// Over-the-air update bundles.
     Update {
         #[command(subcommand)]
@@ -113,6 +119,10 @@ fn main() -> ExitCode {
         },
         Command::Dns { config } => match load_config(&config) {
             Ok(c) => return relaybox::zone::command(&c),
+            Err(code) => return code,
+        },
+        Command::Accounts { action } => match load_config(action.config()) {
+            Ok(c) => return relaybox::control::cli::accounts(c, action),
             Err(code) => return code,
         },
         Command::Update {

@@ -15,6 +15,7 @@
 //! process with a store it opened itself when no daemon runs ([`client::call`]). The work
 //! itself lives in [`crate::operator`], which the status page uses too.
 
+pub mod cli;
 pub mod client;
 pub mod server;
 
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::appliance::Appliance;
 use crate::config::Config;
+use crate::operator::accounts;
 use crate::server::Relay;
 use crate::store::Store;
 
@@ -45,6 +47,16 @@ pub const MAX_CONNECTIONS: usize = 4;
 pub enum Request {
     /// Who answers: the daemon (relay or setup mode) or the command itself.
     Ping,
+    /// A page of accounts with their figures (`operator::accounts::Accounts::list`).
+    AccountsList(accounts::ListQuery),
+    /// A page of blocked addresses (`Accounts::blocked`).
+    AccountsBlocked(accounts::ListQuery),
+    /// Delete an account with its messages (`Accounts::delete`).
+    AccountsDelete { address: String },
+    /// Block an address, deleting its account (`Accounts::block`).
+    AccountsBlock { address: String },
+    /// Lift a block (`Accounts::unblock`).
+    AccountsUnblock { address: String },
 }
 
 /// The answer to [`Request::Ping`].
@@ -125,6 +137,14 @@ impl Ctx {
         })
     }
 
+    /// The accounts of the running relay, or of the store the command opened.
+    pub fn accounts(&self) -> Result<accounts::Accounts<'_>, String> {
+        match self.relay.get() {
+            Some(relay) => Ok(accounts::Accounts::of_relay(relay)),
+            None => Ok(accounts::Accounts::stopped(self.store()?, &self.config)),
+        }
+    }
+
     /// `relay`, `setup` or `stopped`.
     pub fn mode(&self) -> &'static str {
         match (self.relay.get(), &self.appliance) {
@@ -150,7 +170,29 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: ctx.mode().to_string(),
         }),
+        Request::AccountsList(query) => to_value(ctx.accounts()?.list(&query).map_err(text)?),
+        Request::AccountsBlocked(query) => to_value(ctx.accounts()?.blocked(&query).map_err(text)?),
+        Request::AccountsDelete { address } => {
+            to_value(ctx.accounts()?.delete(&address).await.map_err(text)?)
+        }
+        Request::AccountsBlock { address } => {
+            let accounts = ctx.accounts()?;
+            to_value(
+                accounts
+                    .block(&address, accounts.now())
+                    .await
+                    .map_err(text)?,
+            )
+        }
+        Request::AccountsUnblock { address } => {
+            to_value(ctx.accounts()?.unblock(&address).await.map_err(text)?)
+        }
     }
+}
+
+/// An error as the reply's text.
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
 /// A result as a reply value.

@@ -137,10 +137,12 @@ impl Store {
     }
 
     /// Record an IMAP login day (LL-1); writes only when the day changed, not durably.
-    pub async fn set_last_login_day(&self, address: &str, day: u64) -> Result<(), StoreError> {
+    /// Returns whether the account exists (a login that raced its deletion must not go on).
+    pub async fn set_last_login_day(&self, address: &str, day: u64) -> Result<bool, StoreError> {
         match self.account(address)? {
             Some(a) if a.last_login_day != day => {}
-            _ => return Ok(()),
+            Some(_) => return Ok(true),
+            None => return Ok(false),
         }
         let address = address.to_string();
         self.writer
@@ -155,8 +157,9 @@ impl Store {
                     a.last_login_day = day;
                     tx.open_table(ACCOUNTS)?
                         .insert(address.as_str(), encode_account(&a).as_slice())?;
+                    return Ok(true);
                 }
-                Ok(())
+                Ok(false)
             })
             .await
     }
@@ -202,10 +205,8 @@ impl Store {
         let boxes = rx.open_table(MAILBOXES)?;
         let msgs = rx.open_table(MESSAGES)?;
         let range = match after {
-            Some(a) => accounts.range::<&str>((
-                std::ops::Bound::Excluded(a),
-                std::ops::Bound::Unbounded,
-            ))?,
+            Some(a) => accounts
+                .range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
             None => accounts.range::<&str>(..)?,
         };
         let mut out = Vec::new();

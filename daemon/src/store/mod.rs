@@ -361,6 +361,8 @@ impl Store {
 }
 
 #[cfg(test)]
+mod accounts_tests;
+#[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
 mod tests;
