@@ -5,6 +5,7 @@
 //! The status, password and login page tests of issue 16 are in [`status`], on the same
 //! fake and browser.
 
+mod accounts;
 mod status;
 
 use std::collections::HashMap;
@@ -64,6 +65,9 @@ struct Fake {
     code_location: &'static str,
     /// What `status` returns instead of its made-up figures, when set.
     status: Mutex<Option<Status>>,
+    /// The relay's accounts and blocked addresses (the accounts page).
+    accounts: Mutex<Vec<AccountSummary>>,
+    blocked: Mutex<Vec<(String, u64)>>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -117,6 +121,8 @@ impl Fake {
             password_file: None,
             code_location: "the file setup-code.txt",
             status: Mutex::new(None),
+            accounts: Mutex::default(),
+            blocked: Mutex::default(),
         }
     }
 
@@ -421,6 +427,54 @@ impl Backend for Fake {
         let bytes = std::fs::read(&path).unwrap();
         self.installed.lock().unwrap().push((path, bytes));
         self.refusal("install_upload")
+    }
+
+    async fn accounts(&self, query: AccountQuery) -> Result<AccountList, String> {
+        self.call(&format!("accounts {query:?}"));
+        let all = self.accounts.lock().unwrap().clone();
+        let (page, more) = accounts::page(&all, |a| &a.address, &query);
+        Ok(AccountList {
+            accounts: page,
+            total: all.len() as u64,
+            more,
+        })
+    }
+
+    async fn blocked_addresses(&self, query: AccountQuery) -> Result<BlockedList, String> {
+        let all = self.blocked.lock().unwrap().clone();
+        let (page, more) = accounts::page(&all, |b| &b.0, &query);
+        Ok(BlockedList {
+            blocked: page,
+            total: all.len() as u64,
+            more,
+        })
+    }
+
+    async fn delete_account(&self, address: String) -> Result<String, String> {
+        self.call(&format!("delete_account {address}"));
+        let mut all = self.accounts.lock().unwrap();
+        let before = all.len();
+        all.retain(|a| a.address != address);
+        if all.len() == before {
+            return Err(format!("no account {address} on this relay {EVIL}"));
+        }
+        Ok(format!("deleted {address}"))
+    }
+
+    async fn block_address(&self, address: String) -> Result<String, String> {
+        self.call(&format!("block_address {address}"));
+        self.accounts
+            .lock()
+            .unwrap()
+            .retain(|a| a.address != address);
+        self.blocked.lock().unwrap().push((address.clone(), 86_400));
+        Ok(format!("blocked {address}"))
+    }
+
+    async fn unblock_address(&self, address: String) -> Result<String, String> {
+        self.call(&format!("unblock_address {address}"));
+        self.blocked.lock().unwrap().retain(|b| b.0 != address);
+        Ok(format!("unblocked {address}"))
     }
 }
 
