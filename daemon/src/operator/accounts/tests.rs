@@ -275,3 +275,55 @@ async fn a_stopped_relay_is_listed_a_page_at_a_time() {
     };
     assert_eq!(huge.limit(), MAX_PAGE as usize);
 }
+
+/// Issue 18: the list must work on a large relay without a huge reply. Measures the reply
+/// of one page (as the command line asks for it) and of the whole list of 10 000
+/// accounts, and checks that a page is bounded whatever the number of accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_accounts_are_listed_in_bounded_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::testing::config(dir.path(), "[127.0.0.1]");
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    // Concurrent creations share commits (group commit).
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10_000 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let address = format!("{:09}@[127.0.0.1]", i * 7919 % 1_000_000_007);
+            store
+                .create_account(&address, "{SHA512-CRYPT}$6$x", 1_798_675_200)
+                .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let accounts = Accounts::stopped(&store, &config);
+    let mut query = ListQuery {
+        limit: Some(500),
+        ..ListQuery::default()
+    };
+    let (mut pages, mut rows, mut bytes, mut largest) = (0, 0, 0, 0);
+    loop {
+        let page = accounts.list(&query).unwrap();
+        let reply = serde_json::to_vec(&crate::control::Reply::Ok(
+            serde_json::to_value(&page).unwrap(),
+        ))
+        .unwrap();
+        pages += 1;
+        rows += page.accounts.len();
+        bytes += reply.len();
+        largest = largest.max(reply.len());
+        if !page.more {
+            break;
+        }
+        query.after = page.accounts.last().map(|a| a.address.clone());
+        assert!(pages < 100, "bounded");
+    }
+    assert_eq!(rows, 10_000);
+    eprintln!(
+        "10 000 accounts: {pages} pages of 500, largest reply {largest} bytes, {bytes} bytes in all"
+    );
+    // A page stays far below the client's bound on a reply line whatever the relay's size.
+    assert!(largest < 100_000, "{largest}");
+}
