@@ -282,7 +282,7 @@ async fn a_stopped_relay_is_listed_a_page_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_accounts_are_listed_in_bounded_replies() {
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::testing::config(dir.path(), "[127.0.0.1]");
+    let config = crate::testing::config(dir.path(), "127.0.0.1");
     let store = Store::open(&dir.path().join("s.redb")).unwrap();
     // Concurrent creations share commits (group commit).
     let mut tasks = tokio::task::JoinSet::new();
@@ -326,4 +326,30 @@ async fn ten_thousand_accounts_are_listed_in_bounded_replies() {
     );
     // A page stays far below the client's bound on a reply line whatever the relay's size.
     assert!(largest < 100_000, "{largest}");
+}
+
+/// A login whose password check finished after the account was deleted (here: the
+/// login cache still knows it, as for a check that was under way during the deletion)
+/// is refused instead of serving a session for an account that is gone.
+#[tokio::test]
+async fn a_login_that_raced_the_deletion_gets_no_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path());
+    Imap::login(&relay, "erin").await;
+    // Deleted behind the login cache's back (the removal's notice not yet given).
+    relay.store.delete_account(&addr("erin")).await.unwrap();
+    let mut c = Imap::connect(&relay).await;
+    let r = c
+        .cmd("l", &format!("LOGIN {} {PASSWORD}", addr("erin")))
+        .await;
+    assert!(r.starts_with("l NO [UNAVAILABLE]"), "{r}");
+    let r = c.cmd("s", "SELECT INBOX").await;
+    assert!(
+        r.starts_with("s BAD") || r.starts_with("s NO"),
+        "not logged in: {r}"
+    );
+    assert!(relay.store.account(&addr("erin")).unwrap().is_none());
+    // The next login (the cache forgot the address) creates a fresh account.
+    relay.auth.forget(&addr("erin"));
+    Imap::login(&relay, "erin").await;
 }
