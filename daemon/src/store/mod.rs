@@ -26,6 +26,7 @@
 //! - `queue`: the outbound queue and its due-time index;
 //! - `push`: push jobs and their due-time index;
 //! - `metadata`: IMAP METADATA device tokens;
+//! - `snapshot`: every table's rows as one read transaction sees them, and back (backups);
 //! - `op`, `wal`, `writer`, `usage`, `codec`: logged operations, the write-ahead log, the
 //!   writer thread, the usage cache and the row encoding.
 
@@ -39,6 +40,7 @@ mod metadata;
 mod op;
 mod push;
 mod queue;
+pub mod snapshot;
 mod tables;
 mod usage;
 mod wal;
@@ -281,8 +283,8 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            tables::create_all(&tx)?;
         }
+        tables::create_all(&tx)?;
         if let Some(n) = queue::index_queue(&tx)? {
             tracing::info!("store: outbound queue index rebuilt ({n} rows)");
         }
@@ -364,5 +366,7 @@ impl Store {
 mod accounts_tests;
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
