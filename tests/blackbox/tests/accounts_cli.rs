@@ -54,6 +54,41 @@ async fn run_cli(wrapper: &[&str], config: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// `relaybox accounts delete ADDRESS` on a terminal (a pseudo-terminal from util-linux
+/// `script`), answering the question with `typed`. Everything the command writes is in
+/// `stdout` (a terminal has one output).
+async fn delete_on_terminal(relay: &Relay, address: &str, typed: &str) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let command = format!(
+        "RELAYBOX_LOG=warn NO_COLOR=1 '{}' accounts delete '{address}' --config '{}'",
+        relaybox_blackbox::relay::binary().display(),
+        relay.config_path().display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{typed}\n").as_bytes())
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command ended within 60 s")
+        .unwrap();
+    drop(stdin);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 async fn cli(relay: &Relay, args: &[&str]) -> Run {
     run_cli(&[], &relay.config_path(), args).await
 }
@@ -173,6 +208,27 @@ async fn list_and_delete_on_a_running_and_a_stopped_relay() {
     // Without --yes and without a terminal to confirm on: not deleted.
     let run = cli(&relay, &["delete", &a.addr]).await;
     assert_refused(&run, "not deleted");
+    // On a terminal: deleted only when the address is typed again.
+    let e = Account::random();
+    create_account(&relay, &e).await;
+    let run = delete_on_terminal(&relay, &e.addr, "someone-else@[127.0.0.1]").await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("Type the address again to confirm"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("the address typed did not match"),
+        "{run:?}"
+    );
+    assert!(row(&cli(&relay, &["list"]).await.stdout, &e.addr).is_some());
+    let run = delete_on_terminal(&relay, &e.addr, &e.addr).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("deleted {}", e.addr)),
+        "{run:?}"
+    );
+    assert!(row(&cli(&relay, &["list"]).await.stdout, &e.addr).is_none());
     // A config that cannot be read: exit code 2.
     let run = run_cli(&[], Path::new("/nonexistent/chatmail.ini"), &["list"]).await;
     assert_eq!(run.code, 2, "{run:?}");
