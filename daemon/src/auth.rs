@@ -58,7 +58,7 @@ pub enum AuthError {
     Failed,
     /// The store could not be reached: a temporary failure.
     #[error("temporary failure: {0}")]
-    Temporary(#[from] StoreError),
+    Temporary(StoreError),
     /// Too many attempts from this client address are queued: refused without looking
     /// at the password; try again after about this long.
     #[error("too many login attempts from this address")]
@@ -69,6 +69,16 @@ pub enum AuthError {
     /// creation at first login would have said (that the name was free).
     #[error("account creation refused: {0}")]
     CreationRefused(CreationRefusal),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // The store's own check: a block committed after the check in `create`.
+            StoreError::Blocked => AuthError::CreationRefused(CreationRefusal::Blocked),
+            e => AuthError::Temporary(e),
+        }
+    }
 }
 
 /// Why account creation is refused right now (CFG-6, ACC-5.6). `Display` is the owner's

@@ -353,3 +353,17 @@ async fn a_login_that_raced_the_deletion_gets_no_session() {
     relay.auth.forget(&addr("erin"));
     Imap::login(&relay, "erin").await;
 }
+
+/// A block committed between the login's look at the blocked table and its creating
+/// commit: the store refuses the creation, and the login says why as for any block.
+#[test]
+fn the_stores_own_refusal_is_the_blocked_reason() {
+    assert!(matches!(
+        AuthError::from(StoreError::Blocked),
+        AuthError::CreationRefused(CreationRefusal::Blocked)
+    ));
+    assert!(matches!(
+        AuthError::from(StoreError::WriterGone),
+        AuthError::Temporary(_)
+    ));
+}
