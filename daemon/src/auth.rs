@@ -101,7 +101,7 @@ pub enum CreationRefusal {
 impl CreationRefusal {
     /// Whether the refusal may go away without the owner doing anything: the system
     /// limits, yes (load and memory come and go; even a full disk is a condition of
-    /// the server, not of the request); the kill switch, no.
+    /// the server, not of the request); the kill switch and an operator's block, no.
     pub fn is_temporary(&self) -> bool {
         !matches!(self, CreationRefusal::Closed(_) | CreationRefusal::Blocked)
     }
