@@ -58,7 +58,7 @@ pub enum AuthError {
     Failed,
     /// The store could not be reached: a temporary failure.
     #[error("temporary failure: {0}")]
-    Temporary(#[from] StoreError),
+    Temporary(StoreError),
     /// Too many attempts from this client address are queued: refused without looking
     /// at the password; try again after about this long.
     #[error("too many login attempts from this address")]
@@ -69,6 +69,16 @@ pub enum AuthError {
     /// creation at first login would have said (that the name was free).
     #[error("account creation refused: {0}")]
     CreationRefused(CreationRefusal),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // The store's own check: a block committed after the check in `create`.
+            StoreError::Blocked => AuthError::CreationRefused(CreationRefusal::Blocked),
+            e => AuthError::Temporary(e),
+        }
+    }
 }
 
 /// Why account creation is refused right now (CFG-6, ACC-5.6). `Display` is the owner's
@@ -84,14 +94,16 @@ pub enum CreationRefusal {
     Memory { available: u64, min: u64 },
     /// Less disk space is free in `data_dir` than `min_free_disk_space` (bytes).
     Disk { free: u64, min: u64 },
+    /// The operator blocked this address (`relaybox accounts block`).
+    Blocked,
 }
 
 impl CreationRefusal {
     /// Whether the refusal may go away without the owner doing anything: the system
     /// limits, yes (load and memory come and go; even a full disk is a condition of
-    /// the server, not of the request); the kill switch, no.
+    /// the server, not of the request); the kill switch and an operator's block, no.
     pub fn is_temporary(&self) -> bool {
-        !matches!(self, CreationRefusal::Closed(_))
+        !matches!(self, CreationRefusal::Closed(_) | CreationRefusal::Blocked)
     }
 
     /// The reason label of `relaybox_registrations_refused_total`.
@@ -102,6 +114,7 @@ impl CreationRefusal {
             CreationRefusal::Load { .. } => Registration::Load,
             CreationRefusal::Memory { .. } => Registration::Memory,
             CreationRefusal::Disk { .. } => Registration::Disk,
+            CreationRefusal::Blocked => Registration::Blocked,
         }
     }
 
@@ -128,6 +141,9 @@ impl CreationRefusal {
                 bytes_text(*free),
                 bytes_text(*min)
             ),
+            CreationRefusal::Blocked => {
+                "This address is blocked on this relay: its owner removed it for good".to_string()
+            }
         }
     }
 }
@@ -153,6 +169,9 @@ impl std::fmt::Display for CreationRefusal {
                 bytes_text(*free),
                 bytes_text(*min)
             ),
+            CreationRefusal::Blocked => {
+                write!(f, "the address is blocked (relaybox accounts unblock)")
+            }
         }
     }
 }
@@ -330,10 +349,14 @@ impl Auth {
     /// once per [`REFUSAL_WARNING_EVERY`] and kind) and counted. Every creation path
     /// asks here: first login and `/new` (NEW-5).
     pub fn creation_refusal(&self) -> Option<CreationRefusal> {
-        let refusal = self.limits.refusal()?;
+        Some(self.refused(self.limits.refusal()?))
+    }
+
+    /// A creation refused for `refusal`: logged and counted.
+    fn refused(&self, refusal: CreationRefusal) -> CreationRefusal {
         self.log_refusal(&refusal);
         crate::metrics::registration_refused(refusal.metric());
-        Some(refusal)
+        refusal
     }
 
     fn fingerprint(&self, address: &str, password: &str) -> [u8; 32] {
@@ -419,6 +442,12 @@ impl Auth {
         }
         if let Some(refusal) = self.creation_refusal() {
             return Err(AuthError::CreationRefused(refusal));
+        }
+        // Blocked by the operator (the store refuses it again in the creating commit).
+        if self.store.is_blocked(address)? {
+            return Err(AuthError::CreationRefused(
+                self.refused(CreationRefusal::Blocked),
+            ));
         }
         self.count_hash();
         let pw = password.to_string();

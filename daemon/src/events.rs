@@ -106,6 +106,13 @@ impl Events {
         }
     }
 
+    /// `account` was removed (expiry, `relaybox accounts delete`/`block`): the receivers
+    /// of its sessions close, which ends those sessions; a later login subscribes afresh.
+    pub fn account_removed(&self, account: &str) {
+        // Dropping the sender closes every receiver.
+        drop(self.accounts.lock().expect("events lock").remove(account));
+    }
+
     /// A new subscriber of the delivery event: it sees every delivery published from
     /// now on.
     pub fn deliveries(&self) -> Deliveries {

@@ -237,9 +237,9 @@ impl Observer for Handles<'_> {
     }
     fn account_removed(&self, account: &str) {
         // A cached password must not log the removed account back in without a fresh
-        // creation (EXP-1).
+        // creation (EXP-1); its IMAP sessions end.
         self.auth.forget(account);
-        self.events.mailbox_changed(account);
+        self.events.account_removed(account);
     }
 }
 
@@ -800,7 +800,10 @@ mod tests {
         assert!(w.relay.store.account(&bob).unwrap().is_none());
         assert!(w.relay.store.mailboxes(&bob).unwrap().is_empty());
         assert!(w.relay.store.device_tokens(&bob).unwrap().is_empty());
-        assert!(wake.has_changed().unwrap(), "bob's sessions were told");
+        assert!(
+            wake.has_changed().is_err(),
+            "bob's sessions were told to end"
+        );
         assert!(w.relay.store.account(&alice).unwrap().is_some());
         // alice's day-12 messages are older than 20 days by now.
         assert!(w.uids(&alice, "INBOX").is_empty());

@@ -97,6 +97,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The relay's accounts: list, delete, block, unblock (on a running relay through its
+    /// control socket, on a stopped one directly).
+    Accounts {
+        #[command(subcommand)]
+        action: relaybox::control::cli::AccountsAction,
+    },
     /// Over-the-air update bundles.
     Update {
         #[command(subcommand)]
@@ -187,7 +193,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let path = relaybox::backup::cli::absolute(&path);
-            return tool_runtime(relaybox::backup::cli::backup(
+            return relaybox::control::cli::block_on(relaybox::backup::cli::backup(
                 &config,
                 &path,
                 &out,
@@ -207,7 +213,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let path = relaybox::backup::cli::absolute(&path);
-            return tool_runtime(relaybox::backup::cli::restore(
+            return relaybox::control::cli::block_on(relaybox::backup::cli::restore(
                 &config,
                 &path,
                 &backup,
@@ -225,6 +231,10 @@ fn main() -> ExitCode {
         },
         Command::Report { config: path, out } => match load_config(&path) {
             Ok(c) => return report(&c, &path, &out),
+            Err(code) => return code,
+        },
+        Command::Accounts { action } => match load_config(action.config()) {
+            Ok(c) => return relaybox::control::cli::accounts(c, action),
             Err(code) => return code,
         },
         Command::Update {
@@ -592,21 +602,13 @@ fn expire(config: Config, now: Option<u64>) -> ExitCode {
     })
 }
 
-/// Run a command-line tool's future on a small runtime of its own.
-fn tool_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    relaybox::control::block_on(f).unwrap_or_else(|e| {
-        eprintln!("relaybox: cannot start runtime: {e}");
-        ExitCode::FAILURE
-    })
-}
-
 /// `relaybox report`: the report through the control socket (the running relay makes it)
 /// or, when the relay is stopped, from its config and store in this process.
 fn report(config: &Config, config_path: &Path, out: &Path) -> ExitCode {
     let request = relaybox::control::Request::Report {
         config_file: Some(std::path::absolute(config_path).unwrap_or(config_path.into())),
     };
-    tool_runtime(async {
+    relaybox::control::cli::block_on(async {
         let text: String = match relaybox::control::client::call(config, request).await {
             Ok(text) => text,
             Err(e) => {

@@ -84,15 +84,18 @@ pub enum Registration {
     Memory,
     /// ACC-5.6: less disk space free than `min_free_disk_space`.
     Disk,
+    /// The operator blocked the address (`relaybox accounts block`).
+    Blocked,
 }
 
 impl Registration {
-    const ALL: [Registration; 5] = [
+    const ALL: [Registration; 6] = [
         Registration::Name,
         Registration::Closed,
         Registration::Load,
         Registration::Memory,
         Registration::Disk,
+        Registration::Blocked,
     ];
 
     /// The label value.
@@ -103,6 +106,7 @@ impl Registration {
             Registration::Load => "load",
             Registration::Memory => "memory",
             Registration::Disk => "disk",
+            Registration::Blocked => "blocked",
         }
     }
 }

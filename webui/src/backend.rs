@@ -346,4 +346,69 @@ pub trait Backend: Send + Sync + 'static {
     /// config without secrets, every service and check, queue, storage, recent log lines;
     /// no addresses, IP addresses or secrets) and the file name to save it under.
     fn diagnostic_report(&self) -> impl Future<Output = (String, String)> + Send;
+    /// A page of the relay's accounts with their figures (issue 18 item 3). `Err` with a
+    /// plain-language reason (e.g. the relay does not run yet).
+    fn accounts(
+        &self,
+        query: AccountQuery,
+    ) -> impl Future<Output = Result<AccountList, String>> + Send;
+    /// A page of the blocked addresses.
+    fn blocked_addresses(
+        &self,
+        query: AccountQuery,
+    ) -> impl Future<Output = Result<BlockedList, String>> + Send;
+    /// Delete an account and its messages for good; `Ok` with the confirmation to show,
+    /// `Err` with the reason nothing was done.
+    fn delete_account(
+        &self,
+        address: String,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+    /// Block an address (an account with it is deleted); as [`Backend::delete_account`].
+    fn block_address(&self, address: String)
+    -> impl Future<Output = Result<String, String>> + Send;
+    /// Lift the block of an address; as [`Backend::delete_account`].
+    fn unblock_address(
+        &self,
+        address: String,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+/// Which page of accounts or blocked addresses: those after `after` (by address) that
+/// contain `search`, at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountQuery {
+    pub after: Option<String>,
+    pub search: Option<String>,
+    pub limit: u32,
+}
+
+/// One account on the "Accounts" page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSummary {
+    pub address: String,
+    /// Unix seconds; `None` when not known (accounts made by older versions).
+    pub created: Option<u64>,
+    /// Unix seconds of the day of the last login.
+    pub last_login_day: u64,
+    pub storage_bytes: u64,
+    /// Messages stored for the account (waiting to be fetched).
+    pub messages: u64,
+}
+
+/// A page of accounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountList {
+    pub accounts: Vec<AccountSummary>,
+    /// Accounts on the relay in all.
+    pub total: u64,
+    /// More follow after the last one.
+    pub more: bool,
+}
+
+/// A page of blocked addresses: (address, Unix seconds of the block).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockedList {
+    pub blocked: Vec<(String, u64)>,
+    pub total: u64,
+    pub more: bool,
 }

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
-use crate::{Backend, Client, Overview, Phase, access, queue, status, update, wizard};
+use crate::{Backend, Client, Overview, Phase, access, accounts, queue, status, update, wizard};
 
 /// Largest form body accepted.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -105,6 +105,10 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/admin/setup/done", get(wizard::done_page::<B>))
         .route("/admin/status", get(status::status_page::<B>))
         .route("/admin/status/report", get(status::report::<B>))
+        .route("/admin/accounts", get(accounts::accounts_page::<B>))
+        .route("/admin/accounts/delete", post(accounts::delete::<B>))
+        .route("/admin/accounts/block", post(accounts::block::<B>))
+        .route("/admin/accounts/unblock", post(accounts::unblock::<B>))
         .route("/admin/update/now", post(update::update_now::<B>))
         .route("/admin/queue", get(queue::queue_page::<B>))
         .route("/admin/queue/retry", post(queue::retry::<B>))

@@ -5,6 +5,7 @@
 //! The status, password and login page tests of issue 16 are in [`status`], on the same
 //! fake and browser.
 
+mod accounts;
 mod queue;
 mod status;
 
@@ -67,6 +68,9 @@ struct Fake {
     status: Mutex<Option<Status>>,
     /// The outbound queue `queue` lists; `queue_retry` and `queue_bounce` act on it.
     queue: Mutex<Vec<QueueDomain>>,
+    /// The relay's accounts and blocked addresses (the accounts page).
+    accounts: Mutex<Vec<AccountSummary>>,
+    blocked: Mutex<Vec<(String, u64)>>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -121,6 +125,8 @@ impl Fake {
             code_location: "the file setup-code.txt",
             status: Mutex::new(None),
             queue: Mutex::default(),
+            accounts: Mutex::default(),
+            blocked: Mutex::default(),
         }
     }
 
@@ -458,6 +464,54 @@ impl Backend for Fake {
             "# Relaybox diagnostic report\n".into(),
             self.text("relaybox-report-chat.example.org-2026-12-07.txt\r\n\"x"),
         )
+    }
+
+    async fn accounts(&self, query: AccountQuery) -> Result<AccountList, String> {
+        self.call(&format!("accounts {query:?}"));
+        let all = self.accounts.lock().unwrap().clone();
+        let (page, more) = accounts::page(&all, |a| &a.address, &query);
+        Ok(AccountList {
+            accounts: page,
+            total: all.len() as u64,
+            more,
+        })
+    }
+
+    async fn blocked_addresses(&self, query: AccountQuery) -> Result<BlockedList, String> {
+        let all = self.blocked.lock().unwrap().clone();
+        let (page, more) = accounts::page(&all, |b| &b.0, &query);
+        Ok(BlockedList {
+            blocked: page,
+            total: all.len() as u64,
+            more,
+        })
+    }
+
+    async fn delete_account(&self, address: String) -> Result<String, String> {
+        self.call(&format!("delete_account {address}"));
+        let mut all = self.accounts.lock().unwrap();
+        let before = all.len();
+        all.retain(|a| a.address != address);
+        if all.len() == before {
+            return Err(format!("no account {address} on this relay {EVIL}"));
+        }
+        Ok(format!("deleted {address}"))
+    }
+
+    async fn block_address(&self, address: String) -> Result<String, String> {
+        self.call(&format!("block_address {address}"));
+        self.accounts
+            .lock()
+            .unwrap()
+            .retain(|a| a.address != address);
+        self.blocked.lock().unwrap().push((address.clone(), 86_400));
+        Ok(format!("blocked {address}"))
+    }
+
+    async fn unblock_address(&self, address: String) -> Result<String, String> {
+        self.call(&format!("unblock_address {address}"));
+        self.blocked.lock().unwrap().retain(|b| b.0 != address);
+        Ok(format!("unblocked {address}"))
     }
 }
 

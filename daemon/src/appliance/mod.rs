@@ -807,6 +807,69 @@ impl Backend for Appliance {
     async fn diagnostic_report(&self) -> (String, String) {
         self.report().await
     }
+
+    async fn accounts(
+        &self,
+        query: relaybox_webui::AccountQuery,
+    ) -> Result<relaybox_webui::AccountList, String> {
+        let page = self
+            .operator_accounts()?
+            .list(&list_query(query))
+            .map_err(text)?;
+        Ok(relaybox_webui::AccountList {
+            accounts: page
+                .accounts
+                .into_iter()
+                .map(|a| relaybox_webui::AccountSummary {
+                    address: a.address,
+                    created: a.created,
+                    last_login_day: a.last_login_day,
+                    storage_bytes: a.storage_bytes,
+                    messages: a.messages,
+                })
+                .collect(),
+            total: page.total,
+            more: page.more,
+        })
+    }
+
+    async fn blocked_addresses(
+        &self,
+        query: relaybox_webui::AccountQuery,
+    ) -> Result<relaybox_webui::BlockedList, String> {
+        let page = self
+            .operator_accounts()?
+            .blocked(&list_query(query))
+            .map_err(text)?;
+        Ok(relaybox_webui::BlockedList {
+            blocked: page
+                .blocked
+                .into_iter()
+                .map(|b| (b.address, b.since))
+                .collect(),
+            total: page.total,
+            more: page.more,
+        })
+    }
+
+    async fn delete_account(&self, address: String) -> Result<String, String> {
+        let deleted = self.operator_accounts()?.delete(&address).await;
+        Ok(deleted.map_err(text)?.text())
+    }
+
+    async fn block_address(&self, address: String) -> Result<String, String> {
+        let accounts = self.operator_accounts()?;
+        let blocked = accounts.block(&address, accounts.now()).await;
+        Ok(blocked.map_err(text)?.text())
+    }
+
+    async fn unblock_address(&self, address: String) -> Result<String, String> {
+        let unblocked = self.operator_accounts()?.unblock(&address).await;
+        Ok(format!(
+            "unblocked {}: a login can create it again",
+            unblocked.map_err(text)?
+        ))
+    }
 }
 
 impl Appliance {
@@ -852,6 +915,27 @@ impl Appliance {
             report::file_name(&config.mail_domain, now),
         )
     }
+
+    /// The accounts page's operator actions (one path with `relaybox accounts`).
+    fn operator_accounts(&self) -> Result<crate::operator::accounts::Accounts<'_>, String> {
+        self.relay()
+            .map(|relay| crate::operator::accounts::Accounts::of_relay(relay))
+            .ok_or_else(|| "The relay does not run yet: finish the setup first.".to_string())
+    }
+}
+
+/// The pages' query as the operator's.
+fn list_query(q: relaybox_webui::AccountQuery) -> crate::operator::accounts::ListQuery {
+    crate::operator::accounts::ListQuery {
+        after: q.after,
+        search: q.search,
+        limit: Some(q.limit),
+    }
+}
+
+/// An error as the pages show it.
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
 /// Health of every service of `relay` that the config turns on (blocking: probes the

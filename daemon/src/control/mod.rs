@@ -15,6 +15,7 @@
 //! process with a store it opened itself when no daemon runs ([`client::call`]). The work
 //! itself lives in [`crate::operator`], which the status page uses too.
 
+pub mod cli;
 pub mod client;
 pub mod queue_cli;
 pub mod server;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::appliance::Appliance;
 use crate::config::Config;
+use crate::operator::accounts;
 use crate::server::Relay;
 use crate::store::Store;
 
@@ -63,6 +65,16 @@ pub enum Request {
     Report {
         config_file: Option<std::path::PathBuf>,
     },
+    /// A page of accounts with their figures (`operator::accounts::Accounts::list`).
+    AccountsList(accounts::ListQuery),
+    /// A page of blocked addresses (`Accounts::blocked`).
+    AccountsBlocked(accounts::ListQuery),
+    /// Delete an account with its messages (`Accounts::delete`).
+    AccountsDelete { address: String },
+    /// Block an address, deleting its account (`Accounts::block`).
+    AccountsBlock { address: String },
+    /// Lift a block (`Accounts::unblock`).
+    AccountsUnblock { address: String },
 }
 
 /// The answer to [`Request::Ping`].
@@ -143,6 +155,14 @@ impl Ctx {
         })
     }
 
+    /// The accounts of the running relay, or of the store the command opened.
+    pub fn accounts(&self) -> Result<accounts::Accounts<'_>, String> {
+        match self.relay.get() {
+            Some(relay) => Ok(accounts::Accounts::of_relay(relay)),
+            None => Ok(accounts::Accounts::stopped(self.store()?, &self.config)),
+        }
+    }
+
     /// `relay`, `setup` or `stopped`.
     pub fn mode(&self) -> &'static str {
         match (self.relay.get(), &self.appliance) {
@@ -200,6 +220,23 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
                 ))
             }
         },
+        Request::AccountsList(query) => to_value(ctx.accounts()?.list(&query).map_err(text)?),
+        Request::AccountsBlocked(query) => to_value(ctx.accounts()?.blocked(&query).map_err(text)?),
+        Request::AccountsDelete { address } => {
+            to_value(ctx.accounts()?.delete(&address).await.map_err(text)?)
+        }
+        Request::AccountsBlock { address } => {
+            let accounts = ctx.accounts()?;
+            to_value(
+                accounts
+                    .block(&address, accounts.now())
+                    .await
+                    .map_err(text)?,
+            )
+        }
+        Request::AccountsUnblock { address } => {
+            to_value(ctx.accounts()?.unblock(&address).await.map_err(text)?)
+        }
     }
 }
 
@@ -209,6 +246,11 @@ pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> std::io::Result<T
         .enable_all()
         .build()?
         .block_on(f))
+}
+
+/// An error as the reply's text.
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
 /// A result as a reply value.

@@ -323,7 +323,20 @@ impl<'a> Session<'a> {
             self.out.bye(bye);
             return Flow::Close;
         }
+        if self.account_removed() {
+            self.out.bye("Account removed");
+            return Flow::Close;
+        }
         flow
+    }
+
+    /// The logged-in account was removed: its events closed ([`crate::events::Events::account_removed`]).
+    pub(super) fn account_removed(&self) -> bool {
+        self.user.is_some()
+            && self
+                .events
+                .as_ref()
+                .is_some_and(|rx| rx.has_changed().is_err())
     }
 
     /// Send untagged updates when the account changed (or always for NOOP/CHECK).

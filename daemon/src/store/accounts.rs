@@ -1,13 +1,16 @@
-//! Accounts (`ACCOUNTS`): creation with the INBOX (ACC-7), the last login day (LL-1),
-//! deletion of an account with everything it owns (EXP-1), and the sum of an account's
-//! stored message sizes (QUOTA-1) that the usage cache (`usage.rs`) keeps.
+//! Accounts (`ACCOUNTS`): creation with the INBOX (ACC-7) and its time, the last login
+//! day (LL-1), deletion of an account with everything it owns (EXP-1, and the operator's
+//! `relaybox accounts delete`), the sum of an account's stored message sizes (QUOTA-1)
+//! that the usage cache (`usage.rs`) keeps, and pages of accounts with their figures for
+//! the operator's list.
 
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::codec::{Dec, Enc};
 use super::mailboxes::{self, MessageRow, get_mailbox, new_mailbox};
 use super::tables::{ACCOUNTS, MAILBOXES, MESSAGES};
-use super::{Store, StoreError, metadata, push};
+use super::usage::UsageCache;
+use super::{Store, StoreError, blocked, metadata, push};
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,19 @@ pub struct Account {
     pub last_login_day: u64,
     /// New accounts refuse cleartext inbound mail (ACC-9).
     pub enforce_e2ee: bool,
+    /// Unix seconds of the creation; `None` for accounts created before it was recorded
+    /// (the field is appended to the row and read only when present).
+    pub created: Option<u64>,
+}
+
+/// An account with its figures, for the operator's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountFigures {
+    pub account: Account,
+    /// Messages stored for the account, over all its mailboxes.
+    pub messages: u64,
+    /// Sum of their sizes (QUOTA-1).
+    pub bytes: u64,
 }
 
 /// Outcome of [`Store::create_account`].
@@ -44,6 +60,7 @@ fn encode_account(a: &Account) -> Vec<u8> {
         .str(&a.password_hash)
         .u64(a.last_login_day)
         .u8(a.enforce_e2ee as u8)
+        .u64(a.created.unwrap_or(0))
         .0
 }
 
@@ -54,6 +71,12 @@ fn decode_account(address: &str, b: &[u8]) -> Result<Account, StoreError> {
         password_hash: d.str()?,
         last_login_day: d.u64()?,
         enforce_e2ee: d.u8()? != 0,
+        // Appended later: rows written before have none (0 was never written).
+        created: if d.0.is_empty() {
+            None
+        } else {
+            Some(d.u64()?).filter(|&t| t != 0)
+        },
     })
 }
 
@@ -71,7 +94,9 @@ impl Store {
     }
 
     /// Create the account with its INBOX unless it exists (ACC-7: concurrent first
-    /// logins store one hash). Durable.
+    /// logins store one hash), at `now` (its creation time). Durable. A blocked address
+    /// is refused with [`StoreError::Blocked`] in the same transaction, so a block that
+    /// lands between the caller's check and this commit still wins.
     pub async fn create_account(
         &self,
         address: &str,
@@ -83,9 +108,13 @@ impl Store {
             password_hash: password_hash.to_string(),
             last_login_day: now / 86400 * 86400,
             enforce_e2ee: true,
+            created: Some(now),
         };
         self.writer
             .run(true, move |tx| {
+                if blocked::is_blocked_in(tx, &account.address)? {
+                    return Err(StoreError::Blocked);
+                }
                 let existing = {
                     let t = tx.open_table(ACCOUNTS)?;
                     let row = t.get(account.address.as_str())?;
@@ -108,10 +137,12 @@ impl Store {
     }
 
     /// Record an IMAP login day (LL-1); writes only when the day changed, not durably.
-    pub async fn set_last_login_day(&self, address: &str, day: u64) -> Result<(), StoreError> {
+    /// Returns whether the account exists (a login that raced its deletion must not go on).
+    pub async fn set_last_login_day(&self, address: &str, day: u64) -> Result<bool, StoreError> {
         match self.account(address)? {
             Some(a) if a.last_login_day != day => {}
-            _ => return Ok(()),
+            Some(_) => return Ok(true),
+            None => return Ok(false),
         }
         let address = address.to_string();
         self.writer
@@ -126,8 +157,9 @@ impl Store {
                     a.last_login_day = day;
                     tx.open_table(ACCOUNTS)?
                         .insert(address.as_str(), encode_account(&a).as_slice())?;
+                    return Ok(true);
                 }
-                Ok(())
+                Ok(false)
             })
             .await
     }
@@ -155,22 +187,47 @@ impl Store {
         let address = address.to_string();
         let usage = self.usage.clone();
         self.writer
-            .run(true, move |tx| {
-                usage.forget(&address);
-                let existed = tx.open_table(ACCOUNTS)?.remove(address.as_str())?.is_some();
-                let mut removal = AccountRemoval::default();
-                let boxes = mailboxes::account_mailboxes(&tx.open_table(MAILBOXES)?, &address)?;
-                for (name, mb) in &boxes {
-                    removal.messages += mailboxes::remove_mailbox_in(tx, &address, name, mb)?;
-                    removal.mailboxes += 1;
-                }
-                removal.tokens = metadata::remove_all_tokens(tx, &address)?;
-                // Pending pushes of the account go with its tokens.
-                push::remove_account_jobs(tx, &address)?;
-                let anything = existed || removal != AccountRemoval::default();
-                Ok(anything.then_some(removal))
-            })
+            .run(true, move |tx| remove_account_in(tx, &usage, &address))
             .await
+    }
+
+    /// Up to `limit` accounts after `after` (by address), whose address contains
+    /// `contains` when given, with their figures, read from one snapshot; and whether
+    /// more follow. Memory is bounded by `limit` whatever the number of accounts.
+    pub fn account_page(
+        &self,
+        after: Option<&str>,
+        contains: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AccountFigures>, bool), StoreError> {
+        let rx = self.read()?;
+        let accounts = rx.open_table(ACCOUNTS)?;
+        let boxes = rx.open_table(MAILBOXES)?;
+        let msgs = rx.open_table(MESSAGES)?;
+        let range = match after {
+            Some(a) => accounts
+                .range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
+            None => accounts.range::<&str>(..)?,
+        };
+        let mut out = Vec::new();
+        for row in range {
+            let (k, v) = row?;
+            let address = k.value();
+            if contains.is_some_and(|c| !address.contains(c)) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let account = decode_account(address, v.value())?;
+            let (messages, bytes) = figures(&boxes, &msgs, address)?;
+            out.push(AccountFigures {
+                account,
+                messages,
+                bytes,
+            });
+        }
+        Ok((out, false))
     }
 
     /// Sum of stored message sizes over all mailboxes (QUOTA-1); from memory, or from
@@ -181,7 +238,7 @@ impl Store {
             Err(generation) => generation,
         };
         let rx = self.read()?;
-        let total = sum_usage(
+        let (_, total) = figures(
             &rx.open_table(MAILBOXES)?,
             &rx.open_table(MESSAGES)?,
             account,
@@ -191,28 +248,52 @@ impl Store {
     }
 }
 
-/// Sum of stored message sizes of an account inside a write transaction (QUOTA-1).
-pub(super) fn usage_in(tx: &WriteTransaction, account: &str) -> Result<u64, StoreError> {
-    sum_usage(
-        &tx.open_table(MAILBOXES)?,
-        &tx.open_table(MESSAGES)?,
-        account,
-    )
+/// Delete an account with everything it owns inside a write transaction (see
+/// [`Store::delete_account`]); `None` when nothing was there.
+pub(super) fn remove_account_in(
+    tx: &WriteTransaction,
+    usage: &UsageCache,
+    address: &str,
+) -> Result<Option<AccountRemoval>, StoreError> {
+    usage.forget(address);
+    let existed = tx.open_table(ACCOUNTS)?.remove(address)?.is_some();
+    let mut removal = AccountRemoval::default();
+    let boxes = mailboxes::account_mailboxes(&tx.open_table(MAILBOXES)?, address)?;
+    for (name, mb) in &boxes {
+        removal.messages += mailboxes::remove_mailbox_in(tx, address, name, mb)?;
+        removal.mailboxes += 1;
+    }
+    removal.tokens = metadata::remove_all_tokens(tx, address)?;
+    // Pending pushes of the account go with its tokens.
+    push::remove_account_jobs(tx, address)?;
+    let anything = existed || removal != AccountRemoval::default();
+    Ok(anything.then_some(removal))
 }
 
-/// Sum of stored message sizes of an account over all its mailboxes (QUOTA-1), read
-/// from a snapshot or from inside a write transaction.
-fn sum_usage(
+/// Number and total size (QUOTA-1) of an account's stored messages over all its
+/// mailboxes, read from a snapshot or from inside a write transaction.
+fn figures(
     boxes: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     msgs: &impl ReadableTable<(u64, u32), &'static [u8]>,
     account: &str,
-) -> Result<u64, StoreError> {
-    let mut total = 0u64;
+) -> Result<(u64, u64), StoreError> {
+    let (mut count, mut total) = (0u64, 0u64);
     for (_, mb) in mailboxes::account_mailboxes(boxes, account)? {
         for m in msgs.range((mb.id, 0)..=(mb.id, u32::MAX))? {
             let (_, mv) = m?;
+            count += 1;
             total = total.saturating_add(MessageRow::decode(mv.value())?.size);
         }
     }
-    Ok(total)
+    Ok((count, total))
+}
+
+/// Sum of stored message sizes of an account inside a write transaction (QUOTA-1).
+pub(super) fn usage_in(tx: &WriteTransaction, account: &str) -> Result<u64, StoreError> {
+    Ok(figures(
+        &tx.open_table(MAILBOXES)?,
+        &tx.open_table(MESSAGES)?,
+        account,
+    )?
+    .1)
 }

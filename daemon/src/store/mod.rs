@@ -17,7 +17,9 @@
 //! [`Store`]:
 //!
 //! - `tables`: every table definition and the schema version (the on-disk format);
-//! - `accounts`: accounts, account deletion, the usage sum (QUOTA-1);
+//! - `accounts`: accounts, account deletion, the usage sum (QUOTA-1), pages of accounts
+//!   with their figures for the operator;
+//! - `blocked`: addresses the operator blocked (no login creates them again);
 //! - `mailboxes`: mailboxes and their message rows: flags, APPEND, expunge, copy;
 //! - `bodies`: message bodies, their reference counts, the stored body format;
 //! - `delivery`: the one delivery path (INBOX rows, queue rows and push jobs in one commit);
@@ -29,6 +31,7 @@
 //!   writer thread, the usage cache and the row encoding.
 
 mod accounts;
+mod blocked;
 mod bodies;
 mod codec;
 mod delivery;
@@ -55,7 +58,8 @@ use tables::{BODIES, META};
 use usage::UsageCache;
 use writer::Writer;
 
-pub use accounts::{Account, AccountRemoval, Created};
+pub use accounts::{Account, AccountFigures, AccountRemoval, Created};
+pub use blocked::{Block, BlockedAddress};
 pub use delivery::{Delivered, Delivery, PushRequest};
 pub use mailboxes::{AccountMessage, FlagOp, Flags, MailboxInfo, MessageMeta};
 pub use push::{MAX_PUSH_LEVEL, PushJob};
@@ -88,6 +92,9 @@ pub enum StoreError {
     MailboxExists,
     #[error("no such account")]
     NoAccount,
+    /// The address is blocked: no account may be created with it.
+    #[error("the address is blocked")]
+    Blocked,
     #[error("the store writer has stopped")]
     WriterGone,
     #[error("schema version {found} is newer than this program ({supported})")]
@@ -368,6 +375,8 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod accounts_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]

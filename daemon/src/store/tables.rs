@@ -1,8 +1,8 @@
 //! The store's tables: their names and key and value types are the on-disk format, so they
 //! are defined here together with the schema version that describes them. The rows are
 //! encoded by the module of each table family: `accounts`, `mailboxes` (mailboxes and
-//! messages), `bodies`, `queue`, `push` (push jobs), `metadata` (device tokens); `meta` by
-//! the store itself (`mod.rs`) and the writer.
+//! messages), `bodies`, `queue`, `push` (push jobs), `metadata` (device tokens), `blocked`
+//! (blocked addresses); `meta` by the store itself (`mod.rs`) and the writer.
 
 use redb::{TableDefinition, WriteTransaction};
 
@@ -41,6 +41,9 @@ pub(super) const PUSH_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 /// (failed attempts, next attempt, job id) → (): the push jobs by retry level and due
 /// time, so the notifier reads only the jobs it can start now.
 pub(super) const PUSH_DUE: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("push_due");
+/// address → blocked-address row (the time of the block): addresses no login may create
+/// again. Added without a schema change: an older program ignores the table.
+pub(super) const BLOCKED: TableDefinition<&str, &[u8]> = TableDefinition::new("blocked_addresses");
 
 /// What a table holds, for snapshots (`snapshot.rs`): a backup without messages leaves
 /// out the [`Holds::Messages`] tables.
@@ -68,6 +71,7 @@ pub(super) fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.table(ACCOUNTS, Holds::Relay)?;
     v.table(MAILBOXES, Holds::Relay)?;
     v.table(TOKENS, Holds::Relay)?;
+    v.table(BLOCKED, Holds::Relay)?;
     v.table(MESSAGES, Holds::Messages)?;
     v.table(BODIES, Holds::Messages)?;
     v.table(BODY_REFS, Holds::Messages)?;

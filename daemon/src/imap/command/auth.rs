@@ -82,7 +82,12 @@ impl Session<'_> {
         };
         match self.h.auth.login(user, pass, self.client).await {
             Ok(address) => {
-                self.logged_in(address).await;
+                if !self.logged_in(address).await {
+                    // Removed by the operator while the password was checked.
+                    return Ok(
+                        Reply::no("Temporary authentication failure").code(Rfc5530::Unavailable)
+                    );
+                }
                 let caps = self.caps();
                 Ok(Reply::ok("Logged in").code(capability_code(&caps)))
             }
@@ -109,16 +114,24 @@ impl Session<'_> {
         Reply::no("Authentication failed.").code(Rfc5530::AuthenticationFailed)
     }
 
-    async fn logged_in(&mut self, address: String) {
+    /// Enter the authenticated state; `false` when the account is gone (removed after
+    /// the password was checked: its removal closed no receiver of this session yet).
+    async fn logged_in(&mut self, address: String) -> bool {
         // Subscribe first so no change after the login is missed.
         self.events = Some(self.h.events.subscribe(&address));
         // LL-1: the day of the last IMAP login (the store writes only on change).
         let day = self.h.clock.unix_now() / 86_400 * 86_400;
-        if let Err(e) = self.h.store.set_last_login_day(&address, day).await {
-            tracing::warn!("last login not recorded: {e}");
+        match self.h.store.set_last_login_day(&address, day).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.events = None;
+                return false;
+            }
+            Err(e) => tracing::warn!("last login not recorded: {e}"),
         }
         tracing::debug!("logged in");
         self.user = Some(address);
+        true
     }
 
     /// AUTHENTICATE PLAIN (RFC 4616) with SASL-IR (RFC 4959) or one continuation.

@@ -63,6 +63,12 @@ impl Session<'_> {
                 still_open = changed => {
                     if !still_open {
                         events_open = false;
+                        // The account was removed: the session ends.
+                        if self.user.is_some() {
+                            self.out.bye("Account removed");
+                            let _ = self.flush(io).await;
+                            return Err(WireError::Eof.into());
+                        }
                         continue;
                     }
                     if let Some(rx) = rx.as_mut() {
