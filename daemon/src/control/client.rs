@@ -114,13 +114,27 @@ pub async fn snapshot(
     }
 }
 
-/// One reply line, at most [`MAX_REPLY_BYTES`].
+/// One reply line, at most [`MAX_REPLY_BYTES`]. No answer at all (the connection reset or
+/// closed first) is how the daemon turns away a user other than root and its own.
 async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(read: &mut R) -> Result<Reply, CallError> {
+    let unanswered = |err: io::Error| CallError::Socket {
+        path: SOCKET_FILE.to_string(),
+        err: io::Error::new(
+            err.kind(),
+            format!(
+                "the relay did not answer ({err}); only root and the relay's own user are \
+                 answered"
+            ),
+        ),
+    };
     let mut answer = Vec::new();
     read.take(MAX_REPLY_BYTES)
         .read_until(b'\n', &mut answer)
         .await
-        .map_err(|e| CallError::Answer(e.to_string()))?;
+        .map_err(unanswered)?;
+    if answer.is_empty() {
+        return Err(unanswered(io::ErrorKind::UnexpectedEof.into()));
+    }
     if answer.last() != Some(&b'\n') {
         return Err(CallError::Answer(
             "the relay closed the connection without a complete answer".into(),

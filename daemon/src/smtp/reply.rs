@@ -162,6 +162,13 @@ pub fn auth_creation_refused(refusal: &crate::auth::CreationRefusal) -> SmtpRepl
 pub fn auth_too_many() -> SmtpReply {
     r(421, "4.7.0 Error: too many failed authentication attempts")
 }
+/// The logged-in account was deleted or blocked during the session.
+pub fn account_removed() -> SmtpReply {
+    r(
+        421,
+        "4.7.0 This account was removed from the relay; closing",
+    )
+}
 /// SUB-1.
 pub fn access_denied() -> SmtpReply {
     r(554, "5.7.1 Access denied")

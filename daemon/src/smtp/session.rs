@@ -424,6 +424,12 @@ impl Session<'_> {
         }
         let mut sender_refusal = None;
         if let (Mode::Submission, Some(login)) = (self.mode, &self.login) {
+            // Issue 18: an account deleted or blocked since this session's AUTH sends no
+            // more (RFC 5321 §3.8: 421 and close, as when the service goes away).
+            if matches!(self.h.delivery.store.account(login), Ok(None)) {
+                self.send(wire, &reply::account_removed());
+                return Flow::Close;
+            }
             // SUB-3 at MAIL.
             if let Err(r) = submission::check_mail_from(&from) {
                 self.send(wire, &r);

@@ -568,6 +568,22 @@ async fn encrypted_message_is_stored_cleaned_and_queued() {
     assert!(h.inbox(&alice).is_empty());
 }
 
+/// Issue 18: a session logged in before its account was deleted sends nothing more.
+#[tokio::test]
+async fn a_deleted_account_sends_no_more() {
+    let h = start(Setup::default()).await;
+    let (mut c, alice) = logged_in(&h, "alice").await;
+    c.expect(&format!("MAIL FROM:<{alice}>"), 250).await;
+    c.expect("RSET", 250).await;
+    h.relay.store.delete_account(&alice).await.unwrap();
+    let r = c.expect(&format!("MAIL FROM:<{alice}>"), 421).await;
+    assert!(r.text().contains("account was removed"), "{r:?}");
+    assert!(c.closed().await, "the session ends");
+    // Another account's session is not touched.
+    let (mut other, _) = logged_in(&h, "carol").await;
+    other.expect("MAIL FROM:<carol@example.org>", 250).await;
+}
+
 #[tokio::test]
 async fn sender_checks() {
     let h = start(Setup::default()).await;
