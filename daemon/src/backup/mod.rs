@@ -467,6 +467,16 @@ fn swap_in(config: &Config, config_path: &Path, staging: &Path) -> io::Result<()
         }
     }
     std::fs::rename(staging.join(STORE_FILE), data.join(STORE_FILE))?;
+    // Run as root for a relay that runs as its own user: what came in belongs to that user,
+    // as the data directory does.
+    let owner = std::fs::metadata(data)?;
+    let (uid, gid) = (
+        std::os::unix::fs::MetadataExt::uid(&owner),
+        std::os::unix::fs::MetadataExt::gid(&owner),
+    );
+    for name in DATA_FILES.iter().copied().chain([STORE_FILE]) {
+        own(&data.join(name), uid, gid)?;
+    }
     crate::files::sync_dir(data)?;
     // The config comes back as it was, but on this machine's data directory.
     let text = std::fs::read_to_string(staging.join(CONFIG_NAME))?;
@@ -478,6 +488,23 @@ fn swap_in(config: &Config, config_path: &Path, staging: &Path) -> io::Result<()
     crate::files::write_atomic(config_path, text.as_bytes(), 0o644)?;
     remove_all(&aside)?;
     remove_all(staging)?;
+    Ok(())
+}
+
+/// Give `path` (recursively) to `uid:gid`, when it exists and is not theirs already.
+fn own(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if meta.uid() != uid || meta.gid() != gid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            own(&entry?.path(), uid, gid)?;
+        }
+    }
     Ok(())
 }
 

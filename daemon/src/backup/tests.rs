@@ -398,3 +398,40 @@ fn versions_compare_by_number() {
     assert!(!newer("0.1.0-rc1", "0.1.0"));
     assert!(newer("1.0.0", "0.99.99"));
 }
+
+/// Restored as root into a relay that runs as its own user: the restored files are that
+/// user's, like the data directory (else the relay could not open its own store).
+#[tokio::test]
+async fn restored_files_belong_to_the_data_directorys_owner() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: giving files to another user needs root");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let old = relay("chat.example");
+    populate(&old).await;
+    let file = backup_of(&old, true).await;
+    let new = relay("placeholder.invalid");
+    let data = &new.config.data_dir;
+    std::os::unix::fs::chown(data, Some(65534), Some(65534)).unwrap();
+    restore(
+        &new.config,
+        &new.config_path,
+        &file,
+        &pass("correct horse"),
+        false,
+        NOW,
+    )
+    .await
+    .unwrap();
+    for p in [
+        data.join(STORE_FILE),
+        data.join("admin.json"),
+        data.join("acme"),
+        data.join("acme/cert.pem"),
+    ] {
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{}", p.display());
+    }
+}
