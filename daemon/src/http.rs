@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -413,17 +413,31 @@ fn refusal(status: StatusCode, reason: &str) -> Response {
 
 /// NEW-4: outside self-signed mode a GET (a browser following a printed link) is sent
 /// to the Delta Chat app; self-signed mode serves GET like POST (NEW-3).
-async fn new_account_get(State(web): State<Web>) -> Response {
+async fn new_account_get(State(web): State<Web>, Query(query): Query<NewQuery>) -> Response {
     if web.relay.config().self_signed() {
-        return new_account(State(web)).await;
+        return new_account(State(web), Query(query)).await;
     }
-    let target = format!("dcaccount:https://{}/new", web.relay.config().mail_domain);
+    let mut target = format!("dcaccount:https://{}/new", web.relay.config().mail_domain);
+    // Issue 18: an invite goes along (only a token's characters, nothing else).
+    if let Some(token) = query
+        .invite
+        .as_deref()
+        .filter(|t| crate::signup::is_token(t))
+    {
+        target = format!("{target}?invite={token}");
+    }
     redirect(&target)
+}
+
+/// The query of `/new` (issue 18): `invite=TOKEN` when the relay is invite-only.
+#[derive(serde::Deserialize, Default)]
+pub struct NewQuery {
+    invite: Option<String>,
 }
 
 /// NEW-1..3, NEW-5: fresh credentials; nothing is stored (the account appears at its
 /// first login, ACC-5).
-async fn new_account(State(web): State<Web>) -> Response {
+async fn new_account(State(web): State<Web>, Query(query): Query<NewQuery>) -> Response {
     // NEW-3: rate limit per client IP, excess → 503.
     if !web.limiter.check(&web.peer, web.relay.clock().monotonic()) {
         tracing::info!("/new: rate limit reached");
@@ -438,11 +452,30 @@ async fn new_account(State(web): State<Web>) -> Response {
     // NEW-5 (not upstream): say why creation would be refused instead of handing out
     // credentials that cannot log in.
     // The public gets the users' wording (no paths, issue 16); the log has the owner's.
-    if let Some(reason) = web.relay.auth().creation_refusal() {
-        return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason.user_text());
+    // Issue 18: the sign-up mode, and the invite of an invite-only relay (looked at
+    // here, used at the first login).
+    let invite = query.invite.as_deref();
+    match web.relay.auth().new_account_refusal(invite) {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason.user_text());
+        }
+        Err(e) => {
+            tracing::error!("/new: {e}");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the relay cannot create accounts right now, try again later",
+            );
+        }
     }
     let config = web.relay.config();
-    let (email, password) = onboarding::random_credentials(config);
+    let (email, password) = match invite {
+        // Only a valid invite gets here in invite mode: its token rides in the password.
+        Some(token) if web.relay.auth().signup().mode() == crate::signup::Mode::Invite => {
+            onboarding::invite_credentials(config, token)
+        }
+        _ => onboarding::random_credentials(config),
+    };
     let dclogin_url = config
         .self_signed()
         .then(|| onboarding::dclogin_url(config, &email, &password));

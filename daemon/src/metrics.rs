@@ -84,15 +84,23 @@ pub enum Registration {
     Memory,
     /// ACC-5.6: less disk space free than `min_free_disk_space`.
     Disk,
+    /// Issue 18: `signup = invite` and no usable invite (missing, unknown, expired,
+    /// used up or revoked).
+    Invite,
+    /// Issue 18: `signup = no-automatic` and a password as automatic relay selection
+    /// makes them.
+    Automatic,
 }
 
 impl Registration {
-    const ALL: [Registration; 5] = [
+    const ALL: [Registration; 7] = [
         Registration::Name,
         Registration::Closed,
         Registration::Load,
         Registration::Memory,
         Registration::Disk,
+        Registration::Invite,
+        Registration::Automatic,
     ];
 
     /// The label value.
@@ -103,6 +111,8 @@ impl Registration {
             Registration::Load => "load",
             Registration::Memory => "memory",
             Registration::Disk => "disk",
+            Registration::Invite => "invite",
+            Registration::Automatic => "automatic",
         }
     }
 }

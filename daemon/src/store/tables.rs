@@ -1,7 +1,7 @@
 //! The store's tables: their names and key and value types are the on-disk format, so they
 //! are defined here together with the schema version that describes them. The rows are
 //! encoded by the module of each table family: `accounts`, `mailboxes` (mailboxes and
-//! messages), `bodies`, `queue`, `push` (push jobs), `metadata` (device tokens); `meta` by
+//! messages), `bodies`, `queue`, `push` (push jobs), `metadata` (device tokens), `invites`; `meta` by
 //! the store itself (`mod.rs`) and the writer.
 
 use redb::{TableDefinition, WriteTransaction};
@@ -42,6 +42,10 @@ pub(super) const PUSH_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 /// time, so the notifier reads only the jobs it can start now.
 pub(super) const PUSH_DUE: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("push_due");
 
+/// SHA-256 of an invite token → invite row (issue 18: sign-up by invite; `invites.rs`).
+/// Added without a schema version change: an older binary ignores the table.
+pub(super) const INVITES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invites");
+
 /// Create every table (in an open write transaction) so readers never meet a missing one.
 pub(super) fn create_all(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(ACCOUNTS)?;
@@ -54,5 +58,6 @@ pub(super) fn create_all(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(TOKENS)?;
     tx.open_table(PUSH_JOBS)?;
     tx.open_table(PUSH_DUE)?;
+    tx.open_table(INVITES)?;
     Ok(())
 }
