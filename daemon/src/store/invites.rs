@@ -116,7 +116,7 @@ impl Store {
             let (k, v) = row?;
             out.push(decode(k.value(), v.value())?);
         }
-        out.sort_by(|a, b| (a.created, a.key).cmp(&(b.created, b.key)));
+        out.sort_by_key(|r| (r.created, r.key));
         Ok(out)
     }
 
