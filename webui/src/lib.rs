@@ -7,7 +7,7 @@
 //! visitor), [`host`] (which `Host:` values name the box),
 //! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
 //! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
-//! (status page), `update` (update now, bundle upload), `charts` (inline SVG bar
+//! (status page), `signup` (sign-up mode and invites), `update` (update now, bundle upload), `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
@@ -17,6 +17,7 @@ pub mod host;
 pub mod limiter;
 mod router;
 mod session;
+mod signup;
 mod status;
 mod update;
 mod view;
