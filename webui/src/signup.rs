@@ -6,8 +6,8 @@
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -18,6 +18,8 @@ use crate::{Backend, InviteState, SignUpInfo, SignUpMode};
 
 /// Where the pages link back to.
 const PAGE: &str = "/admin/signup";
+/// The invite pages: this, then the invite's id.
+const INVITE_PAGE: &str = "/admin/signup/invite/";
 /// Longest form field read (a note is far shorter; the daemon checks its own limits).
 const MAX_FIELD: usize = 400;
 
@@ -254,7 +256,7 @@ pub async fn create_post<B: Backend>(
         );
     };
     match app.backend.create_invite(days, uses, &form.label).await {
-        Ok(id) => v.redirect(&format!("{PAGE}/invite/{id}")),
+        Ok(id) => v.redirect(&format!("{INVITE_PAGE}{id}")),
         Err(reason) => refused(
             &app,
             v,
@@ -298,8 +300,15 @@ pub async fn revoke_post<B: Backend>(
 pub async fn invite_page<B: Backend>(
     State(app): State<App<B>>,
     mut v: Visitor,
-    Path(id): Path<String>,
+    uri: Uri,
 ) -> Response {
+    // The id from the path itself: the daemon mounts these pages under a route of its
+    // own, whose parameters a `Path` extractor would see too.
+    let id = uri
+        .path()
+        .strip_prefix(INVITE_PAGE)
+        .unwrap_or_default()
+        .to_string();
     if let Some(r) = v.need_session() {
         return r;
     }
