@@ -466,11 +466,20 @@ impl Auth {
             return Err(AuthError::CreationRefused(refusal));
         }
         // Issue 18: the sign-up mode; a missing or unusable invite costs no hash.
-        let admission = self.signup.admission(password)?.map_err(|r| {
-            let refusal = CreationRefusal::SignUp(r);
-            self.refused(&refusal);
-            AuthError::CreationRefused(refusal)
-        })?;
+        let admission = match self.signup.admission(password)? {
+            Ok(admission) => admission,
+            Err(r) => {
+                // A concurrent first login of the same account (Delta Chat logs in to
+                // IMAP and SMTP at once) may have used the invite's last use for it:
+                // then this is a login to that account, not a creation.
+                if let Some(account) = self.store.account(address)? {
+                    return Ok(Some(account.password_hash));
+                }
+                let refusal = CreationRefusal::SignUp(r);
+                self.refused(&refusal);
+                return Err(AuthError::CreationRefused(refusal));
+            }
+        };
         self.count_hash();
         let pw = password.to_string();
         let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
@@ -859,6 +868,13 @@ mod tests {
         auth.login("invited01@[127.0.0.1]", &pw, LOCAL)
             .await
             .unwrap();
+        // Delta Chat logs in to IMAP and SMTP at once: a creation attempt that lost the
+        // race to the login that took the invite's last use is a login to that account
+        // (the real core met this: SMTP was refused "used up" for its own new account).
+        match auth.create("invited01@[127.0.0.1]", &pw).await {
+            Ok(Some(hash)) => assert!(verify_password(&pw, &hash)),
+            other => panic!("{other:?}"),
+        }
         let pw2 = invite_password(&invite.token, "secret-2");
         let r = refused(auth.login("invited02@[127.0.0.1]", &pw2, LOCAL).await);
         assert_eq!(r, Refusal::Invite(InviteProblem::UsedUp));

@@ -51,19 +51,23 @@ impl Account {
     }
 }
 
+/// The account at `address`, read inside a write transaction.
+pub(super) fn existing_account(
+    tx: &WriteTransaction,
+    address: &str,
+) -> Result<Option<Account>, StoreError> {
+    let t = tx.open_table(ACCOUNTS)?;
+    let row = t.get(address)?;
+    row.map(|v| decode_account(address, v.value())).transpose()
+}
+
 /// Insert `account` with its INBOX unless the address exists (ACC-7): the one creation
 /// step of [`Store::create_account`] and of the creation with an invite (`invites.rs`).
 pub(super) fn insert_account(
     tx: &WriteTransaction,
     account: &Account,
 ) -> Result<Created, StoreError> {
-    let existing = {
-        let t = tx.open_table(ACCOUNTS)?;
-        let row = t.get(account.address.as_str())?;
-        row.map(|v| decode_account(&account.address, v.value()))
-            .transpose()?
-    };
-    if let Some(a) = existing {
+    if let Some(a) = existing_account(tx, &account.address)? {
         return Ok(Created::Existing(a));
     }
     tx.open_table(ACCOUNTS)?

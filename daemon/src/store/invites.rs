@@ -8,7 +8,7 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::accounts::{Account, Created, insert_account};
+use super::accounts::{Account, Created, existing_account, insert_account};
 use super::codec::{Dec, Enc};
 use super::tables::INVITES;
 use super::{Store, StoreError};
@@ -152,6 +152,11 @@ impl Store {
         let account = Account::new(address, password_hash, now);
         self.writer
             .run(true, move |tx| {
+                // An account made meanwhile (a concurrent first login, perhaps with the
+                // invite's last use) is a login to it, whatever the invite says now.
+                if let Some(a) = existing_account(tx, &account.address)? {
+                    return Ok(InviteCreated::Existing(a));
+                }
                 let row = get(tx, &key)?;
                 if let Err(e) = check(row.as_ref()) {
                     return Ok(InviteCreated::Refused(e));
@@ -243,6 +248,17 @@ mod tests {
             .unwrap();
         assert!(matches!(again, InviteCreated::Existing(a) if a.password_hash == "h"));
         assert_eq!(store.invite(&[1; 32]).unwrap().unwrap().uses, 1);
+        // Used up now (a concurrent login took the last use for this very address):
+        // still a login to the account, not a refusal.
+        let full = |r: Option<&InviteRow>| match r {
+            Some(_) => Err("used up"),
+            None => Err("unknown"),
+        };
+        let again = store
+            .create_account_with_invite("aaaaaaaaa@x", "h3", 86_400, [1; 32], full)
+            .await
+            .unwrap();
+        assert!(matches!(again, InviteCreated::Existing(a) if a.password_hash == "h"));
         // Unknown key: refused, no account.
         let forged = store
             .create_account_with_invite("bbbbbbbbb@x", "h", 86_400, [5; 32], usable)
