@@ -103,6 +103,10 @@ impl crate::web::Site for Web {
     fn config(&self) -> &Config {
         self.relay.config()
     }
+
+    fn signup_mode(&self) -> crate::config::SignupMode {
+        self.relay.auth().signup().mode()
+    }
 }
 
 /// Serve HTTPS requests on an established TLS connection (443).
