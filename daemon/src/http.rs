@@ -859,6 +859,67 @@ mod tests {
         }
     }
 
+    /// Issue 18: an invite-only domain relay. `/new` without an invite or with a
+    /// forged one says why (503, the users' wording); with a valid one it answers with
+    /// a password that carries the token (nothing stored yet); a GET (a browser
+    /// following a printed link) is sent to the app with the invite, and only with a
+    /// token's characters.
+    #[tokio::test]
+    async fn invite_only_new_takes_the_invite_from_the_query() {
+        let f = Fixture::new(|d| domain_config(d, "chat.example.org"));
+        let signup = f.relay.auth.signup();
+        signup.set_mode(crate::signup::Mode::Invite, None).unwrap();
+        let (status, _, body) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            json(&body)["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("This relay creates new accounts only with an invite"),
+            "{body}"
+        );
+        let forged = crate::signup::new_token();
+        let (status, _, body) = f.call(Method::POST, &format!("/new?invite={forged}")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("This invite is not valid"), "{body}");
+
+        let invite = signup.create_invite(1, 1, "").await.unwrap();
+        let (status, _, body) = f
+            .call(Method::POST, &format!("/new?invite={}", invite.token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let m = json(&body);
+        let email = m["email"].as_str().expect("email");
+        let password = m["password"].as_str().expect("password");
+        assert!(email.ends_with("@chat.example.org"), "{body}");
+        assert_eq!(
+            crate::signup::password_token(password),
+            Some(invite.token.as_str())
+        );
+        assert!(f.relay.store.account(email).expect("store").is_none());
+        assert_eq!(signup.invites().unwrap()[0].uses, 0, "used at the login");
+
+        let (status, headers, _) = f
+            .call(Method::GET, &format!("/new?invite={}", invite.token))
+            .await;
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            headers[header::LOCATION],
+            format!(
+                "dcaccount:https://chat.example.org/new?invite={}",
+                invite.token
+            )
+            .as_str()
+        );
+        let (_, headers, _) = f
+            .call(Method::GET, "/new?invite=x%0D%0ALocation:evil")
+            .await;
+        assert_eq!(
+            headers[header::LOCATION],
+            "dcaccount:https://chat.example.org/new"
+        );
+    }
+
     #[tokio::test]
     async fn new_is_rate_limited_per_ip() {
         let f = Fixture::dev();
