@@ -40,6 +40,52 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write an encrypted backup of the relay (running or stopped) to one file, or show
+    /// what a backup file is (--list).
+    Backup {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short, required_unless_present = "list")]
+        config: Option<PathBuf>,
+        /// The backup file to write (atomically).
+        #[arg(long, required_unless_present = "list")]
+        out: Option<PathBuf>,
+        /// Read the passphrase from this file's first line (else RELAYBOX_BACKUP_PASSPHRASE,
+        /// else it is asked on the terminal).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Leave the mailboxes and the outbound queue out (accounts, keys and settings stay).
+        #[arg(long)]
+        no_messages: bool,
+        /// Print the header of this backup file (no passphrase needed) and exit.
+        #[arg(long, value_name = "BACKUP", conflicts_with_all = ["config", "out", "no_messages"])]
+        list: Option<PathBuf>,
+    },
+    /// Restore a backup into a stopped relay: the same domain, keys, certificates,
+    /// accounts and messages. A relay with accounts is only replaced with --yes (or when
+    /// confirmed on the terminal), after a backup of it is written.
+    Restore {
+        /// Path of the chatmail.ini file (rewritten with the backup's settings).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Read the passphrase from this file's first line (else RELAYBOX_BACKUP_PASSPHRASE,
+        /// else it is asked on the terminal).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Replace an existing relay without asking.
+        #[arg(long)]
+        yes: bool,
+        /// The backup file.
+        backup: PathBuf,
+    },
+    /// The outbound queue by destination domain; "retry now" and "give up (bounce)" per
+    /// domain, on a running or a stopped relay.
+    Queue {
+        /// Path of the chatmail.ini file (required; also after the subcommand).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<relaybox::control::queue_cli::QueueCommand>,
+    },
     /// Over-the-air update bundles.
     Update {
         #[command(subcommand)]
@@ -115,6 +161,57 @@ fn main() -> ExitCode {
             Ok(c) => return relaybox::zone::command(&c),
             Err(code) => return code,
         },
+        Command::Backup {
+            list: Some(file), ..
+        } => return relaybox::backup::cli::list(&file),
+        Command::Backup {
+            config: Some(path),
+            out: Some(out),
+            passphrase_file,
+            no_messages,
+            list: None,
+        } => {
+            let config = match load_config_for_serve(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let path = relaybox::backup::cli::absolute(&path);
+            return tool_runtime(relaybox::backup::cli::backup(
+                &config,
+                &path,
+                &out,
+                passphrase_file.as_deref(),
+                !no_messages,
+            ));
+        }
+        Command::Backup { .. } => unreachable!("clap requires --config and --out without --list"),
+        Command::Restore {
+            config: path,
+            passphrase_file,
+            yes,
+            backup,
+        } => {
+            let config = match load_config_for_serve(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let path = relaybox::backup::cli::absolute(&path);
+            return tool_runtime(relaybox::backup::cli::restore(
+                &config,
+                &path,
+                &backup,
+                passphrase_file.as_deref(),
+                yes,
+            ));
+        }
+        Command::Queue { config, action } => match config.as_deref().map(load_config) {
+            Some(Ok(c)) => return relaybox::control::queue_cli::run(&c, action),
+            Some(Err(code)) => return code,
+            None => {
+                eprintln!("relaybox: queue: --config FILE is required");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
         Command::Update {
             action: UpdateAction::Verify { pubkey, bundle },
         } => return relaybox::update::verify_command(&pubkey, &bundle),
@@ -174,6 +271,39 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> ExitC
             return ExitCode::FAILURE;
         }
     };
+    // The command line's way in (`relaybox accounts`, `queue`, …), in setup mode too.
+    let control = relaybox::control::Ctx::daemon(config.clone(), appliance.appliance.clone());
+    let control_task = match relaybox::control::server::bind(&config.data_dir) {
+        Ok(listener) => Some(tokio::spawn(relaybox::control::server::run(
+            listener,
+            control.clone(),
+        ))),
+        Err(e) if e.err.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("relaybox: {e}");
+            appliance.stop().await;
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            tracing::error!("{e}; the command line cannot reach this relay while it runs");
+            None
+        }
+    };
+    let code = serve_modes(config, appliance, &control, dev).await;
+    if let Some(task) = control_task {
+        task.abort();
+        // The listener (and with it the socket file) goes when the task is dropped.
+        let _ = task.await;
+    }
+    code
+}
+
+/// Setup mode until a domain is chosen, then the relay.
+async fn serve_modes(
+    config: Config,
+    appliance: relaybox::appliance::Running,
+    control: &relaybox::control::Ctx,
+    dev: bool,
+) -> ExitCode {
     let config = if config.setup {
         // Setup mode: the wizard alone until the operator chose a domain.
         let server =
@@ -198,7 +328,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> ExitC
         let relay = Relay::open(next.clone());
         server.stop().await;
         match relay {
-            Ok(r) => return run_relay(r, appliance, dev, true).await,
+            Ok(r) => return run_relay(r, appliance, control, dev, true).await,
             Err(e) => {
                 eprintln!("relaybox: {e}");
                 return ExitCode::FAILURE;
@@ -214,13 +344,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    run_relay(relay, appliance, dev, false).await
+    run_relay(relay, appliance, control, dev, false).await
 }
 
 /// Serve the relay with its services until a signal, then flush the store.
 async fn run_relay(
     relay: std::sync::Arc<Relay>,
     appliance: relaybox::appliance::Running,
+    control: &relaybox::control::Ctx,
     dev: bool,
     from_wizard: bool,
 ) -> ExitCode {
@@ -248,6 +379,7 @@ async fn run_relay(
             },
         };
         appliance.appliance.attach(relay.clone());
+        control.attach(relay.clone());
         if dev {
             relaybox::onboarding::print_dev_banner(&relay.config);
         }
@@ -443,6 +575,20 @@ fn expire(config: Config, now: Option<u64>) -> ExitCode {
             }
         }
     })
+}
+
+/// Run a command-line tool's future on a small runtime of its own.
+fn tool_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("relaybox: cannot start runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

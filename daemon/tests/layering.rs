@@ -67,8 +67,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("smtp", PROTOCOLS),
     // assembly
     ("appliance", ASSEMBLY),
+    ("backup", ASSEMBLY),
+    ("control", ASSEMBLY),
     ("fdlimit", ASSEMBLY),
     ("fuzzing", ASSEMBLY),
+    ("operator", ASSEMBLY),
     ("server", ASSEMBLY),
     ("testing", ASSEMBLY),
 ];

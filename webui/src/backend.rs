@@ -290,6 +290,23 @@ pub struct SignUpInfo {
     pub per_person: bool,
 }
 
+/// The outbound queue's messages for one destination domain (issue 18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDomain {
+    /// `example.org` or an address literal `[192.0.2.1]`.
+    pub domain: String,
+    /// Messages waiting for it.
+    pub messages: u64,
+    /// The most attempts any of them had.
+    pub attempts: u32,
+    /// The earliest next attempt, Unix seconds.
+    pub next_retry: u64,
+    /// When the oldest was accepted, Unix seconds.
+    pub oldest: u64,
+    /// The last error in plain words (empty before a failed attempt).
+    pub last_error: String,
+}
+
 /// What the daemon does for the pages. Methods that may do network or disk I/O are
 /// async; all others must be cheap.
 pub trait Backend: Send + Sync + 'static {
@@ -412,5 +429,23 @@ pub trait Backend: Send + Sync + 'static {
     fn invite_link(&self, id: &str) -> Option<Invite> {
         let _ = id;
         None
+    }
+    /// The outbound queue by destination domain, the oldest-waiting first (issue 18).
+    /// `Err` with a plain-language reason when it cannot be read (no relay yet).
+    fn queue(&self) -> impl Future<Output = Result<Vec<QueueDomain>, String>> + Send {
+        async { Err("The queue is not available here.".to_string()) }
+    }
+    /// "Retry now" for `domain`: its messages are tried at once. The number of messages,
+    /// or a plain-language reason (an unknown domain) with nothing changed.
+    fn queue_retry(&self, domain: &str) -> impl Future<Output = Result<u64, String>> + Send {
+        let _ = domain;
+        async { Err("The queue is not available here.".to_string()) }
+    }
+    /// "Give up (bounce)" for `domain`: its messages leave the queue and each sender gets
+    /// a bounce, durably before this returns. The number of messages, or a
+    /// plain-language reason with nothing changed.
+    fn queue_bounce(&self, domain: &str) -> impl Future<Output = Result<u64, String>> + Send {
+        let _ = domain;
+        async { Err("The queue is not available here.".to_string()) }
     }
 }

@@ -7,7 +7,8 @@
 //! visitor), [`host`] (which `Host:` values name the box),
 //! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
 //! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
-//! (status page), `signup` (sign-up mode and invites), `update` (update now, bundle upload), `charts` (inline SVG bar
+//! (status page), `signup` (sign-up mode and invites), `queue` (the outgoing queue by
+//! domain: retry now, give up), `update` (update now, bundle upload), `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
@@ -15,6 +16,7 @@ mod backend;
 mod charts;
 pub mod host;
 pub mod limiter;
+mod queue;
 mod router;
 mod session;
 mod signup;

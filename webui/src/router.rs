@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
-use crate::{Backend, Client, Overview, Phase, access, signup, status, update, wizard};
+use crate::{Backend, Client, Overview, Phase, access, queue, signup, status, update, wizard};
 
 /// Largest form body accepted.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -105,6 +105,9 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/admin/setup/done", get(wizard::done_page::<B>))
         .route("/admin/status", get(status::status_page::<B>))
         .route("/admin/update/now", post(update::update_now::<B>))
+        .route("/admin/queue", get(queue::queue_page::<B>))
+        .route("/admin/queue/retry", post(queue::retry::<B>))
+        .route("/admin/queue/bounce", post(queue::bounce::<B>))
         // Bundles are far over BODY_LIMIT: no limit here, `update::upload` enforces the
         // backend's cap while streaming.
         .route(

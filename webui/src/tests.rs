@@ -5,6 +5,7 @@
 //! The status, password and login page tests of issue 16 are in [`status`], on the same
 //! fake and browser.
 
+mod queue;
 mod signup;
 mod status;
 
@@ -67,6 +68,8 @@ struct Fake {
     status: Mutex<Option<Status>>,
     /// Issue 18: the sign-up mode and invites (`None`: the relay does not run).
     signup: Mutex<Option<SignUpInfo>>,
+    /// The outbound queue `queue` lists; `queue_retry` and `queue_bounce` act on it.
+    queue: Mutex<Vec<QueueDomain>>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -121,6 +124,7 @@ impl Fake {
             code_location: "the file setup-code.txt",
             status: Mutex::new(None),
             signup: Mutex::new(None),
+            queue: Mutex::default(),
         }
     }
 
@@ -494,6 +498,31 @@ impl Backend for Fake {
             url,
             qr_svg: self.qr_svg.lock().unwrap().clone(),
         })
+    }
+
+    async fn queue(&self) -> Result<Vec<QueueDomain>, String> {
+        Ok(self.queue.lock().unwrap().clone())
+    }
+
+    async fn queue_retry(&self, domain: &str) -> Result<u64, String> {
+        self.call(&format!("queue_retry {domain}"));
+        let mut queue = self.queue.lock().unwrap();
+        let d = queue
+            .iter_mut()
+            .find(|d| d.domain == domain)
+            .ok_or_else(|| format!("No mail for {domain} is waiting <here>."))?;
+        d.next_retry = 0;
+        Ok(d.messages)
+    }
+
+    async fn queue_bounce(&self, domain: &str) -> Result<u64, String> {
+        self.call(&format!("queue_bounce {domain}"));
+        let mut queue = self.queue.lock().unwrap();
+        let i = queue
+            .iter()
+            .position(|d| d.domain == domain)
+            .ok_or_else(|| format!("No mail for {domain} is waiting <here>."))?;
+        Ok(queue.remove(i).messages)
     }
 }
 

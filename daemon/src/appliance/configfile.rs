@@ -1,7 +1,7 @@
-//! Edits of the operator's chatmail.ini that the wizard and the factory reset make:
-//! set or remove `mail_domain` in `[params]`, keeping every other line, comment and
-//! the order as they are ([`crate::config::edit_param`]). Validation and the atomic
-//! write are the caller's.
+//! Edits of the operator's chatmail.ini that the wizard, the factory reset and a restore
+//! make: set or remove a key of `[params]` (`mail_domain`, `data_dir`), keeping every
+//! other line, comment and the order as they are ([`crate::config::edit_param`], which
+//! the sign-up mode uses too). Validation and the atomic write are the caller's.
 
 use crate::config::edit_param;
 
@@ -9,16 +9,17 @@ use crate::config::edit_param;
 /// duplicate dropped), or a new line right after the `[params]` header, or a new
 /// `[params]` section at the top.
 pub fn set_mail_domain(text: &str, value: &str) -> String {
-    edit(text, Some(value))
+    set_param(text, "mail_domain", value)
 }
 
 /// `text` without `mail_domain` (factory state: the daemon starts in setup mode).
 pub fn remove_mail_domain(text: &str) -> String {
-    edit(text, None)
+    edit_param(text, "mail_domain", None)
 }
 
-fn edit(text: &str, value: Option<&str>) -> String {
-    edit_param(text, "mail_domain", value)
+/// `text` with `key = value` in `[params]`, placed as [`set_mail_domain`] places its line.
+pub fn set_param(text: &str, key: &str, value: &str) -> String {
+    edit_param(text, key, Some(value))
 }
 
 #[cfg(test)]

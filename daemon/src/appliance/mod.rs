@@ -206,8 +206,9 @@ impl Appliance {
         self.pattern.send_replace(pattern);
     }
 
-    /// Degraded: the last DNS check found an error, or a domain relay still has no
-    /// trusted certificate.
+    /// Degraded: the last DNS check found an error, a domain relay still has no
+    /// trusted certificate, or mail for some domain has waited longer than an hour
+    /// ([`crate::operator::queue::STUCK_AFTER`]).
     fn degraded(&self) -> bool {
         let dns_error = self
             .dns_cache
@@ -216,7 +217,8 @@ impl Appliance {
             .as_ref()
             .is_some_and(|(_, checks)| checks.iter().any(|c| c.status == CheckStatus::Error));
         let cert = self.certificate();
-        dns_error || (cert.acme_possible && cert.source == "self-signed")
+        let stuck = self.relay().is_some_and(|r| stuck_queue(r).is_some());
+        dns_error || (cert.acme_possible && cert.source == "self-signed") || stuck
     }
 
     /// A short press of the button: confirms an open claim window.
@@ -834,6 +836,41 @@ impl Backend for Appliance {
         let qr_svg = crate::web::qr_svg_element(&url)?;
         Some(Invite { url, qr_svg })
     }
+
+    async fn queue(&self) -> Result<Vec<relaybox_webui::QueueDomain>, String> {
+        let relay = self.relay().ok_or("The relay is not running yet.")?;
+        let now = crate::operator::queue::now(Some(relay));
+        let list = crate::operator::queue::list(&relay.store, now).map_err(|e| e.to_string())?;
+        Ok(list
+            .domains
+            .into_iter()
+            .map(|d| relaybox_webui::QueueDomain {
+                domain: d.domain,
+                messages: d.messages,
+                attempts: d.attempts,
+                next_retry: d.next_retry,
+                oldest: d.oldest,
+                last_error: d.last_error,
+            })
+            .collect())
+    }
+
+    async fn queue_retry(&self, domain: &str) -> Result<u64, String> {
+        let relay = self.relay().ok_or("The relay is not running yet.")?;
+        let now = crate::operator::queue::now(Some(relay));
+        crate::operator::queue::retry(&relay.store, Some(relay), domain, now)
+            .await
+            .map(|done| done.messages)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn queue_bounce(&self, domain: &str) -> Result<u64, String> {
+        let relay = self.relay().ok_or("The relay is not running yet.")?;
+        let done =
+            crate::operator::queue::bounce(&relay.config, &relay.store, Some(relay), domain).await;
+        self.refresh_led();
+        done.map(|done| done.messages).map_err(|e| e.to_string())
+    }
 }
 
 /// The pages' name of a sign-up mode.
@@ -893,7 +930,22 @@ pub fn services_health(relay: &Relay) -> Vec<ServiceHealth> {
             },
         });
     }
+    // Issue 18: mail that does not leave names its domain.
+    if let Some(line) = stuck_queue(relay) {
+        out.push(ServiceHealth {
+            name: "Outgoing mail".into(),
+            status: CheckStatus::Warning,
+            detail: line,
+        });
+    }
     out
+}
+
+/// The line naming the domains whose mail has waited longer than an hour, if any.
+fn stuck_queue(relay: &Relay) -> Option<String> {
+    let now = crate::operator::queue::now(Some(relay));
+    let list = crate::operator::queue::list(&relay.store, now).ok()?;
+    crate::operator::queue::stuck_line(&list)
 }
 
 #[cfg(test)]
@@ -1027,6 +1079,8 @@ pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, Ap
             loop {
                 tick.tick().await;
                 a.sample_stats();
+                // A queue that passes its hour shows on the LED without a page view.
+                a.refresh_led();
             }
         }));
     }

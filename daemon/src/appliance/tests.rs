@@ -348,3 +348,61 @@ async fn deleting_the_admin_password_file_and_restarting_allows_a_new_claim() {
             .contains("chat.example.org")
     );
 }
+
+/// Issue 18: mail for a domain that has waited longer than an hour makes the relay
+/// degraded (LED) and is named on the status page; the queue page's backend lists it and
+/// giving up clears it.
+#[tokio::test]
+async fn a_stuck_domain_is_named_and_degrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = appliance(dir.path(), false);
+    let t = 1_700_000_000;
+    let clock = crate::testing::ManualClock::at(t);
+    let relay = Relay::open_with_clock(
+        crate::testing::config(&dir.path().join("relay"), "127.0.0.1"),
+        clock.clone(),
+    )
+    .unwrap();
+    relay
+        .store
+        .create_account("a@[127.0.0.1]", "h", t)
+        .await
+        .unwrap();
+    relay
+        .store
+        .deliver(crate::store::Delivery {
+            sender: "a@[127.0.0.1]".into(),
+            local: Vec::new(),
+            remote: vec!["x@stuck.example".into()],
+            body: crate::message::Parsed::legacy(b"Subject: [...]\r\n\r\nx\r\n".to_vec()),
+            received: t,
+        })
+        .await
+        .unwrap();
+    a.attach(relay.clone());
+    let named = |relay: &Relay| {
+        services_health(relay)
+            .into_iter()
+            .find(|s| s.name == "Outgoing mail")
+    };
+    clock.set(t + crate::operator::queue::STUCK_AFTER);
+    assert!(!a.degraded(), "an hour is not more than an hour");
+    assert_eq!(named(&relay), None);
+    clock.set(t + crate::operator::queue::STUCK_AFTER + 1);
+    assert!(a.degraded());
+    let line = named(&relay).expect("the stuck domain is named");
+    assert_eq!(line.status, CheckStatus::Warning);
+    assert_eq!(line.detail, "mail for stuck.example has waited 1 h");
+    let list = a.queue().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].domain.as_str(), list[0].messages),
+        ("stuck.example", 1)
+    );
+    assert!(a.queue_retry("other.example").await.is_err());
+    assert_eq!(a.queue_bounce("stuck.example").await, Ok(1));
+    assert!(!a.degraded());
+    assert!(a.queue().await.unwrap().is_empty());
+    let (_, inbox) = relay.store.messages("a@[127.0.0.1]", "INBOX").unwrap();
+    assert_eq!(inbox.len(), 1, "the sender's bounce");
+}

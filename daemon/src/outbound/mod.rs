@@ -1,10 +1,12 @@
 //! Outbound delivery (spec/relay.md §8): the scheduler over the durable queue in the
 //! store — one queue row per destination domain (OUT-1), attempts with bounded
-//! concurrency, retries with back-off that survive restarts (OUT-6), bounces for
-//! permanent failures and expiry (OUT-7). How one attempt reaches a peer is `transport`.
+//! concurrency, retries with back-off that survive restarts (OUT-6) with the last error
+//! in plain words (`reason`), bounces for permanent failures, expiry and the operator's
+//! "give up" (OUT-7, [`give_up`]). How one attempt reaches a peer is `transport`.
 
 pub mod bounce;
 pub mod https;
+pub mod reason;
 pub mod route;
 pub mod smtp;
 pub mod transport;
@@ -187,7 +189,7 @@ async fn attempt(relay: &Handles<'_>, row: QueuedMessage) {
     }
     // OUT-7: the bounce is stored before the failed recipients leave the queue, so a
     // crash in between repeats the bounce rather than losing it.
-    if !failures.is_empty() && !send_bounce(relay, &row, &body, &failures).await {
+    if !failures.is_empty() && !send_bounce(&relay.delivery, &row, &body, &failures).await {
         return;
     }
     let finished: Vec<String> = outcome
@@ -201,19 +203,72 @@ async fn attempt(relay: &Handles<'_>, row: QueuedMessage) {
         tracing::error!("outbound: queue {}: cannot update: {e}", row.id);
         return;
     }
-    if !temporary.is_empty() {
+    if let Some((_, reply)) = temporary.first() {
         let attempts = row.attempts.saturating_add(1);
         let next = now + schedule(relay).backoff(attempts).as_secs();
-        if let Err(e) = relay.store.queue_retry(row.id, attempts, next).await {
+        // Issue 18: why, in plain words, for `relaybox queue` and the status page.
+        let why = reason::plain(reply);
+        if let Err(e) = relay.store.queue_retry(row.id, attempts, next, why).await {
             tracing::error!("outbound: queue {}: cannot reschedule: {e}", row.id);
         }
     }
 }
 
+/// The operator's "give up" (issue 18): every recipient left in `row` fails as if the
+/// queue lifetime had run out — the sender gets the bounce of OUT-7 (the same one expiry
+/// sends, stored durably first), then the row leaves the queue. `Ok(false)` when the row
+/// is gone already (delivered or bounced meanwhile).
+pub async fn give_up(
+    delivery: &crate::delivery::Handles<'_>,
+    row: &QueuedMessage,
+) -> Result<bool, GiveUpError> {
+    let Some(body) = delivery.store.queued_body(row.id)? else {
+        return Ok(false);
+    };
+    let why = if row.last_error.is_empty() {
+        "no attempt finished yet".to_string()
+    } else {
+        format!("last error: {}", row.last_error)
+    };
+    // RFC 3464 §2.3.4, RFC 3463 4.4.7: delivery time expired, as for expiry.
+    let reply = SmtpReply::new(
+        421,
+        format!(
+            "4.4.7 Delivery given up by the relay's operator after {} attempt(s); {why}",
+            row.attempts
+        ),
+    );
+    let failures: Vec<Failure> = row
+        .recipients
+        .iter()
+        .map(|recipient| Failure {
+            recipient: recipient.clone(),
+            reply: reply.clone(),
+        })
+        .collect();
+    if !send_bounce(delivery, row, &body, &failures).await {
+        return Err(GiveUpError::BounceNotStored);
+    }
+    delivery
+        .store
+        .queue_done(row.id, row.recipients.clone())
+        .await?;
+    Ok(true)
+}
+
+/// Why [`give_up`] left a row in the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum GiveUpError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("the bounce could not be stored now; nothing was removed, try again")]
+    BounceNotStored,
+}
+
 /// OUT-7: store (or queue) a bounce for the sender. `false` when it could not be stored
 /// now (the row stays as it is and is tried again). No bounce for the empty sender.
 async fn send_bounce(
-    relay: &Handles<'_>,
+    relay: &crate::delivery::Handles<'_>,
     row: &QueuedMessage,
     body: &[u8],
     failures: &[Failure],
@@ -231,7 +286,7 @@ async fn send_bounce(
             return true;
         }
     };
-    if let Some(signer) = relay.delivery.dkim {
+    if let Some(signer) = relay.dkim {
         bounce = signer.sign(bounce);
     }
     let own = relay.config.address_domain();
@@ -244,7 +299,7 @@ async fn send_bounce(
     } else {
         (Vec::new(), vec![row.sender.clone()])
     };
-    let reply = crate::delivery::store(&relay.delivery, String::new(), local, remote, bounce).await;
+    let reply = crate::delivery::store(relay, String::new(), local, remote, bounce).await;
     match reply.code / 100 {
         2 => true,
         4 => {

@@ -1268,6 +1268,8 @@ mod tests {
             "{reply}"
         );
         assert!(reply.text.contains("refused"), "{reply}");
+        // Issue 18: what the operator reads of it.
+        assert_eq!(super::super::reason::plain(reply), "connection refused");
         // Bad addresses never reach a peer.
         let out = t
             .deliver("[127.0.0.2]", "x y@sender.test", &rcpts, b"x")
@@ -1443,6 +1445,10 @@ mod tests {
         assert!(
             text.contains("last attempt to mxw.wrong.test: TLS handshake failed"),
             "{text}"
+        );
+        assert_eq!(
+            super::super::reason::plain(&out.temporary[0].1),
+            "TLS failed"
         );
 
         // Without the test CA the chain does not verify.

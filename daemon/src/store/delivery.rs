@@ -169,6 +169,7 @@ pub(super) fn deliver_in(
             created: d.received,
             next_attempt: d.received,
             attempts: 0,
+            last_error: String::new(),
         };
         put_queue(tx, &q, body_id, None)?;
     }

@@ -25,6 +25,7 @@
 //! - `push`: push jobs and their due-time index;
 //! - `metadata`: IMAP METADATA device tokens;
 //! - `invites`: sign-up invites and the creation of an account with one;
+//! - `snapshot`: every table's rows as one read transaction sees them, and back (backups);
 //! - `op`, `wal`, `writer`, `usage`, `codec`: logged operations, the write-ahead log, the
 //!   writer thread, the usage cache and the row encoding.
 
@@ -38,6 +39,7 @@ mod metadata;
 mod op;
 mod push;
 mod queue;
+pub mod snapshot;
 mod tables;
 mod usage;
 mod wal;
@@ -277,8 +279,8 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            tables::create_all(&tx)?;
         }
+        tables::create_all(&tx)?;
         if let Some(n) = queue::index_queue(&tx)? {
             tracing::info!("store: outbound queue index rebuilt ({n} rows)");
         }
@@ -315,6 +317,19 @@ impl Store {
             self.writer.run(true, |_| Ok(())).await?;
         }
         Ok(())
+    }
+
+    /// Close the store file: wait (at most 10 s) until the writer thread has let go of it,
+    /// so that the file can be opened again at once (a command that opens a store twice).
+    /// Changes not yet durable stay in the write-ahead log, as at any other stop.
+    pub fn close(self) {
+        let Store { db, writer, usage } = self;
+        drop(writer);
+        drop(usage);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
@@ -358,5 +373,7 @@ impl Store {
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! The outbound queue (`QUEUE`, OUT-1..6): one row per destination domain of a delivery
 //! (created by `delivery.rs` in the delivery's commit), with its due-time index
 //! (`QUEUE_DUE`) that the scheduler reads, checked and rebuilt at open; finished
-//! recipients and retries; the queued body for the transport.
+//! recipients and retries with the last error in plain words; the queued body for the
+//! transport; the operator's "retry now" (due times set to now).
 
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
@@ -19,7 +20,14 @@ pub struct QueuedMessage {
     pub created: u64,
     pub next_attempt: u64,
     pub attempts: u32,
+    /// Why the last attempt failed, in plain words without addresses (empty before the
+    /// first failure). Appended to the row (issue 18): a row written by an older version
+    /// has none, and an older version reading this row ignores it.
+    pub last_error: String,
 }
+
+/// Longest [`QueuedMessage::last_error`] kept, in bytes.
+pub const MAX_LAST_ERROR: usize = 200;
 
 fn encode_queue(q: &QueuedMessage, body_id: u64) -> Vec<u8> {
     Enc::default()
@@ -29,23 +37,27 @@ fn encode_queue(q: &QueuedMessage, body_id: u64) -> Vec<u8> {
         .u64(q.created)
         .u64(q.next_attempt)
         .u32(q.attempts)
+        .str(&q.last_error)
         .0
 }
 
-fn decode_queue(id: u64, b: &[u8]) -> Result<(QueuedMessage, u64), StoreError> {
+pub(super) fn decode_queue(id: u64, b: &[u8]) -> Result<(QueuedMessage, u64), StoreError> {
     let mut d = Dec(b);
     let body_id = d.u64()?;
-    Ok((
-        QueuedMessage {
-            id,
-            sender: d.str()?,
-            recipients: d.strs()?,
-            created: d.u64()?,
-            next_attempt: d.u64()?,
-            attempts: d.u32()?,
-        },
-        body_id,
-    ))
+    let mut q = QueuedMessage {
+        id,
+        sender: d.str()?,
+        recipients: d.strs()?,
+        created: d.u64()?,
+        next_attempt: d.u64()?,
+        attempts: d.u32()?,
+        last_error: String::new(),
+    };
+    // Fields appended later: only when the row has them.
+    if !d.0.is_empty() {
+        q.last_error = d.str()?;
+    }
+    Ok((q, body_id))
 }
 
 /// Write queue row `q` (body `body_id`) and its due-time key; `was_due` is the row's
@@ -115,6 +127,18 @@ fn remove_queue_row(tx: &WriteTransaction, id: u64) -> Result<bool, StoreError> 
     }
 }
 
+/// `text` cut to at most `max` bytes at a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 impl Store {
     /// The peer accepted the message for `delivered` (and refused `refused` for good;
     /// their bounce, if any, was delivered before this call): drop them from the row,
@@ -137,14 +161,17 @@ impl Store {
             .await
     }
 
-    /// A temporary failure: the new attempt count and the next attempt time (OUT-6).
-    /// Not durable on its own: after a crash the retry comes earlier, nothing is lost.
+    /// A temporary failure: the new attempt count, the next attempt time (OUT-6) and
+    /// why it failed (plain words, cut to [`MAX_LAST_ERROR`] bytes). Not durable on its
+    /// own: after a crash the retry comes earlier, nothing is lost.
     pub async fn queue_retry(
         &self,
         id: u64,
         attempts: u32,
         next_attempt: u64,
+        last_error: String,
     ) -> Result<(), StoreError> {
+        let last_error = cut(last_error, MAX_LAST_ERROR);
         self.writer
             .run(false, move |tx| {
                 let row = tx.open_table(QUEUE)?.get(id)?.map(|v| v.value().to_vec());
@@ -153,7 +180,31 @@ impl Store {
                 let was_due = q.next_attempt;
                 q.attempts = attempts;
                 q.next_attempt = next_attempt;
+                q.last_error = last_error;
                 put_queue(tx, &q, body_id, Some(was_due))
+            })
+            .await
+    }
+
+    /// The operator's "retry now": rows `ids` become due at `now` (those due earlier keep
+    /// their time; rows gone meanwhile are skipped). Durable. Returns the rows changed.
+    pub async fn queue_due_now(&self, ids: Vec<u64>, now: u64) -> Result<usize, StoreError> {
+        self.writer
+            .run(true, move |tx| {
+                let mut changed = 0;
+                for id in ids {
+                    let row = tx.open_table(QUEUE)?.get(id)?.map(|v| v.value().to_vec());
+                    let Some(row) = row else { continue };
+                    let (mut q, body_id) = decode_queue(id, &row)?;
+                    if q.next_attempt <= now {
+                        continue;
+                    }
+                    let was_due = q.next_attempt;
+                    q.next_attempt = now;
+                    put_queue(tx, &q, body_id, Some(was_due))?;
+                    changed += 1;
+                }
+                Ok(changed)
             })
             .await
     }

@@ -46,18 +46,55 @@ pub(super) const PUSH_DUE: TableDefinition<(u32, u64, u64), ()> = TableDefinitio
 /// Added without a schema version change: an older binary ignores the table.
 pub(super) const INVITES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invites");
 
+/// What a table holds, for snapshots (`snapshot.rs`): a backup without messages leaves
+/// out the [`Holds::Messages`] tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Holds {
+    /// Accounts, mailboxes, device tokens, secrets: the relay itself.
+    Relay,
+    /// Stored and queued messages and what points at them.
+    Messages,
+}
+
+/// Something done once per table, generic over its key and value types.
+pub(super) trait TableVisitor {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &mut self,
+        def: TableDefinition<'static, K, V>,
+        holds: Holds,
+    ) -> Result<(), StoreError>;
+}
+
+/// Every table of the store, once: the one list that creation and snapshots walk, so a
+/// new table cannot be left out of either.
+pub(super) fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
+    v.table(META, Holds::Relay)?;
+    v.table(ACCOUNTS, Holds::Relay)?;
+    v.table(MAILBOXES, Holds::Relay)?;
+    v.table(TOKENS, Holds::Relay)?;
+    v.table(INVITES, Holds::Relay)?;
+    v.table(MESSAGES, Holds::Messages)?;
+    v.table(BODIES, Holds::Messages)?;
+    v.table(BODY_REFS, Holds::Messages)?;
+    v.table(QUEUE, Holds::Messages)?;
+    v.table(QUEUE_DUE, Holds::Messages)?;
+    v.table(PUSH_JOBS, Holds::Messages)?;
+    v.table(PUSH_DUE, Holds::Messages)?;
+    Ok(())
+}
+
 /// Create every table (in an open write transaction) so readers never meet a missing one.
 pub(super) fn create_all(tx: &WriteTransaction) -> Result<(), StoreError> {
-    tx.open_table(ACCOUNTS)?;
-    tx.open_table(MAILBOXES)?;
-    tx.open_table(MESSAGES)?;
-    tx.open_table(BODIES)?;
-    tx.open_table(BODY_REFS)?;
-    tx.open_table(QUEUE)?;
-    tx.open_table(QUEUE_DUE)?;
-    tx.open_table(TOKENS)?;
-    tx.open_table(PUSH_JOBS)?;
-    tx.open_table(PUSH_DUE)?;
-    tx.open_table(INVITES)?;
-    Ok(())
+    struct Create<'a>(&'a WriteTransaction);
+    impl TableVisitor for Create<'_> {
+        fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+            &mut self,
+            def: TableDefinition<'static, K, V>,
+            _: Holds,
+        ) -> Result<(), StoreError> {
+            self.0.open_table(def)?;
+            Ok(())
+        }
+    }
+    visit_all(&mut Create(tx))
 }

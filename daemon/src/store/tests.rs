@@ -967,7 +967,9 @@ async fn queue_due_index_order_reschedule_removal_and_rebuild_at_open() {
     assert_eq!(s.queue_due(t, 1).unwrap(), vec![all[2].clone()]);
 
     // A retry moves the row (its old time no longer lists it).
-    s.queue_retry(three, 1, t + 30).await.unwrap();
+    s.queue_retry(three, 1, t + 30, String::new())
+        .await
+        .unwrap();
     assert_eq!(due(t + 20, 10), vec![one, two, four]);
     assert_eq!(due(t + 30, 10), vec![one, two, four, three]);
     assert_eq!(s.next_queue_due_after(t + 20).unwrap(), Some(t + 30));
@@ -977,7 +979,7 @@ async fn queue_due_index_order_reschedule_removal_and_rebuild_at_open() {
     s.queue_done(one, vec!["r@one".into()]).await.unwrap();
     assert_eq!(due(t + 30, 10), vec![two, four, three]);
     // Gone rows: retrying or finishing them changes nothing.
-    s.queue_retry(one, 3, t).await.unwrap();
+    s.queue_retry(one, 3, t, String::new()).await.unwrap();
     s.queue_done(one, vec!["r@one".into()]).await.unwrap();
     assert_eq!(due(t + 30, 10), vec![two, four, three]);
     s.flush().await.unwrap();
@@ -1026,4 +1028,72 @@ async fn queue_due_index_order_reschedule_removal_and_rebuild_at_open() {
     assert_eq!(s.next_queue_due_after(t + 20).unwrap(), Some(t + 30));
     let rx = s.read().unwrap();
     assert_eq!(rx.open_table(QUEUE_DUE).unwrap().len().unwrap(), 3);
+}
+
+/// Issue 18: a retry records the last error (cut to its bound) and keeps it across a
+/// reopen; a row written without it (an older version's) reads as "no error"; "retry
+/// now" makes rows due at once and leaves rows already due alone.
+#[tokio::test]
+async fn queue_last_error_old_rows_and_retry_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let s = Store::open(&path).unwrap();
+    let t = 1_700_000_000;
+    s.deliver(delivery(&[], &["r@one", "r@two"], b"m1"))
+        .await
+        .unwrap();
+    let ids: Vec<u64> = s.queued().unwrap().iter().map(|q| q.id).collect();
+    let [one, two] = ids[..] else {
+        panic!("{ids:?}")
+    };
+    assert!(s.queued().unwrap().iter().all(|q| q.last_error.is_empty()));
+    s.queue_retry(one, 1, t + 3600, "connection refused".into())
+        .await
+        .unwrap();
+    s.queue_retry(two, 2, t + 60, "é".repeat(300))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    drop(s);
+    let s = reopen(&path).await;
+    let rows = s.queued().unwrap();
+    assert_eq!(rows[0].last_error, "connection refused");
+    assert_eq!((rows[0].attempts, rows[0].next_attempt), (1, t + 3600));
+    assert_eq!(rows[1].last_error.len(), queue::MAX_LAST_ERROR);
+    // Retry now: both due at t + 10; a row due already keeps its time.
+    assert_eq!(s.queue_due_now(vec![one, two], t + 10).await.unwrap(), 2);
+    let due: Vec<u64> = s
+        .queue_due(t + 10, 10)
+        .unwrap()
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(due, vec![one, two]);
+    assert_eq!(s.queue_due_now(vec![one, 999], t + 20).await.unwrap(), 0);
+    assert_eq!(s.queued().unwrap()[0].next_attempt, t + 10);
+    assert_eq!(s.queued().unwrap()[0].attempts, 1, "attempts unchanged");
+    // An older version's row: no bytes after the attempt count.
+    let (row, body_id) = {
+        let rx = s.read().unwrap();
+        let v = rx.open_table(QUEUE).unwrap().get(one).unwrap().unwrap();
+        super::queue::decode_queue(one, v.value()).unwrap()
+    };
+    let old = codec::Enc::default()
+        .u64(body_id)
+        .str(&row.sender)
+        .strs(&row.recipients)
+        .u64(row.created)
+        .u64(row.next_attempt)
+        .u32(row.attempts)
+        .0;
+    s.writer
+        .run(true, move |tx| {
+            tx.open_table(QUEUE)?.insert(one, old.as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let rows = s.queued().unwrap();
+    assert_eq!(rows[0].last_error, "");
+    assert_eq!(rows[0].attempts, 1);
 }
