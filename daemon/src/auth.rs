@@ -32,7 +32,8 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::policy::names::{self, NameRules};
-use crate::store::{Created, Store, StoreError};
+use crate::signup::{Creation, SignUp};
+use crate::store::{Store, StoreError};
 
 /// Upstream stores `{SHA512-CRYPT}$6$…` (Dovecot scheme prefix; ACC-10).
 const SCHEME: &str = "{SHA512-CRYPT}";
@@ -96,6 +97,8 @@ pub enum CreationRefusal {
     Disk { free: u64, min: u64 },
     /// The operator blocked this address (`relaybox accounts block`).
     Blocked,
+    /// Issue 18: the sign-up mode (`signup`, [`crate::signup`]) refuses it.
+    SignUp(crate::signup::Refusal),
 }
 
 impl CreationRefusal {
@@ -103,7 +106,10 @@ impl CreationRefusal {
     /// limits, yes (load and memory come and go; even a full disk is a condition of
     /// the server, not of the request); the kill switch and an operator's block, no.
     pub fn is_temporary(&self) -> bool {
-        !matches!(self, CreationRefusal::Closed(_) | CreationRefusal::Blocked)
+        !matches!(
+            self,
+            CreationRefusal::Closed(_) | CreationRefusal::Blocked | CreationRefusal::SignUp(_)
+        )
     }
 
     /// The reason label of `relaybox_registrations_refused_total`.
@@ -115,6 +121,11 @@ impl CreationRefusal {
             CreationRefusal::Memory { .. } => Registration::Memory,
             CreationRefusal::Disk { .. } => Registration::Disk,
             CreationRefusal::Blocked => Registration::Blocked,
+            CreationRefusal::SignUp(r) => match r {
+                crate::signup::Refusal::Closed => Registration::Closed,
+                crate::signup::Refusal::Invite(_) => Registration::Invite,
+                crate::signup::Refusal::Automatic => Registration::Automatic,
+            },
         }
     }
 
@@ -144,6 +155,7 @@ impl CreationRefusal {
             CreationRefusal::Blocked => {
                 "This address is blocked on this relay: its owner removed it for good".to_string()
             }
+            CreationRefusal::SignUp(r) => r.user_text(),
         }
     }
 }
@@ -172,6 +184,7 @@ impl std::fmt::Display for CreationRefusal {
             CreationRefusal::Blocked => {
                 write!(f, "the address is blocked (relaybox accounts unblock)")
             }
+            CreationRefusal::SignUp(r) => write!(f, "{r}"),
         }
     }
 }
@@ -296,6 +309,8 @@ pub struct Auth {
     cache_salt: [u8; 16],
     /// The per-address brake (module doc).
     limiter: Limiter,
+    /// Issue 18: the sign-up mode and the invites (the status page changes them live).
+    signup: SignUp,
     /// Password hash computations so far (creations and verifications), for tests and
     /// metrics: a cached login adds none.
     hash_runs: std::sync::atomic::AtomicU64,
@@ -314,6 +329,7 @@ const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
 impl Auth {
     pub fn new(store: Store, config: &Config, clock: Arc<dyn Clock>) -> Auth {
         Auth {
+            signup: SignUp::new(store.clone(), config.signup, clock.clone()),
             store,
             rules: NameRules {
                 address_domain: config.address_domain(),
@@ -349,14 +365,39 @@ impl Auth {
     /// once per [`REFUSAL_WARNING_EVERY`] and kind) and counted. Every creation path
     /// asks here: first login and `/new` (NEW-5).
     pub fn creation_refusal(&self) -> Option<CreationRefusal> {
-        Some(self.refused(self.limits.refusal()?))
+        let refusal = self.limits.refusal()?;
+        self.refused(&refusal);
+        Some(refusal)
     }
 
-    /// A creation refused for `refusal`: logged and counted.
-    fn refused(&self, refusal: CreationRefusal) -> CreationRefusal {
-        self.log_refusal(&refusal);
+    /// Log and count a refused creation.
+    fn refused(&self, refusal: &CreationRefusal) {
+        self.log_refusal(refusal);
         crate::metrics::registration_refused(refusal.metric());
-        refusal
+    }
+
+    /// The sign-up mode and the invites (issue 18; the status page's operator actions).
+    pub fn signup(&self) -> &SignUp {
+        &self.signup
+    }
+
+    /// NEW-5 and issue 18: why `/new`, asked with this invite token, would be refused
+    /// now — the system limits and kill switch ([`Auth::creation_refusal`]), then the
+    /// sign-up mode (an invite is looked at, not used: its use is taken at the first
+    /// login). Logged and counted.
+    pub fn new_account_refusal(
+        &self,
+        invite: Option<&str>,
+    ) -> Result<Option<CreationRefusal>, StoreError> {
+        if let Some(r) = self.creation_refusal() {
+            return Ok(Some(r));
+        }
+        let Some(r) = self.signup.new_account_refusal(invite)? else {
+            return Ok(None);
+        };
+        let refusal = CreationRefusal::SignUp(r);
+        self.refused(&refusal);
+        Ok(Some(refusal))
     }
 
     fn fingerprint(&self, address: &str, password: &str) -> [u8; 32] {
@@ -445,26 +486,43 @@ impl Auth {
         }
         // Blocked by the operator (the store refuses it again in the creating commit).
         if self.store.is_blocked(address)? {
-            return Err(AuthError::CreationRefused(
-                self.refused(CreationRefusal::Blocked),
-            ));
+            let refusal = CreationRefusal::Blocked;
+            self.refused(&refusal);
+            return Err(AuthError::CreationRefused(refusal));
         }
+        // Issue 18: the sign-up mode; a missing or unusable invite costs no hash.
+        let admission = match self.signup.admission(password)? {
+            Ok(admission) => admission,
+            Err(r) => {
+                // A concurrent first login of the same account (Delta Chat logs in to
+                // IMAP and SMTP at once) may have used the invite's last use for it:
+                // then this is a login to that account, not a creation.
+                if let Some(account) = self.store.account(address)? {
+                    return Ok(Some(account.password_hash));
+                }
+                let refusal = CreationRefusal::SignUp(r);
+                self.refused(&refusal);
+                return Err(AuthError::CreationRefused(refusal));
+            }
+        };
         self.count_hash();
         let pw = password.to_string();
         let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
             .await
             .map_err(|e| AuthError::Temporary(StoreError::Db(e.to_string())))?;
-        match self
-            .store
-            .create_account(address, &hash, self.clock.unix_now())
-            .await?
-        {
-            Created::New => {
+        match self.signup.create(admission, address, &hash).await? {
+            Creation::New => {
                 tracing::info!("Created address: {address}");
                 crate::metrics::account_created();
                 Ok(None)
             }
-            Created::Existing(account) => Ok(Some(account.password_hash)),
+            Creation::Existing(hash) => Ok(Some(hash)),
+            // The invite went (used up, revoked, expired) between the look and the commit.
+            Creation::Refused(r) => {
+                let refusal = CreationRefusal::SignUp(r);
+                self.refused(&refusal);
+                Err(AuthError::CreationRefused(refusal))
+            }
         }
     }
 
@@ -781,6 +839,80 @@ mod tests {
                 .is_none()
         );
         assert_eq!(auth.recent_failures(LOCAL), 0);
+    }
+
+    /// Issue 18: the sign-up modes at first login, changed live; existing accounts log in
+    /// whatever the mode; a refusal says why and checks no password.
+    #[tokio::test]
+    async fn signup_modes_decide_first_logins() {
+        use crate::signup::{InviteProblem, Mode, Refusal, invite_password};
+        let dir = tempfile::tempdir().unwrap();
+        let auth = test_auth(dir.path());
+        let known = "knownacct@[127.0.0.1]";
+        auth.login(known, "password-1", LOCAL).await.unwrap();
+        let refused = |r: Result<String, AuthError>| match r {
+            Err(AuthError::CreationRefused(CreationRefusal::SignUp(r))) => r,
+            other => panic!("{other:?}"),
+        };
+        let signup = auth.signup();
+        signup.set_mode(Mode::Closed, None).unwrap();
+        let r = refused(
+            auth.login("closed001@[127.0.0.1]", "password-1", LOCAL)
+                .await,
+        );
+        assert_eq!(r, Refusal::Closed);
+        auth.forget(known);
+        auth.login(known, "password-1", LOCAL).await.unwrap();
+
+        signup.set_mode(Mode::NoAutomatic, None).unwrap();
+        let auto = "abcdefghijKLMNOPQRST123";
+        let r = refused(auth.login("autorelay@[127.0.0.1]", auto, LOCAL).await);
+        assert_eq!(r, Refusal::Automatic);
+        assert!(
+            CreationRefusal::SignUp(r)
+                .user_text()
+                .contains("automatic relay selection")
+        );
+        auth.login("manualacc@[127.0.0.1]", &auto[..22], LOCAL)
+            .await
+            .unwrap();
+
+        signup.set_mode(Mode::Invite, None).unwrap();
+        let r = refused(
+            auth.login("noinvite1@[127.0.0.1]", "password-1", LOCAL)
+                .await,
+        );
+        assert_eq!(r, Refusal::Invite(InviteProblem::Missing));
+        let invite = signup.create_invite(1, 1, "").await.unwrap();
+        let pw = invite_password(&invite.token, "secret-1");
+        auth.login("invited01@[127.0.0.1]", &pw, LOCAL)
+            .await
+            .unwrap();
+        // The invited account logs in again (cached or not); its invite is used up.
+        auth.forget("invited01@[127.0.0.1]");
+        auth.login("invited01@[127.0.0.1]", &pw, LOCAL)
+            .await
+            .unwrap();
+        // Delta Chat logs in to IMAP and SMTP at once: a creation attempt that lost the
+        // race to the login that took the invite's last use is a login to that account
+        // (the real core met this: SMTP was refused "used up" for its own new account).
+        match auth.create("invited01@[127.0.0.1]", &pw).await {
+            Ok(Some(hash)) => assert!(verify_password(&pw, &hash)),
+            other => panic!("{other:?}"),
+        }
+        let pw2 = invite_password(&invite.token, "secret-2");
+        let r = refused(auth.login("invited02@[127.0.0.1]", &pw2, LOCAL).await);
+        assert_eq!(r, Refusal::Invite(InviteProblem::UsedUp));
+        let forged = invite_password(&crate::signup::new_token(), "secret-3");
+        let r = refused(auth.login("invited03@[127.0.0.1]", &forged, LOCAL).await);
+        assert_eq!(r, Refusal::Invite(InviteProblem::Unknown));
+        assert_eq!(signup.invites().unwrap()[0].uses, 1);
+        assert_eq!(auth.store.account_count().unwrap(), 3);
+        assert_eq!(
+            auth.recent_failures(LOCAL),
+            0,
+            "refusals checked no password"
+        );
     }
 
     #[tokio::test]

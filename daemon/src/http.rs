@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -102,6 +102,10 @@ pub struct Web {
 impl crate::web::Site for Web {
     fn config(&self) -> &Config {
         self.relay.config()
+    }
+
+    fn signup_mode(&self) -> crate::config::SignupMode {
+        self.relay.auth().signup().mode()
     }
 }
 
@@ -413,17 +417,31 @@ fn refusal(status: StatusCode, reason: &str) -> Response {
 
 /// NEW-4: outside self-signed mode a GET (a browser following a printed link) is sent
 /// to the Delta Chat app; self-signed mode serves GET like POST (NEW-3).
-async fn new_account_get(State(web): State<Web>) -> Response {
+async fn new_account_get(State(web): State<Web>, Query(query): Query<NewQuery>) -> Response {
     if web.relay.config().self_signed() {
-        return new_account(State(web)).await;
+        return new_account(State(web), Query(query)).await;
     }
-    let target = format!("dcaccount:https://{}/new", web.relay.config().mail_domain);
+    let mut target = format!("dcaccount:https://{}/new", web.relay.config().mail_domain);
+    // Issue 18: an invite goes along (only a token's characters, nothing else).
+    if let Some(token) = query
+        .invite
+        .as_deref()
+        .filter(|t| crate::signup::is_token(t))
+    {
+        target = format!("{target}?invite={token}");
+    }
     redirect(&target)
+}
+
+/// The query of `/new` (issue 18): `invite=TOKEN` when the relay is invite-only.
+#[derive(serde::Deserialize, Default)]
+pub struct NewQuery {
+    invite: Option<String>,
 }
 
 /// NEW-1..3, NEW-5: fresh credentials; nothing is stored (the account appears at its
 /// first login, ACC-5).
-async fn new_account(State(web): State<Web>) -> Response {
+async fn new_account(State(web): State<Web>, Query(query): Query<NewQuery>) -> Response {
     // NEW-3: rate limit per client IP, excess → 503.
     if !web.limiter.check(&web.peer, web.relay.clock().monotonic()) {
         tracing::info!("/new: rate limit reached");
@@ -438,11 +456,30 @@ async fn new_account(State(web): State<Web>) -> Response {
     // NEW-5 (not upstream): say why creation would be refused instead of handing out
     // credentials that cannot log in.
     // The public gets the users' wording (no paths, issue 16); the log has the owner's.
-    if let Some(reason) = web.relay.auth().creation_refusal() {
-        return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason.user_text());
+    // Issue 18: the sign-up mode, and the invite of an invite-only relay (looked at
+    // here, used at the first login).
+    let invite = query.invite.as_deref();
+    match web.relay.auth().new_account_refusal(invite) {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            return refusal(StatusCode::SERVICE_UNAVAILABLE, &reason.user_text());
+        }
+        Err(e) => {
+            tracing::error!("/new: {e}");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the relay cannot create accounts right now, try again later",
+            );
+        }
     }
     let config = web.relay.config();
-    let (email, password) = onboarding::random_credentials(config);
+    let (email, password) = match invite {
+        // Only a valid invite gets here in invite mode: its token rides in the password.
+        Some(token) if web.relay.auth().signup().mode() == crate::signup::Mode::Invite => {
+            onboarding::invite_credentials(config, token)
+        }
+        _ => onboarding::random_credentials(config),
+    };
     let dclogin_url = config
         .self_signed()
         .then(|| onboarding::dclogin_url(config, &email, &password));
@@ -820,6 +857,67 @@ mod tests {
                 "dcaccount:https://chat.example.org/new"
             );
         }
+    }
+
+    /// Issue 18: an invite-only domain relay. `/new` without an invite or with a
+    /// forged one says why (503, the users' wording); with a valid one it answers with
+    /// a password that carries the token (nothing stored yet); a GET (a browser
+    /// following a printed link) is sent to the app with the invite, and only with a
+    /// token's characters.
+    #[tokio::test]
+    async fn invite_only_new_takes_the_invite_from_the_query() {
+        let f = Fixture::new(|d| domain_config(d, "chat.example.org"));
+        let signup = f.relay.auth.signup();
+        signup.set_mode(crate::signup::Mode::Invite, None).unwrap();
+        let (status, _, body) = f.call(Method::POST, "/new").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            json(&body)["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("This relay creates new accounts only with an invite"),
+            "{body}"
+        );
+        let forged = crate::signup::new_token();
+        let (status, _, body) = f.call(Method::POST, &format!("/new?invite={forged}")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("This invite is not valid"), "{body}");
+
+        let invite = signup.create_invite(1, 1, "").await.unwrap();
+        let (status, _, body) = f
+            .call(Method::POST, &format!("/new?invite={}", invite.token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let m = json(&body);
+        let email = m["email"].as_str().expect("email");
+        let password = m["password"].as_str().expect("password");
+        assert!(email.ends_with("@chat.example.org"), "{body}");
+        assert_eq!(
+            crate::signup::password_token(password),
+            Some(invite.token.as_str())
+        );
+        assert!(f.relay.store.account(email).expect("store").is_none());
+        assert_eq!(signup.invites().unwrap()[0].uses, 0, "used at the login");
+
+        let (status, headers, _) = f
+            .call(Method::GET, &format!("/new?invite={}", invite.token))
+            .await;
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            headers[header::LOCATION],
+            format!(
+                "dcaccount:https://chat.example.org/new?invite={}",
+                invite.token
+            )
+            .as_str()
+        );
+        let (_, headers, _) = f
+            .call(Method::GET, "/new?invite=x%0D%0ALocation:evil")
+            .await;
+        assert_eq!(
+            headers[header::LOCATION],
+            "dcaccount:https://chat.example.org/new"
+        );
     }
 
     #[tokio::test]

@@ -41,6 +41,7 @@ pub mod policy;
 pub mod private;
 pub mod push;
 pub mod server;
+pub mod signup;
 pub mod smtp;
 pub mod store;
 pub mod tls;

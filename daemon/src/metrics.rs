@@ -86,16 +86,24 @@ pub enum Registration {
     Disk,
     /// The operator blocked the address (`relaybox accounts block`).
     Blocked,
+    /// Issue 18: `signup = invite` and no usable invite (missing, unknown, expired,
+    /// used up or revoked).
+    Invite,
+    /// Issue 18: `signup = no-automatic` and a password as automatic relay selection
+    /// makes them.
+    Automatic,
 }
 
 impl Registration {
-    const ALL: [Registration; 6] = [
+    const ALL: [Registration; 8] = [
         Registration::Name,
         Registration::Closed,
         Registration::Load,
         Registration::Memory,
         Registration::Disk,
         Registration::Blocked,
+        Registration::Invite,
+        Registration::Automatic,
     ];
 
     /// The label value.
@@ -107,6 +115,8 @@ impl Registration {
             Registration::Memory => "memory",
             Registration::Disk => "disk",
             Registration::Blocked => "blocked",
+            Registration::Invite => "invite",
+            Registration::Automatic => "automatic",
         }
     }
 }

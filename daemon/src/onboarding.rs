@@ -1,6 +1,6 @@
 //! Onboarding: random credentials for `/new` (NEW-2), the `dclogin:` URL (NEW-3,
-//! spec/client.md §2), the `DCACCOUNT:<domain>` invite (upstream 1.12) and the dev-mode
-//! banner with a terminal QR code.
+//! spec/client.md §2), the `DCACCOUNT:<domain>` invite (upstream 1.12), the links of
+//! the admin's sign-up invites (issue 18) and the dev-mode banner with a terminal QR code.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -33,19 +33,58 @@ const PASSWORD_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS
 const IMAPS_PORT: u16 = 993;
 const SUBMISSIONS_PORT: u16 = 465;
 
+/// `n` characters of `alphabet` from the thread-local CSPRNG (ChaCha, seeded from the OS).
+fn pick(alphabet: &[u8], n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+        .collect()
+}
+
 /// NEW-2: a fresh address (`username_max_length` characters of `[a-z0-9]` at the
 /// address domain) and password (`password_min_length + 3` characters), both from the
-/// thread-local CSPRNG (ChaCha, seeded from the OS). Nothing is stored.
+/// thread-local CSPRNG (ChaCha, seeded from the OS). Nothing is stored. Issue 18: never
+/// a password that `signup = no-automatic` would take for automatic relay selection's
+/// (23 letters and digits, [`crate::signup::looks_automatic`]; only possible with
+/// `password_min_length = 20`, and then drawn again).
 pub fn random_credentials(config: &Config) -> (String, String) {
-    let mut rng = rand::rng();
-    let mut pick = |alphabet: &[u8], n: usize| -> String {
-        (0..n)
-            .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
-            .collect()
-    };
     let local = pick(LOCAL_ALPHABET, config.username_max_length);
-    let password = pick(PASSWORD_ALPHABET, config.password_min_length + 3);
+    let password = loop {
+        let pw = pick(PASSWORD_ALPHABET, config.password_min_length + 3);
+        if !crate::signup::looks_automatic(&pw) {
+            break pw;
+        }
+    };
     (format!("{local}@{}", config.address_domain()), password)
+}
+
+/// Issue 18: credentials for an account made with the invite `token`: a fresh address
+/// as [`random_credentials`] and a password that carries the token
+/// ([`crate::signup::invite_password`]) followed by a secret of `password_min_length + 3`
+/// characters. The account's first login uses one use of the invite.
+pub fn invite_credentials(config: &Config, token: &str) -> (String, String) {
+    let (email, _) = random_credentials(config);
+    let secret = pick(PASSWORD_ALPHABET, config.password_min_length + 3);
+    (email, crate::signup::invite_password(token, &secret))
+}
+
+/// Issue 18: the link of an invite. Relays with a trusted certificate:
+/// `DCACCOUNT:https://<domain>/new?invite=TOKEN` — Delta Chat POSTs to the URL as it is
+/// (core `login_param_from_account_qr`), and `/new` answers with
+/// [`invite_credentials`]; one code serves every use. Self-signed relays (Delta Chat
+/// checks a `DCACCOUNT:` URL's certificate strictly): a `dclogin:` link with fresh
+/// [`invite_credentials`] — one account per link, so the status page makes a new one
+/// each time it is shown.
+pub fn invite_link(config: &Config, token: &str) -> String {
+    if config.self_signed() {
+        let (email, password) = invite_credentials(config, token);
+        dclogin_url(config, &email, &password)
+    } else {
+        format!(
+            "DCACCOUNT:https://{}/new?invite={token}",
+            config.mail_domain
+        )
+    }
 }
 
 fn first_port(list: &[SocketAddr], default: u16) -> u16 {
@@ -284,6 +323,49 @@ mod tests {
         }
         // 24000 draws from 94 symbols: every one appears (miss chance ≈ 1e-109).
         assert_eq!(seen.len(), PASSWORD_ALPHABET.len());
+    }
+
+    /// Issue 18: the invite's token rides in `/new`'s URL or in the `dclogin:` password.
+    #[test]
+    fn invite_links_carry_the_token() {
+        let token = crate::signup::new_token();
+        let dom = domain_config("mail_domain = chat.example.org");
+        assert_eq!(
+            invite_link(&dom, &token),
+            format!("DCACCOUNT:https://chat.example.org/new?invite={token}")
+        );
+        let ip = domain_config("mail_domain = 192.0.2.1");
+        let a = invite_link(&ip, &token);
+        let b = invite_link(&ip, &token);
+        assert_ne!(a, b, "one account per dclogin: link");
+        let p = a
+            .split_once("?p=")
+            .and_then(|(_, rest)| rest.split_once('&'))
+            .map(|(p, _)| p)
+            .expect("p parameter");
+        let pw = percent_encoding::percent_decode_str(p)
+            .decode_utf8()
+            .unwrap()
+            .into_owned();
+        assert_eq!(crate::signup::password_token(&pw), Some(token.as_str()));
+        let (_, pw1) = invite_credentials(&dom, &token);
+        let (_, pw2) = invite_credentials(&dom, &token);
+        assert_ne!(pw1, pw2, "accounts of one invite do not share a password");
+        assert!(pw1.len() >= dom.password_min_length);
+    }
+
+    /// Issue 18: with `password_min_length = 20` `/new` would make 23-character
+    /// passwords; none of them may look like automatic relay selection's.
+    #[test]
+    fn new_passwords_never_look_automatic() {
+        let c = domain_config("mail_domain = chat.example.org\npassword_min_length = 20");
+        // Without the redraw about 7 in 100 000 are letters and digits only (62 of 94
+        // symbols, 23 times): this many draws meet one but once in a thousand runs.
+        for _ in 0..100_000 {
+            let (_, pw) = random_credentials(&c);
+            assert_eq!(pw.len(), 23);
+            assert!(!crate::signup::looks_automatic(&pw), "{pw}");
+        }
     }
 
     #[test]

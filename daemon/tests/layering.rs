@@ -53,6 +53,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("expire", SERVICES),
     ("iroh", SERVICES),
     ("onboarding", SERVICES),
+    ("signup", SERVICES),
     ("outbound", SERVICES),
     ("push", SERVICES),
     ("turn", SERVICES),

@@ -215,6 +215,81 @@ pub struct Status {
     pub charts_since: Option<u64>,
 }
 
+/// Issue 18: who may create accounts on the relay (its `signup` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignUpMode {
+    /// Anyone.
+    Open,
+    /// No new accounts; existing ones keep working.
+    Closed,
+    /// Only with an invite made on these pages.
+    Invite,
+    /// Not the accounts Delta Chat's automatic relay selection makes.
+    NoAutomatic,
+}
+
+impl SignUpMode {
+    /// Every mode, in the order the page offers them.
+    pub const ALL: [SignUpMode; 4] = [
+        SignUpMode::Open,
+        SignUpMode::Closed,
+        SignUpMode::Invite,
+        SignUpMode::NoAutomatic,
+    ];
+
+    /// The value in forms and in chatmail.ini.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignUpMode::Open => "open",
+            SignUpMode::Closed => "closed",
+            SignUpMode::Invite => "invite",
+            SignUpMode::NoAutomatic => "no-automatic",
+        }
+    }
+
+    /// The mode a form value names.
+    pub fn parse(value: &str) -> Option<SignUpMode> {
+        SignUpMode::ALL.into_iter().find(|m| m.as_str() == value)
+    }
+}
+
+/// Whether an invite can still create accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteState {
+    Usable,
+    Expired,
+    UsedUp,
+    Revoked,
+}
+
+/// One sign-up invite as the pages list it (its token only in [`Backend::invite_link`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignUpInvite {
+    /// Public id (hex), names the invite in forms and links.
+    pub id: String,
+    /// The admin's note.
+    pub label: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds.
+    pub expires: u64,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub state: InviteState,
+}
+
+/// The sign-up section: the mode and the invites, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignUpInfo {
+    pub mode: SignUpMode,
+    pub invites: Vec<SignUpInvite>,
+    /// A mode change is written to the config file (false: the relay runs without
+    /// one, and a change lasts until it restarts).
+    pub persisted: bool,
+    /// `dclogin:` invites (self-signed relays): each code shown makes one account.
+    pub per_person: bool,
+}
+
 /// The outbound queue's messages for one destination domain (issue 18).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueDomain {
@@ -324,6 +399,37 @@ pub trait Backend: Send + Sync + 'static {
     /// with `Err` (it cannot start, plain-language reason) the pages remove it.
     fn install_upload(&self, path: std::path::PathBuf) -> Result<(), String>;
 
+    /// Issue 18: the sign-up mode and the invites; `None` while the relay does not run.
+    fn signup(&self) -> Option<SignUpInfo> {
+        None
+    }
+    /// Change the sign-up mode (written to the config file, then used by the running
+    /// relay); `Err` with a plain-language reason when it could not be changed.
+    fn set_signup_mode(&self, mode: SignUpMode) -> Result<(), String> {
+        let _ = mode;
+        Err("The relay is not running.".into())
+    }
+    /// Make an invite valid for `valid_days` days and `uses` accounts; its id.
+    fn create_invite(
+        &self,
+        valid_days: u64,
+        uses: u32,
+        label: &str,
+    ) -> impl Future<Output = Result<String, String>> + Send {
+        let _ = (valid_days, uses, label);
+        async { Err("The relay is not running.".to_string()) }
+    }
+    /// Revoke the invite `id`.
+    fn revoke_invite(&self, id: &str) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = id;
+        async { Err("The relay is not running.".to_string()) }
+    }
+    /// The link and QR code of the invite `id` (a fresh `dclogin:` link each time on a
+    /// self-signed relay); `None` when there is no such invite.
+    fn invite_link(&self, id: &str) -> Option<Invite> {
+        let _ = id;
+        None
+    }
     /// The outbound queue by destination domain, the oldest-waiting first (issue 18).
     /// `Err` with a plain-language reason when it cannot be read (no relay yet).
     fn queue(&self) -> impl Future<Output = Result<Vec<QueueDomain>, String>> + Send {

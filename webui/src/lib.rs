@@ -7,8 +7,9 @@
 //! visitor), [`host`] (which `Host:` values name the box),
 //! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
 //! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
-//! (status page), `accounts` (the accounts page), `queue` (the outgoing queue by domain:
-//! retry now, give up), `update` (update now, bundle upload), `charts` (inline SVG bar
+//! (status page), `accounts` (the accounts page), `signup` (sign-up mode and invites), `queue`
+//! (the outgoing queue by domain: retry now, give up), `update` (update now, bundle upload),
+//! `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
@@ -20,6 +21,7 @@ pub mod limiter;
 mod queue;
 mod router;
 mod session;
+mod signup;
 mod status;
 mod update;
 mod view;

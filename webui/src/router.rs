@@ -17,7 +17,9 @@ use axum::routing::{get, post};
 use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
-use crate::{Backend, Client, Overview, Phase, access, accounts, queue, status, update, wizard};
+use crate::{
+    Backend, Client, Overview, Phase, access, accounts, queue, signup, status, update, wizard,
+};
 
 /// Largest form body accepted.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -119,6 +121,11 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
             "/admin/update/upload",
             post(update::upload::<B>).layer(DefaultBodyLimit::disable()),
         )
+        .route("/admin/signup", get(signup::signup_page::<B>))
+        .route("/admin/signup/mode", post(signup::mode_post::<B>))
+        .route("/admin/signup/invites", post(signup::create_post::<B>))
+        .route("/admin/signup/revoke", post(signup::revoke_post::<B>))
+        .route("/admin/signup/invite/{id}", get(signup::invite_page::<B>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(app.clone(), gate::<B>))

@@ -70,6 +70,8 @@ pub struct StatusPage {
     pub charts: Vec<ChartView>,
     /// What the charts count and how current they are (issue 16).
     pub charts_note: String,
+    /// Issue 18: the sign-up mode's name (`None` while the relay does not run).
+    pub signup: Option<&'static str>,
 }
 
 /// `GET /admin/status`.
@@ -161,6 +163,10 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
             .map(|c| chart_view(c, &today, s.charts_since))
             .collect(),
         charts_note: charts_note(s.charts_since, now),
+        signup: app
+            .backend
+            .signup()
+            .map(|i| crate::signup::mode_text(i.mode).0),
     };
     v.page(StatusCode::OK, &page)
 }

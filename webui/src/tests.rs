@@ -7,6 +7,7 @@
 
 mod accounts;
 mod queue;
+mod signup;
 mod status;
 
 use std::collections::HashMap;
@@ -66,6 +67,8 @@ struct Fake {
     code_location: &'static str,
     /// What `status` returns instead of its made-up figures, when set.
     status: Mutex<Option<Status>>,
+    /// Issue 18: the sign-up mode and invites (`None`: the relay does not run).
+    signup: Mutex<Option<SignUpInfo>>,
     /// The outbound queue `queue` lists; `queue_retry` and `queue_bounce` act on it.
     queue: Mutex<Vec<QueueDomain>>,
     /// The relay's accounts and blocked addresses (the accounts page).
@@ -124,6 +127,7 @@ impl Fake {
             password_file: None,
             code_location: "the file setup-code.txt",
             status: Mutex::new(None),
+            signup: Mutex::new(None),
             queue: Mutex::default(),
             accounts: Mutex::default(),
             blocked: Mutex::default(),
@@ -431,6 +435,75 @@ impl Backend for Fake {
         let bytes = std::fs::read(&path).unwrap();
         self.installed.lock().unwrap().push((path, bytes));
         self.refusal("install_upload")
+    }
+
+    fn signup(&self) -> Option<SignUpInfo> {
+        self.signup.lock().unwrap().clone()
+    }
+
+    fn set_signup_mode(&self, mode: SignUpMode) -> Result<(), String> {
+        self.refusal("set_signup_mode")?;
+        self.call(&format!("mode {}", mode.as_str()));
+        if let Some(i) = self.signup.lock().unwrap().as_mut() {
+            i.mode = mode;
+        }
+        Ok(())
+    }
+
+    async fn create_invite(
+        &self,
+        valid_days: u64,
+        uses: u32,
+        label: &str,
+    ) -> Result<String, String> {
+        self.refusal("create_invite")?;
+        if uses == 0 {
+            return Err(format!(
+                "an invite may create 1 to 10000 accounts, not 0 {EVIL}"
+            ));
+        }
+        let mut guard = self.signup.lock().unwrap();
+        let info = guard.as_mut().ok_or("not running")?;
+        let id = format!("{:016x}", info.invites.len() + 1);
+        let now = session::now_unix();
+        info.invites.push(SignUpInvite {
+            id: id.clone(),
+            label: label.to_string(),
+            created: now,
+            expires: now + valid_days * 86_400,
+            max_uses: uses,
+            uses: 0,
+            state: InviteState::Usable,
+        });
+        Ok(id)
+    }
+
+    async fn revoke_invite(&self, id: &str) -> Result<(), String> {
+        self.call(&format!("revoke {id}"));
+        let mut guard = self.signup.lock().unwrap();
+        let info = guard.as_mut().ok_or("not running")?;
+        let i = info
+            .invites
+            .iter_mut()
+            .find(|i| i.id == id)
+            .ok_or(format!("no invite with id {id}"))?;
+        i.state = InviteState::Revoked;
+        Ok(())
+    }
+
+    fn invite_link(&self, id: &str) -> Option<Invite> {
+        let n = self.calls.lock().unwrap().len();
+        self.call(&format!("invite_link {id}"));
+        let per_person = self.signup.lock().unwrap().as_ref()?.per_person;
+        let url = if per_person {
+            format!("dclogin:u{n}@[192.0.2.1]?p=inv.token{id}.secret{n}&v=1")
+        } else {
+            format!("DCACCOUNT:https://chat.example.org/new?invite=token{id}")
+        };
+        Some(Invite {
+            url,
+            qr_svg: self.qr_svg.lock().unwrap().clone(),
+        })
     }
 
     async fn queue(&self) -> Result<Vec<QueueDomain>, String> {

@@ -1,9 +1,9 @@
 //! Edits of the operator's chatmail.ini that the wizard, the factory reset and a restore
 //! make: set or remove a key of `[params]` (`mail_domain`, `data_dir`), keeping every
-//! other line, comment and the order as they are. Validation and the atomic write are
-//! the caller's.
+//! other line, comment and the order as they are ([`crate::config::edit_param`], which
+//! the sign-up mode uses too). Validation and the atomic write are the caller's.
 
-use crate::config::{IniLine, ini_line};
+use crate::config::edit_param;
 
 /// `text` with `mail_domain = value` in `[params]`: the existing line replaced (every
 /// duplicate dropped), or a new line right after the `[params]` header, or a new
@@ -14,60 +14,12 @@ pub fn set_mail_domain(text: &str, value: &str) -> String {
 
 /// `text` without `mail_domain` (factory state: the daemon starts in setup mode).
 pub fn remove_mail_domain(text: &str) -> String {
-    edit(text, "mail_domain", None)
+    edit_param(text, "mail_domain", None)
 }
 
 /// `text` with `key = value` in `[params]`, placed as [`set_mail_domain`] places its line.
 pub fn set_param(text: &str, key: &str, value: &str) -> String {
-    edit(text, key, Some(value))
-}
-
-/// Set (`Some`) or remove (`None`) `param` of `[params]`. Lines are read as the config
-/// parser reads them ([`ini_line`]): a section header may
-/// carry a comment, an indented line continues the previous value (so the continuation
-/// lines of a removed `mail_domain` go with it).
-fn edit(text: &str, param: &str, value: Option<&str>) -> String {
-    let mut out = String::with_capacity(text.len() + 40);
-    let mut section: Option<&str> = None;
-    let mut placed = false;
-    let mut has_params = false;
-    // Inside a removed `mail_domain` (its continuation lines are dropped too).
-    let mut dropping = false;
-    for line in text.split_inclusive('\n') {
-        let bare = line.strip_suffix('\n').unwrap_or(line);
-        let bare = bare.strip_suffix('\r').unwrap_or(bare);
-        match ini_line(bare) {
-            IniLine::Section(Some(name)) => {
-                dropping = false;
-                section = Some(name);
-                out.push_str(line);
-                if !line.ends_with('\n') {
-                    out.push('\n');
-                }
-                if name == "params" {
-                    has_params = true;
-                    if let (Some(v), false) = (value, placed) {
-                        out.push_str(&format!("{param} = {v}\n"));
-                        placed = true;
-                    }
-                }
-                continue;
-            }
-            IniLine::Key(Some((key, _))) => {
-                dropping = section == Some("params") && key == param;
-            }
-            IniLine::Key(None) | IniLine::Section(None) => dropping = false,
-            IniLine::Continuation(_) | IniLine::Blank => {}
-        }
-        if dropping && !matches!(ini_line(bare), IniLine::Blank) {
-            continue;
-        }
-        out.push_str(line);
-    }
-    if let (Some(v), false) = (value, has_params) {
-        out = format!("[params]\n{param} = {v}\n{out}");
-    }
-    out
+    edit_param(text, key, Some(value))
 }
 
 #[cfg(test)]

@@ -769,6 +769,74 @@ impl Backend for Appliance {
         }
     }
 
+    fn signup(&self) -> Option<relaybox_webui::SignUpInfo> {
+        let relay = self.relay()?;
+        let signup = relay.auth.signup();
+        let invites = match signup.invites() {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::error!("sign-up page: {e}");
+                Vec::new()
+            }
+        };
+        Some(relaybox_webui::SignUpInfo {
+            mode: signup_mode_to_page(signup.mode()),
+            invites: invites.into_iter().map(invite_to_page).collect(),
+            persisted: self.config_path.is_some(),
+            per_person: relay.config.self_signed(),
+        })
+    }
+
+    fn set_signup_mode(&self, mode: relaybox_webui::SignUpMode) -> Result<(), String> {
+        let relay = self.relay().ok_or("The relay is not running.")?;
+        let mode = crate::signup::Mode::parse(mode.as_str()).ok_or("Unknown mode.")?;
+        relay
+            .auth
+            .signup()
+            .set_mode(mode, self.config_path.as_deref())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn create_invite(
+        &self,
+        valid_days: u64,
+        uses: u32,
+        label: &str,
+    ) -> Result<String, String> {
+        let relay = self.relay().ok_or("The relay is not running.")?;
+        relay
+            .auth
+            .signup()
+            .create_invite(valid_days, uses, label)
+            .await
+            .map(|i| i.id)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn revoke_invite(&self, id: &str) -> Result<(), String> {
+        let relay = self.relay().ok_or("The relay is not running.")?;
+        relay
+            .auth
+            .signup()
+            .revoke_invite(id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn invite_link(&self, id: &str) -> Option<Invite> {
+        let relay = self.relay()?;
+        let invite = relay
+            .auth
+            .signup()
+            .invites()
+            .ok()?
+            .into_iter()
+            .find(|i| i.id == id)?;
+        let url = crate::onboarding::invite_link(&relay.config, &invite.token);
+        let qr_svg = crate::web::qr_svg_element(&url)?;
+        Some(Invite { url, qr_svg })
+    }
+
     async fn queue(&self) -> Result<Vec<relaybox_webui::QueueDomain>, String> {
         let relay = self.relay().ok_or("The relay is not running yet.")?;
         let now = crate::operator::queue::now(Some(relay));
@@ -936,6 +1004,30 @@ fn list_query(q: relaybox_webui::AccountQuery) -> crate::operator::accounts::Lis
 /// An error as the pages show it.
 fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
+}
+
+/// The pages' name of a sign-up mode.
+fn signup_mode_to_page(mode: crate::signup::Mode) -> relaybox_webui::SignUpMode {
+    relaybox_webui::SignUpMode::parse(mode.as_str()).unwrap_or(relaybox_webui::SignUpMode::Open)
+}
+
+/// An invite as the pages list it (without its token).
+fn invite_to_page(i: crate::signup::Invite) -> relaybox_webui::SignUpInvite {
+    use crate::signup::InviteState as S;
+    relaybox_webui::SignUpInvite {
+        id: i.id,
+        label: i.label,
+        created: i.created,
+        expires: i.expires,
+        max_uses: i.max_uses,
+        uses: i.uses,
+        state: match i.state {
+            S::Usable => relaybox_webui::InviteState::Usable,
+            S::Expired => relaybox_webui::InviteState::Expired,
+            S::UsedUp => relaybox_webui::InviteState::UsedUp,
+            S::Revoked => relaybox_webui::InviteState::Revoked,
+        },
+    }
 }
 
 /// Health of every service of `relay` that the config turns on (blocking: probes the

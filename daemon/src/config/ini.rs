@@ -52,6 +52,57 @@ pub fn ini_line(raw: &str) -> IniLine<'_> {
     IniLine::Key(kv.map(|(k, v)| (k.trim(), v.trim())))
 }
 
+/// `text` with `param = value` in `[params]` (`value` `None`: without `param`): the
+/// existing line replaced (every duplicate dropped), or a new line right after the
+/// `[params]` header, or a new `[params]` section at the top; every other line, comment
+/// and the order kept. Lines are read as the parser reads them ([`ini_line`]): a section
+/// header may carry a comment, an indented line continues the previous value (so the
+/// continuation lines of a replaced or removed key go with it). Used by the wizard
+/// (`mail_domain`, `appliance::configfile`) and the sign-up mode (`signup`).
+pub fn edit_param(text: &str, param: &str, value: Option<&str>) -> String {
+    let mut out = String::with_capacity(text.len() + 40);
+    let mut section: Option<&str> = None;
+    let mut placed = false;
+    let mut has_params = false;
+    // Inside a replaced or removed `param` (its continuation lines are dropped too).
+    let mut dropping = false;
+    for line in text.split_inclusive('\n') {
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        let bare = bare.strip_suffix('\r').unwrap_or(bare);
+        match ini_line(bare) {
+            IniLine::Section(Some(name)) => {
+                dropping = false;
+                section = Some(name);
+                out.push_str(line);
+                if !line.ends_with('\n') {
+                    out.push('\n');
+                }
+                if name == "params" {
+                    has_params = true;
+                    if let (Some(v), false) = (value, placed) {
+                        out.push_str(&format!("{param} = {v}\n"));
+                        placed = true;
+                    }
+                }
+                continue;
+            }
+            IniLine::Key(Some((key, _))) => {
+                dropping = section == Some("params") && key == param;
+            }
+            IniLine::Key(None) | IniLine::Section(None) => dropping = false,
+            IniLine::Continuation(_) | IniLine::Blank => {}
+        }
+        if dropping && !matches!(ini_line(bare), IniLine::Blank) {
+            continue;
+        }
+        out.push_str(line);
+    }
+    if let (Some(v), false) = (value, has_params) {
+        out = format!("[params]\n{param} = {v}\n{out}");
+    }
+    out
+}
+
 /// Split chatmail.ini text into entries ([`ini_line`]): comments and blank lines are
 /// skipped; `[name]` opens a section; `key = value` sets a key; an indented line continues
 /// the previous value on a new line.

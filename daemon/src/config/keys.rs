@@ -15,7 +15,8 @@ use super::value::{
 };
 use super::{
     Config, ConfigError, DEFAULT_ACME_DIRECTORY, DEFAULT_DATA_DIR, DEFAULT_OUTBOUND_PROBE,
-    DEFAULT_PUSH_URL, DEFAULT_UPDATE_URL, DEFAULT_WINDOW, Listeners, Mode, WatchdogSetting, Window,
+    DEFAULT_PUSH_URL, DEFAULT_UPDATE_URL, DEFAULT_WINDOW, Listeners, Mode, SignupMode,
+    WatchdogSetting, Window,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -372,6 +373,21 @@ pub static KEYS: &[&dyn Key] = &[
         parse: |v, _| size(v),
         set: |c, v| c.min_free_disk_space = v,
         help: "new accounts are refused while less space is free in `data_dir`",
+    },
+    &Spec {
+        name: "signup",
+        origin: Origin::Relaybox,
+        default: Fallback::Text("open"),
+        dev: Dev::Same,
+        parse: |v, _| {
+            SignupMode::parse(v)
+                .ok_or_else(|| format!("expected open, closed, invite or no-automatic, got {v:?}"))
+        },
+        set: |c, v| c.signup = v,
+        help: "who may create an account: `open`; `closed` (existing accounts keep \
+               working); `invite` (only with an invite made on the status page); \
+               `no-automatic` (not the accounts Delta Chat's automatic relay selection \
+               makes); the status page changes it; a `nocreate` file closes sign-up too",
     },
     &Spec {
         name: "max_imap_connections",

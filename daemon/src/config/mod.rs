@@ -26,7 +26,7 @@ pub mod keys;
 mod readme;
 mod value;
 
-pub use ini::{IniLine, ini_line};
+pub use ini::{IniLine, edit_param, ini_line};
 pub use value::{
     AddressError, DEFAULT_WINDOW, METRICS_PORT, Window, parse_duration, parse_metrics_address,
     parse_size,
@@ -41,6 +41,46 @@ pub enum Mode {
     Underscore,
     /// `mail_domain` is an IPv4 address: addresses `user@[a.b.c.d]`, self-signed, no DKIM.
     IpOnly(Ipv4Addr),
+}
+
+/// `signup` (issue 18): who may create an account. The `nocreate` files (CFG-6) close
+/// sign-up whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignupMode {
+    /// Anyone (upstream's behaviour).
+    #[default]
+    Open,
+    /// No new accounts; existing ones keep working.
+    Closed,
+    /// Only with an invite the admin made (`crate::signup`).
+    Invite,
+    /// Not the accounts Delta Chat's automatic relay selection makes.
+    NoAutomatic,
+}
+
+impl SignupMode {
+    /// Every mode, in the order the status page offers them.
+    pub const ALL: [SignupMode; 4] = [
+        SignupMode::Open,
+        SignupMode::Closed,
+        SignupMode::Invite,
+        SignupMode::NoAutomatic,
+    ];
+
+    /// The value as written in chatmail.ini.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignupMode::Open => "open",
+            SignupMode::Closed => "closed",
+            SignupMode::Invite => "invite",
+            SignupMode::NoAutomatic => "no-automatic",
+        }
+    }
+
+    /// The mode a chatmail.ini value names, if any.
+    pub fn parse(value: &str) -> Option<SignupMode> {
+        SignupMode::ALL.into_iter().find(|m| m.as_str() == value)
+    }
 }
 
 /// Listen addresses per service; an empty list disables the service.
@@ -114,6 +154,9 @@ pub struct Config {
     pub min_available_memory: u64,
     /// Bytes.
     pub min_free_disk_space: u64,
+    /// `signup` (issue 18): who may create an account; the relay's live setting starts
+    /// from it (`crate::signup`).
+    pub signup: SignupMode,
     pub max_imap_connections: usize,
     pub max_smtp_connections: usize,
     /// Relaybox (issue 13): per-address connection limits and session deadlines.
@@ -438,6 +481,7 @@ impl Config {
             max_load_1m: 0.0,
             min_available_memory: 0,
             min_free_disk_space: 0,
+            signup: SignupMode::Open,
             max_imap_connections: 0,
             max_smtp_connections: 0,
             connections: ConnectionLimits {

@@ -400,6 +400,11 @@ fn bad_values_name_their_key() {
             "expected a size like 500M or 2G",
         ),
         (
+            "signup = invites",
+            "signup",
+            "expected open, closed, invite or no-automatic, got \"invites\"",
+        ),
+        (
             "max_message_size = 30M",
             "max_message_size",
             "expected a number of bytes like 31457280, got \"30M\"",
@@ -1064,6 +1069,7 @@ fn every_key_of_the_table_sets_the_config() {
         ("max_load_1m", "2.5"),
         ("min_available_memory", "201M"),
         ("min_free_disk_space", "2G"),
+        ("signup", "invite"),
         ("max_imap_connections", "9"),
         ("max_smtp_connections", "8"),
         ("max_connections_per_ip", "7"),

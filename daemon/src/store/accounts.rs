@@ -55,6 +55,49 @@ pub struct AccountRemoval {
     pub tokens: usize,
 }
 
+impl Account {
+    /// A new account created at `now` (its login day that day, LL-1; ACC-9).
+    pub(super) fn new(address: &str, password_hash: &str, now: u64) -> Account {
+        Account {
+            address: address.to_string(),
+            password_hash: password_hash.to_string(),
+            last_login_day: now / 86400 * 86400,
+            enforce_e2ee: true,
+            created: Some(now),
+        }
+    }
+}
+
+/// The account at `address`, read inside a write transaction.
+pub(super) fn existing_account(
+    tx: &WriteTransaction,
+    address: &str,
+) -> Result<Option<Account>, StoreError> {
+    let t = tx.open_table(ACCOUNTS)?;
+    let row = t.get(address)?;
+    row.map(|v| decode_account(address, v.value())).transpose()
+}
+
+/// Insert `account` with its INBOX unless the address exists (ACC-7): the one creation
+/// step of [`Store::create_account`] and of the creation with an invite (`invites.rs`).
+pub(super) fn insert_account(
+    tx: &WriteTransaction,
+    account: &Account,
+) -> Result<Created, StoreError> {
+    if blocked::is_blocked_in(tx, &account.address)? {
+        return Err(StoreError::Blocked);
+    }
+    if let Some(a) = existing_account(tx, &account.address)? {
+        return Ok(Created::Existing(a));
+    }
+    tx.open_table(ACCOUNTS)?
+        .insert(account.address.as_str(), encode_account(account).as_slice())?;
+    if get_mailbox(tx, &account.address, "INBOX")?.is_none() {
+        new_mailbox(tx, &account.address, "INBOX")?;
+    }
+    Ok(Created::New)
+}
+
 fn encode_account(a: &Account) -> Vec<u8> {
     Enc::default()
         .str(&a.password_hash)
@@ -103,36 +146,9 @@ impl Store {
         password_hash: &str,
         now: u64,
     ) -> Result<Created, StoreError> {
-        let account = Account {
-            address: address.to_string(),
-            password_hash: password_hash.to_string(),
-            last_login_day: now / 86400 * 86400,
-            enforce_e2ee: true,
-            created: Some(now),
-        };
+        let account = Account::new(address, password_hash, now);
         self.writer
-            .run(true, move |tx| {
-                if blocked::is_blocked_in(tx, &account.address)? {
-                    return Err(StoreError::Blocked);
-                }
-                let existing = {
-                    let t = tx.open_table(ACCOUNTS)?;
-                    let row = t.get(account.address.as_str())?;
-                    row.map(|v| decode_account(&account.address, v.value()))
-                        .transpose()?
-                };
-                if let Some(a) = existing {
-                    return Ok(Created::Existing(a));
-                }
-                tx.open_table(ACCOUNTS)?.insert(
-                    account.address.as_str(),
-                    encode_account(&account).as_slice(),
-                )?;
-                if get_mailbox(tx, &account.address, "INBOX")?.is_none() {
-                    new_mailbox(tx, &account.address, "INBOX")?;
-                }
-                Ok(Created::New)
-            })
+            .run(true, move |tx| insert_account(tx, &account))
             .await
     }
 

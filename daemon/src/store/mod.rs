@@ -1,6 +1,6 @@
 //! The only code that touches redb: typed tables for accounts, mailboxes, messages,
-//! message bodies, metadata, the outbound queue and the push queue; the schema version; and the
-//! group-commit writer (DESIGN.md principle 2).
+//! message bodies, metadata, the outbound queue, the push queue and sign-up invites; the
+//! schema version; and the group-commit writer (DESIGN.md principle 2).
 //!
 //! Reads run directly on a read transaction (microseconds). Writes go to one writer
 //! thread that gathers every pending job into one transaction. Deliveries, APPEND, flag
@@ -26,6 +26,7 @@
 //! - `queue`: the outbound queue and its due-time index;
 //! - `push`: push jobs and their due-time index;
 //! - `metadata`: IMAP METADATA device tokens;
+//! - `invites`: sign-up invites and the creation of an account with one;
 //! - `snapshot`: every table's rows as one read transaction sees them, and back (backups);
 //! - `op`, `wal`, `writer`, `usage`, `codec`: logged operations, the write-ahead log, the
 //!   writer thread, the usage cache and the row encoding.
@@ -35,6 +36,7 @@ mod blocked;
 mod bodies;
 mod codec;
 mod delivery;
+mod invites;
 mod mailboxes;
 mod metadata;
 mod op;
@@ -61,6 +63,7 @@ use writer::Writer;
 pub use accounts::{Account, AccountFigures, AccountRemoval, Created};
 pub use blocked::{Block, BlockedAddress};
 pub use delivery::{Delivered, Delivery, PushRequest};
+pub use invites::{InviteCreated, InviteRow};
 pub use mailboxes::{AccountMessage, FlagOp, Flags, MailboxInfo, MessageMeta};
 pub use push::{MAX_PUSH_LEVEL, PushJob};
 pub use queue::QueuedMessage;

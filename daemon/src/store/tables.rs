@@ -2,7 +2,7 @@
 //! are defined here together with the schema version that describes them. The rows are
 //! encoded by the module of each table family: `accounts`, `mailboxes` (mailboxes and
 //! messages), `bodies`, `queue`, `push` (push jobs), `metadata` (device tokens), `blocked`
-//! (blocked addresses); `meta` by the store itself (`mod.rs`) and the writer.
+//! (blocked addresses), `invites`; `meta` by the store itself (`mod.rs`) and the writer.
 
 use redb::{TableDefinition, WriteTransaction};
 
@@ -45,6 +45,10 @@ pub(super) const PUSH_DUE: TableDefinition<(u32, u64, u64), ()> = TableDefinitio
 /// again. Added without a schema change: an older program ignores the table.
 pub(super) const BLOCKED: TableDefinition<&str, &[u8]> = TableDefinition::new("blocked_addresses");
 
+/// SHA-256 of an invite token → invite row (issue 18: sign-up by invite; `invites.rs`).
+/// Added without a schema version change: an older binary ignores the table.
+pub(super) const INVITES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invites");
+
 /// What a table holds, for snapshots (`snapshot.rs`): a backup without messages leaves
 /// out the [`Holds::Messages`] tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,7 @@ pub(super) fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.table(MAILBOXES, Holds::Relay)?;
     v.table(TOKENS, Holds::Relay)?;
     v.table(BLOCKED, Holds::Relay)?;
+    v.table(INVITES, Holds::Relay)?;
     v.table(MESSAGES, Holds::Messages)?;
     v.table(BODIES, Holds::Messages)?;
     v.table(BODY_REFS, Holds::Messages)?;

@@ -49,6 +49,11 @@ pub fn mta_sts_policy(config: &Config) -> String {
 /// (`crate::http::Web` implements it).
 pub trait Site: Clone + Send + Sync + 'static {
     fn config(&self) -> &Config;
+    /// Issue 18: the relay's sign-up mode now (the index page offers no code while
+    /// sign-up is closed or by invite only).
+    fn signup_mode(&self) -> crate::config::SignupMode {
+        self.config().signup
+    }
 }
 
 /// Add the site routes to the HTTPS router: the built-in pages, or with `www_folder`
@@ -161,6 +166,15 @@ struct IndexPage {
     delete_mails_after: u32,
 }
 
+/// The index page while sign-up is closed or by invite only (issue 18).
+#[derive(Template)]
+#[template(path = "index_no_signup.html")]
+struct NoSignupPage {
+    domain: String,
+    note: &'static str,
+    delete_mails_after: u32,
+}
+
 #[derive(Template)]
 #[template(path = "info.html")]
 struct InfoPage {
@@ -229,6 +243,25 @@ pub fn invite_link(config: &Config) -> (String, &'static str) {
 /// ACC-5), so that page must not be cached.
 async fn index<S: Site>(State(web): State<S>) -> Response {
     let config = web.config();
+    // Issue 18: no code that the relay would refuse; the page says why instead (and is
+    // not cached, so a change of the mode shows at once).
+    let no_signup = match web.signup_mode() {
+        crate::config::SignupMode::Closed => {
+            Some("This relay does not take new profiles at the moment.")
+        }
+        crate::config::SignupMode::Invite => Some(
+            "New profiles on this relay are by invitation: ask its owner for an invite QR code.",
+        ),
+        _ => None,
+    };
+    if let Some(note) = no_signup {
+        let page = NoSignupPage {
+            domain: shown_domain(config),
+            note,
+            delete_mails_after: config.delete_mails_after,
+        };
+        return html(page.render(), "no-store");
+    }
     let (invite, cache) = invite_link(config);
     let Some(qr) = qr_svg(&invite) else {
         tracing::error!("invite link does not fit in a QR code");

@@ -135,6 +135,37 @@ async fn index_has_the_dcaccount_link_and_its_qr() {
     assert_eq!(headers[header::CACHE_CONTROL], "max-age=3600");
 }
 
+/// Issue 18: while sign-up is closed or by invite only the page offers no code (the
+/// relay would refuse it) and says why; open again, the code is back.
+#[tokio::test]
+async fn index_offers_no_code_while_sign_up_is_closed_or_by_invite() {
+    let site = Site::new("chat.example.org", |_, _| {});
+    let signup = site.relay.auth.signup();
+    for (mode, text) in [
+        (crate::signup::Mode::Closed, "does not take new profiles"),
+        (
+            crate::signup::Mode::Invite,
+            "ask its owner for an invite QR code",
+        ),
+    ] {
+        signup.set_mode(mode, None).unwrap();
+        let html = site.page("/").await;
+        assert!(html.contains(text), "{html}");
+        assert!(!html.contains("DCACCOUNT:"), "{html}");
+        assert!(!html.contains("<svg"), "{html}");
+        let (_, headers, _) = site.get("/", "chat.example.org").await;
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    }
+    signup
+        .set_mode(crate::signup::Mode::NoAutomatic, None)
+        .unwrap();
+    assert!(
+        site.page("/")
+            .await
+            .contains("href=\"DCACCOUNT:https://chat.example.org/new\"")
+    );
+}
+
 #[tokio::test]
 async fn index_offers_dcaccount_domain_besides_the_https_invite() {
     // Upstream 1.12: `DCACCOUNT:<domain>` (the client invents the credentials) as an
