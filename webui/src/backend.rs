@@ -153,6 +153,10 @@ pub enum AcmeProgress {
 pub struct Invite {
     pub url: String,
     pub qr_svg: String,
+    /// Upstream 1.12's `DCACCOUNT:<domain>` (the app makes up the address and password
+    /// itself, no request to `/new`): domain relays whose sign-up takes it; `None`
+    /// otherwise (IP-only and self-signed relays, invite-only or closed sign-up).
+    pub domain_code: Option<String>,
 }
 
 /// Health of one service on the status page.

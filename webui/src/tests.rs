@@ -355,9 +355,12 @@ impl Backend for Fake {
             "DCACCOUNT:https://chat.example.org/new".to_string()
         };
         self.call("invite");
+        let domain_code =
+            (!*self.ip_only.lock().unwrap()).then(|| "DCACCOUNT:chat.example.org".into());
         Some(Invite {
             url: self.text(&url),
             qr_svg: self.qr_svg.lock().unwrap().clone(),
+            domain_code,
         })
     }
 
@@ -503,6 +506,7 @@ impl Backend for Fake {
         Some(Invite {
             url,
             qr_svg: self.qr_svg.lock().unwrap().clone(),
+            domain_code: None,
         })
     }
 
@@ -1537,6 +1541,13 @@ async fn done_page_gives_each_person_their_own_code() {
     assert!(p.body.contains("id=\"invite-shared\""));
     assert!(p.body.contains("new, separate account"));
     assert!(!p.body.contains("id=\"invite-per-person\""));
+    // Issue 18: upstream 1.12's `DCACCOUNT:<domain>` beside the code.
+    assert!(
+        p.body
+            .contains("<p id=\"invite-domain\">Newer Delta Chat apps also take the shorter code <code>DCACCOUNT:chat.example.org</code>"),
+        "{}",
+        p.body
+    );
     *fake.ip_only.lock().unwrap() = true;
     *fake.domain.lock().unwrap() = Some("192.0.2.1".into());
     let first = b.get("/admin/setup/done").await;
@@ -1554,6 +1565,10 @@ async fn done_page_gives_each_person_their_own_code() {
         assert!(body.contains("<a id=\"invite-public\" href=\"https://192.0.2.1/\">"));
         assert!(!body.contains("Share"), "never shown as shareable");
         assert!(!body.contains("id=\"invite-shared\""));
+        assert!(
+            !body.contains("id=\"invite-domain\""),
+            "no domain code without a domain"
+        );
     }
 }
 

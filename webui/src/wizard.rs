@@ -510,6 +510,8 @@ pub struct DonePage {
     /// needs a code of their own (issue 16 item 1). Otherwise (`DCACCOUNT:`) every
     /// scan creates a new account and the code may be shared.
     pub per_person: bool,
+    /// `DCACCOUNT:<domain>`, offered beside the code when sign-up takes it.
+    pub domain_code: Option<String>,
     /// The relay's public page, which hands out codes too.
     pub public_page: Option<String>,
 }
@@ -576,9 +578,11 @@ pub async fn done_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) ->
         .domain
         .as_deref()
         .map(|d| format!("https://{d}/"));
+    let domain_code = invite.as_ref().and_then(|i| i.domain_code.clone());
     let page = DonePage {
         l,
         url,
+        domain_code,
         qr_svg: invite.map(|i| i.qr_svg).filter(|s| safe_svg(s)),
         per_person,
         public_page,

@@ -670,7 +670,17 @@ impl Backend for Appliance {
         let relay = self.relay()?;
         let (url, _) = crate::web::invite_link(&relay.config);
         let qr_svg = crate::web::qr_svg_element(&url)?;
-        Some(Invite { url, qr_svg })
+        // An invite cannot travel in `DCACCOUNT:<domain>`, and closed is closed.
+        let open = matches!(
+            relay.auth.signup().mode(),
+            crate::config::SignupMode::Open | crate::config::SignupMode::NoAutomatic
+        );
+        let domain_code = crate::onboarding::dcaccount_domain_url(&relay.config).filter(|_| open);
+        Some(Invite {
+            url,
+            qr_svg,
+            domain_code,
+        })
     }
 
     fn update_now(&self) -> Result<(), String> {
@@ -834,7 +844,11 @@ impl Backend for Appliance {
             .find(|i| i.id == id)?;
         let url = crate::onboarding::invite_link(&relay.config, &invite.token);
         let qr_svg = crate::web::qr_svg_element(&url)?;
-        Some(Invite { url, qr_svg })
+        Some(Invite {
+            url,
+            qr_svg,
+            domain_code: None,
+        })
     }
 
     async fn queue(&self) -> Result<Vec<relaybox_webui::QueueDomain>, String> {

@@ -406,3 +406,27 @@ async fn a_stuck_domain_is_named_and_degrades() {
     let (_, inbox) = relay.store.messages("a@[127.0.0.1]", "INBOX").unwrap();
     assert_eq!(inbox.len(), 1, "the sender's bounce");
 }
+
+/// Issue 18 item 1: the first-account page offers upstream 1.12's `DCACCOUNT:<domain>`
+/// beside the code on a domain relay, and not when sign-up cannot take it.
+#[tokio::test]
+async fn the_first_account_page_offers_the_domain_code_while_sign_up_takes_it() {
+    use relaybox_webui::Backend;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = appliance(dir.path(), false);
+    let config = crate::testing::config(&dir.path().join("relay"), "chat.example.org");
+    let relay = Relay::open(config).unwrap();
+    a.attach(relay.clone());
+    let code = |a: &Appliance| a.invite().expect("an invite").domain_code;
+    assert_eq!(code(&a).as_deref(), Some("DCACCOUNT:chat.example.org"));
+    use crate::config::SignupMode;
+    for (mode, offered) in [
+        (SignupMode::NoAutomatic, true),
+        (SignupMode::Invite, false),
+        (SignupMode::Closed, false),
+        (SignupMode::Open, true),
+    ] {
+        relay.auth.signup().set_mode(mode, None).unwrap();
+        assert_eq!(code(&a).is_some(), offered, "{mode:?}");
+    }
+}
