@@ -157,6 +157,9 @@ pub struct Invite {
     /// itself, no request to `/new`): domain relays whose sign-up takes it; `None`
     /// otherwise (IP-only and self-signed relays, invite-only or closed sign-up).
     pub domain_code: Option<String>,
+    /// Sign-up does not take this code (`closed`, or `invite`: codes come with an invite):
+    /// what the page says instead of showing it.
+    pub not_open: Option<String>,
 }
 
 /// Health of one service on the status page.

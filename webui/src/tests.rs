@@ -71,6 +71,8 @@ struct Fake {
     signup: Mutex<Option<SignUpInfo>>,
     /// The outbound queue `queue` lists; `queue_retry` and `queue_bounce` act on it.
     queue: Mutex<Vec<QueueDomain>>,
+    /// What `invite` says instead of a code (sign-up closed or by invite).
+    not_open: Mutex<Option<String>>,
     /// The relay's accounts and blocked addresses (the accounts page).
     accounts: Mutex<Vec<AccountSummary>>,
     blocked: Mutex<Vec<(String, u64)>>,
@@ -129,6 +131,7 @@ impl Fake {
             status: Mutex::new(None),
             signup: Mutex::new(None),
             queue: Mutex::default(),
+            not_open: Mutex::default(),
             accounts: Mutex::default(),
             blocked: Mutex::default(),
         }
@@ -361,6 +364,7 @@ impl Backend for Fake {
             url: self.text(&url),
             qr_svg: self.qr_svg.lock().unwrap().clone(),
             domain_code,
+            not_open: self.not_open.lock().unwrap().clone(),
         })
     }
 
@@ -507,6 +511,7 @@ impl Backend for Fake {
             url,
             qr_svg: self.qr_svg.lock().unwrap().clone(),
             domain_code: None,
+            not_open: None,
         })
     }
 

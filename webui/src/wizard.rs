@@ -512,6 +512,8 @@ pub struct DonePage {
     pub per_person: bool,
     /// `DCACCOUNT:<domain>`, offered beside the code when sign-up takes it.
     pub domain_code: Option<String>,
+    /// Sign-up does not take the code: what to say instead (and no code).
+    pub not_open: Option<String>,
     /// The relay's public page, which hands out codes too.
     pub public_page: Option<String>,
 }
@@ -579,10 +581,12 @@ pub async fn done_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) ->
         .as_deref()
         .map(|d| format!("https://{d}/"));
     let domain_code = invite.as_ref().and_then(|i| i.domain_code.clone());
+    let not_open = invite.as_ref().and_then(|i| i.not_open.clone());
     let page = DonePage {
         l,
         url,
         domain_code,
+        not_open,
         qr_svg: invite.map(|i| i.qr_svg).filter(|s| safe_svg(s)),
         per_person,
         public_page,

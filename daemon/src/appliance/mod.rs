@@ -671,15 +671,27 @@ impl Backend for Appliance {
         let (url, _) = crate::web::invite_link(&relay.config);
         let qr_svg = crate::web::qr_svg_element(&url)?;
         // An invite cannot travel in `DCACCOUNT:<domain>`, and closed is closed.
-        let open = matches!(
-            relay.auth.signup().mode(),
-            crate::config::SignupMode::Open | crate::config::SignupMode::NoAutomatic
-        );
-        let domain_code = crate::onboarding::dcaccount_domain_url(&relay.config).filter(|_| open);
+        use crate::config::SignupMode;
+        let not_open = match relay.auth.signup().mode() {
+            SignupMode::Open | SignupMode::NoAutomatic => None,
+            SignupMode::Invite => Some(
+                "New accounts on this relay need an invite: make one on the Sign-up page and \
+                 scan its code."
+                    .to_string(),
+            ),
+            SignupMode::Closed => Some(
+                "Sign-up is closed on this relay: open it on the Sign-up page to create an \
+                 account."
+                    .to_string(),
+            ),
+        };
+        let domain_code =
+            crate::onboarding::dcaccount_domain_url(&relay.config).filter(|_| not_open.is_none());
         Some(Invite {
             url,
             qr_svg,
             domain_code,
+            not_open,
         })
     }
 
@@ -848,6 +860,7 @@ impl Backend for Appliance {
             url,
             qr_svg,
             domain_code: None,
+            not_open: None,
         })
     }
 

@@ -428,5 +428,7 @@ async fn the_first_account_page_offers_the_domain_code_while_sign_up_takes_it() 
     ] {
         relay.auth.signup().set_mode(mode, None).unwrap();
         assert_eq!(code(&a).is_some(), offered, "{mode:?}");
+        // Where the code would be refused, the page says so instead.
+        assert_eq!(a.invite().unwrap().not_open.is_none(), offered, "{mode:?}");
     }
 }
