@@ -8,7 +8,7 @@
 //! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
 //! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
 //! (status page), `accounts` (the accounts page), `queue` (the outgoing queue by domain:
-//! retry now, give up), `update` (update now, bundle upload), `charts` (inline SVG bar
+//! retry now, give up), `update` (update now, bundle upload), `restore` (restore from a backup in the wizard, download a backup now), `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
@@ -18,6 +18,7 @@ mod charts;
 pub mod host;
 pub mod limiter;
 mod queue;
+mod restore;
 mod router;
 mod session;
 mod status;

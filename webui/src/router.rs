@@ -17,7 +17,9 @@ use axum::routing::{get, post};
 use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
-use crate::{Backend, Client, Overview, Phase, access, accounts, queue, status, update, wizard};
+use crate::{
+    Backend, Client, Overview, Phase, access, accounts, queue, restore, status, update, wizard,
+};
 
 /// Largest form body accepted.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -119,6 +121,17 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
             "/admin/update/upload",
             post(update::upload::<B>).layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/admin/setup/restore",
+            get(restore::restore_page::<B>).post(restore::restore_post::<B>),
+        )
+        .route("/admin/setup/restore/cancel", post(restore::cancel::<B>))
+        // A backup is far over BODY_LIMIT: `restore::upload` enforces the backend's cap.
+        .route(
+            "/admin/setup/restore/upload",
+            post(restore::upload::<B>).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/admin/backup/download", post(restore::download::<B>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(app.clone(), gate::<B>))
