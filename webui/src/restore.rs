@@ -20,7 +20,7 @@ use crate::access::CsrfForm;
 use crate::router::{App, Visitor, message};
 use crate::update::{self, UploadError};
 use crate::view::{self, Layout};
-use crate::{BackupInfo, Backend, Phase};
+use crate::{Backend, BackupInfo, Phase};
 
 /// Where the wizard's restore pages live.
 const PAGE: &str = "/admin/setup/restore";
@@ -218,7 +218,13 @@ pub async fn restore_post<B: Backend>(
     if form.passphrase.len() > MAX_PASSPHRASE {
         return refused(&app, &mut v, "That passphrase is far too long.");
     }
-    match app.backend.restore_backup(form.passphrase).await {
+    // Carried out to the end even when the browser goes away meanwhile: a restore that
+    // swapped the files in must also switch the daemon to them.
+    let backend = app.backend.clone();
+    let passphrase = form.passphrase;
+    let done = tokio::spawn(async move { backend.restore_backup(passphrase).await }).await;
+    let done = done.unwrap_or_else(|_| Err("The restore stopped unexpectedly.".to_string()));
+    match done {
         Ok(domain) => {
             // The session was signed with the replaced admin state: it ends here.
             v.clear(crate::session::SESSION_COOKIE);

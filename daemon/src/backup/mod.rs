@@ -329,7 +329,16 @@ pub async fn restore(
     now: u64,
 ) -> Result<Restored, BackupError> {
     let caller = Caller::Command;
-    restore_as(config, config_path, path, passphrase, confirmed, now, caller).await
+    restore_as(
+        config,
+        config_path,
+        path,
+        passphrase,
+        confirmed,
+        now,
+        caller,
+    )
+    .await
 }
 
 /// [`restore`] carried out by the setup-mode daemon of `config` itself (no store open,
@@ -344,7 +353,16 @@ pub async fn restore_in_setup_mode(
     now: u64,
 ) -> Result<Restored, BackupError> {
     let caller = Caller::SetupDaemon;
-    restore_as(config, config_path, path, passphrase, confirmed, now, caller).await
+    restore_as(
+        config,
+        config_path,
+        path,
+        passphrase,
+        confirmed,
+        now,
+        caller,
+    )
+    .await
 }
 
 async fn restore_as(
@@ -592,7 +610,7 @@ fn remove_all(path: &Path) -> io::Result<()> {
 }
 
 /// `a` is a newer version than `b` (dotted numbers; a suffix after `-` is ignored).
-fn newer(a: &str, b: &str) -> bool {
+pub(crate) fn newer(a: &str, b: &str) -> bool {
     let parts = |v: &str| -> Vec<u64> {
         v.split('-')
             .next()
