@@ -88,6 +88,12 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "http",
         "an endpoint served under http: takes http::Web, the connection's state",
     ),
+    (
+        "appliance",
+        "backup",
+        "the pages' restore and backup (issue 17) call backup, which asks the daemon through \
+         control, whose daemon context holds the appliance (for the report and its mode)",
+    ),
 ];
 
 fn layer(m: &str) -> Option<u8> {

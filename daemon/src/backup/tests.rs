@@ -455,7 +455,9 @@ async fn the_setup_mode_daemon_restores_over_its_claim_and_keeps_what_it_replace
     let text = std::fs::read_to_string(&new.config_path).unwrap();
     assert!(text.contains("mail_domain = chat.example"), "{text}");
     // What it replaced was read from the store file and kept.
-    let kept = restored.replaced_backup.expect("a backup of what was replaced");
+    let kept = restored
+        .replaced_backup
+        .expect("a backup of what was replaced");
     assert_eq!(list(&kept).unwrap().mail_domain, "");
     let back = setup_relay();
     restore(
