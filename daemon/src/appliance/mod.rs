@@ -161,6 +161,8 @@ impl Appliance {
 
     /// Leave setup mode: `main` starts the relay of `config` (the domain step, a restore).
     fn choose(&self, config: Config) {
+        // A backup uploaded for a restore is of no use any more.
+        self.restore_cancel();
         *self.config.write().expect("config lock") = config.clone();
         self.chosen.send_replace(Some(config));
     }
