@@ -484,6 +484,73 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         address: String,
     ) -> impl Future<Output = Result<String, String>> + Send;
+
+    /// "Restore from a backup" in the wizard (issue 17 item 3; setup mode only): where
+    /// an uploaded backup file is to be written (a fresh path in the data directory) and
+    /// the largest size accepted, as [`Backend::upload_target`]. `Err` with a
+    /// plain-language reason when no restore can be taken now (not in setup mode, too
+    /// little free space).
+    fn restore_upload_target(&self) -> Result<(std::path::PathBuf, u64), String> {
+        Err("Restoring is not available here.".to_string())
+    }
+    /// The pages saved a complete upload at `path`: read its header. `Ok`: the file is the
+    /// backend's, waiting for [`Backend::restore_backup`] (an earlier one waiting is
+    /// dropped). `Err` (not a backup, one from a newer version): the reason in plain
+    /// words, and the pages remove the file.
+    fn restore_uploaded(&self, path: std::path::PathBuf) -> Result<BackupInfo, String> {
+        let _ = path;
+        Err("Restoring is not available here.".to_string())
+    }
+    /// The uploaded backup waiting for its passphrase, if any.
+    fn restore_pending(&self) -> Option<BackupInfo> {
+        None
+    }
+    /// Forget the waiting upload (its file is removed).
+    fn restore_cancel(&self) {}
+    /// Restore the waiting upload with `passphrase`: the relay comes back as it was and
+    /// the daemon switches to it (its admin password too: the one of the backup). `Ok`
+    /// with the restored mail domain; `Err` with the reason in plain words and nothing
+    /// changed (a wrong passphrase keeps the upload waiting for another try).
+    fn restore_backup(
+        &self,
+        passphrase: String,
+    ) -> impl Future<Output = Result<String, String>> + Send {
+        let _ = passphrase;
+        async { Err("Restoring is not available here.".to_string()) }
+    }
+    /// "Download a backup now" (issue 17 item 2): make a backup of the running relay,
+    /// encrypted with `passphrase`, with the mailboxes and the queue when `messages`,
+    /// into a fresh file. `Ok`: the file (the pages stream it and remove it) and the name
+    /// to save it under; `Err` with a plain-language reason, no file left behind.
+    fn backup_now(
+        &self,
+        passphrase: String,
+        messages: bool,
+    ) -> impl Future<Output = Result<BackupFile, String>> + Send {
+        let _ = (passphrase, messages);
+        async { Err("Backups are not available here.".to_string()) }
+    }
+}
+
+/// What a backup file says about itself, readable without its passphrase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// The relay's mail domain (empty: made in setup mode).
+    pub domain: String,
+    /// When it was made, Unix seconds.
+    pub created: u64,
+    /// Whether the mailboxes and the outbound queue are inside.
+    pub messages: bool,
+    /// The Relaybox version that made it.
+    pub version: String,
+}
+
+/// A backup made for download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFile {
+    pub path: std::path::PathBuf,
+    /// `relaybox-<domain>-<date>.backup`.
+    pub name: String,
 }
 
 /// Which page of accounts or blocked addresses: those after `after` (by address) that

@@ -9,7 +9,7 @@
 //! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
 //! (status page), `accounts` (the accounts page), `signup` (sign-up mode and invites), `queue`
 //! (the outgoing queue by domain: retry now, give up), `update` (update now, bundle upload),
-//! `charts` (inline SVG bar
+//! `restore` (restore from a backup in the wizard, download a backup now), `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
@@ -19,6 +19,7 @@ mod charts;
 pub mod host;
 pub mod limiter;
 mod queue;
+mod restore;
 mod router;
 mod session;
 mod signup;

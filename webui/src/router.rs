@@ -18,7 +18,8 @@ use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
 use crate::{
-    Backend, Client, Overview, Phase, access, accounts, queue, signup, status, update, wizard,
+    Backend, Client, Overview, Phase, access, accounts, queue, restore, signup, status, update,
+    wizard,
 };
 
 /// Largest form body accepted.
@@ -126,6 +127,17 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/admin/signup/invites", post(signup::create_post::<B>))
         .route("/admin/signup/revoke", post(signup::revoke_post::<B>))
         .route("/admin/signup/invite/{id}", get(signup::invite_page::<B>))
+        .route(
+            "/admin/setup/restore",
+            get(restore::restore_page::<B>).post(restore::restore_post::<B>),
+        )
+        .route("/admin/setup/restore/cancel", post(restore::cancel::<B>))
+        // A backup is far over BODY_LIMIT: `restore::upload` enforces the backend's cap.
+        .route(
+            "/admin/setup/restore/upload",
+            post(restore::upload::<B>).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/admin/backup/download", post(restore::download::<B>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(app.clone(), gate::<B>))

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod queue;
+mod restore;
 mod signup;
 mod status;
 
@@ -76,6 +77,8 @@ struct Fake {
     /// The relay's accounts and blocked addresses (the accounts page).
     accounts: Mutex<Vec<AccountSummary>>,
     blocked: Mutex<Vec<(String, u64)>>,
+    /// The wizard's restore and the status page's backup ([`restore`]).
+    backups: Mutex<restore::FakeBackups>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -134,6 +137,7 @@ impl Fake {
             not_open: Mutex::default(),
             accounts: Mutex::default(),
             blocked: Mutex::default(),
+            backups: Mutex::default(),
         }
     }
 
@@ -594,6 +598,48 @@ impl Backend for Fake {
         self.call(&format!("unblock_address {address}"));
         self.blocked.lock().unwrap().retain(|b| b.0 != address);
         Ok(format!("unblocked {address}"))
+    }
+
+    fn restore_upload_target(&self) -> Result<(PathBuf, u64), String> {
+        self.refusal("restore_upload_target")?;
+        if *self.phase.lock().unwrap() != Phase::NeedDomain {
+            return Err("not in setup mode".into());
+        }
+        let n = self.calls().len();
+        let path = self.upload_dir.path().join(format!("restore-{n}.backup"));
+        Ok((path, *self.upload_cap.lock().unwrap()))
+    }
+
+    fn restore_uploaded(&self, path: PathBuf) -> Result<BackupInfo, String> {
+        self.call("restore_uploaded");
+        restore::uploaded(self, path)
+    }
+
+    fn restore_pending(&self) -> Option<BackupInfo> {
+        self.backups.lock().unwrap().pending.clone().map(|p| p.1)
+    }
+
+    fn restore_cancel(&self) {
+        self.call("restore_cancel");
+        if let Some((path, _)) = self.backups.lock().unwrap().pending.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    async fn restore_backup(&self, passphrase: String) -> Result<String, String> {
+        self.call(&format!("restore_backup {passphrase}"));
+        restore::restore(self, &passphrase)
+    }
+
+    async fn backup_now(&self, passphrase: String, messages: bool) -> Result<BackupFile, String> {
+        self.call(&format!("backup_now {passphrase} {messages}"));
+        self.refusal("backup_now")?;
+        let path = self.upload_dir.path().join("download.backup");
+        std::fs::write(&path, restore::made_backup(&passphrase, messages)).unwrap();
+        Ok(BackupFile {
+            path,
+            name: "relaybox-chat.example.org-2026-12-07.backup\r\n\"x".into(),
+        })
     }
 }
 

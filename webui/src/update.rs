@@ -26,7 +26,7 @@ const BACK: Option<(&str, &str)> = Some(("/admin/status", "Back to the status pa
 const MAX_CSRF: usize = 256;
 /// Room in the request body for the multipart framing and the CSRF field, on top of the
 /// bundle's cap, when judging a `Content-Length` before reading anything.
-const FORM_OVERHEAD: u64 = 64 * 1024;
+pub(crate) const FORM_OVERHEAD: u64 = 64 * 1024;
 /// Longest wait for the next piece of an upload before giving up (a stalled browser
 /// must not keep a half-written file open for ever).
 pub const UPLOAD_IDLE: Duration = Duration::from_secs(60);
@@ -87,7 +87,7 @@ pub async fn upload<B: Backend>(
     if announced.is_some_and(|n| n > cap.saturating_add(FORM_OVERHEAD)) {
         return UploadError::TooLarge(cap).response();
     }
-    let file = match save_bundle(&mut form, &path, cap).await {
+    let file = match save_field(&mut form, "bundle", &path, cap).await {
         Ok(f) => f,
         Err(e) => return e.response(),
     };
@@ -114,12 +114,12 @@ fn not_started(reason: &str) -> Response {
 
 /// Why an upload was not accepted.
 #[derive(Debug)]
-enum UploadError {
+pub(crate) enum UploadError {
     /// Not a multipart form, malformed, or the connection broke off.
     Broken,
-    /// The first field is not `csrf` or the second not `bundle`, or more follow.
+    /// The first field is not `csrf` or the second not the file, or more follow.
     Fields,
-    /// The bundle field is empty (no file chosen).
+    /// The file field is empty (no file chosen).
     Empty,
     /// Over the cap (bytes).
     TooLarge(u64),
@@ -192,7 +192,7 @@ async fn chunk(field: &mut Field<'_>) -> Result<Option<axum::body::Bytes>, Uploa
 }
 
 /// The first field, which must be `csrf` (at most [`MAX_CSRF`] bytes of text).
-async fn csrf_field(form: &mut Multipart) -> Result<String, UploadError> {
+pub(crate) async fn csrf_field(form: &mut Multipart) -> Result<String, UploadError> {
     let mut field = next_field(form).await?.ok_or(UploadError::Broken)?;
     if field.name() != Some("csrf") {
         return Err(UploadError::Broken);
@@ -207,15 +207,17 @@ async fn csrf_field(form: &mut Multipart) -> Result<String, UploadError> {
     String::from_utf8(value).map_err(|_| UploadError::Broken)
 }
 
-/// Stream the `bundle` field (the next one, and the last) to a new file at `path`,
-/// at most `cap` bytes. On every error the partial file is gone.
-async fn save_bundle(
+/// Stream the field `name` (the next one, and the last) to a new file at `path`, at
+/// most `cap` bytes. On every error the partial file is gone. (Also the wizard's
+/// backup upload, [`crate::restore`].)
+pub(crate) async fn save_field(
     form: &mut Multipart,
+    name: &str,
     path: &Path,
     cap: u64,
 ) -> Result<PartialFile, UploadError> {
     let mut field = next_field(form).await?.ok_or(UploadError::Empty)?;
-    if field.name() != Some("bundle") {
+    if field.name() != Some(name) {
         return Err(UploadError::Fields);
     }
     // `create_new`: the target is fresh; never overwrite (or later delete) another file.
@@ -253,14 +255,14 @@ async fn save_bundle(
 }
 
 /// A file being written; removed when dropped unless [`PartialFile::keep`] was called.
-struct PartialFile {
+pub(crate) struct PartialFile {
     path: PathBuf,
     keep: bool,
 }
 
 impl PartialFile {
     /// The finished file's path; it is no longer removed.
-    fn keep(mut self) -> PathBuf {
+    pub(crate) fn keep(mut self) -> PathBuf {
         self.keep = true;
         self.path.clone()
     }
@@ -275,6 +277,6 @@ impl Drop for PartialFile {
 }
 
 /// Remove a file; a missing one is fine (nothing else can be done about other errors).
-fn remove(path: &Path) {
+pub(crate) fn remove(path: &Path) {
     let _ = std::fs::remove_file(path);
 }

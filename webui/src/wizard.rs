@@ -51,6 +51,8 @@ pub struct DomainPage {
     pub mode_error: Option<String>,
     pub domain_error: Option<String>,
     pub ip_error: Option<String>,
+    /// "Restore from a backup" is offered (setup mode: no name chosen yet).
+    pub restore_offered: bool,
 }
 
 /// `GET /admin/setup/domain`.
@@ -72,6 +74,7 @@ pub async fn domain_page(mut v: Visitor) -> Response {
         mode_error: None,
         domain_error: None,
         ip_error: None,
+        restore_offered: v.overview.phase == crate::Phase::NeedDomain,
     };
     v.page(StatusCode::OK, &page)
 }
@@ -109,6 +112,7 @@ pub async fn domain_post<B: Backend>(
         mode_error: None,
         domain_error: None,
         ip_error: None,
+        restore_offered: v.overview.phase == crate::Phase::NeedDomain,
     };
     let (choice, next) = match form.mode.as_str() {
         "domain" if domain.is_empty() => {

@@ -15,6 +15,7 @@ pub mod led;
 pub mod mdns;
 pub mod ports;
 pub mod reset;
+pub mod restore;
 pub mod setup;
 pub mod state;
 pub mod stats;
@@ -86,6 +87,8 @@ pub struct Appliance {
     update: Arc<crate::update::agent::UpdateStatus>,
     /// The agent's settings, once the relay runs and the agent started.
     update_agent: OnceLock<crate::update::agent::AgentConfig>,
+    /// The wizard's restore and the status page's backup (issue 17).
+    backups: restore::Backups,
 }
 
 impl Appliance {
@@ -133,6 +136,7 @@ impl Appliance {
             router: OnceLock::new(),
             update: crate::update::agent::UpdateStatus::new(),
             update_agent: OnceLock::new(),
+            backups: restore::Backups::default(),
         }))
     }
 
@@ -153,6 +157,14 @@ impl Appliance {
     /// The config chosen in the wizard's domain step while in setup mode.
     pub fn chosen_config(&self) -> watch::Receiver<Option<Config>> {
         self.chosen.subscribe()
+    }
+
+    /// Leave setup mode: `main` starts the relay of `config` (the domain step, a restore).
+    fn choose(&self, config: Config) {
+        // A backup uploaded for a restore is of no use any more.
+        self.restore_cancel();
+        *self.config.write().expect("config lock") = config.clone();
+        self.chosen.send_replace(Some(config));
     }
 
     /// Attach the running relay: the wizard's later steps and the status page use it,
@@ -587,8 +599,7 @@ impl Backend for Appliance {
         state::write_atomically(path, next.as_bytes(), 0o644)
             .map_err(|e| fail(format!("The config could not be written: {e}")))?;
         tracing::info!("mail_domain set to {value}; starting the relay");
-        *self.config.write().expect("config lock") = loaded.config.clone();
-        self.chosen.send_replace(Some(loaded.config));
+        self.choose(loaded.config);
         Ok(())
     }
 
@@ -964,6 +975,42 @@ impl Backend for Appliance {
             "unblocked {}: a login can create it again",
             unblocked.map_err(text)?
         ))
+    }
+
+    fn restore_upload_target(&self) -> Result<(PathBuf, u64), String> {
+        Appliance::restore_upload_target(self)
+    }
+
+    fn restore_uploaded(&self, path: PathBuf) -> Result<relaybox_webui::BackupInfo, String> {
+        Appliance::restore_uploaded(self, path)
+    }
+
+    fn restore_pending(&self) -> Option<relaybox_webui::BackupInfo> {
+        Appliance::restore_pending(self)
+    }
+
+    fn restore_cancel(&self) {
+        Appliance::restore_cancel(self)
+    }
+
+    async fn restore_backup(&self, passphrase: String) -> Result<String, String> {
+        Appliance::restore_backup(self, passphrase).await
+    }
+
+    async fn backup_now(
+        &self,
+        passphrase: String,
+        messages: bool,
+    ) -> Result<relaybox_webui::BackupFile, String> {
+        Appliance::backup_now(self, passphrase, messages).await
+    }
+}
+
+/// The control socket's questions only the daemon's state answers.
+#[async_trait::async_trait]
+impl crate::control::Daemon for Appliance {
+    async fn report(&self) -> String {
+        Appliance::report(self).await.0
     }
 }
 

@@ -97,8 +97,22 @@ pub struct Made {
     pub store: Option<SnapshotCounts>,
 }
 
+/// Where a backup's store snapshot comes from.
+#[derive(Clone, Copy)]
+pub enum SnapshotSource<'a> {
+    /// The daemon through the control socket, or the store file when none answers (the
+    /// command line).
+    Control,
+    /// A store this process holds open (the running daemon's own).
+    Store(&'a Store),
+    /// The store file, opened here; none when there is no file (the setup-mode daemon,
+    /// which holds no store open and whose control socket has no store to give).
+    File,
+}
+
 /// Write a backup of the relay of `config` (its config file at `config_path`) to `out`,
-/// atomically: a temporary file beside it, synced, then renamed.
+/// atomically: a temporary file beside it, synced, then renamed. The command line's
+/// entry: the snapshot comes through the control socket ([`SnapshotSource::Control`]).
 pub async fn make(
     config: &Config,
     config_path: &Path,
@@ -106,6 +120,20 @@ pub async fn make(
     passphrase: &SecretString,
     messages: bool,
     now: u64,
+) -> Result<Made, BackupError> {
+    let source = SnapshotSource::Control;
+    make_from(config, config_path, out, passphrase, messages, now, source).await
+}
+
+/// [`make`] with the snapshot from `source`.
+pub async fn make_from(
+    config: &Config,
+    config_path: &Path,
+    out: &Path,
+    passphrase: &SecretString,
+    messages: bool,
+    now: u64,
+    source: SnapshotSource<'_>,
 ) -> Result<Made, BackupError> {
     use age::secrecy::ExposeSecret;
     if passphrase.expose_secret().is_empty() {
@@ -131,7 +159,16 @@ pub async fn make(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "backup".into());
     let tmp = dir.join(format!(".{name}.partial"));
-    let result = write_backup(config, config_path, &tmp, &header, passphrase, messages).await;
+    let result = write_backup(
+        config,
+        config_path,
+        &tmp,
+        &header,
+        passphrase,
+        messages,
+        source,
+    )
+    .await;
     let (files, store) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -157,6 +194,7 @@ async fn write_backup(
     header: &Header,
     passphrase: &SecretString,
     messages: bool,
+    source: SnapshotSource<'_>,
 ) -> Result<(usize, Option<SnapshotCounts>), BackupError> {
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -177,7 +215,24 @@ async fn write_backup(
         files += add_data(&mut body, &config.data_dir, Path::new(name)).map_err(io_err(tmp))?;
     }
     body.snapshot_follows().map_err(io_err(tmp))?;
-    let store = crate::control::client::snapshot(config, messages, &mut body.0).await?;
+    let store = match source {
+        SnapshotSource::Control => {
+            crate::control::client::snapshot(config, messages, &mut body.0).await?
+        }
+        SnapshotSource::Store(store) => Some(store.export(messages, &mut body.0)?),
+        SnapshotSource::File => {
+            let path = config.data_dir.join(STORE_FILE);
+            if path.exists() {
+                let store = Store::open_with_cache(&path, config.store_cache_size)
+                    .map_err(|e| BackupError::Damaged(format!("the relay's own store: {e}")))?;
+                let exported = store.export(messages, &mut body.0);
+                store.close();
+                Some(exported?)
+            } else {
+                None
+            }
+        }
+    };
     if store.is_none() {
         // No store yet: an empty snapshot keeps the body's layout one.
         empty_snapshot(&mut body.0).map_err(io_err(tmp))?;
@@ -253,6 +308,16 @@ pub struct Restored {
     pub replaced_backup: Option<PathBuf>,
 }
 
+/// Who carries out a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// `relaybox restore`: no daemon may answer on the control socket.
+    Command,
+    /// The daemon of this data directory in setup mode (the wizard's "Restore from a
+    /// backup"): its own socket answers `setup`; a relay answering is still refused.
+    SetupDaemon,
+}
+
 /// Restore the backup at `path` into the stopped relay of `config`. `confirmed`: replace
 /// an existing relay (its own backup is written first, with the same passphrase).
 pub async fn restore(
@@ -263,8 +328,59 @@ pub async fn restore(
     confirmed: bool,
     now: u64,
 ) -> Result<Restored, BackupError> {
-    if let Some(mode) = crate::control::client::daemon_mode(&config.data_dir).await? {
-        return Err(BackupError::Running(mode));
+    let caller = Caller::Command;
+    restore_as(
+        config,
+        config_path,
+        path,
+        passphrase,
+        confirmed,
+        now,
+        caller,
+    )
+    .await
+}
+
+/// [`restore`] carried out by the setup-mode daemon of `config` itself (no store open,
+/// the relay not started): refused when `config` is not in setup mode or a relay answers
+/// on the control socket. The caller then loads the restored config and admin state.
+pub async fn restore_in_setup_mode(
+    config: &Config,
+    config_path: &Path,
+    path: &Path,
+    passphrase: &SecretString,
+    confirmed: bool,
+    now: u64,
+) -> Result<Restored, BackupError> {
+    let caller = Caller::SetupDaemon;
+    restore_as(
+        config,
+        config_path,
+        path,
+        passphrase,
+        confirmed,
+        now,
+        caller,
+    )
+    .await
+}
+
+async fn restore_as(
+    config: &Config,
+    config_path: &Path,
+    path: &Path,
+    passphrase: &SecretString,
+    confirmed: bool,
+    now: u64,
+    caller: Caller,
+) -> Result<Restored, BackupError> {
+    if caller == Caller::SetupDaemon && !config.setup {
+        return Err(BackupError::Running("relay".into()));
+    }
+    match crate::control::client::daemon_mode(&config.data_dir).await? {
+        Some(mode) if caller == Caller::SetupDaemon && mode == "setup" => {}
+        Some(mode) => return Err(BackupError::Running(mode)),
+        None => {}
     }
     let file = std::fs::File::open(path).map_err(io_err(path))?;
     let mut input = BufReader::new(file);
@@ -318,7 +434,12 @@ pub async fn restore(
     }
     let replaced_backup = if existing.is_some() {
         let out = config.data_dir.join(format!("replaced-{now}.backup"));
-        let made = make(config, config_path, &out, passphrase, true, now).await;
+        // The setup-mode daemon's socket has no store to give: read the file.
+        let source = match caller {
+            Caller::Command => SnapshotSource::Control,
+            Caller::SetupDaemon => SnapshotSource::File,
+        };
+        let made = make_from(config, config_path, &out, passphrase, true, now, source).await;
         if let Err(e) = made {
             let _ = remove_all(&staging);
             return Err(e);
@@ -516,7 +637,7 @@ fn remove_all(path: &Path) -> io::Result<()> {
 }
 
 /// `a` is a newer version than `b` (dotted numbers; a suffix after `-` is ignored).
-fn newer(a: &str, b: &str) -> bool {
+pub(crate) fn newer(a: &str, b: &str) -> bool {
     let parts = |v: &str| -> Vec<u64> {
         v.split('-')
             .next()

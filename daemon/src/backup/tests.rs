@@ -435,3 +435,78 @@ async fn restored_files_belong_to_the_data_directorys_owner() {
         assert_eq!((m.uid(), m.gid()), (65534, 65534), "{}", p.display());
     }
 }
+
+/// A relay in setup mode (no `mail_domain`) on its own data directory.
+fn setup_relay() -> Relay {
+    let r = relay("placeholder.invalid");
+    let text = format!("[params]\ndata_dir = {}\n", r.config.data_dir.display());
+    std::fs::write(&r.config_path, &text).unwrap();
+    let config = Config::parse_for_serve(&text).unwrap().config;
+    assert!(config.setup);
+    Relay { config, ..r }
+}
+
+#[tokio::test]
+async fn the_setup_mode_daemon_restores_over_its_claim_and_keeps_what_it_replaced() {
+    let old = relay("chat.example");
+    populate(&old).await;
+    let file = backup_of(&old, true).await;
+    // Not in setup mode: the setup daemon's entry refuses.
+    let running = relay("chat.example");
+    let err = restore_in_setup_mode(
+        &running.config,
+        &running.config_path,
+        &file,
+        &pass("correct horse"),
+        true,
+        NOW,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BackupError::Running(_)), "{err}");
+    // A box just claimed in the wizard (and a store left from earlier, no daemon open).
+    let new = setup_relay();
+    let data = new.config.data_dir.clone();
+    std::fs::write(data.join("admin.json"), b"{\"password_hash\":\"$6$new\"}").unwrap();
+    let s = Store::open(&data.join(STORE_FILE)).unwrap();
+    s.create_account("earlier@x.example", "{SHA512-CRYPT}$6$e", NOW)
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    s.close();
+    let restored = restore_in_setup_mode(
+        &new.config,
+        &new.config_path,
+        &file,
+        &pass("correct horse"),
+        true,
+        NOW + 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.accounts, 2);
+    assert_eq!(
+        std::fs::read(data.join("admin.json")).unwrap(),
+        b"{\"password_hash\":\"$6$admin\"}"
+    );
+    let text = std::fs::read_to_string(&new.config_path).unwrap();
+    assert!(text.contains("mail_domain = chat.example"), "{text}");
+    // What it replaced was read from the store file and kept.
+    let kept = restored
+        .replaced_backup
+        .expect("a backup of what was replaced");
+    assert_eq!(list(&kept).unwrap().mail_domain, "");
+    let back = setup_relay();
+    restore(
+        &back.config,
+        &back.config_path,
+        &kept,
+        &pass("correct horse"),
+        false,
+        NOW,
+    )
+    .await
+    .unwrap();
+    let s = open_store(&back);
+    assert!(s.account("earlier@x.example").unwrap().is_some());
+}

@@ -24,7 +24,6 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::appliance::Appliance;
 use crate::config::Config;
 use crate::operator::accounts;
 use crate::server::Relay;
@@ -95,22 +94,30 @@ pub enum Reply {
     Error(String),
 }
 
+/// What only the daemon's own state answers (the appliance implements it, so that this
+/// module imports nothing above it: the appliance itself uses `backup`, which uses this).
+#[async_trait::async_trait]
+pub trait Daemon: Send + Sync {
+    /// The diagnostic report of the running daemon (`operator::report`).
+    async fn report(&self) -> String;
+}
+
 /// What a request may use. In the daemon the relay is attached once it runs (setup mode
 /// has none); in the command line's own process only a store it opened itself.
 pub struct Ctx {
     pub config: Config,
     relay: OnceLock<Arc<Relay>>,
-    appliance: Option<Arc<Appliance>>,
+    daemon: Option<Arc<dyn Daemon>>,
     local_store: Option<Store>,
 }
 
 impl Ctx {
     /// The daemon's context (setup mode until [`Ctx::attach`]).
-    pub fn daemon(config: Config, appliance: Arc<Appliance>) -> Arc<Ctx> {
+    pub fn daemon(config: Config, daemon: Arc<dyn Daemon>) -> Arc<Ctx> {
         Arc::new(Ctx {
             config,
             relay: OnceLock::new(),
-            appliance: Some(appliance),
+            daemon: Some(daemon),
             local_store: None,
         })
     }
@@ -121,7 +128,7 @@ impl Ctx {
         Ctx {
             config,
             relay: OnceLock::new(),
-            appliance: None,
+            daemon: None,
             local_store: store,
         }
     }
@@ -136,9 +143,9 @@ impl Ctx {
         self.relay.get()
     }
 
-    /// The appliance's state, if this is the daemon.
-    pub fn appliance(&self) -> Option<&Arc<Appliance>> {
-        self.appliance.as_ref()
+    /// The daemon's own state, if this is the daemon.
+    pub fn daemon_state(&self) -> Option<&Arc<dyn Daemon>> {
+        self.daemon.as_ref()
     }
 
     /// The store: the running relay's, or the one the command opened.
@@ -147,7 +154,7 @@ impl Ctx {
             return Ok(&relay.store);
         }
         self.local_store.as_ref().ok_or_else(|| {
-            if self.appliance.is_some() {
+            if self.daemon.is_some() {
                 "the relay is in setup mode: finish the setup wizard first".to_string()
             } else {
                 "this relay has no store yet (it has never run)".to_string()
@@ -165,7 +172,7 @@ impl Ctx {
 
     /// `relay`, `setup` or `stopped`.
     pub fn mode(&self) -> &'static str {
-        match (self.relay.get(), &self.appliance) {
+        match (self.relay.get(), &self.daemon) {
             (Some(_), _) => "relay",
             (None, Some(_)) => "setup",
             (None, None) => "stopped",
@@ -207,8 +214,8 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
                 crate::operator::queue::bounce(&ctx.config, ctx.store()?, relay, &domain).await;
             to_value(done.map_err(|e| e.to_string())?)
         }
-        Request::Report { config_file } => match ctx.appliance() {
-            Some(appliance) => to_value(appliance.report().await.0),
+        Request::Report { config_file } => match ctx.daemon_state() {
+            Some(daemon) => to_value(daemon.report().await),
             None => {
                 let text = config_file.and_then(|p| std::fs::read_to_string(p).ok());
                 let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);

@@ -17,7 +17,7 @@ fn ctx(dir: &std::path::Path) -> Arc<Ctx> {
     Arc::new(Ctx {
         config: test_config(dir),
         relay: OnceLock::new(),
-        appliance: None,
+        daemon: None,
         local_store: None,
     })
 }
@@ -120,7 +120,7 @@ async fn a_snapshot_streams_from_the_daemon_while_it_serves() {
     let daemon = Arc::new(Ctx {
         config: config.clone(),
         relay: OnceLock::new(),
-        appliance: None,
+        daemon: None,
         local_store: Some(store.clone()),
     });
     let task = tokio::spawn(server::run(listener, daemon));
