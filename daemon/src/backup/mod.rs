@@ -601,10 +601,10 @@ fn swap_in(config: &Config, config_path: &Path, staging: &Path) -> io::Result<()
     crate::files::sync_dir(data)?;
     // The config comes back as it was, but on this machine's data directory.
     let text = std::fs::read_to_string(staging.join(CONFIG_NAME))?;
-    let text = crate::appliance::configfile::set_param(
+    let text = crate::config::edit_param(
         &text,
         "data_dir",
-        &config.data_dir.display().to_string(),
+        Some(&config.data_dir.display().to_string()),
     );
     crate::files::write_atomic(config_path, text.as_bytes(), 0o644)?;
     remove_all(&aside)?;
