@@ -7,6 +7,7 @@
 //! starts in the same process and the appliance is attached to it (the wizard's later
 //! steps and the status page need the relay's store, DKIM key and certificates).
 
+pub mod backups;
 pub mod button;
 pub mod configfile;
 pub mod dnscheck;
@@ -86,6 +87,8 @@ pub struct Appliance {
     update: Arc<crate::update::agent::UpdateStatus>,
     /// The agent's settings, once the relay runs and the agent started.
     update_agent: OnceLock<crate::update::agent::AgentConfig>,
+    /// Automatic backups (issue 17): settings, last result, next run.
+    backups: Arc<crate::backup::auto::AutoBackup>,
 }
 
 impl Appliance {
@@ -118,7 +121,9 @@ impl Appliance {
         } else {
             LedPattern::Booting
         };
+        let backups = crate::backup::auto::AutoBackup::new(config.backup.clone());
         Ok(Arc::new(Appliance {
+            backups,
             config_path,
             config: RwLock::new(config),
             relay: OnceLock::new(),
@@ -207,8 +212,8 @@ impl Appliance {
     }
 
     /// Degraded: the last DNS check found an error, a domain relay still has no
-    /// trusted certificate, or mail for some domain has waited longer than an hour
-    /// ([`crate::operator::queue::STUCK_AFTER`]).
+    /// trusted certificate, mail for some domain has waited longer than an hour
+    /// ([`crate::operator::queue::STUCK_AFTER`]), or the last automatic backup failed.
     fn degraded(&self) -> bool {
         let dns_error = self
             .dns_cache
@@ -218,7 +223,8 @@ impl Appliance {
             .is_some_and(|(_, checks)| checks.iter().any(|c| c.status == CheckStatus::Error));
         let cert = self.certificate();
         let stuck = self.relay().is_some_and(|r| stuck_queue(r).is_some());
-        dns_error || (cert.acme_possible && cert.source == "self-signed") || stuck
+        let backup = self.backups.failed().is_some();
+        dns_error || (cert.acme_possible && cert.source == "self-signed") || stuck || backup
     }
 
     /// A short press of the button: confirms an open claim window.
@@ -739,12 +745,13 @@ impl Backend for Appliance {
         };
         let data_dir = relay.config.data_dir.clone();
         // Listener probes block briefly; keep them off the async threads.
-        let services = {
+        let mut services = {
             let relay = relay.clone();
             tokio::task::spawn_blocking(move || services_health(&relay))
                 .await
                 .unwrap_or_default()
         };
+        services.extend(self.backup_health());
         let storage_bytes = std::fs::metadata(data_dir.join(crate::server::STORE_FILE))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -869,6 +876,29 @@ impl Backend for Appliance {
             "unblocked {}: a login can create it again",
             unblocked.map_err(text)?
         ))
+    }
+
+    fn backups(&self) -> relaybox_webui::BackupsInfo {
+        self.backups_info()
+    }
+
+    async fn set_backup_passphrase(&self, passphrase: String) -> Result<(), InputError> {
+        self.set_backup_passphrase_file(&passphrase)
+    }
+
+    async fn set_backup_settings(
+        &self,
+        settings: relaybox_webui::BackupSettings,
+    ) -> Result<(), InputError> {
+        self.save_backup_settings(&settings)
+    }
+
+    fn backup_now(&self) -> Result<(), String> {
+        if self.relay().is_none() {
+            return Err("The relay does not run yet: finish the setup first.".into());
+        }
+        self.backups.run_now();
+        Ok(())
     }
 }
 

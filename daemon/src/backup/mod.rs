@@ -10,8 +10,10 @@
 //! relay that already has accounts or an admin is only replaced when asked, after a
 //! backup of it has been written beside it.
 
+pub mod auto;
 pub mod cli;
 pub mod format;
+pub mod usb;
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -97,9 +99,41 @@ pub struct Made {
     pub store: Option<SnapshotCounts>,
 }
 
+/// Where a backup's store snapshot comes from.
+#[derive(Clone, Copy)]
+pub enum SnapshotSource<'a> {
+    /// The running daemon's control socket, else the stopped store (the command line).
+    Control,
+    /// This process's open store (the daemon's automatic backups; blocking).
+    Store(&'a Store),
+}
+
 /// Write a backup of the relay of `config` (its config file at `config_path`) to `out`,
-/// atomically: a temporary file beside it, synced, then renamed.
+/// atomically: a temporary file beside it, synced, then renamed. The store snapshot
+/// comes through the control socket, or from the store file of a stopped relay.
 pub async fn make(
+    config: &Config,
+    config_path: &Path,
+    out: &Path,
+    passphrase: &SecretString,
+    messages: bool,
+    now: u64,
+) -> Result<Made, BackupError> {
+    make_from(
+        SnapshotSource::Control,
+        config,
+        config_path,
+        out,
+        passphrase,
+        messages,
+        now,
+    )
+    .await
+}
+
+/// [`make`] with the snapshot from `source`.
+pub async fn make_from(
+    source: SnapshotSource<'_>,
     config: &Config,
     config_path: &Path,
     out: &Path,
@@ -131,7 +165,16 @@ pub async fn make(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "backup".into());
     let tmp = dir.join(format!(".{name}.partial"));
-    let result = write_backup(config, config_path, &tmp, &header, passphrase, messages).await;
+    let result = write_backup(
+        source,
+        config,
+        config_path,
+        &tmp,
+        &header,
+        passphrase,
+        messages,
+    )
+    .await;
     let (files, store) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -151,6 +194,7 @@ pub async fn make(
 }
 
 async fn write_backup(
+    source: SnapshotSource<'_>,
     config: &Config,
     config_path: &Path,
     tmp: &Path,
@@ -177,7 +221,12 @@ async fn write_backup(
         files += add_data(&mut body, &config.data_dir, Path::new(name)).map_err(io_err(tmp))?;
     }
     body.snapshot_follows().map_err(io_err(tmp))?;
-    let store = crate::control::client::snapshot(config, messages, &mut body.0).await?;
+    let store = match source {
+        SnapshotSource::Control => {
+            crate::control::client::snapshot(config, messages, &mut body.0).await?
+        }
+        SnapshotSource::Store(store) => Some(store.export(messages, &mut body.0)?),
+    };
     if store.is_none() {
         // No store yet: an empty snapshot keeps the body's layout one.
         empty_snapshot(&mut body.0).map_err(io_err(tmp))?;
