@@ -246,8 +246,13 @@ impl AutoBackup {
         }
     }
 
-    /// The last run failed (the LED's degraded pattern, a line in the services).
+    /// The last run failed while backups are on (the LED's degraded pattern, a line in
+    /// the services); backups switched off or without a passphrase are not a failure
+    /// (the page says why they are off).
     pub fn failed(&self) -> Option<String> {
+        if self.off_reason(&self.settings()).is_some() {
+            return None;
+        }
         let s = self.lock();
         match &s.last {
             Some(Outcome { result: Err(e), .. }) => Some(e.clone()),
