@@ -8,12 +8,13 @@
 //! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
 //! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
 //! (status page), `accounts` (the accounts page), `queue` (the outgoing queue by domain:
-//! retry now, give up), `update` (update now, bundle upload), `charts` (inline SVG bar
+//! retry now, give up), `backups` (automatic backups), `update` (update now, bundle upload), `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
 mod accounts;
 mod backend;
+mod backups;
 mod charts;
 pub mod host;
 pub mod limiter;

@@ -70,6 +70,9 @@ pub struct StatusPage {
     pub charts: Vec<ChartView>,
     /// What the charts count and how current they are (issue 16).
     pub charts_note: String,
+    /// Issue 17: the automatic backups in one line, and its status.
+    pub backup_summary: String,
+    pub backup_status: &'static str,
 }
 
 /// `GET /admin/status`.
@@ -116,6 +119,7 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
         // Progress without JavaScript: the page reloads itself.
         l.refresh = Some(UPDATE_REFRESH.into());
     }
+    let backup_summary = crate::backups::summary(&app.backend.backups());
     let page = StatusPage {
         l,
         domain: v.overview.domain.clone().unwrap_or_default(),
@@ -161,6 +165,8 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
             .map(|c| chart_view(c, &today, s.charts_since))
             .collect(),
         charts_note: charts_note(s.charts_since, now),
+        backup_summary: backup_summary.0,
+        backup_status: backup_summary.1,
     };
     v.page(StatusCode::OK, &page)
 }

@@ -6,6 +6,7 @@
 //! fake and browser.
 
 mod accounts;
+mod backups;
 mod queue;
 mod status;
 
@@ -71,6 +72,8 @@ struct Fake {
     /// The relay's accounts and blocked addresses (the accounts page).
     accounts: Mutex<Vec<AccountSummary>>,
     blocked: Mutex<Vec<(String, u64)>>,
+    /// The automatic backups the section shows; the settings and passphrase forms change it.
+    backups: Mutex<BackupsInfo>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -127,6 +130,7 @@ impl Fake {
             queue: Mutex::default(),
             accounts: Mutex::default(),
             blocked: Mutex::default(),
+            backups: Mutex::default(),
         }
     }
 
@@ -512,6 +516,41 @@ impl Backend for Fake {
         self.call(&format!("unblock_address {address}"));
         self.blocked.lock().unwrap().retain(|b| b.0 != address);
         Ok(format!("unblocked {address}"))
+    }
+
+    fn backups(&self) -> BackupsInfo {
+        self.backups.lock().unwrap().clone()
+    }
+
+    async fn set_backup_passphrase(&self, passphrase: String) -> Result<(), InputError> {
+        self.call(&format!("set_backup_passphrase {passphrase}"));
+        if passphrase.len() < 10 {
+            return Err(InputError {
+                field: "passphrase",
+                message: format!("Too short. {EVIL}"),
+            });
+        }
+        self.backups.lock().unwrap().passphrase_set = true;
+        Ok(())
+    }
+
+    async fn set_backup_settings(&self, settings: BackupSettings) -> Result<(), InputError> {
+        self.call(&format!("set_backup_settings {settings:?}"));
+        let keep = settings.keep.parse().map_err(|_| InputError {
+            field: "keep",
+            message: format!("backup_keep: expected a whole number {EVIL}"),
+        })?;
+        let mut b = self.backups.lock().unwrap();
+        b.target = settings.target;
+        b.dir = settings.dir;
+        b.every = settings.every;
+        b.keep = keep;
+        b.messages = settings.messages;
+        Ok(())
+    }
+
+    fn backup_now(&self) -> Result<(), String> {
+        self.refusal("backup_now")
     }
 }
 
