@@ -442,7 +442,7 @@ async fn run_relay(
         // OTA-3..6 (issue 7): update checks, installs, the trial boot's health window.
         let updater = appliance.appliance.spawn_update_agent(relay.clone());
         // Issue 17: automatic backups (`backup_dir`), settings from the status page.
-        let backups = appliance.appliance.spawn_auto_backup(relay.clone());
+        let backups = relaybox::backup::auto::start(&appliance.appliance, relay.clone());
         // ACME-3: a certificate at start, renewal at two thirds of its lifetime. Right
         // after the wizard's domain step the DNS records do not exist yet: the wizard's
         // certificate step asks first, the automatic attempts (and their back-off, which

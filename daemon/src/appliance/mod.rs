@@ -87,8 +87,9 @@ pub struct Appliance {
     update: Arc<crate::update::agent::UpdateStatus>,
     /// The agent's settings, once the relay runs and the agent started.
     update_agent: OnceLock<crate::update::agent::AgentConfig>,
-    /// Automatic backups (issue 17): settings, last result, next run.
-    backups: Arc<crate::backup::auto::AutoBackup>,
+    /// Automatic backups (issue 17), once the relay runs and they started
+    /// (`crate::backup::auto::start`).
+    backups: OnceLock<Arc<dyn backups::AutoBackups>>,
 }
 
 impl Appliance {
@@ -121,9 +122,8 @@ impl Appliance {
         } else {
             LedPattern::Booting
         };
-        let backups = crate::backup::auto::AutoBackup::new(config.backup.clone());
         Ok(Arc::new(Appliance {
-            backups,
+            backups: OnceLock::new(),
             config_path,
             config: RwLock::new(config),
             relay: OnceLock::new(),
@@ -223,7 +223,7 @@ impl Appliance {
             .is_some_and(|(_, checks)| checks.iter().any(|c| c.status == CheckStatus::Error));
         let cert = self.certificate();
         let stuck = self.relay().is_some_and(|r| stuck_queue(r).is_some());
-        let backup = self.backups.failed().is_some();
+        let backup = self.backups.get().is_some_and(|b| b.failed().is_some());
         dns_error || (cert.acme_possible && cert.source == "self-signed") || stuck || backup
     }
 
@@ -897,8 +897,13 @@ impl Backend for Appliance {
         if self.relay().is_none() {
             return Err("The relay does not run yet: finish the setup first.".into());
         }
-        self.backups.run_now();
-        Ok(())
+        match self.backups.get() {
+            Some(b) => {
+                b.run_now();
+                Ok(())
+            }
+            None => Err("Automatic backups have not started yet.".into()),
+        }
     }
 }
 

@@ -261,6 +261,93 @@ impl AutoBackup {
     }
 }
 
+impl crate::appliance::backups::AutoBackups for AutoBackup {
+    fn info(&self) -> relaybox_webui::BackupsInfo {
+        let r = self.report();
+        let s = &r.settings;
+        let (target, dir) = match &s.target {
+            BackupTarget::Off => ("off", String::new()),
+            BackupTarget::Usb => ("usb", String::new()),
+            BackupTarget::Dir(d) => ("dir", d.display().to_string()),
+        };
+        relaybox_webui::BackupsInfo {
+            available: self.lock().unavailable.is_none(),
+            target: target.into(),
+            dir,
+            every: duration_text(s.every.as_secs()),
+            keep: s.keep,
+            messages: s.messages,
+            passphrase_set: read_passphrase(&s.passphrase_file).is_ok(),
+            off_reason: r.off,
+            last: r.last.map(|o| match o.result {
+                Ok(w) => relaybox_webui::BackupResult {
+                    at: o.at,
+                    file: w.file,
+                    bytes: w.bytes,
+                    error: String::new(),
+                },
+                Err(e) => relaybox_webui::BackupResult {
+                    at: o.at,
+                    file: String::new(),
+                    bytes: 0,
+                    error: e,
+                },
+            }),
+            next: r.next,
+            running: r.running,
+        }
+    }
+
+    fn failed(&self) -> Option<String> {
+        AutoBackup::failed(self)
+    }
+
+    fn set_passphrase(&self, passphrase: &str) -> std::io::Result<()> {
+        write_passphrase(&self.settings().passphrase_file, passphrase)
+    }
+
+    fn set_settings(&self, settings: BackupConfig) {
+        AutoBackup::set_settings(self, settings)
+    }
+
+    fn run_now(&self) {
+        AutoBackup::run_now(self)
+    }
+}
+
+/// An interval as chatmail.ini writes it: `1d`, `12h`, `30m`, `90s`.
+pub fn duration_text(secs: u64) -> String {
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Start the automatic backups of `relay` with the settings of its config, handed to
+/// the appliance for the pages (the LED follows their results). Without a config file
+/// (dev mode) they stay off, saying why.
+pub fn start(
+    appliance: &Arc<crate::appliance::Appliance>,
+    relay: Arc<crate::server::Relay>,
+) -> tokio::task::JoinHandle<()> {
+    let auto = AutoBackup::new(relay.config.backup.clone());
+    appliance.set_auto_backups(auto.clone());
+    let Some(config_path) = appliance.config_path() else {
+        auto.set_unavailable("automatic backups need a config file (not in dev mode)");
+        return tokio::spawn(async {});
+    };
+    let job = Job {
+        config: relay.config.clone(),
+        config_path,
+        store: relay.store.clone(),
+        clock: relay.clock.clone(),
+    };
+    let appliance = appliance.clone();
+    tokio::spawn(run(auto, job, move || appliance.refresh_led()))
+}
+
 /// What a run needs of the relay.
 #[derive(Clone)]
 pub struct Job {

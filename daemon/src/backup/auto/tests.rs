@@ -126,19 +126,19 @@ fn without_a_passphrase_backups_are_off_and_say_why() {
 
 /// A relay (IP-only, two accounts, a message) with its config file, on a clock moved by
 /// hand.
-async fn relay(root: &Path, clock: Arc<ManualClock>) -> (Arc<Relay>, PathBuf) {
+/// `extra`: more chatmail.ini lines (the backup keys).
+async fn relay(root: &Path, clock: Arc<ManualClock>, extra: &str) -> (Arc<Relay>, PathBuf) {
     let data = root.join("data");
     let ini = root.join("chatmail.ini");
     std::fs::create_dir_all(root).unwrap();
-    std::fs::write(
-        &ini,
-        format!(
-            "[params]\nmail_domain = 127.0.0.1\ndata_dir = {}\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let relay = Relay::open_with_clock(crate::testing::config(&data, "127.0.0.1"), clock).unwrap();
+    let text = format!(
+        "[params]\nmail_domain = 127.0.0.1\ndata_dir = {}\nmdns_name =\n{extra}",
+        data.display()
+    );
+    std::fs::write(&ini, &text).unwrap();
+    let mut config = crate::testing::config(&data, "127.0.0.1");
+    config.backup = Config::parse(&text).unwrap().config.backup;
+    let relay = Relay::open_with_clock(config, clock).unwrap();
     for who in ["alice", "bob"] {
         relay
             .store
@@ -183,7 +183,7 @@ async fn the_task_backs_up_a_running_relay_on_schedule_and_the_newest_restores()
     let t = tempfile::tempdir().unwrap();
     let start = 20_000 * DAY + 10;
     let clock = ManualClock::at(start);
-    let (relay, ini) = relay(&t.path().join("old"), clock.clone()).await;
+    let (relay, ini) = relay(&t.path().join("old"), clock.clone(), "").await;
     let target = t.path().join("backups");
     std::fs::create_dir_all(&target).unwrap();
     // Not the task's: never touched.
@@ -305,20 +305,10 @@ async fn the_task_backs_up_a_running_relay_on_schedule_and_the_newest_restores()
     store.close();
 }
 
-/// The status page's appliance with a claimed admin and the relay attached.
-async fn appliance_with(
-    root: &Path,
-    relay: Arc<Relay>,
-    ini: &Path,
-    backup_dir: &Path,
-) -> Arc<crate::appliance::Appliance> {
-    let mut text = std::fs::read_to_string(ini).unwrap();
-    text.push_str(&format!(
-        "mdns_name =\nbackup_dir = {}\nbackup_passphrase_file = {}\n",
-        backup_dir.display(),
-        root.join("backup-passphrase").display()
-    ));
-    std::fs::write(ini, &text).unwrap();
+/// The status page's appliance (the relay's config file) with a claimed admin and the
+/// relay attached.
+async fn appliance_with(relay: Arc<Relay>, ini: &Path) -> Arc<crate::appliance::Appliance> {
+    let text = std::fs::read_to_string(ini).unwrap();
     let config = Config::parse_for_serve(&text).unwrap().config;
     let a = crate::appliance::Appliance::new(config, Some(ini.to_path_buf()), false).unwrap();
     a.set_admin_password("correct horse battery").await.unwrap();
@@ -330,12 +320,17 @@ async fn appliance_with(
 async fn a_failure_shows_on_the_status_page_and_degrades_the_led_until_it_works_again() {
     let t = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(20_000 * DAY + 10);
-    let (relay, ini) = relay(&t.path().join("relay"), clock).await;
     // A directory that cannot be made (a file is in the way; root may write anywhere).
     std::fs::write(t.path().join("a-file"), b"x").unwrap();
     let bad = t.path().join("a-file/backups");
-    let a = appliance_with(t.path(), relay.clone(), &ini, &bad).await;
-    let task = a.spawn_auto_backup(relay.clone());
+    let extra = format!(
+        "backup_dir = {}\nbackup_passphrase_file = {}\n",
+        bad.display(),
+        t.path().join("backup-passphrase").display()
+    );
+    let (relay, ini) = relay(&t.path().join("relay"), clock, &extra).await;
+    let a = appliance_with(relay.clone(), &ini).await;
+    let task = start(&a, relay.clone());
     assert_eq!(*a.led_patterns().borrow(), LedPattern::Running);
     // No passphrase yet: off, with the reason, not a failure.
     let info = a.backups();
@@ -487,7 +482,7 @@ async fn a_usb_drive_is_mounted_only_while_a_backup_is_written() {
     }
     let device = Loop(sh("losetup", &["-f", "--show", image.to_str().unwrap()]));
     let clock = ManualClock::at(20_000 * DAY + 10);
-    let (relay, ini) = relay(&t.path().join("relay"), clock.clone()).await;
+    let (relay, ini) = relay(&t.path().join("relay"), clock.clone(), "").await;
     let mut s = settings(t.path(), BackupTarget::Usb);
     s.keep = 1;
     write_passphrase(&s.passphrase_file, "correct horse battery").unwrap();
