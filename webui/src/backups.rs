@@ -93,8 +93,12 @@ fn next_line(b: &BackupsInfo) -> String {
 /// `error` when the last one failed).
 pub fn summary(b: &BackupsInfo) -> (String, &'static str) {
     if !b.available {
+        let why = b
+            .off_reason
+            .clone()
+            .unwrap_or_else(|| "they start once the relay runs".into());
         return (
-            "Automatic backups are not available here.".into(),
+            format!("Automatic backups are not available: {why}."),
             "unknown",
         );
     }

@@ -103,9 +103,19 @@ async fn the_page_shows_the_state_and_needs_a_session() {
     assert!(fake.calls().is_empty(), "{:?}", fake.calls());
 
     // A backend without automatic backups says so.
-    fake.backups.lock().unwrap().available = false;
+    {
+        let mut i = fake.backups.lock().unwrap();
+        i.available = false;
+        i.off_reason = Some("automatic backups need a config file (not in dev mode)".into());
+    }
     let p = b.get("/admin/backups").await;
     assert!(p.body.contains("id=\"backups-unavailable\""));
+    assert!(p.body.contains("need a config file"));
+    let s = b.get("/admin/status").await;
+    assert!(
+        s.body
+            .contains("Automatic backups are not available: automatic backups need")
+    );
     assert!(!p.body.contains("action=\"/admin/backups/settings\""));
 }
 
