@@ -491,8 +491,15 @@ async fn write_into(
     now: u64,
     shown: String,
 ) -> Result<Written, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot make the directory {shown}: {}", plain(&e)))?;
+    // Made private when missing; an existing directory is left as the operator made it.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot make the directory {shown}: {}", plain(&e)))?;
+    }
     let domain = &job.config.mail_domain;
     let name = file_name(domain, now);
     let out = dir.join(&name);
