@@ -441,6 +441,8 @@ async fn run_relay(
         let trim = tokio::spawn(relaybox::alloc::trim_periodically());
         // OTA-3..6 (issue 7): update checks, installs, the trial boot's health window.
         let updater = appliance.appliance.spawn_update_agent(relay.clone());
+        // Issue 17: automatic backups (`backup_dir`), settings from the status page.
+        let backups = appliance.appliance.start_auto_backups(&relay);
         // ACME-3: a certificate at start, renewal at two thirds of its lifetime. Right
         // after the wizard's domain step the DNS records do not exist yet: the wizard's
         // certificate step asks first, the automatic attempts (and their back-off, which
@@ -474,6 +476,7 @@ async fn run_relay(
         metrics.abort();
         trim.abort();
         updater.abort();
+        backups.abort();
         acme.abort();
         appliance.stop().await;
         if let Err(e) = store.flush().await {

@@ -530,6 +530,43 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (passphrase, messages);
         async { Err("Backups are not available here.".to_string()) }
     }
+    /// The automatic backups: settings, whether a passphrase is set, the last result and
+    /// the next run (issue 17 item 2). Cheap.
+    fn backups(&self) -> BackupsInfo {
+        BackupsInfo::default()
+    }
+    /// Set the automatic backups' passphrase (kept in a file only root can read);
+    /// refused with a message for the field.
+    fn set_backup_passphrase(
+        &self,
+        passphrase: String,
+    ) -> impl Future<Output = Result<(), InputError>> + Send {
+        let _ = passphrase;
+        async {
+            Err(InputError {
+                field: "passphrase",
+                message: "Automatic backups are not available here.".into(),
+            })
+        }
+    }
+    /// Where, how often, how many: written into chatmail.ini and in effect at once; on
+    /// error nothing changed.
+    fn set_backup_settings(
+        &self,
+        settings: BackupSettings,
+    ) -> impl Future<Output = Result<(), InputError>> + Send {
+        let _ = settings;
+        async {
+            Err(InputError {
+                field: "target",
+                message: "Automatic backups are not available here.".into(),
+            })
+        }
+    }
+    /// Make an automatic backup now (into the chosen place), in the background.
+    fn auto_backup_now(&self) -> Result<(), String> {
+        Err("Automatic backups are not available here.".into())
+    }
 }
 
 /// What a backup file says about itself, readable without its passphrase.
@@ -591,4 +628,51 @@ pub struct BlockedList {
     pub blocked: Vec<(String, u64)>,
     pub total: u64,
     pub more: bool,
+}
+
+/// The "Backups" section of the status page (issue 17 item 2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupsInfo {
+    /// Automatic backups can be set up here (false: the section says so, no forms).
+    pub available: bool,
+    /// Where they go: `off`, `usb` or `dir`.
+    pub target: String,
+    /// The directory when `target` is `dir`.
+    pub dir: String,
+    /// How often, as in chatmail.ini (`1d`, `12h`).
+    pub every: String,
+    pub keep: u32,
+    /// Mailboxes and queue inside.
+    pub messages: bool,
+    pub passphrase_set: bool,
+    /// Why no automatic backups are made (off, no passphrase), in plain words.
+    pub off_reason: Option<String>,
+    pub last: Option<BackupResult>,
+    /// Unix seconds of the next one.
+    pub next: Option<u64>,
+    /// One is being written now.
+    pub running: bool,
+}
+
+/// The last automatic backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupResult {
+    /// Unix seconds.
+    pub at: u64,
+    /// Where it was written (on success).
+    pub file: String,
+    pub bytes: u64,
+    /// The failure in plain words (empty on success).
+    pub error: String,
+}
+
+/// The settings form of the "Backups" section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// `off`, `usb` or `dir`.
+    pub target: String,
+    pub dir: String,
+    pub every: String,
+    pub keep: String,
+    pub messages: bool,
 }

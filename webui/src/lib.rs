@@ -8,13 +8,15 @@
 //! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
 //! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
 //! (status page), `accounts` (the accounts page), `signup` (sign-up mode and invites), `queue`
-//! (the outgoing queue by domain: retry now, give up), `update` (update now, bundle upload),
-//! `restore` (restore from a backup in the wizard, download a backup now), `charts` (inline SVG bar
+//! (the outgoing queue by domain: retry now, give up), `backups` (automatic backups), `update`
+//! (update now, bundle upload), `restore` (restore from a backup in the wizard, download a
+//! backup now), `charts` (inline SVG bar
 //! charts), `view` (shared layout and formatting).
 
 mod access;
 mod accounts;
 mod backend;
+mod backups;
 mod charts;
 pub mod host;
 pub mod limiter;

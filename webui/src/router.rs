@@ -18,8 +18,8 @@ use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
 use crate::{
-    Backend, Client, Overview, Phase, access, accounts, queue, restore, signup, status, update,
-    wizard,
+    Backend, Client, Overview, Phase, access, accounts, backups, queue, restore, signup, status,
+    update, wizard,
 };
 
 /// Largest form body accepted.
@@ -116,6 +116,10 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/admin/queue", get(queue::queue_page::<B>))
         .route("/admin/queue/retry", post(queue::retry::<B>))
         .route("/admin/queue/bounce", post(queue::bounce::<B>))
+        .route("/admin/backups", get(backups::backups_page::<B>))
+        .route("/admin/backups/passphrase", post(backups::passphrase::<B>))
+        .route("/admin/backups/settings", post(backups::settings::<B>))
+        .route("/admin/backups/now", post(backups::now::<B>))
         // Bundles are far over BODY_LIMIT: no limit here, `update::upload` enforces the
         // backend's cap while streaming.
         .route(

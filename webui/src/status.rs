@@ -72,6 +72,9 @@ pub struct StatusPage {
     pub charts_note: String,
     /// Issue 18: the sign-up mode's name (`None` while the relay does not run).
     pub signup: Option<&'static str>,
+    /// Issue 17: the automatic backups in one line, and its status.
+    pub backup_summary: String,
+    pub backup_status: &'static str,
 }
 
 /// `GET /admin/status`.
@@ -118,6 +121,7 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
         // Progress without JavaScript: the page reloads itself.
         l.refresh = Some(UPDATE_REFRESH.into());
     }
+    let backup_summary = crate::backups::summary(&app.backend.backups());
     let page = StatusPage {
         l,
         domain: v.overview.domain.clone().unwrap_or_default(),
@@ -167,6 +171,8 @@ pub async fn status_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) 
             .backend
             .signup()
             .map(|i| crate::signup::mode_text(i.mode).0),
+        backup_summary: backup_summary.0,
+        backup_status: backup_summary.1,
     };
     v.page(StatusCode::OK, &page)
 }

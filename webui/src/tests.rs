@@ -6,6 +6,7 @@
 //! fake and browser.
 
 mod accounts;
+mod backups;
 mod queue;
 mod restore;
 mod signup;
@@ -79,6 +80,8 @@ struct Fake {
     blocked: Mutex<Vec<(String, u64)>>,
     /// The wizard's restore and the status page's backup ([`restore`]).
     backups: Mutex<restore::FakeBackups>,
+    /// The automatic backups the section shows; the settings and passphrase forms change it.
+    auto_backups: Mutex<BackupsInfo>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -138,6 +141,7 @@ impl Fake {
             accounts: Mutex::default(),
             blocked: Mutex::default(),
             backups: Mutex::default(),
+            auto_backups: Mutex::default(),
         }
     }
 
@@ -640,6 +644,41 @@ impl Backend for Fake {
             path,
             name: "relaybox-chat.example.org-2026-12-07.backup\r\n\"x".into(),
         })
+    }
+
+    fn backups(&self) -> BackupsInfo {
+        self.auto_backups.lock().unwrap().clone()
+    }
+
+    async fn set_backup_passphrase(&self, passphrase: String) -> Result<(), InputError> {
+        self.call(&format!("set_backup_passphrase {passphrase}"));
+        if passphrase.len() < 10 {
+            return Err(InputError {
+                field: "passphrase",
+                message: format!("Too short. {EVIL}"),
+            });
+        }
+        self.auto_backups.lock().unwrap().passphrase_set = true;
+        Ok(())
+    }
+
+    async fn set_backup_settings(&self, settings: BackupSettings) -> Result<(), InputError> {
+        self.call(&format!("set_backup_settings {settings:?}"));
+        let keep = settings.keep.parse().map_err(|_| InputError {
+            field: "keep",
+            message: format!("backup_keep: expected a whole number {EVIL}"),
+        })?;
+        let mut b = self.auto_backups.lock().unwrap();
+        b.target = settings.target;
+        b.dir = settings.dir;
+        b.every = settings.every;
+        b.keep = keep;
+        b.messages = settings.messages;
+        Ok(())
+    }
+
+    fn auto_backup_now(&self) -> Result<(), String> {
+        self.refusal("backup_now")
     }
 }
 

@@ -7,6 +7,7 @@
 //! starts in the same process and the appliance is attached to it (the wizard's later
 //! steps and the status page need the relay's store, DKIM key and certificates).
 
+pub mod backups;
 pub mod button;
 pub mod configfile;
 pub mod dnscheck;
@@ -89,6 +90,9 @@ pub struct Appliance {
     update_agent: OnceLock<crate::update::agent::AgentConfig>,
     /// The wizard's restore and the status page's backup (issue 17).
     backups: restore::Backups,
+    /// Automatic backups (issue 17), once the relay runs and they started
+    /// (`crate::backup::auto::start`).
+    auto_backups: OnceLock<Arc<crate::backup::auto::AutoBackup>>,
 }
 
 impl Appliance {
@@ -122,6 +126,7 @@ impl Appliance {
             LedPattern::Booting
         };
         Ok(Arc::new(Appliance {
+            auto_backups: OnceLock::new(),
             config_path,
             config: RwLock::new(config),
             relay: OnceLock::new(),
@@ -219,8 +224,8 @@ impl Appliance {
     }
 
     /// Degraded: the last DNS check found an error, a domain relay still has no
-    /// trusted certificate, or mail for some domain has waited longer than an hour
-    /// ([`crate::operator::queue::STUCK_AFTER`]).
+    /// trusted certificate, mail for some domain has waited longer than an hour
+    /// ([`crate::operator::queue::STUCK_AFTER`]), or the last automatic backup failed.
     fn degraded(&self) -> bool {
         let dns_error = self
             .dns_cache
@@ -230,7 +235,11 @@ impl Appliance {
             .is_some_and(|(_, checks)| checks.iter().any(|c| c.status == CheckStatus::Error));
         let cert = self.certificate();
         let stuck = self.relay().is_some_and(|r| stuck_queue(r).is_some());
-        dns_error || (cert.acme_possible && cert.source == "self-signed") || stuck
+        let backup = self
+            .auto_backups
+            .get()
+            .is_some_and(|b| b.failed().is_some());
+        dns_error || (cert.acme_possible && cert.source == "self-signed") || stuck || backup
     }
 
     /// A short press of the button: confirms an open claim window.
@@ -772,12 +781,13 @@ impl Backend for Appliance {
         };
         let data_dir = relay.config.data_dir.clone();
         // Listener probes block briefly; keep them off the async threads.
-        let services = {
+        let mut services = {
             let relay = relay.clone();
             tokio::task::spawn_blocking(move || services_health(&relay))
                 .await
                 .unwrap_or_default()
         };
+        services.extend(self.backup_health());
         let storage_bytes = std::fs::metadata(data_dir.join(crate::server::STORE_FILE))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -1003,6 +1013,34 @@ impl Backend for Appliance {
         messages: bool,
     ) -> Result<relaybox_webui::BackupFile, String> {
         Appliance::backup_now(self, passphrase, messages).await
+    }
+
+    fn backups(&self) -> relaybox_webui::BackupsInfo {
+        self.backups_info()
+    }
+
+    async fn set_backup_passphrase(&self, passphrase: String) -> Result<(), InputError> {
+        self.set_backup_passphrase_file(&passphrase)
+    }
+
+    async fn set_backup_settings(
+        &self,
+        settings: relaybox_webui::BackupSettings,
+    ) -> Result<(), InputError> {
+        self.save_backup_settings(&settings)
+    }
+
+    fn auto_backup_now(&self) -> Result<(), String> {
+        if self.relay().is_none() {
+            return Err("The relay does not run yet: finish the setup first.".into());
+        }
+        match self.auto_backups.get() {
+            Some(b) => {
+                b.run_now();
+                Ok(())
+            }
+            None => Err("Automatic backups have not started yet.".into()),
+        }
     }
 }
 

@@ -10,8 +10,10 @@
 //! relay that already has accounts or an admin is only replaced when asked, after a
 //! backup of it has been written beside it.
 
+pub mod auto;
 pub mod cli;
 pub mod format;
+pub mod usb;
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -14,9 +14,9 @@ use super::value::{
     size,
 };
 use super::{
-    Config, ConfigError, DEFAULT_ACME_DIRECTORY, DEFAULT_DATA_DIR, DEFAULT_OUTBOUND_PROBE,
-    DEFAULT_PUSH_URL, DEFAULT_UPDATE_URL, DEFAULT_WINDOW, Listeners, Mode, SignupMode,
-    WatchdogSetting, Window,
+    BackupTarget, Config, ConfigError, DEFAULT_ACME_DIRECTORY, DEFAULT_DATA_DIR,
+    DEFAULT_OUTBOUND_PROBE, DEFAULT_PUSH_URL, DEFAULT_UPDATE_URL, DEFAULT_WINDOW, Listeners, Mode,
+    SignupMode, WatchdogSetting, Window,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -172,6 +172,36 @@ pub(super) fn read(values: &mut HashMap<String, String>, dev: bool) -> Result<Co
 /// `setup_code_file`'s default.
 pub(super) fn default_setup_code_file(c: &Config) -> PathBuf {
     c.data_dir.join("setup-code")
+}
+
+/// `backup_passphrase_file`'s default.
+pub fn default_backup_passphrase_file(c: &Config) -> PathBuf {
+    c.data_dir.join("backup-passphrase")
+}
+
+/// `backup_dir`: empty (off), `usb`, or an absolute directory.
+pub fn parse_backup_target(v: &str) -> Result<BackupTarget, String> {
+    match v.trim() {
+        "" | "off" | "none" => Ok(BackupTarget::Off),
+        "usb" => Ok(BackupTarget::Usb),
+        dir if dir.starts_with('/') => Ok(BackupTarget::Dir(PathBuf::from(dir))),
+        other => Err(format!(
+            "expected an absolute directory like /srv/backups, `usb` or empty (off), got \
+             {other:?}"
+        )),
+    }
+}
+
+/// `backup_every`: at least a minute.
+pub fn parse_backup_every(v: &str) -> Result<std::time::Duration, String> {
+    let d = duration(v)?;
+    if d.as_secs() < 60 {
+        return Err(format!(
+            "must be at least 1m (one minute), got {}s",
+            d.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 /// A standard listener (`[::]:port`, or `0.0.0.0:port` with `disable_ipv6`).
@@ -985,6 +1015,59 @@ pub static KEYS: &[&dyn Key] = &[
         parse: |v, _| listeners(v),
         set: |c, v| c.listen.http = v,
         help: "HTTP redirect to HTTPS",
+    },
+    &Spec {
+        name: "backup_dir",
+        origin: Origin::Relaybox,
+        default: Fallback::Text(""),
+        dev: Dev::Same,
+        parse: |v, _| parse_backup_target(v),
+        set: |c, v| c.backup.target = v,
+        help: "automatic backups (issue 17): an absolute directory, or `usb` (the first USB \
+               drive, mounted only while a backup is written, into `relaybox-backups/`); \
+               empty = off",
+    },
+    &Spec {
+        name: "backup_every",
+        origin: Origin::Relaybox,
+        default: Fallback::Text("1d"),
+        dev: Dev::Same,
+        parse: |v, _| parse_backup_every(v),
+        set: |c, v| c.backup.every = v,
+        help: "how often an automatic backup is made (at least `1m`); runs are aligned to \
+               it: daily at 00:17 UTC, `6h` at 00:17, 06:17, …",
+    },
+    &Spec {
+        name: "backup_keep",
+        origin: Origin::Relaybox,
+        default: Fallback::Text("7"),
+        dev: Dev::Same,
+        parse: |v, _| positive(v, "7"),
+        set: |c, v| c.backup.keep = v,
+        help: "how many automatic backups are kept; older ones it made are removed (other \
+               files are never touched)",
+    },
+    &Spec {
+        name: "backup_messages",
+        origin: Origin::Relaybox,
+        default: Fallback::Text("true"),
+        dev: Dev::Same,
+        parse: |v, _| Ok(boolean(v)),
+        set: |c, v| c.backup.messages = v,
+        help: "automatic backups include the mailboxes and the outbound queue",
+    },
+    &Spec {
+        name: "backup_passphrase_file",
+        origin: Origin::Relaybox,
+        default: Fallback::Computed(
+            default_backup_passphrase_file,
+            "`<data_dir>/backup-passphrase`",
+        ),
+        dev: Dev::Same,
+        parse: |v, c| Ok(path(v).unwrap_or_else(|| default_backup_passphrase_file(c))),
+        set: |c, v| c.backup.passphrase_file = v,
+        help: "the automatic backups' passphrase (first line; the status page writes it, \
+               mode 0600); missing = no automatic backups",
     },
 ];
 

@@ -216,6 +216,34 @@ pub struct Config {
     pub setup: bool,
     /// Relaybox: the appliance side (web UI, LED and button, mDNS, ACME).
     pub appliance: ApplianceConfig,
+    /// Relaybox (issue 17): automatic backups.
+    pub backup: BackupConfig,
+}
+
+/// Where automatic backups go (`backup_dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupTarget {
+    /// Empty: no automatic backups.
+    Off,
+    /// `usb`: the first USB drive found, mounted only while a backup is written.
+    Usb,
+    /// An absolute directory path.
+    Dir(PathBuf),
+}
+
+/// Relaybox keys of automatic backups (issue 17 item 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupConfig {
+    /// `backup_dir`.
+    pub target: BackupTarget,
+    /// `backup_every`: the interval; runs are aligned to it (daily: 00:17 UTC).
+    pub every: Duration,
+    /// `backup_keep`: how many of its own backups are kept in the target.
+    pub keep: u32,
+    /// `backup_messages`: mailboxes and queue inside.
+    pub messages: bool,
+    /// `backup_passphrase_file`: the passphrase (first line); missing = no backups.
+    pub passphrase_file: PathBuf,
 }
 
 /// Relaybox keys of fair connections (issue 13): limits per client address (an IPv4
@@ -533,6 +561,13 @@ impl Config {
                 mdns_name: String::new(),
                 acme_directory: String::new(),
                 outbound_probe: String::new(),
+            },
+            backup: BackupConfig {
+                target: BackupTarget::Off,
+                every: zero,
+                keep: 0,
+                messages: false,
+                passphrase_file: PathBuf::new(),
             },
         }
     }

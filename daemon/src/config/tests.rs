@@ -1121,6 +1121,11 @@ fn every_key_of_the_table_sets_the_config() {
         ("imaps_listen", "127.0.0.1:993"),
         ("https_listen", "127.0.0.1:443"),
         ("http_listen", "127.0.0.1:80"),
+        ("backup_dir", "/srv/backups"),
+        ("backup_every", "12h"),
+        ("backup_keep", "3"),
+        ("backup_messages", "false"),
+        ("backup_passphrase_file", "/root/pass"),
     ];
     let table: Vec<&str> = KEYS.iter().map(|k| k.name()).collect();
     let sampled: Vec<&str> = samples.iter().map(|(k, _)| *k).collect();
@@ -1304,4 +1309,39 @@ fn max_load_auto_scales_with_cpus_and_a_number_does_not() {
         key.help()
     );
     assert_eq!(key.default_doc(), "`auto`");
+}
+
+/// Issue 17: the automatic backups' keys: off by default, daily, 7 kept, messages in,
+/// the passphrase beside the store; bad values name the key.
+#[test]
+fn backup_keys_default_and_refuse_clearly() {
+    use super::{BackupTarget, Config};
+    let c = Config::parse("[params]\nmail_domain = 127.0.0.1\ndata_dir = /d\n")
+        .unwrap()
+        .config;
+    assert_eq!(c.backup.target, BackupTarget::Off);
+    assert_eq!(c.backup.every, Duration::from_secs(86_400));
+    assert_eq!((c.backup.keep, c.backup.messages), (7, true));
+    assert_eq!(
+        c.backup.passphrase_file,
+        std::path::PathBuf::from("/d/backup-passphrase")
+    );
+    let with = |line: &str| {
+        Config::parse(&format!("[params]\nmail_domain = 127.0.0.1\n{line}\n")).map(|l| l.config)
+    };
+    assert_eq!(
+        with("backup_dir = usb").unwrap().backup.target,
+        BackupTarget::Usb
+    );
+    for (line, key, says) in [
+        ("backup_dir = backups", "backup_dir", "absolute directory"),
+        ("backup_every = 30s", "backup_every", "at least 1m"),
+        ("backup_keep = 0", "backup_keep", "at least 1"),
+    ] {
+        let e = with(line)
+            .err()
+            .unwrap_or_else(|| panic!("{line} accepted"))
+            .to_string();
+        assert!(e.starts_with(key) && e.contains(says), "{line}: {e}");
+    }
 }
