@@ -10,11 +10,16 @@
 //! root) runs the SD-card phase (module [`sdcard`]): device-level writes with the data
 //! directory on a loop-mounted ext4 like the image's, and the memory of a big store; it
 //! writes the `sdcard` section.
+//! `-- --backup [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--no-write]` runs the
+//! backup phase (module [`backup`]): `relaybox backup` and `restore` of a relay with 1 000
+//! accounts and 10 000 messages and the pause a running relay shows during a backup; it
+//! writes the `backup` section (not with `--no-write`, as CI runs it).
 //! `RELAYBOX_BENCH_BIN` (or `RELAYBOX_BIN`) names the relay binary to measure.
 //!
 //! Sender accounts send at most 10 messages each, the default burst of the send rate
 //! limit (SUB-4), so the limiter is never what is measured.
 
+mod backup;
 mod client;
 mod federation;
 mod hostile;
@@ -153,6 +158,8 @@ struct Cli {
     quick: bool,
     hostile: bool,
     sdcard: bool,
+    backup: bool,
+    no_write: bool,
     label: Option<String>,
     commit: Option<String>,
     cases: Option<Vec<String>>,
@@ -164,6 +171,8 @@ fn parse_cli() -> Result<Cli> {
         quick: false,
         hostile: false,
         sdcard: false,
+        backup: false,
+        no_write: false,
         label: None,
         commit: None,
         cases: None,
@@ -177,6 +186,8 @@ fn parse_cli() -> Result<Cli> {
             "--quick" => cli.quick = true,
             "--hostile" => cli.hostile = true,
             "--sdcard" => cli.sdcard = true,
+            "--backup" => cli.backup = true,
+            "--no-write" => cli.no_write = true,
             "--label" => {
                 let v = value("--label")?;
                 if v.is_empty()
@@ -199,21 +210,33 @@ fn parse_cli() -> Result<Cli> {
                 )
             }
             other => bail!(
-                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile | --sdcard [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b]]"
+                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile | --sdcard [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b] | --backup [--label NAME] [--commit TEXT] [--note TEXT] [--no-write]]"
             ),
         }
     }
-    if cli.hostile && cli.sdcard {
-        bail!("--hostile and --sdcard are separate phases: run one at a time");
+    if [cli.hostile, cli.sdcard, cli.backup]
+        .iter()
+        .filter(|p| **p)
+        .count()
+        > 1
+    {
+        bail!("--hostile, --sdcard and --backup are separate phases: run one at a time");
+    }
+    if cli.no_write && !cli.backup {
+        bail!("--no-write belongs to --backup");
+    }
+    if cli.backup && cli.cases.is_some() {
+        bail!("--backup has no cases");
     }
     if !cli.hostile
         && !cli.sdcard
+        && !cli.backup
         && (cli.label.is_some()
             || cli.commit.is_some()
             || cli.cases.is_some()
             || !cli.notes.is_empty())
     {
-        bail!("--label, --commit, --note and --cases belong to --hostile and --sdcard");
+        bail!("--label, --commit, --note and --cases belong to --hostile, --sdcard and --backup");
     }
     Ok(cli)
 }
@@ -241,6 +264,8 @@ fn main() -> std::process::ExitCode {
         runtime.block_on(run_hostile(cli))
     } else if cli.sdcard {
         runtime.block_on(run_sdcard(cli))
+    } else if cli.backup {
+        runtime.block_on(run_backup(cli))
     } else {
         runtime.block_on(run(Plan::new(quick)))
     };
@@ -292,6 +317,13 @@ async fn run_hostile(cli: Cli) -> Result<()> {
 async fn run_sdcard(cli: Cli) -> Result<()> {
     let (root, bin, args) = phase_setup(cli)?;
     sdcard::run(args, bin, &root).await
+}
+
+/// The backup phase.
+async fn run_backup(cli: Cli) -> Result<()> {
+    let write = !cli.no_write;
+    let (root, bin, args) = phase_setup(cli)?;
+    backup::run(args, bin, &root, write).await
 }
 
 /// `RELAYBOX_BENCH_BIN` or `RELAYBOX_BIN` if set, else `target/release/relaybox`, built

@@ -280,6 +280,11 @@ impl Relay {
         }
     }
 
+    /// The relay's chatmail.ini (for the command-line tools that talk to it).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("chatmail.ini")
+    }
+
     pub fn rss_kib(&self) -> Result<u64> {
         status_kib(self.pid, "VmRSS")
     }
