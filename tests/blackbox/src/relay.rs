@@ -540,3 +540,39 @@ impl Drop for SetupMode {
         kill9_child(&mut self.child);
     }
 }
+
+/// Run the relaybox binary with `args` (a command-line tool: `backup`, `restore`, …) and
+/// extra `env`, without any `RELAYBOX_BACKUP_PASSPHRASE` of the test's own environment;
+/// its output, within `within` (killed after).
+pub async fn run_tool(
+    args: &[&str],
+    env: &[(&str, &str)],
+    within: Duration,
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.args(args)
+        .env_remove("RELAYBOX_BACKUP_PASSPHRASE")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(within, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("relaybox {args:?} did not end within {within:?}"))
+        .expect("run relaybox")
+}
+
+/// A tool's exit code and output, for assertion messages.
+pub fn tool_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A path as a command-line argument.
+pub fn arg(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}

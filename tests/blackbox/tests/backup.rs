@@ -4,38 +4,16 @@
 //! with their old passwords and the messages are there. A running target, a wrong
 //! passphrase and a changed file are refused with a clear message and change nothing.
 
-use std::path::Path;
 use std::process::Output;
 
 use relaybox_blackbox::mail::stored_message_id;
-use relaybox_blackbox::relay::binary;
+use relaybox_blackbox::relay::{arg, run_tool, tool_text};
 use relaybox_blackbox::{Account, Imap, Relay, Smtp, create_account, encrypted_mail};
 
 const PASSPHRASE: &str = "a long and secret passphrase";
 
 async fn relaybox(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(binary());
-    cmd.args(args).env_remove("RELAYBOX_BACKUP_PASSPHRASE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the command ends within 120 s")
-        .expect("run relaybox")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
+    run_tool(args, env, std::time::Duration::from_secs(120)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,16 +34,16 @@ async fn a_running_relay_is_backed_up_and_comes_back_elsewhere() {
         &[
             "backup",
             "--config",
-            path(&old.config_path()),
+            arg(&old.config_path()),
             "--out",
-            path(&backup),
+            arg(&backup),
             "--passphrase-file",
-            path(&pass_file),
+            arg(&pass_file),
         ],
         &[],
     )
     .await;
-    assert!(made.status.success(), "backup: {}", text(&made));
+    assert!(made.status.success(), "backup: {}", tool_text(&made));
     // The relay went on serving while it was backed up.
     Smtp::login(&old, &a).await.quit().await;
     let raw = std::fs::read(&backup).unwrap();
@@ -74,8 +52,8 @@ async fn a_running_relay_is_backed_up_and_comes_back_elsewhere() {
         "no address in clear"
     );
 
-    let listed = relaybox(&["backup", "--list", path(&backup)], &[]).await;
-    assert!(listed.status.success(), "{}", text(&listed));
+    let listed = relaybox(&["backup", "--list", arg(&backup)], &[]).await;
+    assert!(listed.status.success(), "{}", tool_text(&listed));
     let listing = String::from_utf8_lossy(&listed.stdout);
     assert!(listing.contains("mail domain:   127.0.0.1"), "{listing}");
     assert!(listing.contains("messages:      inside"), "{listing}");
@@ -83,23 +61,23 @@ async fn a_running_relay_is_backed_up_and_comes_back_elsewhere() {
     // Another machine: a relay that ran once, now stopped.
     let mut new = Relay::start(&[]).await;
     let new_config = new.config_path();
-    let restore_args = ["restore", "--config", path(&new_config), path(&backup)];
+    let restore_args = ["restore", "--config", arg(&new_config), arg(&backup)];
     // Refused while it runs.
     let running = relaybox(&restore_args, &[("RELAYBOX_BACKUP_PASSPHRASE", PASSPHRASE)]).await;
-    assert_eq!(running.status.code(), Some(1), "{}", text(&running));
+    assert_eq!(running.status.code(), Some(1), "{}", tool_text(&running));
     assert!(
-        text(&running).contains("stop it before a restore"),
+        tool_text(&running).contains("stop it before a restore"),
         "{}",
-        text(&running)
+        tool_text(&running)
     );
     new.stop().await;
     // A wrong passphrase, and a changed byte: refused, nothing changed.
     let wrong = relaybox(&restore_args, &[("RELAYBOX_BACKUP_PASSPHRASE", "not it")]).await;
-    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert_eq!(wrong.status.code(), Some(1), "{}", tool_text(&wrong));
     assert!(
-        text(&wrong).contains("wrong passphrase"),
+        tool_text(&wrong).contains("wrong passphrase"),
         "{}",
-        text(&wrong)
+        tool_text(&wrong)
     );
     let changed = work.path().join("changed.backup");
     let mut bytes = raw.clone();
@@ -107,19 +85,27 @@ async fn a_running_relay_is_backed_up_and_comes_back_elsewhere() {
     bytes[at] ^= 0x40;
     std::fs::write(&changed, &bytes).unwrap();
     let damaged = relaybox(
-        &["restore", "--config", path(&new_config), path(&changed)],
+        &["restore", "--config", arg(&new_config), arg(&changed)],
         &[("RELAYBOX_BACKUP_PASSPHRASE", PASSPHRASE)],
     )
     .await;
-    assert_eq!(damaged.status.code(), Some(1), "{}", text(&damaged));
-    assert!(text(&damaged).contains("damaged"), "{}", text(&damaged));
+    assert_eq!(damaged.status.code(), Some(1), "{}", tool_text(&damaged));
+    assert!(
+        tool_text(&damaged).contains("damaged"),
+        "{}",
+        tool_text(&damaged)
+    );
     // The real one.
     let restored = relaybox(&restore_args, &[("RELAYBOX_BACKUP_PASSPHRASE", PASSPHRASE)]).await;
-    assert!(restored.status.success(), "restore: {}", text(&restored));
+    assert!(
+        restored.status.success(),
+        "restore: {}",
+        tool_text(&restored)
+    );
     assert!(
         String::from_utf8_lossy(&restored.stdout).contains("2 account(s)"),
         "{}",
-        text(&restored)
+        tool_text(&restored)
     );
     new.restart().await;
     // The old passwords work; a wrong one does not create or open anything.

@@ -7,14 +7,13 @@
 //! original relay has every acknowledged message exactly once.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use relaybox_blackbox::mail::stored_message_id;
-use relaybox_blackbox::relay::binary;
+use relaybox_blackbox::relay::{arg, run_tool, tool_text};
 use relaybox_blackbox::{Account, Imap, Relay, Smtp, create_account, encrypted_mail};
 
 const PASSPHRASE: &str = "a passphrase for the backup under load";
@@ -38,30 +37,7 @@ struct Acked {
 }
 
 async fn relaybox(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(binary());
-    cmd.args(args)
-        .env_remove("RELAYBOX_BACKUP_PASSPHRASE")
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    tokio::time::timeout(WAIT, cmd.output())
-        .await
-        .expect("the command ends within the bound")
-        .expect("run relaybox")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
+    run_tool(args, env, WAIT).await
 }
 
 /// Message-ID → how often it is in `account`'s INBOX.
@@ -143,16 +119,16 @@ async fn messages_arriving_during_a_backup_are_never_lost_nor_doubled() {
         &[
             "backup",
             "--config",
-            path(&old.config_path()),
+            arg(&old.config_path()),
             "--out",
-            path(&backup),
+            arg(&backup),
             "--passphrase-file",
-            path(&pass_file),
+            arg(&pass_file),
         ],
         &[],
     )
     .await;
-    assert!(made.status.success(), "backup: {}", text(&made));
+    assert!(made.status.success(), "backup: {}", tool_text(&made));
     let at_backup_end = acked.lock().unwrap().len();
     wait_acked(&acked, at_backup_end + AFTER).await;
     stop.store(true, Ordering::Release);
@@ -191,15 +167,19 @@ async fn messages_arriving_during_a_backup_are_never_lost_nor_doubled() {
         &[
             "restore",
             "--config",
-            path(&new.config_path()),
+            arg(&new.config_path()),
             "--passphrase-file",
-            path(&pass_file),
-            path(&backup),
+            arg(&pass_file),
+            arg(&backup),
         ],
         &[],
     )
     .await;
-    assert!(restored.status.success(), "restore: {}", text(&restored));
+    assert!(
+        restored.status.success(),
+        "restore: {}",
+        tool_text(&restored)
+    );
     new.restart().await;
 
     let in_b = inbox_ids(&new, &b).await;

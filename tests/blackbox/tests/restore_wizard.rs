@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use relaybox_blackbox::http::{self, HttpResponse};
 use relaybox_blackbox::mail::stored_message_id;
-use relaybox_blackbox::relay::{SetupMode, binary};
+use relaybox_blackbox::relay::{SetupMode, arg, run_tool, tool_text};
 use relaybox_blackbox::{Account, Imap, LineConn, Relay, Smtp, create_account, encrypted_mail};
 
 const PASSPHRASE: &str = "a long and secret passphrase";
@@ -177,28 +177,7 @@ fn encode(s: &str) -> String {
 }
 
 async fn relaybox(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(binary());
-    cmd.args(args).env_remove("RELAYBOX_BACKUP_PASSPHRASE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    tokio::time::timeout(IO_LIMIT, cmd.output())
-        .await
-        .expect("the command ends in time")
-        .expect("run relaybox")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
+    run_tool(args, env, IO_LIMIT).await
 }
 
 fn setup_code(data: &Path) -> String {
@@ -234,14 +213,14 @@ async fn a_backup_is_restored_in_the_wizard_and_downloaded_from_the_status_page(
         &[
             "backup",
             "--config",
-            path(&old.config_path()),
+            arg(&old.config_path()),
             "--out",
-            path(&backup),
+            arg(&backup),
         ],
         &[("RELAYBOX_BACKUP_PASSPHRASE", PASSPHRASE)],
     )
     .await;
-    assert!(made.status.success(), "backup: {}", text(&made));
+    assert!(made.status.success(), "backup: {}", tool_text(&made));
     // The new machine takes over the old one's addresses (the backup's config).
     old.stop().await;
 
@@ -393,23 +372,22 @@ async fn a_backup_is_restored_in_the_wizard_and_downloaded_from_the_status_page(
     )
     .unwrap();
     let restored = relaybox(
-        &[
-            "restore",
-            "--config",
-            path(&other_config),
-            path(&downloaded),
-        ],
+        &["restore", "--config", arg(&other_config), arg(&downloaded)],
         &[("RELAYBOX_BACKUP_PASSPHRASE", PASSPHRASE)],
     )
     .await;
-    assert!(restored.status.success(), "restore: {}", text(&restored));
+    assert!(
+        restored.status.success(),
+        "restore: {}",
+        tool_text(&restored)
+    );
     assert!(
         String::from_utf8_lossy(&restored.stdout).contains("2 account(s)"),
         "{}",
-        text(&restored)
+        tool_text(&restored)
     );
-    let listed = relaybox(&["accounts", "list", "--config", path(&other_config)], &[]).await;
-    assert!(listed.status.success(), "{}", text(&listed));
+    let listed = relaybox(&["accounts", "list", "--config", arg(&other_config)], &[]).await;
+    assert!(listed.status.success(), "{}", tool_text(&listed));
     let listing = String::from_utf8_lossy(&listed.stdout);
     assert!(
         listing.contains(&a.addr) && listing.contains(&b.addr),
