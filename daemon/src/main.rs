@@ -570,19 +570,9 @@ fn expire(config: Config, now: Option<u64>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("relaybox: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let now = now.unwrap_or_else(|| SystemClock.unix_now());
     let rules = Rules::from_config(&config);
-    runtime.block_on(async move {
+    relaybox::control::cli::block_on(async move {
         let result = expire::run_store(&store, &rules, now, &Detached).await;
         let flushed = store.flush().await;
         match (result, flushed) {
