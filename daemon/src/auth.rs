@@ -196,8 +196,7 @@ impl std::fmt::Display for CreationRefusal {
 
 /// What a client hears from a relay that moved (`relaybox move`): its accounts are served
 /// by the new machine, which the relay's name points to soon.
-pub const MOVED_TEXT: &str =
-    "This relay is moving to a new machine. Try again in a few minutes.";
+pub const MOVED_TEXT: &str = "This relay is moving to a new machine. Try again in a few minutes.";
 
 /// Bytes for people: under 1 MiB as bytes, under 1 GiB as whole MiB (rounded down),
 /// else GiB with one decimal unless whole.

@@ -99,7 +99,10 @@ mod tests {
         assert_eq!(parse_target(""), Ok(String::new()));
         assert_eq!(parse_target("192.0.2.7"), Ok("192.0.2.7".into()));
         assert_eq!(parse_target("2001:db8::7"), Ok("2001:db8::7".into()));
-        assert_eq!(parse_target("New.Example.org."), Ok("new.example.org".into()));
+        assert_eq!(
+            parse_target("New.Example.org."),
+            Ok("new.example.org".into())
+        );
         for bad in ["a b", "-x.org", "x..org", "x/y", "[192.0.2.1]"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
@@ -112,7 +115,10 @@ mod tests {
         let moving = Arc::new(Moving::new(""));
         let hold = moving.hold().await;
         assert_eq!(*hold, None);
-        let (m, ran) = (moving.clone(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let (m, ran) = (
+            moving.clone(),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        );
         let ran2 = ran.clone();
         let switch = tokio::spawn(async move {
             m.switch("192.0.2.7", || {

@@ -1126,6 +1126,7 @@ fn every_key_of_the_table_sets_the_config() {
         ("backup_keep", "3"),
         ("backup_messages", "false"),
         ("backup_passphrase_file", "/root/pass"),
+        ("moved_to", "192.0.2.9"),
     ];
     let table: Vec<&str> = KEYS.iter().map(|k| k.name()).collect();
     let sampled: Vec<&str> = samples.iter().map(|(k, _)| *k).collect();

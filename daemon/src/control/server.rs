@@ -109,7 +109,9 @@ async fn serve_connection(stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
         };
         let reply = match serde_json::from_slice::<Request>(&line) {
             Ok(Request::StoreSnapshot { messages }) => {
-                let view = ctx.store().and_then(|s| s.view().map_err(|e| e.to_string()));
+                let view = ctx
+                    .store()
+                    .and_then(|s| s.view().map_err(|e| e.to_string()));
                 return stream_snapshot(view, messages, &mut write).await;
             }
             Ok(Request::Move { to }) => {

@@ -17,9 +17,11 @@ use crate::store::snapshot::View;
 pub async fn start(relay: &Relay, config_file: Option<&Path>, to: &str) -> Result<View, String> {
     let config = &relay.config;
     if !matches!(config.mode, Mode::Domain) {
-        return Err("an IP-only relay cannot move: its addresses (name@[IP]) name this \
+        return Err(
+            "an IP-only relay cannot move: its addresses (name@[IP]) name this \
                     machine's IP address. Move that address to the new machine instead."
-            .into());
+                .into(),
+        );
     }
     let to = crate::moving::parse_target(to)?;
     if to.is_empty() {
@@ -42,10 +44,7 @@ pub async fn start(relay: &Relay, config_file: Option<&Path>, to: &str) -> Resul
     let view = relay
         .moving
         .switch(&to, || {
-            let view = relay
-                .store
-                .view()
-                .map_err(|e| format!("the store: {e}"))?;
+            let view = relay.store.view().map_err(|e| format!("the store: {e}"))?;
             crate::config::write_params(path, &[("moved_to", Some(&to))])
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             Ok::<_, String>(view)
