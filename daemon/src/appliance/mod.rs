@@ -1179,6 +1179,14 @@ pub fn services_health(relay: &Relay) -> Vec<ServiceHealth> {
             },
         });
     }
+    // Issue 17: a relay that moves says where to and what it still has to hand over.
+    if let Some(line) = crate::operator::moving::status_line(relay) {
+        out.push(ServiceHealth {
+            name: "Moving".into(),
+            status: CheckStatus::Warning,
+            detail: line,
+        });
+    }
     // Issue 18: mail that does not leave names its domain.
     if let Some(line) = stuck_queue(relay) {
         out.push(ServiceHealth {

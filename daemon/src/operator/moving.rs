@@ -60,3 +60,105 @@ pub async fn start(relay: &Relay, config_file: Option<&Path>, to: &str) -> Resul
     );
     Ok(view)
 }
+
+/// What the status page says of a relay that moves (none when it does not): where to,
+/// and how many messages still wait to be handed over.
+pub fn status_line(relay: &Relay) -> Option<String> {
+    let to = relay.moving.target()?;
+    let now = crate::operator::queue::now(Some(relay));
+    let own = relay.config.mail_domain.to_ascii_lowercase();
+    let waiting = crate::operator::queue::list(&relay.store, now)
+        .map(|l| {
+            l.domains
+                .iter()
+                .filter(|d| d.domain == own)
+                .map(|d| d.messages)
+                .sum::<u64>()
+        })
+        .unwrap_or(0);
+    Some(format!(
+        "moving to {to}: {waiting} message(s) still to hand over; stop this relay once none \
+         are left and the domain's DNS records point there"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(from: &str) -> crate::message::Parsed {
+        crate::message::Parsed::legacy(
+            format!("From: <{from}>\r\nSubject: [...]\r\n\r\nx\r\n").into(),
+        )
+    }
+
+    /// The switch: refused where it cannot work, then `moved_to` written, local mail queued
+    /// for the new machine (none stored), and the status line counting it.
+    #[tokio::test]
+    async fn the_switch_and_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("chatmail.ini");
+        std::fs::write(&ini, "[params]\nmail_domain = mv.example\n").unwrap();
+        let config = crate::testing::config(&dir.path().join("relay"), "mv.example");
+        let relay = Relay::open(config).unwrap();
+        relay
+            .store
+            .create_account("a@mv.example", "h", 1)
+            .await
+            .unwrap();
+        assert_eq!(status_line(&relay), None);
+        for (to, why) in [
+            ("", "name the new machine"),
+            ("mv.example", "own name"),
+            ("a b", "IP address or host name"),
+        ] {
+            let e = start(&relay, Some(&ini), to).await.err().unwrap();
+            assert!(e.contains(why), "{to:?}: {e}");
+        }
+        assert!(start(&relay, None, "192.0.2.9").await.is_err());
+        assert!(!relay.moving.is_moving(), "a refused move changed nothing");
+
+        let view = start(&relay, Some(&ini), "192.0.2.9").await.unwrap();
+        let mut snapshot = Vec::new();
+        view.export(true, &mut snapshot).unwrap();
+        assert!(!snapshot.is_empty());
+        let text = std::fs::read_to_string(&ini).unwrap();
+        assert!(text.contains("moved_to = 192.0.2.9"), "{text}");
+        let again = start(&relay, Some(&ini), "192.0.2.9").await.err().unwrap();
+        assert!(again.contains("already moving"), "{again}");
+
+        let reply = crate::delivery::store(
+            &relay.delivery(),
+            "b@other.example".into(),
+            vec!["a@mv.example".into()],
+            Vec::new(),
+            message("b@other.example"),
+        )
+        .await;
+        assert_eq!(reply.code, 250);
+        let (_, inbox) = relay.store.messages("a@mv.example", "INBOX").unwrap();
+        assert!(inbox.is_empty(), "a moving relay stores nothing");
+        let line = status_line(&relay).unwrap();
+        assert!(
+            line.starts_with("moving to 192.0.2.9: 1 message(s) still to hand over"),
+            "{line}"
+        );
+        // A new account is refused meanwhile (a temporary refusal).
+        let refusal = relay.auth.creation_refusal().unwrap();
+        assert!(refusal.is_temporary());
+    }
+
+    #[tokio::test]
+    async fn an_ip_only_relay_does_not_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("chatmail.ini");
+        std::fs::write(&ini, "[params]\nmail_domain = 127.0.0.1\n").unwrap();
+        let relay = Relay::open(crate::testing::config(
+            &dir.path().join("relay"),
+            "127.0.0.1",
+        ))
+        .unwrap();
+        let e = start(&relay, Some(&ini), "192.0.2.9").await.err().unwrap();
+        assert!(e.contains("IP-only"), "{e}");
+    }
+}
