@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+from deltachat_rpc_client import EventType
+from deltachat_rpc_client.const import Connectivity
 
 from relayharness import (
     RelayProcess,
@@ -125,6 +127,16 @@ def test_card_dies_restore_from_last_automatic_backup(dc, tmp_path):
         relay.kill()
         shutil.rmtree(relay.data_dir)
         relay.config_path.unlink()
+        # a was online and lost its connections. Its app is closed while the card is
+        # replaced (core would retry a send on the dead SMTP connection only 30 s later;
+        # a real replacement takes longer than that, the test need not wait for it).
+        a.events.wait(
+            EventType.CONNECTIVITY_CHANGED,
+            DELIVERY_TIMEOUT,
+            lambda ev: a.account._rpc.get_connectivity(a.account.id) < Connectivity.CONNECTED,
+            what="a lost its connection",
+        )
+        a.account.stop_io()
 
         # A fresh card: a chatmail.ini that names only the domain and the data directory;
         # the restore brings back the rest (ports, keys, certificates, accounts, mail) from
@@ -153,7 +165,8 @@ def test_card_dies_restore_from_last_automatic_backup(dc, tmp_path):
         relay.start(write_config=False)
         assert peer_certificate(relay.ports["imaps"]) == certificate, "another certificate"
 
-        # b comes back online: the message acknowledged before the backup is there.
+        # Both come back online: the message acknowledged before the backup is there.
+        a.account.start_io()
         b.account.start_io()
         got = b.events.wait_incoming(DELIVERY_TIMEOUT, "acknowledged before the backup")
         snap = got.get_snapshot()
