@@ -195,7 +195,10 @@ class RelayProcess:
         lines += [f"{k} = {v}" for k, v in self.params.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
 
-    def start(self) -> None:
+    def start(self, write_config: bool = True) -> None:
+        """Start the relay; without `write_config`, with the chatmail.ini already at
+        `config_path` (e.g. the one `relaybox restore` brought back). The log is appended
+        to, so a relay started again keeps the earlier run's lines."""
         binary = relay_binary()
         if not binary.exists():
             raise RuntimeError(f"{binary} does not exist: run `cargo build -p relaybox` first")
@@ -203,12 +206,13 @@ class RelayProcess:
         if self.dev:
             argv = [str(binary), "dev", "--data-dir", str(self.data_dir)]
         else:
-            self.write_config()
+            if write_config:
+                self.write_config()
             argv = [str(binary), "serve", "--config", str(self.config_path)]
         env = dict(os.environ)
         env.setdefault("RELAYBOX_LOG", "info")
         env["NO_COLOR"] = "1"  # plain log file (tracing-subscriber honours NO_COLOR)
-        self._log_file = open(self.log_path, "wb")
+        self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -273,6 +277,19 @@ class RelayProcess:
         panics = [line for line in self.log_text().splitlines() if "panicked at" in line]
         if panics:
             raise RelayCrashed("relay log shows a panic:\n  " + "\n  ".join(panics[:5]))
+
+    def kill(self) -> None:
+        """SIGKILL the relay (the machine dies: nothing is flushed or closed); a later
+        `stop` does nothing, `start` runs it again."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait(timeout=STOP_TIMEOUT)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self.save_log()
+        self.proc = None
 
     def save_log(self) -> Optional[Path]:
         """Copy the relay log to tests/out/python/<name>-relay.log for CI artefacts."""
