@@ -39,6 +39,34 @@ pub fn next_run(now: u64, every: u64) -> u64 {
     if base > now { base } else { base + every }
 }
 
+/// A run that was missed (the box was off or the relay stopped at its time) is made up
+/// this long after the start, once the relay has settled.
+pub const CATCH_UP_AFTER: u64 = 10 * 60;
+/// The file in the data directory that holds when the last automatic backup was written
+/// (Unix seconds), so that a missed run is noticed after a restart.
+pub const LAST_FILE: &str = "backup-last";
+
+/// When the first run after a start is due: the next aligned run, or — when a backup was
+/// made before (`last`) and the latest aligned run since was missed — [`CATCH_UP_AFTER`]
+/// from `now` (never later than the next aligned run).
+pub fn first_run(now: u64, every: u64, last: Option<u64>) -> u64 {
+    let next = next_run(now, every);
+    let latest = next.saturating_sub(every.max(1));
+    match last {
+        Some(last) if last < latest => (now + CATCH_UP_AFTER).min(next),
+        _ => next,
+    }
+}
+
+/// When the last automatic backup of the relay with data in `data_dir` was written.
+pub fn read_last(data_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(data_dir.join(LAST_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The domain as it goes into file names (anything but letters, digits, `.`, `-`, `_`
 /// becomes `_`).
 fn name_domain(domain: &str) -> String {
@@ -358,7 +386,8 @@ pub async fn run(auto: Arc<AutoBackup>, job: Job, on_result: impl Fn() + Send) {
 async fn run_polling(auto: Arc<AutoBackup>, job: Job, on_result: impl Fn() + Send, poll: Duration) {
     let mut changes = auto.settings.subscribe();
     let mut settings = auto.settings();
-    let mut due = next_run(job.clock.unix_now(), settings.every.as_secs());
+    let last = read_last(&job.config.data_dir);
+    let mut due = first_run(job.clock.unix_now(), settings.every.as_secs(), last);
     loop {
         auto.lock().next = Some(due);
         let now = job.clock.unix_now();
@@ -384,12 +413,20 @@ async fn run_polling(auto: Arc<AutoBackup>, job: Job, on_result: impl Fn() + Sen
             auto.lock().running = true;
             let outcome = once(&auto, &job, &settings, now).await;
             match &outcome.result {
-                Ok(w) => tracing::info!(
-                    "automatic backup written: {} ({} bytes, {} older removed)",
-                    w.file,
-                    w.bytes,
-                    w.removed
-                ),
+                Ok(w) => {
+                    tracing::info!(
+                        "automatic backup written: {} ({} bytes, {} older removed)",
+                        w.file,
+                        w.bytes,
+                        w.removed
+                    );
+                    let path = job.config.data_dir.join(LAST_FILE);
+                    if let Err(e) =
+                        crate::files::write_atomic(&path, format!("{now}\n").as_bytes(), 0o600)
+                    {
+                        tracing::warn!("cannot write {}: {e}", path.display());
+                    }
+                }
                 Err(e) => tracing::error!("automatic backup failed: {e}"),
             }
             {

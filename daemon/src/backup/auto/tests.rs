@@ -32,6 +32,34 @@ fn runs_are_aligned_daily_at_0017_and_to_shorter_intervals() {
     assert_ne!(next_run(day, DAY), crate::expire::next_run(day));
 }
 
+/// A run missed while the box was off is made up soon after the start; a relay that
+/// made its last run on time, or never made one, waits for the next aligned run.
+#[test]
+fn a_missed_run_is_made_up_after_the_start() {
+    let day = 86_400;
+    let start = 20_000 * day + 9 * 3600; // 09:00 UTC
+    let due_today = 20_000 * day + RUN_OFFSET;
+    let due_tomorrow = due_today + day;
+    assert_eq!(first_run(start, day, None), due_tomorrow);
+    assert_eq!(first_run(start, day, Some(due_today)), due_tomorrow);
+    assert_eq!(
+        first_run(start, day, Some(due_today - day)),
+        start + CATCH_UP_AFTER,
+        "yesterday's backup, today's 00:17 missed"
+    );
+    // Never later than the next aligned run.
+    let just_before = due_tomorrow - 60;
+    assert_eq!(
+        first_run(just_before, day, Some(due_today - day)),
+        due_tomorrow
+    );
+    // The file the task writes is read back.
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(read_last(dir.path()), None);
+    std::fs::write(dir.path().join(LAST_FILE), "1234\n").unwrap();
+    assert_eq!(read_last(dir.path()), Some(1234));
+}
+
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -244,6 +272,7 @@ async fn the_task_backs_up_a_running_relay_on_schedule_and_the_newest_restores()
         );
         assert!(written.bytes > 0);
         assert_eq!(written.removed, usize::from(i == 2));
+        assert_eq!(read_last(&relay.config.data_dir), Some(first + i * 60));
     }
     task.abort();
     // The newest two of its own, the others untouched.
