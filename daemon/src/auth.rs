@@ -99,6 +99,8 @@ pub enum CreationRefusal {
     Blocked,
     /// Issue 18: the sign-up mode (`signup`, [`crate::signup`]) refuses it.
     SignUp(crate::signup::Refusal),
+    /// Issue 17: the relay moves to another machine: accounts are made there.
+    Moving,
 }
 
 impl CreationRefusal {
@@ -121,6 +123,7 @@ impl CreationRefusal {
             CreationRefusal::Memory { .. } => Registration::Memory,
             CreationRefusal::Disk { .. } => Registration::Disk,
             CreationRefusal::Blocked => Registration::Blocked,
+            CreationRefusal::Moving => Registration::Moving,
             CreationRefusal::SignUp(r) => match r {
                 crate::signup::Refusal::Closed => Registration::Closed,
                 crate::signup::Refusal::Invite(_) => Registration::Invite,
@@ -156,6 +159,7 @@ impl CreationRefusal {
                 "This address is blocked on this relay: its owner removed it for good".to_string()
             }
             CreationRefusal::SignUp(r) => r.user_text(),
+            CreationRefusal::Moving => MOVED_TEXT.to_string(),
         }
     }
 }
@@ -185,9 +189,15 @@ impl std::fmt::Display for CreationRefusal {
                 write!(f, "the address is blocked (relaybox accounts unblock)")
             }
             CreationRefusal::SignUp(r) => write!(f, "{r}"),
+            CreationRefusal::Moving => write!(f, "the relay moves to another machine (moved_to)"),
         }
     }
 }
+
+/// What a client hears from a relay that moved (`relaybox move`): its accounts are served
+/// by the new machine, which the relay's name points to soon.
+pub const MOVED_TEXT: &str =
+    "This relay is moving to a new machine. Try again in a few minutes.";
 
 /// Bytes for people: under 1 MiB as bytes, under 1 GiB as whole MiB (rounded down),
 /// else GiB with one decimal unless whole.
@@ -318,6 +328,8 @@ pub struct Auth {
     /// ([`REFUSAL_WARNING_EVERY`]; unix seconds of the injected clock: a jump of the
     /// wall clock at worst warns once too often or too seldom).
     refusal_warned: Mutex<HashMap<crate::metrics::Registration, u64>>,
+    /// Issue 17: no account is created while the relay moves.
+    moving: Option<Arc<crate::moving::Moving>>,
 }
 
 /// A refused creation is a warning (the status page's "recent problems", LW-2) at most
@@ -344,7 +356,14 @@ impl Auth {
             limiter: Limiter::new(LOGIN_POLICY),
             hash_runs: Default::default(),
             refusal_warned: Mutex::new(HashMap::new()),
+            moving: None,
         }
+    }
+
+    /// Refuse account creation while `moving` says the relay moves.
+    pub fn with_moving(mut self, moving: Arc<crate::moving::Moving>) -> Auth {
+        self.moving = Some(moving);
+        self
     }
 
     /// How many password hashes were computed so far.
@@ -365,7 +384,10 @@ impl Auth {
     /// once per [`REFUSAL_WARNING_EVERY`] and kind) and counted. Every creation path
     /// asks here: first login and `/new` (NEW-5).
     pub fn creation_refusal(&self) -> Option<CreationRefusal> {
-        let refusal = self.limits.refusal()?;
+        let refusal = match &self.moving {
+            Some(m) if m.is_moving() => CreationRefusal::Moving,
+            _ => self.limits.refusal()?,
+        };
         self.refused(&refusal);
         Some(refusal)
     }

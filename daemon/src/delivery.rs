@@ -33,6 +33,8 @@ pub struct Handles<'a> {
     pub dkim: Option<&'a Signer>,
     /// IN-4e, IN-5: DKIM verification of incoming mail.
     pub dkim_verifier: &'a Verifier,
+    /// Issue 17: a relay that moves stores nothing locally and forwards it all.
+    pub moving: &'a crate::moving::Moving,
 }
 
 /// The accepted recipients of one transaction: its RCPT commands (every SMTP port) or
@@ -164,6 +166,8 @@ pub async fn submission(
     };
     // SUB-10, SUB-11: cleanup; no Received header is ever added.
     let mut msg = headers::cleanup_submission(msg);
+    let hold = h.moving.hold().await;
+    let (local, remote) = forwarded(&hold, local, remote);
     // SUB-12: sign once, after cleanup, when the message leaves this relay (local copies
     // share the same bytes).
     if !remote.is_empty()
@@ -171,7 +175,25 @@ pub async fn submission(
     {
         msg = signer.sign(msg);
     }
-    store(h, mail_from, local, remote, msg).await
+    commit(h, &hold, mail_from, local, remote, msg).await
+}
+
+/// Issue 17: where the local recipients go. While the relay moves (`hold` says where to)
+/// they are queued like remote ones — the queue row of this relay's own domain, which the
+/// outbound transport sends to the new machine — and nothing is stored here.
+fn forwarded(
+    hold: &crate::moving::Hold<'_>,
+    mut local: Vec<String>,
+    mut remote: Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    if hold.is_some() {
+        for account in local.drain(..) {
+            if !remote.contains(&account) {
+                remote.push(account);
+            }
+        }
+    }
+    (local, remote)
 }
 
 /// IN-4 (a–e) then IN-7 and the commit, for port 25 and `/mxdeliv` alike. `client` is
@@ -203,7 +225,9 @@ pub async fn inbound(
     else {
         return SmtpReply::new(500, "Failed to parse message headers");
     };
+    let own_domain = domain.eq_ignore_ascii_case(&h.config.address_domain());
     match inbound::origin(&domain, client) {
+        _ if !own_domain && forwarded_by_us(h, &msg).await => {}
         Origin::Literal => {}
         Origin::Refused(r) => {
             crate::metrics::rejected(Rejection::Origin);
@@ -217,14 +241,41 @@ pub async fn inbound(
         }
     }
     // IN-7.
-    let msg = headers::strip_inbound(msg);
+    let mut msg = headers::strip_inbound(msg);
     // IN-4b: a From that differs from MAIL FROM makes the envelope sender `<>`.
     let sender = if verdict.reset_sender {
         String::new()
     } else {
         mail_from
     };
-    store(h, sender, rcpts.local, Vec::new(), msg).await
+    let hold = h.moving.hold().await;
+    let (local, remote) = forwarded(&hold, rcpts.local, Vec::new());
+    // Issue 17: mail forwarded to the new machine carries this relay's own signature, by
+    // which the new machine (same key) knows it was checked here ([`forwarded_by_us`]).
+    if !remote.is_empty()
+        && let Some(signer) = h.dkim
+    {
+        msg = signer.sign(msg);
+    }
+    commit(h, &hold, sender, local, remote, msg).await
+}
+
+/// Issue 17: whether `msg` was checked by this relay itself on the machine it moved from
+/// (the same DKIM key): it carries a valid signature of this relay's own domain. Such mail
+/// passed IN-4 there; its origin (IN-4e) is not checked again, as the From domain's own
+/// signature was removed there (IN-7).
+async fn forwarded_by_us(h: &Handles<'_>, msg: &Parsed) -> bool {
+    if h.dkim.is_none() {
+        return false;
+    }
+    let own = h.config.address_domain();
+    // A cheap look first: most mail carries no signature of this domain at all.
+    let header = msg.view().header().to_ascii_lowercase();
+    let tag = format!("d={}", own.to_ascii_lowercase());
+    if !header.windows(tag.len()).any(|w| w == tag.as_bytes()) {
+        return false;
+    }
+    h.dkim_verifier.verify(msg.bytes(), &own).await.is_ok()
 }
 
 /// One durable `Store::deliver_with_push` for every recipient; `250` only after it
@@ -232,6 +283,20 @@ pub async fn inbound(
 /// queued (one row per domain).
 pub async fn store(
     h: &Handles<'_>,
+    sender: String,
+    local: Vec<String>,
+    remote: Vec<String>,
+    body: Parsed,
+) -> SmtpReply {
+    let hold = h.moving.hold().await;
+    let (local, remote) = forwarded(&hold, local, remote);
+    commit(h, &hold, sender, local, remote, body).await
+}
+
+/// [`store`] inside the moving gate (`_hold`, held until the commit returned).
+async fn commit(
+    h: &Handles<'_>,
+    _hold: &crate::moving::Hold<'_>,
     sender: String,
     local: Vec<String>,
     remote: Vec<String>,

@@ -113,6 +113,12 @@ impl Events {
         drop(self.accounts.lock().expect("events lock").remove(account));
     }
 
+    /// Issue 17: the relay moved: every session's receiver closes, which ends them all
+    /// (their clients connect again and find the new machine).
+    pub fn end_all_sessions(&self) {
+        drop(std::mem::take(&mut *self.accounts.lock().expect("events lock")));
+    }
+
     /// A new subscriber of the delivery event: it sees every delivery published from
     /// now on.
     pub fn deliveries(&self) -> Deliveries {

@@ -32,6 +32,7 @@ pub mod logs;
 pub mod memory;
 pub mod message;
 pub mod metrics;
+pub mod moving;
 pub mod mxdeliv;
 pub mod net;
 pub mod onboarding;

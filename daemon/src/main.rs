@@ -77,6 +77,24 @@ enum Command {
         /// The backup file.
         backup: PathBuf,
     },
+    /// Move the running relay to another machine (README "Moving to another machine"):
+    /// write its final backup and from then on forward all mail for its accounts to the
+    /// new machine, until its name points there.
+    Move {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The new machine's IP address (or a host name of its own).
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+        /// The final backup to write (atomically), to restore on the new machine.
+        #[arg(long)]
+        out: PathBuf,
+        /// Read the passphrase from this file's first line (else RELAYBOX_BACKUP_PASSPHRASE,
+        /// else it is asked on the terminal).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
     /// The outbound queue by destination domain; "retry now" and "give up (bounce)" per
     /// domain, on a running or a stopped relay.
     Queue {
@@ -202,6 +220,25 @@ fn main() -> ExitCode {
             ));
         }
         Command::Backup { .. } => unreachable!("clap requires --config and --out without --list"),
+        Command::Move {
+            config: path,
+            to,
+            out,
+            passphrase_file,
+        } => {
+            let config = match load_config_for_serve(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let path = relaybox::backup::cli::absolute(&path);
+            return relaybox::control::cli::block_on(relaybox::backup::cli::move_to(
+                &config,
+                &path,
+                &to,
+                &out,
+                passphrase_file.as_deref(),
+            ));
+        }
         Command::Restore {
             config: path,
             passphrase_file,

@@ -92,10 +92,12 @@ pub enum Registration {
     /// Issue 18: `signup = no-automatic` and a password as automatic relay selection
     /// makes them.
     Automatic,
+    /// Issue 17: the relay moves to another machine (`relaybox move`).
+    Moving,
 }
 
 impl Registration {
-    const ALL: [Registration; 8] = [
+    const ALL: [Registration; 9] = [
         Registration::Name,
         Registration::Closed,
         Registration::Load,
@@ -104,6 +106,7 @@ impl Registration {
         Registration::Blocked,
         Registration::Invite,
         Registration::Automatic,
+        Registration::Moving,
     ];
 
     /// The label value.
@@ -117,6 +120,7 @@ impl Registration {
             Registration::Blocked => "blocked",
             Registration::Invite => "invite",
             Registration::Automatic => "automatic",
+            Registration::Moving => "moving",
         }
     }
 }

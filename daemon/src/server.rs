@@ -57,6 +57,8 @@ pub struct Relay {
     pub admin: std::sync::OnceLock<axum::Router>,
     /// Memory for messages in transit (`max_message_memory`).
     pub memory: crate::memory::Budget,
+    /// Issue 17, `relaybox move`: whether this relay moves to another machine.
+    pub moving: Arc<crate::moving::Moving>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +96,8 @@ impl Relay {
         let store =
             Store::open_with_cache(&config.data_dir.join(STORE_FILE), config.store_cache_size)?;
         let tls = Tls::new(crate::tls::initial_certificate(&config, clock.unix_now())?)?;
-        let auth = Auth::new(store.clone(), &config, clock.clone());
+        let moving = Arc::new(crate::moving::Moving::new(&config.moved_to));
+        let auth = Auth::new(store.clone(), &config, clock.clone()).with_moving(moving.clone());
         let send_limiter = RateLimiter::new(Quota::new(
             config.max_user_send_per_minute,
             Duration::from_secs(60),
@@ -114,8 +117,9 @@ impl Relay {
         // client that asks (`crate::appversions`).
         let _ = crate::appversions::value(&config.data_dir);
         let dkim_verifier = crate::dkim::Verifier::new(&config)?;
-        let outbound = crate::outbound::Transport::new(&config)?;
+        let outbound = crate::outbound::Transport::new(&config)?.moving(moving.clone());
         let relay = Arc::new(Relay {
+            moving,
             dkim,
             dkim_verifier,
             outbound,
@@ -147,6 +151,7 @@ impl Relay {
             events: &self.events,
             dkim: self.dkim.as_ref(),
             dkim_verifier: &self.dkim_verifier,
+            moving: &self.moving,
         }
     }
 }
@@ -281,6 +286,7 @@ impl Relay {
             tls: &self.tls,
             memory: &self.memory,
             turn: self.turn_handles(),
+            moving: &self.moving,
         }
     }
 

@@ -330,20 +330,12 @@ impl SignUp {
     /// running relay uses it from its next request on.
     pub fn set_mode(&self, mode: Mode, config_file: Option<&Path>) -> Result<(), SignUpError> {
         if let Some(path) = config_file {
-            let fail = |msg: String| SignUpError::Config {
-                path: path.display().to_string(),
-                msg,
-            };
-            let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-            let next = crate::config::edit_param(&text, "signup", Some(mode.as_str()));
-            // Never write a file the relay would not start with.
-            crate::config::Config::parse(&next)
-                .map_err(|e| fail(format!("the config would not be valid: {e}")))?;
-            let perms = std::fs::metadata(path)
-                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-                .unwrap_or(0o644);
-            crate::files::write_atomic(path, next.as_bytes(), perms)
-                .map_err(|e| fail(e.to_string()))?;
+            crate::config::write_params(path, &[("signup", Some(mode.as_str()))]).map_err(
+                |msg| SignUpError::Config {
+                    path: path.display().to_string(),
+                    msg,
+                },
+            )?;
         }
         self.mode.store(mode_index(mode), Ordering::Release);
         tracing::info!("sign-up mode set to {}", mode.as_str());

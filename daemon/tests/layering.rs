@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("memory", FOUNDATION),
     ("message", FOUNDATION),
     ("metrics", FOUNDATION),
+    ("moving", FOUNDATION),
     ("net", FOUNDATION),
     ("policy", FOUNDATION),
     ("private", FOUNDATION),

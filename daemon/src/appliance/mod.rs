@@ -1050,6 +1050,10 @@ impl crate::control::Daemon for Appliance {
     async fn report(&self) -> String {
         Appliance::report(self).await.0
     }
+
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config_path.clone()
+    }
 }
 
 impl Appliance {

@@ -1,4 +1,4 @@
-//! `relaybox backup` and `relaybox restore`: arguments, the passphrase (a file, the
+//! `relaybox backup`, `relaybox restore` and `relaybox move`: arguments, the passphrase (a file, the
 //! environment, or asked on the terminal), the confirmation, and what is printed.
 
 use std::io::IsTerminal;
@@ -120,6 +120,62 @@ pub async fn backup(
         }
         Err(e) => {
             eprintln!("relaybox: backup failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `relaybox move --config FILE --to ADDRESS --out BACKUP` (issue 17 item 4): the final
+/// backup, taken as the running relay switches to forwarding, and what to do next.
+pub async fn move_to(
+    config: &Config,
+    config_path: &Path,
+    to: &str,
+    out: &Path,
+    passphrase_file: Option<&Path>,
+) -> ExitCode {
+    let passphrase = match passphrase(passphrase_file, true) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("relaybox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let source = super::SnapshotSource::Move(to);
+    match super::make_from(config, config_path, out, &passphrase, true, now(), source).await {
+        Ok(made) => {
+            println!(
+                "{} now forwards all mail for its accounts to {to}; its IMAP clients are told \
+                 to come back later.\nfinal backup written to {} ({} bytes)\n\nNext:\n  \
+                 1. copy {} to the new machine and run there:\n       relaybox restore \
+                 --config /etc/relaybox/chatmail.ini BACKUP\n     then start the relay there \
+                 (it needs the same ports open as here);\n  2. point the DNS records of {} \
+                 (A/AAAA, and the MX target) at {to};\n  3. keep this relay running until \
+                 `relaybox queue --config {}` lists nothing for {} and the TTL of the old \
+                 records has passed; then stop it.",
+                config.mail_domain,
+                out.display(),
+                made.bytes,
+                out.display(),
+                config.mail_domain,
+                config_path.display(),
+                config.mail_domain,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("relaybox: move failed: {e}");
+            if std::fs::read_to_string(config_path).is_ok_and(|t| {
+                crate::config::Config::parse(&t).is_ok_and(|l| !l.config.moved_to.is_empty())
+            }) {
+                eprintln!(
+                    "relaybox: the relay forwards to the new machine already, but its final \
+                     backup was not written. Do not use an older backup. To try again: stop \
+                     the relay, remove the line `moved_to` from {}, start it (mail that came \
+                     meanwhile is delivered here) and run `relaybox move` again.",
+                    config_path.display()
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -110,6 +110,9 @@ pub enum SnapshotSource<'a> {
     /// The store file, opened here; none when there is no file (the setup-mode daemon,
     /// which holds no store open and whose control socket has no store to give).
     File,
+    /// Issue 17, `relaybox move`: the running daemon switches to moving to this address
+    /// and gives the final snapshot ([`crate::control::client::move_snapshot`]).
+    Move(&'a str),
 }
 
 /// Write a backup of the relay of `config` (its config file at `config_path`) to `out`,
@@ -222,6 +225,9 @@ async fn write_backup(
             crate::control::client::snapshot(config, messages, &mut body.0).await?
         }
         SnapshotSource::Store(store) => Some(store.export(messages, &mut body.0)?),
+        SnapshotSource::Move(to) => {
+            Some(crate::control::client::move_snapshot(config, to, &mut body.0).await?)
+        }
         SnapshotSource::File => {
             let path = config.data_dir.join(STORE_FILE);
             if path.exists() {
@@ -601,13 +607,16 @@ fn swap_in(config: &Config, config_path: &Path, staging: &Path) -> io::Result<()
         own(&data.join(name), uid, gid)?;
     }
     crate::files::sync_dir(data)?;
-    // The config comes back as it was, but on this machine's data directory.
+    // The config comes back as it was, but on this machine's data directory, and not
+    // moving: the final backup of `relaybox move` is taken as the old machine starts to
+    // forward here.
     let text = std::fs::read_to_string(staging.join(CONFIG_NAME))?;
     let text = crate::config::edit_param(
         &text,
         "data_dir",
         Some(&config.data_dir.display().to_string()),
     );
+    let text = crate::config::edit_param(&text, "moved_to", None);
     crate::files::write_atomic(config_path, text.as_bytes(), 0o644)?;
     remove_all(&aside)?;
     remove_all(staging)?;

@@ -1069,6 +1069,16 @@ pub static KEYS: &[&dyn Key] = &[
         help: "the automatic backups' passphrase (first line; the status page writes it, \
                mode 0600); missing = no automatic backups",
     },
+    &Spec {
+        name: "moved_to",
+        origin: Origin::Relaybox,
+        default: Fallback::Text(""),
+        dev: Dev::Same,
+        parse: |v, _| crate::moving::parse_target(v),
+        set: |c, v| c.moved_to = v,
+        help: "set by `relaybox move` (issue 17): the new machine's address; this relay then \
+               stores no mail and forwards all mail for its accounts there; empty = not moving",
+    },
 ];
 
 /// Memory a message of `size` bytes reserves in transit (`memory::BYTES_PER_BYTE`).

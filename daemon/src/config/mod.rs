@@ -218,6 +218,9 @@ pub struct Config {
     pub appliance: ApplianceConfig,
     /// Relaybox (issue 17): automatic backups.
     pub backup: BackupConfig,
+    /// `moved_to` (issue 17, `relaybox move`): the new machine's address; empty = not
+    /// moving (`crate::moving`).
+    pub moved_to: String,
 }
 
 /// Where automatic backups go (`backup_dir`).
@@ -569,8 +572,25 @@ impl Config {
                 messages: false,
                 passphrase_file: PathBuf::new(),
             },
+            moved_to: String::new(),
         }
     }
+}
+
+/// Set (`Some`) or remove (`None`) keys of `[params]` in the chatmail.ini at `path`, every
+/// other line kept ([`edit_param`]): validated first — a file the relay would not start
+/// with is never written — then replaced atomically and durably, its mode kept. Operator
+/// actions that must survive a restart (the sign-up mode, `moved_to`) go through here.
+pub fn write_params(path: &std::path::Path, edits: &[(&str, Option<&str>)]) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let next = edits
+        .iter()
+        .fold(text, |text, (key, value)| edit_param(&text, key, *value));
+    Config::parse(&next).map_err(|e| format!("the config would not be valid: {e}"))?;
+    let perms = std::fs::metadata(path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o644);
+    crate::files::write_atomic(path, next.as_bytes(), perms).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

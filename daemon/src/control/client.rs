@@ -75,6 +75,35 @@ pub async fn snapshot(
             .map(Some)
             .map_err(|e| CallError::Refused(format!("the snapshot failed: {e}")));
     };
+    streamed(config, stream, &Request::StoreSnapshot { messages }, out)
+        .await
+        .map(Some)
+}
+
+/// Issue 17, `relaybox move`: switch the running relay to moving to `to` and write the
+/// final snapshot it answers with to `out` ([`crate::operator::moving::start`]).
+pub async fn move_snapshot(
+    config: &Config,
+    to: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<SnapshotCounts, CallError> {
+    let Some(stream) = connect(&config.data_dir).await? else {
+        return Err(CallError::Refused(
+            "the relay is not running: `relaybox move` hands over a running relay (start it \
+             first)"
+                .into(),
+        ));
+    };
+    streamed(config, stream, &Request::Move { to: to.into() }, out).await
+}
+
+/// Send `request` and copy its streamed snapshot answer to `out`.
+async fn streamed(
+    config: &Config,
+    stream: tokio::net::UnixStream,
+    request: &Request,
+    out: &mut dyn std::io::Write,
+) -> Result<SnapshotCounts, CallError> {
     let path = config.data_dir.join(SOCKET_FILE);
     let fail = |err: io::Error| CallError::Socket {
         path: path.display().to_string(),
@@ -82,8 +111,7 @@ pub async fn snapshot(
     };
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
-    let mut line = serde_json::to_vec(&Request::StoreSnapshot { messages })
-        .map_err(|e| CallError::Answer(e.to_string()))?;
+    let mut line = serde_json::to_vec(request).map_err(|e| CallError::Answer(e.to_string()))?;
     line.push(b'\n');
     write.write_all(&line).await.map_err(fail)?;
     match read_reply(&mut read).await? {
@@ -107,9 +135,7 @@ pub async fn snapshot(
             .map_err(|e| CallError::Refused(format!("cannot write the snapshot: {e}")))?;
     }
     match read_reply(&mut read).await? {
-        Reply::Ok(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|e| CallError::Answer(e.to_string())),
+        Reply::Ok(v) => serde_json::from_value(v).map_err(|e| CallError::Answer(e.to_string())),
         Reply::Error(message) => Err(CallError::Refused(message)),
     }
 }

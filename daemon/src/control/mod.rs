@@ -52,6 +52,10 @@ pub enum Request {
     /// chunks (u32 length, bytes), a zero length, and a last reply line with the
     /// [`crate::store::snapshot::SnapshotCounts`] or the error that cut it short.
     StoreSnapshot { messages: bool },
+    /// Issue 17, `relaybox move`: switch the running relay to moving to `to` and answer
+    /// with the final snapshot (with the messages), streamed as for `StoreSnapshot`
+    /// ([`crate::operator::moving::start`]).
+    Move { to: String },
     /// The outbound queue by destination domain ([`crate::operator::queue::list`]).
     QueueList,
     /// "Retry now" for one domain ([`crate::operator::queue::retry`]).
@@ -100,6 +104,9 @@ pub enum Reply {
 pub trait Daemon: Send + Sync {
     /// The diagnostic report of the running daemon (`operator::report`).
     async fn report(&self) -> String;
+
+    /// The config file the daemon was started with (none in dev mode).
+    fn config_file(&self) -> Option<std::path::PathBuf>;
 }
 
 /// What a request may use. In the daemon the relay is attached once it runs (setup mode
@@ -195,7 +202,7 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: ctx.mode().to_string(),
         }),
-        Request::StoreSnapshot { .. } => {
+        Request::StoreSnapshot { .. } | Request::Move { .. } => {
             Err("a snapshot is a streamed answer (control::client::snapshot)".into())
         }
         Request::QueueList => {

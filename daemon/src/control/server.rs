@@ -109,7 +109,21 @@ async fn serve_connection(stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
         };
         let reply = match serde_json::from_slice::<Request>(&line) {
             Ok(Request::StoreSnapshot { messages }) => {
-                return stream_snapshot(ctx, messages, &mut write).await;
+                let view = ctx.store().and_then(|s| s.view().map_err(|e| e.to_string()));
+                return stream_snapshot(view, messages, &mut write).await;
+            }
+            Ok(Request::Move { to }) => {
+                let view = match ctx.relay() {
+                    Some(relay) => {
+                        let file = ctx.daemon_state().and_then(|d| d.config_file());
+                        crate::operator::moving::start(relay, file.as_deref(), &to).await
+                    }
+                    None => Err(format!(
+                        "the relay is in {} mode: only a running relay moves",
+                        ctx.mode()
+                    )),
+                };
+                return stream_snapshot(view, true, &mut write).await;
             }
             Ok(request) => super::dispatch(ctx, request).await,
             Err(e) => Reply::Error(format!(
@@ -124,15 +138,16 @@ async fn serve_connection(stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
 /// Bytes per snapshot chunk.
 const CHUNK: usize = 64 * 1024;
 
-/// Answer [`Request::StoreSnapshot`]: the `ok` line, the chunks, the end (see there). The
-/// store is read on a blocking thread; at most a few chunks wait for the socket.
+/// Answer [`Request::StoreSnapshot`] and [`Request::Move`] with `view` (or its error):
+/// the `ok` line, the chunks, the end (see there). The store is read on a blocking
+/// thread; at most a few chunks wait for the socket.
 async fn stream_snapshot(
-    ctx: &Ctx,
+    view: Result<crate::store::snapshot::View, String>,
     messages: bool,
     write: &mut tokio::net::unix::OwnedWriteHalf,
 ) -> io::Result<()> {
-    let store = match ctx.store() {
-        Ok(s) => s.clone(),
+    let view = match view {
+        Ok(v) => v,
         Err(e) => return write.write_all(&encode(&Reply::Error(e))).await,
     };
     write
@@ -141,7 +156,7 @@ async fn stream_snapshot(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let export = tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(CHUNK, ChunkSender(tx));
-        store.export(messages, &mut out)
+        view.export(messages, &mut out)
     });
     while let Some(chunk) = rx.recv().await {
         write.write_all(&(chunk.len() as u32).to_le_bytes()).await?;

@@ -91,6 +91,8 @@ pub struct Handles<'a> {
     pub memory: &'a Budget,
     /// The TURN METADATA entry (§12, RT-2).
     pub turn: crate::turn::Handles<'a>,
+    /// Issue 17: a relay that moves serves no mailboxes (logins refused, sessions ended).
+    pub moving: &'a crate::moving::Moving,
 }
 
 /// Run one IMAP session on `conn` (plain on 143 until STARTTLS; already TLS on 993).

@@ -324,10 +324,20 @@ impl<'a> Session<'a> {
             return Flow::Close;
         }
         if self.account_removed() {
-            self.out.bye("Account removed");
+            self.out.bye(self.ended_text());
             return Flow::Close;
         }
         flow
+    }
+
+    /// Why a logged-in session ends when its events closed: its account was removed, or
+    /// the relay moved (issue 17).
+    pub(super) fn ended_text(&self) -> &'static str {
+        if self.h.moving.is_moving() {
+            crate::auth::MOVED_TEXT
+        } else {
+            "Account removed"
+        }
     }
 
     /// The logged-in account was removed: its events closed ([`crate::events::Events::account_removed`]).

@@ -4,8 +4,10 @@
 //!
 //! - `accounts`: list, delete, block and unblock accounts (issue 18 item 3);
 //! - `queue`: the outbound queue by destination domain (issue 18 item 4);
-//! - `report`: the diagnostic report (issue 18 item 5).
+//! - `report`: the diagnostic report (issue 18 item 5);
+//! - `moving`: the switch of `relaybox move` (issue 17 item 4).
 
 pub mod accounts;
+pub mod moving;
 pub mod queue;
 pub mod report;

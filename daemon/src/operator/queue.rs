@@ -242,6 +242,7 @@ pub async fn bounce(
             let verifier = crate::dkim::Verifier::new(config)
                 .map_err(|e| QueueError::Bounce(e.to_string()))?;
             let events = crate::events::Events::new();
+            let moving = crate::moving::Moving::new(&config.moved_to);
             let handles = crate::delivery::Handles {
                 config,
                 store,
@@ -249,6 +250,7 @@ pub async fn bounce(
                 events: &events,
                 dkim: dkim.as_ref(),
                 dkim_verifier: &verifier,
+                moving: &moving,
             };
             for row in &rows {
                 messages += u64::from(crate::outbound::give_up(&handles, row).await?);

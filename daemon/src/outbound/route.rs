@@ -38,13 +38,17 @@ pub enum Hop {
     Name(String),
     /// An address literal destination `[a.b.c.d]` / `[IPv6:…]` (OUT-2).
     Literal(IpAddr),
+    /// Issue 17: a name (certificate name, SNI) reached at another host's addresses
+    /// (`at`: an IP address or a host name) — this relay's own domain at the machine it
+    /// moves to.
+    At { name: String, at: String },
 }
 
 impl Hop {
     /// How the hop appears in replies and logs, and the key of the SMTP-only mark.
     pub fn label(&self) -> String {
         match self {
-            Hop::Name(name) => name.clone(),
+            Hop::Name(name) | Hop::At { name, .. } => name.clone(),
             Hop::Literal(ip) => ip.to_string(),
         }
     }

@@ -144,6 +144,11 @@ pub struct Transport {
     /// OUT-3: host label → when it last took mail over SMTP.
     smtp_only: Mutex<HashMap<String, Instant>>,
     settings: Settings,
+    /// Issue 17: this relay's own domain (domain mode: an IP-only relay's addresses name
+    /// its own IP, so it cannot move) and whether it moves (its mail then goes to the new
+    /// machine, [`Hop::At`]).
+    own_domain: Option<String>,
+    moving: Option<Arc<crate::moving::Moving>>,
 }
 
 /// OUT-4: the client configurations, per certificate policy and protocol.
@@ -198,6 +203,28 @@ impl Transport {
             source,
             smtp_only: Mutex::new(HashMap::new()),
             settings,
+            own_domain: matches!(config.mode, Mode::Domain)
+                .then(|| config.mail_domain.to_ascii_lowercase()),
+            moving: None,
+        })
+    }
+
+    /// Send this relay's own domain to the machine it moves to, once `moving` says so.
+    pub fn moving(mut self, moving: Arc<crate::moving::Moving>) -> Transport {
+        self.moving = Some(moving);
+        self
+    }
+
+    /// Issue 17: the one hop of this relay's own domain while it moves.
+    fn moved_hop(&self, domain: &str) -> Option<Hop> {
+        let own = self.own_domain.as_ref()?;
+        if domain != own {
+            return None;
+        }
+        let at = self.moving.as_ref()?.target()?;
+        Some(Hop::At {
+            name: own.clone(),
+            at,
         })
     }
 
@@ -250,7 +277,11 @@ impl Transport {
         body: &[u8],
     ) -> Outcome {
         let domain = domain.to_ascii_lowercase();
-        let hops = match self.router.route(&domain).await {
+        let route = match self.moved_hop(&domain) {
+            Some(hop) => Route::Hops(vec![hop]),
+            None => self.router.route(&domain).await,
+        };
+        let hops = match route {
             Route::Hops(hops) => hops,
             Route::Fail { reply, permanent } => {
                 return Outcome::all_failed(recipients, reply, permanent);
@@ -355,6 +386,10 @@ impl Transport {
         let all = match hop {
             Hop::Literal(ip) => vec![*ip],
             Hop::Name(name) => self.router.addresses(name).await?,
+            Hop::At { at, .. } => match at.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => self.router.addresses(at).await?,
+            },
         };
         let usable: Vec<IpAddr> = all
             .into_iter()
@@ -386,7 +421,7 @@ impl Transport {
             return Answer::Failed(e);
         }
         let host = match hop {
-            Hop::Name(name) => name.clone(),
+            Hop::Name(name) | Hop::At { name, .. } => name.clone(),
             Hop::Literal(IpAddr::V4(ip)) => ip.to_string(),
             Hop::Literal(IpAddr::V6(ip)) => format!("[{ip}]"),
         };
@@ -558,7 +593,7 @@ fn interleave(addrs: &[IpAddr]) -> Vec<IpAddr> {
 fn server_name(hop: &Hop) -> Result<ServerName<'static>, String> {
     match hop {
         Hop::Literal(ip) => Ok(ServerName::IpAddress((*ip).into())),
-        Hop::Name(name) => ServerName::try_from(name.clone())
+        Hop::Name(name) | Hop::At { name, .. } => ServerName::try_from(name.clone())
             .map_err(|_| format!("{name} is not a valid host name")),
     }
 }

@@ -56,7 +56,27 @@ impl Store {
         messages: bool,
         out: &mut dyn Write,
     ) -> Result<SnapshotCounts, SnapshotError> {
-        let rx = self.read()?;
+        self.view()?.export(messages, out)
+    }
+
+    /// The store as it is now, for an [`View::export`] later: every commit that returned
+    /// before this call is in it, none that starts after.
+    pub fn view(&self) -> Result<View, StoreError> {
+        Ok(View(self.read()?))
+    }
+}
+
+/// One read transaction of the store, kept for a snapshot ([`Store::view`]).
+pub struct View(ReadTransaction);
+
+impl View {
+    /// [`Store::export`] of this view.
+    pub fn export(
+        self,
+        messages: bool,
+        out: &mut dyn Write,
+    ) -> Result<SnapshotCounts, SnapshotError> {
+        let rx = self.0;
         out.write_all(MAGIC)?;
         out.write_all(&SCHEMA_VERSION.to_le_bytes())?;
         let mut export = Export {

@@ -77,6 +77,11 @@ impl Session<'_> {
         if !self.tls {
             return Ok(privacy_required());
         }
+        if self.h.moving.is_moving() {
+            // Issue 17, RFC 5530 §3 UNAVAILABLE: the accounts are served by the new
+            // machine; the client tries again and finds it once the name points there.
+            return Ok(Reply::no(crate::auth::MOVED_TEXT).code(Rfc5530::Unavailable));
+        }
         let (Ok(user), Ok(pass)) = (std::str::from_utf8(user), std::str::from_utf8(pass)) else {
             return Ok(self.login_failed());
         };

@@ -65,7 +65,7 @@ impl Session<'_> {
                         events_open = false;
                         // The account was removed: the session ends.
                         if self.user.is_some() {
-                            self.out.bye("Account removed");
+                            self.out.bye(self.ended_text());
                             let _ = self.flush(io).await;
                             return Err(WireError::Eof.into());
                         }
