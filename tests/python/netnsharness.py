@@ -298,11 +298,14 @@ class NsRelay(FedRelay):
         super().__init__(workdir, name, ip, mail_domain, params)
         self.ns = ns
 
-    def start(self) -> None:
+    def start(self, write_config: bool = True) -> None:
+        """Start it and wait until it accepts; `write_config=False` keeps the config file
+        as it is (e.g. as `relaybox restore` wrote it)."""
         binary = relay_binary()
         if not binary.exists():
             raise RuntimeError(f"{binary} does not exist: run `cargo build -p relaybox` first")
-        self.write_config()
+        if write_config:
+            self.write_config()
         env = {**os.environ, "NO_COLOR": "1"}
         env.setdefault("RELAYBOX_LOG", "info")
         with open(self.log_path, "ab") as log:
@@ -332,6 +335,20 @@ class NsRelay(FedRelay):
                     f"{START_TIMEOUT} s\n" + self.log_tail()
                 )
             time.sleep(0.1)
+
+    def move_listen(self, from_ip: str) -> int:
+        """Rewrite the `*_listen` keys of the config file that name `from_ip` to this
+        relay's address (the machine-local keys after a restore); the number changed."""
+        lines = self.config_path.read_text().splitlines(keepends=True)
+        changed = 0
+        for i, line in enumerate(lines):
+            key, sep, value = line.partition("=")
+            if sep and key.strip().endswith("_listen") and value.strip().startswith(from_ip + ":"):
+                port = value.strip()[len(from_ip) + 1 :]
+                lines[i] = f"{key.rstrip()} = {self.ip}:{port}\n"
+                changed += 1
+        self.config_path.write_text("".join(lines))
+        return changed
 
     def tool(self, *args: str, timeout: float = TOOL_TIMEOUT) -> subprocess.CompletedProcess:
         """`relaybox <args>` inside the namespace."""
