@@ -112,7 +112,7 @@ async fn serve_connection(stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
                 let view = ctx
                     .store()
                     .and_then(|s| s.view().map_err(|e| e.to_string()));
-                return stream_snapshot(view, messages, &mut write).await;
+                return stream_snapshot(view, Export::Backup { messages }, &mut write).await;
             }
             Ok(Request::Move { to }) => {
                 let view = match ctx.relay() {
@@ -125,7 +125,8 @@ async fn serve_connection(stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
                         ctx.mode()
                     )),
                 };
-                return stream_snapshot(view, true, &mut write).await;
+                // The old machine goes on delivering what it had queued.
+                return stream_snapshot(view, Export::HandOver, &mut write).await;
             }
             Ok(request) => super::dispatch(ctx, request).await,
             Err(e) => Reply::Error(format!(
@@ -137,6 +138,14 @@ async fn serve_connection(stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
     }
 }
 
+/// What a streamed snapshot holds.
+enum Export {
+    /// A backup's: everything, the message tables only with `messages`.
+    Backup { messages: bool },
+    /// A move's final backup: the messages, not the outbound queue (it stays behind).
+    HandOver,
+}
+
 /// Bytes per snapshot chunk.
 const CHUNK: usize = 64 * 1024;
 
@@ -145,7 +154,7 @@ const CHUNK: usize = 64 * 1024;
 /// thread; at most a few chunks wait for the socket.
 async fn stream_snapshot(
     view: Result<crate::store::snapshot::View, String>,
-    messages: bool,
+    export: Export,
     write: &mut tokio::net::unix::OwnedWriteHalf,
 ) -> io::Result<()> {
     let view = match view {
@@ -158,7 +167,10 @@ async fn stream_snapshot(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let export = tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(CHUNK, ChunkSender(tx));
-        view.export(messages, &mut out)
+        match export {
+            Export::Backup { messages } => view.export(messages, &mut out),
+            Export::HandOver => view.export_without_queue(&mut out),
+        }
     });
     while let Some(chunk) = rx.recv().await {
         write.write_all(&(chunk.len() as u32).to_le_bytes()).await?;

@@ -13,7 +13,9 @@ use std::path::Path;
 
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, TableHandle};
 
-use super::tables::{self, Holds, META, TableVisitor};
+use std::collections::HashMap;
+
+use super::tables::{self, BODIES, BODY_REFS, Holds, META, QUEUE, QUEUE_DUE, TableVisitor};
 use super::{SCHEMA_VERSION, Store, StoreError};
 
 const MAGIC: &[u8; 8] = b"RBSNAP1\n";
@@ -76,6 +78,35 @@ impl View {
         messages: bool,
         out: &mut dyn Write,
     ) -> Result<SnapshotCounts, SnapshotError> {
+        self.export_with(messages, None, out)
+    }
+
+    /// [`View::export`] with the messages but without the outbound queue, which stays
+    /// behind (issue 17, `relaybox move`: the old machine goes on delivering what it had
+    /// queued, so the new one must not send it a second time). The bodies only the queue
+    /// used are left out too, and the reference counts of the others lowered by the
+    /// queue's references, so the new store is as if the queue had been delivered.
+    pub fn export_without_queue(
+        self,
+        out: &mut dyn Write,
+    ) -> Result<SnapshotCounts, SnapshotError> {
+        let mut refs: HashMap<u64, u32> = HashMap::new();
+        let queue = self.0.open_table(QUEUE).map_err(StoreError::from)?;
+        for row in queue.iter().map_err(StoreError::from)? {
+            let (k, v) = row.map_err(StoreError::from)?;
+            let (_, body) = super::queue::decode_queue(k.value(), v.value())?;
+            *refs.entry(body).or_default() += 1;
+        }
+        drop(queue);
+        self.export_with(true, Some(refs), out)
+    }
+
+    fn export_with(
+        self,
+        messages: bool,
+        queue_refs: Option<HashMap<u64, u32>>,
+        out: &mut dyn Write,
+    ) -> Result<SnapshotCounts, SnapshotError> {
         let rx = self.0;
         out.write_all(MAGIC)?;
         out.write_all(&SCHEMA_VERSION.to_le_bytes())?;
@@ -83,6 +114,7 @@ impl View {
             rx: &rx,
             out,
             messages,
+            queue_refs,
             counts: SnapshotCounts::default(),
             err: None,
         };
@@ -103,9 +135,56 @@ struct Export<'a> {
     rx: &'a ReadTransaction,
     out: &'a mut dyn Write,
     messages: bool,
+    /// The queue stays behind: body id → the queue's references to it.
+    queue_refs: Option<HashMap<u64, u32>>,
     counts: SnapshotCounts,
     /// An I/O error met inside the visitor (its own error type is the store's).
     err: Option<SnapshotError>,
+}
+
+impl Export<'_> {
+    /// A row as it goes out: as stored, changed, or left out (`None`) when the queue stays
+    /// behind. Keys of `bodies` and `body_refs` are u64 and the counts u32, little-endian
+    /// in redb's byte form.
+    fn row<'v>(
+        &self,
+        table: &str,
+        key: &[u8],
+        value: &'v [u8],
+    ) -> Result<Option<std::borrow::Cow<'v, [u8]>>, StoreError> {
+        use std::borrow::Cow;
+        let Some(queue_refs) = &self.queue_refs else {
+            return Ok(Some(Cow::Borrowed(value)));
+        };
+        if table == QUEUE.name() || table == QUEUE_DUE.name() {
+            return Ok(None);
+        }
+        if table != BODIES.name() && table != BODY_REFS.name() {
+            return Ok(Some(Cow::Borrowed(value)));
+        }
+        let id = u64::from_le_bytes(key.try_into().map_err(|_| bad_row(table))?);
+        let Some(queued) = queue_refs.get(&id).copied() else {
+            return Ok(Some(Cow::Borrowed(value)));
+        };
+        let refs = if table == BODY_REFS.name() {
+            u32::from_le_bytes(value.try_into().map_err(|_| bad_row(table))?)
+        } else {
+            self.rx
+                .open_table(BODY_REFS)?
+                .get(id)?
+                .map_or(0, |r| r.value())
+        };
+        let left = refs.saturating_sub(queued);
+        Ok(match (left, table == BODY_REFS.name()) {
+            (0, _) => None,
+            (_, true) => Some(Cow::Owned(left.to_le_bytes().to_vec())),
+            (_, false) => Some(Cow::Borrowed(value)),
+        })
+    }
+}
+
+fn bad_row(table: &str) -> StoreError {
+    StoreError::Db(format!("a row of {table} has the wrong size"))
 }
 
 impl TableVisitor for Export<'_> {
@@ -128,7 +207,11 @@ impl TableVisitor for Export<'_> {
                 let (k, v) = row.map_err(StoreError::from)?;
                 let (k, v) = (k.value(), v.value());
                 let (key, value) = (K::as_bytes(&k), V::as_bytes(&v));
-                let (key, value) = (key.as_ref(), value.as_ref());
+                let key = key.as_ref();
+                let Some(value) = self.row(def.name(), key, value.as_ref())? else {
+                    continue;
+                };
+                let value = value.as_ref();
                 self.out.write_all(b"R")?;
                 self.out.write_all(&(key.len() as u32).to_le_bytes())?;
                 self.out.write_all(key)?;

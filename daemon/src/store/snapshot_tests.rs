@@ -145,3 +145,46 @@ async fn a_snapshot_is_one_moment_while_the_writer_goes_on() {
             .is_some()
     );
 }
+
+/// Issue 17, `relaybox move`: the final snapshot leaves the outbound queue behind (the old
+/// machine delivers it), with the bodies only it used, and counts the shared bodies' other
+/// references only — so deleting the last mailbox copy on the new store frees the body.
+#[tokio::test]
+async fn a_hand_over_leaves_the_queue_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = relay_with_mail(dir.path()).await;
+    s.deliver(Delivery {
+        sender: "a@x".into(),
+        local: Vec::new(),
+        remote: vec!["d@far.example".into()],
+        body: Parsed::legacy(b"Subject: only queued\r\n\r\nencrypted\r\n".to_vec()),
+        received: 1_700_000_001,
+    })
+    .await
+    .unwrap();
+    let bodies = |st: &Store| {
+        st.read()
+            .unwrap()
+            .open_table(BODIES)
+            .unwrap()
+            .len()
+            .unwrap()
+    };
+    assert_eq!(s.queued().unwrap().len(), 2);
+    assert_eq!(bodies(&s), 2);
+    let mut bytes = Vec::new();
+    s.view().unwrap().export_without_queue(&mut bytes).unwrap();
+    let target = dir.path().join("new.redb");
+    import(&target, &mut bytes.as_slice()).unwrap();
+    let r = Store::open(&target).unwrap();
+    assert!(r.queued().unwrap().is_empty(), "the queue stayed behind");
+    assert_eq!(bodies(&r), 1, "the queue-only body stayed behind");
+    assert_eq!(
+        r.body("a@x", "INBOX", 1).unwrap(),
+        s.body("a@x", "INBOX", 1).unwrap()
+    );
+    r.delete_account("a@x").await.unwrap();
+    assert_eq!(bodies(&r), 0, "the shared body had one reference left");
+    // The old store is unchanged.
+    assert_eq!(s.queued().unwrap().len(), 2);
+}

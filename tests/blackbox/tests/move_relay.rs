@@ -36,6 +36,12 @@ async fn a_relay_moves_without_losing_mail() {
     // Before the move: stored on the old machine, so in the final backup.
     let before = encrypted_mail(&a.addr, &[&b.addr]);
     assert_eq!(r1.submit(&a, &[&b.addr], &before.bytes).await.code, 250);
+    // Queued on the old machine at the move (the peer is down): the old machine delivers
+    // it later, the new one must not send it again.
+    set.relays[1].stop().await;
+    let (r1, r2) = (&set.relays[0], &set.relays[1]);
+    let queued = encrypted_mail(&a.addr, &[&c.addr]);
+    assert_eq!(r1.submit(&a, &[&c.addr], &queued.bytes).await.code, 250);
     // Sessions of b that are open when the relay moves: one in IDLE (as Delta Chat
     // waits), one between commands.
     let mut open = r1.imap_login(&b).await;
@@ -132,6 +138,8 @@ async fn a_relay_moves_without_losing_mail() {
         tool_text(&again)
     );
 
+    set.relays[1].start().await;
+    let (r1, r2) = (&set.relays[0], &set.relays[1]);
     // After the move, before the new machine runs: a submission on the old machine and
     // mail from the peer (DNS still points at the old machine) are accepted and wait.
     let submitted = encrypted_mail(&a.addr, &[&b.addr]);
@@ -218,12 +226,20 @@ async fn a_relay_moves_without_losing_mail() {
         );
     }
     assert_eq!(r2.wait_queue_empty(DELIVERY_TIMEOUT).await, 0);
-    // The account's password works on the new machine (the login above) and the peer
-    // got no bounce.
-    let peer_inbox = r2.inbox(&c).await;
-    assert!(
-        peer_inbox.is_empty(),
-        "the peer's sender got {} message(s) (a bounce?)",
-        peer_inbox.len()
+    // The message queued at the move reached the peer once (from the old machine), and
+    // the peer's sender got no bounce.
+    let left = set.relays[0].wait_queue_empty(DELIVERY_TIMEOUT).await;
+    assert_eq!(left, 0, "old machine's queue");
+    assert_eq!(new.wait_queue_empty(Duration::from_secs(5)).await, 0);
+    let peer_inbox = r2
+        .wait_inbox(&c, DELIVERY_TIMEOUT, |inbox| {
+            count(inbox, &queued.message_id) >= 1
+        })
+        .await;
+    assert_eq!(
+        count(&peer_inbox, &queued.message_id),
+        1,
+        "the message queued at the move"
     );
+    assert_eq!(peer_inbox.len(), 1, "the peer's inbox (a bounce?)");
 }
