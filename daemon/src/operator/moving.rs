@@ -62,23 +62,14 @@ pub async fn start(relay: &Relay, config_file: Option<&Path>, to: &str) -> Resul
 }
 
 /// What the status page says of a relay that moves (none when it does not): where to,
-/// and how many messages still wait to be handed over.
+/// and how many messages it still has to hand over or deliver (its whole queue: what was
+/// queued for other domains at the move stays here and is delivered from here).
 pub fn status_line(relay: &Relay) -> Option<String> {
     let to = relay.moving.target()?;
-    let now = crate::operator::queue::now(Some(relay));
-    let own = relay.config.mail_domain.to_ascii_lowercase();
-    let waiting = crate::operator::queue::list(&relay.store, now)
-        .map(|l| {
-            l.domains
-                .iter()
-                .filter(|d| d.domain == own)
-                .map(|d| d.messages)
-                .sum::<u64>()
-        })
-        .unwrap_or(0);
+    let waiting = relay.store.queue_len().unwrap_or(0);
     Some(format!(
-        "moving to {to}: {waiting} message(s) still to hand over; stop this relay once none \
-         are left and the domain's DNS records point there"
+        "moving to {to}: {waiting} message(s) still to hand over or deliver; stop this relay \
+         once none are left and the domain's DNS records point there"
     ))
 }
 
@@ -140,7 +131,7 @@ mod tests {
         assert!(inbox.is_empty(), "a moving relay stores nothing");
         let line = status_line(&relay).unwrap();
         assert!(
-            line.starts_with("moving to 192.0.2.9: 1 message(s) still to hand over"),
+            line.starts_with("moving to 192.0.2.9: 1 message(s) still to hand over or deliver"),
             "{line}"
         );
         // A new account is refused meanwhile (a temporary refusal).
