@@ -22,9 +22,11 @@ pub mod events;
 pub mod expire;
 pub mod fdlimit;
 pub mod files;
+pub mod front;
 /// Entry points of the fuzz targets (`fuzz/`) and their replay test; not an API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hex;
 pub mod http;
 pub mod imap;
 pub mod iroh;

@@ -95,6 +95,31 @@ enum Command {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+    /// Serve a relay's public ports on this machine for a box behind NAT (issue 20, README
+    /// "Behind NAT or CGNAT"): connections go through the tunnel the box keeps open.
+    Front {
+        /// Where this front keeps its own tunnel certificate.
+        #[arg(long)]
+        data: PathBuf,
+        /// The public address whose ports 25, 587, 465, 143, 993, 443 and 80 are served.
+        #[arg(long, required_unless_present = "print_pin")]
+        public: Option<std::net::IpAddr>,
+        /// Where the box connects (default: the public address, port 4433).
+        #[arg(long)]
+        tunnel: Option<std::net::SocketAddr>,
+        /// The box's tunnel certificate (`sha256:…`, as `relaybox tunnel-pin` prints it).
+        #[arg(long, required_unless_present = "print_pin")]
+        box_pin: Option<String>,
+        /// Print this front's own tunnel certificate (for the box's `front_pin`) and exit.
+        #[arg(long)]
+        print_pin: bool,
+    },
+    /// Print this box's tunnel certificate (for `relaybox front --box-pin`).
+    TunnelPin {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// The outbound queue by destination domain; "retry now" and "give up (bounce)" per
     /// domain, on a running or a stopped relay.
     Queue {
@@ -220,6 +245,29 @@ fn main() -> ExitCode {
             ));
         }
         Command::Backup { .. } => unreachable!("clap requires --config and --out without --list"),
+        Command::Front {
+            data,
+            public,
+            tunnel,
+            box_pin,
+            print_pin,
+        } => return front(data, public, tunnel, box_pin, print_pin),
+        Command::TunnelPin { config } => match load_config(&config) {
+            Ok(c) => {
+                let dir = c.data_dir.join("front");
+                return match relaybox::front::link::Identity::load_or_create(&dir) {
+                    Ok(id) => {
+                        println!("{}", id.fingerprint());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("relaybox: tunnel identity in {}: {e}", dir.display());
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            Err(code) => return code,
+        },
         Command::Move {
             config: path,
             to,
@@ -669,6 +717,62 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// `relaybox front` (issue 20).
+fn front(
+    data: PathBuf,
+    public: Option<std::net::IpAddr>,
+    tunnel: Option<std::net::SocketAddr>,
+    box_pin: Option<String>,
+    print_pin: bool,
+) -> ExitCode {
+    use relaybox::front::server;
+    let id = match server::identity(&data) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("relaybox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if print_pin {
+        println!("{}", id.fingerprint());
+        return ExitCode::SUCCESS;
+    }
+    let (Some(public), Some(box_pin)) = (public, box_pin) else {
+        eprintln!("relaybox: --public and --box-pin are needed");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let box_pin = match relaybox::hex::parse_pin(&box_pin) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("relaybox: --box-pin: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let cfg = server::FrontConfig {
+        data_dir: data,
+        public,
+        ports: relaybox::front::PORTS.to_vec(),
+        tunnel: tunnel.unwrap_or(std::net::SocketAddr::new(public, 4433)),
+        box_pin,
+    };
+    tracing::info!(
+        "front: this front's tunnel certificate is {}",
+        id.fingerprint()
+    );
+    let result = relaybox::control::block_on(server::run(cfg, id));
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("relaybox: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("relaybox: cannot start runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

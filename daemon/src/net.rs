@@ -134,3 +134,15 @@ impl HttpsUrl {
         })
     }
 }
+
+/// A listening socket on `addr` (address reuse on, backlog 1024). An `[::]` listener serves
+/// IPv4 too unless an explicit IPv4 one is configured.
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}

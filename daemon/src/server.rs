@@ -73,6 +73,8 @@ pub enum StartError {
     Dkim(#[from] crate::dkim::DkimError),
     #[error("outbound: {0}")]
     Outbound(#[from] crate::outbound::transport::TransportError),
+    #[error("front server: {0}")]
+    Front(String),
     #[error("cannot listen on {addr} ({service}): {err}")]
     Bind {
         addr: SocketAddr,
@@ -385,7 +387,7 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
     let mut listeners = Vec::new();
     for (service, addrs, slots) in plan {
         for addr in addrs {
-            let listener = bind(*addr).map_err(|err| StartError::Bind {
+            let listener = crate::net::bind(*addr).map_err(|err| StartError::Bind {
                 addr: *addr,
                 service: service.name(),
                 err,
@@ -409,7 +411,61 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
             listener,
             slots,
             mux.clone(),
+            None,
         ));
+    }
+    if !relay.config.front.is_empty() {
+        // Issue 20: the public ports served by a front server, through the tunnel; one
+        // internal loopback listener per service, with the same limits.
+        let pin = relay.config.front_pin.ok_or_else(|| {
+            StartError::Front(
+                "`front` needs `front_pin` (the front server's tunnel certificate)".into(),
+            )
+        })?;
+        let dir = relay.config.data_dir.join("front");
+        let identity = crate::front::link::Identity::load_or_create(&dir)
+            .map_err(|e| StartError::Front(format!("tunnel identity in {}: {e}", dir.display())))?;
+        tracing::info!(
+            "front: this box's tunnel certificate is {} (give it to `relaybox front --box-pin`)",
+            identity.fingerprint()
+        );
+        let peers = Arc::new(crate::front::Peers::default());
+        let mut ports = std::collections::HashMap::new();
+        for (service, port, slots) in [
+            (Service::Mx, 25, pool(caps.smtp)),
+            (Service::Submission, 587, pool(caps.smtp)),
+            (Service::Submissions, 465, pool(caps.smtp)),
+            (Service::Imap, 143, imap.clone()),
+            (Service::Imaps, 993, imap.clone()),
+            (Service::Https, 443, pool(caps.https)),
+            (Service::Http, 80, pool(caps.http)),
+        ] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+            let bind_err = |err| StartError::Bind {
+                addr,
+                service: service.name(),
+                err,
+            };
+            let listener = crate::net::bind(addr).map_err(bind_err)?;
+            let internal = listener.local_addr().map_err(bind_err)?;
+            ports.insert(port, internal);
+            tasks.spawn(accept_loop(
+                relay.clone(),
+                service,
+                listener,
+                slots,
+                mux.clone(),
+                Some(peers.clone()),
+            ));
+        }
+        let home = crate::front::home::Home {
+            front: relay.config.front.clone(),
+            pin,
+            identity,
+            ports,
+            peers,
+        };
+        tasks.spawn(crate::front::home::run(home));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -429,26 +485,16 @@ async fn flush_periodically(relay: Arc<Relay>) {
     }
 }
 
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => {
-            let s = tokio::net::TcpSocket::new_v6()?;
-            // `[::]` listeners serve IPv4 too unless an explicit IPv4 one is configured.
-            s
-        }
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
+/// Accept connections of `service` on `listener`. With `via_front` (issue 20) the
+/// listener is an internal one of the tunnel: each connection's peer is replaced by the
+/// client it carries, and one the tunnel did not make is closed.
 async fn accept_loop(
     relay: Arc<Relay>,
     service: Service,
     listener: TcpListener,
     pool: Arc<Pool>,
     mux: Arc<MuxSlots>,
+    via_front: Option<Arc<crate::front::Peers>>,
 ) {
     let mut trouble = AcceptTrouble::default();
     loop {
@@ -462,6 +508,19 @@ async fn accept_loop(
                 tokio::time::sleep(pause).await;
                 continue;
             }
+        };
+        let peer = match &via_front {
+            None => peer,
+            Some(peers) => match peers.client_of(peer) {
+                Some(client) => client,
+                None => {
+                    tracing::warn!(
+                        "{}: a local connection not made by the tunnel refused",
+                        service.name()
+                    );
+                    continue;
+                }
+            },
         };
         let _ = stream.set_nodelay(true);
         match pool.admit(peer.ip()) {

@@ -187,11 +187,41 @@ impl Tls {
 /// to itself (the update health check, tests: exactly the certificate it serves). The
 /// handshake signatures are always verified with ring's algorithms, so the session is
 /// bound to the key of the certificate the server sent.
+///
+/// Issue 20: the tunnel between a box and its front server pins each side's certificate by
+/// its SHA-256 ([`AcceptCertificate::fingerprint`]), in both directions (as the box's
+/// server check and as the front's client check).
 #[derive(Debug)]
 pub struct AcceptCertificate {
     /// `None`: any certificate; `Some`: only this one.
-    pinned: Option<CertificateDer<'static>>,
+    pinned: Option<Pinned>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+#[derive(Debug)]
+enum Pinned {
+    Cert(CertificateDer<'static>),
+    Sha256([u8; 32]),
+}
+
+impl Pinned {
+    fn allows(&self, cert: &CertificateDer<'_>) -> bool {
+        match self {
+            Pinned::Cert(c) => c.as_ref() == cert.as_ref(),
+            Pinned::Sha256(h) => {
+                let got = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+                got.as_ref() == h
+            }
+        }
+    }
+}
+
+/// The SHA-256 of a certificate (DER), as the tunnel's pins name it.
+pub fn cert_sha256(cert: &CertificateDer<'_>) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 impl AcceptCertificate {
@@ -209,9 +239,73 @@ impl AcceptCertificate {
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> AcceptCertificate {
         AcceptCertificate {
-            pinned: cert,
+            pinned: cert.map(Pinned::Cert),
             provider,
         }
+    }
+
+    /// Only a certificate whose SHA-256 is `sha256`.
+    pub fn fingerprint(
+        sha256: [u8; 32],
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> AcceptCertificate {
+        AcceptCertificate {
+            pinned: Some(Pinned::Sha256(sha256)),
+            provider,
+        }
+    }
+
+    fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        match &self.pinned {
+            Some(p) if !p.allows(cert) => Err(rustls::Error::General(
+                "not the expected certificate".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The front's check of the box (issue 20): a client certificate is required and must be
+/// the pinned one.
+impl rustls::server::danger::ClientCertVerifier for AcceptCertificate {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.check(end_entity)?;
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        <Self as rustls::client::danger::ServerCertVerifier>::verify_tls12_signature(
+            self, message, cert, dss,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        <Self as rustls::client::danger::ServerCertVerifier>::verify_tls13_signature(
+            self, message, cert, dss,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        <Self as rustls::client::danger::ServerCertVerifier>::supported_verify_schemes(self)
     }
 }
 
@@ -224,12 +318,8 @@ impl rustls::client::danger::ServerCertVerifier for AcceptCertificate {
         _ocsp: &[u8],
         _now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match &self.pinned {
-            Some(cert) if cert.as_ref() != end_entity.as_ref() => Err(rustls::Error::General(
-                "not the expected certificate".into(),
-            )),
-            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
-        }
+        self.check(end_entity)?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

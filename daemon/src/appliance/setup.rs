@@ -90,7 +90,7 @@ pub async fn start(appliance: Arc<Appliance>, config: &Config) -> Result<SetupSe
     let (connections, ended) = watch::channel(());
     let mut tasks = Vec::new();
     for addr in &config.listen.http {
-        let listener = crate::server::bind(*addr).map_err(|err| StartError::Bind {
+        let listener = crate::net::bind(*addr).map_err(|err| StartError::Bind {
             addr: *addr,
             service: "setup wizard",
             err,

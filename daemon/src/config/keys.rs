@@ -192,6 +192,26 @@ pub fn parse_backup_target(v: &str) -> Result<BackupTarget, String> {
     }
 }
 
+/// `front`: empty, or `host:port` (a name or an IP address, and a port).
+pub fn parse_front(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = v.parse::<std::net::SocketAddr>().is_ok()
+        || v.rsplit_once(':').is_some_and(|(host, port)| {
+            port.parse::<u16>().is_ok_and(|p| p > 0)
+                && crate::moving::parse_target(host).is_ok_and(|h| !h.is_empty())
+        });
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "expected host:port (the front server's tunnel port), got {v:?}"
+        ))
+    }
+}
+
 /// `backup_every`: at least a minute.
 pub fn parse_backup_every(v: &str) -> Result<std::time::Duration, String> {
     let d = duration(v)?;
@@ -1078,6 +1098,33 @@ pub static KEYS: &[&dyn Key] = &[
         set: |c, v| c.moved_to = v,
         help: "set by `relaybox move` (issue 17): the new machine's address; this relay then \
                stores no mail and forwards all mail for its accounts there; empty = not moving",
+    },
+    &Spec {
+        name: "front",
+        origin: Origin::Relaybox,
+        default: Fallback::Text(""),
+        dev: Dev::Same,
+        parse: |v, _| parse_front(v),
+        set: |c, v| c.front = v,
+        help: "issue 20: the tunnel address (`host:port`) of a front server that serves this \
+               relay's public ports (`relaybox front`); the relay keeps a tunnel open to it; \
+               empty = none",
+    },
+    &Spec {
+        name: "front_pin",
+        origin: Origin::Relaybox,
+        default: Fallback::Text(""),
+        dev: Dev::Same,
+        parse: |v, _| {
+            if v.trim().is_empty() {
+                Ok(None)
+            } else {
+                crate::hex::parse_pin(v).map(Some)
+            }
+        },
+        set: |c, v| c.front_pin = v,
+        help: "the front server's tunnel certificate, `sha256:` and 64 hex digits, as \
+               `relaybox front` prints it; required with `front`",
     },
 ];
 

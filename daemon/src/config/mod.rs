@@ -221,6 +221,10 @@ pub struct Config {
     /// `moved_to` (issue 17, `relaybox move`): the new machine's address; empty = not
     /// moving (`crate::moving`).
     pub moved_to: String,
+    /// `front` (issue 20): the front server's tunnel address; empty = none.
+    pub front: String,
+    /// `front_pin`: the front server's tunnel certificate (SHA-256).
+    pub front_pin: Option<[u8; 32]>,
 }
 
 /// Where automatic backups go (`backup_dir`).
@@ -573,6 +577,8 @@ impl Config {
                 passphrase_file: PathBuf::new(),
             },
             moved_to: String::new(),
+            front: String::new(),
+            front_pin: None,
         }
     }
 }

@@ -1127,6 +1127,11 @@ fn every_key_of_the_table_sets_the_config() {
         ("backup_messages", "false"),
         ("backup_passphrase_file", "/root/pass"),
         ("moved_to", "192.0.2.9"),
+        ("front", "front.example.org:4433"),
+        (
+            "front_pin",
+            "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+        ),
     ];
     let table: Vec<&str> = KEYS.iter().map(|k| k.name()).collect();
     let sampled: Vec<&str> = samples.iter().map(|(k, _)| *k).collect();

@@ -39,7 +39,7 @@ async fn a_relay_moves_without_losing_mail() {
     // Queued on the old machine at the move (the peer is down): the old machine delivers
     // it later, the new one must not send it again.
     set.relays[1].stop().await;
-    let (r1, r2) = (&set.relays[0], &set.relays[1]);
+    let r1 = &set.relays[0];
     let queued = encrypted_mail(&a.addr, &[&c.addr]);
     assert_eq!(r1.submit(&a, &[&c.addr], &queued.bytes).await.code, 250);
     // Sessions of b that are open when the relay moves: one in IDLE (as Delta Chat

@@ -1,0 +1,210 @@
+//! A box behind a front server (issue 20, first part): `relaybox front` on its own address
+//! serves the relay's standard ports; the relay ("the box", on another address, with
+//! `front`/`front_pin`) keeps a tunnel open to it. Checked: a front that does not pin the
+//! box refuses its tunnel (and serves nothing); after the front restarts with the right pin
+//! the box reconnects by itself; IMAP and submission work through the front (TLS ends on
+//! the box: the certificate clients see is the relay's); the relay sees each client's own
+//! address (per-address limits count them apart and its log names them).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use relaybox_blackbox::conn::LineConn;
+use relaybox_blackbox::encrypted_mail;
+use relaybox_blackbox::federation::{FedRelay, Net};
+use relaybox_blackbox::imap::Imap;
+use relaybox_blackbox::relay::{binary, kill9_child};
+use relaybox_blackbox::smtp::Smtp;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `relaybox front` as a child process; killed on drop.
+struct Front {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Front {
+    fn start(data: &std::path::Path, public: Ipv4Addr, box_pin: &str) -> Front {
+        let log = data.join(format!(
+            "front-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let child = Command::new(binary())
+            .args(["front", "--data"])
+            .arg(data)
+            .args(["--public", &public.to_string(), "--box-pin", box_pin])
+            .env("RELAYBOX_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start relaybox front");
+        Front {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        kill9_child(&mut self.child);
+        if std::thread::panicking() {
+            eprintln!("---- relaybox front log ----\n{}\n----", self.log());
+        }
+    }
+}
+
+fn pin(args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run relaybox");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Poll (bounded) until `f` holds.
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An IMAP greeting through `addr` from `from`, if one comes.
+async fn greeting(from: IpAddr, addr: SocketAddr) -> Option<(Imap, String)> {
+    let conn = LineConn::connect_tls_from(from, addr, &[]).await.ok()?;
+    let mut c = Imap::from_conn(conn, addr);
+    let line = tokio::time::timeout(Duration::from_secs(10), c.read_line())
+        .await
+        .ok()?
+        .ok()?;
+    Some((c, line.text()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_behind_a_front_server() {
+    let net = Net::fresh();
+    let public = net.host(10);
+    let dir = tempfile::tempdir().unwrap();
+    let front_data = dir.path().join("front");
+    std::fs::create_dir_all(&front_data).unwrap();
+    let front_pin = pin(&[
+        "front",
+        "--data",
+        front_data.to_str().unwrap(),
+        "--print-pin",
+    ]);
+    assert!(front_pin.starts_with("sha256:"), "{front_pin}");
+    let mut relay = FedRelay::new(
+        net.host(2),
+        &public.to_string(),
+        &[
+            format!("front = {public}:4433"),
+            format!("front_pin = {front_pin}"),
+            "max_connections_per_ip = 1".into(),
+            "max_connection_rate_per_ip = 100000".into(),
+            "max_connection_burst_per_ip = 100000".into(),
+        ],
+    );
+    let box_pin = pin(&[
+        "tunnel-pin",
+        "--config",
+        relay.config_path().to_str().unwrap(),
+    ]);
+    assert_ne!(box_pin, front_pin);
+
+    // A front that pins another box: the tunnel is refused and nothing is served.
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let front = Front::start(&front_data, public, &wrong);
+    relay.start().await;
+    let imaps = SocketAddr::new(IpAddr::V4(public), 993);
+    until("the front refuses the unpinned box", async || {
+        front.log().contains("tunnel handshake") && front.log().contains("refused")
+    })
+    .await;
+    assert!(
+        greeting(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7)), imaps)
+            .await
+            .is_none(),
+        "the front served a client without a tunnel"
+    );
+    drop(front);
+
+    // The front restarts with the right pin; the box reconnects by itself.
+    let front = Front::start(&front_data, public, &box_pin);
+    until("IMAP answers through the front", async || {
+        greeting(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7)), imaps)
+            .await
+            .is_some_and(|(_, g)| g.starts_with("* OK"))
+    })
+    .await;
+    assert!(front.log().contains("the box connected"), "{}", front.log());
+
+    // An account made and used through the front only.
+    let account = relay.account();
+    let seven = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7));
+    let (mut held, _) = greeting(seven, imaps).await.expect("greeting");
+    let r = held.login(&account.addr, &account.password).await;
+    assert!(r.is_ok(), "LOGIN through the front: {r}");
+    let submissions = SocketAddr::new(IpAddr::V4(public), 465);
+    let conn =
+        LineConn::connect_tls_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 8)), submissions, &[])
+            .await
+            .expect("submission through the front");
+    let mut s = Smtp::from_conn(conn, submissions);
+    s.greeting().await;
+    s.ehlo().await;
+    assert_eq!(
+        s.auth_plain(&account.addr, &account.password).await.code,
+        235
+    );
+    let mail = encrypted_mail(&account.addr, &[&account.addr]);
+    assert_eq!(
+        s.send_mail(&account.addr, &[&account.addr], &mail.bytes)
+            .await
+            .code,
+        250
+    );
+    s.quit().await;
+    assert_eq!(
+        held.select("INBOX").await,
+        1,
+        "the message, read through the front"
+    );
+
+    // The relay sees each client's own address: a second IMAP connection from 127.0.0.7
+    // is over its per-address limit of 1, one from 127.0.0.9 is not.
+    let second = greeting(seven, imaps).await;
+    assert!(
+        !second.as_ref().is_some_and(|(_, g)| g.starts_with("* OK")),
+        "a second connection from the same client: {:?}",
+        second.map(|(_, g)| g)
+    );
+    let other = greeting(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)), imaps).await;
+    assert!(
+        other.as_ref().is_some_and(|(_, g)| g.starts_with("* OK")),
+        "another client: {:?}",
+        other.map(|(_, g)| g)
+    );
+    let log = relay.stderr();
+    assert!(
+        log.contains("connection from 127.0.0.7 refused"),
+        "the relay's log names the client, not the tunnel:\n{}",
+        relay.log_lines(&["refused"])
+    );
+    held.logout().await;
+    relay.stop().await;
+}
