@@ -59,6 +59,8 @@ pub struct Relay {
     pub memory: crate::memory::Budget,
     /// Issue 17, `relaybox move`: whether this relay moves to another machine.
     pub moving: Arc<crate::moving::Moving>,
+    /// Issue 20: the connections that came through a front server (empty without one).
+    pub front_peers: Arc<crate::front::Peers>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,7 @@ impl Relay {
         let outbound = crate::outbound::Transport::new(&config)?.moving(moving.clone());
         let relay = Arc::new(Relay {
             moving,
+            front_peers: Arc::default(),
             dkim,
             dkim_verifier,
             outbound,
@@ -429,7 +432,7 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
             "front: this box's tunnel certificate is {} (give it to `relaybox front --box-pin`)",
             identity.fingerprint()
         );
-        let peers = Arc::new(crate::front::Peers::default());
+        let peers = relay.front_peers.clone();
         let mut ports = std::collections::HashMap::new();
         for (service, port, slots) in [
             (Service::Mx, 25, pool(caps.smtp)),

@@ -433,12 +433,17 @@ impl Backend for Appliance {
     }
 
     fn admin_client_allowed(&self, ip: IpAddr) -> bool {
+        // Issue 20: a client that came through a front server is never on the local
+        // network, whatever its address looks like.
+        let through_front = self
+            .relay()
+            .is_some_and(|r| r.front_peers.through_front(ip));
         self.config
             .read()
             .expect("config lock")
             .appliance
             .admin_from_anywhere
-            || relaybox_webui::is_lan(ip)
+            || (relaybox_webui::is_lan(ip) && !through_front)
     }
 
     fn open_claim_window(&self) -> ClaimWindow {

@@ -4,7 +4,8 @@
 //! box refuses its tunnel (and serves nothing); after the front restarts with the right pin
 //! the box reconnects by itself; IMAP and submission work through the front (TLS ends on
 //! the box: the certificate clients see is the relay's); the relay sees each client's own
-//! address (per-address limits count them apart and its log names them).
+//! address (per-address limits count them apart and its log names them); a client through
+//! the front never counts as local network for the admin pages.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use relaybox_blackbox::conn::LineConn;
 use relaybox_blackbox::encrypted_mail;
 use relaybox_blackbox::federation::{FedRelay, Net};
+use relaybox_blackbox::http;
 use relaybox_blackbox::imap::Imap;
 use relaybox_blackbox::relay::{binary, kill9_child};
 use relaybox_blackbox::smtp::Smtp;
@@ -204,6 +206,34 @@ async fn a_box_behind_a_front_server() {
         log.contains("connection from 127.0.0.7 refused"),
         "the relay's log names the client, not the tunnel:\n{}",
         relay.log_lines(&["refused"])
+    );
+    // The admin pages: a client through the front is never on the local network, while
+    // the same kind of address straight at the box is.
+    let admin = async |from: u8, at: SocketAddr| {
+        let mut c = LineConn::connect_tls_from(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, from)),
+            at,
+            &[b"http/1.1"],
+        )
+        .await
+        .expect("HTTPS connect");
+        let head = format!("GET /admin/ HTTP/1.1\nHost: {public}");
+        http::request(&mut c, &head, b"")
+            .await
+            .expect("HTTPS answer")
+    };
+    let through = admin(12, SocketAddr::new(IpAddr::V4(public), 443)).await;
+    assert_eq!(
+        through.status, 403,
+        "the admin pages through the front: {}",
+        through.status_line
+    );
+    assert!(through.body_text().contains("local network"));
+    let direct = admin(11, relay.sock(443)).await;
+    assert_ne!(
+        direct.status, 403,
+        "the admin pages from the LAN: {}",
+        direct.status_line
     );
     held.logout().await;
     relay.stop().await;
