@@ -1098,6 +1098,8 @@ fn every_key_of_the_table_sets_the_config() {
         ("update_url", "https://u.example.org/latest.json"),
         ("update_check_interval", "7h"),
         ("update_window", "01:00-02:00"),
+        ("update_health_attempts", "3"),
+        ("update_health_retry", "5s"),
         ("watchdog", "off"),
         ("dns_resolver", "127.0.0.1:5353"),
         ("dkim_selector", "dkim2"),
