@@ -60,11 +60,11 @@ use super::{Downloader, PublicKey, Release, UpdateError, bootcount, health};
 pub const DEFAULT_REBOOT_HELPER: &str = "/usr/libexec/relaybox/reboot";
 /// Default `update_check_interval` (issue 7).
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
-/// Default `update_window` and the window's type belong to the config (foundation).
-pub use crate::config::{DEFAULT_WINDOW, Window};
 /// OTA-5: the health window of a trial boot (`update_health_attempts` and
 /// `update_health_retry` must fit it; the config checks that).
 pub use crate::config::keys::HEALTH_WINDOW as DEFAULT_HEALTH_WINDOW;
+/// Default `update_window` and the window's type belong to the config (foundation).
+pub use crate::config::{DEFAULT_WINDOW, Window};
 /// Largest `latest.json` accepted.
 const MAX_LATEST: u64 = 64 * 1024;
 /// Largest bundle ever downloaded, whatever `latest.json` says.
