@@ -29,13 +29,7 @@ impl Appliance {
             tracing::warn!("update: trust roots: {e}");
             rustls::RootCertStore::empty()
         });
-        let cfg = AgentConfig::system(
-            relay.config.update_url.clone(),
-            relay.config.update_check_interval,
-            relay.config.update_window,
-            &relay.config.data_dir,
-            roots,
-        );
+        let cfg = AgentConfig::system(&relay.config, roots);
         remove_stale_uploads(&cfg.state_dir);
         let _ = self.update_agent.set(cfg.clone());
         tokio::spawn(agent::run(

@@ -224,6 +224,26 @@ pub fn parse_backup_every(v: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// OTA-5: the health window of a trial boot, which the health checks and the pauses
+/// between them must fit (`update_health_retry`).
+pub const HEALTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `update_health_retry`: at least a second, and `attempts` − 1 pauses within
+/// [`HEALTH_WINDOW`] (else the last checks could never run).
+pub fn parse_health_retry(v: &str, attempts: u32) -> Result<std::time::Duration, String> {
+    let d = positive_duration(v, "30s")?;
+    let pauses = attempts.saturating_sub(1);
+    if d.saturating_mul(pauses) >= HEALTH_WINDOW {
+        return Err(format!(
+            "{pauses} pauses of {}s (update_health_attempts = {attempts}) do not fit the \
+             {}s health window",
+            d.as_secs(),
+            HEALTH_WINDOW.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
 /// A standard listener (`[::]:port`, or `0.0.0.0:port` with `disable_ipv6`).
 fn standard(c: &Config, pick: fn(Listeners) -> Vec<SocketAddr>) -> Vec<SocketAddr> {
     pick(Listeners::standard(c.disable_ipv6))
@@ -742,6 +762,26 @@ pub static KEYS: &[&dyn Key] = &[
         set: |c, v| c.update_window = v,
         help: "daily window (UTC) in which updates install by themselves; empty = any time \
                (\"update now\" ignores it)",
+    },
+    &Spec {
+        name: "update_health_attempts",
+        origin: Origin::Relaybox,
+        default: Fallback::Text("5"),
+        dev: Dev::Same,
+        parse: |v, _| positive(v, "5"),
+        set: |c, v| c.update_health_attempts = v,
+        help: "health checks a trial boot runs after an update before it gives up and falls \
+               back to the old slot (OTA-5)",
+    },
+    &Spec {
+        name: "update_health_retry",
+        origin: Origin::Relaybox,
+        default: Fallback::Text("30s"),
+        dev: Dev::Same,
+        parse: |v, c| parse_health_retry(v, c.update_health_attempts),
+        set: |c, v| c.update_health_retry = v,
+        help: "pause between two health checks of a trial boot; all of them must fit the \
+               5-minute health window (`update_health_attempts` − 1 pauses)",
     },
     &Spec {
         name: "watchdog",

@@ -194,6 +194,10 @@ pub struct Config {
     /// Relaybox: the daily maintenance window (UTC) in which updates install by themselves;
     /// `None` = any time.
     pub update_window: Option<Window>,
+    /// Relaybox (OTA-5): how many health checks a trial boot runs before it falls back.
+    pub update_health_attempts: u32,
+    /// Relaybox (OTA-5): the pause between two health checks of a trial boot.
+    pub update_health_retry: Duration,
     /// Relaybox (BOOT-4): the hardware watchdog the daemon pets. Default `auto`, which
     /// `main` resolves ([`WatchdogSetting::resolve`]).
     pub watchdog: WatchdogSetting,
@@ -550,6 +554,8 @@ impl Config {
             update_url: String::new(),
             update_check_interval: zero,
             update_window: None,
+            update_health_attempts: 0,
+            update_health_retry: zero,
             watchdog: WatchdogSetting::Off,
             dns_resolver: Vec::new(),
             dkim_selector: String::new(),

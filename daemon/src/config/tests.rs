@@ -572,11 +572,22 @@ fn update_keys() {
         c.update_window.map(|w| w.to_string()).as_deref(),
         Some("03:00-05:00")
     );
+    // OTA-5: five health checks 30 s apart.
+    assert_eq!(c.update_health_attempts, 5);
+    assert_eq!(c.update_health_retry, Duration::from_secs(30));
     // `auto` is resolved by `main`, not while parsing.
     assert_eq!(c.watchdog, WatchdogSetting::Auto);
     let c = with(
         "update_url = https://10.0.2.100/rb/latest.json\nupdate_check_interval = 10m\n\
-             update_window =\nwatchdog = /dev/watchdog1",
+             update_window =\nwatchdog = /dev/watchdog1\nupdate_health_attempts = 3\n\
+             update_health_retry = 5s",
+    );
+    assert_eq!(c.update_health_attempts, 3);
+    assert_eq!(c.update_health_retry, Duration::from_secs(5));
+    // One check needs no pause, whatever the pause says.
+    assert_eq!(
+        with("update_health_attempts = 1\nupdate_health_retry = 1h").update_health_retry,
+        Duration::from_secs(3600)
     );
     assert_eq!(c.update_url, "https://10.0.2.100/rb/latest.json");
     assert_eq!(c.update_check_interval, Duration::from_secs(600));
@@ -610,6 +621,27 @@ fn update_keys() {
             "expected a time",
         ),
         ("update_window = 3-5", "update_window", ""),
+        (
+            "update_health_attempts = 0",
+            "update_health_attempts",
+            "at least 1",
+        ),
+        (
+            "update_health_retry = 0s",
+            "update_health_retry",
+            "at least 1s",
+        ),
+        (
+            // The default 5 checks: 4 pauses of 75 s fill the 300 s window.
+            "update_health_retry = 75s",
+            "update_health_retry",
+            "do not fit the 300s health window",
+        ),
+        (
+            "update_health_attempts = 11\nupdate_health_retry = 30s",
+            "update_health_retry",
+            "10 pauses of 30s",
+        ),
     ] {
         match error(bad) {
             ConfigError::Value { key: k, msg } => {
@@ -1098,6 +1130,8 @@ fn every_key_of_the_table_sets_the_config() {
         ("update_url", "https://u.example.org/latest.json"),
         ("update_check_interval", "7h"),
         ("update_window", "01:00-02:00"),
+        ("update_health_attempts", "3"),
+        ("update_health_retry", "5s"),
         ("watchdog", "off"),
         ("dns_resolver", "127.0.0.1:5353"),
         ("dkim_selector", "dkim2"),

@@ -7,7 +7,8 @@
 //! 1. `State::reconcile` reads this boot's outcome: booted normally while an update was
 //!    pending means the trial failed and the firmware fell back (BOOT-4); recorded and shown
 //!    as the last error (OTA-6).
-//! 2. On a trial boot: [`health::check`] up to `health_attempts` times within
+//! 2. On a trial boot: [`health::check`] up to `health_attempts` times (`update_health_attempts`,
+//!    `update_health_retry` apart) within
 //!    `health_window` (OTA-5, ≤ 5 min). Pass → `State::commit` (BOOT-3). Fail → the reason
 //!    is recorded on /data and the system is rebooted plainly, which boots the old slot.
 //!    On a normal boot the same check runs once in the background; passing it marks the
@@ -59,10 +60,11 @@ use super::{Downloader, PublicKey, Release, UpdateError, bootcount, health};
 pub const DEFAULT_REBOOT_HELPER: &str = "/usr/libexec/relaybox/reboot";
 /// Default `update_check_interval` (issue 7).
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+/// OTA-5: the health window of a trial boot (`update_health_attempts` and
+/// `update_health_retry` must fit it; the config checks that).
+pub use crate::config::keys::HEALTH_WINDOW as DEFAULT_HEALTH_WINDOW;
 /// Default `update_window` and the window's type belong to the config (foundation).
 pub use crate::config::{DEFAULT_WINDOW, Window};
-/// OTA-5: the health window of a trial boot.
-pub const DEFAULT_HEALTH_WINDOW: Duration = Duration::from_secs(300);
 /// Largest `latest.json` accepted.
 const MAX_LATEST: u64 = 64 * 1024;
 /// Largest bundle ever downloaded, whatever `latest.json` says.
@@ -286,26 +288,21 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The defaults of a Relaybox image: key and release file in the root, state under
-    /// `data_dir/update`, the boot backend of this machine, [`CommandRebooter`].
-    pub fn system(
-        update_url: String,
-        check_interval: Duration,
-        window: Option<Window>,
-        data_dir: &Path,
-        roots: rustls::RootCertStore,
-    ) -> AgentConfig {
+    /// The defaults of a Relaybox image, with the `update_*` keys of `config`: key and
+    /// release file in the root, state under `data_dir/update`, the boot backend of this
+    /// machine, [`CommandRebooter`].
+    pub fn system(config: &crate::config::Config, roots: rustls::RootCertStore) -> AgentConfig {
         AgentConfig {
-            update_url,
-            check_interval,
-            window,
+            update_url: config.update_url.clone(),
+            check_interval: config.update_check_interval,
+            window: config.update_window,
             first_check_delay: Duration::from_secs(120),
             pubkey: PathBuf::from(super::DEFAULT_PUBKEY),
             release: PathBuf::from(super::DEFAULT_RELEASE),
-            state_dir: data_dir.join("update"),
+            state_dir: config.data_dir.join("update"),
             health_window: DEFAULT_HEALTH_WINDOW,
-            health_attempts: 5,
-            health_retry_delay: Duration::from_secs(30),
+            health_attempts: config.update_health_attempts,
+            health_retry_delay: config.update_health_retry,
             max_bundle_size: DEFAULT_MAX_BUNDLE,
             roots,
             boot: super::boot::detect().map(Arc::from),
@@ -440,7 +437,8 @@ async fn check_in_window(h: health::Handles<'_>, cfg: &AgentConfig) -> Result<()
     let mut reason = String::from("no health check could run within the window");
     // The listeners are bound by `server::serve`, which starts next to this task.
     tokio::time::sleep(cfg.health_retry_delay.min(Duration::from_secs(5))).await;
-    for attempt in 1..=cfg.health_attempts.max(1) {
+    let attempts = cfg.health_attempts.max(1);
+    for attempt in 1..=attempts {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
@@ -448,12 +446,14 @@ async fn check_in_window(h: health::Handles<'_>, cfg: &AgentConfig) -> Result<()
         match health::check_within(h, left.min(health::TIMEOUT)).await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                tracing::warn!("update: health check {attempt} failed: {e}");
+                tracing::warn!("update: health check {attempt} of {attempts} failed: {e}");
                 reason = e.to_string();
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::sleep(cfg.health_retry_delay.min(left)).await;
+        if attempt < attempts {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(cfg.health_retry_delay.min(left)).await;
+        }
     }
     Err(reason)
 }
@@ -1305,6 +1305,54 @@ mod tests {
         task.abort();
     }
 
+    /// A relay whose SMTP listener is configured but not listening (its health check
+    /// fails at once), the dead address and the socket that keeps it reserved.
+    fn dead_smtp_relay(d: &Path) -> (Arc<Relay>, std::net::SocketAddr, tokio::net::TcpSocket) {
+        let mut rc = crate::testing::config(&d.join("relay"), "example.org");
+        // Bound (so no other test gets the port) but not listening: connections are refused.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let dead = reserved.local_addr().unwrap();
+        rc.listen = crate::config::Listeners {
+            smtp: vec![dead],
+            submission: vec![],
+            submissions: vec![],
+            imap: vec![],
+            imaps: vec![],
+            https: vec![],
+            http: vec![],
+        };
+        (Relay::open(rc).unwrap(), dead, reserved)
+    }
+
+    /// `update_health_retry` is the pause between two checks: a window whose last check
+    /// failed ends at once instead of pausing once more (a trial falls back that much
+    /// sooner).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_pause_after_the_last_health_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (relay, dead, _reserved) = dead_smtp_relay(d);
+        let mut cfg = agent_config(
+            d,
+            fake_qemu(d, Slot::A, 16),
+            d.join("none.pub"),
+            rustls::RootCertStore::empty(),
+            String::new(),
+            Arc::new(FakeReboot::default()),
+        );
+        cfg.health_window = Duration::from_secs(3600);
+        cfg.health_retry_delay = Duration::from_secs(3600);
+        cfg.health_attempts = 1;
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            check_in_window(relay.update_handles(), &cfg),
+        )
+        .await
+        .expect("the window ends with its last check, not a pause after it");
+        assert_eq!(r, Err(format!("SMTP is not answering on {dead}")));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failed_health_check_records_and_reboots_to_the_old_slot() {
         let dir = tempfile::tempdir().unwrap();
@@ -1335,22 +1383,7 @@ mod tests {
         .store(&cfg.state_dir)
         .unwrap();
         let state_dir = cfg.state_dir.clone();
-        // A relay whose SMTP listener is configured but not bound.
-        let mut rc = crate::testing::config(&d.join("relay"), "example.org");
-        // Bound (so no other test gets the port) but not listening: connections are refused.
-        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
-        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let dead = reserved.local_addr().unwrap();
-        rc.listen = crate::config::Listeners {
-            smtp: vec![dead],
-            submission: vec![],
-            submissions: vec![],
-            imap: vec![],
-            imaps: vec![],
-            https: vec![],
-            http: vec![],
-        };
-        let relay = Relay::open(rc).unwrap();
+        let (relay, dead, _reserved) = dead_smtp_relay(d);
         let status = UpdateStatus::new();
         tokio::time::timeout(
             Duration::from_secs(60),
