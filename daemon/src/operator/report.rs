@@ -62,6 +62,8 @@ pub const SHOWN_KEYS: &[&str] = &[
     "imap_compress",
     "update_check_interval",
     "update_window",
+    "update_health_attempts",
+    "update_health_retry",
     "watchdog",
     "dkim_selector",
     "maximal_queue_lifetime",
