@@ -285,6 +285,22 @@ impl<'a> Session<'a> {
                 | CommandBody::Search { uid: false, .. }
         );
         let always_sync = matches!(&cmd.body, CommandBody::Noop | CommandBody::Check);
+        // Issue 17: a logged-in session's command runs inside the moving gate, so the final
+        // backup of `relaybox move` holds every change acknowledged before the switch (a
+        // stored flag, an expunge, an append), and none is acknowledged after it: the
+        // session ends instead. IDLE waits outside (it would hold the switch up).
+        let moving = self.h.moving;
+        let hold = match (&self.user, &cmd.body) {
+            (Some(_), CommandBody::Idle) | (None, _) => None,
+            (Some(_), _) => Some(moving.hold().await),
+        };
+        if hold.as_ref().is_some_and(|h| h.is_some()) {
+            let text = crate::auth::MOVED_TEXT;
+            self.out
+                .reply(Some(&tag), &Reply::no(text).code(Rfc5530::Unavailable));
+            self.out.bye(text);
+            return Flow::Close;
+        }
         let result = match (&self.user, command::append::in_place(&cmd.body, &bytes)) {
             // APPEND of a logged-in user: the message is taken out of the command's own
             // buffer, not copied (it may be as big as max_message_size).
