@@ -26,9 +26,9 @@ use crate::store::Store;
 pub const RUN_OFFSET: u64 = 17 * 60;
 /// The directory on a USB drive that holds the backups.
 pub const USB_DIR: &str = "relaybox-backups";
-/// How often the task looks at the clock while it waits (a clock that jumps, a
-/// suspended machine).
-const POLL: Duration = Duration::from_secs(60);
+/// How often the task looks at the clock and at "Back up now" while it waits (a clock
+/// that jumps, a suspended machine, a wake-up it missed).
+const POLL: Duration = Duration::from_secs(15);
 
 /// The first run strictly after `now` for backups every `every` seconds: the instants
 /// `RUN_OFFSET` (modulo `every`) past a multiple of `every` since the epoch.
@@ -203,6 +203,9 @@ struct State {
     last: Option<Outcome>,
     next: Option<u64>,
     running: bool,
+    /// "Back up now" was asked and not yet taken by the task (the wake-up alone could be
+    /// missed; the task also looks here every [`POLL`]).
+    asked: bool,
     /// Set when the task cannot run at all (dev mode: no config file).
     unavailable: Option<String>,
 }
@@ -243,6 +246,7 @@ impl AutoBackup {
 
     /// Make a backup now (the status page's button), whatever the schedule.
     pub fn run_now(&self) {
+        self.lock().asked = true;
         self.now.notify_one();
     }
 
@@ -391,7 +395,9 @@ async fn run_polling(auto: Arc<AutoBackup>, job: Job, on_result: impl Fn() + Sen
     loop {
         auto.lock().next = Some(due);
         let now = job.clock.unix_now();
-        let asked = if now >= due {
+        let asked = if std::mem::take(&mut auto.lock().asked) {
+            true
+        } else if now >= due {
             false
         } else {
             let wait = Duration::from_secs(due - now).min(poll);
@@ -405,7 +411,13 @@ async fn run_polling(auto: Arc<AutoBackup>, job: Job, on_result: impl Fn() + Sen
                     due = next_run(job.clock.unix_now(), settings.every.as_secs());
                     continue;
                 }
-                _ = auto.now.notified() => true,
+                _ = auto.now.notified() => {
+                    // Taken at the top already (the wake-up came late): nothing new.
+                    if !std::mem::take(&mut auto.lock().asked) {
+                        continue;
+                    }
+                    true
+                }
             }
         };
         let now = job.clock.unix_now();
