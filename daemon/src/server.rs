@@ -396,7 +396,7 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
                 err,
             })?;
             tracing::info!("{} listening on {}", service.name(), addr);
-            listeners.push((service, listener, slots.clone()));
+            listeners.push((service, listener, slots.clone(), None));
         }
     }
     // PORT-2: sessions the 443 multiplexer hands to IMAP share the IMAP limit; its
@@ -405,18 +405,7 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
         imap: imap.clone(),
         submission: pool(caps.smtp),
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(flush_periodically(relay.clone()));
-    for (service, listener, slots) in listeners {
-        tasks.spawn(accept_loop(
-            relay.clone(),
-            service,
-            listener,
-            slots,
-            mux.clone(),
-            None,
-        ));
-    }
+    let mut front_link = None;
     if !relay.config.front.is_empty() {
         // Issue 20: the public ports served by a front server, through the tunnel; one
         // internal loopback listener per service, with the same limits.
@@ -452,14 +441,7 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
             let listener = crate::net::bind(addr).map_err(bind_err)?;
             let internal = listener.local_addr().map_err(bind_err)?;
             ports.insert(port, internal);
-            tasks.spawn(accept_loop(
-                relay.clone(),
-                service,
-                listener,
-                slots,
-                mux.clone(),
-                Some(peers.clone()),
-            ));
+            listeners.push((service, listener, slots, Some(peers.clone())));
         }
         let home = crate::front::home::Home {
             front: relay.config.front.clone(),
@@ -468,7 +450,22 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
             ports,
             peers,
         };
-        tasks.spawn(crate::front::home::run(home));
+        front_link = Some(crate::front::home::run(home));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(flush_periodically(relay.clone()));
+    if let Some(link) = front_link {
+        tasks.spawn(link);
+    }
+    for (service, listener, slots, via_front) in listeners {
+        tasks.spawn(accept_loop(
+            relay.clone(),
+            service,
+            listener,
+            slots,
+            mux.clone(),
+            via_front,
+        ));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -208,10 +208,7 @@ impl Pinned {
     fn allows(&self, cert: &CertificateDer<'_>) -> bool {
         match self {
             Pinned::Cert(c) => c.as_ref() == cert.as_ref(),
-            Pinned::Sha256(h) => {
-                let got = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-                got.as_ref() == h
-            }
+            Pinned::Sha256(h) => &cert_sha256(cert) == h,
         }
     }
 }

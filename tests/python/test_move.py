@@ -311,8 +311,14 @@ def test_move_keeps_every_message(tmp_path):
                 except TimeoutError:
                     pass  # the assertions below say which are missing
                 note("arrival wait over")
-                # A moment for a doubled copy to show up as well.
-                time.sleep(2)
+                # Nothing is left in flight that could still bring a doubled copy: the old
+                # relay is stopped and the new one holds no mail for its own domain.
+                wait_until(
+                    lambda: not queue_has(new, domain),
+                    FORWARD_DRAIN_TIMEOUT,
+                    "new relay's queue for its own domain empty",
+                    interval=0.5,
+                )
                 for p in pumps:
                     p.halt.set()
                 for p in pumps:

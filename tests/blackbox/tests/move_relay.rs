@@ -59,22 +59,22 @@ async fn a_relay_moves_without_losing_mail() {
     let final_backup = dir.path().join("final.backup");
     let new_ip = set.net.host(9);
     let to = new_ip.to_string();
-    let moved = run_tool(
-        &[
+    let config = r1.config_path();
+    let move_to = async |out: &std::path::Path| {
+        let args = [
             "move",
             "--config",
-            arg(&r1.config_path()),
+            arg(&config),
             "--to",
             &to,
             "--out",
-            arg(&final_backup),
+            arg(out),
             "--passphrase-file",
             arg(&pass),
-        ],
-        &[],
-        TOOL_TIME,
-    )
-    .await;
+        ];
+        run_tool(&args, &[], TOOL_TIME).await
+    };
+    let moved = move_to(&final_backup).await;
     assert!(
         moved.status.success(),
         "relaybox move: {}",
@@ -111,22 +111,7 @@ async fn a_relay_moves_without_losing_mail() {
         "login at the moving relay: {r}"
     );
     // A second move is refused: the final backup was taken at the first.
-    let again = run_tool(
-        &[
-            "move",
-            "--config",
-            arg(&r1.config_path()),
-            "--to",
-            &to,
-            "--out",
-            arg(&dir.path().join("second.backup")),
-            "--passphrase-file",
-            arg(&pass),
-        ],
-        &[],
-        TOOL_TIME,
-    )
-    .await;
+    let again = move_to(&dir.path().join("second.backup")).await;
     assert!(
         !again.status.success(),
         "a second move: {}",
