@@ -314,6 +314,39 @@ pub struct QueueDomain {
     pub last_error: String,
 }
 
+/// Issue 20: the front server as the wizard's front page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontInfo {
+    /// Why no front server can be set up here (the relay does not run yet, no config
+    /// file); `None` when it can.
+    pub unavailable: Option<String>,
+    /// The front server this relay is reached through: the `host:port` of its tunnel.
+    pub current: Option<String>,
+    /// Its public address, where the domain's A record points.
+    pub address: Option<String>,
+    /// The box's connection to it is up right now.
+    pub connected: bool,
+    pub pairing: FrontPairing,
+}
+
+/// The pairing with a front server by a one-time code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontPairing {
+    /// Nothing under way.
+    Idle,
+    /// The box tries to pair with `front` (every few seconds) until `seconds_left` ran
+    /// out; `command` is what to run on the front server (with the one-time code).
+    Waiting {
+        front: String,
+        command: String,
+        seconds_left: u64,
+    },
+    /// The last pairing with `front` failed: why, in plain words.
+    Failed { front: String, reason: String },
+    /// Paired with `front` (in this run of the daemon): the relay uses it now.
+    Paired { front: String },
+}
+
 /// What the daemon does for the pages. Methods that may do network or disk I/O are
 /// async; all others must be cheap.
 pub trait Backend: Send + Sync + 'static {
@@ -371,6 +404,45 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether the TURN server runs (its UDP port 3478 is then one to forward).
     fn turn_enabled(&self) -> bool {
         true
+    }
+
+    /// Issue 20: the front server in use and the pairing with one.
+    fn front(&self) -> FrontInfo {
+        FrontInfo {
+            unavailable: Some("A front server cannot be set up here.".into()),
+            current: None,
+            address: None,
+            connected: false,
+            pairing: FrontPairing::Idle,
+        }
+    }
+    /// Why this box may need a front server, judged from the port step's `checks` and
+    /// what the box knows of its own addresses: one plain sentence per reason (no
+    /// public IPv4 address, the domain not pointing at this box's public address, port
+    /// 25 blocked); empty when nothing points that way or a front is in use.
+    fn front_advice(&self, checks: &[Check]) -> Vec<String> {
+        let _ = checks;
+        Vec::new()
+    }
+    /// Start pairing with the front server at `address` (an IP address or a host name,
+    /// optionally `:port` of its tunnel; a name is looked up now): a new one-time code,
+    /// tried in the background ([`FrontInfo::pairing`]); an earlier attempt is given up. `Err` for the field
+    /// `front` when the address is not one, or when no pairing can start here.
+    fn front_pair(&self, address: &str) -> impl Future<Output = Result<(), InputError>> + Send {
+        let _ = address;
+        async {
+            Err(InputError {
+                field: "front",
+                message: "A front server cannot be set up here.".into(),
+            })
+        }
+    }
+    /// Stop waiting for a pairing (the code is not tried any more).
+    fn front_cancel(&self) {}
+    /// "Move off the front server": its keys leave the config and the relay stops using
+    /// it at once. `Err` with a plain-language reason, nothing changed.
+    fn front_leave(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Err("No front server is in use.".to_string()) }
     }
 
     fn certificate(&self) -> CertificateInfo;

@@ -6,7 +6,7 @@
 //! Modules: [`router`] (routes, LAN and `Host:` gate, security headers, the per-request
 //! visitor), [`host`] (which `Host:` values name the box),
 //! `session` (signed cookies, CSRF tokens), [`limiter`] (password and code guessing
-//! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `status`
+//! slowdown, also used by the daemon's logins), `access` (claim, password, login), `wizard` (setup steps), `front` (the front server page, issue 20), `status`
 //! (status page), `accounts` (the accounts page), `signup` (sign-up mode and invites), `queue`
 //! (the outgoing queue by domain: retry now, give up), `backups` (automatic backups), `update`
 //! (update now, bundle upload), `restore` (restore from a backup in the wizard, download a
@@ -18,6 +18,7 @@ mod accounts;
 mod backend;
 mod backups;
 mod charts;
+mod front;
 pub mod host;
 pub mod limiter;
 mod queue;

@@ -18,8 +18,8 @@ use crate::limiter::{Limiter, Policy};
 use crate::session::{self, Id, Kind};
 use crate::view::Layout;
 use crate::{
-    Backend, Client, Overview, Phase, access, accounts, backups, queue, restore, signup, status,
-    update, wizard,
+    Backend, Client, Overview, Phase, access, accounts, backups, front, queue, restore, signup,
+    status, update, wizard,
 };
 
 /// Largest form body accepted.
@@ -101,6 +101,12 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/admin/setup/dns", get(wizard::dns_page::<B>))
         .route("/admin/setup/dns/zone", get(wizard::zone::<B>))
         .route("/admin/setup/ports", get(wizard::ports_page::<B>))
+        .route(
+            "/admin/setup/front",
+            get(front::front_page::<B>).post(front::pair_post::<B>),
+        )
+        .route("/admin/setup/front/cancel", post(front::cancel_post::<B>))
+        .route("/admin/setup/front/leave", post(front::leave_post::<B>))
         .route(
             "/admin/setup/certificate",
             get(wizard::certificate_page::<B>).post(wizard::certificate_post::<B>),

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod backups;
+mod front;
 mod queue;
 mod restore;
 mod signup;
@@ -82,6 +83,10 @@ struct Fake {
     backups: Mutex<restore::FakeBackups>,
     /// The automatic backups the section shows; the settings and passphrase forms change it.
     auto_backups: Mutex<BackupsInfo>,
+    /// Issue 20: the front server ([`front`]); `front_pair` and the others change it.
+    front: Mutex<FrontInfo>,
+    /// What `front_advice` says (the checks it was given are recorded in `calls`).
+    front_advice: Mutex<Vec<String>>,
 }
 
 const EVIL: &str = "<script>alert(1)</script><b onmouseover=x>\"'&";
@@ -142,6 +147,14 @@ impl Fake {
             blocked: Mutex::default(),
             backups: Mutex::default(),
             auto_backups: Mutex::default(),
+            front: Mutex::new(FrontInfo {
+                unavailable: None,
+                current: None,
+                address: None,
+                connected: false,
+                pairing: FrontPairing::Idle,
+            }),
+            front_advice: Mutex::default(),
         }
     }
 
@@ -679,6 +692,35 @@ impl Backend for Fake {
 
     fn auto_backup_now(&self) -> Result<(), String> {
         self.refusal("backup_now")
+    }
+
+    fn front(&self) -> FrontInfo {
+        self.front.lock().unwrap().clone()
+    }
+
+    fn front_advice(&self, checks: &[Check]) -> Vec<String> {
+        let ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
+        self.call(&format!("front_advice {}", ids.join(",")));
+        self.front_advice.lock().unwrap().clone()
+    }
+
+    async fn front_pair(&self, address: &str) -> Result<(), InputError> {
+        self.call(&format!("front_pair {address}"));
+        front::pair(self, address)
+    }
+
+    fn front_cancel(&self) {
+        self.call("front_cancel");
+        self.front.lock().unwrap().pairing = FrontPairing::Idle;
+    }
+
+    async fn front_leave(&self) -> Result<(), String> {
+        self.refusal("front_leave")?;
+        let mut f = self.front.lock().unwrap();
+        f.current.take().ok_or("no front")?;
+        f.address = None;
+        f.pairing = FrontPairing::Idle;
+        Ok(())
     }
 }
 
@@ -1812,6 +1854,7 @@ async fn every_page_renders_odd_data() {
             "/admin/setup/dns",
             "/admin/setup/dns/zone",
             "/admin/setup/ports",
+            "/admin/setup/front",
             "/admin/setup/certificate",
             "/admin/setup/done",
             "/admin/password",

@@ -370,6 +370,14 @@ pub struct PortsPage {
     /// IP-only mode on a local-network address: nothing to forward (issue 16 item 9:
     /// the name page offers this as fine for a LAN).
     pub lan_only: bool,
+    /// Issue 20: why a front server may be the way (one sentence each); empty: the
+    /// page only mentions it.
+    pub front_advice: Vec<String>,
+    /// The front server in use: nothing to forward, no checks here.
+    pub front: Option<String>,
+    /// A front server can be offered (a domain: not in IP-only mode, whose addresses
+    /// carry the box's own IP address).
+    pub front_offered: bool,
 }
 
 /// `GET /admin/setup/ports`.
@@ -377,10 +385,36 @@ pub async fn ports_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) -
     if let Some(r) = v.need_session() {
         return r;
     }
-    let checks = bounded_checks("port", app.backend.port_checks()).await;
     let domain = v.overview.domain.clone().unwrap_or_default();
     let lan_only =
         v.overview.ip_only && domain.parse::<std::net::IpAddr>().is_ok_and(crate::is_lan);
+    // Issue 20: through a front server nothing is forwarded and the checks of this step
+    // do not apply (the front page checks the records).
+    let front = app.backend.front().current;
+    let (checks, front_advice) = if front.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        let (raw, checks) =
+            match tokio::time::timeout(CHECK_TIMEOUT, app.backend.port_checks()).await {
+                Ok(raw) => {
+                    let checks = view::checks(&raw);
+                    (raw, checks)
+                }
+                Err(_) => (
+                    Vec::new(),
+                    vec![view::could_not_check(
+                        "port",
+                        "The checks took too long to answer. Try again in a minute.",
+                    )],
+                ),
+            };
+        let advice = if v.overview.ip_only {
+            Vec::new()
+        } else {
+            app.backend.front_advice(&raw)
+        };
+        (checks, advice)
+    };
     let turn = app.backend.turn_enabled();
     let page = PortsPage {
         l: step_layout(&mut v, "Router port forwarding", 3),
@@ -391,6 +425,9 @@ pub async fn ports_page<B: Backend>(State(app): State<App<B>>, mut v: Visitor) -
             .collect(),
         checks,
         lan_only,
+        front_advice,
+        front,
+        front_offered: !v.overview.ip_only,
     };
     v.page(StatusCode::OK, &page)
 }
