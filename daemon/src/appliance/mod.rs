@@ -11,6 +11,7 @@ pub mod backups;
 pub mod button;
 pub mod configfile;
 pub mod dnscheck;
+pub mod front;
 pub mod hw;
 pub mod led;
 pub mod mdns;
@@ -93,6 +94,8 @@ pub struct Appliance {
     /// Automatic backups (issue 17), once the relay runs and they started
     /// (`crate::backup::auto::start`).
     auto_backups: OnceLock<Arc<crate::backup::auto::AutoBackup>>,
+    /// Issue 20: the wizard's pairing with a front server.
+    front: front::Pairing,
 }
 
 impl Appliance {
@@ -142,6 +145,7 @@ impl Appliance {
             update: crate::update::agent::UpdateStatus::new(),
             update_agent: OnceLock::new(),
             backups: restore::Backups::default(),
+            front: front::Pairing::default(),
         }))
     }
 
@@ -625,21 +629,19 @@ impl Backend for Appliance {
         if matches!(config.mode, Mode::IpOnly(_)) {
             return Vec::new();
         }
-        crate::zone::expected_records(
-            config,
-            relay.dkim.as_ref(),
-            crate::zone::detect_addresses(config),
-        )
+        // Issue 20: with a front server the address records point at it.
+        let mut records =
+            crate::zone::expected_records(config, relay.dkim.as_ref(), front::addresses(relay));
+        front::front_notes(relay, &mut records);
+        records
     }
 
     fn zone_file(&self) -> String {
         match self.relay() {
             Some(relay) => match &relay.dkim {
-                Some(signer) => crate::zone::zone_text(
-                    &relay.config,
-                    signer,
-                    crate::zone::detect_addresses(&relay.config),
-                ),
+                Some(signer) => {
+                    crate::zone::zone_text(&relay.config, signer, front::addresses(relay))
+                }
                 None => format!(
                     "; {} is an IP-only relay: it needs no DNS records.\n",
                     relay.config.mail_domain
@@ -663,6 +665,26 @@ impl Backend for Appliance {
 
     fn turn_enabled(&self) -> bool {
         !self.config().turn_listen.is_empty()
+    }
+
+    fn front(&self) -> relaybox_webui::FrontInfo {
+        self.front_info()
+    }
+
+    fn front_advice(&self, checks: &[Check]) -> Vec<String> {
+        self.front_advice_for(checks)
+    }
+
+    async fn front_pair(&self, address: &str) -> Result<(), InputError> {
+        self.front_pair_start(address).await
+    }
+
+    fn front_cancel(&self) {
+        self.front_pair_cancel();
+    }
+
+    async fn front_leave(&self) -> Result<(), String> {
+        self.front_leave_now()
     }
 
     fn certificate(&self) -> CertificateInfo {
