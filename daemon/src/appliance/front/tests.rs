@@ -217,9 +217,19 @@ fn appliance_with_relay(
     dir: &std::path::Path,
     timing: Timing,
 ) -> (Arc<Appliance>, Arc<Relay>, PathBuf) {
+    appliance_with(dir, timing, |_| {})
+}
+
+/// [`appliance_with_relay`] with `edit` applied to the relay's config.
+fn appliance_with(
+    dir: &std::path::Path,
+    timing: Timing,
+    edit: impl FnOnce(&mut Config),
+) -> (Arc<Appliance>, Arc<Relay>, PathBuf) {
     std::fs::create_dir_all(dir).expect("dir");
     let ini = dir.join("chatmail.ini");
-    let config = crate::testing::config(&dir.join("relay"), "chat.example.org");
+    let mut config = crate::testing::config(&dir.join("relay"), "chat.example.org");
+    edit(&mut config);
     std::fs::write(
         &ini,
         format!(
@@ -485,5 +495,43 @@ async fn unavailable_and_bad_addresses_are_refused() {
         let e = a.front_pair(bad).await.expect_err(bad);
         assert_eq!(e.field, "front");
     }
+    assert_eq!(a.front().pairing, FrontPairing::Idle);
+}
+
+/// A front named by its host name: looked up through the relay's resolver, the address
+/// found is what the tunnel, the command and the A record use; a name that does not exist
+/// is refused for the field.
+#[tokio::test]
+async fn a_front_name_is_looked_up_once() {
+    use crate::appliance::dnscheck::testdns::{Dnsmasq, fresh_net};
+    let net = fresh_net();
+    let dns = Dnsmasq::start(
+        Ipv4Addr::new(127, net.0, net.1, 1),
+        53,
+        true,
+        &["--host-record=front.test,127.0.0.1".into()],
+    );
+    let t = tempfile::tempdir().expect("tempdir");
+    let (a, _relay, _ini) = appliance_with(t.path(), QUICK, |c| c.dns_resolver = vec![dns.addr]);
+    a.front_pair("Front.Test:5000").await.expect("found");
+    let FrontPairing::Waiting { front, command, .. } = a.front().pairing else {
+        panic!("{:?}", a.front().pairing);
+    };
+    assert_eq!(front, "127.0.0.1:5000");
+    assert!(
+        command.starts_with("relaybox front --public 127.0.0.1 --pair "),
+        "{command}"
+    );
+    a.front_cancel();
+    let e = a
+        .front_pair("nowhere.test")
+        .await
+        .expect_err("no such name");
+    assert_eq!(e.field, "front");
+    assert!(
+        e.message.contains("nowhere.test could not be looked up"),
+        "{}",
+        e.message
+    );
     assert_eq!(a.front().pairing, FrontPairing::Idle);
 }
