@@ -2261,6 +2261,56 @@ async fn dump_pages() {
     .await;
     save("06-dns", &b.get("/admin/setup/dns").await.body);
     save("07-ports", &b.get("/admin/setup/ports").await.body);
+    // Issue 20: the front server, offered, waiting, failed, in use.
+    *fake.front_advice.lock().unwrap() = vec![
+        "This box's internet connection has no public IPv4 address of its own: its address \
+         100.72.1.9 is one that providers share among many customers (carrier-grade NAT), \
+         and no port forwarding gets through that."
+            .into(),
+    ];
+    save(
+        "07-ports-front-offer",
+        &b.get("/admin/setup/ports").await.body,
+    );
+    fake.front_advice.lock().unwrap().clear();
+    save("07-front", &b.get("/admin/setup/front").await.body);
+    let csrf = b.get("/admin/setup/front").await.csrf();
+    b.post(
+        "/admin/setup/front",
+        &[("csrf", &csrf), ("front", "203.0.113.7")],
+    )
+    .await;
+    save("07-front-waiting", &b.get("/admin/setup/front").await.body);
+    fake.front.lock().unwrap().pairing = FrontPairing::Failed {
+        front: "203.0.113.7:4433".into(),
+        reason: "the front server refused the pairing code (it was not started with this \
+                 code, the code was used already, or it was mistyped there)."
+            .into(),
+    };
+    save("07-front-failed", &b.get("/admin/setup/front").await.body);
+    {
+        let mut f = fake.front.lock().unwrap();
+        f.current = Some("203.0.113.7:4433".into());
+        f.address = Some("203.0.113.7".into());
+        f.connected = true;
+        f.pairing = FrontPairing::Paired {
+            front: "203.0.113.7:4433".into(),
+        };
+    }
+    save("07-front-paired", &b.get("/admin/setup/front").await.body);
+    save(
+        "07-ports-through-front",
+        &b.get("/admin/setup/ports").await.body,
+    );
+    let p = b.post("/admin/setup/front/leave", &[("csrf", &csrf)]).await;
+    save("07-front-leave", &p.body);
+    *fake.front.lock().unwrap() = FrontInfo {
+        unavailable: None,
+        current: None,
+        address: None,
+        connected: false,
+        pairing: FrontPairing::Idle,
+    };
     save(
         "08-certificate",
         &b.get("/admin/setup/certificate").await.body,
