@@ -454,12 +454,19 @@ impl Appliance {
     /// [`relaybox_webui::Backend::front`].
     pub(crate) fn front_info(&self) -> FrontInfo {
         let target = self.relay().and_then(|r| r.front.target());
+        let pairing = match self.front.view() {
+            // Moved off or changed since (`relaybox pair-front`, the config): old news.
+            FrontPairing::Paired { front } if target.as_ref().is_none_or(|t| t.front != front) => {
+                FrontPairing::Idle
+            }
+            p => p,
+        };
         FrontInfo {
             unavailable: self.front_unavailable(),
             address: target.as_ref().map(|t| host_of(&t.front).to_string()),
             current: target.map(|t| t.front),
             connected: self.relay().is_some_and(|r| r.front.connected()),
-            pairing: self.front.view(),
+            pairing,
         }
     }
 

@@ -351,6 +351,14 @@ async fn pairs_with_the_front_then_moves_off() {
     let blocked = [outbound(CheckStatus::Warning)];
     assert!(a.front_advice(&blocked).is_empty());
     drop(f);
+    // Switched elsewhere (as `relaybox pair-front` does): "paired" is old news.
+    relay.use_front(None);
+    assert_eq!(a.front().pairing, FrontPairing::Idle);
+    relay.use_front(Some(FrontTarget {
+        front: tunnel.to_string(),
+        pin: front_pin,
+    }));
+    assert!(matches!(a.front().pairing, FrontPairing::Paired { .. }));
 
     // Move off: the keys leave chatmail.ini, the link is switched off, the records are
     // this host's again.
