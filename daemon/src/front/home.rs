@@ -163,6 +163,7 @@ async fn link_once(home: &Arc<Home>, target: &FrontTarget) -> io::Result<()> {
     .await
     .map_err(|_| io::Error::other("connect timed out"))??;
     let _ = tcp.set_nodelay(true);
+    crate::net::keep_alive(&tcp)?;
     // The name is not checked (the certificate is pinned); it only fills SNI.
     let name = ServerName::try_from("relaybox-front").expect("a valid name");
     let stream = tokio::time::timeout(

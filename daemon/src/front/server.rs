@@ -263,6 +263,9 @@ async fn accept_boxes(
         let (boxes, current) = (boxes.clone(), current.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
+            if let Err(e) = crate::net::keep_alive(&tcp) {
+                tracing::warn!("front: keepalive for {peer}: {e}");
+            }
             let served = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello(tcp, &boxes)).await;
             match served {
                 Ok(Ok(Hello::Link(tls))) => {
