@@ -543,3 +543,51 @@ async fn a_front_name_is_looked_up_once() {
     );
     assert_eq!(a.front().pairing, FrontPairing::Idle);
 }
+
+/// With the relay serving, the pairing in the wizard takes the live tunnel up without a
+/// restart, and moving off takes it down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_link_follows_the_wizard() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (relay, task) = crate::update::health::tests::running_relay(&t.path().join("r")).await;
+    let ini = t.path().join("chatmail.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[params]\nmail_domain = example.org\ndata_dir = {}\n",
+            relay.config.data_dir.display()
+        ),
+    )
+    .expect("ini");
+    let a = Appliance::new(relay.config.clone(), Some(ini), false).expect("appliance");
+    a.front.set_timing(QUICK);
+    a.attach(relay.clone());
+    let tunnel = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    a.front_pair(&tunnel.to_string()).await.expect("starts");
+    let FrontPairing::Waiting { command, .. } = a.front().pairing else {
+        panic!("{:?}", a.front().pairing);
+    };
+    let f = start_front(t.path().join("front"), tunnel, &code_of(&command)).await;
+    assert!(!f.task.is_finished(), "the front runs");
+    assert!(matches!(
+        settled(&a, Duration::from_secs(45)).await,
+        FrontPairing::Paired { .. }
+    ));
+    let until = |want: bool| {
+        let a = a.clone();
+        async move {
+            for _ in 0..600 {
+                if a.front().connected == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(until(true).await, "the link did not come up within 30 s");
+    a.front_leave().await.expect("moved off");
+    assert!(until(false).await, "the link did not go down within 30 s");
+    drop(f);
+    task.abort();
+}
