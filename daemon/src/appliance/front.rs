@@ -453,8 +453,11 @@ impl Appliance {
 
     /// [`relaybox_webui::Backend::front`].
     pub(crate) fn front_info(&self) -> FrontInfo {
+        // The stage first: a pairing switches the link before it says "paired", so a
+        // "paired" read here always finds its front already in use below.
+        let stage = self.front.view();
         let target = self.relay().and_then(|r| r.front.target());
-        let pairing = match self.front.view() {
+        let pairing = match stage {
             // Moved off or changed since (`relaybox pair-front`, the config): old news.
             FrontPairing::Paired { front } if target.as_ref().is_none_or(|t| t.front != front) => {
                 FrontPairing::Idle

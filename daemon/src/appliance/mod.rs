@@ -1206,6 +1206,31 @@ pub fn services_health(relay: &Relay) -> Vec<ServiceHealth> {
             },
         });
     }
+    // Issue 20: the tunnel to the front server, and the way mail leaves.
+    if let Some(target) = relay.front.target() {
+        let up = relay.front.connected();
+        out.push(ServiceHealth {
+            name: "Front server".into(),
+            status: if up {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Error
+            },
+            detail: if up {
+                format!("the tunnel to {} is up", target.front)
+            } else {
+                format!(
+                    "no tunnel to {}: the relay cannot be reached from the internet (it retries)",
+                    target.front
+                )
+            },
+        });
+    }
+    out.push(ServiceHealth {
+        name: "Outgoing mail path".into(),
+        status: CheckStatus::Ok,
+        detail: relay.outbound.path().into(),
+    });
     // Issue 17: a relay that moves says where to and what it still has to hand over.
     if let Some(line) = crate::operator::moving::status_line(relay) {
         out.push(ServiceHealth {

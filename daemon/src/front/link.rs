@@ -222,4 +222,9 @@ impl Opener {
     pub fn is_closed(&self) -> bool {
         self.requests.is_closed()
     }
+
+    /// Whether `other` opens streams on the same link.
+    pub fn same_link(&self, other: &Opener) -> bool {
+        self.requests.same_channel(&other.requests)
+    }
 }

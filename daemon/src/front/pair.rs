@@ -230,11 +230,14 @@ pub async fn pair_box(front: &str, code: &str, identity: &Identity) -> Result<[u
 }
 
 /// The front's side of one pairing connection (after the handshake with ALPN
-/// [`PAIR_ALPN`]): `code` is the open pairing's code (`None`: no pairing open). Returns the
-/// box's certificate pin when the box proved the code.
+/// [`PAIR_ALPN`]): `code` is the open pairing's code (`None`: no pairing open). When the box
+/// proves the code, `keep` is given the box's certificate pin and must store it before the
+/// box hears yes (so a box never holds a pairing the front lost); it returns whether it did.
+/// Returns the pin kept, or `None` when refused.
 pub async fn pair_front<S>(
     stream: &mut tokio_rustls::server::TlsStream<S>,
     code: Option<&str>,
+    keep: impl FnOnce([u8; 32]) -> bool,
 ) -> io::Result<Option<[u8; 32]>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -249,7 +252,7 @@ where
     let mut theirs = [0u8; 32];
     timed("the box's proof", stream.read_exact(&mut theirs)).await?;
     let right = code.is_some_and(|c| verify(c, BOX_ROLE, &export, &theirs));
-    let Some(code) = code.filter(|_| right) else {
+    let Some(code) = code.filter(|_| right && keep(box_pin)) else {
         timed("refusing", stream.write_all(&[REFUSED])).await?;
         let _ = stream.shutdown().await;
         return Ok(None);

@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::header::{self, Origin};
 use super::link::{self, Identity, Opener, Side};
 
 /// Client connections forwarded at once (each holds a socket here and a stream in the link).
 pub const MAX_CONNECTIONS: usize = link::MAX_STREAMS;
+/// How long an accepted client connection waits for the link to come back.
+const LINK_WAIT: Duration = Duration::from_secs(10);
 /// A box must finish its TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -95,12 +97,16 @@ impl Boxes {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A box proved the code: keep its pin, use the code up, close the pairing.
+    /// A box proved the code: keep its pin, use the code up, close the pairing — all or
+    /// nothing (a second box that proved the same code at the same time is refused).
     fn paired(&self, box_pin: [u8; 32]) -> Result<(), FrontError> {
         let tls = link::server_config(&self.id, box_pin)?;
         let mut inner = self.lock();
-        let Some(open) = inner.pairing.take() else {
-            return Ok(());
+        let Some(open) = inner.pairing.as_ref() else {
+            return Err(FrontError::State(
+                self.data_dir.display().to_string(),
+                std::io::Error::other("the pairing was closed meanwhile"),
+            ));
         };
         let state = |e| FrontError::State(self.data_dir.display().to_string(), e);
         let used = self.data_dir.join(USED_CODES_FILE);
@@ -115,6 +121,7 @@ impl Boxes {
             0o600,
         )
         .map_err(state)?;
+        inner.pairing = None;
         inner.paired = Some(tls);
         tracing::info!("front: paired with the box {pin}; the pairing code is used up");
         Ok(())
@@ -185,21 +192,45 @@ fn boxes(cfg: &FrontConfig, id: Identity) -> Result<Boxes, FrontError> {
     })
 }
 
-/// The newest link, if the box is connected.
-#[derive(Default)]
-struct Current(Mutex<Option<Opener>>);
+/// The newest link, if the box is connected; public connections wait for one.
+struct Current(watch::Sender<Option<Opener>>);
+
+impl Default for Current {
+    fn default() -> Self {
+        Current(watch::Sender::new(None))
+    }
+}
 
 impl Current {
     fn get(&self) -> Option<Opener> {
-        let mut cur = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if cur.as_ref().is_some_and(Opener::is_closed) {
-            *cur = None;
-        }
-        cur.clone()
+        self.0.borrow().clone().filter(|o| !o.is_closed())
     }
 
     fn set(&self, opener: Opener) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(opener);
+        self.0.send_replace(Some(opener));
+    }
+
+    /// The link `opener` ended: forget it unless a newer one replaced it.
+    fn ended(&self, opener: &Opener) {
+        self.0.send_if_modified(|cur| {
+            let same = cur.as_ref().is_some_and(|c| c.same_link(opener));
+            if same {
+                *cur = None;
+            }
+            same
+        });
+    }
+
+    /// The link, once there is one.
+    async fn wait(&self) -> Opener {
+        let mut changes = self.0.subscribe();
+        loop {
+            if let Some(o) = self.get() {
+                return o;
+            }
+            // The sender lives as long as `self`.
+            let _ = changes.changed().await;
+        }
     }
 }
 
@@ -279,18 +310,22 @@ async fn accept_boxes(
                             }
                         });
                     });
-                    current.set(opener);
+                    current.set(opener.clone());
                     let _ = task.await;
+                    current.ended(&opener);
                     tracing::info!("front: the link from {peer} ended");
                 }
                 Ok(Ok(Hello::Pairing(mut tls))) => {
                     let code = boxes.lock().pairing.as_ref().map(|p| p.code.clone());
-                    match super::pair::pair_front(&mut tls, code.as_deref()).await {
-                        Ok(Some(pin)) => {
-                            if let Err(e) = boxes.paired(pin) {
-                                tracing::error!("front: the pairing could not be kept: {e}");
-                            }
+                    let keep = |pin| match boxes.paired(pin) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!("front: the pairing could not be kept: {e}");
+                            false
                         }
+                    };
+                    match super::pair::pair_front(&mut tls, code.as_deref(), keep).await {
+                        Ok(Some(_)) => {}
                         Ok(None) => {
                             tracing::warn!(
                                 "front: a pairing from {peer} refused (wrong or used code)"
@@ -342,6 +377,10 @@ async fn hello(tcp: TcpStream, boxes: &Boxes) -> std::io::Result<Hello> {
 
 async fn accept_clients(listener: TcpListener, current: Arc<Current>, slots: Arc<Semaphore>) {
     loop {
+        // No link (the box is reconnecting, the front just started): connections wait in
+        // the listen backlog instead of being closed, and are served once the box is back
+        // (clients retry much later after a connection that closed at once).
+        current.wait().await;
         let Ok((tcp, client)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -349,11 +388,13 @@ async fn accept_clients(listener: TcpListener, current: Arc<Current>, slots: Arc
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue; // dropped: closed at once
         };
-        let Some(opener) = current.get() else {
-            continue;
-        };
+        let current = current.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            // The link may have ended since: wait a little for the next one.
+            let Ok(opener) = tokio::time::timeout(LINK_WAIT, current.wait()).await else {
+                return;
+            };
             let _ = forward(tcp, client, opener).await;
         });
     }

@@ -91,14 +91,17 @@ async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
 }
 
 /// An IMAP greeting through `addr` from `from`, if one comes.
+/// Bounded: without a link the front leaves connections waiting in its backlog.
 async fn greeting(from: IpAddr, addr: SocketAddr) -> Option<(Imap, String)> {
-    let conn = LineConn::connect_tls_from(from, addr, &[]).await.ok()?;
-    let mut c = Imap::from_conn(conn, addr);
-    let line = tokio::time::timeout(Duration::from_secs(10), c.read_line())
-        .await
-        .ok()?
-        .ok()?;
-    Some((c, line.text()))
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let conn = LineConn::connect_tls_from(from, addr, &[]).await.ok()?;
+        let mut c = Imap::from_conn(conn, addr);
+        let line = c.read_line().await.ok()?;
+        Some((c, line.text()))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -586,8 +586,30 @@ async fn the_live_link_follows_the_wizard() {
         }
     };
     assert!(until(true).await, "the link did not come up within 30 s");
+    // The status page names the tunnel and the way mail leaves.
+    let line = |name: &str| {
+        crate::appliance::services_health(&relay)
+            .into_iter()
+            .find(|s| s.name == name)
+    };
+    let tunnel_line = line("Front server").expect("a front server line");
+    assert_eq!(tunnel_line.status, relaybox_webui::CheckStatus::Ok);
+    assert!(
+        tunnel_line.detail.contains("is up"),
+        "{}",
+        tunnel_line.detail
+    );
+    let path = line("Outgoing mail path").expect("a path line");
+    assert!(
+        path.detail.contains("SMTP through the front server"),
+        "{}",
+        path.detail
+    );
     a.front_leave().await.expect("moved off");
     assert!(until(false).await, "the link did not go down within 30 s");
+    assert!(line("Front server").is_none());
+    let path = line("Outgoing mail path").expect("a path line");
+    assert!(path.detail.starts_with("direct"), "{}", path.detail);
     drop(f);
     task.abort();
 }
