@@ -1,0 +1,387 @@
+"""A home box behind NAT, reachable only through a front server (issue 20 item 3), with the
+real Delta Chat core, in network namespaces the test creates (natharness.py):
+
+    home (the box) --- nat (masquerade, drops every inbound connection and outbound port 25)
+        --- internet (DNS, a second relay, the clients) --- front (`relaybox front`)
+
+The home relay's domain has its A and MX records on the front's public address; the box
+keeps the tunnel to the front open outwards. Checked:
+
+1. users on the internet side make accounts on the home relay through the front (core's
+   own configure, by host name) and chat with a user on the second relay, both ways, and
+   with each other; every message arrives exactly once;
+2. the front is restarted: the box reconnects by itself and chat works again;
+3. the home's uplink is cut for 30 s (the NAT forgets its mappings): the link comes back
+   and chat works again (how long that took is printed);
+4. the relay sees a client's own address (its per-address limit counts the client, and
+   its log names it), not the tunnel's or the front's;
+5. refusals: a box with another key is refused by the front; a box that pins another front
+   refuses it; a box with `front` but no `front_pin` does not start; nothing is served
+   through the front in those cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fedharness import TestCa
+from natharness import (
+    FRONT_PUBLIC,
+    HOME_IP,
+    NAT_PUBLIC,
+    PROBE_IP,
+    RELAY2_IP,
+    TUNNEL_PORT,
+    NsFront,
+    Topology,
+    imaps_greets,
+    nat_unavailable,
+    open_imaps,
+    tcp_connects,
+    topology,
+)
+from netnsharness import DNS_IP, NsDnsmasq, NsRelay, netns_unavailable, ns_deltachat
+from relayharness import ACTIVE_RELAYS, accepted_chat, cannot_run, online_client, random_password
+
+# Bounds of the waits (the test fails on what does not happen, not on how long it took).
+LINK_TIMEOUT = 60.0  # first link, and the link after the front restarts
+CUT = 30.0  # how long the uplink is cut (the scenario, not a wait)
+RECOVERY_TIMEOUT = 120.0  # after the uplink is back: the box backs off up to 60 s
+MSG_TIMEOUT = 90.0
+# The home relay's per-address connection limit; the probe of item 4 goes over it.
+PER_ADDRESS = 10
+
+
+def skip_unless_possible() -> None:
+    why = netns_unavailable() or nat_unavailable()
+    if why:
+        cannot_run(why)
+
+
+def wait_until(cond, timeout: float, what: str, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def tool_out(r) -> str:
+    return r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+
+
+def through_front(topo: Topology) -> bool:
+    """An IMAP client on the internet gets the home relay's greeting at the front."""
+    return imaps_greets(topo.inet, FRONT_PUBLIC, PROBE_IP)
+
+
+@dataclass
+class World:
+    topo: Topology
+    front: NsFront
+    home: NsRelay
+    relay2: NsRelay
+    dns: NsDnsmasq
+    timeline: list[str] = field(default_factory=list)
+    t0: float = field(default_factory=time.monotonic)
+
+    def note(self, what: str) -> None:
+        line = f"{time.monotonic() - self.t0:6.1f} s  {what}"
+        self.timeline.append(line)
+        print(line, flush=True)
+
+
+def home_relay(topo: Topology, workdir: Path, name: str, domain: str, params: dict) -> NsRelay:
+    return NsRelay(topo.home, workdir, name, HOME_IP, domain, params)
+
+
+@contextlib.contextmanager
+def world(tmp_path: Path) -> Iterator[World]:
+    """The four namespaces; DNS and the second relay on the internet; the front with the
+    box's pin; the home relay with the front's pin; the link up."""
+    tag = os.getpid() % 100000
+    home_domain, relay2_domain = f"home-{tag}.test", f"far-{tag}.test"
+    ca = TestCa(tmp_path / "ca")
+    started: list = []
+    with topology() as topo:
+        try:
+            common = {"tls_extra_roots": str(ca.cert), "dns_resolver": f"{DNS_IP}:53"}
+            crt, key = ca.leaf(home_domain)
+            front = NsFront(topo.front, tmp_path / "front")
+            home = home_relay(
+                topo,
+                tmp_path / "home",
+                "front-home",
+                home_domain,
+                {
+                    **common,
+                    "tls_external_cert_and_key": f"{crt} {key}",
+                    "front": f"{FRONT_PUBLIC}:{TUNNEL_PORT}",
+                    "front_pin": front.pin(),
+                    "max_connections_per_ip": PER_ADDRESS,
+                },
+            )
+            crt2, key2 = ca.leaf(relay2_domain)
+            relay2 = NsRelay(
+                topo.inet,
+                tmp_path / "relay2",
+                "front-far",
+                RELAY2_IP,
+                relay2_domain,
+                {**common, "tls_external_cert_and_key": f"{crt2} {key2}"},
+            )
+            dns = NsDnsmasq(topo.inet, tmp_path / "dns")
+            # The home relay's domain points at the front, and only there.
+            dns.add_mail_domain(home_domain, FRONT_PUBLIC)
+            dns.add_mail_domain(relay2_domain, RELAY2_IP)
+            for r in (home, relay2):
+                txt = r.dkim_txt()
+                if txt is None:  # the zone file is written at the first start
+                    r.start()
+                    started.append(r)
+                    txt = r.dkim_txt()
+                    r.stop()
+                assert txt, f"{r.name}: no DKIM record from `relaybox dns` or the zone file"
+                dns.add_txt(f"opendkim._domainkey.{r.mail_domain}", txt)
+            started.append(dns)
+            dns.start()
+            box_pin = home.tool("tunnel-pin", "--config", str(home.config_path))
+            assert box_pin.returncode == 0, tool_out(box_pin)
+            started.append(front)
+            ACTIVE_RELAYS.append(front)
+            front.start("--box-pin", tool_out(box_pin).strip().splitlines()[-1])
+            for r in (relay2, home):
+                started.append(r)
+                ACTIVE_RELAYS.append(r)
+                r.start()
+            w = World(topo, front, home, relay2, dns)
+            wait_until(lambda: through_front(topo), LINK_TIMEOUT, "the home relay answers at the front")
+            w.note("link up: the home relay answers at the front")
+            yield w
+        finally:
+            for p in reversed(started):
+                p.stop()
+                if p in ACTIVE_RELAYS:
+                    ACTIVE_RELAYS.remove(p)
+    for p in started:
+        if hasattr(p, "panics"):
+            assert not p.panics(), f"{p.name} panicked: {p.panics()[:3]}"
+
+
+class Chats:
+    """Clients a and b on the home relay, c on the second relay; what each one sent."""
+
+    def __init__(self, w: World, dc):
+        self.w = w
+        clients = []
+        for relay in (w.home, w.home, w.relay2):
+            addr, password = relay.new_address(), random_password()
+            clients.append(online_client(dc, relay.dclogin_url(addr, password), addr, password))
+        self.a, self.b, self.c = clients
+        self.a_to_c = accepted_chat(self.a, self.c)
+        self.c_to_a = accepted_chat(self.c, self.a)
+        self.b_to_a = accepted_chat(self.b, self.a)
+        # (receiver, sender, text) of every message sent.
+        self.sent: list[tuple] = []
+
+    def one(self, sender, chat, receiver, text: str) -> float:
+        """Send `text` and wait until `receiver` has it; the time it took."""
+        start = time.monotonic()
+        chat.send_text(text)
+        self.sent.append((receiver, sender, text))
+        receiver.events.wait_incoming(MSG_TIMEOUT, text=text)
+        return time.monotonic() - start
+
+    def round(self, tag: str) -> None:
+        """home → far, far → home, home → home; each must arrive."""
+        took = [
+            self.one(self.a, self.a_to_c, self.c, f"{tag}: from the home relay to the far one"),
+            self.one(self.c, self.c_to_a, self.a, f"{tag}: from the far relay to the home one"),
+            self.one(self.b, self.b_to_a, self.a, f"{tag}: between two home users"),
+        ]
+        self.w.note(f"{tag}: chat works (" + ", ".join(f"{t:.1f} s" for t in took) + ")")
+
+    def each_once(self) -> None:
+        """Every message sent is in its receiver's chat with the sender exactly once."""
+        for receiver, sender, text in self.sent:
+            chat = receiver.account.create_chat(sender.account)
+            texts = [m.get_snapshot().text for m in chat.get_messages()]
+            assert texts.count(text) == 1, (
+                f"{receiver.addr}'s chat with {sender.addr} holds {text!r} "
+                f"{texts.count(text)} times:\n{texts}"
+            )
+
+
+@pytest.mark.timeout(420)
+def test_a_home_box_behind_nat_serves_through_its_front(tmp_path):
+    skip_unless_possible()
+    with world(tmp_path) as w:
+        topo = w.topo
+        # The NAT is what it claims: nothing on the internet reaches the home box, and the
+        # home box cannot reach port 25 out; HTTPS out works.
+        assert not tcp_connects(topo.inet, NAT_PUBLIC, 993, timeout=1.0), "the NAT let a connection in"
+        assert not tcp_connects(topo.inet, HOME_IP, 993, timeout=1.0), "the home network is routable"
+        assert topo.nat_counter("inbound") > 0
+        assert not tcp_connects(topo.home, RELAY2_IP, 25, timeout=1.0), "port 25 out is not blocked"
+        assert topo.nat_counter("blocked25") > 0
+        assert tcp_connects(topo.home, RELAY2_IP, 443), "HTTPS out from home does not work"
+
+        # 4. The relay sees the client's own address: PER_ADDRESS connections from the
+        # probe's address are served, the next one is over the limit of that address
+        # alone, and the log names it.
+        held = []
+        try:
+            for i in range(PER_ADDRESS):
+                sock, line = open_imaps(topo.inet, FRONT_PUBLIC, PROBE_IP)
+                assert sock is not None and line.startswith("* OK"), f"connection {i + 1}: {line}"
+                held.append(sock)
+            sock, line = open_imaps(topo.inet, FRONT_PUBLIC, PROBE_IP)
+            if sock is not None:
+                sock.close()
+            assert not line.startswith("* OK"), f"over the per-address limit: {line!r}"
+            wait_until(
+                lambda: f"connection from {PROBE_IP} refused" in w.home.log_text(),
+                10,
+                "the relay's log names the client",
+            )
+            for wrong in ("127.0.0.1", FRONT_PUBLIC, NAT_PUBLIC, "10.20.1.1"):
+                assert f"connection from {wrong} refused" not in w.home.log_text(), wrong
+            # Another client address is not affected by the probe's limit.
+            assert imaps_greets(topo.inet, FRONT_PUBLIC, "10.20.1.1"), "another client is refused"
+        finally:
+            for s in held:
+                s.close()
+        w.note(f"the relay counted and logged the client as {PROBE_IP}")
+
+        with ns_deltachat(topo.inet, tmp_path / "dc", "front") as dc:
+            # 1. Accounts through the front, chat both ways.
+            chats = Chats(w, dc)
+            w.note("three accounts configured (two through the front)")
+            chats.round("first")
+
+            # 2. The front restarts; the box reconnects by itself.
+            connects = w.front.connects()
+            w.front.stop()
+            assert not through_front(topo), "a stopped front still serves"
+            restarted = time.monotonic()
+            w.front.start("--box-pin", box_pin_of(w.home))
+            wait_until(lambda: w.front.connects() > connects, LINK_TIMEOUT, "the box reconnects")
+            wait_until(lambda: through_front(topo), LINK_TIMEOUT, "the relay answers after the restart")
+            w.note(f"front restarted; the box was back after {time.monotonic() - restarted:.1f} s")
+            chats.round("after the front's restart")
+
+            # 3. The uplink is cut for CUT seconds; the link must come back.
+            connects = w.front.connects()
+            topo.uplink(False)
+            w.note(f"uplink cut for {CUT:.0f} s")
+            time.sleep(CUT)  # the outage itself
+            assert not through_front(topo), "the home relay answered while its uplink was cut"
+            topo.uplink(True)
+            restored = time.monotonic()
+            w.note("uplink back")
+            try:
+                wait_until(lambda: through_front(topo), RECOVERY_TIMEOUT, "the link after the cut", interval=0.5)
+            except TimeoutError as e:
+                raise AssertionError(
+                    f"{e}\nbox's front lines:\n"
+                    + "\n".join(l for l in w.home.log_text().splitlines() if "front" in l)[-3000:]
+                    + f"\n{w.front.log_tail()}"
+                ) from e
+            recovery = time.monotonic() - restored
+            w.note(
+                f"the link was back {recovery:.1f} s after the uplink "
+                f"(the box opened {w.front.connects() - connects} new links)"
+            )
+            chats.round("after the uplink cut")
+            chats.each_once()
+    print("\n".join(["timeline:", *w.timeline]))
+
+
+def box_pin_of(relay: NsRelay) -> str:
+    r = relay.tool("tunnel-pin", "--config", str(relay.config_path))
+    assert r.returncode == 0, tool_out(r)
+    return tool_out(r).strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(240)
+def test_the_front_and_the_box_refuse_strangers(tmp_path):
+    """No DNS, no second relay, no clients: only who may open the tunnel."""
+    skip_unless_possible()
+    tag = os.getpid() % 100000
+    domain = f"home-{tag}.test"
+    ca = TestCa(tmp_path / "ca")
+    crt, key = ca.leaf(domain)
+    with topology() as topo:
+        front = NsFront(topo.front, tmp_path / "front")
+        other_front = NsFront(topo.front, tmp_path / "other-front")
+        params = {
+            "tls_external_cert_and_key": f"{crt} {key}",
+            "front": f"{FRONT_PUBLIC}:{TUNNEL_PORT}",
+            "front_pin": front.pin(),
+        }
+        the_box = home_relay(topo, tmp_path / "box", "front-box", domain, params)
+        stranger = home_relay(topo, tmp_path / "stranger", "front-stranger", domain, params)
+        running: list = []
+
+        def run(p, *args):
+            running.append(p)
+            ACTIVE_RELAYS.append(p)
+            p.start(*args)
+
+        def stop(p):
+            p.stop()
+            running.remove(p)
+            ACTIVE_RELAYS.remove(p)
+
+        try:
+            # A box with `front` but no `front_pin` is a configuration error.
+            unpinned = home_relay(
+                topo, tmp_path / "unpinned", "front-unpinned", domain, {**params, "front_pin": ""}
+            )
+            r = unpinned.tool("serve", "--config", str(unpinned.config_path), timeout=30)
+            assert r.returncode != 0 and "front_pin" in tool_out(r), tool_out(r)
+
+            run(front, "--box-pin", box_pin_of(the_box))
+            # A box with another key (its own identity, the right front pin): refused by the
+            # front in the handshake; nothing is served.
+            run(stranger)
+            wait_until(
+                lambda: "tunnel handshake from" in front.log_text() and "refused" in front.log_text(),
+                LINK_TIMEOUT,
+                "the front refuses the stranger",
+            )
+            assert front.connects() == 0, front.log_tail()
+            assert not through_front(topo), "the front served a box it does not pin"
+            stop(stranger)
+
+            # The right box, but pinning another front: it refuses the front.
+            the_box.params["front_pin"] = other_front.pin()
+            run(the_box)
+            wait_until(
+                lambda: "front: no link to" in the_box.log_text(), LINK_TIMEOUT, "the box refuses the front"
+            )
+            assert front.connects() == 0, front.log_tail()
+            assert not through_front(topo), "a box served a front it does not pin"
+            stop(the_box)
+
+            # Control: the right box with the right pin is served (so the refusals above
+            # were the pins', not the set-up's).
+            the_box.params["front_pin"] = front.pin()
+            run(the_box)
+            wait_until(lambda: through_front(topo), LINK_TIMEOUT, "the paired box is served")
+            assert front.connects() >= 1
+        finally:
+            for p in reversed(running):
+                p.stop()
+                if p in ACTIVE_RELAYS:
+                    ACTIVE_RELAYS.remove(p)
