@@ -110,6 +110,14 @@ class Topology:
                 "default route (nat)",
             )
 
+    def renumber(self, new_public: str) -> None:
+        """The home router's public address changes (a line that reconnects with a new
+        address, a CGNAT that moves the home to another one): the old address is gone
+        at once, and with it every mapping the NAT made."""
+        _ok(self.nat.run("ip", "addr", "flush", "dev", "wan"), "ip addr flush (nat)")
+        _ok(self.nat.run("ip", "addr", "add", f"{new_public}/24", "dev", "wan"), "ip addr add (nat)")
+        _ok(self.nat.run("ip", "route", "replace", "default", "via", INET_TO_NAT), "default route (nat)")
+
     def nat_counter(self, name: str) -> int:
         """Packets counted by the NAT's named counter `name`."""
         out = _ok(self.nat.run(NFT, "list", "counter", "ip", "rbnat", name), "nft list counter")
@@ -249,8 +257,9 @@ class NsFront:
 
     def pin(self) -> str:
         """`relaybox front --print-pin`: this front's tunnel certificate."""
-        out = _ok(self.tool("front", "--data", str(self.data), "--print-pin"), "relaybox front --print-pin")
-        pin = out.strip().splitlines()[-1]
+        r = self.tool("front", "--data", str(self.data), "--print-pin")
+        out = _ok(r, "relaybox front --print-pin")
+        pin = r.stdout.decode(errors="replace").strip()
         assert pin.startswith("sha256:"), out
         return pin
 
