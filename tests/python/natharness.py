@@ -118,6 +118,22 @@ class Topology:
         _ok(self.nat.run("ip", "addr", "add", f"{new_public}/24", "dev", "wan"), "ip addr add (nat)")
         _ok(self.nat.run("ip", "route", "replace", "default", "via", INET_TO_NAT), "default route (nat)")
 
+    def refuse_https_from_home(self, ip: str) -> None:
+        """`ip` on the internet refuses HTTPS from the home's public address (a peer
+        without `/mxdeliv`, as far as the home box can tell): mail to it must go by SMTP."""
+        rules = f"""
+table ip rbpeer {{
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        ip saddr 10.20.2.0/24 ip daddr {ip} tcp dport 443 reject with tcp reset
+    }}
+}}
+"""
+        _ok(
+            subprocess.run(self.inet.argv(NFT, "-f", "-"), input=rules.encode(), capture_output=True, timeout=30),
+            "nft -f (internet)",
+        )
+
     def nat_counter(self, name: str) -> int:
         """Packets counted by the NAT's named counter `name`."""
         out = _ok(self.nat.run(NFT, "list", "counter", "ip", "rbnat", name), "nft list counter")
