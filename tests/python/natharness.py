@@ -103,7 +103,9 @@ class Topology:
         down, as when the line drops; the kernel forgets the NAT's masquerade mappings on
         that interface then, as a router that loses its line does."""
         state = "up" if up else "down"
-        _ok(self.nat.run("ip", "link", "set", "dev", "wan", state), f"ip link set wan {state} (nat)")
+        _ok(
+            self.nat.run("ip", "link", "set", "dev", "wan", state), f"ip link set wan {state} (nat)"
+        )
         if up:
             _ok(
                 self.nat.run("ip", "route", "replace", "default", "via", INET_TO_NAT),
@@ -115,8 +117,13 @@ class Topology:
         address, a CGNAT that moves the home to another one): the old address is gone
         at once, and with it every mapping the NAT made."""
         _ok(self.nat.run("ip", "addr", "flush", "dev", "wan"), "ip addr flush (nat)")
-        _ok(self.nat.run("ip", "addr", "add", f"{new_public}/24", "dev", "wan"), "ip addr add (nat)")
-        _ok(self.nat.run("ip", "route", "replace", "default", "via", INET_TO_NAT), "default route (nat)")
+        _ok(
+            self.nat.run("ip", "addr", "add", f"{new_public}/24", "dev", "wan"), "ip addr add (nat)"
+        )
+        _ok(
+            self.nat.run("ip", "route", "replace", "default", "via", INET_TO_NAT),
+            "default route (nat)",
+        )
 
     def refuse_https_from_home(self, ip: str) -> None:
         """`ip` on the internet refuses HTTPS from the home's public address (a peer
@@ -130,7 +137,12 @@ table ip rbpeer {{
 }}
 """
         _ok(
-            subprocess.run(self.inet.argv(NFT, "-f", "-"), input=rules.encode(), capture_output=True, timeout=30),
+            subprocess.run(
+                self.inet.argv(NFT, "-f", "-"),
+                input=rules.encode(),
+                capture_output=True,
+                timeout=30,
+            ),
             "nft -f (internet)",
         )
 
@@ -187,7 +199,9 @@ def topology() -> Iterator[Topology]:
         _forwarding(inet)
         _forwarding(nat)
         _ok(
-            subprocess.run(nat.argv(NFT, "-f", "-"), input=NAT_RULES.encode(), capture_output=True, timeout=30),
+            subprocess.run(
+                nat.argv(NFT, "-f", "-"), input=NAT_RULES.encode(), capture_output=True, timeout=30
+            ),
             "nft -f (nat)",
         )
         yield Topology(inet, front, nat, home)
@@ -199,7 +213,9 @@ def topology() -> Iterator[Topology]:
 # -- probes ---------------------------------------------------------------------------
 
 
-def tcp_connects(ns: Netns, ip: str, port: int, timeout: float = 2.0, source: Optional[str] = None) -> bool:
+def tcp_connects(
+    ns: Netns, ip: str, port: int, timeout: float = 2.0, source: Optional[str] = None
+) -> bool:
     """Whether a TCP connection from `ns` to ip:port is accepted within `timeout`."""
 
     def probe():
@@ -283,10 +299,22 @@ class NsFront:
         """Start it with `extra` arguments (`--box-pin P` or `--pair CODE`) and wait until
         it has bound its ports (its log says so)."""
         before = self.log_text().count("front: tunnel on")
-        env = {**os.environ, "NO_COLOR": "1", "RELAYBOX_LOG": os.environ.get("RELAYBOX_LOG", "info")}
+        env = {
+            **os.environ,
+            "NO_COLOR": "1",
+            "RELAYBOX_LOG": os.environ.get("RELAYBOX_LOG", "info"),
+        }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.ns.argv(str(relay_binary()), "front", "--data", str(self.data), "--public", self.public, *extra),
+                self.ns.argv(
+                    str(relay_binary()),
+                    "front",
+                    "--data",
+                    str(self.data),
+                    "--public",
+                    self.public,
+                    *extra,
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -295,10 +323,14 @@ class NsFront:
         deadline = time.monotonic() + START_TIMEOUT
         while self.log_text().count("front: tunnel on") <= before:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"relaybox front exited with {self.proc.returncode}\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"relaybox front exited with {self.proc.returncode}\n{self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"relaybox front did not bind within {START_TIMEOUT} s\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"relaybox front did not bind within {START_TIMEOUT} s\n{self.log_tail()}"
+                )
             time.sleep(0.05)
 
     def alive(self) -> bool:
