@@ -98,8 +98,8 @@ enum Command {
     /// Serve a relay's public ports on this machine for a box behind NAT (issue 20, README
     /// "Behind NAT or CGNAT"): connections go through the tunnel the box keeps open.
     Front {
-        /// Where this front keeps its own tunnel certificate.
-        #[arg(long)]
+        /// Where this front keeps its tunnel certificate and the paired box.
+        #[arg(long, default_value = relaybox::front::pair::FRONT_DATA_DIR)]
         data: PathBuf,
         /// The public address whose ports 25, 587, 465, 143, 993, 443 and 80 are served.
         #[arg(long, required_unless_present = "print_pin")]
@@ -107,12 +107,38 @@ enum Command {
         /// Where the box connects (default: the public address, port 4433).
         #[arg(long)]
         tunnel: Option<std::net::SocketAddr>,
-        /// The box's tunnel certificate (`sha256:…`, as `relaybox tunnel-pin` prints it).
-        #[arg(long, required_unless_present = "print_pin")]
+        /// The box's tunnel certificate (`sha256:…`, as `relaybox tunnel-pin` prints it);
+        /// not needed after a pairing (the paired box is kept in the data directory).
+        #[arg(long)]
         box_pin: Option<String>,
+        /// Pair with the box that shows this one-time code (its setup page or
+        /// `relaybox pair-front`); a code that was used before is refused.
+        #[arg(long)]
+        pair: Option<String>,
+        /// Also open the box's outbound SMTP connections to private addresses (a front inside
+        /// a private network, tests); by default only public addresses.
+        #[arg(long)]
+        outbound_private: bool,
         /// Print this front's own tunnel certificate (for the box's `front_pin`) and exit.
         #[arg(long)]
         print_pin: bool,
+    },
+    /// Pair this relay with a front server by a one-time code (README "Behind NAT or
+    /// CGNAT"): prints the command to run on the front, waits for it, keeps the result in
+    /// chatmail.ini; a running relay takes the link up at once.
+    PairFront {
+        /// Path of the chatmail.ini file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The front server's address: `host` or `host:port` of its tunnel (port 4433).
+        #[arg(long)]
+        front: String,
+        /// Use this code instead of a new one.
+        #[arg(long)]
+        code: Option<String>,
+        /// Seconds to wait for the front.
+        #[arg(long, default_value_t = 900)]
+        wait: u64,
     },
     /// Print this box's tunnel certificate (for `relaybox front --box-pin`).
     TunnelPin {
@@ -250,8 +276,39 @@ fn main() -> ExitCode {
             public,
             tunnel,
             box_pin,
+            pair,
+            outbound_private,
             print_pin,
-        } => return front(data, public, tunnel, box_pin, print_pin),
+        } => {
+            return front(FrontArgs {
+                data,
+                public,
+                tunnel,
+                box_pin,
+                pair,
+                outbound_private,
+                print_pin,
+            });
+        }
+        Command::PairFront {
+            config: path,
+            front,
+            code,
+            wait,
+        } => {
+            return match load_config(&path) {
+                Ok(config) => {
+                    relaybox::control::front_cli::run(relaybox::control::front_cli::PairFront {
+                        config_path: &path,
+                        config: &config,
+                        front: &front,
+                        code,
+                        wait: std::time::Duration::from_secs(wait),
+                    })
+                }
+                Err(code) => code,
+            };
+        }
         Command::TunnelPin { config } => match load_config(&config) {
             Ok(c) => {
                 let dir = c.data_dir.join("front");
@@ -720,31 +777,41 @@ async fn shutdown_signal() {
     }
 }
 
-/// `relaybox front` (issue 20).
-fn front(
+/// What `relaybox front` was given.
+struct FrontArgs {
     data: PathBuf,
     public: Option<std::net::IpAddr>,
     tunnel: Option<std::net::SocketAddr>,
     box_pin: Option<String>,
+    pair: Option<String>,
+    outbound_private: bool,
     print_pin: bool,
-) -> ExitCode {
+}
+
+/// `relaybox front` (issue 20).
+fn front(args: FrontArgs) -> ExitCode {
     use relaybox::front::server;
-    let id = match server::identity(&data) {
+    let id = match server::identity(&args.data) {
         Ok(id) => id,
         Err(e) => {
             eprintln!("relaybox: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if print_pin {
+    if args.print_pin {
         println!("{}", id.fingerprint());
         return ExitCode::SUCCESS;
     }
-    let (Some(public), Some(box_pin)) = (public, box_pin) else {
-        eprintln!("relaybox: --public and --box-pin are needed");
+    let Some(public) = args.public else {
+        eprintln!("relaybox: --public is needed");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let box_pin = match relaybox::hex::parse_pin(&box_pin) {
+    let box_pin = match args
+        .box_pin
+        .as_deref()
+        .map(relaybox::hex::parse_pin)
+        .transpose()
+    {
         Ok(p) => p,
         Err(e) => {
             eprintln!("relaybox: --box-pin: {e}");
@@ -752,11 +819,16 @@ fn front(
         }
     };
     let cfg = server::FrontConfig {
-        data_dir: data,
+        data_dir: args.data,
         public,
         ports: relaybox::front::PORTS.to_vec(),
-        tunnel: tunnel.unwrap_or(std::net::SocketAddr::new(public, 4433)),
+        tunnel: args.tunnel.unwrap_or(std::net::SocketAddr::new(
+            public,
+            relaybox::front::pair::DEFAULT_TUNNEL_PORT,
+        )),
         box_pin,
+        pair_code: args.pair,
+        outbound_private: args.outbound_private,
     };
     tracing::info!(
         "front: this front's tunnel certificate is {}",

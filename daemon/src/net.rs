@@ -1,5 +1,5 @@
 //! Connection plumbing shared by the protocol sessions: a stream that is plain TCP or
-//! TLS, and the STARTTLS upgrade.
+//! TLS, the STARTTLS upgrade, listening sockets, and keepalive for long idle links.
 
 use std::io;
 use std::pin::Pin;
@@ -10,6 +10,29 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+/// Probes of an idle long-lived connection ([`keep_alive`]): the first after this much
+/// silence, then every [`KEEPALIVE_INTERVAL`], dead after [`KEEPALIVE_PROBES`] unanswered.
+pub const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+pub const KEEPALIVE_PROBES: u32 = 4;
+/// Data unacknowledged this long ends the connection (TCP_USER_TIMEOUT, RFC 5482).
+pub const USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Make a long-lived, often idle connection (the front tunnel, issue 20) notice a dead
+/// path within about 40 s: TCP keepalive probes (RFC 1122 §4.2.3.6) while idle, and
+/// TCP_USER_TIMEOUT while data waits for an acknowledgement. Without them a NAT that
+/// dropped its mapping, or a changed public address, leaves both ends waiting forever.
+pub fn keep_alive(tcp: &TcpStream) -> io::Result<()> {
+    let sock = socket2::SockRef::from(tcp);
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES),
+    )?;
+    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
+}
 
 /// A client connection, before or after TLS.
 pub enum Conn {

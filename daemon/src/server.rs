@@ -59,8 +59,9 @@ pub struct Relay {
     pub memory: crate::memory::Budget,
     /// Issue 17, `relaybox move`: whether this relay moves to another machine.
     pub moving: Arc<crate::moving::Moving>,
-    /// Issue 20: the connections that came through a front server (empty without one).
-    pub front_peers: Arc<crate::front::Peers>,
+    /// Issue 20: the tunnel to a front server (which front, the link, the connections
+    /// that came through it; idle without a front).
+    pub front: Arc<crate::front::home::Tunnel>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +122,13 @@ impl Relay {
         // client that asks (`crate::appversions`).
         let _ = crate::appversions::value(&config.data_dir);
         let dkim_verifier = crate::dkim::Verifier::new(&config)?;
-        let outbound = crate::outbound::Transport::new(&config)?.moving(moving.clone());
+        let front = Arc::new(crate::front::home::Tunnel::new(front_target(&config)));
+        let outbound = crate::outbound::Transport::new(&config)?
+            .moving(moving.clone())
+            .via_front(front.clone());
         let relay = Arc::new(Relay {
             moving,
-            front_peers: Arc::default(),
+            front,
             dkim,
             dkim_verifier,
             outbound,
@@ -296,6 +300,13 @@ impl Relay {
     }
 
     /// ACME certificates (TLS-1, TLS-5): the renewal task, requests from the pages.
+    /// Issue 20: use the front `target` from now on (`None`: none; after a pairing or when
+    /// moving off the front). The link and the outbound path follow at once; the caller
+    /// keeps the choice in chatmail.ini ([`crate::front::pair::save`]).
+    pub fn use_front(&self, target: Option<crate::front::home::FrontTarget>) {
+        self.front.set_target(target);
+    }
+
     pub fn acme_handles(&self) -> crate::acme::Handles<'_> {
         crate::acme::Handles {
             config: &self.config,
@@ -369,6 +380,15 @@ impl crate::http::Handles for Relay {
     }
 }
 
+/// The front of the config (`front` with `front_pin`), if any.
+pub fn front_target(config: &Config) -> Option<crate::front::home::FrontTarget> {
+    let pin = config.front_pin?;
+    (!config.front.is_empty()).then(|| crate::front::home::FrontTarget {
+        front: config.front.clone(),
+        pin,
+    })
+}
+
 /// Bind every configured listener (failing start-up with the address when one cannot
 /// be bound), then serve until the process ends.
 pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
@@ -405,58 +425,59 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
         imap: imap.clone(),
         submission: pool(caps.smtp),
     });
-    let mut front_link = None;
-    if !relay.config.front.is_empty() {
-        // Issue 20: the public ports served by a front server, through the tunnel; one
-        // internal loopback listener per service, with the same limits.
-        let pin = relay.config.front_pin.ok_or_else(|| {
-            StartError::Front(
-                "`front` needs `front_pin` (the front server's tunnel certificate)".into(),
-            )
-        })?;
-        let dir = relay.config.data_dir.join("front");
-        let identity = crate::front::link::Identity::load_or_create(&dir)
-            .map_err(|e| StartError::Front(format!("tunnel identity in {}: {e}", dir.display())))?;
-        tracing::info!(
-            "front: this box's tunnel certificate is {} (give it to `relaybox front --box-pin`)",
-            identity.fingerprint()
-        );
-        let peers = relay.front_peers.clone();
-        let mut ports = std::collections::HashMap::new();
-        for (service, port, slots) in [
-            (Service::Mx, 25, pool(caps.smtp)),
-            (Service::Submission, 587, pool(caps.smtp)),
-            (Service::Submissions, 465, pool(caps.smtp)),
-            (Service::Imap, 143, imap.clone()),
-            (Service::Imaps, 993, imap.clone()),
-            (Service::Https, 443, pool(caps.https)),
-            (Service::Http, 80, pool(caps.http)),
-        ] {
-            let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-            let bind_err = |err| StartError::Bind {
-                addr,
-                service: service.name(),
-                err,
-            };
-            let listener = crate::net::bind(addr).map_err(bind_err)?;
-            let internal = listener.local_addr().map_err(bind_err)?;
-            ports.insert(port, internal);
-            listeners.push((service, listener, slots, Some(peers.clone())));
-        }
-        let home = crate::front::home::Home {
-            front: relay.config.front.clone(),
-            pin,
-            identity,
-            ports,
-            peers,
-        };
-        front_link = Some(crate::front::home::run(home));
+    // Issue 20: the public ports served by a front server, through the tunnel: one
+    // internal loopback listener per service, with the same limits. Always there, so that
+    // a pairing takes the link up without a restart ([`Relay::use_front`]).
+    if !relay.config.front.is_empty() && relay.config.front_pin.is_none() {
+        return Err(StartError::Front(
+            "`front` needs `front_pin` (the front server's tunnel certificate)".into(),
+        ));
     }
+    let peers = relay.front.peers.clone();
+    let mut ports = std::collections::HashMap::new();
+    for (service, port, slots) in [
+        (Service::Mx, 25, pool(caps.smtp)),
+        (Service::Submission, 587, pool(caps.smtp)),
+        (Service::Submissions, 465, pool(caps.smtp)),
+        (Service::Imap, 143, imap.clone()),
+        (Service::Imaps, 993, imap.clone()),
+        (Service::Https, 443, pool(caps.https)),
+        (Service::Http, 80, pool(caps.http)),
+    ] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let bind_err = |err| StartError::Bind {
+            addr,
+            service: service.name(),
+            err,
+        };
+        let listener = crate::net::bind(addr).map_err(bind_err)?;
+        let internal = listener.local_addr().map_err(bind_err)?;
+        ports.insert(port, internal);
+        listeners.push((service, listener, slots, Some(peers.clone())));
+    }
+    let identity_dir = relay.config.data_dir.join("front");
+    if relay.front.active() {
+        match crate::front::link::Identity::load_or_create(&identity_dir) {
+            Ok(id) => tracing::info!(
+                "front: this box's tunnel certificate is {} (for `relaybox front --box-pin`)",
+                id.fingerprint()
+            ),
+            Err(e) => {
+                return Err(StartError::Front(format!(
+                    "tunnel identity in {}: {e}",
+                    identity_dir.display()
+                )));
+            }
+        }
+    }
+    let front_link = crate::front::home::run(crate::front::home::Home {
+        tunnel: relay.front.clone(),
+        identity_dir,
+        ports,
+    });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(flush_periodically(relay.clone()));
-    if let Some(link) = front_link {
-        tasks.spawn(link);
-    }
+    tasks.spawn(front_link);
     for (service, listener, slots, via_front) in listeners {
         tasks.spawn(accept_loop(
             relay.clone(),

@@ -437,7 +437,7 @@ impl Backend for Appliance {
         // network, whatever its address looks like.
         let through_front = self
             .relay()
-            .is_some_and(|r| r.front_peers.through_front(ip));
+            .is_some_and(|r| r.front.peers.through_front(ip));
         self.config
             .read()
             .expect("config lock")

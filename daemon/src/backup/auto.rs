@@ -407,7 +407,7 @@ async fn run_polling(auto: Arc<AutoBackup>, job: Job, on_result: impl Fn() + Sen
                     if changed.is_err() {
                         return;
                     }
-                    settings = auto.settings();
+                    settings = changes.borrow_and_update().clone();
                     due = next_run(job.clock.unix_now(), settings.every.as_secs());
                     continue;
                 }
@@ -421,6 +421,12 @@ async fn run_polling(auto: Arc<AutoBackup>, job: Job, on_result: impl Fn() + Sen
             }
         };
         let now = job.clock.unix_now();
+        // Settings saved just before "Back up now": the wake-up may have won the race with
+        // the change (select! picks either), and the run must use the new ones.
+        if changes.has_changed().unwrap_or(false) {
+            settings = changes.borrow_and_update().clone();
+            due = next_run(now, settings.every.as_secs());
+        }
         if asked || auto.off_reason(&settings).is_none() {
             auto.lock().running = true;
             let outcome = once(&auto, &job, &settings, now).await;

@@ -50,6 +50,20 @@ pub async fn call<T: DeserializeOwned>(config: &Config, request: Request) -> Res
     }
 }
 
+/// Carry out `request` only if the daemon runs: `Ok(None)` when it does not.
+pub async fn call_running<T: DeserializeOwned>(
+    config: &Config,
+    request: Request,
+) -> Result<Option<T>, CallError> {
+    match ask_daemon(&config.data_dir, &request).await? {
+        None => Ok(None),
+        Some(Reply::Ok(value)) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| CallError::Answer(e.to_string())),
+        Some(Reply::Error(message)) => Err(CallError::Refused(message)),
+    }
+}
+
 /// Write a snapshot of the relay's store (`store::snapshot`) to `out`: streamed by the
 /// daemon when it runs (the writer goes on meanwhile), else read from the stopped
 /// relay's store here. `Ok(None)` when the relay has no store yet.

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod front_cli;
 pub mod queue_cli;
 pub mod server;
 
@@ -78,6 +79,9 @@ pub enum Request {
     AccountsBlock { address: String },
     /// Lift a block (`Accounts::unblock`).
     AccountsUnblock { address: String },
+    /// Issue 20: chatmail.ini's `front`/`front_pin` changed (`relaybox pair-front`): the
+    /// running relay re-reads them and its link follows. Answers whether a relay did.
+    FrontChanged,
 }
 
 /// The answer to [`Request::Ping`].
@@ -250,6 +254,19 @@ async fn run(ctx: &Ctx, request: Request) -> Result<serde_json::Value, String> {
         }
         Request::AccountsUnblock { address } => {
             to_value(ctx.accounts()?.unblock(&address).await.map_err(text)?)
+        }
+        Request::FrontChanged => {
+            let (Some(relay), Some(path)) = (
+                ctx.relay(),
+                ctx.daemon_state().and_then(|d| d.config_file()),
+            ) else {
+                return to_value(false);
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let loaded = Config::parse(&text).map_err(|e| e.to_string())?;
+            relay.use_front(crate::server::front_target(&loaded.config));
+            to_value(true)
         }
     }
 }

@@ -1,18 +1,21 @@
-//! The box's side of the tunnel (issue 20): keep one link open to the front, reconnecting
-//! with back-off, and turn each stream the front opens into a loopback connection to the
-//! relay's internal listener for the port the client asked for, registered in [`Peers`]
-//! with the client's address.
+//! The box's side of the tunnel (issue 20): keep one link open to the front the relay is
+//! set to use, reconnecting with back-off; turn each stream the front opens into a loopback
+//! connection to the relay's internal listener for the port the client asked for,
+//! registered in [`Peers`] with the client's address; open streams for outbound SMTP.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
+use tokio::sync::watch;
 
 use super::Peers;
 use super::header;
-use super::link::{self, Identity, Stream};
+use super::link::{self, Identity, Opener, Side, Stream};
 
 /// First wait after a failed or ended link; doubled up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -23,64 +26,164 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The front must send a stream's header within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the box's side needs.
-pub struct Home {
-    /// The front's tunnel address (`host:port`).
+/// The front this box uses: its tunnel address and its certificate pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontTarget {
+    /// `host:port` of the front's tunnel.
     pub front: String,
-    /// The SHA-256 of the front's tunnel certificate.
     pub pin: [u8; 32],
-    pub identity: Identity,
-    /// Standard port → the relay's internal listener for it.
-    pub ports: HashMap<u16, SocketAddr>,
+}
+
+/// The box's side of the tunnel as the relay holds it: which front to use (changed live by
+/// a pairing or by moving off the front, [`Tunnel::set_target`]), the link while it is up
+/// (for outbound SMTP connections, [`Tunnel::connect`]), and the clients connected through
+/// it ([`Peers`]).
+#[derive(Debug)]
+pub struct Tunnel {
+    target: watch::Sender<Option<FrontTarget>>,
+    link: Mutex<Option<Opener>>,
     pub peers: Arc<Peers>,
 }
 
-/// Keep the link up for as long as the relay runs.
-pub async fn run(home: Home) {
-    let tls = match link::client_config(&home.identity, home.pin) {
-        Ok(c) => tokio_rustls::TlsConnector::from(c),
-        Err(e) => {
-            tracing::error!("front: TLS set-up failed: {e}");
-            return;
+impl Tunnel {
+    pub fn new(target: Option<FrontTarget>) -> Tunnel {
+        Tunnel {
+            target: watch::Sender::new(target),
+            link: Mutex::new(None),
+            peers: Arc::default(),
         }
-    };
-    let home = Arc::new(home);
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        let started = Instant::now();
-        match link_once(&home, &tls).await {
-            Ok(()) => tracing::warn!("front: the link to {} ended", home.front),
-            Err(e) => tracing::warn!("front: no link to {}: {e}", home.front),
+    }
+
+    /// Use `target` from now on (`None`: no front); the link follows at once.
+    pub fn set_target(&self, target: Option<FrontTarget>) {
+        self.target.send_if_modified(|t| {
+            let changed = *t != target;
+            *t = target;
+            changed
+        });
+    }
+
+    pub fn target(&self) -> Option<FrontTarget> {
+        self.target.borrow().clone()
+    }
+
+    /// Whether outbound SMTP goes through the front (a front is set).
+    pub fn active(&self) -> bool {
+        self.target.borrow().is_some()
+    }
+
+    /// Whether the link is up right now.
+    pub fn connected(&self) -> bool {
+        self.opener().is_some()
+    }
+
+    fn opener(&self) -> Option<Opener> {
+        let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        if link.as_ref().is_some_and(Opener::is_closed) {
+            *link = None;
         }
-        if started.elapsed() >= STABLE {
-            backoff = MIN_BACKOFF;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        link.clone()
+    }
+
+    fn set_link(&self, opener: Option<Opener>) {
+        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = opener;
+    }
+
+    /// An outbound connection to `target` (port 25 of a public address), opened by the
+    /// front: a stream whose header names the destination, then the front's one-byte
+    /// answer ([`super::outbound`]).
+    pub async fn connect(&self, target: SocketAddr) -> io::Result<Stream> {
+        let opener = self
+            .opener()
+            .ok_or_else(|| io::Error::other("the front server is not connected"))?;
+        super::outbound::open(&opener, target).await
     }
 }
 
-async fn link_once(home: &Arc<Home>, tls: &tokio_rustls::TlsConnector) -> std::io::Result<()> {
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&home.front))
-        .await
-        .map_err(|_| std::io::Error::other("connect timed out"))??;
+/// What the box's side needs.
+pub struct Home {
+    pub tunnel: Arc<Tunnel>,
+    /// Where this box's tunnel identity is kept (made on first use).
+    pub identity_dir: PathBuf,
+    /// Standard port → the relay's internal listener for it.
+    pub ports: HashMap<u16, SocketAddr>,
+}
+
+/// Keep a link open to the front the tunnel names, for as long as the relay runs; idle
+/// while it names none.
+pub async fn run(home: Home) {
+    let home = Arc::new(home);
+    let mut changes = home.tunnel.target.subscribe();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let target = changes.borrow_and_update().clone();
+        let Some(target) = target else {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let started = Instant::now();
+        tokio::select! {
+            result = link_once(&home, &target) => {
+                match result {
+                    Ok(()) => tracing::warn!("front: the link to {} ended", target.front),
+                    Err(e) => tracing::warn!("front: no link to {}: {e}", target.front),
+                }
+            }
+            changed = changes.changed() => {
+                home.tunnel.set_link(None);
+                if changed.is_err() {
+                    return;
+                }
+                tracing::info!("front: the front server changed");
+                backoff = MIN_BACKOFF;
+                continue;
+            }
+        }
+        home.tunnel.set_link(None);
+        if started.elapsed() >= STABLE {
+            backoff = MIN_BACKOFF;
+        }
+        // A new front ends the wait at once.
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+            _ = changes.changed() => backoff = MIN_BACKOFF,
+        }
+    }
+}
+
+async fn link_once(home: &Arc<Home>, target: &FrontTarget) -> io::Result<()> {
+    let identity = Identity::load_or_create(&home.identity_dir)?;
+    let tls = link::client_config(&identity, target.pin).map_err(io::Error::other)?;
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(&target.front),
+    )
+    .await
+    .map_err(|_| io::Error::other("connect timed out"))??;
     let _ = tcp.set_nodelay(true);
+    crate::net::keep_alive(&tcp)?;
     // The name is not checked (the certificate is pinned); it only fills SNI.
     let name = ServerName::try_from("relaybox-front").expect("a valid name");
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp))
-        .await
-        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
-    tracing::info!("front: link to {} up", home.front);
-    let home = home.clone();
-    link::serve_streams(stream, move |s| {
-        let home = home.clone();
+    let stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| io::Error::other("TLS handshake timed out"))??;
+    tracing::info!("front: link to {} up", target.front);
+    let served = home.clone();
+    let (opener, task) = Opener::start(stream, Side::Box, move |s| {
+        let home = served.clone();
         tokio::spawn(async move {
             if let Err(e) = forward(&home, s).await {
                 tracing::debug!("front: stream ended: {e}");
             }
         });
-    })
-    .await
+    });
+    home.tunnel.set_link(Some(opener));
+    task.await.map_err(io::Error::other)
 }
 
 /// Removes a tunnel connection from [`Peers`] when it ends.
@@ -108,8 +211,8 @@ async fn forward(home: &Home, mut stream: Stream) -> std::io::Result<()> {
     };
     socket.bind(SocketAddr::new(target.ip(), 0))?;
     let source = socket.local_addr()?;
-    home.peers.insert(source, origin.client);
-    let _registered = Registered(&home.peers, source);
+    home.tunnel.peers.insert(source, origin.client);
+    let _registered = Registered(&home.tunnel.peers, source);
     let mut tcp = socket.connect(target).await?;
     let _ = tcp.set_nodelay(true);
     tokio::io::copy_bidirectional(&mut stream, &mut tcp).await?;

@@ -2,8 +2,8 @@
 //! with a certificate on both sides — each side's own, self-signed, kept in its data
 //! directory ([`Identity`]) and pinned by the other side by its SHA-256
 //! ([`crate::tls::AcceptCertificate::fingerprint`]) — and over it a yamux session that
-//! carries one stream per client connection. The front opens the streams ([`Opener`]), the
-//! box takes them ([`serve_streams`]).
+//! carries one stream per client connection, which the front opens, and one per outbound
+//! SMTP connection, which the box opens ([`Opener`] on both sides).
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,6 +18,8 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompat
 
 /// ALPN of the tunnel, so that nothing else is mistaken for it.
 pub const ALPN: &[u8] = b"relaybox-tunnel/1";
+/// ALPN of a pairing ([`super::pair`]) on the same port.
+pub const PAIR_ALPN: &[u8] = b"relaybox-pair/1";
 /// Streams open at once on one link (each is a client connection).
 pub const MAX_STREAMS: usize = 4096;
 
@@ -67,11 +69,28 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = provider();
     let verifier = crate::tls::AcceptCertificate::fingerprint(pin, provider.clone());
+    server_config_with(id, verifier, provider, ALPN)
+}
+
+/// The front's TLS for a pairing ([`super::pair`]): any box certificate, which the pairing
+/// code then vouches for.
+pub fn pairing_server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = provider();
+    let verifier = crate::tls::AcceptCertificate::any(provider.clone());
+    server_config_with(id, verifier, provider, PAIR_ALPN)
+}
+
+fn server_config_with(
+    id: &Identity,
+    verifier: crate::tls::AcceptCertificate,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(vec![id.cert.clone()], id.key.clone_key())?;
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(cfg))
 }
 
@@ -82,12 +101,29 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = provider();
     let verifier = crate::tls::AcceptCertificate::fingerprint(pin, provider.clone());
+    client_config_with(id, verifier, provider, ALPN)
+}
+
+/// The box's TLS for a pairing: any front certificate, which the pairing code then vouches
+/// for.
+pub fn pairing_client_config(id: &Identity) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = provider();
+    let verifier = crate::tls::AcceptCertificate::any(provider.clone());
+    client_config_with(id, verifier, provider, PAIR_ALPN)
+}
+
+fn client_config_with(
+    id: &Identity,
+    verifier: crate::tls::AcceptCertificate,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key())?;
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(cfg))
 }
 
@@ -99,25 +135,41 @@ fn yamux_config() -> yamux::Config {
 
 type Waiter = oneshot::Sender<io::Result<Stream>>;
 
-/// Opens streams on the front's side of a link; cheap to clone. Its link ends when the
-/// last clone is dropped or the connection fails ([`Opener::closed`]).
-#[derive(Clone)]
+/// Opens streams on one side of a link; cheap to clone. The link ends when the last clone
+/// is dropped or the connection fails ([`Opener::is_closed`]).
+#[derive(Clone, Debug)]
 pub struct Opener {
     requests: mpsc::Sender<Waiter>,
 }
 
+/// Which side of the link this is (yamux numbers the streams of each side apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The front: opens a stream per client connection.
+    Front,
+    /// The box: opens a stream per outbound SMTP connection ([`super::home::Tunnel::connect`]).
+    Box,
+}
+
 impl Opener {
-    /// Drive the yamux session over `io` (the front's end of the TLS connection) on a task
-    /// of its own, which ends with the link.
-    pub fn start<T>(io: T) -> (Opener, tokio::task::JoinHandle<()>)
+    /// Drive the yamux session over `io` (this side's end of the TLS connection) on a task
+    /// of its own, which ends with the link; every stream the other side opens goes to
+    /// `inbound`.
+    pub fn start<T, F>(io: T, side: Side, inbound: F) -> (Opener, tokio::task::JoinHandle<()>)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: Fn(Stream) + Send + Sync + 'static,
     {
+        let mode = match side {
+            Side::Front => yamux::Mode::Client,
+            Side::Box => yamux::Mode::Server,
+        };
         let (tx, mut rx) = mpsc::channel::<Waiter>(256);
         let task = tokio::spawn(async move {
-            let mut conn = yamux::Connection::new(io.compat(), yamux_config(), yamux::Mode::Client);
+            let mut conn = yamux::Connection::new(io.compat(), yamux_config(), mode);
             let mut waiting: VecDeque<Waiter> = VecDeque::new();
             std::future::poll_fn(|cx| {
+                // Every clone dropped: the link ends.
                 while let Poll::Ready(request) = rx.poll_recv(cx) {
                     match request {
                         Some(w) => waiting.push_back(w),
@@ -140,10 +192,10 @@ impl Opener {
                         Poll::Pending => break,
                     }
                 }
-                // The session makes progress only while polled; the box opens no streams.
+                // The session makes progress only while polled.
                 loop {
                     match conn.poll_next_inbound(cx) {
-                        Poll::Ready(Some(Ok(stream))) => drop(stream),
+                        Poll::Ready(Some(Ok(stream))) => inbound(stream.compat()),
                         Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
                         Poll::Pending => break,
                     }
@@ -155,7 +207,7 @@ impl Opener {
         (Opener { requests: tx }, task)
     }
 
-    /// A new stream to the box.
+    /// A new stream to the other side.
     pub async fn open(&self) -> io::Result<Stream> {
         let (tx, rx) = oneshot::channel();
         self.requests
@@ -169,22 +221,5 @@ impl Opener {
     /// Whether the link has ended.
     pub fn is_closed(&self) -> bool {
         self.requests.is_closed()
-    }
-}
-
-/// The box's side: take every stream the front opens over `io` and hand it to `serve`,
-/// until the link ends.
-pub async fn serve_streams<T, F>(io: T, serve: F) -> io::Result<()>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Stream),
-{
-    let mut conn = yamux::Connection::new(io.compat(), yamux_config(), yamux::Mode::Server);
-    loop {
-        match std::future::poll_fn(|cx| conn.poll_next_inbound(cx)).await {
-            Some(Ok(stream)) => serve(stream.compat()),
-            Some(Err(e)) => return Err(io::Error::other(e.to_string())),
-            None => return Ok(()),
-        }
     }
 }

@@ -16,6 +16,8 @@
 pub mod header;
 pub mod home;
 pub mod link;
+pub mod outbound;
+pub mod pair;
 pub mod server;
 
 use std::collections::HashMap;

@@ -1,8 +1,10 @@
 //! `relaybox front` (issue 20): the relay's public ports on a machine with a public address,
-//! each connection forwarded as raw bytes through the tunnel the paired box keeps open.
-//! Only the box whose certificate is pinned (`--box-pin`) may open the tunnel; a box that
-//! reconnects replaces its older link. Without a link, public connections are closed at
-//! once (clients and peers retry, as with a relay that is down).
+//! each connection forwarded as raw bytes through the tunnel the paired box keeps open, and
+//! the box's outbound SMTP connections opened from here ([`super::outbound`]). Only the
+//! paired box (its certificate pin kept in `box.pin`, or given by `--box-pin`) may open the
+//! tunnel; a box that reconnects replaces its older link. A pairing ([`super::pair`]) is
+//! open while the front runs with a code that was never used. Without a link, public
+//! connections are closed at once (clients and peers retry, as with a relay that is down).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::header::{self, Origin};
-use super::link::{self, Identity, Opener};
+use super::link::{self, Identity, Opener, Side};
 
 /// Client connections forwarded at once (each holds a socket here and a stream in the link).
 pub const MAX_CONNECTIONS: usize = link::MAX_STREAMS;
@@ -32,9 +34,22 @@ pub struct FrontConfig {
     pub ports: Vec<u16>,
     /// Where the box connects.
     pub tunnel: SocketAddr,
-    /// The SHA-256 of the box's tunnel certificate.
-    pub box_pin: [u8; 32],
+    /// The SHA-256 of the box's tunnel certificate (else the kept `box.pin`).
+    pub box_pin: Option<[u8; 32]>,
+    /// A one-time pairing code (`--pair`), refused when it was used before.
+    pub pair_code: Option<String>,
+    /// Also connect the box's outbound SMTP to private addresses (a front inside a private
+    /// network; tests).
+    pub outbound_private: bool,
 }
+
+/// The paired box's pin, in the front's data directory.
+const BOX_PIN_FILE: &str = "box.pin";
+/// The SHA-256 of every pairing code used here, one per line.
+const USED_CODES_FILE: &str = "used-codes";
+/// Wrong proofs before an open pairing is closed (a code has ~79 bits; this only stops
+/// a box that keeps trying).
+const MAX_PAIR_FAILURES: u32 = 20;
 
 /// Errors that stop the front at start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +60,129 @@ pub enum FrontError {
     Tls(#[from] rustls::Error),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error(
+        "no box is paired: start with --pair CODE (the code the box's setup page or \
+         `relaybox pair-front` shows) or --box-pin"
+    )]
+    NotPaired,
+    #[error("--pair: {0}")]
+    Code(#[from] super::pair::PairError),
+    #[error("{0}: {1}")]
+    State(String, std::io::Error),
+}
+
+/// Which box may open the tunnel, and the pairing that is open.
+struct Boxes {
+    data_dir: PathBuf,
+    id: Identity,
+    pairing_tls: Arc<rustls::ServerConfig>,
+    inner: Mutex<BoxesInner>,
+}
+
+struct BoxesInner {
+    /// The TLS of the paired box's links (pinned to its certificate).
+    paired: Option<Arc<rustls::ServerConfig>>,
+    pairing: Option<OpenPairing>,
+}
+
+struct OpenPairing {
+    code: String,
+    failures: u32,
+}
+
+impl Boxes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BoxesInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A box proved the code: keep its pin, use the code up, close the pairing.
+    fn paired(&self, box_pin: [u8; 32]) -> Result<(), FrontError> {
+        let tls = link::server_config(&self.id, box_pin)?;
+        let mut inner = self.lock();
+        let Some(open) = inner.pairing.take() else {
+            return Ok(());
+        };
+        let state = |e| FrontError::State(self.data_dir.display().to_string(), e);
+        let used = self.data_dir.join(USED_CODES_FILE);
+        let mut list = std::fs::read_to_string(&used).unwrap_or_default();
+        list.push_str(&code_hash(&open.code));
+        list.push('\n');
+        crate::files::write_atomic(&used, list.as_bytes(), 0o600).map_err(state)?;
+        let pin = crate::hex::pin_text(&box_pin);
+        crate::files::write_atomic(
+            &self.data_dir.join(BOX_PIN_FILE),
+            format!("{pin}\n").as_bytes(),
+            0o600,
+        )
+        .map_err(state)?;
+        inner.paired = Some(tls);
+        tracing::info!("front: paired with the box {pin}; the pairing code is used up");
+        Ok(())
+    }
+
+    /// A wrong proof: count it, and close the pairing after too many.
+    fn wrong_proof(&self) {
+        let mut inner = self.lock();
+        if let Some(open) = inner.pairing.as_mut() {
+            open.failures += 1;
+            if open.failures >= MAX_PAIR_FAILURES {
+                inner.pairing = None;
+                tracing::warn!("front: {MAX_PAIR_FAILURES} wrong pairing proofs: pairing closed");
+            }
+        }
+    }
+}
+
+/// How a used code is remembered: its SHA-256 (the code itself is not kept).
+fn code_hash(code: &str) -> String {
+    crate::hex::hex(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()).as_ref())
+}
+
+/// The paired box and the open pairing at start, from the flags and the data directory.
+fn boxes(cfg: &FrontConfig, id: Identity) -> Result<Boxes, FrontError> {
+    let state = |e| FrontError::State(cfg.data_dir.display().to_string(), e);
+    let kept = match std::fs::read_to_string(cfg.data_dir.join(BOX_PIN_FILE)) {
+        Ok(text) => Some(crate::hex::parse_pin(text.trim()).map_err(|e| {
+            state(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{BOX_PIN_FILE}: {e}"),
+            ))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(state(e)),
+    };
+    let box_pin = cfg.box_pin.or(kept);
+    let pairing = match &cfg.pair_code {
+        None => None,
+        Some(code) => {
+            let code = super::pair::normalize_code(code)?;
+            let used =
+                std::fs::read_to_string(cfg.data_dir.join(USED_CODES_FILE)).unwrap_or_default();
+            if used.lines().any(|l| l == code_hash(&code)) {
+                tracing::info!(
+                    "front: the pairing code was used already{}",
+                    if box_pin.is_some() {
+                        "; the paired box is kept"
+                    } else {
+                        ""
+                    }
+                );
+                None
+            } else {
+                Some(OpenPairing { code, failures: 0 })
+            }
+        }
+    };
+    if box_pin.is_none() && pairing.is_none() {
+        return Err(FrontError::NotPaired);
+    }
+    let paired = box_pin.map(|p| link::server_config(&id, p)).transpose()?;
+    Ok(Boxes {
+        data_dir: cfg.data_dir.clone(),
+        pairing_tls: link::pairing_server_config(&id)?,
+        id,
+        inner: Mutex::new(BoxesInner { paired, pairing }),
+    })
 }
 
 /// The newest link, if the box is connected.
@@ -68,7 +206,10 @@ impl Current {
 /// Bind everything, then serve until the process ends. Prints nothing itself; the caller
 /// logs [`Identity::fingerprint`] so the box can pin it.
 pub async fn run(cfg: FrontConfig, id: Identity) -> Result<(), FrontError> {
-    let tls = link::server_config(&id, cfg.box_pin)?;
+    let boxes = Arc::new(boxes(&cfg, id)?);
+    if boxes.lock().pairing.is_some() {
+        tracing::info!("front: waiting for the box to pair");
+    }
     let tunnel = TcpListener::bind(cfg.tunnel)
         .await
         .map_err(|e| FrontError::Bind(cfg.tunnel, e))?;
@@ -87,7 +228,13 @@ pub async fn run(cfg: FrontConfig, id: Identity) -> Result<(), FrontError> {
     let current = Arc::new(Current::default());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(accept_boxes(tunnel, tls, current.clone()));
+    tasks.spawn(accept_boxes(
+        tunnel,
+        boxes,
+        current.clone(),
+        cfg.public,
+        cfg.outbound_private,
+    ));
     for l in public {
         tasks.spawn(accept_clients(l, current.clone(), slots.clone()));
     }
@@ -103,31 +250,93 @@ pub fn identity(data_dir: &std::path::Path) -> Result<Identity, FrontError> {
 
 async fn accept_boxes(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    boxes: Arc<Boxes>,
     current: Arc<Current>,
+    public: IpAddr,
+    outbound_private: bool,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (acceptor, current) = (acceptor.clone(), current.clone());
+        let (boxes, current) = (boxes.clone(), current.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
+            if let Err(e) = crate::net::keep_alive(&tcp) {
+                tracing::warn!("front: keepalive for {peer}: {e}");
+            }
+            let served = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello(tcp, &boxes)).await;
+            match served {
+                Ok(Ok(Hello::Link(tls))) => {
                     // The pinned certificate was checked in the handshake.
                     tracing::info!("front: the box connected from {peer}");
-                    let (opener, task) = Opener::start(tls);
+                    let (opener, task) = Opener::start(tls, Side::Front, move |stream| {
+                        tokio::spawn(async move {
+                            let served = super::outbound::serve(stream, public, outbound_private);
+                            if let Err(e) = served.await {
+                                tracing::debug!("front: outbound stream ended: {e}");
+                            }
+                        });
+                    });
                     current.set(opener);
                     let _ = task.await;
                     tracing::info!("front: the link from {peer} ended");
+                }
+                Ok(Ok(Hello::Pairing(mut tls))) => {
+                    let code = boxes.lock().pairing.as_ref().map(|p| p.code.clone());
+                    match super::pair::pair_front(&mut tls, code.as_deref()).await {
+                        Ok(Some(pin)) => {
+                            if let Err(e) = boxes.paired(pin) {
+                                tracing::error!("front: the pairing could not be kept: {e}");
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::warn!(
+                                "front: a pairing from {peer} refused (wrong or used code)"
+                            );
+                            boxes.wrong_proof();
+                        }
+                        Err(e) => tracing::info!("front: pairing from {peer} failed: {e}"),
+                    }
+                }
+                Ok(Ok(Hello::Unpaired)) => {
+                    tracing::info!("front: a tunnel from {peer} refused: no box is paired yet")
                 }
                 Ok(Err(e)) => tracing::info!("front: tunnel handshake from {peer} refused: {e}"),
                 Err(_) => tracing::info!("front: tunnel handshake from {peer} timed out"),
             }
         });
+    }
+}
+
+/// What a connection to the tunnel port turned out to be.
+enum Hello {
+    /// The paired box's link.
+    Link(tokio_rustls::server::TlsStream<TcpStream>),
+    /// A box that wants to pair (any certificate; the code decides).
+    Pairing(tokio_rustls::server::TlsStream<TcpStream>),
+    /// A link while no box is paired.
+    Unpaired,
+}
+
+/// The TLS handshake, with the configuration the ClientHello's ALPN asks for: a pairing
+/// or the paired box's link.
+async fn hello(tcp: TcpStream, boxes: &Boxes) -> std::io::Result<Hello> {
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let pairing = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == link::PAIR_ALPN));
+    if pairing {
+        let tls = start.into_stream(boxes.pairing_tls.clone()).await?;
+        return Ok(Hello::Pairing(tls));
+    }
+    let paired = boxes.lock().paired.clone();
+    match paired {
+        Some(cfg) => Ok(Hello::Link(start.into_stream(cfg).await?)),
+        None => Ok(Hello::Unpaired),
     }
 }
 

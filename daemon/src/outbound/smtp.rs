@@ -18,9 +18,8 @@ use rustls_pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{EXT_8BIT_MIME, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS};
 use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
-use tokio::net::TcpStream;
 
 use crate::policy::SmtpReply;
 
@@ -157,13 +156,16 @@ pub fn stuff(message: &[u8]) -> Vec<u8> {
 /// Run one transaction on `tcp` (connected to port 25 of the host). Returns the reply
 /// per recipient, in the order of `env.recipients`: the final DATA reply for the
 /// accepted ones, the refusal for the others.
-pub async fn send(
-    tcp: TcpStream,
+pub async fn send<S>(
+    tcp: S,
     helo: &str,
     security: Security,
     env: &Envelope<'_>,
     t: &Timeouts,
-) -> Result<Vec<SmtpReply>, HopError> {
+) -> Result<Vec<SmtpReply>, HopError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut plain = BufReader::new(tcp);
     let greeting = read_reply(&mut plain, "greeting", t.greeting).await?;
     if !greeting.positive() {

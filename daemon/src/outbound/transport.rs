@@ -149,6 +149,9 @@ pub struct Transport {
     /// machine, [`Hop::At`]).
     own_domain: Option<String>,
     moving: Option<Arc<crate::moving::Moving>>,
+    /// Issue 20: while a front server is set, SMTP connections are opened by it (HTTPS
+    /// `/mxdeliv` stays direct).
+    front: Option<Arc<crate::front::home::Tunnel>>,
 }
 
 /// OUT-4: the client configurations, per certificate policy and protocol.
@@ -206,7 +209,23 @@ impl Transport {
             own_domain: matches!(config.mode, Mode::Domain)
                 .then(|| config.mail_domain.to_ascii_lowercase()),
             moving: None,
+            front: None,
         })
+    }
+
+    /// Open SMTP connections through `tunnel`'s front whenever one is set.
+    pub fn via_front(mut self, tunnel: Arc<crate::front::home::Tunnel>) -> Transport {
+        self.front = Some(tunnel);
+        self
+    }
+
+    /// How mail leaves right now, for the status page.
+    pub fn path(&self) -> &'static str {
+        if self.front.as_ref().is_some_and(|f| f.active()) {
+            "HTTPS /mxdeliv direct; SMTP through the front server"
+        } else {
+            "direct (HTTPS /mxdeliv, then SMTP on port 25)"
+        }
     }
 
     /// Send this relay's own domain to the machine it moves to, once `moving` says so.
@@ -472,11 +491,43 @@ impl Transport {
                 server_name(hop).map_err(HopError::Tls)?,
             ),
         };
+        if let Some(front) = self.front.as_ref().filter(|f| f.active()) {
+            let stream = self
+                .connect_via_front(front, addrs, self.settings.smtp_port)
+                .await
+                .map_err(HopError::Connect)?;
+            return smtp::send(stream, &self.helo, security, envelope, &self.settings.smtp).await;
+        }
         let tcp = self
             .connect(addrs, self.settings.smtp_port)
             .await
             .map_err(HopError::Connect)?;
         smtp::send(tcp, &self.helo, security, envelope, &self.settings.smtp).await
+    }
+
+    /// Issue 20: a connection to one of `addrs` opened by the front, each address in turn
+    /// (the front connects, so no racing from here), within `connect_timeout`.
+    async fn connect_via_front(
+        &self,
+        front: &crate::front::home::Tunnel,
+        addrs: &[IpAddr],
+        port: u16,
+    ) -> Result<crate::front::link::Stream, String> {
+        let mut last_error = String::from("no address to connect to");
+        let attempts = async {
+            for ip in interleave(addrs) {
+                match front.connect(SocketAddr::new(ip, port)).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last_error = format!("{ip} (through the front): {e}"),
+                }
+            }
+            Err(())
+        };
+        match tokio::time::timeout(self.settings.connect_timeout, attempts).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(())) => Err(last_error),
+            Err(_) => Err("connection through the front timed out".into()),
+        }
     }
 
     /// Connect to one of `addrs` (Happy Eyeballs, RFC 8305), from the MODE-1 source

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use relaybox_blackbox::conn::LineConn;
 use relaybox_blackbox::encrypted_mail;
-use relaybox_blackbox::federation::{FedRelay, Net};
+use relaybox_blackbox::federation::{DomainRelays, FedRelay, Net};
 use relaybox_blackbox::http;
 use relaybox_blackbox::imap::Imap;
 use relaybox_blackbox::relay::{binary, kill9_child};
@@ -29,6 +29,10 @@ struct Front {
 
 impl Front {
     fn start(data: &std::path::Path, public: Ipv4Addr, box_pin: &str) -> Front {
+        Self::start_with(data, public, &["--box-pin", box_pin])
+    }
+
+    fn start_with(data: &std::path::Path, public: Ipv4Addr, extra: &[&str]) -> Front {
         let log = data.join(format!(
             "front-{}.log",
             std::time::SystemTime::now()
@@ -39,7 +43,8 @@ impl Front {
         let child = Command::new(binary())
             .args(["front", "--data"])
             .arg(data)
-            .args(["--public", &public.to_string(), "--box-pin", box_pin])
+            .args(["--public", &public.to_string()])
+            .args(extra)
             .env("RELAYBOX_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -237,4 +242,120 @@ async fn a_box_behind_a_front_server() {
     );
     held.logout().await;
     relay.stop().await;
+}
+
+/// The pairing by one-time code, end to end: `relaybox front --pair CODE` and `relaybox
+/// pair-front` with a running relay, which takes the link up without a restart; then mail
+/// to a peer that only takes SMTP leaves through the front (the front's log names it),
+/// and the replayed code is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_by_code_and_outbound_mail_through_the_front() {
+    let mut set = DomainRelays::start(2, |i| match i {
+        // The peer has no HTTPS: mail to it goes by SMTP, which the front opens.
+        1 => vec!["https_listen =".into()],
+        _ => Vec::new(),
+    })
+    .await;
+    let public = set.net.host(10);
+    let front_data = set.dir.path().join("front");
+    std::fs::create_dir_all(&front_data).unwrap();
+    let code = "abcd-efgh-jkmn-pqrs";
+    let front = Front::start_with(&front_data, public, &["--pair", code, "--outbound-private"]);
+    let box_relay = &set.relays[0];
+    let out = Command::new(binary())
+        .args(["pair-front", "--config"])
+        .arg(box_relay.config_path())
+        .args([
+            "--front",
+            &public.to_string(),
+            "--code",
+            code,
+            "--wait",
+            "60",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run relaybox pair-front");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "pair-front: {out:?}");
+    assert!(
+        said.contains(&format!("relaybox front --public {public} --pair {code}")),
+        "{said}"
+    );
+    assert!(
+        said.contains("The running relay uses the front now"),
+        "{said}"
+    );
+    let ini = std::fs::read_to_string(box_relay.config_path()).unwrap();
+    assert!(ini.contains(&format!("front = {public}:4433")), "{ini}");
+    assert!(ini.contains("front_pin = sha256:"), "{ini}");
+
+    // Served through the front without a restart.
+    let imaps = SocketAddr::new(IpAddr::V4(public), 993);
+    until("IMAP answers through the front", async || {
+        greeting(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7)), imaps)
+            .await
+            .is_some_and(|(_, g)| g.starts_with("* OK"))
+    })
+    .await;
+
+    // Outbound: to a peer without HTTPS, through the front.
+    let (a, c) = (box_relay.account(), set.relays[1].account());
+    box_relay.create_account(&a).await;
+    set.relays[1].create_account(&c).await;
+    let mail = encrypted_mail(&a.addr, &[&c.addr]);
+    assert_eq!(
+        box_relay.submit(&a, &[&c.addr], &mail.bytes).await.code,
+        250
+    );
+    let got = set.relays[1].wait_inbox(&c, WAIT, |m| !m.is_empty()).await;
+    assert_eq!(got.len(), 1, "the message reached the peer");
+    let peer = set.net.host(3);
+    assert!(
+        front
+            .log()
+            .contains(&format!("outbound SMTP for the box to {peer}:25")),
+        "{}",
+        front.log()
+    );
+
+    // The code cannot pair a second box (another relay's identity), now or after the
+    // front restarts with the same command.
+    let other = &set.relays[1];
+    let replay = |what: &str| {
+        let out = Command::new(binary())
+            .args(["pair-front", "--config"])
+            .arg(other.config_path())
+            .args([
+                "--front",
+                &public.to_string(),
+                "--code",
+                code,
+                "--wait",
+                "5",
+            ])
+            .output()
+            .expect("run relaybox pair-front");
+        assert!(!out.status.success(), "{what}: the replayed code paired");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("refused the pairing code"), "{what}: {err}");
+    };
+    replay("while running");
+    drop(front);
+    let front = Front::start_with(&front_data, public, &["--pair", code, "--outbound-private"]);
+    replay("after a restart");
+    until("the paired box reconnects after the restart", async || {
+        greeting(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7)), imaps)
+            .await
+            .is_some_and(|(_, g)| g.starts_with("* OK"))
+    })
+    .await;
+    assert!(
+        front
+            .log()
+            .contains("the pairing code was used already; the paired box is kept")
+    );
+    for r in &mut set.relays {
+        r.stop().await;
+    }
 }

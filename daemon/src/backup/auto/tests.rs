@@ -334,6 +334,54 @@ async fn the_task_backs_up_a_running_relay_on_schedule_and_the_newest_restores()
     store.close();
 }
 
+/// "Back up now" right after new settings were saved: the task wakes for both at once and
+/// `select!` may take the wake-up first; the run must still use the new settings (it once
+/// wrote with the old ones, and "Back up now" after fixing the directory failed again —
+/// the flake of `a_failure_shows_on_the_status_page…`). Eight rounds: with the old code
+/// each round took the old settings half of the time.
+#[tokio::test(flavor = "current_thread")]
+async fn back_up_now_right_after_new_settings_uses_them() {
+    let t = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(20_000 * DAY + 10);
+    let (relay, ini) = relay(&t.path().join("relay"), clock.clone(), "").await;
+    let s = settings(t.path(), BackupTarget::Dir(t.path().join("first")));
+    write_passphrase(&s.passphrase_file, "correct horse battery").unwrap();
+    let auto = AutoBackup::new(s.clone());
+    let job = Job {
+        config: relay.config.clone(),
+        config_path: ini,
+        store: relay.store.clone(),
+        clock: clock.clone(),
+    };
+    let task = tokio::spawn(run_polling(
+        auto.clone(),
+        job,
+        || {},
+        Duration::from_secs(3600),
+    ));
+    until("the task waits", || auto.report().next.is_some()).await;
+    for round in 0..8 {
+        let dir = t.path().join(format!("dir{round}"));
+        auto.set_settings(BackupConfig {
+            target: BackupTarget::Dir(dir.clone()),
+            ..s.clone()
+        });
+        auto.run_now();
+        until("the run", || {
+            auto.report().last.is_some_and(|l| {
+                l.result
+                    .as_ref()
+                    .is_ok_and(|w| w.file.contains(&format!("dir{round}")))
+            }) && !auto.report().running
+        })
+        .await;
+        assert_eq!(listing(&dir).len(), 1, "round {round}");
+        // The task is back in its wait before the next round.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+}
+
 /// The status page's appliance (the relay's config file) with a claimed admin and the
 /// relay attached.
 async fn appliance_with(relay: Arc<Relay>, ini: &Path) -> Arc<crate::appliance::Appliance> {
