@@ -19,10 +19,10 @@ keeps the tunnel to the front open outwards. Checked:
    refuses it; a box with `front` but no `front_pin` does not start; nothing is served
    through the front in those cases.
 
-Pending on main (marked xfail, strict, so that they fail once the feature lands and the mark
-must go): the box notices a dead idle link when the home's public address changes (no
-keepalive yet); outbound SMTP through the front (port 25 is blocked at home); pairing with
-a one-time code (`relaybox front --pair`, `relaybox pair-front`), a wrong and a replayed code.
+Also: the box notices a dead idle link when the home's public address changes (keepalive);
+the home's mail to a peer without `/mxdeliv` goes by SMTP through the front (port 25 is
+blocked at home); pairing with a one-time code (`relaybox front --pair`, `relaybox
+pair-front`), which also sets up the main test, and a wrong and a replayed code refused.
 """
 
 from __future__ import annotations
@@ -110,14 +110,39 @@ class World:
         print(line, flush=True)
 
 
+# The far relay is on a private address of the test's internet: the front may open the
+# box's outbound SMTP connections there.
+FRONT_FLAGS = ("--outbound-private",)
+
+
+def pair_front(box: NsRelay, code: str, wait: int = 30):
+    """`relaybox pair-front` on the box with `code` (the front on its default tunnel port)."""
+    return box.tool(
+        "pair-front", "--config", str(box.config_path), "--front", FRONT_PUBLIC,
+        "--code", code, "--wait", str(wait), timeout=wait + 30,
+    )  # fmt: skip
+
+
+def keep_paired_keys(box: NsRelay) -> None:
+    """Take `front` and `front_pin` from the chatmail.ini that `pair-front` wrote into the
+    harness's parameters, so that a later write of the file keeps them."""
+    for line in box.config_path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in ("front", "front_pin"):
+            box.params[key.strip()] = value.strip()
+    assert box.params.get("front_pin", "").startswith("sha256:"), box.config_path.read_text()
+    assert box.params.get("front", "").startswith(FRONT_PUBLIC), box.config_path.read_text()
+
+
 def home_relay(topo: Topology, workdir: Path, name: str, domain: str, params: dict) -> NsRelay:
     return NsRelay(topo.home, workdir, name, HOME_IP, domain, params)
 
 
 @contextlib.contextmanager
 def world(tmp_path: Path) -> Iterator[World]:
-    """The four namespaces; DNS and the second relay on the internet; the front with the
-    box's pin; the home relay with the front's pin; the link up."""
+    """The four namespaces; DNS and the second relay on the internet; the home relay
+    running, then paired with the front by a one-time code (`relaybox front --pair`,
+    `relaybox pair-front`), which brings the link up without a restart."""
     tag = os.getpid() % 100000
     home_domain, relay2_domain = f"home-{tag}.test", f"far-{tag}.test"
     ca = TestCa(tmp_path / "ca")
@@ -135,8 +160,6 @@ def world(tmp_path: Path) -> Iterator[World]:
                 {
                     **common,
                     "tls_external_cert_and_key": f"{crt} {key}",
-                    "front": f"{FRONT_PUBLIC}:{TUNNEL_PORT}",
-                    "front_pin": front.pin(),
                     "max_connections_per_ip": PER_ADDRESS,
                 },
             )
@@ -164,13 +187,18 @@ def world(tmp_path: Path) -> Iterator[World]:
                 dns.add_txt(f"opendkim._domainkey.{r.mail_domain}", txt)
             started.append(dns)
             dns.start()
-            started.append(front)
-            ACTIVE_RELAYS.append(front)
-            front.start("--box-pin", box_pin_of(home))
             for r in (relay2, home):
                 started.append(r)
                 ACTIVE_RELAYS.append(r)
                 r.start()
+            code = pairing_code()
+            started.append(front)
+            ACTIVE_RELAYS.append(front)
+            front.start("--pair", code, *FRONT_FLAGS)
+            paired = pair_front(home, code)
+            assert paired.returncode == 0, tool_out(paired)
+            assert "The running relay uses the front now." in tool_out(paired), tool_out(paired)
+            keep_paired_keys(home)
             w = World(topo, front, home, relay2, dns)
             wait_until(
                 lambda: through_front(topo), LINK_TIMEOUT, "the home relay answers at the front"
@@ -294,7 +322,7 @@ def test_a_home_box_behind_nat_serves_through_its_front(tmp_path):
             w.front.stop()
             assert not through_front(topo), "a stopped front still serves"
             restarted = time.monotonic()
-            w.front.start("--box-pin", box_pin_of(w.home))
+            w.front.start(*FRONT_FLAGS)  # the paired box is kept: no pin, no code
             wait_until(lambda: w.front.connects() > connects, LINK_TIMEOUT, "the box reconnects")
             wait_until(
                 lambda: through_front(topo), LINK_TIMEOUT, "the relay answers after the restart"
@@ -423,11 +451,6 @@ def test_the_front_and_the_box_refuse_strangers(tmp_path):
                     ACTIVE_RELAYS.remove(p)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PENDING (issue 20): the box's link has no keepalive, so an idle link whose NAT "
-    "mapping is gone is never noticed; remove this mark when the box detects a dead link",
-)
 @pytest.mark.timeout(240)
 def test_the_box_follows_a_new_public_address(tmp_path):
     """The home's public address changes while the link is idle (the router reconnects
@@ -487,11 +510,6 @@ def test_the_box_follows_a_new_public_address(tmp_path):
                 ACTIVE_RELAYS.remove(p)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PENDING (issue 20): outbound SMTP through the front is not on main yet; remove "
-    "this mark when the box opens its port-25 connections through the front",
-)
 @pytest.mark.timeout(300)
 def test_outbound_smtp_goes_through_the_front(tmp_path):
     """The far relay refuses HTTPS from the home's address, so the home relay's mail to it
@@ -513,6 +531,9 @@ def test_outbound_smtp_goes_through_the_front(tmp_path):
                 chats.a, chats.a_to_c, chats.c, "home to far, by SMTP through the front", timeout=60
             )
             w.note(f"home → far by SMTP: {took:.1f} s")
+            assert f"front: outbound SMTP for the box to {RELAY2_IP}:25" in w.front.log_text(), (
+                w.front.log_tail()
+            )
             chats.each_once()
 
 
@@ -527,11 +548,6 @@ def pairing_code() -> str:
     return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PENDING (issue 20): `relaybox front --pair` and `relaybox pair-front` are not on "
-    "main yet; remove this mark when they are",
-)
 @pytest.mark.timeout(240)
 def test_pairing_with_a_one_time_code(tmp_path):
     """A running box without a front pairs with a one-time code and is served at once (no
@@ -550,23 +566,17 @@ def test_pairing_with_a_one_time_code(tmp_path):
         running = [front, the_box]
         ACTIVE_RELAYS.extend(running)
 
-        def pair(box: NsRelay, with_code: str, wait: int = 30):
-            return box.tool(
-                "pair-front", "--config", str(box.config_path), "--front", FRONT_PUBLIC,
-                "--code", with_code, "--wait", str(wait), timeout=wait + 30,
-            )  # fmt: skip
-
         try:
             front.start("--pair", code)
             the_box.start()
             assert not through_front(topo), "an unpaired front serves"
             # A wrong code first: refused, and the front is still unpaired.
-            wrong = pair(the_box, pairing_code(), wait=5)
+            wrong = pair_front(the_box, pairing_code(), wait=5)
             assert wrong.returncode == 1, tool_out(wrong)
             assert "refused the pairing code" in tool_out(wrong), tool_out(wrong)
             assert not through_front(topo), "a wrong code paired the front"
             # The right code: paired, the keys written, the running relay served at once.
-            r = pair(the_box, code)
+            r = pair_front(the_box, code)
             assert r.returncode == 0, tool_out(r)
             ini = the_box.config_path.read_text()
             assert f"{FRONT_PUBLIC}" in ini and "front_pin = sha256:" in ini, ini
@@ -575,15 +585,20 @@ def test_pairing_with_a_one_time_code(tmp_path):
             kept = (front.data / "box.pin").read_text()
             assert box_pin_of(the_box).removeprefix("sha256:") in kept, kept
             # The same code again, from another box: refused as replayed.
-            replay = pair(stranger, code, wait=5)
+            refusals = front.log_text().count("refused (wrong or used code)")
+            replay = pair_front(stranger, code, wait=5)
             assert replay.returncode == 1, tool_out(replay)
             assert "refused the pairing code" in tool_out(replay), tool_out(replay)
-            assert "replayed" in front.log_text(), front.log_tail()
-            # Also after the front restarts (the used code is kept on disk): still refused,
-            # and the paired box is served again without any flag.
+            assert front.log_text().count("refused (wrong or used code)") > refusals, (
+                front.log_tail()
+            )
+            assert through_front(topo), "a replayed code displaced the paired box"
+            # Also after the front restarts with the same code (the used code is kept on
+            # disk): still refused, and the paired box is served again.
             front.stop()
-            front.start()
-            replay = pair(stranger, code, wait=5)
+            front.start("--pair", code)
+            assert "the pairing code was used already; the paired box is kept" in front.log_text()
+            replay = pair_front(stranger, code, wait=5)
             assert replay.returncode == 1, tool_out(replay)
             wait_until(
                 lambda: through_front(topo), LINK_TIMEOUT, "the paired box after the restart"
