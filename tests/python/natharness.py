@@ -169,7 +169,15 @@ def _addr(ns: Netns, dev: str, cidr: str) -> None:
 
 
 def _forwarding(ns: Netns) -> None:
-    _ok(ns.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"), f"ip_forward ({ns.name})")
+    """IPv4 forwarding on in `ns` (/proc/sys/net is the writing thread's namespace's)."""
+
+    def on():
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write("1\n")
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            return f.read().strip()
+
+    assert ns.call(on) == "1", f"ip_forward in {ns.name}"
 
 
 @contextlib.contextmanager
