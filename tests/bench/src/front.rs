@@ -324,7 +324,7 @@ pub async fn run(args: Args, bin: PathBuf, root: &Path, write: bool) -> Result<(
     }
     let path = root.join("tests/bench/results.md");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let intro = "## Front server (issue 20)\n\nWritten by `relaybox-bench --front [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--no-write]` as root (tests/bench/src/front.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary, by default `target/release/relaybox`). A relay (the box) with `front`/`front_pin` and `relaybox front` on another loopback address, the box's tunnel to it as from behind a NAT. (a) The latency the front adds: submit → IMAP IDLE notification through the front against the same straight to the box, 200 round trips each way (`--quick`: 20). (b) The front's memory, and the box's growth, per 1 000 idle IMAP connections through the front (`--quick`: 100 connections, scaled). Loopback has no network delay: the figures are the front's own cost (a process hop, the tunnel's TLS and stream framing, the box's loopback hop to its internal listener); a real front adds the network's round trip between it and the box. Each run label has its own table.";
+    let intro = "## Front server (issue 20)\n\nWritten by `relaybox-bench --front [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--no-write]` as root (tests/bench/src/front.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary, by default `target/release/relaybox`). A relay (the box) with `front`/`front_pin` and `relaybox front` on another loopback address, the box's tunnel to it as from behind a NAT. (a) The latency the front adds: submit → IMAP IDLE notification through the front against the same straight to the box, 200 round trips each way (`--quick`: 20). (b) The front's memory, and the box's growth, per 1 000 idle IMAP connections through the front (`--quick`: 100 connections, scaled). Loopback has no network delay: the figures are the front's own cost (a process hop, the tunnel's TLS and stream framing, the box's loopback hop to its internal listener); a real front adds the network's round trip between it and the box. Added latency is the difference of the two paths' percentiles (the round trips alternate, so both see the same machine); at p90/p99 the shared machine's noise is larger than the front's cost and a negative difference is that noise; the `NOOP` round trip, without the store's durable commit, shows the forwarding most clearly. Each run label has its own table.";
     let body = report::labelled_section_body(
         SECTION,
         intro,
@@ -886,4 +886,38 @@ async fn open_idle(
         }
     }
     Ok((open, t.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_is_front_minus_direct() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            added(&ms(&[3, 1, 2]), &ms(&[2, 4, 3])),
+            "p50 +1.00 / p90 +1.00 / p99 +1.00 ms"
+        );
+        assert_eq!(
+            added(&ms(&[5]), &ms(&[2])),
+            "p50 -3.00 / p90 -3.00 / p99 -3.00 ms"
+        );
+        assert_eq!(added(&[], &ms(&[2])), "p50 – / p90 – / p99 – ms");
+        assert!(spread(&ms(&[1, 2])).ends_with("max 2.00 ms (2 samples)"));
+    }
+
+    #[test]
+    fn profile_from_the_path() {
+        assert_eq!(
+            profile_of(Path::new("/x/target/release/relaybox")),
+            "release"
+        );
+        assert!(profile_of(Path::new("/x/target/debug/relaybox")).starts_with("debug"));
+        assert!(profile_of(Path::new("/usr/bin/relaybox")).starts_with("unknown"));
+    }
 }
