@@ -14,6 +14,9 @@
 //! backup phase (module [`backup`]): `relaybox backup` and `restore` of a relay with 1 000
 //! accounts and 10 000 messages and the pause a running relay shows during a backup; it
 //! writes the `backup` section (not with `--no-write`, as CI runs it).
+//! `-- --front [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--no-write]` (as
+//! root) runs the front-server phase (module [`front`]): the latency `relaybox front` adds to
+//! submit→IDLE and its memory per 1 000 idle IMAP connections; it writes the `front` section.
 //! `RELAYBOX_BENCH_BIN` (or `RELAYBOX_BIN`) names the relay binary to measure.
 //!
 //! Sender accounts send at most 10 messages each, the default burst of the send rate
@@ -22,6 +25,7 @@
 mod backup;
 mod client;
 mod federation;
+mod front;
 mod hostile;
 mod hostile_net;
 mod loopfs;
@@ -159,6 +163,7 @@ struct Cli {
     hostile: bool,
     sdcard: bool,
     backup: bool,
+    front: bool,
     no_write: bool,
     label: Option<String>,
     commit: Option<String>,
@@ -172,6 +177,7 @@ fn parse_cli() -> Result<Cli> {
         hostile: false,
         sdcard: false,
         backup: false,
+        front: false,
         no_write: false,
         label: None,
         commit: None,
@@ -187,6 +193,7 @@ fn parse_cli() -> Result<Cli> {
             "--hostile" => cli.hostile = true,
             "--sdcard" => cli.sdcard = true,
             "--backup" => cli.backup = true,
+            "--front" => cli.front = true,
             "--no-write" => cli.no_write = true,
             "--label" => {
                 let v = value("--label")?;
@@ -210,33 +217,36 @@ fn parse_cli() -> Result<Cli> {
                 )
             }
             other => bail!(
-                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile | --sdcard [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b] | --backup [--label NAME] [--commit TEXT] [--note TEXT] [--no-write]]"
+                "unknown argument {other:?}; usage: relaybox-bench [--quick] [--hostile | --sdcard [--label NAME] [--commit TEXT] [--note TEXT] [--cases a,b] | --backup [--label NAME] [--commit TEXT] [--note TEXT] [--no-write] | --front [--label NAME] [--commit TEXT] [--note TEXT] [--no-write]]"
             ),
         }
     }
-    if [cli.hostile, cli.sdcard, cli.backup]
+    if [cli.hostile, cli.sdcard, cli.backup, cli.front]
         .iter()
         .filter(|p| **p)
         .count()
         > 1
     {
-        bail!("--hostile, --sdcard and --backup are separate phases: run one at a time");
+        bail!("--hostile, --sdcard, --backup and --front are separate phases: run one at a time");
     }
-    if cli.no_write && !cli.backup {
-        bail!("--no-write belongs to --backup");
+    if cli.no_write && !cli.backup && !cli.front {
+        bail!("--no-write belongs to --backup and --front");
     }
-    if cli.backup && cli.cases.is_some() {
-        bail!("--backup has no cases");
+    if (cli.backup || cli.front) && cli.cases.is_some() {
+        bail!("--backup and --front have no cases");
     }
     if !cli.hostile
         && !cli.sdcard
         && !cli.backup
+        && !cli.front
         && (cli.label.is_some()
             || cli.commit.is_some()
             || cli.cases.is_some()
             || !cli.notes.is_empty())
     {
-        bail!("--label, --commit, --note and --cases belong to --hostile, --sdcard and --backup");
+        bail!(
+            "--label, --commit, --note and --cases belong to --hostile, --sdcard, --backup and --front"
+        );
     }
     Ok(cli)
 }
@@ -266,6 +276,8 @@ fn main() -> std::process::ExitCode {
         runtime.block_on(run_sdcard(cli))
     } else if cli.backup {
         runtime.block_on(run_backup(cli))
+    } else if cli.front {
+        runtime.block_on(run_front(cli))
     } else {
         runtime.block_on(run(Plan::new(quick)))
     };
@@ -324,6 +336,13 @@ async fn run_backup(cli: Cli) -> Result<()> {
     let write = !cli.no_write;
     let (root, bin, args) = phase_setup(cli)?;
     backup::run(args, bin, &root, write).await
+}
+
+/// The front-server phase.
+async fn run_front(cli: Cli) -> Result<()> {
+    let write = !cli.no_write;
+    let (root, bin, args) = phase_setup(cli)?;
+    front::run(args, bin, &root, write).await
 }
 
 /// `RELAYBOX_BENCH_BIN` or `RELAYBOX_BIN` if set, else `target/release/relaybox`, built
