@@ -215,6 +215,6 @@ async fn forward(home: &Home, mut stream: Stream) -> std::io::Result<()> {
     let _registered = Registered(&home.tunnel.peers, source);
     let mut tcp = socket.connect(target).await?;
     let _ = tcp.set_nodelay(true);
-    tokio::io::copy_bidirectional(&mut stream, &mut tcp).await?;
+    super::copy_both_ways(&mut stream, &mut tcp).await?;
     Ok(())
 }

@@ -24,6 +24,21 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
+/// Bytes buffered per direction of a forwarded connection (Tokio's default is 8 KiB): most
+/// connections through a front are idle IMAP sessions, whose memory on the front and on the
+/// box is mostly these buffers (tests/bench/results.md "Front server").
+const COPY_BUFFER: usize = 4096;
+
+/// Copy bytes both ways between a client's connection and its tunnel stream until either
+/// side closes.
+async fn copy_both_ways<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, COPY_BUFFER, COPY_BUFFER).await
+}
+
 /// The relay's standard ports that a front forwards (spec/relay.md §1).
 pub const PORTS: [u16; 7] = [25, 587, 465, 143, 993, 443, 80];
 

@@ -124,7 +124,7 @@ pub async fn serve(mut stream: Stream, source: IpAddr, private_too: bool) -> io:
     tracing::info!("front: outbound SMTP for the box to {target}");
     stream.write_all(&[Answer::Connected as u8]).await?;
     let mut tcp = tcp;
-    tokio::io::copy_bidirectional(&mut stream, &mut tcp).await?;
+    super::copy_both_ways(&mut stream, &mut tcp).await?;
     Ok(())
 }
 

@@ -409,6 +409,6 @@ async fn forward(mut tcp: TcpStream, client: SocketAddr, opener: Opener) -> std:
     stream
         .write_all(&header::encode(Origin { client, front })?)
         .await?;
-    tokio::io::copy_bidirectional(&mut tcp, &mut stream).await?;
+    super::copy_both_ways(&mut tcp, &mut stream).await?;
     Ok(())
 }
