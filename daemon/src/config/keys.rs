@@ -1163,8 +1163,9 @@ pub static KEYS: &[&dyn Key] = &[
             }
         },
         set: |c, v| c.front_pin = v,
-        help: "the front server's tunnel certificate, `sha256:` and 64 hex digits, as \
-               `relaybox front` prints it; required with `front`",
+        help: "the front server's tunnel certificate, `sha256:` and 64 hex digits, written by \
+               the pairing (`relaybox pair-front`, the wizard) or as `relaybox front \
+               --print-pin` prints it; required with `front`",
     },
 ];
 
