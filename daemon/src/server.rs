@@ -416,7 +416,7 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
                 err,
             })?;
             tracing::info!("{} listening on {}", service.name(), addr);
-            listeners.push((service, listener, slots.clone(), None));
+            listeners.push((service, listener, slots.clone()));
         }
     }
     // PORT-2: sessions the 443 multiplexer hands to IMAP share the IMAP limit; its
@@ -426,35 +426,48 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
         submission: pool(caps.smtp),
     });
     // Issue 20: the public ports served by a front server, through the tunnel: one
-    // internal loopback listener per service, with the same limits. Always there, so that
-    // a pairing takes the link up without a restart ([`Relay::use_front`]).
+    // internal loopback listener per service, with the same limits, opened once a front is
+    // set; the link task always runs, so that a pairing takes the link up without a
+    // restart ([`Relay::use_front`]).
     if !relay.config.front.is_empty() && relay.config.front_pin.is_none() {
         return Err(StartError::Front(
             "`front` needs `front_pin` (the front server's tunnel certificate)".into(),
         ));
     }
-    let peers = relay.front.peers.clone();
-    let mut ports = std::collections::HashMap::new();
-    for (service, port, slots) in [
-        (Service::Mx, 25, pool(caps.smtp)),
-        (Service::Submission, 587, pool(caps.smtp)),
-        (Service::Submissions, 465, pool(caps.smtp)),
-        (Service::Imap, 143, imap.clone()),
-        (Service::Imaps, 993, imap.clone()),
-        (Service::Https, 443, pool(caps.https)),
-        (Service::Http, 80, pool(caps.http)),
-    ] {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let bind_err = |err| StartError::Bind {
-            addr,
-            service: service.name(),
-            err,
-        };
-        let listener = crate::net::bind(addr).map_err(bind_err)?;
-        let internal = listener.local_addr().map_err(bind_err)?;
-        ports.insert(port, internal);
-        listeners.push((service, listener, slots, Some(peers.clone())));
-    }
+    let internal = {
+        let (relay, mux) = (relay.clone(), mux.clone());
+        let pools = [
+            (Service::Mx, 25, pool(caps.smtp)),
+            (Service::Submission, 587, pool(caps.smtp)),
+            (Service::Submissions, 465, pool(caps.smtp)),
+            (Service::Imap, 143, imap.clone()),
+            (Service::Imaps, 993, imap.clone()),
+            (Service::Https, 443, pool(caps.https)),
+            (Service::Http, 80, pool(caps.http)),
+        ];
+        // Opened when a front is first set (at start or by a pairing); they then live as
+        // long as the process.
+        move || -> std::io::Result<std::collections::HashMap<u16, SocketAddr>> {
+            let mut ports = std::collections::HashMap::new();
+            let mut opened = Vec::new();
+            for (service, port, slots) in &pools {
+                let listener = crate::net::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                ports.insert(*port, listener.local_addr()?);
+                opened.push((*service, listener, slots.clone()));
+            }
+            for (service, listener, slots) in opened {
+                tokio::spawn(accept_loop(
+                    relay.clone(),
+                    service,
+                    listener,
+                    slots,
+                    mux.clone(),
+                    Some(relay.front.peers.clone()),
+                ));
+            }
+            Ok(ports)
+        }
+    };
     let identity_dir = relay.config.data_dir.join("front");
     if relay.front.active() {
         match crate::front::link::Identity::load_or_create(&identity_dir) {
@@ -470,22 +483,22 @@ pub async fn serve(relay: Arc<Relay>) -> Result<(), StartError> {
             }
         }
     }
-    let front_link = crate::front::home::run(crate::front::home::Home {
-        tunnel: relay.front.clone(),
+    let front_link = crate::front::home::run(crate::front::home::Home::new(
+        relay.front.clone(),
         identity_dir,
-        ports,
-    });
+        Box::new(internal),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(flush_periodically(relay.clone()));
     tasks.spawn(front_link);
-    for (service, listener, slots, via_front) in listeners {
+    for (service, listener, slots) in listeners {
         tasks.spawn(accept_loop(
             relay.clone(),
             service,
             listener,
             slots,
             mux.clone(),
-            via_front,
+            None,
         ));
     }
     while tasks.join_next().await.is_some() {}

@@ -105,8 +105,34 @@ pub struct Home {
     pub tunnel: Arc<Tunnel>,
     /// Where this box's tunnel identity is kept (made on first use).
     pub identity_dir: PathBuf,
-    /// Standard port → the relay's internal listener for it.
-    pub ports: HashMap<u16, SocketAddr>,
+    /// Opens the relay's internal listeners (standard port → its address), once, when a
+    /// front is first set: a relay without a front listens on nothing more.
+    pub open_ports: Box<dyn Fn() -> io::Result<HashMap<u16, SocketAddr>> + Send + Sync>,
+    ports: std::sync::OnceLock<HashMap<u16, SocketAddr>>,
+}
+
+impl Home {
+    pub fn new(
+        tunnel: Arc<Tunnel>,
+        identity_dir: PathBuf,
+        open_ports: Box<dyn Fn() -> io::Result<HashMap<u16, SocketAddr>> + Send + Sync>,
+    ) -> Home {
+        Home {
+            tunnel,
+            identity_dir,
+            open_ports,
+            ports: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The internal listeners, opened on first use.
+    fn ports(&self) -> io::Result<&HashMap<u16, SocketAddr>> {
+        if let Some(p) = self.ports.get() {
+            return Ok(p);
+        }
+        let opened = (self.open_ports)()?;
+        Ok(self.ports.get_or_init(|| opened))
+    }
 }
 
 /// Keep a link open to the front the tunnel names, for as long as the relay runs; idle
@@ -154,6 +180,8 @@ pub async fn run(home: Home) {
 }
 
 async fn link_once(home: &Arc<Home>, target: &FrontTarget) -> io::Result<()> {
+    home.ports()
+        .map_err(|e| io::Error::other(format!("the relay's internal listeners: {e}")))?;
     let identity = Identity::load_or_create(&home.identity_dir)?;
     let tls = link::client_config(&identity, target.pin).map_err(io::Error::other)?;
     let tcp = tokio::time::timeout(
@@ -199,7 +227,7 @@ async fn forward(home: &Home, mut stream: Stream) -> std::io::Result<()> {
     let origin = tokio::time::timeout(HEADER_TIMEOUT, header::read(&mut stream))
         .await
         .map_err(|_| std::io::Error::other("no header"))??;
-    let Some(target) = home.ports.get(&origin.front.port()).copied() else {
+    let Some(target) = home.ports()?.get(&origin.front.port()).copied() else {
         return Err(std::io::Error::other(format!(
             "no service on port {}",
             origin.front.port()
