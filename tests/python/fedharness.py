@@ -257,7 +257,56 @@ def dkim_txt_from_zone(text: str, selector: str, domain: str) -> Optional[str]:
     return None
 
 
-class FedRelay:
+class LoggedProcess:
+    """A relaybox process of a test (`proc`) writing its log to `log_path`: stopping it
+    (SIGTERM, bounded, else SIGKILL; the log copied to tests/out/python/ as
+    `saved_log_name()`), and reading its log. Shared by the relays here and the front server
+    of natharness."""
+
+    proc: Optional[subprocess.Popen]
+    log_path: Path
+
+    def saved_log_name(self) -> str:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> Optional[int]:
+        """SIGTERM (bounded), else SIGKILL; copies the log to tests/out/python/."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        status = self.proc.returncode
+        self.proc = None
+        try:
+            OUT_DIR.mkdir(parents=True, exist_ok=True)
+            (OUT_DIR / self.saved_log_name()).write_bytes(self.log_path.read_bytes())
+        except OSError:
+            pass
+        return status
+
+    def log_text(self) -> str:
+        try:
+            return ANSI_ESCAPE.sub("", self.log_path.read_text(errors="replace"))
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        tail = self.log_text().splitlines()[-lines:]
+        return f"--- last {len(tail)} lines of {self.log_path} ---\n" + "\n".join(tail)
+
+    def panics(self) -> list[str]:
+        return [line for line in self.log_text().splitlines() if "panicked at" in line]
+
+
+class FedRelay(LoggedProcess):
     """`relaybox serve` on `ip` with the standard ports (ACTIVE_RELAYS-compatible)."""
 
     def __init__(self, workdir: Path, name: str, ip: str, mail_domain: str, params: dict):
@@ -364,41 +413,8 @@ class FedRelay:
                 raise RuntimeError(f"relay {self.name} did not accept within {START_TIMEOUT} s\n" + self.log_tail())
             time.sleep(0.1)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> Optional[int]:
-        """SIGTERM (bounded), else SIGKILL; copies the log to tests/out/python/."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        status = self.proc.returncode
-        self.proc = None
-        try:
-            OUT_DIR.mkdir(parents=True, exist_ok=True)
-            (OUT_DIR / f"{self.name}-relay.log").write_bytes(self.log_path.read_bytes())
-        except OSError:
-            pass
-        return status
-
-    def log_text(self) -> str:
-        try:
-            return ANSI_ESCAPE.sub("", self.log_path.read_text(errors="replace"))
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        tail = self.log_text().splitlines()[-lines:]
-        return f"--- last {len(tail)} lines of {self.log_path} ---\n" + "\n".join(tail)
-
-    def panics(self) -> list[str]:
-        return [line for line in self.log_text().splitlines() if "panicked at" in line]
+    def saved_log_name(self) -> str:
+        return f"{self.name}-relay.log"
 
 
 @contextlib.contextmanager

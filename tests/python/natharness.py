@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -32,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from fedharness import LoggedProcess
 from netnsharness import SUBNET, Netns
-from relayharness import ANSI_ESCAPE, OUT_DIR, relay_binary
+from relayharness import relay_binary
 
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 
@@ -280,7 +280,7 @@ def imaps_greets(ns: Netns, ip: str, source: str, timeout: float = 4.0) -> bool:
 # -- the front ------------------------------------------------------------------------
 
 
-class NsFront:
+class NsFront(LoggedProcess):
     """`relaybox front` in the front namespace; its log (stderr) in <workdir>/front.log."""
 
     def __init__(self, ns: Netns, workdir: Path, public: str = FRONT_PUBLIC):
@@ -341,37 +341,8 @@ class NsFront:
                 )
             time.sleep(0.05)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> Optional[int]:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        status = self.proc.returncode
-        self.proc = None
-        try:
-            OUT_DIR.mkdir(parents=True, exist_ok=True)
-            (OUT_DIR / f"front-{self.workdir.name}.log").write_bytes(self.log_path.read_bytes())
-        except OSError:
-            pass
-        return status
-
-    def log_text(self) -> str:
-        try:
-            return ANSI_ESCAPE.sub("", self.log_path.read_text(errors="replace"))
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        tail = self.log_text().splitlines()[-lines:]
-        return f"--- last {len(tail)} lines of {self.log_path} ---\n" + "\n".join(tail)
+    def saved_log_name(self) -> str:
+        return f"front-{self.workdir.name}.log"
 
     def connects(self) -> int:
         """How many times a box has opened the tunnel (the log's count)."""
@@ -382,5 +353,3 @@ class NsFront:
     def name(self) -> str:
         return f"front-{self.workdir.name}"
 
-    def panics(self) -> list[str]:
-        return [line for line in self.log_text().splitlines() if "panicked at" in line]
