@@ -24,7 +24,7 @@ use super::Appliance;
 use crate::config::{Config, Mode};
 use crate::front::home::FrontTarget;
 use crate::front::link::Identity;
-use crate::front::pair::{self, PairError};
+use crate::front::pair::{self, PairFailure};
 use crate::server::Relay;
 use crate::zone::Addresses;
 
@@ -186,12 +186,7 @@ async fn look_up(config: &Config, host: &str) -> Result<IpAddr, String> {
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err(format!("no answer within {} s", LOOKUP_TIMEOUT.as_secs())),
         };
-    found
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or(found.first())
-        .copied()
-        .ok_or_else(|| "it has no address".to_string())
+    pair::preferred_address(&found).ok_or_else(|| "it has no address".to_string())
 }
 
 /// `host:port` as the tunnel address (`[v6]:port`).
@@ -391,22 +386,19 @@ impl Attempt {
 
     /// The front's pin, or why not in plain words.
     async fn try_until_deadline(&self) -> Result<[u8; 32], String> {
-        let mut last = None;
-        loop {
-            let attempt = pair::pair_box(&self.front, &self.code, &self.identity);
-            match tokio::time::timeout_at(self.deadline, attempt).await {
-                Ok(Ok(pin)) => return Ok(pin),
-                Ok(Err(e @ (PairError::Unreachable(..) | PairError::Protocol(..)))) => {
-                    last = Some(e)
-                }
-                Ok(Err(e)) => return Err(format!("{e}.")),
-                Err(_) => break,
-            }
-            if Instant::now() + self.timing.every >= self.deadline {
-                break;
-            }
-            tokio::time::sleep(self.timing.every).await;
-        }
+        let tried = pair::pair_until(
+            &self.front,
+            &self.code,
+            &self.identity,
+            self.timing.every,
+            self.deadline,
+        )
+        .await;
+        let last = match tried {
+            Ok(pin) => return Ok(pin),
+            Err(PairFailure::Ended(e)) => return Err(format!("{e}.")),
+            Err(PairFailure::TimedOut(last)) => last,
+        };
         let secs = self.timing.wait.as_secs();
         let waited = if secs >= 60 {
             format!("{} minute(s)", secs.div_ceil(60))
@@ -417,7 +409,7 @@ impl Attempt {
             Some(e) => format!(
                 "nothing answered within {waited} ({e}). Check that the command runs on the \
                  front server and that its port {} is open in its firewall.",
-                self.front.rsplit_once(':').map_or("4433", |(_, p)| p)
+                pair::tunnel_port(&self.front)
             ),
             None => format!("nothing answered within {waited}."),
         })

@@ -7,13 +7,13 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Request;
 use super::client;
 use crate::config::Config;
 use crate::front::link::Identity;
-use crate::front::pair::{self, PairError};
+use crate::front::pair::{self, PairFailure};
 
 /// Between two attempts while nothing answers yet.
 const RETRY: Duration = Duration::from_secs(2);
@@ -63,17 +63,12 @@ async fn pair_and_keep(args: &PairFront<'_>, code: &str) -> Result<(), String> {
     };
     println!("On the front server ({front}), run:\n\n    {command}\n");
     println!("Waiting for it to pair (up to {} s)…", args.wait.as_secs());
-    let deadline = Instant::now() + args.wait;
-    let pin = loop {
-        match pair::pair_box(&front, code, &identity).await {
-            Ok(pin) => break pin,
-            Err(e @ (PairError::Unreachable(..) | PairError::Protocol(..)))
-                if Instant::now() + RETRY < deadline =>
-            {
-                tracing::debug!("pair-front: {e}");
-                tokio::time::sleep(RETRY).await;
-            }
-            Err(e) => return Err(e.to_string()),
+    let deadline = tokio::time::Instant::now() + args.wait;
+    let pin = match pair::pair_until(&front, code, &identity, RETRY, deadline).await {
+        Ok(pin) => pin,
+        Err(PairFailure::Ended(e) | PairFailure::TimedOut(Some(e))) => return Err(e.to_string()),
+        Err(PairFailure::TimedOut(None)) => {
+            return Err(format!("nothing answered within {} s", args.wait.as_secs()));
         }
     };
     pair::save(args.config_path, &front, &pin)
@@ -93,18 +88,10 @@ async fn pair_and_keep(args: &PairFront<'_>, code: &str) -> Result<(), String> {
 /// The front's address for its command line (a name is looked up; IPv4 first) and its
 /// tunnel port.
 async fn public_address(front: &str) -> (Option<IpAddr>, u16) {
-    let port = front
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or(pair::DEFAULT_TUNNEL_PORT);
+    let port = pair::tunnel_port(front);
     let found: Vec<IpAddr> = match tokio::net::lookup_host(front).await {
         Ok(addrs) => addrs.map(|a| a.ip()).collect(),
         Err(_) => Vec::new(),
     };
-    let ip = found
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or(found.first())
-        .copied();
-    (ip, port)
+    (pair::preferred_address(&found), port)
 }

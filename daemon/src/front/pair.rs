@@ -119,6 +119,24 @@ pub fn tunnel_address(front: &str) -> String {
     }
 }
 
+/// The tunnel port of a front address `host:port` (as [`tunnel_address`] writes it).
+pub fn tunnel_port(front: &str) -> u16 {
+    front
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(DEFAULT_TUNNEL_PORT)
+}
+
+/// The address to name a front by among those its name has: IPv4 first (the A record and
+/// `--public` of the command).
+pub fn preferred_address(found: &[IpAddr]) -> Option<IpAddr> {
+    found
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(found.first())
+        .copied()
+}
+
 /// The one command to paste on the front server, for its public address and the code.
 pub fn front_command(public: IpAddr, tunnel_port: u16, code: &str) -> String {
     let mut cmd = format!("relaybox front --public {public} --pair {code}");
@@ -227,6 +245,39 @@ pub async fn pair_box(front: &str, code: &str, identity: &Identity) -> Result<[u
     }
     let _ = stream.shutdown().await;
     Ok(front_pin)
+}
+
+/// Why [`pair_until`] gave up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PairFailure {
+    /// Refused, a bad code, or a server that cannot prove the code: trying again is no use.
+    Ended(PairError),
+    /// Nothing answered in time; the last attempt's error.
+    TimedOut(Option<PairError>),
+}
+
+/// Pair with the front at `front`, trying again every `every` while nothing answers (its
+/// owner is still starting it) until `deadline`; a refusal ends it at once.
+pub async fn pair_until(
+    front: &str,
+    code: &str,
+    identity: &Identity,
+    every: Duration,
+    deadline: tokio::time::Instant,
+) -> Result<[u8; 32], PairFailure> {
+    let mut last = None;
+    loop {
+        match tokio::time::timeout_at(deadline, pair_box(front, code, identity)).await {
+            Ok(Ok(pin)) => return Ok(pin),
+            Ok(Err(e @ (PairError::Unreachable(..) | PairError::Protocol(..)))) => last = Some(e),
+            Ok(Err(e)) => return Err(PairFailure::Ended(e)),
+            Err(_) => return Err(PairFailure::TimedOut(last)),
+        }
+        if tokio::time::Instant::now() + every >= deadline {
+            return Err(PairFailure::TimedOut(last));
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// The front's side of one pairing connection (after the handshake with ALPN
