@@ -172,24 +172,14 @@ pub async fn run(args: Args, bin: PathBuf, root: &Path, write: bool) -> Result<(
         println!("(--no-write: tests/bench/results.md not changed)");
         return verdict;
     }
-    let path = root.join("tests/bench/results.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
     let intro = "## Backups (issue 17)\n\nWritten by `cargo run --release -p relaybox-bench -- --backup [--quick] [--label NAME] [--commit TEXT] [--note TEXT]` (tests/bench/src/backup.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary). `relaybox backup` of a running relay with 1 000 accounts and 10 000 stored messages (`--quick`: 100 and 1 000), `relaybox restore` into a fresh data directory, and the pause the running relay shows meanwhile (ack→EXISTS). The issue's target is p99 ack→EXISTS during a backup < 50 ms. Each run label has its own table.";
-    let body = report::labelled_section_body(
+    report::write_labelled_run(
+        &root.join("tests/bench/results.md"),
         SECTION,
         intro,
-        "Figure",
-        report::section(&old, SECTION).unwrap_or(""),
         &args.label,
         &block,
-    );
-    report::write_section(&path, SECTION, &body)
-        .with_context(|| format!("write {}", path.display()))?;
-    println!(
-        "wrote the `{SECTION}` section ({}) of {}",
-        args.label,
-        path.display()
-    );
+    )?;
     verdict
 }
 

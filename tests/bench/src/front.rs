@@ -322,24 +322,14 @@ pub async fn run(args: Args, bin: PathBuf, root: &Path, write: bool) -> Result<(
         println!("(--no-write: tests/bench/results.md not changed)");
         return verdict;
     }
-    let path = root.join("tests/bench/results.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
     let intro = "## Front server (issue 20)\n\nWritten by `relaybox-bench --front [--quick] [--label NAME] [--commit TEXT] [--note TEXT] [--no-write]` as root (tests/bench/src/front.rs; `RELAYBOX_BENCH_BIN=/path/to/relaybox` picks the binary, by default `target/release/relaybox`). A relay (the box) with `front`/`front_pin` and `relaybox front` on another loopback address, the box's tunnel to it as from behind a NAT. (a) The latency the front adds: submit → IMAP IDLE notification through the front against the same straight to the box, 200 round trips each way (`--quick`: 20). (b) The front's memory, and the box's growth, per 1 000 idle IMAP connections through the front (`--quick`: 100 connections, scaled). Loopback has no network delay: the figures are the front's own cost (a process hop, the tunnel's TLS and stream framing, the box's loopback hop to its internal listener); a real front adds the network's round trip between it and the box. Added latency is the difference of the two paths' percentiles (the round trips alternate, so both see the same machine); at p90/p99 the shared machine's noise is larger than the front's cost and a negative difference is that noise; the `NOOP` round trip, without the store's durable commit, shows the forwarding most clearly. Each run label has its own table.";
-    let body = report::labelled_section_body(
+    report::write_labelled_run(
+        &root.join("tests/bench/results.md"),
         SECTION,
         intro,
-        "Figure",
-        report::section(&old, SECTION).unwrap_or(""),
         &args.label,
         &block,
-    );
-    report::write_section(&path, SECTION, &body)
-        .with_context(|| format!("write {}", path.display()))?;
-    println!(
-        "wrote the `{SECTION}` section ({}) of {}",
-        args.label,
-        path.display()
-    );
+    )?;
     verdict
 }
 

@@ -351,6 +351,34 @@ pub fn headline(v: &str) -> &str {
     v.split(" (").next().unwrap_or(v)
 }
 
+/// Write run `label`'s `block` into labelled section `section` of `results` (the other
+/// labels' blocks kept, the comparison table remade; [`labelled_section_body`]).
+pub fn write_labelled_run(
+    results: &std::path::Path,
+    section: &str,
+    intro: &str,
+    label: &str,
+    block: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let old = std::fs::read_to_string(results).unwrap_or_default();
+    let body = labelled_section_body(
+        section,
+        intro,
+        "Figure",
+        self::section(&old, section).unwrap_or(""),
+        label,
+        block,
+    );
+    write_section(results, section, &body)
+        .with_context(|| format!("write {}", results.display()))?;
+    println!(
+        "wrote the `{section}` section ({label}) of {}",
+        results.display()
+    );
+    Ok(())
+}
+
 /// The whole body of labelled section `section`: `intro` (its heading and text), a
 /// comparison table of every run label when there is more than one, then each run's
 /// block (`block` for `label` replacing an older one of that label, or appended).
