@@ -167,9 +167,10 @@ fn verify(code: &str, role: &[u8], export: &[u8; 32], got: &[u8]) -> bool {
 const BOX_ROLE: &[u8] = b"relaybox-pair box";
 const FRONT_ROLE: &[u8] = b"relaybox-pair front";
 
-/// RFC 8446 §7.5: 32 bytes of keying material exported from the session.
-fn export(exported: Result<[u8; 32], rustls::Error>) -> io::Result<[u8; 32]> {
-    exported.map_err(io::Error::other)
+/// RFC 8446 §7.5: 32 bytes of keying material exported from the session (both sides).
+fn export<D>(conn: &rustls::ConnectionCommon<D>) -> io::Result<[u8; 32]> {
+    conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+        .map_err(io::Error::other)
 }
 
 fn peer_pin(certs: Option<&[CertificateDer<'_>]>) -> io::Result<[u8; 32]> {
@@ -220,8 +221,7 @@ pub async fn pair_box(front: &str, code: &str, identity: &Identity) -> Result<[u
             ));
         }
         (
-            export(conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None))
-                .map_err(protocol)?,
+            export(conn).map_err(protocol)?,
             peer_pin(conn.peer_certificates()).map_err(protocol)?,
         )
     };
@@ -295,10 +295,7 @@ where
 {
     let (export, box_pin) = {
         let conn = stream.get_ref().1;
-        (
-            export(conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None))?,
-            peer_pin(conn.peer_certificates())?,
-        )
+        (export(conn)?, peer_pin(conn.peer_certificates())?)
     };
     let mut theirs = [0u8; 32];
     timed("the box's proof", stream.read_exact(&mut theirs)).await?;
